@@ -1,0 +1,179 @@
+package raftstore
+
+import (
+	"fmt"
+	"slices"
+)
+
+// ApplyResult is what applying one committed command produced. A refused
+// compare-and-set is a normal, deterministic result carried in Err.
+type ApplyResult struct {
+	Index uint64
+	Err   error
+}
+
+// applyCommand applies cmd, committed at index, to s. It is deterministic:
+// it reads no clock, randomness, network or disk; times come from the
+// proposer inside the command. On error s is unchanged.
+func applyCommand(s *State, index uint64, cmd Command) error {
+	var err error
+	switch c := cmd.(type) {
+	case Bootstrap:
+		err = applyBootstrap(s, index, c)
+	case SetConfig:
+		err = applySetConfig(s, index, c)
+	case SetPause:
+		applySetPause(s, index, c)
+	case Initialize:
+		err = applyInitialize(s, index, c)
+	case RegisterMember:
+		applyRegisterMember(s, index, c)
+	case ReportStatus:
+		err = applyReportStatus(s, c)
+	case RemoveMember:
+		err = applyRemoveMember(s, index, c)
+	case SetLeader:
+		err = applySetLeader(s, index, c)
+	case RenewLeader:
+		err = applyRenewLeader(s, index, c)
+	case SetSync:
+		err = applySetSync(s, c)
+	case SetFailover:
+		applySetFailover(s, index, c)
+	default:
+		return fmt.Errorf("%w %T", ErrUnknownCommand, cmd)
+	}
+	if err == nil {
+		s.Index = index
+	}
+	return err
+}
+
+func applyBootstrap(s *State, index uint64, c Bootstrap) error {
+	if s.Bootstrap {
+		return ErrAlreadyBootstrapped
+	}
+	s.Bootstrap = true
+	s.Config = c.Config.Clone()
+	s.Config.Version = 1
+	s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventBootstrap, Actor: c.Actor,
+		Reason: "cluster config seeded from bootstrap.dcs"})
+	return nil
+}
+
+func applySetConfig(s *State, index uint64, c SetConfig) error {
+	if s.Config.Version != c.PrevVersion {
+		return fmt.Errorf("%w: expected version %d, have %d", ErrVersionMismatch, c.PrevVersion, s.Config.Version)
+	}
+	s.Config = c.Config.Clone()
+	s.Config.Version = c.PrevVersion + 1
+	s.Bootstrap = true
+	s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventConfig, Actor: c.Actor,
+		Reason: fmt.Sprintf("config version %d", s.Config.Version)})
+	return nil
+}
+
+func applySetPause(s *State, index uint64, c SetPause) {
+	if s.Config.Pause == c.Pause {
+		return
+	}
+	s.Config.Pause = c.Pause
+	s.Config.Version++
+	kind := EventResume
+	if c.Pause {
+		kind = EventPause
+	}
+	s.History = append(s.History, Event{Index: index, At: c.At, Kind: kind, Actor: c.Actor})
+}
+
+func applyInitialize(s *State, index uint64, c Initialize) error {
+	switch s.Initialize {
+	case c.SystemID:
+		return nil
+	case "":
+		s.Initialize = c.SystemID
+		s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventInitialize, Actor: c.Actor,
+			Member: c.Actor, Reason: "system identifier " + c.SystemID})
+		return nil
+	default:
+		return fmt.Errorf("%w: have %s, proposed %s", ErrAlreadyInitialized, s.Initialize, c.SystemID)
+	}
+}
+
+func applyRegisterMember(s *State, index uint64, c RegisterMember) {
+	m, ok := s.Members[c.Name]
+	if !ok {
+		m = &Member{Name: c.Name}
+		s.Members[c.Name] = m
+		s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventMemberJoin, Member: c.Name})
+	}
+	m.APIAddr, m.PGAddr, m.RaftAddr, m.Tags, m.Registered = c.APIAddr, c.PGAddr, c.RaftAddr, c.Tags, c.At
+}
+
+func applyReportStatus(s *State, c ReportStatus) error {
+	m, ok := s.Members[c.Name]
+	if !ok {
+		return fmt.Errorf("%w %s: register before reporting status", ErrUnknownMember, c.Name)
+	}
+	m.Status = c.Status
+	return nil
+}
+
+func applyRemoveMember(s *State, index uint64, c RemoveMember) error {
+	if _, ok := s.Members[c.Name]; !ok {
+		return fmt.Errorf("%w %s", ErrUnknownMember, c.Name)
+	}
+	delete(s.Members, c.Name)
+	s.Sync.Standbys = slices.DeleteFunc(slices.Clone(s.Sync.Standbys), func(n string) bool { return n == c.Name })
+	s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventMemberLeave, Actor: c.Actor,
+		Member: c.Name, Reason: c.Reason})
+	return nil
+}
+
+func applySetLeader(s *State, index uint64, c SetLeader) error {
+	if s.Leader.Epoch != c.PrevEpoch || s.Leader.Rev != c.PrevRev {
+		return fmt.Errorf("%w: expected epoch %d rev %d, have epoch %d rev %d",
+			ErrEpochMismatch, c.PrevEpoch, c.PrevRev, s.Leader.Epoch, s.Leader.Rev)
+	}
+	if c.Holder != "" {
+		if _, ok := s.Members[c.Holder]; !ok {
+			return fmt.Errorf("%w %s cannot hold the leader key", ErrUnknownMember, c.Holder)
+		}
+	}
+	s.Leader = LeaderKey{Holder: c.Holder, Epoch: c.PrevEpoch + 1, Rev: index, Since: c.At}
+	s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventLeader, Actor: c.Actor,
+		Member: c.Holder, Epoch: s.Leader.Epoch, Reason: c.Reason})
+	return nil
+}
+
+func applyRenewLeader(s *State, index uint64, c RenewLeader) error {
+	if s.Leader.Holder != c.Holder || s.Leader.Epoch != c.Epoch {
+		return fmt.Errorf("%w: %s at epoch %d, key is %q at epoch %d",
+			ErrNotHolder, c.Holder, c.Epoch, s.Leader.Holder, s.Leader.Epoch)
+	}
+	s.Leader.Rev = index
+	return nil
+}
+
+func applySetSync(s *State, c SetSync) error {
+	if s.Leader.Epoch != c.Epoch {
+		return fmt.Errorf("%w: sync set for epoch %d, key is at epoch %d", ErrEpochMismatch, c.Epoch, s.Leader.Epoch)
+	}
+	s.Sync = SyncState{Primary: c.Primary, Standbys: slices.Clone(c.Standbys)}
+	return nil
+}
+
+func applySetFailover(s *State, index uint64, c SetFailover) {
+	if c.Request == nil {
+		if s.Failover != nil {
+			s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventFailoverDone, Actor: c.Actor,
+				Reason: c.Reason})
+		}
+		s.Failover = nil
+		return
+	}
+	r := *c.Request
+	s.Failover = &r
+	s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventFailoverReq, Actor: c.Actor,
+		Member: r.To, Reason: fmt.Sprintf("%s from %q to %q", r.Kind, r.From, r.To)})
+}

@@ -1,0 +1,260 @@
+package raftstore
+
+import (
+	"fmt"
+	"time"
+)
+
+// CommandType is the first byte of every log entry. Zero is invalid; values
+// are appended and never reused. A type with SkipUnknownFlag set may be
+// ignored by an older binary that does not know it.
+type CommandType uint8
+
+// SkipUnknownFlag marks a command type an older binary may skip.
+const SkipUnknownFlag CommandType = 0x80
+
+// Command types. Append only.
+const (
+	CmdBootstrap      CommandType = 1
+	CmdSetConfig      CommandType = 2
+	CmdInitialize     CommandType = 3
+	CmdRegisterMember CommandType = 4
+	CmdReportStatus   CommandType = 5
+	CmdRemoveMember   CommandType = 6
+	CmdSetLeader      CommandType = 7
+	CmdRenewLeader    CommandType = 8
+	CmdSetSync        CommandType = 9
+	CmdSetFailover    CommandType = 10
+	CmdSetPause       CommandType = 11
+)
+
+// Command is a typed, versioned FSM command.
+type Command interface {
+	Type() CommandType
+	// Validate checks the command on its own, before it is proposed and
+	// after it is decoded.
+	Validate() error
+}
+
+// Bootstrap seeds the cluster configuration once, when the cluster is made.
+type Bootstrap struct {
+	Config ClusterConfig `json:"config"`
+	Actor  string        `json:"actor"`
+	At     time.Time     `json:"at"`
+}
+
+// SetConfig replaces the cluster configuration if its version is still
+// PrevVersion; the new version is PrevVersion+1.
+type SetConfig struct {
+	Config      ClusterConfig `json:"config"`
+	PrevVersion uint64        `json:"prev_version"`
+	Actor       string        `json:"actor"`
+	At          time.Time     `json:"at"`
+}
+
+// SetPause turns maintenance mode on or off (a config change with its own
+// history event).
+type SetPause struct {
+	Pause bool      `json:"pause"`
+	Actor string    `json:"actor"`
+	At    time.Time `json:"at"`
+}
+
+// Initialize records the PostgreSQL system identifier, once.
+type Initialize struct {
+	SystemID string    `json:"system_id"`
+	Actor    string    `json:"actor"`
+	At       time.Time `json:"at"`
+}
+
+// RegisterMember adds a member or updates its addresses and tags.
+type RegisterMember struct {
+	Name     string    `json:"name"`
+	APIAddr  string    `json:"api_addr"`
+	PGAddr   string    `json:"pg_addr,omitempty"`
+	RaftAddr string    `json:"raft_addr,omitempty"`
+	Tags     Tags      `json:"tags"`
+	At       time.Time `json:"at"`
+}
+
+// ReportStatus records a member's observed PostgreSQL status.
+type ReportStatus struct {
+	Name   string       `json:"name"`
+	Status MemberStatus `json:"status"`
+}
+
+// RemoveMember forgets a member (after it left the Raft configuration).
+type RemoveMember struct {
+	Name   string    `json:"name"`
+	Actor  string    `json:"actor"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// SetLeader changes the leader key holder ("" releases it) if the key's
+// epoch and revision are still PrevEpoch and PrevRev. The new epoch is
+// PrevEpoch+1 and the new revision the entry's Raft index.
+type SetLeader struct {
+	Holder    string    `json:"holder"`
+	PrevEpoch uint64    `json:"prev_epoch"`
+	PrevRev   uint64    `json:"prev_rev"`
+	Reason    string    `json:"reason"`
+	Actor     string    `json:"actor"`
+	At        time.Time `json:"at"`
+}
+
+// RenewLeader renews the key if Holder still holds it at Epoch; the
+// revision becomes the entry's Raft index.
+type RenewLeader struct {
+	Holder string    `json:"holder"`
+	Epoch  uint64    `json:"epoch"`
+	At     time.Time `json:"at"`
+}
+
+// SetSync records the synchronous standbys if the leader key epoch is still
+// Epoch (so a stale primary cannot rewrite it).
+type SetSync struct {
+	Primary  string   `json:"primary"`
+	Standbys []string `json:"standbys"`
+	Epoch    uint64   `json:"epoch"`
+}
+
+// SetFailover records a pending failover/switchover, or clears it when
+// Request is nil.
+type SetFailover struct {
+	Request *FailoverRequest `json:"request"`
+	Actor   string           `json:"actor"`
+	Reason  string           `json:"reason,omitempty"`
+	At      time.Time        `json:"at"`
+}
+
+func (Bootstrap) Type() CommandType      { return CmdBootstrap }
+func (SetConfig) Type() CommandType      { return CmdSetConfig }
+func (SetPause) Type() CommandType       { return CmdSetPause }
+func (Initialize) Type() CommandType     { return CmdInitialize }
+func (RegisterMember) Type() CommandType { return CmdRegisterMember }
+func (ReportStatus) Type() CommandType   { return CmdReportStatus }
+func (RemoveMember) Type() CommandType   { return CmdRemoveMember }
+func (SetLeader) Type() CommandType      { return CmdSetLeader }
+func (RenewLeader) Type() CommandType    { return CmdRenewLeader }
+func (SetSync) Type() CommandType        { return CmdSetSync }
+func (SetFailover) Type() CommandType    { return CmdSetFailover }
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidCommand, fmt.Sprintf(format, args...))
+}
+
+const maxNameLen = 128
+
+func checkName(what, name string) error {
+	if name == "" {
+		return invalid("%s is empty", what)
+	}
+	if len(name) > maxNameLen {
+		return invalid("%s is longer than %d bytes", what, maxNameLen)
+	}
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		default:
+			return invalid("%s %q has a character outside [A-Za-z0-9._-]", what, name)
+		}
+	}
+	return nil
+}
+
+func (c Bootstrap) Validate() error {
+	if err := c.Config.Validate(); err != nil {
+		return invalid("bootstrap config: %v", err)
+	}
+	return nil
+}
+
+func (c SetConfig) Validate() error {
+	if err := c.Config.Validate(); err != nil {
+		return invalid("config: %v", err)
+	}
+	return nil
+}
+
+func (c SetPause) Validate() error { return nil }
+
+func (c Initialize) Validate() error {
+	if c.SystemID == "" {
+		return invalid("system_id is empty")
+	}
+	for _, r := range c.SystemID {
+		if r < '0' || r > '9' {
+			return invalid("system_id %q is not a decimal number", c.SystemID)
+		}
+	}
+	return nil
+}
+
+func (c RegisterMember) Validate() error {
+	if err := checkName("member name", c.Name); err != nil {
+		return err
+	}
+	if c.APIAddr == "" {
+		return invalid("api_addr of %s is empty", c.Name)
+	}
+	return nil
+}
+
+func (c ReportStatus) Validate() error { return checkName("member name", c.Name) }
+
+func (c RemoveMember) Validate() error { return checkName("member name", c.Name) }
+
+func (c SetLeader) Validate() error {
+	if c.Holder != "" {
+		if err := checkName("holder", c.Holder); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c RenewLeader) Validate() error {
+	if err := checkName("holder", c.Holder); err != nil {
+		return err
+	}
+	if c.Epoch == 0 {
+		return invalid("renewal of %s names epoch 0", c.Holder)
+	}
+	return nil
+}
+
+func (c SetSync) Validate() error {
+	if c.Primary != "" {
+		if err := checkName("sync primary", c.Primary); err != nil {
+			return err
+		}
+	}
+	for _, s := range c.Standbys {
+		if err := checkName("sync standby", s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c SetFailover) Validate() error {
+	r := c.Request
+	if r == nil {
+		return nil
+	}
+	if r.Kind != "switchover" && r.Kind != "failover" {
+		return invalid("failover kind %q is not switchover or failover", r.Kind)
+	}
+	if r.From == "" && r.To == "" {
+		return invalid("%s names neither from nor to", r.Kind)
+	}
+	for _, n := range []string{r.From, r.To} {
+		if n != "" {
+			if err := checkName("member", n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,196 @@
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"raftgres/internal/conf"
+)
+
+// Peer is one voter named in raft.bootstrap_peers ("pg1=127.0.0.1:7001").
+type Peer struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+}
+
+// TLSConfig turns on mutual TLS between Raft peers when all three files are
+// set: every peer presents a certificate signed by the cluster CA and refuses
+// one that is not.
+type TLSConfig struct {
+	CAFile   string
+	CertFile string
+	KeyFile  string
+}
+
+// Enabled reports whether mutual TLS is configured.
+func (t TLSConfig) Enabled() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
+
+// Validate checks that the three files come together.
+func (t TLSConfig) Validate() error {
+	if !t.Enabled() {
+		return nil
+	}
+	var errs []error
+	if t.CAFile == "" {
+		errs = append(errs, conf.Errorf("ca_file", "is required when tls is set"))
+	}
+	if t.CertFile == "" {
+		errs = append(errs, conf.Errorf("cert_file", "is required when tls is set"))
+	}
+	if t.KeyFile == "" {
+		errs = append(errs, conf.Errorf("key_file", "is required when tls is set"))
+	}
+	return errors.Join(errs...)
+}
+
+// Config is the raft: section plus the timing knobs the binary sets.
+type Config struct {
+	// NodeID is the Raft server ID: the member name.
+	NodeID string
+	// Dir holds the bbolt log/stable store and the snapshots.
+	Dir string
+	// Listen is the TCP address Raft binds; Advertise is the one peers dial
+	// (defaults to Listen).
+	Listen    string
+	Advertise string
+	// BootstrapPeers are the voters of a brand-new cluster. Ignored once the
+	// node has Raft state.
+	BootstrapPeers []Peer
+	TLS            TLSConfig
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	SnapshotRetain     int
+	// ApplyTimeout bounds a command when the caller's context has no deadline.
+	ApplyTimeout time.Duration
+}
+
+// DefaultConfig returns timings tuned for a LAN: a lost Raft leader is
+// replaced in about one to two seconds.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
+		CommitTimeout:      20 * time.Millisecond,
+		SnapshotThreshold:  1024,
+		SnapshotInterval:   30 * time.Second,
+		TrailingLogs:       1024,
+		SnapshotRetain:     2,
+		ApplyTimeout:       10 * time.Second,
+	}
+}
+
+// AdvertiseAddr is Advertise, or Listen when Advertise is empty.
+func (c Config) AdvertiseAddr() string {
+	if c.Advertise != "" {
+		return c.Advertise
+	}
+	return c.Listen
+}
+
+// Validate checks the section. Paths in errors are relative to raft:.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, conf.Errorf("node_id", "is required"))
+	}
+	if c.Dir == "" {
+		errs = append(errs, conf.Errorf("dir", "is required"))
+	}
+	if err := CheckHostPort(c.Listen, true); err != nil {
+		errs = append(errs, &conf.FieldError{Path: "listen", Err: err})
+	}
+	if c.Advertise != "" {
+		if err := CheckHostPort(c.Advertise, false); err != nil {
+			errs = append(errs, &conf.FieldError{Path: "advertise", Err: err})
+		}
+	} else if h, _, err := net.SplitHostPort(c.Listen); err == nil && (h == "" || net.ParseIP(h).IsUnspecified()) {
+		errs = append(errs, conf.Errorf("advertise", "is required when listen (%s) has no specific host", c.Listen))
+	}
+	seenID := map[string]int{}
+	seenAddr := map[string]int{}
+	for i, p := range c.BootstrapPeers {
+		path := fmt.Sprintf("bootstrap_peers[%d]", i)
+		if p.ID == "" {
+			errs = append(errs, conf.Errorf(path, "must be name=host:port"))
+			continue
+		}
+		if err := CheckHostPort(p.Address, false); err != nil {
+			errs = append(errs, &conf.FieldError{Path: path, Err: err})
+		}
+		if j, ok := seenID[p.ID]; ok {
+			errs = append(errs, conf.Errorf(path, "member %q already listed at bootstrap_peers[%d]", p.ID, j))
+		}
+		if j, ok := seenAddr[p.Address]; ok {
+			errs = append(errs, conf.Errorf(path, "address %s already listed at bootstrap_peers[%d]", p.Address, j))
+		}
+		seenID[p.ID], seenAddr[p.Address] = i, i
+	}
+	if len(c.BootstrapPeers) > 0 {
+		if i, ok := seenID[c.NodeID]; !ok {
+			errs = append(errs, conf.Errorf("bootstrap_peers", "must list this member (%s)", c.NodeID))
+		} else if c.BootstrapPeers[i].Address != c.AdvertiseAddr() {
+			errs = append(errs, conf.Errorf(fmt.Sprintf("bootstrap_peers[%d]", i),
+				"address %s of this member differs from its advertise address %s", c.BootstrapPeers[i].Address, c.AdvertiseAddr()))
+		}
+	}
+	if err := c.TLS.Validate(); err != nil {
+		errs = append(errs, conf.Prefix("tls", err))
+	}
+	if c.HeartbeatTimeout <= 0 || c.ElectionTimeout < c.HeartbeatTimeout {
+		errs = append(errs, conf.Errorf("election_timeout", "must be at least the heartbeat timeout"))
+	}
+	if c.LeaderLeaseTimeout <= 0 || c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		errs = append(errs, conf.Errorf("leader_lease_timeout", "must be positive and at most the heartbeat timeout"))
+	}
+	if c.SnapshotRetain < 1 {
+		errs = append(errs, conf.Errorf("snapshot_retain", "must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+// CheckHostPort validates a host:port; with allowAny an empty or unspecified
+// host (listen on all interfaces) is accepted.
+func CheckHostPort(addr string, allowAny bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("must be host:port, got %q", addr)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("port must be 1-65535, got %q", port)
+	}
+	if host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		if !allowAny {
+			return fmt.Errorf("needs a host that peers can reach, got %q", addr)
+		}
+		return nil
+	}
+	if net.ParseIP(host) == nil && !validHostname(host) {
+		return fmt.Errorf("bad host %q", host)
+	}
+	return nil
+}
+
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, r := range h {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '.':
+		default:
+			return false
+		}
+	}
+	return h[0] != '-' && h[0] != '.'
+}

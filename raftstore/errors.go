@@ -1,0 +1,32 @@
+package raftstore
+
+import "errors"
+
+var (
+	// ErrNotLeader means this node is not the Raft leader; forward to it.
+	ErrNotLeader = errors.New("not the raft leader")
+	// ErrLeadershipLost means leadership was lost while a command was in
+	// flight: it may or may not commit under the next leader.
+	ErrLeadershipLost = errors.New("raft leadership lost while applying")
+	// ErrEpochMismatch is a failed compare-and-set on the leader key.
+	ErrEpochMismatch = errors.New("leader key changed (epoch or revision mismatch)")
+	// ErrNotHolder means a renewal came from a member that does not hold the key.
+	ErrNotHolder = errors.New("member does not hold the leader key")
+	// ErrVersionMismatch is a failed compare-and-set on the cluster config version.
+	ErrVersionMismatch = errors.New("cluster config version changed")
+	// ErrAlreadyInitialized means Initialize was already set to another system id.
+	ErrAlreadyInitialized = errors.New("cluster already initialized with another system identifier")
+	// ErrAlreadyBootstrapped means the cluster config was seeded before.
+	ErrAlreadyBootstrapped = errors.New("cluster config already bootstrapped")
+	// ErrUnknownMember names a member the FSM does not know.
+	ErrUnknownMember = errors.New("unknown member")
+	// ErrInvalidCommand means a command failed validation or decoding.
+	ErrInvalidCommand = errors.New("invalid command")
+	// ErrUnknownCommand is an undecodable command type.
+	ErrUnknownCommand = errors.New("unknown command type")
+	// ErrClosed means the store is not open.
+	ErrClosed = errors.New("raft store is closed")
+	// ErrJoinRefused means the leader will not add a node (unreachable, TLS
+	// handshake refused, conflicting identity).
+	ErrJoinRefused = errors.New("join refused")
+)

@@ -1,0 +1,141 @@
+package raftstore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// SnapshotFormatVersion is written into every FSM snapshot; Restore refuses
+// any other version.
+const SnapshotFormatVersion = 1
+
+// fsm is the hashicorp/raft FSM. It owns State behind a lock and calls
+// changed (never blocking) after every applied entry.
+type fsm struct {
+	mu      sync.RWMutex
+	state   State
+	applied uint64
+	changed func(index uint64)
+}
+
+func newFSM(changed func(uint64)) *fsm {
+	if changed == nil {
+		changed = func(uint64) {}
+	}
+	return &fsm{state: NewState(), changed: changed}
+}
+
+var _ raft.FSM = (*fsm)(nil)
+
+// Apply decodes and applies a committed entry. A committed entry that cannot
+// be decoded means this binary would diverge from its peers: it panics,
+// naming the type and index, unless the type carries SkipUnknownFlag.
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	res := f.applyBytes(l.Index, l.Data)
+	f.changed(l.Index)
+	return res
+}
+
+func (f *fsm) applyBytes(index uint64, data []byte) ApplyResult {
+	cmd, err := Decode(data)
+	if err != nil {
+		var t CommandType
+		if len(data) > 0 {
+			t = CommandType(data[0])
+		}
+		if errors.Is(err, ErrUnknownCommand) && t&SkipUnknownFlag != 0 {
+			f.mu.Lock()
+			f.applied = index
+			f.mu.Unlock()
+			return ApplyResult{Index: index}
+		}
+		panic(fmt.Sprintf("raftstore: cannot apply committed entry %d (command type %d): %v", index, t, err))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err = applyCommand(&f.state, index, cmd)
+	f.applied = index
+	return ApplyResult{Index: index, Err: err}
+}
+
+// State returns a deep copy of the current state.
+func (f *fsm) State() State {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Clone()
+}
+
+// AppliedIndex is the index of the last entry this FSM applied.
+func (f *fsm) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied
+}
+
+// snapshotFile is the on-disk form of an FSM snapshot.
+type snapshotFile struct {
+	FormatVersion int    `json:"format_version"`
+	Applied       uint64 `json:"applied_index"`
+	State         State  `json:"state"`
+}
+
+// Snapshot captures a copy of the state; Persist runs concurrently with Apply.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &fsmSnapshot{file: snapshotFile{FormatVersion: SnapshotFormatVersion, Applied: f.applied, State: f.state.Clone()}}, nil
+}
+
+// Restore replaces the state with a snapshot's, built fresh and swapped
+// under the lock.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, applied, err := decodeSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.state, f.applied = st, applied
+	f.mu.Unlock()
+	f.changed(applied)
+	return nil
+}
+
+func decodeSnapshot(r io.Reader) (State, uint64, error) {
+	var file snapshotFile
+	dec := json.NewDecoder(io.LimitReader(r, 64<<20))
+	if err := dec.Decode(&file); err != nil {
+		return State{}, 0, fmt.Errorf("restore snapshot: decode: %w", err)
+	}
+	if file.FormatVersion != SnapshotFormatVersion {
+		return State{}, 0, fmt.Errorf("restore snapshot: format version %d, this binary reads %d",
+			file.FormatVersion, SnapshotFormatVersion)
+	}
+	st := file.State.Clone()
+	for name, m := range st.Members {
+		if m == nil || m.Name != name {
+			return State{}, 0, fmt.Errorf("restore snapshot: member entry %q is malformed", name)
+		}
+	}
+	return st, file.Applied, nil
+}
+
+type fsmSnapshot struct{ file snapshotFile }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := json.NewEncoder(sink).Encode(&s.file); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}

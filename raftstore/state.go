@@ -1,0 +1,230 @@
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"raftgres/internal/conf"
+)
+
+// ClusterConfig is the dynamic cluster configuration, seeded from
+// bootstrap.dcs when the cluster is made and changed only by SetConfig.
+type ClusterConfig struct {
+	// Version increases by one on every accepted SetConfig.
+	Version               uint64        `json:"version"`
+	TTL                   time.Duration `json:"ttl"`
+	LoopWait              time.Duration `json:"loop_wait"`
+	RetryTimeout          time.Duration `json:"retry_timeout"`
+	MaximumLagOnFailover  int64         `json:"maximum_lag_on_failover"`
+	SynchronousMode       bool          `json:"synchronous_mode"`
+	SynchronousModeStrict bool          `json:"synchronous_mode_strict"`
+	Pause                 bool          `json:"pause"`
+	PostgreSQL            PGConfig      `json:"postgresql"`
+}
+
+// PGConfig is the cluster-wide PostgreSQL part of ClusterConfig.
+type PGConfig struct {
+	UsePgRewind bool              `json:"use_pg_rewind"`
+	UseSlots    bool              `json:"use_slots"`
+	Parameters  map[string]string `json:"parameters,omitempty"`
+	PgHba       []string          `json:"pg_hba,omitempty"`
+}
+
+// DefaultClusterConfig is what bootstrap.dcs starts from.
+func DefaultClusterConfig() ClusterConfig {
+	return ClusterConfig{
+		TTL:                  10 * time.Second,
+		LoopWait:             time.Second,
+		RetryTimeout:         3 * time.Second,
+		MaximumLagOnFailover: 1 << 20,
+		PostgreSQL:           PGConfig{UsePgRewind: true, UseSlots: true},
+	}
+}
+
+// Validate checks the values one by one and their relation
+// (loop_wait + 2·retry_timeout ≤ ttl, as in Patroni). Paths are relative to
+// bootstrap.dcs.
+func (c ClusterConfig) Validate() error {
+	var errs []error
+	if c.TTL < time.Second {
+		errs = append(errs, conf.Errorf("ttl", "must be at least 1s, got %s", c.TTL))
+	}
+	if c.LoopWait < 10*time.Millisecond {
+		errs = append(errs, conf.Errorf("loop_wait", "must be at least 10ms, got %s", c.LoopWait))
+	}
+	if c.RetryTimeout < 10*time.Millisecond {
+		errs = append(errs, conf.Errorf("retry_timeout", "must be at least 10ms, got %s", c.RetryTimeout))
+	}
+	if len(errs) == 0 && c.LoopWait+2*c.RetryTimeout > c.TTL {
+		errs = append(errs, conf.Errorf("ttl", "must be at least loop_wait + 2*retry_timeout (%s), got %s",
+			c.LoopWait+2*c.RetryTimeout, c.TTL))
+	}
+	if c.MaximumLagOnFailover < 0 {
+		errs = append(errs, conf.Errorf("maximum_lag_on_failover", "must not be negative"))
+	}
+	if c.SynchronousModeStrict && !c.SynchronousMode {
+		errs = append(errs, conf.Errorf("synchronous_mode_strict", "needs synchronous_mode: true"))
+	}
+	return errors.Join(errs...)
+}
+
+// Clone returns a deep copy.
+func (c ClusterConfig) Clone() ClusterConfig {
+	c.PostgreSQL.Parameters = maps.Clone(c.PostgreSQL.Parameters)
+	c.PostgreSQL.PgHba = slices.Clone(c.PostgreSQL.PgHba)
+	return c
+}
+
+// Tags are a member's static properties, from the tags: section.
+type Tags struct {
+	NoFailover       bool `json:"nofailover,omitempty"`
+	NoLoadBalance    bool `json:"noloadbalance,omitempty"`
+	CloneFrom        bool `json:"clonefrom,omitempty"`
+	NoSync           bool `json:"nosync,omitempty"`
+	FailoverPriority int  `json:"failover_priority"`
+}
+
+// DefaultTags is what an empty tags: section means.
+func DefaultTags() Tags { return Tags{FailoverPriority: 1} }
+
+// Validate checks the tags.
+func (t Tags) Validate() error {
+	if t.FailoverPriority < 0 {
+		return conf.Errorf("failover_priority", "must not be negative, got %d", t.FailoverPriority)
+	}
+	return nil
+}
+
+// Member is one host of the cluster as the FSM knows it.
+type Member struct {
+	Name     string `json:"name"`
+	APIAddr  string `json:"api_addr"`
+	PGAddr   string `json:"pg_addr,omitempty"`
+	RaftAddr string `json:"raft_addr,omitempty"`
+	Tags     Tags   `json:"tags"`
+	// Status is the last status the member reported (zero until it does).
+	Status MemberStatus `json:"status"`
+	// Registered is the proposer's time of the last RegisterMember.
+	Registered time.Time `json:"registered"`
+}
+
+// MemberStatus is what a member's supervisor last observed of its PostgreSQL.
+type MemberStatus struct {
+	Role           string    `json:"role,omitempty"`  // primary, replica, uninitialized, …
+	State          string    `json:"state,omitempty"` // running, stopped, starting, …
+	Timeline       uint32    `json:"timeline,omitempty"`
+	WrittenLSN     uint64    `json:"written_lsn,omitempty"`
+	ReceivedLSN    uint64    `json:"received_lsn,omitempty"`
+	ReplayedLSN    uint64    `json:"replayed_lsn,omitempty"`
+	PendingRestart bool      `json:"pending_restart,omitempty"`
+	Version        string    `json:"version,omitempty"`
+	SystemID       string    `json:"system_id,omitempty"`
+	ReportedAt     time.Time `json:"reported_at"`
+}
+
+// LeaderKey names the PostgreSQL primary. Epoch increases on every change of
+// holder (including a release); Rev is the Raft index of the last acquire or
+// renewal. Holder == "" means no primary.
+type LeaderKey struct {
+	Holder string    `json:"holder,omitempty"`
+	Epoch  uint64    `json:"epoch"`
+	Rev    uint64    `json:"rev"`
+	Since  time.Time `json:"since,omitzero"`
+}
+
+// SyncState is, in synchronous mode, the primary and the standbys that
+// PostgreSQL confirms as synchronous; only these may be promoted.
+type SyncState struct {
+	Primary  string   `json:"primary,omitempty"`
+	Standbys []string `json:"standbys,omitempty"`
+}
+
+// FailoverRequest is a pending manual failover or switchover.
+type FailoverRequest struct {
+	Kind        string    `json:"kind"` // "switchover" or "failover"
+	From        string    `json:"from,omitempty"`
+	To          string    `json:"to,omitempty"`
+	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
+	RequestedBy string    `json:"requested_by,omitempty"`
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// Event kinds recorded in History.
+const (
+	EventBootstrap    = "bootstrap"
+	EventInitialize   = "initialize"
+	EventLeader       = "leader"
+	EventMemberJoin   = "member_join"
+	EventMemberLeave  = "member_leave"
+	EventConfig       = "config"
+	EventPause        = "pause"
+	EventResume       = "resume"
+	EventFailoverReq  = "failover_request"
+	EventFailoverDone = "failover_cleared"
+)
+
+// Event is one entry of the append-only History.
+type Event struct {
+	Index  uint64    `json:"raft_index"`
+	At     time.Time `json:"at"`
+	Kind   string    `json:"kind"`
+	Actor  string    `json:"actor,omitempty"`
+	Member string    `json:"member,omitempty"`
+	Epoch  uint64    `json:"epoch,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// State is everything the FSM holds. It is a plain value rebuilt only by
+// applying committed commands; Store.State returns a deep copy.
+type State struct {
+	// Index is the Raft index of the last applied entry that changed State.
+	Index      uint64             `json:"index"`
+	Config     ClusterConfig      `json:"config"`
+	Bootstrap  bool               `json:"bootstrapped"`
+	Initialize string             `json:"initialize,omitempty"`
+	Members    map[string]*Member `json:"members"`
+	Leader     LeaderKey          `json:"leader"`
+	Sync       SyncState          `json:"sync"`
+	Failover   *FailoverRequest   `json:"failover,omitempty"`
+	History    []Event            `json:"history"`
+}
+
+// NewState returns an empty State.
+func NewState() State {
+	return State{Members: map[string]*Member{}, History: []Event{}}
+}
+
+// Clone returns a deep copy of s.
+func (s State) Clone() State {
+	out := s
+	out.Config = s.Config.Clone()
+	out.Members = make(map[string]*Member, len(s.Members))
+	for k, m := range s.Members {
+		c := *m
+		out.Members[k] = &c
+	}
+	out.Sync.Standbys = slices.Clone(s.Sync.Standbys)
+	if s.Failover != nil {
+		f := *s.Failover
+		out.Failover = &f
+	}
+	out.History = slices.Clone(s.History)
+	if out.History == nil {
+		out.History = []Event{}
+	}
+	return out
+}
+
+// MemberNames returns the member names in sorted order.
+func (s State) MemberNames() []string {
+	return slices.Sorted(maps.Keys(s.Members))
+}
+
+// String is a one-line summary for logs.
+func (s State) String() string {
+	return fmt.Sprintf("index=%d members=%d leader=%q epoch=%d config_version=%d",
+		s.Index, len(s.Members), s.Leader.Holder, s.Leader.Epoch, s.Config.Version)
+}
