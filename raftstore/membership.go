@@ -32,7 +32,6 @@ type Status struct {
 	LeaderAddr   string   `json:"leader_addr"`
 	LastContact  string   `json:"last_contact,omitempty"`
 	Servers      []Server `json:"servers"`
-	ConfigIndex  uint64   `json:"config_index"`
 }
 
 // Status returns this node's Raft status and its latest configuration.
@@ -44,7 +43,7 @@ func (s *Store) Status() (Status, error) {
 	addr, id := r.LeaderWithID()
 	st := Status{
 		ID: s.cfg.NodeID, State: r.State().String(), Term: r.CurrentTerm(),
-		LastIndex: r.LastIndex(), CommitIndex: r.CommitIndex(), AppliedIndex: s.fsm.AppliedIndex(),
+		LastIndex: r.LastIndex(), CommitIndex: r.CommitIndex(), AppliedIndex: max(s.fsm.AppliedIndex(), r.AppliedIndex()),
 		LeaderID: string(id), LeaderAddr: string(addr), Servers: []Server{},
 	}
 	if lc := r.LastContact(); !lc.IsZero() && r.State() != raft.Leader {
@@ -54,7 +53,6 @@ func (s *Store) Status() (Status, error) {
 	if err := f.Error(); err != nil {
 		return st, fmt.Errorf("read raft configuration: %w", err)
 	}
-	st.ConfigIndex = f.Index()
 	for _, srv := range f.Configuration().Servers {
 		st.Servers = append(st.Servers, Server{ID: string(srv.ID), Address: string(srv.Address), Suffrage: srv.Suffrage.String()})
 	}
@@ -95,12 +93,14 @@ func (s *Store) Join(ctx context.Context, req JoinRequest) (uint64, error) {
 	if err := f.Error(); err != nil {
 		return 0, fmt.Errorf("read raft configuration: %w", err)
 	}
-	prev := f.Index()
+	// hashicorp/raft v1.7 does not report the configuration's index here, so
+	// changes use prevIndex 0; raft itself still runs one change at a time.
+	const prev = 0
 	for _, srv := range f.Configuration().Servers {
 		sameID, sameAddr := srv.ID == raft.ServerID(req.ID), srv.Address == raft.ServerAddress(req.RaftAddr)
 		switch {
 		case sameID && sameAddr && (srv.Suffrage == raft.Voter || !req.Voter):
-			return prev, nil // already there
+			return r.CommitIndex(), nil // already there: catch up to the present
 		case sameID && sameAddr:
 			return s.promote(ctx, r, req, prev)
 		case sameID || sameAddr:
@@ -192,7 +192,7 @@ func (s *Store) Leave(ctx context.Context, id, actor string) error {
 		}
 	}
 	if found {
-		if err := s.removeServer(ctx, r, id, f.Index()); err != nil {
+		if err := s.removeServer(ctx, r, id, 0); err != nil {
 			return err
 		}
 	}

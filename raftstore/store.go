@@ -134,7 +134,7 @@ func (s *Store) Open() (err error) {
 	s.raft, s.transport, s.bolt = r, trans, bolt
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
 	go s.watchRaft(r, notify, obsCh, s.stop, s.done)
-	s.logger.Info("raft started", "member", s.cfg.NodeID, "listen", s.cfg.Listen,
+	s.logger.Info("raft started", "raft_id", s.cfg.NodeID, "listen", s.cfg.Listen,
 		"advertise", s.cfg.AdvertiseAddr(), "tls", s.tls != nil)
 	return nil
 }
@@ -191,7 +191,7 @@ func (s *Store) watchRaft(r *raft.Raft, notify <-chan bool, obs <-chan raft.Obse
 		case <-stop:
 			return
 		case leader := <-notify:
-			s.logger.Info("raft leadership changed", "member", s.cfg.NodeID, "leader", leader)
+			s.logger.Info("raft leadership changed", "leader", leader)
 			s.leaders.notify()
 		case o := <-obs:
 			if lo, ok := o.Data.(raft.LeaderObservation); ok {
@@ -229,7 +229,7 @@ func (s *Store) checkRemoved(r *raft.Raft) {
 
 func (s *Store) markRemoved() {
 	s.removed.Do(func() {
-		s.logger.Warn("this member is no longer in the raft configuration", "member", s.cfg.NodeID)
+		s.logger.Warn("this member is no longer in the raft configuration")
 		close(s.removedCh)
 	})
 }
@@ -257,7 +257,7 @@ func (s *Store) Close() error {
 		errs = append(errs, fmt.Errorf("close raft log: %w", err))
 	}
 	s.raft = nil
-	s.logger.Info("raft stopped", "member", s.cfg.NodeID)
+	s.logger.Info("raft stopped")
 	return errors.Join(errs...)
 }
 
@@ -276,8 +276,15 @@ func (s *Store) ID() string { return s.cfg.NodeID }
 // State returns a deep copy of the FSM state.
 func (s *Store) State() State { return s.fsm.State() }
 
-// AppliedIndex is the last Raft index the FSM applied.
-func (s *Store) AppliedIndex() uint64 { return s.fsm.AppliedIndex() }
+// AppliedIndex is the last Raft index applied on this node, configuration
+// entries included (they never reach the FSM).
+func (s *Store) AppliedIndex() uint64 {
+	idx := s.fsm.AppliedIndex()
+	if r, err := s.r(); err == nil {
+		idx = max(idx, r.AppliedIndex())
+	}
+	return idx
+}
 
 // Changes returns a channel closed at the next FSM change after the call.
 func (s *Store) Changes() <-chan struct{} { return s.changes.wait() }
@@ -327,11 +334,7 @@ func (s *Store) applyBytes(ctx context.Context, data []byte) (ApplyResult, error
 	if r.State() != raft.Leader {
 		return ApplyResult{}, ErrNotLeader
 	}
-	timeout := s.cfg.ApplyTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	f := r.Apply(data, timeout)
+	f := r.Apply(data, timeoutOf(ctx, s.cfg.ApplyTimeout))
 	if err := waitFuture(ctx, f); err != nil {
 		return ApplyResult{}, mapRaftErr(err)
 	}
@@ -349,15 +352,15 @@ func (s *Store) Barrier(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	timeout := s.cfg.ApplyTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	return mapRaftErr(waitFuture(ctx, r.Barrier(timeout)))
+	return mapRaftErr(waitFuture(ctx, r.Barrier(timeoutOf(ctx, s.cfg.ApplyTimeout))))
 }
 
-// WaitApplied blocks until the FSM has applied index, or ctx ends.
+// WaitApplied blocks until this node has applied index, or ctx ends. It
+// wakes on FSM changes and polls for configuration entries, which do not
+// reach the FSM.
 func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		ch := s.Changes()
 		if s.AppliedIndex() >= index {
@@ -367,6 +370,7 @@ func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 		case <-ctx.Done():
 			return fmt.Errorf("wait for raft index %d (applied %d): %w", index, s.AppliedIndex(), ctx.Err())
 		case <-ch:
+		case <-tick.C:
 		}
 	}
 }
