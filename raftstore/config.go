@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"time"
 
 	"raftgres/internal/conf"
@@ -158,39 +157,5 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// CheckHostPort validates a host:port; with allowAny an empty or unspecified
-// host (listen on all interfaces) is accepted.
-func CheckHostPort(addr string, allowAny bool) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("must be host:port, got %q", addr)
-	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("port must be 1-65535, got %q", port)
-	}
-	if host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
-		if !allowAny {
-			return fmt.Errorf("needs a host that peers can reach, got %q", addr)
-		}
-		return nil
-	}
-	if net.ParseIP(host) == nil && !validHostname(host) {
-		return fmt.Errorf("bad host %q", host)
-	}
-	return nil
-}
-
-func validHostname(h string) bool {
-	if len(h) > 253 {
-		return false
-	}
-	for _, r := range h {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '.':
-		default:
-			return false
-		}
-	}
-	return h[0] != '-' && h[0] != '.'
-}
+// CheckHostPort validates a host:port (see conf.CheckHostPort).
+func CheckHostPort(addr string, allowAny bool) error { return conf.CheckHostPort(addr, allowAny) }

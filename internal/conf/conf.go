@@ -159,7 +159,9 @@ func Errorf(path, format string, args ...any) error {
 
 // Prefix returns err with prefix joined in front of the path of every
 // FieldError it holds (errors.Join trees included); other errors are wrapped
-// in a FieldError at prefix.
+// in a FieldError at prefix. A path starting with "^" is already absolute
+// (a section validating keys that live elsewhere) and is left alone; the
+// loader strips the "^".
 func Prefix(prefix string, err error) error {
 	if err == nil {
 		return nil
@@ -175,6 +177,7 @@ func Prefix(prefix string, err error) error {
 	if errors.As(err, &fe) {
 		p := fe.Path
 		switch {
+		case strings.HasPrefix(p, "^"): // already a path from the top
 		case prefix == "":
 		case p == "" || strings.HasPrefix(p, "["):
 			p = prefix + p

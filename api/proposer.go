@@ -1,0 +1,68 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/go-hclog"
+
+	"raftgres/raftstore"
+)
+
+// forwardedHeader marks a command already forwarded once, so a stale view of
+// who leads can never bounce a command between followers.
+const forwardedHeader = "X-Raftgres-Forwarded"
+
+// LocalStore is what the Proposer needs from the local Raft peer.
+type LocalStore interface {
+	Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error)
+	Leader() (id, addr string)
+	State() raftstore.State
+}
+
+// Proposer applies commands on the local store when it is the Raft leader
+// and otherwise forwards them to the leader's /raft/apply.
+type Proposer struct {
+	store  LocalStore
+	client ClientOptions
+	logger hclog.Logger
+}
+
+// NewProposer returns a Proposer; opts authenticate it to peers.
+func NewProposer(store LocalStore, opts ClientOptions, logger hclog.Logger) *Proposer {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Proposer{store: store, client: opts, logger: logger.Named("proposer")}
+}
+
+// Apply commits cmd through the Raft leader, wherever it is. Deterministic
+// refusals come back in ApplyResult.Err; the error return means the command
+// was not committed (or its outcome is unknown).
+func (p *Proposer) Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error) {
+	return p.apply(ctx, cmd, false)
+}
+
+func (p *Proposer) apply(ctx context.Context, cmd raftstore.Command, forwarded bool) (raftstore.ApplyResult, error) {
+	res, err := p.store.Apply(ctx, cmd)
+	if !errors.Is(err, raftstore.ErrNotLeader) || forwarded {
+		return res, err
+	}
+	leaderID, _ := p.store.Leader()
+	if leaderID == "" {
+		return raftstore.ApplyResult{}, fmt.Errorf("forward command type %d: %w", cmd.Type(), ErrNoLeader)
+	}
+	m, ok := p.store.State().Members[leaderID]
+	if !ok || m.APIAddr == "" {
+		return raftstore.ApplyResult{}, fmt.Errorf("forward command type %d: api address of leader %s unknown: %w",
+			cmd.Type(), leaderID, ErrNoLeader)
+	}
+	p.logger.Trace("forwarding command to leader", "leader", leaderID, "type", cmd.Type())
+	c := NewClient(m.APIAddr, p.client)
+	res, err = c.apply(ctx, cmd, true)
+	if err != nil {
+		return raftstore.ApplyResult{}, fmt.Errorf("forward command type %d to leader %s: %w", cmd.Type(), leaderID, err)
+	}
+	return res, nil
+}

@@ -1,0 +1,352 @@
+// Package api is raftgres's HTTP layer: health and status endpoints, the
+// internal endpoints peers use (forward a command to the Raft leader, join,
+// leave), and the Go client the CLI and peers use.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"raftgres/raftstore"
+)
+
+// LoggerName is this package's sub-logger name.
+const LoggerName = "api"
+
+// maxBody bounds every request body.
+const maxBody = 1 << 20
+
+// Store is what the server needs from the replicated store.
+type Store interface {
+	ID() string
+	State() raftstore.State
+	Status() (raftstore.Status, error)
+	Join(ctx context.Context, req raftstore.JoinRequest) (uint64, error)
+	Leave(ctx context.Context, id, actor string) error
+	Export(scope string, now time.Time) ([]byte, error)
+}
+
+// Server serves the HTTP API. New starts nothing; Run serves until ctx ends.
+type Server struct {
+	cfg      Config
+	scope    string
+	store    Store
+	proposer *Proposer
+	logger   hclog.Logger
+	peerCAs  *x509.CertPool
+	mux      *http.ServeMux
+}
+
+// New builds a Server for store; proposer forwards commands to the leader.
+func New(cfg Config, scope string, store Store, proposer *Proposer, logger hclog.Logger) (*Server, error) {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	s := &Server{cfg: cfg, scope: scope, store: store, proposer: proposer, logger: logger.Named(LoggerName)}
+	if cfg.PeerTLS.CAFile != "" {
+		pem, err := os.ReadFile(cfg.PeerTLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read peer ca %s: %w", cfg.PeerTLS.CAFile, err)
+		}
+		s.peerCAs = x509.NewCertPool()
+		if !s.peerCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("peer ca %s holds no PEM certificate", cfg.PeerTLS.CAFile)
+		}
+	}
+	s.mux = http.NewServeMux()
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /raft/status", s.internal(s.handleRaftStatus))
+	s.mux.HandleFunc("GET /raft/state", s.internal(s.handleRaftState))
+	s.mux.HandleFunc("POST /raft/join", s.internal(s.handleJoin))
+	s.mux.HandleFunc("POST /raft/leave", s.internal(s.handleLeave))
+	s.mux.HandleFunc("POST /raft/apply", s.internal(s.handleApply))
+	s.mux.HandleFunc("GET /snapshot", s.internal(s.handleSnapshot))
+	s.mux.HandleFunc("GET /cluster", s.handleCluster)
+	s.mux.HandleFunc("/", s.handleNoRoute)
+}
+
+// handleNoRoute answers JSON 405 (with Allow) when the path exists under
+// another method, else JSON 404.
+func (s *Server) handleNoRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, pat := s.mux.Handler(r2); pat != "/" && pat != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeJSON(w, http.StatusMethodNotAllowed, wireError{
+			Error: fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", ")),
+			Code:  "method_not_allowed"})
+		return
+	}
+	writeError(w, fmt.Errorf("%w: %s %s", ErrNotFound, r.Method, r.URL.Path), "")
+}
+
+// Handler returns the server's HTTP handler (for tests).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Run listens on cfg.Listen and serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen for api on %s: %w", s.cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          s.logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	if s.cfg.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("load api tls certificate %s: %w", s.cfg.TLS.CertFile, err)
+		}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		if s.peerCAs != nil {
+			tc.ClientCAs, tc.ClientAuth = s.peerCAs, tls.VerifyClientCertIfGiven
+		}
+		ln = tls.NewListener(ln, tc)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.logger.Info("api listening", "listen", s.cfg.Listen, "tls", s.cfg.TLS.CertFile != "")
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve api: %w", err)
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		return fmt.Errorf("shut down api: %w", err)
+	}
+	<-errc
+	return nil
+}
+
+// internal guards peer-only endpoints: a client certificate verified
+// against the cluster CA, or the cluster token as a bearer token.
+func (s *Server) internal(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.peerAuthorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="raftgres"`)
+			writeError(w, fmt.Errorf("%w: internal endpoint needs the cluster token or a peer certificate", ErrUnauthorized), "")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		h(w, r)
+	}
+}
+
+func (s *Server) peerAuthorized(r *http.Request) bool {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && s.peerCAs != nil {
+		return true
+	}
+	tok := s.cfg.Token.Reveal()
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && tok != "" && subtle.ConstantTimeCompare([]byte(got), []byte(tok)) == 1
+}
+
+// RaftStatus is /raft/status: the Raft view of this node plus the leader's
+// API address.
+type RaftStatus struct {
+	raftstore.Status
+	LeaderAPI string `json:"leader_api,omitempty"`
+}
+
+func (s *Server) handleRaftStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.store.Status()
+	if err != nil && st.State == "" {
+		writeError(w, err, "")
+		return
+	}
+	out := RaftStatus{Status: st}
+	if m, ok := s.store.State().Members[st.LeaderID]; ok {
+		out.LeaderAPI = m.APIAddr
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleRaftState(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.store.State())
+}
+
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req raftstore.JoinRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		writeError(w, err, "")
+		return
+	}
+	idx, err := s.store.Join(r.Context(), req)
+	if err != nil {
+		s.logger.Info("join not done here", "member", req.ID, "voter", req.Voter, "error", err)
+		writeError(w, err, s.leaderAPI())
+		return
+	}
+	writeJSON(w, http.StatusOK, JoinResponse{Index: idx, LeaderID: s.store.ID()})
+}
+
+// LeaveRequest is the body of POST /raft/leave.
+type LeaveRequest struct {
+	ID    string `json:"id"`
+	Actor string `json:"actor,omitempty"`
+}
+
+func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
+	var req LeaveRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		writeError(w, err, "")
+		return
+	}
+	if req.ID == "" {
+		writeError(w, fmt.Errorf("%w: id is required", ErrBadRequest), "")
+		return
+	}
+	if req.Actor == "" {
+		req.Actor = "api"
+	}
+	if err := s.store.Leave(r.Context(), req.ID, req.Actor); err != nil {
+		writeError(w, err, s.leaderAPI())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"left": req.ID})
+}
+
+// ApplyResponse is the body of a successful POST /raft/apply: the command
+// committed at Index; Error/Code carry a deterministic refusal (e.g. a
+// failed compare-and-set).
+type ApplyResponse struct {
+	Index uint64 `json:"index"`
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`
+}
+
+func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) {
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: read body: %w", ErrBadRequest, err), "")
+		return
+	}
+	cmd, err := raftstore.Decode(data)
+	if err != nil {
+		writeError(w, err, "")
+		return
+	}
+	res, err := s.proposer.apply(r.Context(), cmd, r.Header.Get(forwardedHeader) != "")
+	if err != nil {
+		writeError(w, err, s.leaderAPI())
+		return
+	}
+	code, msg := wireOf(res.Err)
+	writeJSON(w, http.StatusOK, ApplyResponse{Index: res.Index, Error: msg, Code: code})
+}
+
+func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+	b, err := s.store.Export(s.scope, time.Now())
+	if err != nil {
+		writeError(w, err, "")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+// ClusterMember is one member in GET /cluster.
+type ClusterMember struct {
+	Name   string         `json:"name"`
+	Role   string         `json:"role"`
+	State  string         `json:"state,omitempty"`
+	APIURL string         `json:"api_url"`
+	Host   string         `json:"host,omitempty"`
+	Port   int            `json:"port,omitempty"`
+	Tags   raftstore.Tags `json:"tags"`
+	Raft   string         `json:"raft_state,omitempty"`
+}
+
+// ClusterView is GET /cluster.
+type ClusterView struct {
+	Scope   string          `json:"scope"`
+	Members []ClusterMember `json:"members"`
+	Pause   bool            `json:"pause,omitempty"`
+}
+
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
+	st := s.store.State()
+	out := ClusterView{Scope: s.scope, Members: []ClusterMember{}, Pause: st.Config.Pause}
+	for _, name := range st.MemberNames() {
+		m := st.Members[name]
+		cm := ClusterMember{Name: name, Role: m.Status.Role, State: m.Status.State, APIURL: m.APIAddr, Tags: m.Tags}
+		if st.Leader.Holder == name {
+			cm.Role = "leader"
+		} else if cm.Role == "" {
+			cm.Role = "replica"
+		}
+		if host, port, err := net.SplitHostPort(m.PGAddr); err == nil {
+			cm.Host = host
+			fmt.Sscanf(port, "%d", &cm.Port)
+		}
+		out.Members = append(out.Members, cm)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// leaderAPI is the API address of the Raft leader, if known.
+func (s *Server) leaderAPI() string {
+	st, _ := s.store.Status()
+	if m, ok := s.store.State().Members[st.LeaderID]; ok {
+		return m.APIAddr
+	}
+	return ""
+}
+
+func decodeJSON(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: malformed json: %w", ErrBadRequest, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after json body", ErrBadRequest)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error, leaderAPI string) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		writeJSON(w, http.StatusRequestEntityTooLarge, wireError{Error: err.Error(), Code: "too_large"})
+		return
+	}
+	status, code := errorStatus(err)
+	writeJSON(w, status, wireError{Error: err.Error(), Code: code, LeaderAPI: leaderAPI})
+}
