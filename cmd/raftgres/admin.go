@@ -1,0 +1,181 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"raftgres/api"
+	"raftgres/raftstore"
+)
+
+func configFlag(required bool) cli.Flag {
+	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "agent config `FILE`", Required: required,
+		EnvVars: []string{"RAFTGRES_CONFIG"}}
+}
+
+func apiFlag() cli.Flag {
+	return &cli.StringFlag{Name: "api", Usage: "REST API `URL` of any member (instead of -c)", EnvVars: []string{"RAFTGRES_API"}}
+}
+
+func tokenFlag() cli.Flag {
+	return &cli.StringFlag{Name: "token", Usage: "cluster `TOKEN` for internal endpoints (default: raft.token from -c)",
+		EnvVars: []string{"RAFTGRES_TOKEN"}}
+}
+
+func adminFlags() []cli.Flag { return []cli.Flag{configFlag(false), apiFlag(), tokenFlag()} }
+
+// adminClient builds an API client from --api/--token or from -c FILE.
+func adminClient(c *cli.Context) (*api.Client, error) {
+	var opts api.ClientOptions
+	base := c.String("api")
+	if path := c.String("config"); path != "" {
+		cfg, err := loadConfig(path)
+		if err != nil {
+			return nil, err
+		}
+		if opts, err = peerClientOptions(cfg); err != nil {
+			return nil, err
+		}
+		if base == "" {
+			base = cfg.API.BaseURL()
+		}
+	}
+	if base == "" {
+		return nil, fmt.Errorf("say which cluster: pass -c FILE or --api URL")
+	}
+	if t := c.String("token"); t != "" {
+		opts.Token = t
+	}
+	opts.Timeout = 30 * time.Second
+	return api.NewClient(base, opts), nil
+}
+
+// peerClientOptions authenticate this node to its peers' APIs: the cluster
+// token, and with raft.tls the peer certificate and cluster CA.
+func peerClientOptions(cfg *agentConfig) (api.ClientOptions, error) {
+	opts := api.ClientOptions{Token: cfg.API.Token.Reveal()}
+	p := cfg.API.PeerTLS
+	if p.CAFile == "" && p.CertFile == "" {
+		return opts, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if p.CAFile != "" {
+		pem, err := os.ReadFile(p.CAFile)
+		if err != nil {
+			return opts, fmt.Errorf("read peer ca %s: %w", p.CAFile, err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return opts, fmt.Errorf("peer ca %s holds no PEM certificate", p.CAFile)
+		}
+	}
+	if p.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
+		if err != nil {
+			return opts, fmt.Errorf("load peer certificate %s: %w", p.CertFile, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	opts.TLS = tc
+	return opts, nil
+}
+
+func leaveCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "leave",
+		Usage:     "remove MEMBER from the cluster (Raft configuration and member list)",
+		ArgsUsage: "MEMBER",
+		Description: "Removes MEMBER through any member's API; the request is passed to the Raft leader.\n" +
+			"If MEMBER is the Raft leader it first hands leadership to another voter. The removed\n" +
+			"member's agent notices and stops.",
+		Flags: adminFlags(),
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return cli.Exit("leave: give exactly one MEMBER", 2)
+			}
+			client, err := adminClient(c)
+			if err != nil {
+				return cli.Exit(err.Error(), 2)
+			}
+			member := c.Args().First()
+			if err := client.Leave(c.Context, member); err != nil {
+				return cli.Exit(fmt.Sprintf("leave %s: %v", member, err), 1)
+			}
+			fmt.Fprintf(c.App.Writer, "%s left the cluster\n", member)
+			return nil
+		},
+	}
+}
+
+func snapshotCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "snapshot",
+		Usage: "export or verify an audit snapshot of the replicated state",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "export",
+				Usage: "write the cluster state (config, leader key, members, history) to a JSON file with a SHA-256 digest",
+				Flags: append(adminFlags(), &cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output `FILE`", Required: true}),
+				Action: func(c *cli.Context) error {
+					client, err := adminClient(c)
+					if err != nil {
+						return cli.Exit(err.Error(), 2)
+					}
+					b, err := client.Snapshot(c.Context)
+					if err != nil {
+						return cli.Exit("snapshot export: "+err.Error(), 1)
+					}
+					if _, err := raftstore.VerifyExport(b); err != nil {
+						return cli.Exit("snapshot export: the member sent a bad export: "+err.Error(), 1)
+					}
+					if err := writeFileAtomic(c.String("out"), b, 0o600); err != nil {
+						return cli.Exit("snapshot export: "+err.Error(), 1)
+					}
+					fmt.Fprintf(c.App.Writer, "wrote %s (%d bytes)\n", c.String("out"), len(b))
+					return nil
+				},
+			},
+			{
+				Name:      "verify",
+				Usage:     "check an exported snapshot's format and digest (exit 1 if it was modified)",
+				ArgsUsage: "FILE",
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return cli.Exit("snapshot verify: give exactly one FILE", 2)
+					}
+					b, err := os.ReadFile(c.Args().First())
+					if err != nil {
+						return cli.Exit("snapshot verify: "+err.Error(), 1)
+					}
+					e, err := raftstore.VerifyExport(b)
+					if err != nil {
+						return cli.Exit(fmt.Sprintf("snapshot verify %s: %v", c.Args().First(), err), 1)
+					}
+					fmt.Fprintf(c.App.Writer, "%s: ok (scope %s, raft index %d, term %d, %d members, exported %s)\n",
+						c.Args().First(), e.Body.Scope, e.Body.RaftIndex, e.Body.RaftTerm, len(e.Body.Members),
+						e.Body.ExportedAt.Format(time.RFC3339))
+					return nil
+				},
+			},
+		},
+	}
+}
+
+// writeFileAtomic writes to a temporary file beside path and renames it
+// into place, so a failed write never leaves half a file.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+
+	"raftgres/api"
+	"raftgres/raftstore"
+)
+
+func agentCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "run the raftgres agent of this host (Raft peer + REST API)",
+		Description: "Runs this host's Raft peer and REST API until SIGINT or SIGTERM.\n\n" +
+			"A brand-new cluster starts from raft.bootstrap_peers (the same list on every host); a host\n" +
+			"joining an existing cluster lists any member's API address in raft.join and is added as a\n" +
+			"nonvoter, then promoted to voter once it has caught up. The agent refuses to run as root:\n" +
+			"run it as the postgres user (see examples/ for a systemd unit).",
+		Flags: []cli.Flag{configFlag(true)},
+		Action: func(c *cli.Context) error {
+			if os.Geteuid() == 0 {
+				return cli.Exit("the agent must not run as root: PostgreSQL refuses root and so does raftgres; "+
+					"run it as the postgres user, e.g. sudo -u postgres raftgres agent -c "+c.String("config"), 1)
+			}
+			cfg, err := loadConfig(c.String("config"))
+			if err != nil {
+				return cli.Exit(err.Error(), 2)
+			}
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			logger := newLogger(cfg.Log, os.Stderr).With("member", cfg.Name)
+			if err := runAgent(ctx, cfg, logger); err != nil {
+				logger.Error("agent stopped", "error", err)
+				return cli.Exit("", 1)
+			}
+			return nil
+		},
+	}
+}
+
+// runAgent wires the store and the API and runs them until ctx ends, this
+// member is removed from the cluster, or one of them fails.
+func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error {
+	store, err := raftstore.New(cfg.Raft, logger)
+	if err != nil {
+		return err
+	}
+	if err := store.Open(); err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			logger.Warn("close raft store", "error", err)
+		}
+	}()
+	peerOpts, err := peerClientOptions(cfg)
+	if err != nil {
+		return err
+	}
+	proposer := api.NewProposer(store, peerOpts, logger)
+	server, err := api.New(cfg.API, cfg.Scope, store, proposer, logger)
+	if err != nil {
+		return err
+	}
+	a := &agent{cfg: cfg, store: store, proposer: proposer, peer: peerOpts, logger: logger}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return server.Run(gctx) })
+	g.Go(func() error { return a.joinAndRegister(gctx) })
+	g.Go(func() error { return a.leaderDuties(gctx) })
+	g.Go(func() error {
+		select {
+		case <-store.Removed():
+			logger.Info("this member was removed from the cluster: stopping the agent")
+			return errRemoved
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	err = g.Wait()
+	if errors.Is(err, errRemoved) {
+		return nil
+	}
+	return err
+}
+
+var errRemoved = errors.New("removed from the cluster")
+
+type agent struct {
+	cfg      *agentConfig
+	store    *raftstore.Store
+	proposer *api.Proposer
+	peer     api.ClientOptions
+	logger   hclog.Logger
+}
+
+// joinAndRegister joins an existing cluster when raft.join is set and this
+// node is not yet a voter, then records this member in the FSM.
+func (a *agent) joinAndRegister(ctx context.Context) error {
+	if len(a.cfg.Join) > 0 {
+		if err := a.join(ctx); err != nil {
+			return err
+		}
+	}
+	reg := raftstore.RegisterMember{
+		Name: a.cfg.Name, APIAddr: a.cfg.API.BaseURL(), RaftAddr: a.cfg.Raft.AdvertiseAddr(), Tags: a.cfg.Tags,
+	}
+	if a.cfg.HasPostgres {
+		reg.PGAddr = a.cfg.Postgres.ConnectAddress
+	}
+	return retry(ctx, a.logger, "register member", func() error {
+		reg.At = time.Now().UTC()
+		res, err := a.proposer.Apply(ctx, reg)
+		if err == nil {
+			err = res.Err
+		}
+		if err == nil {
+			a.logger.Info("member registered", "raft_index", res.Index, "api", reg.APIAddr)
+		}
+		return err
+	})
+}
+
+// leaderDuties runs while this node is the Raft leader: after a Barrier it
+// seeds the cluster config from bootstrap.dcs if nobody has yet.
+func (a *agent) leaderDuties(ctx context.Context) error {
+	for {
+		changed := a.store.LeaderChanges()
+		if a.store.IsLeader() && !a.store.State().Bootstrap {
+			if err := a.seedConfig(ctx); err != nil {
+				a.logger.Warn("seed cluster config", "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func (a *agent) seedConfig(ctx context.Context) error {
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := a.store.Barrier(bctx); err != nil {
+		return fmt.Errorf("barrier: %w", err)
+	}
+	if a.store.State().Bootstrap {
+		return nil
+	}
+	res, err := a.store.Apply(bctx, raftstore.Bootstrap{Config: a.cfg.Cluster, Actor: a.cfg.Name, At: time.Now().UTC()})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil && !errors.Is(err, raftstore.ErrAlreadyBootstrapped) {
+		return err
+	}
+	a.logger.Info("cluster config seeded from bootstrap.dcs", "raft_index", res.Index)
+	return nil
+}
+
+// retry calls f until it succeeds, ctx ends, or f fails with an error that
+// waiting cannot fix.
+func retry(ctx context.Context, logger hclog.Logger, what string, f func() error) error {
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if !transient(err) {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if attempt%10 == 0 {
+			logger.Info("still trying", "action", what, "attempt", attempt, "error", err)
+		} else {
+			logger.Debug("will retry", "action", what, "attempt", attempt, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// transient reports whether err may go away by waiting (no leader yet,
+// election, unreachable peer).
+func transient(err error) bool {
+	for _, perm := range []error{
+		raftstore.ErrJoinRefused, raftstore.ErrInvalidCommand, raftstore.ErrUnknownCommand,
+		api.ErrUnauthorized, api.ErrBadRequest, api.ErrNotFound,
+	} {
+		if errors.Is(err, perm) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"raftgres/api"
+	"raftgres/internal/conf"
+	"raftgres/pgmanager"
+	"raftgres/raftstore"
+)
+
+// logConfig is the log: section.
+type logConfig struct {
+	Level  string
+	Format string
+}
+
+// agentConfig is the loaded, validated config file, converted into each
+// package's own Config.
+type agentConfig struct {
+	Path    string
+	Scope   string
+	Name    string
+	DataDir string
+	Raft    raftstore.Config
+	// Join lists API addresses of existing members (raft.join).
+	Join        []string
+	Cluster     raftstore.ClusterConfig
+	API         api.Config
+	Postgres    pgmanager.Config
+	HasPostgres bool
+	Tags        raftstore.Tags
+	Log         logConfig
+}
+
+// loadConfig reads, checks and converts the config file at path.
+func loadConfig(path string) (*agentConfig, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parseConfig(path, data, fi.Mode())
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+
+// parseConfig is the pure core of loadConfig: strict decoding, the
+// password-permission rule, conversion and every section's validation. All
+// problems are reported together, each with its key path and line.
+func parseConfig(path string, data []byte, mode fs.FileMode) (*agentConfig, error) {
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config %s: empty file", path)
+	} else if err != nil {
+		return nil, fmt.Errorf("config %s: %s", path, cleanYAMLError(err))
+	}
+	if len(doc.Content) == 0 {
+		return nil, fmt.Errorf("config %s: empty file", path)
+	}
+	d := &decoder{lines: map[string]int{}}
+	var f fileConfig
+	d.decode(doc.Content[0], reflect.ValueOf(&f).Elem(), "")
+	if len(d.errs) > 0 {
+		return nil, configError(path, d.errs)
+	}
+	if f.hasSecrets() && mode.Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("config %s holds passwords but is readable by group or others (mode %04o): run chmod 600 %s",
+			path, mode.Perm(), path)
+	}
+	c, errs := f.convert(path)
+	errs = append(errs, c.validate()...)
+	if len(errs) > 0 {
+		return nil, configError(path, annotate(errs, d.lines))
+	}
+	return c, nil
+}
+
+func configError(path string, errs []error) error {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	if len(msgs) == 1 {
+		return fmt.Errorf("config %s: %s", path, msgs[0])
+	}
+	return fmt.Errorf("config %s: %d problems:\n  %s", path, len(msgs), strings.Join(msgs, "\n  "))
+}
+
+// annotate turns FieldErrors into lineErrors, finding the line of the key
+// (or of its nearest parent present in the file).
+func annotate(errs []error, lines map[string]int) []error {
+	var out []error
+	for _, err := range errs {
+		for _, e := range flatten(err) {
+			var fe *conf.FieldError
+			if !errors.As(e, &fe) {
+				out = append(out, e)
+				continue
+			}
+			p := strings.TrimPrefix(fe.Path, "^")
+			out = append(out, &lineError{line: lineOf(p, lines), path: p, msg: fe.Err.Error()})
+		}
+	}
+	return out
+}
+
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+func lineOf(p string, lines map[string]int) int {
+	for p != "" {
+		if l, ok := lines[p]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return 0
+}
+
+func (f *fileConfig) hasSecrets() bool {
+	secrets := []conf.Secret{f.Raft.Token}
+	if a := f.RestAPI.Authentication; a != nil {
+		secrets = append(secrets, a.Password)
+	}
+	if pg := f.PostgreSQL; pg != nil {
+		for _, a := range []*fileAuth{pg.Authentication.Superuser, pg.Authentication.Replication, pg.Authentication.Rewind} {
+			if a != nil {
+				secrets = append(secrets, a.Password)
+			}
+		}
+	}
+	for _, u := range f.Bootstrap.Users {
+		secrets = append(secrets, u.Password)
+	}
+	return slices.ContainsFunc(secrets, conf.Secret.IsSet)
+}
+
+// convert builds each package's Config from the file. Errors here are
+// about values that cannot even be converted (a malformed peer).
+func (f *fileConfig) convert(path string) (*agentConfig, []error) {
+	var errs []error
+	c := &agentConfig{
+		Path: path, Scope: f.Scope, Name: f.Name, DataDir: f.DataDir, Join: f.Raft.Join,
+		Raft: raftstore.DefaultConfig(), Cluster: raftstore.DefaultClusterConfig(), API: api.DefaultConfig(),
+		Postgres: pgmanager.DefaultConfig(), Tags: raftstore.DefaultTags(),
+		Log: logConfig{Level: valueOr(f.Log.Level, "info"), Format: valueOr(f.Log.Format, "text")},
+	}
+	c.Raft.NodeID, c.Raft.Listen, c.Raft.Advertise = f.Name, f.Raft.Listen, f.Raft.Advertise
+	if f.DataDir != "" {
+		c.Raft.Dir = filepath.Join(f.DataDir, "raft")
+	}
+	for i, p := range f.Raft.BootstrapPeers {
+		id, addr, ok := strings.Cut(p, "=")
+		if !ok || id == "" || addr == "" {
+			errs = append(errs, conf.Errorf(fmt.Sprintf("^raft.bootstrap_peers[%d]", i), "must be name=host:port, got %q", p))
+			continue
+		}
+		c.Raft.BootstrapPeers = append(c.Raft.BootstrapPeers, raftstore.Peer{ID: id, Address: addr})
+	}
+	if t := f.Raft.TLS; t != nil {
+		c.Raft.TLS = raftstore.TLSConfig{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
+		c.API.PeerTLS = api.PeerTLS{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
+	}
+	f.convertAPI(c)
+	f.convertDCS(c)
+	f.convertPostgres(c)
+	c.Tags.NoFailover, c.Tags.NoLoadBalance = f.Tags.NoFailover, f.Tags.NoLoadBalance
+	c.Tags.CloneFrom, c.Tags.NoSync = f.Tags.CloneFrom, f.Tags.NoSync
+	if f.Tags.FailoverPriority != nil {
+		c.Tags.FailoverPriority = *f.Tags.FailoverPriority
+	}
+	return c, errs
+}
+
+func (f *fileConfig) convertAPI(c *agentConfig) {
+	r := f.RestAPI
+	c.API.Listen, c.API.ConnectAddress, c.API.Token = r.Listen, r.ConnectAddress, f.Raft.Token
+	if r.Authentication != nil {
+		c.API.Username, c.API.Password = r.Authentication.Username, r.Authentication.Password
+	}
+	if r.TLS != nil {
+		c.API.TLS = api.TLSConfig{CertFile: r.TLS.CertFile, KeyFile: r.TLS.KeyFile}
+	}
+}
+
+func (f *fileConfig) convertDCS(c *agentConfig) {
+	d, cc := f.Bootstrap.DCS, &c.Cluster
+	for dst, src := range map[*time.Duration]*conf.Duration{&cc.TTL: d.TTL, &cc.LoopWait: d.LoopWait, &cc.RetryTimeout: d.RetryTimeout} {
+		if src != nil {
+			*dst = src.D()
+		}
+	}
+	setIf(&cc.MaximumLagOnFailover, d.MaximumLagOnFailover)
+	setIf(&cc.SynchronousMode, d.SynchronousMode)
+	setIf(&cc.SynchronousModeStrict, d.SynchronousModeStrict)
+	setIf(&cc.PostgreSQL.UsePgRewind, d.PostgreSQL.UsePgRewind)
+	setIf(&cc.PostgreSQL.UseSlots, d.PostgreSQL.UseSlots)
+	cc.PostgreSQL.Parameters = scalars(d.PostgreSQL.Parameters)
+	cc.PostgreSQL.PgHba = slices.Clone(f.Bootstrap.PgHba)
+}
+
+func (f *fileConfig) convertPostgres(c *agentConfig) {
+	p := &c.Postgres
+	p.PgHba = slices.Clone(f.Bootstrap.PgHba)
+	if len(f.Bootstrap.Initdb) > 0 {
+		p.Initdb = nil
+		for _, e := range f.Bootstrap.Initdb {
+			p.Initdb = append(p.Initdb, pgmanager.InitdbOption{Name: e.Name, Value: e.Value})
+		}
+	}
+	for name, u := range f.Bootstrap.Users {
+		if p.Users == nil {
+			p.Users = map[string]pgmanager.User{}
+		}
+		p.Users[name] = pgmanager.User{Password: u.Password, Options: u.Options}
+	}
+	pg := f.PostgreSQL
+	if pg == nil {
+		return
+	}
+	c.HasPostgres = true
+	p.Listen, p.ConnectAddress, p.DataDir = pg.Listen, pg.ConnectAddress, pg.DataDir
+	if pg.BinDir != "" {
+		p.BinDir = pg.BinDir
+	}
+	for dst, src := range map[*pgmanager.Credentials]*fileAuth{&p.Superuser: pg.Authentication.Superuser,
+		&p.Replication: pg.Authentication.Replication, &p.Rewind: pg.Authentication.Rewind} {
+		if src != nil {
+			if src.Username != "" {
+				dst.Username = src.Username
+			}
+			dst.Password = src.Password
+		}
+	}
+	p.Parameters = scalars(pg.Parameters)
+	p.Callbacks = pgmanager.Callbacks{OnStart: pg.Callbacks.OnStart, OnStop: pg.Callbacks.OnStop, OnRoleChange: pg.Callbacks.OnRoleChange}
+}
+
+// validate runs every section's own validation, with section paths.
+func (c *agentConfig) validate() []error {
+	var errs []error
+	check := func(prefix string, err error) {
+		if err != nil {
+			errs = append(errs, conf.Prefix(prefix, err))
+		}
+	}
+	if !nameRe.MatchString(c.Scope) {
+		check("scope", fmt.Errorf("is required: letters, digits, '.', '_' or '-', got %q", c.Scope))
+	}
+	if !nameRe.MatchString(c.Name) {
+		check("name", fmt.Errorf("is required: letters, digits, '.', '_' or '-', got %q", c.Name))
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		check("data_dir", fmt.Errorf("must be an absolute path, got %q", c.DataDir))
+	}
+	if err := c.Raft.Validate(); err != nil {
+		for _, e := range flatten(err) {
+			var fe *conf.FieldError
+			if errors.As(e, &fe) && (fe.Path == "node_id" || fe.Path == "dir") {
+				continue // reported as name / data_dir
+			}
+			check("raft", e)
+		}
+	}
+	switch {
+	case len(c.Raft.BootstrapPeers) == 0 && len(c.Join) == 0:
+		check("raft", errors.New("set bootstrap_peers (a new cluster) or join (an existing one)"))
+	case len(c.Raft.BootstrapPeers) > 0 && len(c.Join) > 0:
+		check("raft.join", errors.New("set only one of bootstrap_peers (a new cluster) and join (an existing one)"))
+	}
+	for i, j := range c.Join {
+		if err := conf.CheckHostPort(strings.TrimPrefix(strings.TrimPrefix(j, "http://"), "https://"), false); err != nil {
+			check(fmt.Sprintf("raft.join[%d]", i), err)
+		}
+	}
+	check("restapi", c.API.Validate())
+	if !c.API.Token.IsSet() && (c.API.PeerTLS.CAFile == "" || c.API.TLS.CertFile == "") {
+		check("raft.token", errors.New("is required unless raft.tls and restapi.tls are both set: peers must authenticate to each other"))
+	}
+	check("bootstrap.dcs", c.Cluster.Validate())
+	if c.HasPostgres {
+		check("postgresql", c.Postgres.Validate())
+	}
+	check("tags", c.Tags.Validate())
+	if !hclogLevels[strings.ToLower(c.Log.Level)] {
+		check("log.level", fmt.Errorf("must be trace, debug, info, warn or error, got %q", c.Log.Level))
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		check("log.format", fmt.Errorf("must be text or json, got %q", c.Log.Format))
+	}
+	return errs
+}
+
+var hclogLevels = map[string]bool{"trace": true, "debug": true, "info": true, "warn": true, "error": true}
+
+func setIf[T any](dst *T, src *T) {
+	if src != nil {
+		*dst = *src
+	}
+}
+
+func scalars(m map[string]scalar) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = string(v)
+	}
+	return out
+}
+
+func valueOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

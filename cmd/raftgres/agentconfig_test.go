@@ -1,0 +1,201 @@
+package main
+
+import (
+	"fmt"
+	"io/fs"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"raftgres/api"
+	"raftgres/pgmanager"
+	"raftgres/raftstore"
+)
+
+const validConfig = `scope: demo
+name: pg1
+data_dir: /var/lib/raftgres
+raft:
+  listen: 127.0.0.1:7001
+  bootstrap_peers: [pg1=127.0.0.1:7001, pg2=127.0.0.1:7002, pg3=127.0.0.1:7003]
+  token: cluster-token
+  tls: {ca_file: /etc/rg/ca.pem, cert_file: /etc/rg/pg1.pem, key_file: /etc/rg/pg1-key.pem}
+restapi:
+  listen: 127.0.0.1:8008
+  connect_address: 127.0.0.1:8008
+  authentication: {username: admin, password: admin-pw}
+postgresql:
+  listen: 127.0.0.1:5432
+  connect_address: 127.0.0.1:5432
+  data_dir: /var/lib/postgresql/15/main
+  bin_dir: /usr/lib/postgresql/15/bin
+  authentication:
+    superuser: {username: postgres, password: super-pw}
+    replication: {username: replicator, password: repl-pw}
+    rewind: {username: rewind_user, password: rewind-pw}
+  parameters: {max_connections: 200, shared_buffers: 256MB, hot_standby_feedback: on}
+  callbacks: {on_role_change: /usr/local/bin/notify}
+bootstrap:
+  dcs:
+    ttl: 20
+    loop_wait: 500ms
+    retry_timeout: 5
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: true
+    postgresql: {use_pg_rewind: true, use_slots: false, parameters: {wal_keep_size: 1GB}}
+  initdb: [{encoding: UTF8}, data-checksums]
+  pg_hba:
+    - host replication replicator 127.0.0.1/32 scram-sha-256
+  users: {app: {password: app-pw, options: [login, createdb]}}
+tags: {nofailover: true, noloadbalance: false, clonefrom: true, nosync: false, failover_priority: 3}
+log: {level: debug, format: json}
+`
+
+func TestParseValidConfig(t *testing.T) {
+	t.Parallel()
+	c, err := parseConfig("pg1.yml", []byte(validConfig), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRaft := raftstore.DefaultConfig()
+	wantRaft.NodeID, wantRaft.Dir, wantRaft.Listen = "pg1", "/var/lib/raftgres/raft", "127.0.0.1:7001"
+	wantRaft.BootstrapPeers = []raftstore.Peer{{ID: "pg1", Address: "127.0.0.1:7001"}, {ID: "pg2", Address: "127.0.0.1:7002"}, {ID: "pg3", Address: "127.0.0.1:7003"}}
+	wantRaft.TLS = raftstore.TLSConfig{CAFile: "/etc/rg/ca.pem", CertFile: "/etc/rg/pg1.pem", KeyFile: "/etc/rg/pg1-key.pem"}
+	if diff := cmp.Diff(wantRaft, c.Raft); diff != "" {
+		t.Errorf("raft (-want +got):\n%s", diff)
+	}
+	wantCluster := raftstore.DefaultClusterConfig()
+	wantCluster.TTL, wantCluster.LoopWait, wantCluster.RetryTimeout = 20*time.Second, 500*time.Millisecond, 5*time.Second
+	wantCluster.SynchronousMode, wantCluster.PostgreSQL.UseSlots = true, false
+	wantCluster.PostgreSQL.Parameters = map[string]string{"wal_keep_size": "1GB"}
+	wantCluster.PostgreSQL.PgHba = []string{"host replication replicator 127.0.0.1/32 scram-sha-256"}
+	if diff := cmp.Diff(wantCluster, c.Cluster); diff != "" {
+		t.Errorf("cluster (-want +got):\n%s", diff)
+	}
+	wantAPI := api.Config{Listen: "127.0.0.1:8008", ConnectAddress: "127.0.0.1:8008", Username: "admin", Password: "admin-pw",
+		Token: "cluster-token", PeerTLS: api.PeerTLS{CAFile: "/etc/rg/ca.pem", CertFile: "/etc/rg/pg1.pem", KeyFile: "/etc/rg/pg1-key.pem"}}
+	if diff := cmp.Diff(wantAPI, c.API); diff != "" {
+		t.Errorf("api (-want +got):\n%s", diff)
+	}
+	if !c.HasPostgres || c.Postgres.Parameters["max_connections"] != "200" || c.Postgres.Parameters["hot_standby_feedback"] != "on" ||
+		c.Postgres.Replication.Password.Reveal() != "repl-pw" || c.Postgres.Callbacks.OnRoleChange != "/usr/local/bin/notify" ||
+		c.Postgres.Users["app"].Password.Reveal() != "app-pw" ||
+		!cmp.Equal(c.Postgres.Initdb, []pgmanager.InitdbOption{{Name: "encoding", Value: "UTF8"}, {Name: "data-checksums"}}) {
+		t.Errorf("postgres: %#v", c.Postgres)
+	}
+	if want := (raftstore.Tags{NoFailover: true, CloneFrom: true, FailoverPriority: 3}); c.Tags != want {
+		t.Errorf("tags %+v, want %+v", c.Tags, want)
+	}
+	if c.Log != (logConfig{Level: "debug", Format: "json"}) {
+		t.Errorf("log %+v", c.Log)
+	}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		out := fmt.Sprintf(verb, *c)
+		for _, pw := range []string{"admin-pw", "super-pw", "repl-pw", "rewind-pw", "app-pw", "cluster-token"} {
+			if strings.Contains(out, pw) {
+				t.Errorf("%s of the config prints secret %q", verb, pw)
+			}
+		}
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	t.Parallel()
+	replace := func(old, new string) string {
+		if !strings.Contains(validConfig, old) {
+			t.Fatalf("fixture lacks %q", old)
+		}
+		return strings.Replace(validConfig, old, new, 1)
+	}
+	for _, tc := range []struct {
+		name string
+		yaml string
+		mode fs.FileMode
+		want []string // substrings of the error, all required
+	}{
+		{"unknown top key", replace("scope: demo", "scope: demo\nscop: x"), 0o600, []string{"line 2: scop: unknown key (did you mean scope?)"}},
+		{"unknown raft.tls key", replace("key_file: /etc/rg/pg1-key.pem}", "key_file: k, crt: x}"), 0o600,
+			[]string{"line 8: raft.tls.crt: unknown key"}},
+		{"unknown dcs.postgresql key", replace("use_slots: false,", "use_slot: false,"), 0o600,
+			[]string{"bootstrap.dcs.postgresql.use_slot: unknown key (did you mean use_slots?)"}},
+		{"duplicate key", replace("name: pg1", "name: pg1\nname: pg2"), 0o600, []string{"line 3: name: key already defined at line 2"}},
+		{"bad listen", replace("listen: 127.0.0.1:7001", "listen: nope"), 0o600, []string{"line 5: raft.listen: must be host:port"}},
+		{"port out of range", replace("listen: 127.0.0.1:8008", "listen: 127.0.0.1:70000"), 0o600, []string{"restapi.listen: port must be 1-65535"}},
+		{"advertise unspecified", replace("listen: 127.0.0.1:7001", "listen: 127.0.0.1:7001\n  advertise: 0.0.0.0:7001"), 0o600,
+			[]string{"raft.advertise: needs a host that peers can reach"}},
+		{"connect address without host", replace("connect_address: 127.0.0.1:8008", "connect_address: :8008"), 0o600,
+			[]string{"restapi.connect_address: needs a host"}},
+		{"bad duration", replace("ttl: 20", "ttl: soon"), 0o600, []string{"bootstrap.dcs.ttl: must be a duration"}},
+		{"ttl too short", replace("ttl: 20", "ttl: 6"), 0o600, []string{"bootstrap.dcs.ttl: must be at least loop_wait + 2*retry_timeout"}},
+		{"list where scalar", replace("name: pg1", "name: [pg1]"), 0o600, []string{"name: must be a single value"}},
+		{"malformed peer", replace("pg2=127.0.0.1:7002", "pg2"), 0o600, []string{"raft.bootstrap_peers[1]: must be name=host:port"}},
+		{"duplicate peer", replace("pg3=127.0.0.1:7003", "pg2=127.0.0.1:7004"), 0o600, []string{"member \"pg2\" already listed"}},
+		{"self not a peer", replace("pg1=127.0.0.1:7001, ", ""), 0o600, []string{"raft.bootstrap_peers: must list this member (pg1)"}},
+		{"both join and peers", replace("token: cluster-token", "token: cluster-token\n  join: [127.0.0.1:8009]"), 0o600,
+			[]string{"raft.join: set only one"}},
+		{"no token, no tls", replace("  token: cluster-token\n", ""), 0o600, []string{"raft.token: is required"}},
+		{"passwords world readable", validConfig, 0o644, []string{"readable by group or others (mode 0644): run chmod 600 pg1.yml"}},
+		{"passwords group readable", validConfig, 0o640, []string{"chmod 600"}},
+		{"bad initdb option", replace("data-checksums]", "data-checksums, username=x]"), 0o600, []string{"bootstrap.initdb[2]: initdb option"}},
+		{"bad parameter name", replace("shared_buffers: 256MB", "shared-buffers: 256MB"), 0o600, []string{"postgresql.parameters.shared-buffers"}},
+		{"several problems at once", replace("log: {level: debug, format: json}", "log: {level: loud, format: xml}"), 0o600,
+			[]string{"2 problems", "log.level", "log.format"}},
+		{"empty file", "", 0o600, []string{"empty file"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseConfig("pg1.yml", []byte(tc.yaml), tc.mode)
+			if err == nil {
+				t.Fatalf("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+			for _, pw := range []string{"admin-pw", "super-pw", "repl-pw", "cluster-token"} {
+				if strings.Contains(err.Error(), pw) {
+					t.Errorf("error leaks %q", pw)
+				}
+			}
+		})
+	}
+}
+
+func TestParseConfigNoPasswordsWorldReadable(t *testing.T) {
+	t.Parallel()
+	cfg := `scope: demo
+name: pg1
+data_dir: /var/lib/raftgres
+raft:
+  listen: 127.0.0.1:7001
+  join: [127.0.0.1:8009]
+  tls: {ca_file: /ca, cert_file: /c, key_file: /k}
+restapi:
+  listen: 127.0.0.1:8008
+  tls: {cert_file: /api.pem, key_file: /api-key.pem}
+`
+	if _, err := parseConfig("x.yml", []byte(cfg), 0o644); err != nil {
+		t.Fatalf("a config without passwords may be world readable: %v", err)
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add(validConfig)
+	f.Add("scope: [")
+	f.Add("raft: {bootstrap_peers: [=, a=b]}")
+	f.Add("bootstrap: {initdb: [{a: b, c: d}, [x]]}")
+	f.Add("postgresql: {parameters: {a: {b: c}}}")
+	f.Add("a: &x {b: *x}")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := parseConfig("fuzz.yml", []byte(s), 0o600)
+		if err != nil {
+			return
+		}
+		if errs := c.validate(); len(errs) > 0 {
+			t.Fatalf("accepted a config that does not validate: %v", errs)
+		}
+	})
+}

@@ -1,0 +1,338 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"raftgres/internal/conf"
+)
+
+// The config file as written (DESIGN.md "Config file"). Pointers mark keys
+// whose absence means "use the default".
+type fileConfig struct {
+	Scope      string        `yaml:"scope"`
+	Name       string        `yaml:"name"`
+	DataDir    string        `yaml:"data_dir"`
+	Raft       fileRaft      `yaml:"raft"`
+	RestAPI    fileRestAPI   `yaml:"restapi"`
+	PostgreSQL *filePostgres `yaml:"postgresql"`
+	Bootstrap  fileBootstrap `yaml:"bootstrap"`
+	Tags       fileTags      `yaml:"tags"`
+	Log        fileLog       `yaml:"log"`
+}
+
+type fileRaft struct {
+	Listen         string      `yaml:"listen"`
+	Advertise      string      `yaml:"advertise"`
+	BootstrapPeers []string    `yaml:"bootstrap_peers"`
+	Join           []string    `yaml:"join"`
+	Token          conf.Secret `yaml:"token"`
+	TLS            *fileTLS    `yaml:"tls"`
+}
+
+type fileTLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+type fileCertKey struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+type fileAuth struct {
+	Username string      `yaml:"username"`
+	Password conf.Secret `yaml:"password"`
+}
+
+type fileRestAPI struct {
+	Listen         string       `yaml:"listen"`
+	ConnectAddress string       `yaml:"connect_address"`
+	Authentication *fileAuth    `yaml:"authentication"`
+	TLS            *fileCertKey `yaml:"tls"`
+}
+
+type filePostgres struct {
+	Listen         string            `yaml:"listen"`
+	ConnectAddress string            `yaml:"connect_address"`
+	DataDir        string            `yaml:"data_dir"`
+	BinDir         string            `yaml:"bin_dir"`
+	Authentication filePGAuth        `yaml:"authentication"`
+	Parameters     map[string]scalar `yaml:"parameters"`
+	Callbacks      fileCallbacks     `yaml:"callbacks"`
+}
+
+type filePGAuth struct {
+	Superuser   *fileAuth `yaml:"superuser"`
+	Replication *fileAuth `yaml:"replication"`
+	Rewind      *fileAuth `yaml:"rewind"`
+}
+
+type fileCallbacks struct {
+	OnStart      string `yaml:"on_start"`
+	OnStop       string `yaml:"on_stop"`
+	OnRoleChange string `yaml:"on_role_change"`
+}
+
+type fileBootstrap struct {
+	DCS    fileDCS             `yaml:"dcs"`
+	Initdb []initdbEntry       `yaml:"initdb"`
+	PgHba  []string            `yaml:"pg_hba"`
+	Users  map[string]fileUser `yaml:"users"`
+}
+
+type fileDCS struct {
+	TTL                   *conf.Duration `yaml:"ttl"`
+	LoopWait              *conf.Duration `yaml:"loop_wait"`
+	RetryTimeout          *conf.Duration `yaml:"retry_timeout"`
+	MaximumLagOnFailover  *int64         `yaml:"maximum_lag_on_failover"`
+	SynchronousMode       *bool          `yaml:"synchronous_mode"`
+	SynchronousModeStrict *bool          `yaml:"synchronous_mode_strict"`
+	PostgreSQL            fileDCSPG      `yaml:"postgresql"`
+}
+
+type fileDCSPG struct {
+	UsePgRewind *bool             `yaml:"use_pg_rewind"`
+	UseSlots    *bool             `yaml:"use_slots"`
+	Parameters  map[string]scalar `yaml:"parameters"`
+}
+
+type fileUser struct {
+	Password conf.Secret `yaml:"password"`
+	Options  []string    `yaml:"options"`
+}
+
+type fileTags struct {
+	NoFailover       bool `yaml:"nofailover"`
+	NoLoadBalance    bool `yaml:"noloadbalance"`
+	CloneFrom        bool `yaml:"clonefrom"`
+	NoSync           bool `yaml:"nosync"`
+	FailoverPriority *int `yaml:"failover_priority"`
+}
+
+type fileLog struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// scalar is a YAML scalar kept as its text (PostgreSQL parameters: 100,
+// on, '64MB' all become strings).
+type scalar string
+
+func (s *scalar) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return errors.New("must be a single value")
+	}
+	*s = scalar(n.Value)
+	return nil
+}
+
+// initdbEntry is one bootstrap.initdb item: "data-checksums" or
+// {encoding: UTF8}.
+type initdbEntry struct{ Name, Value string }
+
+func (e *initdbEntry) UnmarshalYAML(n *yaml.Node) error {
+	switch {
+	case n.Kind == yaml.ScalarNode:
+		e.Name = n.Value
+		return nil
+	case n.Kind == yaml.MappingNode && len(n.Content) == 2 && n.Content[1].Kind == yaml.ScalarNode:
+		e.Name, e.Value = n.Content[0].Value, n.Content[1].Value
+		return nil
+	}
+	return errors.New("must be an option name or a single {option: value}")
+}
+
+// decoder walks a YAML node tree into Go values, so every error (unknown
+// key, wrong type) names its key path and line, and it records the line of
+// every key for later validation messages.
+type decoder struct {
+	lines map[string]int
+	errs  []error
+}
+
+var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+
+func (d *decoder) fail(path string, line int, format string, args ...any) {
+	d.errs = append(d.errs, &lineError{line: line, path: path, msg: fmt.Sprintf(format, args...)})
+}
+
+// lineError is one problem in the file.
+type lineError struct {
+	line int
+	path string
+	msg  string
+}
+
+func (e *lineError) Error() string {
+	if e.line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", e.line, e.path, e.msg)
+	}
+	return fmt.Sprintf("%s: %s", e.path, e.msg)
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // key present with no value: keep the default
+	}
+	if reflect.PointerTo(v.Type()).Implements(unmarshalerType) {
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			d.fail(path, n.Line, "%s", cleanYAMLError(err))
+		}
+		return
+	}
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		d.decode(n, v.Elem(), path)
+	case reflect.Struct:
+		d.decodeStruct(n, v, path)
+	case reflect.Map:
+		d.decodeMap(n, v, path)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.fail(path, n.Line, "must be a list")
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			d.decode(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
+		}
+		v.Set(s)
+	default:
+		if n.Kind != yaml.ScalarNode {
+			d.fail(path, n.Line, "must be a single value")
+			return
+		}
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			d.fail(path, n.Line, "%s", cleanYAMLError(err))
+		}
+	}
+}
+
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(path, n.Line, "must be a mapping of keys")
+		return
+	}
+	t := v.Type()
+	fields := map[string]int{}
+	for i := range t.NumField() {
+		fields[strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]] = i
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		p := join(path, k.Value)
+		if d.duplicate(seen, k, p) {
+			continue
+		}
+		idx, ok := fields[k.Value]
+		if !ok {
+			d.fail(p, k.Line, "unknown key%s", suggest(k.Value, fields))
+			continue
+		}
+		d.decode(val, v.Field(idx), p)
+	}
+}
+
+func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(path, n.Line, "must be a mapping of keys")
+		return
+	}
+	if v.IsNil() {
+		v.Set(reflect.MakeMap(v.Type()))
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		p := join(path, k.Value)
+		if d.duplicate(seen, k, p) {
+			continue
+		}
+		elem := reflect.New(v.Type().Elem()).Elem()
+		d.decode(val, elem, p)
+		v.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), elem)
+	}
+}
+
+// duplicate records key k's line and reports (and fails) a key already
+// seen in the same mapping.
+func (d *decoder) duplicate(seen map[string]int, k *yaml.Node, path string) bool {
+	if k.Kind != yaml.ScalarNode {
+		d.fail(path, k.Line, "keys must be plain names")
+		return true
+	}
+	if first, ok := seen[k.Value]; ok {
+		d.fail(path, k.Line, "key already defined at line %d", first)
+		return true
+	}
+	seen[k.Value] = k.Line
+	d.lines[path] = k.Line
+	return false
+}
+
+// suggest names a known key close to an unknown one.
+func suggest(key string, fields map[string]int) string {
+	best, bestD := "", 3
+	for f := range fields {
+		if d := editDistance(key, f); d < bestD {
+			best, bestD = f, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %s?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// cleanYAMLError drops yaml's "yaml: unmarshal errors:\n  line N: " wrapping.
+func cleanYAMLError(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
+	msg = strings.TrimSpace(msg)
+	if strings.HasPrefix(msg, "line ") {
+		if _, rest, ok := strings.Cut(msg, ": "); ok {
+			msg = rest
+		}
+	}
+	return msg
+}
