@@ -1,0 +1,347 @@
+package pgmanager
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// LoggerName is this package's sub-logger name.
+const LoggerName = "pgmanager"
+
+// Options are per-process knobs that are not configuration.
+type Options struct {
+	// Scope is the cluster name (cluster_name in postgresql.conf).
+	Scope string
+	// RunAs, when set, runs every PostgreSQL process as this OS user. Only
+	// tests running as root need it; the agent itself refuses root.
+	RunAs *syscall.Credential
+	// StopStep bounds each step of the stop escalation (default 30s).
+	StopStep time.Duration
+	// StartTimeout bounds waiting for a started postgres to accept
+	// connections (default 60s).
+	StartTimeout time.Duration
+}
+
+// Manager drives one local PostgreSQL data directory. It is the only code
+// in raftgres that touches PostgreSQL.
+type Manager struct {
+	cfg    Config
+	member string
+	scope  string
+	logger hclog.Logger
+	runAs  *syscall.Credential
+	step   time.Duration
+	start  time.Duration
+
+	mu   sync.Mutex
+	proc *postmaster
+}
+
+// New validates cfg and returns a Manager for member. It starts nothing.
+func New(cfg Config, member string, logger hclog.Logger, opts Options) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("postgresql config: %w", err)
+	}
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	m := &Manager{cfg: cfg, member: member, scope: opts.Scope, logger: logger.Named(LoggerName),
+		runAs: opts.RunAs, step: opts.StopStep, start: opts.StartTimeout}
+	if m.step == 0 {
+		m.step = 30 * time.Second
+	}
+	if m.start == 0 {
+		m.start = 60 * time.Second
+	}
+	return m, nil
+}
+
+// Config returns the manager's configuration.
+func (m *Manager) Config() Config { return m.cfg }
+
+// pgpassPath is the 0600 password file used by every libpq client raftgres
+// starts (pg_basebackup, pg_rewind, walreceiver through passfile=). It sits
+// beside the data directory so clones and rewinds never copy it.
+func (m *Manager) pgpassPath() string { return filepath.Clean(m.cfg.DataDir) + ".pgpass" }
+
+// writePgpass writes the password file; entries match any host and port.
+func (m *Manager) writePgpass() error {
+	var b strings.Builder
+	esc := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
+	for _, c := range []Credentials{m.cfg.Replication, m.cfg.Rewind, m.cfg.Superuser} {
+		if c.Username != "" && c.Password.IsSet() {
+			fmt.Fprintf(&b, "*:*:*:%s:%s\n", esc.Replace(c.Username), esc.Replace(c.Password.Reveal()))
+		}
+	}
+	_, err := m.writeFile(m.pgpassPath(), []byte(b.String()), 0o600)
+	return err
+}
+
+// writeFile writes data to path (temp file + rename) only when the content
+// differs, owned by RunAs when set. It reports whether it wrote.
+func (m *Manager) writeFile(path string, data []byte, mode os.FileMode) (bool, error) {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	tmp := path + ".raftgres-tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return false, fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return false, fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+	if err := m.chown(tmp); err != nil {
+		return false, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return false, fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	return true, nil
+}
+
+func (m *Manager) chown(path string) error {
+	if m.runAs == nil {
+		return nil
+	}
+	if err := os.Lchown(path, int(m.runAs.Uid), int(m.runAs.Gid)); err != nil {
+		return fmt.Errorf("chown %s: %w", path, err)
+	}
+	return nil
+}
+
+// ConfigChange reports which managed files a Configure call rewrote.
+type ConfigChange struct {
+	Files []string
+}
+
+// Changed reports whether anything was written.
+func (c ConfigChange) Changed() bool { return len(c.Files) > 0 }
+
+// Configure writes the managed files for d (postgresql.conf, pg_hba.conf,
+// the pgpass file, standby.signal when a standby, and a postgresql.auto.conf
+// without recovery settings), each only when its content changed.
+func (m *Manager) Configure(d Desired) (ConfigChange, error) {
+	var ch ConfigChange
+	if _, err := os.Stat(filepath.Join(m.cfg.DataDir, "PG_VERSION")); err != nil {
+		return ch, fmt.Errorf("configure %s: no data directory at %s: %w", m.member, m.cfg.DataDir, err)
+	}
+	if err := m.writePgpass(); err != nil {
+		return ch, err
+	}
+	if err := os.MkdirAll(m.socketDir(), 0o700); err != nil {
+		return ch, fmt.Errorf("create socket dir %s: %w", m.socketDir(), err)
+	}
+	if err := m.chown(m.socketDir()); err != nil {
+		return ch, err
+	}
+	files := []struct {
+		name string
+		data string
+	}{
+		{confFile, m.RenderManagedConf(d).Text},
+		{hbaFile, m.RenderHBA().Text},
+	}
+	for _, f := range files {
+		wrote, err := m.writeFile(filepath.Join(m.cfg.DataDir, f.name), []byte(f.data), 0o600)
+		if err != nil {
+			return ch, fmt.Errorf("configure %s: %w", m.member, err)
+		}
+		if wrote {
+			ch.Files = append(ch.Files, f.name)
+		}
+	}
+	if stripped, err := m.sanitizeAutoConf(); err != nil {
+		return ch, err
+	} else if stripped {
+		ch.Files = append(ch.Files, autoConfFile)
+	}
+	if err := m.setSignal(d.Standby != nil); err != nil {
+		return ch, err
+	}
+	if ch.Changed() {
+		m.logger.Info("managed config written", "files", strings.Join(ch.Files, ","), "standby", d.Standby != nil)
+	}
+	return ch, nil
+}
+
+// sanitizeAutoConf removes recovery settings from postgresql.auto.conf.
+func (m *Manager) sanitizeAutoConf() (bool, error) {
+	path := filepath.Join(m.cfg.DataDir, autoConfFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	out, removed := StripRecoverySettings(string(data))
+	if !removed {
+		return false, nil
+	}
+	_, err = m.writeFile(path, []byte(out), 0o600)
+	return err == nil, err
+}
+
+// StripRecoverySettings drops lines that set a recovery parameter.
+func StripRecoverySettings(conf string) (string, bool) {
+	var b strings.Builder
+	removed := false
+	for _, line := range strings.SplitAfter(conf, "\n") {
+		name, _, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if ok && recoveryParams[strings.ToLower(strings.TrimSpace(name))] {
+			removed = true
+			continue
+		}
+		b.WriteString(line)
+	}
+	return b.String(), removed
+}
+
+// setSignal creates or removes standby.signal (and always removes
+// recovery.signal, which raftgres never uses).
+func (m *Manager) setSignal(standby bool) error {
+	path := filepath.Join(m.cfg.DataDir, standbySig)
+	_ = os.Remove(filepath.Join(m.cfg.DataDir, recoverySig))
+	if !standby {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", path, err)
+		}
+		return nil
+	}
+	_, err := m.writeFile(path, nil, 0o600)
+	if err != nil {
+		return err
+	}
+	return nil
+}
+
+// IsStandbyConfigured reports whether standby.signal exists.
+func (m *Manager) IsStandbyConfigured() bool {
+	_, err := os.Stat(filepath.Join(m.cfg.DataDir, standbySig))
+	return err == nil
+}
+
+// HasDataDir reports whether the data directory holds a cluster.
+func (m *Manager) HasDataDir() bool {
+	_, err := os.Stat(filepath.Join(m.cfg.DataDir, "PG_VERSION"))
+	return err == nil
+}
+
+// postmasterPID reads the pid of a postmaster running on the data dir, if
+// any (one this Manager did not start, e.g. left by a previous agent).
+func (m *Manager) postmasterPID() (int, bool) {
+	data, err := os.ReadFile(filepath.Join(m.cfg.DataDir, "postmaster.pid"))
+	if err != nil {
+		return 0, false
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return 0, false
+	}
+	return pid, true
+}
+
+// Running reports whether this manager's postgres child is alive.
+func (m *Manager) Running() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.proc != nil && !m.proc.exited()
+}
+
+// Exited returns a channel closed when the current postgres child exits
+// (nil when none runs).
+func (m *Manager) Exited() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil {
+		return nil
+	}
+	return m.proc.done
+}
+
+// Start writes the managed config for d and starts postgres as a child,
+// waiting until it accepts connections.
+func (m *Manager) Start(ctx context.Context, d Desired) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc != nil && !m.proc.exited() {
+		return fmt.Errorf("start postgres for %s: already running (pid %d)", m.member, m.proc.cmd.Process.Pid)
+	}
+	if pid, ok := m.postmasterPID(); ok {
+		return fmt.Errorf("start postgres for %s: a postmaster not started by this agent runs on %s (pid %d); stop it first",
+			m.member, m.cfg.DataDir, pid)
+	}
+	if _, err := m.Configure(d); err != nil {
+		return err
+	}
+	p, err := m.startPostmaster()
+	if err != nil {
+		return err
+	}
+	m.proc = p
+	if err := m.waitReady(ctx, p); err != nil {
+		_ = p.stop(context.Background(), StopImmediate, m.step)
+		return fmt.Errorf("start postgres for %s: %w", m.member, err)
+	}
+	return nil
+}
+
+// Stop shuts postgres down with mode, escalating after each step timeout.
+// Stopping a stopped server is not an error.
+func (m *Manager) Stop(ctx context.Context, mode StopMode) error {
+	m.mu.Lock()
+	p := m.proc
+	m.mu.Unlock()
+	if p == nil || p.exited() {
+		return nil
+	}
+	m.logger.Info("stopping postgres", "mode", mode.String(), "pid", p.cmd.Process.Pid)
+	if err := p.stop(ctx, mode, m.step); err != nil {
+		return fmt.Errorf("stop postgres of %s: %w", m.member, err)
+	}
+	m.logger.Info("postgres stopped", "mode", mode.String())
+	return nil
+}
+
+// Restart stops (fast) and starts again with d.
+func (m *Manager) Restart(ctx context.Context, d Desired) error {
+	if err := m.Stop(ctx, StopFast); err != nil {
+		return err
+	}
+	return m.Start(ctx, d)
+}
+
+// Reload rewrites the managed config for d and signals postgres to reread
+// it. It returns what changed.
+func (m *Manager) Reload(ctx context.Context, d Desired) (ConfigChange, error) {
+	ch, err := m.Configure(d)
+	if err != nil {
+		return ch, err
+	}
+	m.mu.Lock()
+	p := m.proc
+	m.mu.Unlock()
+	if p == nil || p.exited() {
+		return ch, fmt.Errorf("reload postgres of %s: %w", m.member, errNotRunning)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		return ch, fmt.Errorf("reload postgres of %s: %w", m.member, err)
+	}
+	return ch, nil
+}

@@ -1,0 +1,288 @@
+package pgmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// InitdbArgs builds initdb's argv (no password: that goes in pwfile).
+func InitdbArgs(dataDir, superuser, pwfile string, opts []InitdbOption) []string {
+	args := []string{"-D", dataDir, "--username=" + superuser}
+	if pwfile != "" {
+		args = append(args, "--pwfile="+pwfile, "--auth-local=scram-sha-256", "--auth-host=scram-sha-256")
+	}
+	for _, o := range opts {
+		if o.Value == "" {
+			args = append(args, "--"+o.Name)
+		} else {
+			args = append(args, "--"+o.Name+"="+o.Value)
+		}
+	}
+	return args
+}
+
+// Init creates a new cluster with initdb, starts it as a primary with the
+// managed config for d, and creates the replication and rewind roles and
+// bootstrap.users. It returns the system identifier. On failure the data
+// directory is removed, so no half-initialised cluster is left behind.
+func (m *Manager) Init(ctx context.Context, d Desired) (sysid string, err error) {
+	if m.HasDataDir() {
+		return "", fmt.Errorf("initdb for %s: %s already holds a cluster", m.member, m.cfg.DataDir)
+	}
+	if err := m.ensureEmptyDir(m.cfg.DataDir); err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			_ = m.Stop(context.Background(), StopImmediate)
+			_ = os.RemoveAll(m.cfg.DataDir)
+		}
+	}()
+	pwfile := ""
+	if m.cfg.Superuser.Password.IsSet() {
+		pwfile = filepath.Clean(m.cfg.DataDir) + ".pwfile"
+		if _, err := m.writeFile(pwfile, []byte(m.cfg.Superuser.Password.Reveal()+"\n"), 0o600); err != nil {
+			return "", err
+		}
+		defer os.Remove(pwfile)
+	}
+	if err := m.run(ctx, command{bin: "initdb", args: InitdbArgs(m.cfg.DataDir, m.cfg.Superuser.Username, pwfile, m.cfg.Initdb)}); err != nil {
+		return "", fmt.Errorf("initdb for %s: %w", m.member, err)
+	}
+	base := filepath.Join(m.cfg.DataDir, baseConfFile)
+	if err := os.Rename(filepath.Join(m.cfg.DataDir, confFile), base); err != nil {
+		return "", fmt.Errorf("initdb for %s: keep initdb's config as %s: %w", m.member, baseConfFile, err)
+	}
+	if err := m.Start(ctx, d); err != nil {
+		return "", err
+	}
+	if err := m.createRoles(ctx); err != nil {
+		return "", err
+	}
+	st, err := m.Status(ctx)
+	if err != nil {
+		return "", err
+	}
+	m.logger.Info("cluster initialised", "system_id", st.SystemID)
+	return st.SystemID, nil
+}
+
+// ensureEmptyDir creates dir (0700, owned by RunAs) or checks it is empty.
+func (m *Manager) ensureEmptyDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		return m.chown(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", dir, err)
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("%s is not empty", dir)
+	}
+	return nil
+}
+
+// rewindGrants are exactly the functions pg_rewind needs (PostgreSQL docs).
+var rewindGrants = []string{
+	"pg_catalog.pg_ls_dir(text, boolean, boolean)",
+	"pg_catalog.pg_stat_file(text, boolean)",
+	"pg_catalog.pg_read_binary_file(text)",
+	"pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+}
+
+// createRoles creates or updates the replication and rewind roles and
+// bootstrap.users. Passwords travel as bind parameters through a DO block
+// of format(), never in logged SQL text.
+func (m *Manager) createRoles(ctx context.Context) error {
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if err := ensureRole(ctx, conn, m.cfg.Replication, "LOGIN REPLICATION"); err != nil {
+		return fmt.Errorf("create replication role on %s: %w", m.member, err)
+	}
+	if m.cfg.Rewind.Username != "" && m.cfg.Rewind.Username != m.cfg.Superuser.Username {
+		if err := ensureRole(ctx, conn, m.cfg.Rewind, "LOGIN"); err != nil {
+			return fmt.Errorf("create rewind role on %s: %w", m.member, err)
+		}
+		for _, fn := range rewindGrants {
+			sql := fmt.Sprintf("GRANT EXECUTE ON FUNCTION %s TO %s", fn, pgx.Identifier{m.cfg.Rewind.Username}.Sanitize())
+			if _, err := conn.Exec(ctx, sql); err != nil {
+				return fmt.Errorf("grant %s to rewind role on %s: %w", fn, m.member, err)
+			}
+		}
+	}
+	for name, u := range m.cfg.Users {
+		opts := strings.ToUpper(strings.Join(u.Options, " "))
+		if err := ensureRole(ctx, conn, Credentials{Username: name, Password: u.Password}, opts); err != nil {
+			return fmt.Errorf("create user %s on %s: %w", name, m.member, err)
+		}
+	}
+	return nil
+}
+
+func ensureRole(ctx context.Context, conn *pgx.Conn, c Credentials, options string) error {
+	ident := pgx.Identifier{c.Username}.Sanitize()
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", c.Username).Scan(&exists); err != nil {
+		return err
+	}
+	verb := "CREATE"
+	if exists {
+		verb = "ALTER"
+	}
+	if _, err := conn.Exec(ctx, fmt.Sprintf("%s ROLE %s %s", verb, ident, options)); err != nil {
+		return err
+	}
+	if !c.Password.IsSet() {
+		return nil
+	}
+	// Send a SCRAM verifier computed here, never the password itself, so
+	// no server log (log_statement=all included) can show it.
+	v, err := scramVerifier(c.Password.Reveal())
+	if err != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, fmt.Sprintf("ALTER ROLE %s PASSWORD %s", ident, quoteLiteral(v)))
+	return err
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// Promote ends recovery with pg_promote(wait) and then CHECKPOINTs, so a
+// later pg_rewind against this server sees the new timeline.
+func (m *Manager) Promote(ctx context.Context) error {
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("promote %s: %w", m.member, err)
+	}
+	defer conn.Close(context.Background())
+	var ok bool
+	if err := conn.QueryRow(ctx, "SELECT pg_promote(true, 60)").Scan(&ok); err != nil {
+		return fmt.Errorf("promote %s: %w", m.member, err)
+	}
+	if !ok {
+		return fmt.Errorf("promote %s: pg_promote did not finish within 60s", m.member)
+	}
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint after promoting %s: %w", m.member, err)
+	}
+	if err := m.setSignal(false); err != nil {
+		return err
+	}
+	m.logger.Info("promoted to primary")
+	return nil
+}
+
+// Follow makes this member a standby of d.Standby: a running primary is
+// stopped (fast) and restarted as a standby; a running standby is
+// restarted with the new primary_conninfo.
+func (m *Manager) Follow(ctx context.Context, d Desired) error {
+	if d.Standby == nil {
+		return fmt.Errorf("follow for %s: no upstream given", m.member)
+	}
+	m.logger.Info("following new primary", "primary", d.Standby.Name, "address", d.Standby.Addr())
+	return m.Restart(ctx, d)
+}
+
+// Clone copies the data directory from upstream with pg_basebackup into a
+// temporary directory that is renamed into place only on success, so a
+// failed or killed clone leaves no half data directory. The clone is left
+// stopped and configured as a standby of d.Standby.
+func (m *Manager) Clone(ctx context.Context, d Desired) error {
+	if d.Standby == nil {
+		return fmt.Errorf("clone for %s: no source given", m.member)
+	}
+	if m.HasDataDir() {
+		return fmt.Errorf("clone for %s: %s already holds a cluster", m.member, m.cfg.DataDir)
+	}
+	if err := m.writePgpass(); err != nil {
+		return err
+	}
+	tmp := filepath.Clean(m.cfg.DataDir) + ".clone-tmp"
+	_ = os.RemoveAll(tmp) // a previous, interrupted clone
+	if err := m.ensureEmptyDir(tmp); err != nil {
+		return err
+	}
+	src := d.Standby
+	args := []string{"-D", tmp, "-X", "stream", "-c", "fast", "--no-password", "-d", Conninfo(map[string]string{
+		"host": src.Host, "port": fmt.Sprint(src.Port), "user": m.cfg.Replication.Username,
+		"application_name": m.member + "-clone", "connect_timeout": "5",
+	})}
+	m.logger.Info("cloning", "source", src.Name, "address", src.Addr())
+	start := time.Now()
+	err := m.run(ctx, command{bin: "pg_basebackup", args: args, env: []string{"PGPASSFILE=" + m.pgpassPath()}})
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return fmt.Errorf("clone %s from %s: %w", m.member, src.Name, err)
+	}
+	_ = os.Remove(m.cfg.DataDir) // empty dir or nothing
+	if err := os.Rename(tmp, m.cfg.DataDir); err != nil {
+		_ = os.RemoveAll(tmp)
+		return fmt.Errorf("clone %s: move clone into %s: %w", m.member, m.cfg.DataDir, err)
+	}
+	if _, err := m.Configure(d); err != nil {
+		return err
+	}
+	m.logger.Info("clone finished", "source", src.Name, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Rewind runs pg_rewind against d.Standby (a running primary) on this
+// stopped data directory, then restores the managed config and
+// standby.signal (pg_rewind copies the source's files and ignores the
+// signal file). ErrRewindFailed means the data must be recloned.
+func (m *Manager) Rewind(ctx context.Context, d Desired) error {
+	if d.Standby == nil {
+		return fmt.Errorf("rewind for %s: no source given", m.member)
+	}
+	if m.Running() {
+		return fmt.Errorf("rewind for %s: postgres is running; stop it first", m.member)
+	}
+	if err := m.writePgpass(); err != nil {
+		return err
+	}
+	src := d.Standby
+	user := m.cfg.Rewind.Username
+	if user == "" {
+		user = m.cfg.Superuser.Username
+	}
+	args := []string{"-D", m.cfg.DataDir, "--no-sync", "--source-server=" + Conninfo(map[string]string{
+		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "connect_timeout": "5",
+	}), "--config-file=" + filepath.Join(m.cfg.DataDir, confFile)}
+	m.logger.Info("rewinding", "source", src.Name, "address", src.Addr())
+	if err := m.run(ctx, command{bin: "pg_rewind", args: args, env: []string{"PGPASSFILE=" + m.pgpassPath()}}); err != nil {
+		return fmt.Errorf("%w: rewind %s from %s: %w", ErrRewindFailed, m.member, src.Name, err)
+	}
+	if _, err := m.Configure(d); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ErrRewindFailed means pg_rewind could not bring the data directory onto
+// the source's timeline; reclone.
+var ErrRewindFailed = errors.New("pg_rewind failed")
+
+// RemoveDataDir deletes the data directory (before a reclone).
+func (m *Manager) RemoveDataDir() error {
+	if m.Running() {
+		return fmt.Errorf("remove data dir of %s: postgres is running", m.member)
+	}
+	if err := os.RemoveAll(m.cfg.DataDir); err != nil {
+		return fmt.Errorf("remove data dir of %s: %w", m.member, err)
+	}
+	m.logger.Warn("data directory removed", "data_dir", m.cfg.DataDir)
+	return nil
+}

@@ -1,0 +1,469 @@
+package pgmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"raftgres/internal/conf"
+)
+
+// These tests run real PostgreSQL 15. They need RAFTGRES_INTEGRATION=1
+// (make test sets it) and the binaries in /usr/lib/postgresql/15/bin. As
+// root, PostgreSQL runs as the postgres OS user.
+
+const pgBin = "/usr/lib/postgresql/15/bin"
+
+type pgEnv struct {
+	base  string
+	runAs *syscall.Credential
+}
+
+func requirePG(t *testing.T) *pgEnv {
+	t.Helper()
+	if os.Getenv("RAFTGRES_INTEGRATION") != "1" {
+		t.Skip("real-PostgreSQL test: set RAFTGRES_INTEGRATION=1 (make test does)")
+	}
+	if _, err := os.Stat(filepath.Join(pgBin, "postgres")); err != nil {
+		t.Fatalf("RAFTGRES_INTEGRATION=1 but PostgreSQL 15 is missing: %v", err)
+	}
+	env := &pgEnv{}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatalf("running as root needs the postgres OS user: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		env.runAs = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	// A short base path: the Unix socket lives in the data dir and its path
+	// must stay under 108 bytes.
+	base, err := os.MkdirTemp("/tmp", "rgpm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if env.runAs != nil {
+		if err := os.Chown(base, int(env.runAs.Uid), int(env.runAs.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	env.base = base
+	return env
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func (e *pgEnv) config(t *testing.T, name string) Config {
+	t.Helper()
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	return Config{
+		Listen: addr, ConnectAddress: addr, DataDir: filepath.Join(e.base, name), BinDir: pgBin,
+		Superuser:   Credentials{Username: "postgres", Password: conf.Secret("super-secret")},
+		Replication: Credentials{Username: "replicator", Password: "repl-secret"},
+		Rewind:      Credentials{Username: "rewind_user", Password: "rewind-secret"},
+		Parameters:  map[string]string{"shared_buffers": "16MB", "max_connections": "30", "fsync": "off"},
+		Initdb:      []InitdbOption{{Name: "encoding", Value: "UTF8"}, {Name: "data-checksums"}},
+		PgHba: []string{
+			"host replication replicator 127.0.0.1/32 scram-sha-256",
+			"host all all 127.0.0.1/32 scram-sha-256",
+		},
+		Users: map[string]User{"app": {Password: "app-pw", Options: []string{"login"}}},
+	}
+}
+
+func (e *pgEnv) manager(t *testing.T, name string, cfg Config) *Manager {
+	t.Helper()
+	logger := hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: testWriter{t}})
+	m, err := New(cfg, name, logger, Options{Scope: "test", RunAs: e.runAs, StopStep: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop(context.Background(), StopImmediate) })
+	return m
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func upstreamOf(t *testing.T, name string, m *Manager) *Upstream {
+	u, err := ParseUpstream(name, m.cfg.ConnectAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &u
+}
+
+// waitFor polls cond every 50ms until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		last = err
+		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
+	}
+	t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
+}
+
+func (m *Manager) count(ctx context.Context, t *testing.T) int {
+	t.Helper()
+	conn, err := m.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// newPrimaryAndReplica initialises a primary with a slot for the replica,
+// clones the replica and waits until it streams.
+func newPrimaryAndReplica(t *testing.T, e *pgEnv) (*Manager, *Manager) {
+	t.Helper()
+	ctx := ctxT(t, 3*time.Minute)
+	p := e.manager(t, "pg1", e.config(t, "pg1"))
+	if _, err := p.Init(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.EnsureSlots(ctx, []string{SlotName("pg2")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Exec(ctx, "CREATE TABLE t (id int primary key)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Exec(ctx, "INSERT INTO t SELECT generate_series(1, 100)"); err != nil {
+		t.Fatal(err)
+	}
+	r := e.manager(t, "pg2", e.config(t, "pg2"))
+	d := Desired{Standby: upstreamOf(t, "pg1", p), Slot: SlotName("pg2")}
+	if err := r.Clone(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, p, "pg2")
+	return p, r
+}
+
+func waitStreaming(t *testing.T, primary *Manager, standby string) {
+	t.Helper()
+	ctx := ctxT(t, time.Minute)
+	waitFor(t, 30*time.Second, standby+" streaming from "+primary.member, func() (bool, error) {
+		st, err := primary.Status(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, r := range st.Replicas {
+			if r.ApplicationName == standby && r.State == "streaming" {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("replicas: %+v", st.Replicas)
+	})
+}
+
+func TestInitStartConnect(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 2*time.Minute)
+	m := e.manager(t, "pg1", e.config(t, "pg1"))
+	sysid, err := m.Init(ctx, Desired{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Running || st.InRecovery || st.Timeline != 1 || st.SystemID != sysid || !strings.HasPrefix(st.Version, "15") {
+		t.Fatalf("status after init: %+v", st)
+	}
+	fromControl, err := m.SystemID(ctx)
+	if err != nil || fromControl != sysid {
+		t.Fatalf("pg_controldata system id %q (%v), want %q", fromControl, err, sysid)
+	}
+	// The rewind role has exactly the four grants, and the passwords work
+	// over TCP with SCRAM.
+	var n int
+	conn, err := m.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.routine_privileges
+		WHERE grantee = 'rewind_user' AND privilege_type = 'EXECUTE'`).Scan(&n); err != nil || n != 4 {
+		t.Fatalf("rewind grants: %d (%v), want 4", n, err)
+	}
+	var method string
+	if err := conn.QueryRow(ctx, `SELECT substr(rolpassword, 1, 13) FROM pg_authid WHERE rolname = 'app'`).Scan(&method); err != nil || method != "SCRAM-SHA-256" {
+		t.Fatalf("app password stored as %q (%v)", method, err)
+	}
+	for _, tc := range []struct{ user, pw string }{{"app", "app-pw"}, {"rewind_user", "rewind-secret"}} {
+		out, err := exec.CommandContext(ctx, filepath.Join(pgBin, "psql"), "-X", "-At", "-c", "select current_user",
+			fmt.Sprintf("host=127.0.0.1 port=%s user=%s dbname=postgres password=%s", strings.Split(m.cfg.Listen, ":")[1], tc.user, tc.pw)).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != tc.user {
+			t.Fatalf("login as %s: %v %s", tc.user, err, out)
+		}
+	}
+	if err := m.Stop(ctx, StopFast); err != nil {
+		t.Fatal(err)
+	}
+	if m.Running() {
+		t.Fatal("still running after stop")
+	}
+	cd, err := m.ControlData(ctx)
+	if err != nil || cd["Database cluster state"] != "shut down" {
+		t.Fatalf("control data after fast stop: %q (%v)", cd["Database cluster state"], err)
+	}
+}
+
+func TestReplicaPromoteRewind(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 4*time.Minute)
+	p, r := newPrimaryAndReplica(t, e)
+	if err := p.Exec(ctx, "INSERT INTO t SELECT generate_series(101, 200)"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "replica replays 200 rows", func() (bool, error) { return r.count(ctx, t) == 200, nil })
+	rs, err := r.Status(ctx)
+	if err != nil || !rs.InRecovery || rs.WalReceiver != "streaming" || rs.ReplayedLSN == 0 {
+		t.Fatalf("replica status: %+v (%v)", rs, err)
+	}
+	if psys, _ := p.SystemID(ctx); psys != rs.SystemID {
+		t.Fatalf("system ids differ: primary %s replica %s", psys, rs.SystemID)
+	}
+
+	// Promote the replica; the old primary writes on its own timeline.
+	if err := r.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rs, err = r.Status(ctx)
+	if err != nil || rs.InRecovery || rs.Timeline != 2 {
+		t.Fatalf("after promote: %+v (%v)", rs, err)
+	}
+	if err := p.Exec(ctx, "INSERT INTO t SELECT generate_series(1001, 1100)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Exec(ctx, "INSERT INTO t VALUES (5000)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.EnsureSlots(ctx, []string{SlotName("pg1")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(ctx, StopFast); err != nil {
+		t.Fatal(err)
+	}
+	d := Desired{Standby: upstreamOf(t, "pg2", r), Slot: SlotName("pg1")}
+	if err := p.Rewind(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if !p.IsStandbyConfigured() {
+		t.Fatal("standby.signal missing after rewind")
+	}
+	if err := p.Start(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, r, "pg1")
+	waitFor(t, 30*time.Second, "rewound pg1 has pg2's 201 rows and none of its own diverged ones", func() (bool, error) {
+		return p.count(ctx, t) == 201, nil
+	})
+	ps, err := p.Status(ctx)
+	if err != nil || !ps.InRecovery || ps.Timeline != 2 {
+		t.Fatalf("rewound old primary: %+v (%v)", ps, err)
+	}
+}
+
+func TestRewindImpossibleThenReclone(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 4*time.Minute)
+	src := e.manager(t, "pg1", e.config(t, "pg1"))
+	if _, err := src.Init(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	other := e.manager(t, "pg3", e.config(t, "pg3"))
+	if _, err := other.Init(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Stop(ctx, StopFast); err != nil {
+		t.Fatal(err)
+	}
+	d := Desired{Standby: upstreamOf(t, "pg1", src)}
+	err := other.Rewind(ctx, d)
+	if !errors.Is(err, ErrRewindFailed) {
+		t.Fatalf("rewind of a foreign cluster: %v, want ErrRewindFailed", err)
+	}
+	if err := other.RemoveDataDir(); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Clone(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Start(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := src.SystemID(ctx)
+	b, _ := other.SystemID(ctx)
+	if a != b {
+		t.Fatalf("recloned system id %s, want %s", b, a)
+	}
+	waitStreaming(t, src, "pg3")
+}
+
+func TestPendingRestart(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 2*time.Minute)
+	cfg := e.config(t, "pg1")
+	m := e.manager(t, "pg1", cfg)
+	if _, err := m.Init(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := m.Reload(ctx, Desired{})
+	if err != nil || ch.Changed() {
+		t.Fatalf("reload without changes rewrote %v (%v)", ch.Files, err)
+	}
+	m.cfg.Parameters["max_connections"] = "40"
+	ch, err = m.Reload(ctx, Desired{})
+	if err != nil || !ch.Changed() {
+		t.Fatalf("reload with a change: %v (%v)", ch.Files, err)
+	}
+	waitFor(t, 10*time.Second, "pending_restart after max_connections change", func() (bool, error) {
+		st, err := m.Status(ctx)
+		return st.PendingRestart, err
+	})
+	if err := m.Restart(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Status(ctx)
+	if err != nil || st.PendingRestart {
+		t.Fatalf("after restart: pending %v (%v)", st.PendingRestart, err)
+	}
+}
+
+func TestAutoConfRecoverySettingsStripped(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 2*time.Minute)
+	m := e.manager(t, "pg1", e.config(t, "pg1"))
+	if _, err := m.Init(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = 'host=elsewhere'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Exec(ctx, "ALTER SYSTEM SET work_mem = '8MB'"); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := m.Configure(Desired{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(filepath.Join(m.cfg.DataDir, autoConfFile))
+	if strings.Contains(string(data), "primary_conninfo") || !strings.Contains(string(data), "work_mem") {
+		t.Fatalf("auto.conf after configure (%v):\n%s", ch.Files, data)
+	}
+}
+
+func TestSlotsAndSynchronousStandby(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 3*time.Minute)
+	p, r := newPrimaryAndReplica(t, e)
+	if err := p.SetSynchronousStandbyNames(ctx, `FIRST 1 ("pg2")`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "pg2 reported as sync", func() (bool, error) {
+		st, err := p.Status(ctx)
+		for _, rep := range st.Replicas {
+			if rep.ApplicationName == "pg2" && rep.SyncState == "sync" {
+				return true, nil
+			}
+		}
+		return false, err
+	})
+	// An active slot is never dropped, even when no longer wanted.
+	if _, dropped, err := p.EnsureSlots(ctx, nil); err != nil || len(dropped) != 0 {
+		t.Fatalf("dropped %v (%v) while pg2 streams", dropped, err)
+	}
+	if err := p.SetSynchronousStandbyNames(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Stop(ctx, StopFast); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "pg2's slot dropped once inactive", func() (bool, error) {
+		_, dropped, err := p.EnsureSlots(ctx, nil)
+		return len(dropped) == 1 && dropped[0] == "pg2", err
+	})
+}
+
+func TestStopEscalates(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 2*time.Minute)
+	m := e.manager(t, "pg1", e.config(t, "pg1"))
+	if _, err := m.Init(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	// A connected client keeps a smart shutdown waiting; the manager must
+	// escalate to fast after its step timeout.
+	conn, err := m.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	m.step = 500 * time.Millisecond
+	start := time.Now()
+	if err := m.Stop(ctx, StopSmart); err != nil {
+		t.Fatal(err)
+	}
+	if m.Running() {
+		t.Fatal("still running")
+	}
+	if took := time.Since(start); took < m.step {
+		t.Fatalf("smart stop with a client returned after %s: it did not wait for the client", took)
+	}
+	cd, err := m.ControlData(ctx)
+	if err != nil || cd["Database cluster state"] != "shut down" {
+		t.Fatalf("after escalation to fast: %q (%v)", cd["Database cluster state"], err)
+	}
+}

@@ -1,0 +1,125 @@
+package pgmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// StopMode is PostgreSQL's shutdown mode.
+type StopMode int
+
+// Shutdown modes, in escalation order.
+const (
+	// StopSmart waits for clients to disconnect (SIGTERM).
+	StopSmart StopMode = iota
+	// StopFast disconnects clients and writes a shutdown checkpoint (SIGINT).
+	StopFast
+	// StopImmediate quits at once; crash recovery at next start (SIGQUIT).
+	StopImmediate
+)
+
+func (m StopMode) String() string {
+	switch m {
+	case StopSmart:
+		return "smart"
+	case StopFast:
+		return "fast"
+	case StopImmediate:
+		return "immediate"
+	}
+	return fmt.Sprintf("StopMode(%d)", int(m))
+}
+
+func (m StopMode) signal() syscall.Signal {
+	switch m {
+	case StopSmart:
+		return syscall.SIGTERM
+	case StopFast:
+		return syscall.SIGINT
+	}
+	return syscall.SIGQUIT
+}
+
+// postmaster is a running postgres child process.
+type postmaster struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	err  error         // exit status, valid after done
+}
+
+// startPostmaster runs `postgres -D data_dir` as a direct child with a
+// parent-death signal (SIGQUIT: immediate shutdown), so a killed agent can
+// never leave an unfenced PostgreSQL behind.
+func (m *Manager) startPostmaster() (*postmaster, error) {
+	cmd := exec.Command(filepath.Join(m.cfg.BinDir, "postgres"), "-D", m.cfg.DataDir,
+		"--config-file="+filepath.Join(m.cfg.DataDir, confFile))
+	cmd.Env = m.baseEnv()
+	cmd.Dir = m.cfg.DataDir
+	cmd.SysProcAttr = m.sysProcAttr(true)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("start postgres for %s: %w", m.member, err)
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		_ = pr.Close()
+		_ = pw.Close()
+		return nil, fmt.Errorf("start postgres for %s: %w", m.member, err)
+	}
+	_ = pw.Close()
+	p := &postmaster{cmd: cmd, done: make(chan struct{})}
+	go streamLines(pr, m.logger.Named("postgres"))
+	go func() {
+		p.err = cmd.Wait()
+		_ = pr.Close()
+		close(p.done)
+	}()
+	m.logger.Info("postgres started", "pid", cmd.Process.Pid, "data_dir", m.cfg.DataDir)
+	return p, nil
+}
+
+func (p *postmaster) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop signals the postmaster with mode and escalates (smart → fast →
+// immediate → SIGKILL) when it does not exit within the step's timeout.
+func (p *postmaster) stop(ctx context.Context, mode StopMode, step time.Duration) error {
+	for m := mode; ; m++ {
+		sig := syscall.SIGKILL
+		if m <= StopImmediate {
+			sig = m.signal()
+		}
+		if sig == syscall.SIGKILL {
+			// The whole process group: backends must not outlive the postmaster.
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		} else {
+			_ = p.cmd.Process.Signal(sig)
+		}
+		t := time.NewTimer(step)
+		select {
+		case <-p.done:
+			t.Stop()
+			return nil
+		case <-ctx.Done():
+			t.Stop()
+			_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+			return fmt.Errorf("stop postgres (%s): %w", m, ctx.Err())
+		case <-t.C:
+		}
+		if sig == syscall.SIGKILL {
+			return errors.New("postgres did not exit after SIGKILL")
+		}
+	}
+}

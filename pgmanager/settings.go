@@ -1,0 +1,174 @@
+package pgmanager
+
+import (
+	"fmt"
+	"maps"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Managed files in the data directory.
+const (
+	confFile     = "postgresql.conf"      // written by raftgres, includes baseConfFile
+	baseConfFile = "postgresql.base.conf" // what initdb wrote, kept as is
+	autoConfFile = "postgresql.auto.conf"
+	hbaFile      = "pg_hba.conf"
+	standbySig   = "standby.signal"
+	recoverySig  = "recovery.signal"
+)
+
+// recoveryParams are settings that belong only to raftgres's managed
+// config: they are stripped from postgresql.auto.conf (pg_basebackup -R and
+// ALTER SYSTEM write them there, and auto.conf is read last).
+var recoveryParams = map[string]bool{
+	"primary_conninfo": true, "primary_slot_name": true, "recovery_target_timeline": true,
+	"restore_command": true, "recovery_target": true, "recovery_target_lsn": true,
+	"recovery_target_name": true, "recovery_target_time": true, "recovery_target_xid": true,
+	"recovery_target_action": true, "recovery_target_inclusive": true, "standby_mode": true,
+	"promote_trigger_file": true, "archive_cleanup_command": true, "recovery_end_command": true,
+	"recovery_min_apply_delay": true,
+}
+
+// Upstream is the member a standby streams from.
+type Upstream struct {
+	Name string // member name (for logs)
+	Host string
+	Port int
+}
+
+// Addr is host:port.
+func (u Upstream) Addr() string { return net.JoinHostPort(u.Host, strconv.Itoa(u.Port)) }
+
+// ParseUpstream builds an Upstream from a member name and "host:port".
+func ParseUpstream(name, addr string) (Upstream, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return Upstream{}, fmt.Errorf("postgres address %q of %s: %w", addr, name, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 1 || port > 65535 {
+		return Upstream{}, fmt.Errorf("postgres address %q of %s: bad port", addr, name)
+	}
+	return Upstream{Name: name, Host: h, Port: port}, nil
+}
+
+// Desired is everything the managed postgresql.conf is built from besides
+// the static Config.
+type Desired struct {
+	// ClusterParams are the cluster-wide parameters from the replicated
+	// config; local Config.Parameters override them.
+	ClusterParams map[string]string
+	// Standby, when set, makes this a standby of that upstream.
+	Standby *Upstream
+	// Slot is the primary_slot_name to use as a standby ("" for none).
+	Slot string
+}
+
+// enforcedDefaults are the minimums raftgres needs for replication and
+// pg_rewind; a user may raise but not remove them.
+var enforcedDefaults = map[string]string{
+	"wal_level":             "replica",
+	"hot_standby":           "on",
+	"wal_log_hints":         "on",
+	"max_wal_senders":       "10",
+	"max_replication_slots": "10",
+	"wal_keep_size":         "128MB",
+	"hot_standby_feedback":  "on",
+}
+
+// BuildSettings returns the settings of the managed postgresql.conf: the
+// enforced defaults, overridden by cluster then local parameters, then the
+// settings raftgres owns (addresses, files, recovery) on top.
+func (m *Manager) BuildSettings(d Desired) map[string]string {
+	s := maps.Clone(enforcedDefaults)
+	maps.Copy(s, d.ClusterParams)
+	maps.Copy(s, m.cfg.Parameters)
+	for k := range recoveryParams {
+		delete(s, k)
+	}
+	if s["wal_level"] == "minimal" {
+		s["wal_level"] = "replica"
+	}
+	host, port, _ := net.SplitHostPort(m.cfg.Listen)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "*"
+	}
+	s["listen_addresses"] = host
+	s["port"] = port
+	s["hba_file"] = filepath.Join(m.cfg.DataDir, hbaFile)
+	s["unix_socket_directories"] = m.socketDir()
+	if m.scope != "" {
+		s["cluster_name"] = m.scope
+	}
+	if d.Standby != nil {
+		s["primary_conninfo"] = m.replicationConninfo(*d.Standby)
+		s["recovery_target_timeline"] = "latest"
+		if d.Slot != "" {
+			s["primary_slot_name"] = d.Slot
+		}
+	}
+	return s
+}
+
+// RenderManagedConf renders the managed postgresql.conf.
+func (m *Manager) RenderManagedConf(d Desired) Rendered {
+	header := "Managed by raftgres for member " + m.member + ": edits are overwritten.\n" +
+		"Put local settings in postgresql.parameters of the raftgres config."
+	r := RenderConf(header, m.BuildSettings(d))
+	return rendered("include_if_exists = " + QuoteConfValue(baseConfFile) + "\n" + r.Text)
+}
+
+// RenderHBA renders pg_hba.conf: local superuser access for raftgres
+// itself first, then the configured lines.
+func (m *Manager) RenderHBA() Rendered {
+	var b strings.Builder
+	b.WriteString("# Managed by raftgres: edits are overwritten. Configure bootstrap.pg_hba.\n")
+	method := "peer"
+	if m.cfg.Superuser.Password.IsSet() {
+		method = "scram-sha-256"
+	}
+	fmt.Fprintf(&b, "local all %s %s\n", m.cfg.Superuser.Username, method)
+	fmt.Fprintf(&b, "local replication %s %s\n", m.cfg.Superuser.Username, method)
+	for _, l := range m.cfg.PgHba {
+		b.WriteString(strings.TrimSpace(l))
+		b.WriteByte('\n')
+	}
+	return rendered(b.String())
+}
+
+// socketDir is where postgres puts its Unix socket: a 0700 directory beside
+// the data directory, so only the postgres OS user can connect through it,
+// no root-owned run directory is needed, and pg_basebackup never meets the
+// socket file.
+func (m *Manager) socketDir() string { return filepath.Clean(m.cfg.DataDir) + ".run" }
+
+// SlotName turns a member name into a valid physical replication slot name
+// (lowercase letters, digits and underscores, at most 63 bytes).
+func SlotName(member string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(member) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	s := b.String()
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return s
+}
+
+// replicationConninfo is primary_conninfo for upstream: the password comes
+// from the 0600 pgpass file, never the conninfo itself.
+func (m *Manager) replicationConninfo(u Upstream) string {
+	return Conninfo(map[string]string{
+		"host": u.Host, "port": strconv.Itoa(u.Port), "user": m.cfg.Replication.Username,
+		"application_name": m.member, "passfile": m.pgpassPath(), "sslmode": "prefer",
+		"connect_timeout": "3", "target_session_attrs": "read-write",
+	})
+}

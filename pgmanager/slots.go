@@ -1,0 +1,133 @@
+package pgmanager
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// EnsureSlots makes the physical replication slots on this (primary)
+// server exactly want: missing ones are created (reserving WAL at once),
+// slots not in want that are inactive are dropped. It returns what it did.
+func (m *Manager) EnsureSlots(ctx context.Context, want []string) (created, dropped []string, err error) {
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'`)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list slots on %s: %w", m.member, err)
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var name string
+		var active bool
+		if err := rows.Scan(&name, &active); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("list slots on %s: %w", m.member, err)
+		}
+		have[name] = active
+	}
+	rows.Close()
+	for _, s := range want {
+		if _, ok := have[s]; ok {
+			continue
+		}
+		if _, err := conn.Exec(ctx, "SELECT pg_create_physical_replication_slot($1, true)", s); err != nil {
+			return created, dropped, fmt.Errorf("create slot %s on %s: %w", s, m.member, err)
+		}
+		created = append(created, s)
+	}
+	for s, active := range have {
+		if slices.Contains(want, s) || active {
+			continue
+		}
+		if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", s); err != nil {
+			return created, dropped, fmt.Errorf("drop slot %s on %s: %w", s, m.member, err)
+		}
+		dropped = append(dropped, s)
+	}
+	if len(created)+len(dropped) > 0 {
+		m.logger.Info("replication slots changed", "created", strings.Join(created, ","), "dropped", strings.Join(dropped, ","))
+	}
+	return created, dropped, nil
+}
+
+// SetSynchronousStandbyNames sets synchronous_standby_names with ALTER
+// SYSTEM, reloads, and waits until the server reports the new value.
+func (m *Manager) SetSynchronousStandbyNames(ctx context.Context, value string) error {
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "ALTER SYSTEM SET synchronous_standby_names = "+quoteLiteral(value)); err != nil {
+		return fmt.Errorf("set synchronous_standby_names on %s: %w", m.member, err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		return fmt.Errorf("reload on %s: %w", m.member, err)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT current_setting('synchronous_standby_names')").Scan(&got); err != nil {
+			return fmt.Errorf("read synchronous_standby_names on %s: %w", m.member, err)
+		}
+		if got == value {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("confirm synchronous_standby_names=%q on %s (have %q): %w", value, m.member, got, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// ControlData runs pg_controldata on the (possibly stopped) data dir.
+func (m *Manager) ControlData(ctx context.Context) (map[string]string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(m.cfg.BinDir, "pg_controldata"), "-D", m.cfg.DataDir)
+	cmd.Env = m.baseEnv()
+	cmd.SysProcAttr = m.sysProcAttr(false)
+	cmd.WaitDelay = waitDelay
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("pg_controldata for %s: %w", m.member, err)
+	}
+	return ParseControlData(out), nil
+}
+
+// ParseControlData parses pg_controldata's "Key: value" lines.
+func ParseControlData(out []byte) map[string]string {
+	res := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok {
+			res[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return res
+}
+
+// SystemID reads the database system identifier from pg_control, running
+// or not.
+func (m *Manager) SystemID(ctx context.Context) (string, error) {
+	cd, err := m.ControlData(ctx)
+	if err != nil {
+		return "", err
+	}
+	id := cd["Database system identifier"]
+	if id == "" {
+		return "", fmt.Errorf("pg_controldata for %s: no system identifier", m.member)
+	}
+	return id, nil
+}

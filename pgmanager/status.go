@@ -1,0 +1,223 @@
+package pgmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Replica is one row of pg_stat_replication.
+type Replica struct {
+	ApplicationName string
+	State           string
+	SyncState       string
+	SentLSN         uint64
+	FlushLSN        uint64
+	ReplayLSN       uint64
+}
+
+// Status is what the supervisor observes of the local PostgreSQL.
+type Status struct {
+	Running    bool
+	InRecovery bool
+	Timeline   uint32
+	// CurrentLSN is pg_current_wal_flush_lsn() on a primary.
+	CurrentLSN uint64
+	// ReceivedLSN / ReplayedLSN are a standby's.
+	ReceivedLSN    uint64
+	ReplayedLSN    uint64
+	PendingRestart bool
+	SystemID       string
+	Version        string
+	// WalReceiver is pg_stat_wal_receiver's status on a standby ("" if none).
+	WalReceiver     string
+	WalReceiverFrom string
+	Replicas        []Replica
+	Error           string
+}
+
+// connect opens a superuser connection through the Unix socket.
+func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
+	_, port, _ := net.SplitHostPort(m.cfg.Listen)
+	cc, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	cc.Host = m.socketDir()
+	p, _ := strconv.Atoi(port)
+	cc.Port = uint16(p)
+	cc.User = m.cfg.Superuser.Username
+	cc.Password = m.cfg.Superuser.Password.Reveal()
+	cc.Database = "postgres"
+	cc.ConnectTimeout = 3 * time.Second
+	cc.RuntimeParams["application_name"] = "raftgres"
+	cc.Fallbacks = nil
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres of %s: %w", m.member, err)
+	}
+	return conn, nil
+}
+
+// waitReady polls until postgres accepts connections, the process exits,
+// or the start timeout passes.
+func (m *Manager) waitReady(ctx context.Context, p *postmaster) error {
+	ctx, cancel := context.WithTimeout(ctx, m.start)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		conn, err := m.connect(ctx)
+		if err == nil {
+			_ = conn.Close(context.Background())
+			return nil
+		}
+		last = err
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "28") {
+			return fmt.Errorf("postgres is up but refuses raftgres's superuser credentials: %w", err)
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("postgres exited during start-up: %v", p.err)
+		case <-ctx.Done():
+			return fmt.Errorf("postgres not accepting connections after %s: %w", m.start, last)
+		case <-tick.C:
+		}
+	}
+}
+
+// Status queries the local PostgreSQL. A stopped server gives Running false
+// and no error.
+func (m *Manager) Status(ctx context.Context) (Status, error) {
+	if !m.Running() {
+		return Status{}, nil
+	}
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return Status{Running: true, Error: err.Error()}, err
+	}
+	defer conn.Close(context.Background())
+	st := Status{Running: true}
+	var sysid int64
+	var ver string
+	err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),
+		current_setting('server_version'), (SELECT timeline_id FROM pg_control_checkpoint())`).
+		Scan(&st.InRecovery, &sysid, &ver, &st.Timeline)
+	if err != nil {
+		return st, fmt.Errorf("status of %s: %w", m.member, err)
+	}
+	st.SystemID, st.Version = strconv.FormatUint(uint64(sysid), 10), ver
+	if err := m.lsnStatus(ctx, conn, &st); err != nil {
+		return st, err
+	}
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)`).Scan(&st.PendingRestart); err != nil {
+		return st, fmt.Errorf("pending restart of %s: %w", m.member, err)
+	}
+	if st.Replicas, err = replicas(ctx, conn); err != nil {
+		return st, fmt.Errorf("replication status of %s: %w", m.member, err)
+	}
+	return st, nil
+}
+
+func (m *Manager) lsnStatus(ctx context.Context, conn *pgx.Conn, st *Status) error {
+	if !st.InRecovery {
+		var cur, walfile string
+		if err := conn.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text, pg_walfile_name(pg_current_wal_lsn())`).
+			Scan(&cur, &walfile); err != nil {
+			return fmt.Errorf("current lsn of %s: %w", m.member, err)
+		}
+		st.CurrentLSN, _ = ParseLSN(cur)
+		if len(walfile) >= 8 {
+			if tli, err := strconv.ParseUint(walfile[:8], 16, 32); err == nil {
+				st.Timeline = uint32(tli)
+			}
+		}
+		return nil
+	}
+	var recv, replay, wrStatus, wrHost *string
+	var tli *int32
+	err := conn.QueryRow(ctx, `SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
+		(SELECT status FROM pg_stat_wal_receiver), (SELECT sender_host FROM pg_stat_wal_receiver),
+		(SELECT received_tli FROM pg_stat_wal_receiver)`).Scan(&recv, &replay, &wrStatus, &wrHost, &tli)
+	if err != nil {
+		return fmt.Errorf("standby lsn of %s: %w", m.member, err)
+	}
+	if recv != nil {
+		st.ReceivedLSN, _ = ParseLSN(*recv)
+	}
+	if replay != nil {
+		st.ReplayedLSN, _ = ParseLSN(*replay)
+	}
+	if wrStatus != nil {
+		st.WalReceiver = *wrStatus
+	}
+	if wrHost != nil {
+		st.WalReceiverFrom = *wrHost
+	}
+	if tli != nil && uint32(*tli) > st.Timeline {
+		st.Timeline = uint32(*tli)
+	}
+	return nil
+}
+
+func replicas(ctx context.Context, conn *pgx.Conn) ([]Replica, error) {
+	rows, err := conn.Query(ctx, `SELECT application_name, state, sync_state,
+		COALESCE(sent_lsn::text, '0/0'), COALESCE(flush_lsn::text, '0/0'), COALESCE(replay_lsn::text, '0/0')
+		FROM pg_stat_replication ORDER BY application_name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Replica
+	for rows.Next() {
+		var r Replica
+		var sent, flush, replay string
+		if err := rows.Scan(&r.ApplicationName, &r.State, &r.SyncState, &sent, &flush, &replay); err != nil {
+			return nil, err
+		}
+		r.SentLSN, _ = ParseLSN(sent)
+		r.FlushLSN, _ = ParseLSN(flush)
+		r.ReplayLSN, _ = ParseLSN(replay)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ParseLSN parses "16/B374D848".
+func ParseLSN(s string) (uint64, error) {
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, fmt.Errorf("lsn %q: missing /", s)
+	}
+	h, err1 := strconv.ParseUint(hi, 16, 32)
+	l, err2 := strconv.ParseUint(lo, 16, 32)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("lsn %q: %w", s, err)
+	}
+	return h<<32 | l, nil
+}
+
+// FormatLSN renders an LSN as PostgreSQL does.
+func FormatLSN(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, l&0xffffffff) }
+
+// Exec runs one SQL statement as superuser (tests and admin actions).
+func (m *Manager) Exec(ctx context.Context, sql string, args ...any) error {
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		return fmt.Errorf("exec on %s: %w", m.member, err)
+	}
+	return nil
+}
