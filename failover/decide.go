@@ -1,0 +1,212 @@
+package failover
+
+import (
+	"fmt"
+	"slices"
+
+	"raftgres/pgmanager"
+	"raftgres/raftstore"
+)
+
+// Observation is everything Decide looks at: a plain value the supervisor
+// assembles each loop from the FSM, the local PostgreSQL and its own
+// monotonic clock.
+type Observation struct {
+	// Member is this node's name; Tags its tags.
+	Member string
+	Tags   raftstore.Tags
+	// State is a copy of the replicated state.
+	State raftstore.State
+	// PG is the latest status of the local PostgreSQL.
+	PG pgmanager.Status
+	// HasData reports a data directory; DataSystemID is its system
+	// identifier from pg_control ("" when unknown).
+	HasData      bool
+	DataSystemID string
+	// Standby reports standby.signal in the data directory; Upstream is the
+	// member it was last configured to follow.
+	Standby  bool
+	Upstream string
+	// LeaseValid is the holder's own fencing rule: the last acknowledged
+	// renewal was sent less than ttl − margin ago (monotonic clock).
+	LeaseValid bool
+	// RewindFailed is set after pg_rewind failed against the current
+	// primary: the data must be recloned.
+	RewindFailed bool
+	// Crashes counts unexpected PostgreSQL exits since it last ran healthy;
+	// past MaxCrashes the holder releases the key.
+	Crashes    int
+	MaxCrashes int
+}
+
+// ActRecordInit records the local system identifier in the FSM (the
+// bootstrapper, after a restart between initdb and recording it).
+const ActRecordInit ActionKind = "record_init"
+
+// Decide maps an observation to a plan. It is pure: no clock, no I/O.
+// Safety rules come first: a writable PostgreSQL that does not hold a valid
+// lease is stopped; a data directory of another system is never touched; a
+// standby is promoted only when the leader key names this member.
+func Decide(o Observation) Plan {
+	st, me := o.State, o.Member
+	holder := st.Leader.Holder
+	if o.HasData && st.Initialize != "" && o.DataSystemID != "" && o.DataSystemID != st.Initialize {
+		return plan(fmt.Sprintf("data directory belongs to system %s, the cluster is %s: not touching it",
+			o.DataSystemID, st.Initialize), Action{Kind: ActRefuse})
+	}
+	if p, ok := fence(o); ok {
+		return p
+	}
+	if st.Config.Pause {
+		return noop("cluster paused: no automatic action")
+	}
+	if st.Initialize == "" {
+		return decideUninitialized(o)
+	}
+	if !o.HasData {
+		return decideNoData(o)
+	}
+	switch holder {
+	case me:
+		return decideHolder(o)
+	case "":
+		return decideNoPrimary(o)
+	default:
+		return decideFollower(o, holder)
+	}
+}
+
+// fence stops a PostgreSQL that accepts writes without the right to: the
+// key names someone else (paused or not), or the key is ours but the lease
+// is not confirmed (not paused: a paused cluster promotes nobody).
+func fence(o Observation) (Plan, bool) {
+	if !o.PG.Running || o.PG.InRecovery {
+		return Plan{}, false
+	}
+	holder := o.State.Leader.Holder
+	switch {
+	case holder != o.Member && holder != "":
+		return plan("writable but the leader key is held by "+holder, Action{Kind: ActDemote, Mode: "immediate"}), true
+	case holder == "" && !o.State.Config.Pause:
+		return plan("writable but nobody holds the leader key", Action{Kind: ActDemote, Mode: "immediate"}), true
+	case holder == o.Member && !o.LeaseValid && !o.State.Config.Pause:
+		return plan("lease not confirmed within ttl - margin", Action{Kind: ActDemote, Mode: "immediate"}), true
+	}
+	return Plan{}, false
+}
+
+func decideUninitialized(o Observation) Plan {
+	holder := o.State.Leader.Holder
+	switch {
+	case o.HasData && holder == o.Member && !o.LeaseValid:
+		return noop("initialised here: waiting for a confirmed renewal")
+	case o.HasData && holder == o.Member:
+		var acts []Action
+		if !o.PG.Running {
+			acts = append(acts, Action{Kind: ActStartPrimary})
+		}
+		return plan("initialised here but not yet recorded", append(acts, Action{Kind: ActRecordInit})...)
+	case o.HasData:
+		return plan("data directory exists but the cluster is not initialised: not adopting it",
+			Action{Kind: ActRefuse})
+	case holder == o.Member:
+		return plan("won the bootstrap race", Action{Kind: ActInit})
+	case holder != "":
+		return noop("waiting for " + holder + " to initialise the cluster")
+	case o.Tags.NoFailover:
+		return noop("nofailover: waiting for another member to bootstrap")
+	}
+	return plan("cluster not initialised", Action{Kind: ActAcquireBootstrap})
+}
+
+func decideNoData(o Observation) Plan {
+	if o.State.Leader.Holder == o.Member {
+		return plan("holding the leader key without a data directory", Action{Kind: ActRelease})
+	}
+	src := CloneSource(o.State, o.Member)
+	if src == "" {
+		return noop("no data directory and no running member to clone from")
+	}
+	up := o.State.Leader.Holder
+	if up == "" {
+		up = src
+	}
+	return plan("no data directory", Action{Kind: ActClone, From: src}, Action{Kind: ActStartStandby, Primary: up})
+}
+
+func decideHolder(o Observation) Plan {
+	if o.Tags.NoFailover && (o.Standby || o.PG.InRecovery) {
+		return plan("nofailover: never promoted", Action{Kind: ActRelease})
+	}
+	if !o.PG.Running {
+		if o.MaxCrashes > 0 && o.Crashes >= o.MaxCrashes {
+			return plan(fmt.Sprintf("postgres crashed %d times", o.Crashes), Action{Kind: ActRelease})
+		}
+		if !o.LeaseValid {
+			return noop("holding the key, waiting for a confirmed renewal before starting")
+		}
+		if o.Standby {
+			return plan("leader key is mine", Action{Kind: ActStartStandby}, Action{Kind: ActPromote})
+		}
+		return plan("leader key is mine", Action{Kind: ActStartPrimary})
+	}
+	if o.PG.InRecovery {
+		if !o.LeaseValid {
+			return noop("holding the key, waiting for a confirmed renewal before promoting")
+		}
+		return plan("leader key is mine", Action{Kind: ActPromote})
+	}
+	return noop("primary with a valid lease")
+}
+
+func decideNoPrimary(o Observation) Plan {
+	if !o.PG.Running {
+		return plan("no primary: starting read-only to be a candidate", Action{Kind: ActStartStandby})
+	}
+	return noop("no primary: waiting for an election")
+}
+
+func decideFollower(o Observation, primary string) Plan {
+	switch {
+	case o.RewindFailed:
+		return plan("pg_rewind failed against "+primary, Action{Kind: ActReclone, From: primary})
+	case !o.PG.Running && !o.Standby:
+		return plan("former primary must follow "+primary,
+			Action{Kind: ActFollow, Primary: primary, Rewind: o.State.Config.PostgreSQL.UsePgRewind})
+	case !o.PG.Running:
+		return plan("replica of "+primary, Action{Kind: ActStartStandby, Primary: primary})
+	case o.Upstream != primary:
+		return plan(fmt.Sprintf("following %q, primary is %s", o.Upstream, primary),
+			Action{Kind: ActFollow, Primary: primary})
+	}
+	return noop("streaming from " + primary)
+}
+
+// CloneSource picks the member to clone from: a running member tagged
+// clonefrom first, then a running replica, then the primary; ties by name.
+func CloneSource(st raftstore.State, me string) string {
+	type cand struct {
+		name string
+		rank int
+	}
+	var cs []cand
+	for _, name := range st.MemberNames() {
+		m := st.Members[name]
+		if name == me || m.Status.State != "running" {
+			continue
+		}
+		rank := 2
+		switch {
+		case m.Tags.CloneFrom:
+			rank = 0
+		case name != st.Leader.Holder && m.Status.Role == "replica":
+			rank = 1
+		}
+		cs = append(cs, cand{name, rank})
+	}
+	if len(cs) == 0 {
+		return ""
+	}
+	slices.SortStableFunc(cs, func(a, b cand) int { return a.rank - b.rank })
+	return cs[0].name
+}

@@ -1,0 +1,172 @@
+package failover
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"raftgres/pgmanager"
+	"raftgres/raftstore"
+)
+
+const sysid = "7000000000000000001"
+
+func state(holder string, members ...string) raftstore.State {
+	st := raftstore.NewState()
+	st.Initialize = sysid
+	st.Leader = raftstore.LeaderKey{Holder: holder, Epoch: 3, Rev: 10}
+	st.Config = raftstore.DefaultClusterConfig()
+	for _, m := range members {
+		role := "replica"
+		if m == holder {
+			role = "primary"
+		}
+		st.Members[m] = &raftstore.Member{Name: m, Tags: raftstore.DefaultTags(), Status: raftstore.MemberStatus{Role: role, State: "running"}}
+	}
+	return st
+}
+
+var (
+	primaryPG = pgmanager.Status{Running: true, InRecovery: false, SystemID: sysid}
+	replicaPG = pgmanager.Status{Running: true, InRecovery: true, SystemID: sysid}
+	stoppedPG = pgmanager.Status{}
+)
+
+func obs(me string, st raftstore.State, pg pgmanager.Status, mods ...func(*Observation)) Observation {
+	o := Observation{Member: me, State: st, PG: pg, HasData: true, DataSystemID: sysid,
+		Standby: pg.InRecovery, LeaseValid: true, Tags: raftstore.DefaultTags(), MaxCrashes: 3}
+	for _, m := range mods {
+		m(&o)
+	}
+	return o
+}
+
+func kinds(p Plan) []ActionKind {
+	out := []ActionKind{}
+	for _, a := range p.Actions {
+		out = append(out, a.Kind)
+	}
+	return out
+}
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	uninit := state("", "pg1", "pg2")
+	uninit.Initialize = ""
+	paused := state("pg2", "pg1", "pg2")
+	paused.Config.Pause = true
+	for _, tc := range []struct {
+		name string
+		obs  Observation
+		want []ActionKind
+	}{
+		{"fresh cluster races", obs("pg1", uninit, stoppedPG, func(o *Observation) { o.HasData = false }),
+			[]ActionKind{ActAcquireBootstrap}},
+		{"bootstrap winner inits", obs("pg1", func() raftstore.State { s := uninit.Clone(); s.Leader.Holder = "pg1"; return s }(),
+			stoppedPG, func(o *Observation) { o.HasData = false }), []ActionKind{ActInit}},
+		{"nofailover does not race", obs("pg1", uninit, stoppedPG, func(o *Observation) { o.HasData = false; o.Tags.NoFailover = true }),
+			[]ActionKind{}},
+		{"stray data is not adopted", obs("pg1", uninit, stoppedPG), []ActionKind{ActRefuse}},
+		{"empty replica clones", obs("pg3", state("pg1", "pg1", "pg2", "pg3"), stoppedPG, func(o *Observation) { o.HasData = false }),
+			[]ActionKind{ActClone, ActStartStandby}},
+		{"foreign system id refused", obs("pg2", state("pg1", "pg1", "pg2"), replicaPG, func(o *Observation) { o.DataSystemID = "42" }),
+			[]ActionKind{ActRefuse}},
+		{"holder replica promotes", obs("pg2", state("pg2", "pg1", "pg2"), replicaPG), []ActionKind{ActPromote}},
+		{"holder without lease waits", obs("pg2", state("pg2", "pg1", "pg2"), replicaPG, func(o *Observation) { o.LeaseValid = false }),
+			[]ActionKind{}},
+		{"holder primary fenced without lease", obs("pg1", state("pg1", "pg1", "pg2"), primaryPG, func(o *Observation) { o.LeaseValid = false }),
+			[]ActionKind{ActDemote}},
+		{"healthy primary", obs("pg1", state("pg1", "pg1", "pg2"), primaryPG), []ActionKind{}},
+		{"stopped holder starts", obs("pg1", state("pg1", "pg1", "pg2"), stoppedPG), []ActionKind{ActStartPrimary}},
+		{"crash loop releases", obs("pg1", state("pg1", "pg1", "pg2"), stoppedPG, func(o *Observation) { o.Crashes = 3 }),
+			[]ActionKind{ActRelease}},
+		{"old primary demoted", obs("pg1", state("pg2", "pg1", "pg2"), primaryPG), []ActionKind{ActDemote}},
+		{"stopped old primary follows with rewind", obs("pg1", state("pg2", "pg1", "pg2"), stoppedPG),
+			[]ActionKind{ActFollow}},
+		{"failed rewind reclones", obs("pg1", state("pg2", "pg1", "pg2"), stoppedPG, func(o *Observation) { o.RewindFailed = true }),
+			[]ActionKind{ActReclone}},
+		{"replica repoints", obs("pg3", state("pg2", "pg1", "pg2", "pg3"), replicaPG, func(o *Observation) { o.Upstream = "pg1" }),
+			[]ActionKind{ActFollow}},
+		{"replica streaming", obs("pg3", state("pg2", "pg1", "pg2", "pg3"), replicaPG, func(o *Observation) { o.Upstream = "pg2" }),
+			[]ActionKind{}},
+		{"unowned primary fenced", obs("pg1", state("", "pg1", "pg2"), primaryPG), []ActionKind{ActDemote}},
+		{"no primary: replica waits", obs("pg2", state("", "pg1", "pg2"), replicaPG), []ActionKind{}},
+		{"paused: nothing", obs("pg1", paused, stoppedPG), []ActionKind{}},
+		{"paused: writer of another holder still fenced", obs("pg1", paused, primaryPG), []ActionKind{ActDemote}},
+		{"nofailover holder releases", obs("pg2", state("pg2", "pg1", "pg2"), replicaPG, func(o *Observation) { o.Tags.NoFailover = true }),
+			[]ActionKind{ActRelease}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := Decide(tc.obs)
+			if diff := cmp.Diff(tc.want, kinds(got)); diff != "" {
+				t.Fatalf("plan %s\n(-want +got):\n%s", got, diff)
+			}
+		})
+	}
+}
+
+// randomObservation draws an observation from a space that covers every
+// branch of Decide.
+func randomObservation(r *rand.Rand) Observation {
+	names := []string{"pg1", "pg2", "pg3"}
+	holders := append([]string{""}, names...)
+	st := state(holders[r.IntN(len(holders))], names...)
+	if r.IntN(5) == 0 {
+		st.Initialize = ""
+	}
+	st.Config.Pause = r.IntN(4) == 0
+	pgs := []pgmanager.Status{primaryPG, replicaPG, stoppedPG}
+	o := obs(names[r.IntN(3)], st, pgs[r.IntN(3)])
+	o.HasData = r.IntN(5) != 0
+	o.LeaseValid = r.IntN(2) == 0
+	o.Standby = r.IntN(2) == 0
+	o.RewindFailed = r.IntN(6) == 0
+	o.Crashes = r.IntN(5)
+	o.Tags.NoFailover = r.IntN(4) == 0
+	if r.IntN(6) == 0 {
+		o.DataSystemID = "42"
+	}
+	o.Upstream = holders[r.IntN(len(holders))]
+	return o
+}
+
+// TestDecideInvariants checks DESIGN.md's invariants over many random
+// observations.
+func TestDecideInvariants(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 200000 {
+		o := randomObservation(r)
+		p := Decide(o)
+		holdsKey := o.State.Leader.Holder == o.Member
+		if (p.Has(ActPromote) || p.Has(ActStartPrimary)) && !holdsKey {
+			t.Fatalf("promotes without the leader key: %+v -> %s", o, p)
+		}
+		if (p.Has(ActPromote) || p.Has(ActStartPrimary)) && !o.LeaseValid {
+			t.Fatalf("promotes without a confirmed lease: %+v -> %s", o, p)
+		}
+		if p.Has(ActPromote) && o.Tags.NoFailover {
+			t.Fatalf("promotes a nofailover member: %+v -> %s", o, p)
+		}
+		foreign := o.HasData && o.State.Initialize != "" && o.DataSystemID != o.State.Initialize
+		if foreign && (len(p.Actions) != 1 || p.Actions[0].Kind != ActRefuse) {
+			t.Fatalf("foreign system id not refused: %+v -> %s", o, p)
+		}
+		writable := o.PG.Running && !o.PG.InRecovery
+		if writable && !foreign && o.State.Leader.Holder != "" && !holdsKey && !p.Has(ActDemote) {
+			t.Fatalf("writer of another holder not fenced: %+v -> %s", o, p)
+		}
+		if o.State.Config.Pause && !foreign {
+			for _, a := range p.Actions {
+				if a.Kind != ActDemote {
+					t.Fatalf("paused but acts: %+v -> %s", o, p)
+				}
+			}
+		}
+		if !p.Noop() && p.Reason == "" {
+			t.Fatalf("plan without a reason: %s", p)
+		}
+	}
+}

@@ -1,0 +1,98 @@
+package failover
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	"raftgres/raftstore"
+)
+
+// ElectionInput is what the coordinator measured itself (on its monotonic
+// clock) and hands to the pure Elect.
+type ElectionInput struct {
+	// Fresh holds the members whose status the coordinator saw change
+	// within the last ttl.
+	Fresh map[string]bool
+	// Exclude is a member that must not win (the one being replaced).
+	Exclude string
+	// Candidate, when set, is the only member that may win (manual
+	// failover or switchover).
+	Candidate string
+	// Reason goes into History.
+	Reason string
+	// Actor is the coordinator's member name.
+	Actor string
+}
+
+// Candidate is one ranked member.
+type Candidate struct {
+	Name     string
+	LSN      uint64
+	Priority int
+	// Why is set when the member is not eligible.
+	Why string
+}
+
+// RankCandidates returns every member with the reason it is not eligible
+// (Why empty means eligible), eligible ones first, best first: highest
+// received/replayed LSN, then failover_priority, then name.
+func RankCandidates(st raftstore.State, in ElectionInput) []Candidate {
+	lastPrimary := uint64(0)
+	if h, ok := st.Members[st.Leader.Holder]; ok {
+		lastPrimary = max(h.Status.WrittenLSN, h.Status.ReceivedLSN)
+	}
+	var out []Candidate
+	for _, name := range st.MemberNames() {
+		m := st.Members[name]
+		c := Candidate{Name: name, LSN: max(m.Status.ReceivedLSN, m.Status.ReplayedLSN), Priority: m.Tags.FailoverPriority}
+		switch {
+		case name == in.Exclude || name == st.Leader.Holder:
+			c.Why = "current primary"
+		case in.Candidate != "" && name != in.Candidate:
+			c.Why = "not the requested candidate"
+		case !in.Fresh[name]:
+			c.Why = "no recent status"
+		case m.Status.State != "running" || m.Status.Role != "replica":
+			c.Why = fmt.Sprintf("not a running replica (%s, %s)", m.Status.Role, m.Status.State)
+		case m.Tags.NoFailover:
+			c.Why = "tagged nofailover"
+		case m.Tags.FailoverPriority <= 0 && in.Candidate == "":
+			c.Why = "failover_priority 0"
+		case st.Config.SynchronousMode && !slices.Contains(st.Sync.Standbys, name):
+			c.Why = "not a synchronous standby"
+		case lastPrimary > c.LSN && int64(lastPrimary-c.LSN) > st.Config.MaximumLagOnFailover:
+			c.Why = fmt.Sprintf("lag %d bytes over maximum_lag_on_failover %d", lastPrimary-c.LSN, st.Config.MaximumLagOnFailover)
+		}
+		out = append(out, c)
+	}
+	slices.SortStableFunc(out, func(a, b Candidate) int {
+		if (a.Why == "") != (b.Why == "") {
+			if a.Why == "" {
+				return -1
+			}
+			return 1
+		}
+		if c := cmp.Compare(b.LSN, a.LSN); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.Priority, a.Priority); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
+	return out
+}
+
+// Elect chooses the new primary, if any member is eligible, and returns the
+// compare-and-set command that hands it the leader key.
+func Elect(st raftstore.State, in ElectionInput) (raftstore.SetLeader, bool) {
+	ranked := RankCandidates(st, in)
+	if len(ranked) == 0 || ranked[0].Why != "" {
+		return raftstore.SetLeader{}, false
+	}
+	return raftstore.SetLeader{
+		Holder: ranked[0].Name, PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev,
+		Reason: in.Reason, Actor: in.Actor,
+	}, true
+}

@@ -1,0 +1,60 @@
+package failover
+
+import (
+	"testing"
+
+	"raftgres/raftstore"
+)
+
+func TestElect(t *testing.T) {
+	t.Parallel()
+	base := func() raftstore.State {
+		st := state("pg1", "pg1", "pg2", "pg3")
+		st.Members["pg1"].Status.WrittenLSN = 1000
+		st.Members["pg2"].Status.ReceivedLSN = 900
+		st.Members["pg3"].Status.ReceivedLSN = 990
+		return st
+	}
+	fresh := map[string]bool{"pg1": true, "pg2": true, "pg3": true}
+	for _, tc := range []struct {
+		name string
+		mod  func(*raftstore.State, *ElectionInput)
+		want string // "" = nobody
+	}{
+		{"highest lsn wins", nil, "pg3"},
+		{"stale member skipped", func(s *raftstore.State, in *ElectionInput) { in.Fresh = map[string]bool{"pg2": true} }, "pg2"},
+		{"nofailover skipped", func(s *raftstore.State, in *ElectionInput) { s.Members["pg3"].Tags.NoFailover = true }, "pg2"},
+		{"priority breaks lsn tie", func(s *raftstore.State, in *ElectionInput) {
+			s.Members["pg2"].Status.ReceivedLSN = 990
+			s.Members["pg2"].Tags.FailoverPriority = 5
+		}, "pg2"},
+		{"name breaks full tie", func(s *raftstore.State, in *ElectionInput) { s.Members["pg2"].Status.ReceivedLSN = 990 }, "pg2"},
+		{"too far behind", func(s *raftstore.State, in *ElectionInput) { s.Config.MaximumLagOnFailover = 50 }, "pg3"},
+		{"all too far behind", func(s *raftstore.State, in *ElectionInput) { s.Config.MaximumLagOnFailover = 5 }, ""},
+		{"sync mode only sync standbys", func(s *raftstore.State, in *ElectionInput) {
+			s.Config.SynchronousMode = true
+			s.Sync = raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg2"}}
+		}, "pg2"},
+		{"requested candidate", func(s *raftstore.State, in *ElectionInput) { in.Candidate = "pg2" }, "pg2"},
+		{"stopped replica skipped", func(s *raftstore.State, in *ElectionInput) { s.Members["pg3"].Status.State = "stopped" }, "pg2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st, in := base(), ElectionInput{Fresh: fresh, Reason: "test", Actor: "pg1"}
+			if tc.mod != nil {
+				tc.mod(&st, &in)
+			}
+			cmd, ok := Elect(st, in)
+			got := ""
+			if ok {
+				got = cmd.Holder
+				if cmd.PrevEpoch != st.Leader.Epoch || cmd.PrevRev != st.Leader.Rev {
+					t.Fatalf("CAS fields %d/%d, want %d/%d", cmd.PrevEpoch, cmd.PrevRev, st.Leader.Epoch, st.Leader.Rev)
+				}
+			}
+			if got != tc.want {
+				t.Fatalf("elected %q, want %q (ranking %+v)", got, tc.want, RankCandidates(st, in))
+			}
+		})
+	}
+}
