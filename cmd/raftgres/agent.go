@@ -38,7 +38,7 @@ func agentCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			logger := newLogger(cfg.Log, os.Stderr).With("member", cfg.Name)
+			logger := newLogger(cfg.Log, os.Stderr).With("node", cfg.Name)
 			if err := runAgent(ctx, cfg, logger); err != nil {
 				logger.Error("agent stopped", "error", err)
 				return cli.Exit("", 1)

@@ -1,0 +1,411 @@
+// Package integration runs the real raftgres binary: several agents on
+// 127.0.0.1, each with its own data dir and ports, as the postgres OS user.
+// It runs only with RAFTGRES_INTEGRATION=1 (make test sets it).
+package integration
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"raftgres/api"
+)
+
+const testToken = "integration-token"
+
+var (
+	binPath string              // the raftgres binary built by TestMain
+	agentAs *syscall.Credential // postgres user when running as root
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("RAFTGRES_INTEGRATION") != "1" {
+		fmt.Println("integration: skipped (set RAFTGRES_INTEGRATION=1; make test does)")
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "raftgres-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	code := func() int {
+		defer os.RemoveAll(dir)
+		if err := os.Chmod(dir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		binPath = filepath.Join(dir, "raftgres")
+		build := exec.Command("go", "build", "-o", binPath, "raftgres/cmd/raftgres")
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build raftgres:", err)
+			return 2
+		}
+		if os.Geteuid() == 0 {
+			u, err := user.Lookup("postgres")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "running as root needs the postgres OS user:", err)
+				return 2
+			}
+			uid, _ := strconv.Atoi(u.Uid)
+			gid, _ := strconv.Atoi(u.Gid)
+			agentAs = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func requireIntegration(t testing.TB) {
+	t.Helper()
+	if binPath == "" {
+		t.Skip("set RAFTGRES_INTEGRATION=1 (make test does)")
+	}
+}
+
+// chown gives path to the agents' OS user.
+func chown(t testing.TB, path string) {
+	t.Helper()
+	if agentAs == nil {
+		return
+	}
+	if err := os.Chown(path, int(agentAs.Uid), int(agentAs.Gid)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// baseDir is a per-test directory the postgres user can traverse.
+func baseDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "rgit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	chown(t, dir)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Node is one agent: its ports, files and process.
+type Node struct {
+	t        testing.TB
+	Name     string
+	RaftPort int
+	APIPort  int
+	Dir      string
+	Config   string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+	log  strings.Builder
+}
+
+// NodeOptions shape a node's config file.
+type NodeOptions struct {
+	Peers []*Node // bootstrap peers (include the node itself), or nil to join
+	Join  []*Node // join through these members' APIs
+	TLS   *certSet
+}
+
+func newNode(t testing.TB, base, name string) *Node {
+	n := &Node{t: t, Name: name, RaftPort: freePort(t), APIPort: freePort(t), Dir: filepath.Join(base, name)}
+	if err := os.MkdirAll(n.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	chown(t, n.Dir)
+	n.Config = filepath.Join(base, name+".yml")
+	t.Cleanup(n.stopForCleanup)
+	return n
+}
+
+func (n *Node) RaftAddr() string { return fmt.Sprintf("127.0.0.1:%d", n.RaftPort) }
+func (n *Node) APIAddr() string  { return fmt.Sprintf("127.0.0.1:%d", n.APIPort) }
+func (n *Node) APIURL() string   { return "http://" + n.APIAddr() }
+
+// Client talks to this node's API with the cluster token.
+func (n *Node) Client() *api.Client {
+	return api.NewClient(n.APIURL(), api.ClientOptions{Token: testToken, Timeout: 5 * time.Second})
+}
+
+// WriteConfig writes the node's YAML config (mode 0600, owned by postgres).
+func (n *Node) WriteConfig(o NodeOptions) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "scope: itest\nname: %s\ndata_dir: %s\nraft:\n  listen: %s\n", n.Name, n.Dir, n.RaftAddr())
+	if len(o.Peers) > 0 {
+		var ps []string
+		for _, p := range o.Peers {
+			ps = append(ps, p.Name+"="+p.RaftAddr())
+		}
+		fmt.Fprintf(&b, "  bootstrap_peers: [%s]\n", strings.Join(ps, ", "))
+	}
+	if len(o.Join) > 0 {
+		var js []string
+		for _, j := range o.Join {
+			js = append(js, j.APIAddr())
+		}
+		fmt.Fprintf(&b, "  join: [%s]\n", strings.Join(js, ", "))
+	}
+	fmt.Fprintf(&b, "  token: %s\n", testToken)
+	if o.TLS != nil {
+		c, k := o.TLS.issue(n.t, n.Name)
+		fmt.Fprintf(&b, "  tls: {ca_file: %s, cert_file: %s, key_file: %s}\n", o.TLS.caFile, c, k)
+	}
+	fmt.Fprintf(&b, "restapi:\n  listen: %s\n  connect_address: %s\n  authentication: {username: admin, password: adminpw}\n",
+		n.APIAddr(), n.APIAddr())
+	b.WriteString("bootstrap:\n  dcs: {ttl: 10, loop_wait: 1, retry_timeout: 3}\nlog: {level: debug}\n")
+	if err := os.WriteFile(n.Config, []byte(b.String()), 0o600); err != nil {
+		n.t.Fatal(err)
+	}
+	chown(n.t, n.Config)
+}
+
+// Start runs the agent as the postgres user; its output goes to the test
+// log with a [name] prefix and is kept for assertions.
+func (n *Node) Start() {
+	n.t.Helper()
+	cmd := exec.Command(binPath, "agent", "-c", n.Config)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: agentAs}
+	out, err := cmd.StderrPipe()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	cmd.Stdout = cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		n.t.Fatalf("start %s: %v", n.Name, err)
+	}
+	done := make(chan struct{})
+	n.mu.Lock()
+	n.cmd, n.done, n.err = cmd, done, nil
+	n.mu.Unlock()
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			n.mu.Lock()
+			n.log.WriteString(sc.Text() + "\n")
+			n.mu.Unlock()
+			n.t.Logf("[%s] %s", n.Name, sc.Text())
+		}
+		err := cmd.Wait()
+		n.mu.Lock()
+		n.err = err
+		n.mu.Unlock()
+		close(done)
+	}()
+}
+
+// Kill9 sends SIGKILL and waits for the process to be gone.
+func (n *Node) Kill9() {
+	n.t.Helper()
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+// Stop sends SIGTERM and waits (SIGKILL after 20s).
+func (n *Node) Stop() {
+	n.t.Helper()
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+		n.t.Errorf("%s did not stop within 20s of SIGTERM", n.Name)
+	}
+}
+
+func (n *Node) stopForCleanup() {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+// Exited returns the exit error once the process is gone, or false.
+func (n *Node) Exited() (error, bool) {
+	n.mu.Lock()
+	done := n.done
+	n.mu.Unlock()
+	select {
+	case <-done:
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.err, true
+	default:
+		return nil, false
+	}
+}
+
+// Log returns everything the agent printed so far.
+func (n *Node) Log() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.log.String()
+}
+
+// PID is the agent's process id.
+func (n *Node) PID() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd.Process.Pid
+}
+
+// runCLI runs the binary (as the test's own user) and returns its output
+// and exit code.
+func runCLI(t testing.TB, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(binPath, args...)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return o.String(), e.String(), code
+}
+
+// waitFor polls cond every 50ms until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		if err != nil {
+			last = err
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// certSet is a test CA that issues node certificates.
+type certSet struct {
+	dir    string
+	caFile string
+	ca     *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+}
+
+func newCA(t testing.TB, dir, name string) *certSet {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(der)
+	cs := &certSet{dir: dir, caFile: filepath.Join(dir, name+"-ca.pem"), ca: ca, caKey: key}
+	writePEM(t, cs.caFile, "CERTIFICATE", der)
+	return cs
+}
+
+var serial int64 = 100
+
+func (c *certSet) issue(t testing.TB, node string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: node},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{node, "localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.ca, &key.PublicKey, c.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := filepath.Join(c.dir, c.ca.Subject.CommonName+"-"+node)
+	certFile, keyFile = prefix+".pem", prefix+"-key.pem"
+	writePEM(t, certFile, "CERTIFICATE", der)
+	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
+	return certFile, keyFile
+}
+
+func writePEM(t testing.TB, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	chown(t, path)
+}
