@@ -258,3 +258,17 @@ func (c SetFailover) Validate() error {
 	}
 	return nil
 }
+
+// String names the command type.
+func (t CommandType) String() string {
+	names := map[CommandType]string{
+		CmdBootstrap: "bootstrap", CmdSetConfig: "set_config", CmdInitialize: "initialize",
+		CmdRegisterMember: "register_member", CmdReportStatus: "report_status", CmdRemoveMember: "remove_member",
+		CmdSetLeader: "set_leader", CmdRenewLeader: "renew_leader", CmdSetSync: "set_sync",
+		CmdSetFailover: "set_failover", CmdSetPause: "set_pause",
+	}
+	if n, ok := names[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("type_%d", uint8(t))
+}

@@ -119,13 +119,12 @@ func decodeSnapshot(r io.Reader) (State, uint64, error) {
 		return State{}, 0, fmt.Errorf("restore snapshot: format version %d, this binary reads %d",
 			file.FormatVersion, SnapshotFormatVersion)
 	}
-	st := file.State.Clone()
-	for name, m := range st.Members {
+	for name, m := range file.State.Members {
 		if m == nil || m.Name != name {
 			return State{}, 0, fmt.Errorf("restore snapshot: member entry %q is malformed", name)
 		}
 	}
-	return st, file.Applied, nil
+	return file.State.Clone(), file.Applied, nil
 }
 
 type fsmSnapshot struct{ file snapshotFile }

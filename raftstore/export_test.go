@@ -1,0 +1,83 @@
+package raftstore
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestExportVerify(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.mustApply(Bootstrap{Config: DefaultClusterConfig(), Actor: "pg1", At: t0})
+	a.register("pg1")
+	st := a.f.State()
+	body := ExportBody{Scope: "demo", ExportedBy: "pg1", ExportedAt: t0, RaftIndex: 3, RaftTerm: 2,
+		Voters: []Server{{ID: "pg1", Address: "127.0.0.1:7001", Suffrage: "Voter"}}, Config: st.Config,
+		Members: st.Members, History: st.History}
+	b, err := EncodeExport(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyExport(b); err != nil {
+		t.Fatalf("fresh export: %v", err)
+	}
+	// Any single-byte change is caught.
+	for i := range b {
+		m := append([]byte{}, b...)
+		m[i] ^= 0x01
+		if _, err := VerifyExport(m); err == nil {
+			t.Fatalf("flipping byte %d (%q) went unnoticed", i, b[i])
+		}
+	}
+	for name, m := range map[string]string{
+		"truncated":    string(b[:len(b)/2]),
+		"wrong format": strings.Replace(string(b), ExportFormat, "raftgres-snapshot/2", 1),
+		"extra key":    strings.Replace(string(b), `"format"`, `"x": 1, "format"`, 1),
+	} {
+		if _, err := VerifyExport([]byte(m)); err == nil {
+			t.Fatalf("%s: accepted", name)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	good := func() Config {
+		c := DefaultConfig()
+		c.NodeID, c.Dir, c.Listen = "pg1", "/d", "127.0.0.1:7001"
+		c.BootstrapPeers = []Peer{{ID: "pg1", Address: "127.0.0.1:7001"}, {ID: "pg2", Address: "127.0.0.1:7002"}}
+		return c
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"good", func(*Config) {}, ""},
+		{"bad listen", func(c *Config) { c.Listen = "x" }, "listen: must be host:port"},
+		{"any listen needs advertise", func(c *Config) { c.Listen = "0.0.0.0:7001" }, "advertise: is required"},
+		{"advertise unspecified", func(c *Config) { c.Advertise = "0.0.0.0:7001" }, "advertise: needs a host"},
+		{"duplicate id", func(c *Config) { c.BootstrapPeers[1].ID = "pg1" }, "already listed"},
+		{"duplicate address", func(c *Config) { c.BootstrapPeers[1].Address = "127.0.0.1:7001" }, "already listed"},
+		{"self missing", func(c *Config) { c.BootstrapPeers = c.BootstrapPeers[1:] }, "must list this member"},
+		{"self address differs", func(c *Config) { c.BootstrapPeers[0].Address = "127.0.0.1:7009" }, "differs from its advertise"},
+		{"partial tls", func(c *Config) { c.TLS.CAFile = "/ca" }, "tls.cert_file: is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := good()
+			tc.mod(&c)
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unexpected: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	cc := DefaultClusterConfig()
+	cc.LoopWait, cc.RetryTimeout = cc.TTL, cc.TTL
+	if err := cc.Validate(); err == nil || !strings.Contains(err.Error(), "loop_wait + 2*retry_timeout") {
+		t.Fatalf("ttl rule: %v", err)
+	}
+}

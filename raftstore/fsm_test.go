@@ -1,0 +1,351 @@
+package raftstore
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/raft"
+)
+
+var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+// applier feeds encoded commands to a bare FSM, with increasing indices,
+// as committed log entries would arrive. No raft runs.
+type applier struct {
+	t     *testing.T
+	f     *fsm
+	index uint64
+}
+
+func newApplier(t *testing.T) *applier { return &applier{t: t, f: newFSM(nil)} }
+
+func (a *applier) apply(cmd Command) ApplyResult {
+	a.t.Helper()
+	data, err := Encode(cmd)
+	if err != nil {
+		a.t.Fatalf("encode %T: %v", cmd, err)
+	}
+	a.index++
+	res, ok := a.f.Apply(&raft.Log{Index: a.index, Type: raft.LogCommand, Data: data}).(ApplyResult)
+	if !ok {
+		a.t.Fatalf("fsm returned %T", res)
+	}
+	return res
+}
+
+func (a *applier) mustApply(cmd Command) ApplyResult {
+	a.t.Helper()
+	res := a.apply(cmd)
+	if res.Err != nil {
+		a.t.Fatalf("apply %T: %v", cmd, res.Err)
+	}
+	return res
+}
+
+func (a *applier) register(names ...string) {
+	for _, n := range names {
+		a.mustApply(RegisterMember{Name: n, APIAddr: "http://" + n + ":8008", Tags: DefaultTags(), At: t0})
+	}
+}
+
+func TestFSMBootstrapAndConfig(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	cfg := DefaultClusterConfig()
+	a.mustApply(Bootstrap{Config: cfg, Actor: "pg1", At: t0})
+	if res := a.apply(Bootstrap{Config: cfg, Actor: "pg2", At: t0}); !errors.Is(res.Err, ErrAlreadyBootstrapped) {
+		t.Fatalf("second bootstrap: %v", res.Err)
+	}
+	st := a.f.State()
+	if st.Config.Version != 1 || !st.Bootstrap {
+		t.Fatalf("after bootstrap: %+v", st.Config)
+	}
+	cfg.TTL = 20 * time.Second
+	a.mustApply(SetConfig{Config: cfg, PrevVersion: 1, Actor: "cli", At: t0})
+	before := a.f.State()
+	res := a.apply(SetConfig{Config: DefaultClusterConfig(), PrevVersion: 1, Actor: "cli", At: t0})
+	if !errors.Is(res.Err, ErrVersionMismatch) {
+		t.Fatalf("stale SetConfig: %v", res.Err)
+	}
+	if diff := cmp.Diff(before, a.f.State()); diff != "" {
+		t.Fatalf("a refused command changed the state:\n%s", diff)
+	}
+	if got := a.f.State().Config; got.Version != 2 || got.TTL != 20*time.Second {
+		t.Fatalf("config %+v", got)
+	}
+	a.mustApply(SetPause{Pause: true, Actor: "cli", At: t0})
+	a.mustApply(SetPause{Pause: true, Actor: "cli", At: t0}) // no-op, no event
+	a.mustApply(SetPause{Pause: false, Actor: "cli", At: t0})
+	kinds := []string{}
+	for _, e := range a.f.State().History {
+		kinds = append(kinds, e.Kind)
+	}
+	if diff := cmp.Diff([]string{EventBootstrap, EventConfig, EventPause, EventResume}, kinds); diff != "" {
+		t.Fatalf("history kinds:\n%s", diff)
+	}
+}
+
+func TestFSMInitializeOnce(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.mustApply(Initialize{SystemID: "7000", Actor: "pg1", At: t0})
+	a.mustApply(Initialize{SystemID: "7000", Actor: "pg1", At: t0}) // idempotent
+	if res := a.apply(Initialize{SystemID: "8000", Actor: "pg2", At: t0}); !errors.Is(res.Err, ErrAlreadyInitialized) {
+		t.Fatalf("second system id: %v", res.Err)
+	}
+	if got := a.f.State().Initialize; got != "7000" {
+		t.Fatalf("initialize = %q", got)
+	}
+}
+
+func TestFSMMembers(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	if res := a.apply(ReportStatus{Name: "pg1", Status: MemberStatus{Role: "primary"}}); !errors.Is(res.Err, ErrUnknownMember) {
+		t.Fatalf("report before register: %v", res.Err)
+	}
+	a.register("pg1", "pg2")
+	a.mustApply(ReportStatus{Name: "pg2", Status: MemberStatus{Role: "replica", State: "running", ReceivedLSN: 42, ReportedAt: t0}})
+	a.register("pg2") // re-register keeps the status
+	if m := a.f.State().Members["pg2"]; m.Status.ReceivedLSN != 42 {
+		t.Fatalf("status lost on re-register: %+v", m)
+	}
+	st := a.f.State()
+	a.mustApply(SetSync{Primary: "pg1", Standbys: []string{"pg2"}, Epoch: st.Leader.Epoch})
+	a.mustApply(RemoveMember{Name: "pg2", Actor: "cli", Reason: "left", At: t0})
+	st = a.f.State()
+	if _, ok := st.Members["pg2"]; ok || len(st.Sync.Standbys) != 0 {
+		t.Fatalf("after remove: members %v sync %+v", st.MemberNames(), st.Sync)
+	}
+	if res := a.apply(RemoveMember{Name: "pg2", At: t0}); !errors.Is(res.Err, ErrUnknownMember) {
+		t.Fatalf("second remove: %v", res.Err)
+	}
+}
+
+func TestFSMLeaderKey(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.register("pg1", "pg2")
+	if res := a.apply(SetLeader{Holder: "ghost", Reason: "x", At: t0}); !errors.Is(res.Err, ErrUnknownMember) {
+		t.Fatalf("non-member holder: %v", res.Err)
+	}
+	res := a.mustApply(SetLeader{Holder: "pg1", PrevEpoch: 0, PrevRev: 0, Reason: "bootstrap", Actor: "pg1", At: t0})
+	k := a.f.State().Leader
+	if k.Holder != "pg1" || k.Epoch != 1 || k.Rev != res.Index {
+		t.Fatalf("after acquire: %+v (index %d)", k, res.Index)
+	}
+	// Renewal: only the holder at its epoch; rev moves to the entry's index.
+	if res := a.apply(RenewLeader{Holder: "pg2", Epoch: 1, At: t0}); !errors.Is(res.Err, ErrNotHolder) {
+		t.Fatalf("renewal by non-holder: %v", res.Err)
+	}
+	ren := a.mustApply(RenewLeader{Holder: "pg1", Epoch: 1, At: t0})
+	if k := a.f.State().Leader; k.Rev != ren.Index || k.Epoch != 1 {
+		t.Fatalf("after renewal: %+v", k)
+	}
+	// A takeover against the old revision fails: a renewal happened.
+	if res := a.apply(SetLeader{Holder: "pg2", PrevEpoch: 1, PrevRev: res.Index, Reason: "failover", At: t0}); !errors.Is(res.Err, ErrEpochMismatch) {
+		t.Fatalf("takeover with stale rev: %v", res.Err)
+	}
+	// A release bumps the epoch and clears the holder.
+	a.mustApply(SetLeader{Holder: "", PrevEpoch: 1, PrevRev: ren.Index, Reason: "released", Actor: "pg1", At: t0})
+	k = a.f.State().Leader
+	if k.Holder != "" || k.Epoch != 2 {
+		t.Fatalf("after release: %+v", k)
+	}
+	if res := a.apply(SetSync{Primary: "pg1", Epoch: 1}); !errors.Is(res.Err, ErrEpochMismatch) {
+		t.Fatalf("sync set for an old epoch: %v", res.Err)
+	}
+	// Every leader change appears exactly once in history, with its reason.
+	var reasons []string
+	for _, e := range a.f.State().History {
+		if e.Kind == EventLeader {
+			reasons = append(reasons, e.Reason)
+		}
+	}
+	if diff := cmp.Diff([]string{"bootstrap", "released"}, reasons); diff != "" {
+		t.Fatalf("leader history:\n%s", diff)
+	}
+}
+
+// TestFSMRenewTakeoverRace: a renewal by the holder and a takeover, both
+// built from the same observed key, are applied in either order; exactly
+// one succeeds.
+func TestFSMRenewTakeoverRace(t *testing.T) {
+	t.Parallel()
+	for _, renewFirst := range []bool{true, false} {
+		a := newApplier(t)
+		a.register("pg1", "pg2")
+		a.mustApply(SetLeader{Holder: "pg1", Reason: "init", At: t0})
+		k := a.f.State().Leader
+		renew := RenewLeader{Holder: "pg1", Epoch: k.Epoch, At: t0}
+		take := SetLeader{Holder: "pg2", PrevEpoch: k.Epoch, PrevRev: k.Rev, Reason: "expired", At: t0}
+		var first, second ApplyResult
+		if renewFirst {
+			first, second = a.apply(renew), a.apply(take)
+		} else {
+			first, second = a.apply(take), a.apply(renew)
+		}
+		if (first.Err == nil) == (second.Err == nil) {
+			t.Fatalf("renewFirst=%v: both or neither succeeded: %v / %v", renewFirst, first.Err, second.Err)
+		}
+		if first.Err != nil {
+			t.Fatalf("renewFirst=%v: the first applied must win: %v", renewFirst, first.Err)
+		}
+	}
+}
+
+// TestFSMConcurrentTakeovers: many proposers race to take the key with the
+// same compare-and-set; the FSM serialises them and exactly one wins.
+func TestFSMConcurrentTakeovers(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	names := []string{"pg1", "pg2", "pg3", "pg4", "pg5", "pg6", "pg7", "pg8"}
+	a.register(names...)
+	k := a.f.State().Leader
+	var mu sync.Mutex // hands out log indices in order, as raft does
+	var wg sync.WaitGroup
+	wins := make(chan string, len(names))
+	for _, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data, _ := Encode(SetLeader{Holder: n, PrevEpoch: k.Epoch, PrevRev: k.Rev, Reason: "race", At: t0})
+			mu.Lock()
+			a.index++
+			res := a.f.Apply(&raft.Log{Index: a.index, Type: raft.LogCommand, Data: data}).(ApplyResult)
+			mu.Unlock()
+			if res.Err == nil {
+				wins <- n
+			} else if !errors.Is(res.Err, ErrEpochMismatch) {
+				t.Errorf("%s: %v", n, res.Err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(wins)
+	var winners []string
+	for w := range wins {
+		winners = append(winners, w)
+	}
+	if len(winners) != 1 || a.f.State().Leader.Holder != winners[0] || a.f.State().Leader.Epoch != k.Epoch+1 {
+		t.Fatalf("winners %v, key %+v", winners, a.f.State().Leader)
+	}
+}
+
+func TestFSMDeterministic(t *testing.T) {
+	t.Parallel()
+	log := []Command{
+		Bootstrap{Config: DefaultClusterConfig(), Actor: "pg1", At: t0},
+		RegisterMember{Name: "pg1", APIAddr: "http://a", At: t0},
+		RegisterMember{Name: "pg2", APIAddr: "http://b", At: t0},
+		Initialize{SystemID: "1", Actor: "pg1", At: t0},
+		SetLeader{Holder: "pg1", Reason: "init", At: t0},
+		RenewLeader{Holder: "pg1", Epoch: 1, At: t0},
+		SetLeader{Holder: "pg2", PrevEpoch: 1, PrevRev: 5, Reason: "stale", At: t0}, // refused
+		ReportStatus{Name: "pg2", Status: MemberStatus{Role: "replica", ReportedAt: t0}},
+		SetFailover{Request: &FailoverRequest{Kind: "switchover", From: "pg1", To: "pg2", RequestedAt: t0}, At: t0},
+	}
+	x, y := newApplier(t), newApplier(t)
+	for _, c := range log {
+		rx, ry := x.apply(c), y.apply(c)
+		if (rx.Err == nil) != (ry.Err == nil) {
+			t.Fatalf("%T: results differ: %v / %v", c, rx.Err, ry.Err)
+		}
+	}
+	if diff := cmp.Diff(x.f.State(), y.f.State()); diff != "" {
+		t.Fatalf("same log, different states:\n%s", diff)
+	}
+}
+
+func TestFSMUndecodableEntryPanics(t *testing.T) {
+	t.Parallel()
+	f := newFSM(nil)
+	// An unknown type with the skip flag is skipped.
+	res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{byte(SkipUnknownFlag | 0x7f), '{', '}'}}).(ApplyResult)
+	if res.Err != nil || f.AppliedIndex() != 1 {
+		t.Fatalf("skippable entry: %+v applied %d", res, f.AppliedIndex())
+	}
+	defer func() {
+		r := recover()
+		if r == nil || !strings.Contains(r.(string), "entry 2") {
+			t.Fatalf("recover() = %v, want a panic naming entry 2", r)
+		}
+	}()
+	f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: []byte{0x7f, '{', '}'}})
+}
+
+func TestStateCloneIndependent(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.register("pg1")
+	a.mustApply(SetSync{Primary: "pg1", Standbys: []string{"pg1"}})
+	c := a.f.State()
+	c.Members["pg1"].APIAddr = "changed"
+	c.Sync.Standbys[0] = "changed"
+	c.History[0].Kind = "changed"
+	st := a.f.State()
+	if st.Members["pg1"].APIAddr == "changed" || st.Sync.Standbys[0] == "changed" || st.History[0].Kind == "changed" {
+		t.Fatal("mutating a copy changed the FSM")
+	}
+}
+
+type bufSink struct {
+	bytes.Buffer
+	cancelled bool
+}
+
+func (s *bufSink) ID() string    { return "test" }
+func (s *bufSink) Cancel() error { s.cancelled = true; return nil }
+func (s *bufSink) Close() error  { return nil }
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.mustApply(Bootstrap{Config: DefaultClusterConfig(), Actor: "pg1", At: t0})
+	a.register("pg1", "pg2")
+	a.mustApply(SetLeader{Holder: "pg1", Reason: "init", At: t0})
+	a.mustApply(ReportStatus{Name: "pg1", Status: MemberStatus{Role: "primary", WrittenLSN: 99, ReportedAt: t0}})
+	snap, err := a.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink bufSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	g := newFSM(nil)
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(a.f.State(), g.State()); diff != "" {
+		t.Fatalf("restored state differs:\n%s", diff)
+	}
+	if g.AppliedIndex() != a.f.AppliedIndex() {
+		t.Fatalf("applied index %d, want %d", g.AppliedIndex(), a.f.AppliedIndex())
+	}
+	bad := bytes.Replace(sink.Bytes(), []byte(`"format_version":1`), []byte(`"format_version":9`), 1)
+	if err := newFSM(nil).Restore(io.NopCloser(bytes.NewReader(bad))); err == nil || !strings.Contains(err.Error(), "format version 9") {
+		t.Fatalf("restore of format 9: %v", err)
+	}
+	if err := newFSM(nil).Restore(io.NopCloser(strings.NewReader("garbage"))); err == nil {
+		t.Fatal("restore of garbage succeeded")
+	}
+}
+
+func FuzzRestoreSnapshot(f *testing.F) {
+	f.Add([]byte(`{"format_version":1,"applied_index":3,"state":{"members":{"a":{"name":"a"}}}}`))
+	f.Add([]byte(`{"format_version":1,"state":{"members":{"a":null}}}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		g := newFSM(nil)
+		if err := g.Restore(io.NopCloser(bytes.NewReader(data))); err == nil {
+			_ = g.State().Clone()
+		}
+	})
+}
