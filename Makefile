@@ -25,9 +25,9 @@ lint:
 bench:
 	RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime=1x -timeout 30m ./integration/
 
-demo:
-	@echo "make demo arrives with the PostgreSQL supervisor (see the open issues); today: make build, then examples/3-node/*.yml" >&2
-	@exit 1
+# A real local 3-member cluster on 127.0.0.1; Ctrl-C stops it.
+demo: build
+	./bin/raftgres demo
 
 clean:
 	rm -rf bin

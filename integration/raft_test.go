@@ -1,12 +1,17 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,4 +189,70 @@ func vmRSS(b *testing.B, pid int) int {
 	}
 	b.Fatal("no VmRSS")
 	return 0
+}
+
+func TestDemoStartsAndStops(t *testing.T) {
+	requireIntegration(t)
+	dir := filepath.Join(baseDir(t), "demo")
+	raftPort, apiPort := freePort(t), freePort(t)
+	// The demo takes three consecutive ports from each base; pick bases
+	// whose neighbours are free too.
+	for !portsFree(raftPort, 3) || !portsFree(apiPort, 3) || abs(raftPort-apiPort) < 3 {
+		raftPort, apiPort = freePort(t), freePort(t)
+	}
+	cmd := exec.Command(binPath, "demo", "--dir", dir, "--raft-port", strconv.Itoa(raftPort), "--api-port", strconv.Itoa(apiPort))
+	var out strings.Builder
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(&out, pw), &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			t.Logf("[demo] %s", sc.Text())
+			if strings.Contains(sc.Text(), "Press Ctrl-C") {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("demo not ready after 60s:\n%s", out.String())
+	}
+	for _, want := range []string{"Leader", "Follower", "pg3"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("demo exit after Ctrl-C: %v\n%s", err, out.String())
+	}
+	_ = pw.Close()
+	if _, err := os.Stat(filepath.Join(dir, "pg1.yml")); err != nil {
+		t.Fatalf("demo removed its directory without --cleanup: %v", err)
+	}
+	waitFor(t, 10*time.Second, "demo agents gone", func() (bool, error) { return portsFree(apiPort, 3), nil })
+}
+
+func portsFree(base, n int) bool {
+	for p := base; p < base+n; p++ {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return false
+		}
+		_ = ln.Close()
+	}
+	return true
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }

@@ -41,6 +41,7 @@ func newApp() *cli.App {
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
 			agentCommand(),
+			demoCommand(),
 			joinCommand(),
 			leaveCommand(),
 			snapshotCommand(),
