@@ -286,3 +286,16 @@ func (m *Manager) RemoveDataDir() error {
 	m.logger.Warn("data directory removed", "data_dir", m.cfg.DataDir)
 	return nil
 }
+
+// Reclone replaces a data directory that cannot be rewound: it is removed
+// and cloned again from d.Standby (left stopped, configured as a standby).
+func (m *Manager) Reclone(ctx context.Context, d Desired) error {
+	if d.Standby == nil {
+		return fmt.Errorf("reclone for %s: no source given", m.member)
+	}
+	m.logger.Warn("recloning: the data directory cannot follow the new primary", "source", d.Standby.Name)
+	if err := m.RemoveDataDir(); err != nil {
+		return err
+	}
+	return m.Clone(ctx, d)
+}

@@ -335,10 +335,7 @@ func TestRewindImpossibleThenReclone(t *testing.T) {
 	if !errors.Is(err, ErrRewindFailed) {
 		t.Fatalf("rewind of a foreign cluster: %v, want ErrRewindFailed", err)
 	}
-	if err := other.RemoveDataDir(); err != nil {
-		t.Fatal(err)
-	}
-	if err := other.Clone(ctx, d); err != nil {
+	if err := other.Reclone(ctx, d); err != nil {
 		t.Fatal(err)
 	}
 	if err := other.Start(ctx, d); err != nil {
