@@ -109,6 +109,8 @@ func decideUninitialized(o Observation) Plan {
 	case o.HasData:
 		return plan("data directory exists but the cluster is not initialised: not adopting it",
 			Action{Kind: ActRefuse})
+	case holder == o.Member && !o.LeaseValid:
+		return noop("won the bootstrap race: waiting for a confirmed renewal")
 	case holder == o.Member:
 		return plan("won the bootstrap race", Action{Kind: ActInit})
 	case holder != "":

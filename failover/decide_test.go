@@ -141,10 +141,10 @@ func TestDecideInvariants(t *testing.T) {
 		o := randomObservation(r)
 		p := Decide(o)
 		holdsKey := o.State.Leader.Holder == o.Member
-		if (p.Has(ActPromote) || p.Has(ActStartPrimary)) && !holdsKey {
+		if (p.Has(ActPromote) || p.Has(ActStartPrimary) || p.Has(ActInit)) && !holdsKey {
 			t.Fatalf("promotes without the leader key: %+v -> %s", o, p)
 		}
-		if (p.Has(ActPromote) || p.Has(ActStartPrimary)) && !o.LeaseValid {
+		if (p.Has(ActPromote) || p.Has(ActStartPrimary) || p.Has(ActInit)) && !o.LeaseValid {
 			t.Fatalf("promotes without a confirmed lease: %+v -> %s", o, p)
 		}
 		if p.Has(ActPromote) && o.Tags.NoFailover {

@@ -123,6 +123,7 @@ type Node struct {
 	Name     string
 	RaftPort int
 	APIPort  int
+	PGPort   int
 	Dir      string
 	Config   string
 
@@ -138,6 +139,10 @@ type NodeOptions struct {
 	Peers []*Node // bootstrap peers (include the node itself), or nil to join
 	Join  []*Node // join through these members' APIs
 	TLS   *certSet
+	// Postgres adds a postgresql: section: the agent then runs PostgreSQL.
+	Postgres bool
+	// DCS replaces the bootstrap.dcs flow mapping.
+	DCS string
 }
 
 func newNode(t testing.TB, base, name string) *Node {
@@ -149,6 +154,16 @@ func newNode(t testing.TB, base, name string) *Node {
 	n.Config = filepath.Join(base, name+".yml")
 	t.Cleanup(n.stopForCleanup)
 	return n
+}
+
+const superPassword = "super-pw"
+
+// PGDataDir is the node's PostgreSQL data directory.
+func (n *Node) PGDataDir() string { return filepath.Join(n.Dir, "pgdata") }
+
+// PGConn is a libpq URL for the node's PostgreSQL as superuser.
+func (n *Node) PGConn() string {
+	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", superPassword, n.PGPort)
 }
 
 func (n *Node) RaftAddr() string { return fmt.Sprintf("127.0.0.1:%d", n.RaftPort) }
@@ -185,7 +200,29 @@ func (n *Node) WriteConfig(o NodeOptions) {
 	}
 	fmt.Fprintf(&b, "restapi:\n  listen: %s\n  connect_address: %s\n  authentication: {username: admin, password: adminpw}\n",
 		n.APIAddr(), n.APIAddr())
-	b.WriteString("bootstrap:\n  dcs: {ttl: 10, loop_wait: 1, retry_timeout: 3}\nlog: {level: debug}\n")
+	dcs := o.DCS
+	if dcs == "" {
+		dcs = "{ttl: 10, loop_wait: 1, retry_timeout: 3}"
+	}
+	fmt.Fprintf(&b, "bootstrap:\n  dcs: %s\n", dcs)
+	if o.Postgres {
+		if n.PGPort == 0 {
+			n.PGPort = freePort(n.t)
+		}
+		fmt.Fprintf(&b, `  pg_hba:
+    - host replication replicator 127.0.0.1/32 scram-sha-256
+    - host all all 127.0.0.1/32 scram-sha-256
+postgresql:
+  listen: 127.0.0.1:%d
+  data_dir: %s
+  authentication:
+    superuser: {username: postgres, password: %s}
+    replication: {username: replicator, password: repl-pw}
+    rewind: {username: rewind_user, password: rewind-pw}
+  parameters: {shared_buffers: 16MB, max_connections: 40, fsync: "off", wal_keep_size: 64MB}
+`, n.PGPort, n.PGDataDir(), superPassword)
+	}
+	b.WriteString("log: {level: debug}\n")
 	if err := os.WriteFile(n.Config, []byte(b.String()), 0o600); err != nil {
 		n.t.Fatal(err)
 	}

@@ -167,11 +167,11 @@ func (m *Manager) Configure(d Desired) (ConfigChange, error) {
 	} else if stripped {
 		ch.Files = append(ch.Files, autoConfFile)
 	}
-	if err := m.setSignal(d.Standby != nil); err != nil {
+	if err := m.setSignal(d.IsStandby()); err != nil {
 		return ch, err
 	}
 	if ch.Changed() {
-		m.logger.Info("managed config written", "files", strings.Join(ch.Files, ","), "standby", d.Standby != nil)
+		m.logger.Info("managed config written", "files", strings.Join(ch.Files, ","), "standby", d.IsStandby())
 	}
 	return ch, nil
 }

@@ -62,9 +62,15 @@ type Desired struct {
 	ClusterParams map[string]string
 	// Standby, when set, makes this a standby of that upstream.
 	Standby *Upstream
+	// Replica makes this a standby even without an upstream (read-only,
+	// waiting for a primary to be chosen).
+	Replica bool
 	// Slot is the primary_slot_name to use as a standby ("" for none).
 	Slot string
 }
+
+// IsStandby reports whether d describes a standby.
+func (d Desired) IsStandby() bool { return d.Standby != nil || d.Replica }
 
 // enforcedDefaults are the minimums raftgres needs for replication and
 // pg_rewind; a user may raise but not remove them.

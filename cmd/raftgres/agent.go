@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"raftgres/api"
+	"raftgres/failover"
+	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
 
@@ -73,10 +75,16 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		return err
 	}
 	a := &agent{cfg: cfg, store: store, proposer: proposer, peer: peerOpts, logger: logger}
+	coordinator := failover.NewCoordinator(cfg.Name, cfg.Cluster, store, logger)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return server.Run(gctx) })
-	g.Go(func() error { return a.joinAndRegister(gctx) })
-	g.Go(func() error { return a.leaderDuties(gctx) })
+	g.Go(func() error { return coordinator.Run(gctx) })
+	g.Go(func() error {
+		if err := a.joinAndRegister(gctx); err != nil || !cfg.HasPostgres || gctx.Err() != nil {
+			return err
+		}
+		return a.supervise(gctx)
+	})
 	g.Go(func() error {
 		select {
 		case <-store.Removed():
@@ -115,7 +123,7 @@ func (a *agent) joinAndRegister(ctx context.Context) error {
 		Name: a.cfg.Name, APIAddr: a.cfg.API.BaseURL(), RaftAddr: a.cfg.Raft.AdvertiseAddr(), Tags: a.cfg.Tags,
 	}
 	if a.cfg.HasPostgres {
-		reg.PGAddr = a.cfg.Postgres.ConnectAddress
+		reg.PGAddr = valueOr(a.cfg.Postgres.ConnectAddress, a.cfg.Postgres.Listen)
 	}
 	return retry(ctx, a.logger, "register member", func() error {
 		reg.At = time.Now().UTC()
@@ -130,43 +138,22 @@ func (a *agent) joinAndRegister(ctx context.Context) error {
 	})
 }
 
-// leaderDuties runs while this node is the Raft leader: after a Barrier it
-// seeds the cluster config from bootstrap.dcs if nobody has yet.
-func (a *agent) leaderDuties(ctx context.Context) error {
-	for {
-		changed := a.store.LeaderChanges()
-		if a.store.IsLeader() && !a.store.State().Bootstrap {
-			if err := a.seedConfig(ctx); err != nil {
-				a.logger.Warn("seed cluster config", "error", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
-		}
-	}
-}
-
-func (a *agent) seedConfig(ctx context.Context) error {
-	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := a.store.Barrier(bctx); err != nil {
-		return fmt.Errorf("barrier: %w", err)
-	}
-	if a.store.State().Bootstrap {
-		return nil
-	}
-	res, err := a.store.Apply(bctx, raftstore.Bootstrap{Config: a.cfg.Cluster, Actor: a.cfg.Name, At: time.Now().UTC()})
-	if err == nil {
-		err = res.Err
-	}
-	if err != nil && !errors.Is(err, raftstore.ErrAlreadyBootstrapped) {
+// supervise runs the PostgreSQL supervisor of this member.
+func (a *agent) supervise(ctx context.Context) error {
+	pg, err := pgmanager.New(a.cfg.Postgres, a.cfg.Name, a.logger, pgmanager.Options{Scope: a.cfg.Scope})
+	if err != nil {
 		return err
 	}
-	a.logger.Info("cluster config seeded from bootstrap.dcs", "raft_index", res.Index)
-	return nil
+	sup := failover.NewSupervisor(failover.Config{Member: a.cfg.Name, Tags: a.cfg.Tags}, pg, a.store, a.proposer, a.logger)
+	return sup.Run(ctx)
 }
+
+// The adapters satisfy the interfaces failover declares.
+var (
+	_ failover.Postgres    = (*pgmanager.Manager)(nil)
+	_ failover.LeaderStore = (*raftstore.Store)(nil)
+	_ failover.Proposer    = (*api.Proposer)(nil)
+)
 
 // retry calls f until it succeeds, ctx ends, or f fails with an error that
 // waiting cannot fix.

@@ -1,0 +1,187 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"raftgres/raftstore"
+)
+
+// Coordinator runs leader duties while this node is the Raft leader: it
+// seeds the cluster config, counts the leader key's lease down on its own
+// monotonic clock and elects a new primary when the lease expires. Being
+// Raft leader authorises nothing by itself: every decision is a committed
+// compare-and-set command.
+type Coordinator struct {
+	member string
+	seed   raftstore.ClusterConfig
+	store  LeaderStore
+	logger hclog.Logger
+}
+
+// NewCoordinator returns a coordinator; seed is bootstrap.dcs.
+func NewCoordinator(member string, seed raftstore.ClusterConfig, store LeaderStore, logger hclog.Logger) *Coordinator {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Coordinator{member: member, seed: seed, store: store, logger: logger.Named(CoordinatorLoggerName)}
+}
+
+// Run follows Raft leadership until ctx ends: leader duties start after a
+// Barrier on every gain and stop at once on every loss.
+func (c *Coordinator) Run(ctx context.Context) error {
+	var stop func() // stops the running leader duties, nil when none run
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		changed := c.store.LeaderChanges()
+		leader := c.store.IsLeader()
+		switch {
+		case leader && stop == nil:
+			stop = c.startDuties(ctx)
+		case !leader && stop != nil:
+			c.logger.Info("lost raft leadership: stopping leader duties")
+			stop()
+			stop = nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+// startDuties runs lead in a goroutine and returns the function that
+// cancels it and waits for it to return.
+func (c *Coordinator) startDuties(ctx context.Context) func() {
+	lctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			err := c.lead(lctx)
+			if lctx.Err() != nil {
+				return
+			}
+			c.logger.Error("leader duties failed, retrying", "error", err)
+			select {
+			case <-lctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// memberSeen is when the coordinator last saw a member's status change.
+type memberSeen struct {
+	reportedAt time.Time // the member's own timestamp, compared for change only
+	seenAt     time.Time // coordinator's monotonic clock
+}
+
+func (c *Coordinator) lead(ctx context.Context) error {
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := c.store.Barrier(bctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("barrier: %w", err)
+	}
+	if err := c.seedConfig(ctx); err != nil {
+		return fmt.Errorf("seed cluster config: %w", err)
+	}
+	established := time.Now()
+	c.logger.Info("leader duties started")
+	st := c.store.State()
+	lastChange, lastEpoch, lastRev := established, st.Leader.Epoch, st.Leader.Rev
+	seen := map[string]memberSeen{}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		changes := c.store.Changes()
+		st = c.store.State()
+		now := time.Now()
+		for name, m := range st.Members {
+			if s, ok := seen[name]; !ok || !s.reportedAt.Equal(m.Status.ReportedAt) {
+				seen[name] = memberSeen{reportedAt: m.Status.ReportedAt, seenAt: now}
+			}
+		}
+		// The countdown restarts at every applied acquire/renewal, and never
+		// starts before this leadership was established.
+		if st.Leader.Epoch != lastEpoch || st.Leader.Rev != lastRev {
+			lastChange, lastEpoch, lastRev = now, st.Leader.Epoch, st.Leader.Rev
+		}
+		if c.shouldElect(st, now.Sub(lastChange)) {
+			c.elect(ctx, st, seen, now)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changes:
+		case <-tick.C:
+		}
+	}
+}
+
+func (c *Coordinator) shouldElect(st raftstore.State, sinceChange time.Duration) bool {
+	if st.Config.Pause || st.Initialize == "" {
+		return false
+	}
+	return st.Leader.Holder == "" || sinceChange >= st.Config.TTL
+}
+
+func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen map[string]memberSeen, now time.Time) {
+	fresh := map[string]bool{}
+	for name, s := range seen {
+		fresh[name] = now.Sub(s.seenAt) < st.Config.TTL
+	}
+	reason := "no primary"
+	if st.Leader.Holder != "" {
+		reason = "leader key of " + st.Leader.Holder + " expired"
+	}
+	cmd, ok := Elect(st, ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder, Reason: reason, Actor: c.member})
+	if !ok {
+		c.logger.Debug("no eligible candidate", "reason", reason, "ranking", RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder}))
+		return
+	}
+	cmd.At = time.Now().UTC()
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res, err := c.store.Apply(actx, cmd)
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		c.logger.Warn("election not committed", "candidate", cmd.Holder, "error", err)
+		return
+	}
+	c.logger.Info("new primary elected", "member", cmd.Holder, "epoch", cmd.PrevEpoch+1, "reason", reason)
+}
+
+func (c *Coordinator) seedConfig(ctx context.Context) error {
+	if c.store.State().Bootstrap {
+		return nil
+	}
+	res, err := c.store.Apply(ctx, raftstore.Bootstrap{Config: c.seed, Actor: c.member, At: time.Now().UTC()})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil && !errors.Is(err, raftstore.ErrAlreadyBootstrapped) {
+		return err
+	}
+	c.logger.Info("cluster config seeded from bootstrap.dcs", "raft_index", res.Index)
+	return nil
+}

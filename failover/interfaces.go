@@ -1,0 +1,48 @@
+package failover
+
+import (
+	"context"
+
+	"raftgres/pgmanager"
+	"raftgres/raftstore"
+)
+
+// Postgres is what the supervisor needs from the local PostgreSQL
+// (pgmanager.Manager in the agent, a fake in unit tests).
+type Postgres interface {
+	Status(ctx context.Context) (pgmanager.Status, error)
+	Running() bool
+	Exited() <-chan struct{}
+	HasDataDir() bool
+	IsStandbyConfigured() bool
+	SystemID(ctx context.Context) (string, error)
+	Init(ctx context.Context, d pgmanager.Desired) (string, error)
+	Start(ctx context.Context, d pgmanager.Desired) error
+	Stop(ctx context.Context, mode pgmanager.StopMode) error
+	Promote(ctx context.Context) error
+	Follow(ctx context.Context, d pgmanager.Desired) error
+	Rewind(ctx context.Context, d pgmanager.Desired) error
+	Clone(ctx context.Context, d pgmanager.Desired) error
+	Reclone(ctx context.Context, d pgmanager.Desired) error
+	EnsureSlots(ctx context.Context, want []string) (created, dropped []string, err error)
+}
+
+// Store is the read side of the replicated store.
+type Store interface {
+	State() raftstore.State
+	Changes() <-chan struct{}
+}
+
+// Proposer commits commands through the Raft leader, wherever it is.
+type Proposer interface {
+	Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error)
+}
+
+// LeaderStore is what the coordinator needs from the local Raft peer.
+type LeaderStore interface {
+	Store
+	IsLeader() bool
+	LeaderChanges() <-chan struct{}
+	Barrier(ctx context.Context) error
+	Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error)
+}

@@ -1,0 +1,358 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"raftgres/pgmanager"
+	"raftgres/raftstore"
+)
+
+// Logger names of this package.
+const (
+	SupervisorLoggerName  = "failover.supervisor"
+	CoordinatorLoggerName = "failover.coordinator"
+)
+
+// Config is what the supervisor and coordinator need besides the FSM.
+type Config struct {
+	Member string
+	Tags   raftstore.Tags
+	// MaxCrashes is how many unexpected PostgreSQL exits in a row the
+	// holder tolerates before releasing the leader key.
+	MaxCrashes int
+}
+
+// Supervisor runs on every node: observe → decide → act → report.
+type Supervisor struct {
+	cfg      Config
+	pg       Postgres
+	store    Store
+	proposer Proposer
+	logger   hclog.Logger
+
+	lastAck      time.Time // send time of the last acknowledged renewal (monotonic)
+	ackEpoch     uint64
+	upstream     string
+	rewindFailed bool
+	crashes      int
+	sysid        string
+	wasRunning   bool
+}
+
+// NewSupervisor returns a supervisor; Run starts it.
+func NewSupervisor(cfg Config, pg Postgres, store Store, proposer Proposer, logger hclog.Logger) *Supervisor {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	if cfg.MaxCrashes == 0 {
+		cfg.MaxCrashes = 3
+	}
+	return &Supervisor{cfg: cfg, pg: pg, store: store, proposer: proposer, logger: logger.Named(SupervisorLoggerName)}
+}
+
+// Margin is the holder's safety margin for ttl: the lease ends ttl−margin
+// after the send time of the last acknowledged renewal. The rule
+// margin > fencing time + 2·ρ·ttl (ρ = 1e-3) holds with a third of ttl for
+// any ttl ≥ 3 s and a fencing time under ttl/3 − 0.2% of ttl.
+func Margin(ttl time.Duration) time.Duration { return ttl / 3 }
+
+// Run loops until ctx ends, then stops PostgreSQL and, as holder, releases
+// the leader key so a failover need not wait for the ttl.
+func (s *Supervisor) Run(ctx context.Context) error {
+	for {
+		changes, exited := s.store.Changes(), s.pg.Exited()
+		wait := s.cycle(ctx)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			s.shutdown()
+			return nil
+		case <-changes:
+		case <-exited:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (s *Supervisor) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
+		s.logger.Error("stop postgres on shutdown", "error", err)
+	}
+	st := s.store.State()
+	if st.Leader.Holder == s.cfg.Member {
+		s.release(ctx, st, "agent shut down")
+	}
+}
+
+// cycle runs one observe → decide → act → report round and returns how
+// long to wait before the next one.
+func (s *Supervisor) cycle(ctx context.Context) time.Duration {
+	st := s.store.State()
+	loopWait := st.Config.LoopWait
+	if loopWait <= 0 {
+		loopWait = time.Second
+	}
+	s.renew(ctx, st)
+	pgst, err := s.pg.Status(ctx)
+	if err != nil {
+		s.logger.Debug("postgres status", "error", err)
+	}
+	s.countCrash(pgst)
+	o := s.observe(ctx, st, pgst)
+	p := Decide(o)
+	if !p.Noop() {
+		s.logger.Info("acting", "action", p.String(), "reason", p.Reason)
+		if err := s.execute(ctx, st, p); err != nil {
+			s.logger.Error("action failed", "action", p.String(), "error", err)
+		}
+		pgst, _ = s.pg.Status(ctx)
+	}
+	s.report(ctx, pgst)
+	if st.Leader.Holder == s.cfg.Member && !s.lastAck.IsZero() {
+		if until := time.Until(s.leaseEnd(st)); until > 0 && until < loopWait {
+			return until
+		}
+	}
+	return loopWait
+}
+
+func (s *Supervisor) leaseEnd(st raftstore.State) time.Time {
+	return s.lastAck.Add(st.Config.TTL - Margin(st.Config.TTL))
+}
+
+// renew sends a renewal when this node holds the key; the lease counts from
+// the send time of the last acknowledged renewal.
+func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
+	if st.Leader.Holder != s.cfg.Member {
+		s.lastAck, s.ackEpoch = time.Time{}, 0
+		return
+	}
+	sent := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, st.Config.RetryTimeout)
+	defer cancel()
+	res, err := s.proposer.Apply(rctx, raftstore.RenewLeader{Holder: s.cfg.Member, Epoch: st.Leader.Epoch, At: sent.UTC()})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		s.logger.Warn("leader key renewal failed", "epoch", st.Leader.Epoch, "error", err)
+		return
+	}
+	s.lastAck, s.ackEpoch = sent, st.Leader.Epoch
+}
+
+func (s *Supervisor) countCrash(pgst pgmanager.Status) {
+	if s.wasRunning && !pgst.Running && !s.pg.Running() {
+		s.crashes++
+		s.logger.Warn("postgres exited unexpectedly", "crashes", s.crashes)
+	}
+	if pgst.Running && pgst.Error == "" {
+		s.crashes = 0
+	}
+	s.wasRunning = pgst.Running
+}
+
+func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgmanager.Status) Observation {
+	has := s.pg.HasDataDir()
+	if !has {
+		s.sysid = ""
+	} else if pgst.SystemID != "" {
+		s.sysid = pgst.SystemID
+	} else if s.sysid == "" {
+		if id, err := s.pg.SystemID(ctx); err == nil {
+			s.sysid = id
+		}
+	}
+	return Observation{
+		Member: s.cfg.Member, Tags: s.cfg.Tags, State: st, PG: pgst,
+		HasData: has, DataSystemID: s.sysid, Standby: s.pg.IsStandbyConfigured(), Upstream: s.upstream,
+		LeaseValid:   s.ackEpoch == st.Leader.Epoch && !s.lastAck.IsZero() && time.Now().Before(s.leaseEnd(st)),
+		RewindFailed: s.rewindFailed, Crashes: s.crashes, MaxCrashes: s.cfg.MaxCrashes,
+	}
+}
+
+// desired builds the PostgreSQL settings to follow primary ("" = none).
+func (s *Supervisor) desired(st raftstore.State, primary string, replica bool) (pgmanager.Desired, error) {
+	d := pgmanager.Desired{ClusterParams: st.Config.PostgreSQL.Parameters, Replica: replica}
+	if primary == "" {
+		return d, nil
+	}
+	m, ok := st.Members[primary]
+	if !ok || m.PGAddr == "" {
+		return d, fmt.Errorf("postgres address of %s unknown", primary)
+	}
+	up, err := pgmanager.ParseUpstream(primary, m.PGAddr)
+	if err != nil {
+		return d, err
+	}
+	d.Standby = &up
+	if st.Config.PostgreSQL.UseSlots {
+		d.Slot = pgmanager.SlotName(s.cfg.Member)
+	}
+	return d, nil
+}
+
+func (s *Supervisor) execute(ctx context.Context, st raftstore.State, p Plan) error {
+	for _, a := range p.Actions {
+		if err := s.do(ctx, st, a, p.Reason); err != nil {
+			return fmt.Errorf("%s: %w", a.Kind, err)
+		}
+	}
+	return nil
+}
+
+func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reason string) error {
+	switch a.Kind {
+	case ActAcquireBootstrap:
+		return s.apply(ctx, raftstore.SetLeader{Holder: s.cfg.Member, PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev,
+			Reason: "bootstrap: " + reason, Actor: s.cfg.Member, At: time.Now().UTC()})
+	case ActInit:
+		d, _ := s.desired(st, "", false)
+		id, err := s.pg.Init(ctx, d)
+		if err != nil {
+			return err
+		}
+		s.sysid = id
+		return s.apply(ctx, raftstore.Initialize{SystemID: id, Actor: s.cfg.Member, At: time.Now().UTC()})
+	case ActRecordInit:
+		id, err := s.pg.SystemID(ctx)
+		if err != nil {
+			return err
+		}
+		return s.apply(ctx, raftstore.Initialize{SystemID: id, Actor: s.cfg.Member, At: time.Now().UTC()})
+	case ActClone, ActReclone:
+		d, err := s.desired(st, a.From, true)
+		if err != nil {
+			return err
+		}
+		s.sysid, s.rewindFailed = "", false
+		if a.Kind == ActReclone {
+			if err := s.pg.Stop(ctx, pgmanager.StopImmediate); err != nil {
+				return err
+			}
+			return s.pg.Reclone(ctx, d)
+		}
+		return s.pg.Clone(ctx, d)
+	case ActStartPrimary:
+		d, _ := s.desired(st, "", false)
+		s.upstream = ""
+		return s.pg.Start(ctx, d)
+	case ActStartStandby:
+		d, err := s.desired(st, a.Primary, true)
+		if err != nil {
+			d, _ = s.desired(st, "", true)
+		}
+		s.upstream = a.Primary
+		return s.pg.Start(ctx, d)
+	case ActPromote:
+		s.upstream = ""
+		return s.pg.Promote(ctx)
+	case ActDemote:
+		mode := pgmanager.StopImmediate
+		if a.Mode == "fast" {
+			mode = pgmanager.StopFast
+		}
+		return s.pg.Stop(ctx, mode)
+	case ActFollow:
+		return s.follow(ctx, st, a)
+	case ActRelease:
+		if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
+			return err
+		}
+		s.release(ctx, st, reason)
+		return nil
+	case ActRefuse:
+		s.logger.Error("refusing to touch the local data", "reason", reason)
+		return nil
+	}
+	return fmt.Errorf("unknown action %q", a.Kind)
+}
+
+func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) error {
+	d, err := s.desired(st, a.Primary, true)
+	if err != nil {
+		return err
+	}
+	if s.pg.Running() && !a.Rewind {
+		s.upstream = a.Primary
+		return s.pg.Follow(ctx, d)
+	}
+	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
+		return err
+	}
+	if a.Rewind {
+		if err := s.pg.Rewind(ctx, d); err != nil {
+			if errors.Is(err, pgmanager.ErrRewindFailed) {
+				s.rewindFailed = true
+			}
+			return err
+		}
+	}
+	s.upstream = a.Primary
+	return s.pg.Start(ctx, d)
+}
+
+func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason string) {
+	err := s.apply(ctx, raftstore.SetLeader{Holder: "", PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev,
+		Reason: "released by " + s.cfg.Member + ": " + reason, Actor: s.cfg.Member, At: time.Now().UTC()})
+	if err != nil {
+		s.logger.Warn("release leader key", "error", err)
+		return
+	}
+	s.lastAck, s.ackEpoch = time.Time{}, 0
+	s.logger.Info("leader key released", "reason", reason)
+}
+
+func (s *Supervisor) apply(ctx context.Context, cmd raftstore.Command) error {
+	res, err := s.proposer.Apply(ctx, cmd)
+	if err == nil {
+		err = res.Err
+	}
+	return err
+}
+
+// report records the local status in the FSM (and, on a primary, keeps
+// a replication slot for every other member).
+func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
+	st := s.store.State()
+	ms := raftstore.MemberStatus{State: "stopped", Role: "replica", SystemID: s.sysid, ReportedAt: time.Now().UTC()}
+	switch {
+	case !s.pg.HasDataDir():
+		ms.Role = "uninitialized"
+	case pgst.Running:
+		ms.State = "running"
+		ms.Timeline, ms.Version, ms.PendingRestart = pgst.Timeline, pgst.Version, pgst.PendingRestart
+		ms.ReceivedLSN, ms.ReplayedLSN = pgst.ReceivedLSN, pgst.ReplayedLSN
+		if !pgst.InRecovery {
+			ms.Role, ms.WrittenLSN = "primary", pgst.CurrentLSN
+			s.ensureSlots(ctx, st)
+		}
+	}
+	if err := s.apply(ctx, raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}); err != nil {
+		s.logger.Debug("report status", "error", err)
+	}
+}
+
+func (s *Supervisor) ensureSlots(ctx context.Context, st raftstore.State) {
+	if !st.Config.PostgreSQL.UseSlots {
+		return
+	}
+	var want []string
+	for _, name := range st.MemberNames() {
+		if name != s.cfg.Member {
+			want = append(want, pgmanager.SlotName(name))
+		}
+	}
+	if _, _, err := s.pg.EnsureSlots(ctx, want); err != nil {
+		s.logger.Warn("replication slots", "error", err)
+	}
+}
