@@ -194,13 +194,25 @@ func vmRSS(b *testing.B, pid int) int {
 func TestDemoStartsAndStops(t *testing.T) {
 	requireIntegration(t)
 	dir := filepath.Join(baseDir(t), "demo")
-	raftPort, apiPort := freePort(t), freePort(t)
 	// The demo takes three consecutive ports from each base; pick bases
-	// whose neighbours are free too.
-	for !portsFree(raftPort, 3) || !portsFree(apiPort, 3) || abs(raftPort-apiPort) < 3 {
-		raftPort, apiPort = freePort(t), freePort(t)
+	// whose neighbours are free and that do not overlap.
+	var ports [3]int
+	for {
+		ports = [3]int{freePort(t), freePort(t), freePort(t)}
+		ok := true
+		for i, p := range ports {
+			ok = ok && portsFree(p, 3)
+			for _, q := range ports[i+1:] {
+				ok = ok && abs(p-q) >= 3
+			}
+		}
+		if ok {
+			break
+		}
 	}
-	cmd := exec.Command(binPath, "demo", "--dir", dir, "--raft-port", strconv.Itoa(raftPort), "--api-port", strconv.Itoa(apiPort))
+	cmd := exec.Command(binPath, "demo", "--dir", dir, "--raft-port", strconv.Itoa(ports[0]),
+		"--api-port", strconv.Itoa(ports[1]), "--pg-port", strconv.Itoa(ports[2]))
+	apiPort := ports[1]
 	var out strings.Builder
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = io.MultiWriter(&out, pw), &out
@@ -220,13 +232,16 @@ func TestDemoStartsAndStops(t *testing.T) {
 	}()
 	select {
 	case <-ready:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("demo not ready after 60s:\n%s", out.String())
+	case <-time.After(120 * time.Second):
+		t.Fatalf("demo not ready after 120s:\n%s", out.String())
 	}
-	for _, want := range []string{"Leader", "Follower", "pg3"} {
+	for _, want := range []string{"Leader", "Follower", "pg3", " primary ", "running"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}
+	}
+	if n := strings.Count(out.String(), "replica  running"); n != 2 {
+		t.Fatalf("demo shows %d replicas, want 2:\n%s", n, out.String())
 	}
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err != nil {

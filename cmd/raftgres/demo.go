@@ -19,9 +19,13 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"raftgres/api"
+	"raftgres/raftstore"
 )
 
-const demoToken = "demo-token"
+const (
+	demoToken    = "demo-token"
+	demoPassword = "demo-super"
+)
 
 func demoCommand() *cli.Command {
 	return &cli.Command{
@@ -36,6 +40,8 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "dir", Usage: "directory for the members' data and logs (default: a new temporary one)"},
 			&cli.IntFlag{Name: "raft-port", Value: 7101, Usage: "first Raft `PORT` (three consecutive ports)"},
 			&cli.IntFlag{Name: "api-port", Value: 8108, Usage: "first REST API `PORT` (three consecutive ports)"},
+			&cli.IntFlag{Name: "pg-port", Value: 5441, Usage: "first PostgreSQL `PORT` (three consecutive ports)"},
+			&cli.StringFlag{Name: "bin-dir", Value: "/usr/lib/postgresql/15/bin", Usage: "PostgreSQL 15 binaries `DIR`"},
 			&cli.BoolFlag{Name: "cleanup", Usage: "remove the demo directory when stopping"},
 		},
 		Action: runDemo,
@@ -43,9 +49,10 @@ func demoCommand() *cli.Command {
 }
 
 type demoMember struct {
-	name, config, log string
-	raftPort, apiPort int
-	cmd               *exec.Cmd
+	name, config, log         string
+	raftPort, apiPort, pgPort int
+	cmd                       *exec.Cmd
+	done                      chan struct{} // closed once the agent exited
 }
 
 func runDemo(c *cli.Context) error {
@@ -64,7 +71,10 @@ func runDemo(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit("demo: "+err.Error(), 1)
 	}
-	members, err := writeDemoConfigs(dir, c.Int("raft-port"), c.Int("api-port"), cred)
+	if _, err := os.Stat(filepath.Join(c.String("bin-dir"), "postgres")); err != nil {
+		return cli.Exit("demo: PostgreSQL 15 not found in "+c.String("bin-dir")+" (apt-get install postgresql-15, or --bin-dir)", 1)
+	}
+	members, err := writeDemoConfigs(dir, c.Int("raft-port"), c.Int("api-port"), c.Int("pg-port"), c.String("bin-dir"), cred)
 	if err != nil {
 		return cli.Exit("demo: "+err.Error(), 1)
 	}
@@ -74,7 +84,7 @@ func runDemo(c *cli.Context) error {
 			return cli.Exit("demo: "+err.Error(), 1)
 		}
 	}
-	fmt.Fprintf(out, "demo: 3 agents starting, data and logs in %s\n", dir)
+	fmt.Fprintf(out, "demo: 3 agents starting (initdb, clone, streaming), data and logs in %s\n", dir)
 	client := api.NewClient(fmt.Sprintf("127.0.0.1:%d", members[0].apiPort), api.ClientOptions{Token: demoToken, Timeout: 2 * time.Second})
 	if err := waitDemoReady(ctx, client); err != nil {
 		return cli.Exit(fmt.Sprintf("demo: cluster not ready: %v (see the logs in %s)", err, dir), 1)
@@ -82,12 +92,12 @@ func runDemo(c *cli.Context) error {
 	printDemo(ctx, out, client, members, dir)
 	<-ctx.Done()
 	fmt.Fprintln(out, "\ndemo: stopping the agents")
+	stopDemo(out, members)
 	if c.Bool("cleanup") {
-		defer func() {
-			if err := os.RemoveAll(dir); err == nil {
-				fmt.Fprintf(out, "demo: removed %s\n", dir)
-			}
-		}()
+		if err := os.RemoveAll(dir); err != nil {
+			return cli.Exit(fmt.Sprintf("demo: remove %s: %v", dir, err), 1)
+		}
+		fmt.Fprintf(out, "demo: removed %s\n", dir)
 	} else {
 		fmt.Fprintf(out, "demo: data kept in %s (remove it with rm -rf, or pass --cleanup next time)\n", dir)
 	}
@@ -132,15 +142,15 @@ func chownTo(path string, cred *syscall.Credential) error {
 	return os.Chown(path, int(cred.Uid), int(cred.Gid))
 }
 
-func writeDemoConfigs(dir string, raftPort, apiPort int, cred *syscall.Credential) ([]*demoMember, error) {
+func writeDemoConfigs(dir string, raftPort, apiPort, pgPort int, binDir string, cred *syscall.Credential) ([]*demoMember, error) {
 	var members []*demoMember
 	var peers []string
 	for i := range 3 {
-		m := &demoMember{name: fmt.Sprintf("pg%d", i+1), raftPort: raftPort + i, apiPort: apiPort + i}
-		for _, p := range []int{m.raftPort, m.apiPort} {
+		m := &demoMember{name: fmt.Sprintf("pg%d", i+1), raftPort: raftPort + i, apiPort: apiPort + i, pgPort: pgPort + i}
+		for _, p := range []int{m.raftPort, m.apiPort, m.pgPort} {
 			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 			if err != nil {
-				return nil, fmt.Errorf("port %d is busy (choose others with --raft-port/--api-port): %w", p, err)
+				return nil, fmt.Errorf("port %d is busy (choose others with --raft-port/--api-port/--pg-port): %w", p, err)
 			}
 			_ = ln.Close()
 		}
@@ -165,10 +175,22 @@ raft:
   token: %s
 restapi:
   listen: 127.0.0.1:%d
+postgresql:
+  listen: 127.0.0.1:%d
+  data_dir: %s/pgdata
+  bin_dir: %s
+  authentication:
+    superuser: {username: postgres, password: %s}
+    replication: {username: replicator, password: demo-repl}
+    rewind: {username: rewind_user, password: demo-rewind}
+  parameters: {shared_buffers: 32MB, max_connections: 50}
 bootstrap:
-  dcs: {ttl: 10, loop_wait: 1, retry_timeout: 3}
+  dcs: {ttl: 6, loop_wait: 500ms, retry_timeout: 2}
+  pg_hba:
+    - host replication replicator 127.0.0.1/32 scram-sha-256
+    - host all all 127.0.0.1/32 scram-sha-256
 log: {level: info}
-`, m.name, data, m.raftPort, strings.Join(peers, ", "), demoToken, m.apiPort)
+`, m.name, data, m.raftPort, strings.Join(peers, ", "), demoToken, m.apiPort, m.pgPort, data, binDir, demoPassword)
 		if err := os.WriteFile(m.config, []byte(cfg), 0o600); err != nil {
 			return nil, err
 		}
@@ -191,19 +213,28 @@ func startDemoMember(exe string, m *demoMember, cred *syscall.Credential) error 
 		_ = logf.Close()
 		return fmt.Errorf("start %s: %w", m.name, err)
 	}
-	go func() { _ = m.cmd.Wait(); _ = logf.Close() }()
+	m.done = make(chan struct{})
+	go func() { _ = m.cmd.Wait(); _ = logf.Close(); close(m.done) }()
 	return nil
 }
 
 func waitDemoReady(ctx context.Context, client *api.Client) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 120*time.Second)
 	defer cancel()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		st, err := client.Cluster(ctx)
-		if err == nil && st.Bootstrap && len(st.Members) == 3 {
-			return nil
+		if err == nil && st.Initialize != "" && len(st.Members) == 3 {
+			running := 0
+			for _, m := range st.Members {
+				if m.Status.State == "running" {
+					running++
+				}
+			}
+			if running == 3 && st.Members[st.Leader.Holder] != nil && st.Members[st.Leader.Holder].Status.Role == "primary" {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -218,46 +249,58 @@ func waitDemoReady(ctx context.Context, client *api.Client) error {
 
 func printDemo(ctx context.Context, out io.Writer, client *api.Client, members []*demoMember, dir string) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nMember\tRaft\tAPI\tRaft state")
+	fmt.Fprintln(tw, "\nMember\tPostgreSQL\tRole\tState\tTL\tAPI\tRaft")
+	st, _ := client.Cluster(ctx)
 	for _, m := range members {
-		state := "?"
+		raftState := "?"
 		c := api.NewClient(fmt.Sprintf("127.0.0.1:%d", m.apiPort), api.ClientOptions{Token: demoToken, Timeout: 2 * time.Second})
-		if st, err := c.RaftStatus(ctx); err == nil {
-			state = st.State
+		if rs, err := c.RaftStatus(ctx); err == nil {
+			raftState = rs.State
 		}
-		fmt.Fprintf(tw, "%s\t127.0.0.1:%d\thttp://127.0.0.1:%d\t%s\n", m.name, m.raftPort, m.apiPort, state)
+		var ms raftstore.MemberStatus
+		if mm, ok := st.Members[m.name]; ok {
+			ms = mm.Status
+		}
+		fmt.Fprintf(tw, "%s\t127.0.0.1:%d\t%s\t%s\t%d\thttp://127.0.0.1:%d\t%s\n",
+			m.name, m.pgPort, ms.Role, ms.State, ms.Timeline, m.apiPort, raftState)
 	}
 	_ = tw.Flush()
-	api0 := client.Base()
+	api0, pgPort := client.Base(), members[0].pgPort
+	for _, m := range members {
+		if m.name == st.Leader.Holder {
+			pgPort = m.pgPort
+		}
+	}
 	fmt.Fprintf(out, `
 Try, in another shell:
+  psql "host=127.0.0.1 port=%[5]d user=postgres password=%[6]s"     (the primary)
   curl -s %[1]s/cluster
   curl -s -H 'Authorization: Bearer %[2]s' %[1]s/raft/status
   %[3]s snapshot export --out /tmp/demo-snapshot.json --api %[1]s --token %[2]s
   %[3]s snapshot verify /tmp/demo-snapshot.json
-  kill -9 <pid of the leader's agent>   (then watch a new leader: curl ... /raft/status)
-Logs: %[4]s/pg*.log. PostgreSQL management arrives with the supervisor (see README).
+  kill -9 <pid of the primary's agent>   (a replica takes over after the 6s lease)
+Logs: %[4]s/pg*.log.
 Press Ctrl-C to stop.
-`, api0, demoToken, os.Args[0], dir)
+`, api0, demoToken, os.Args[0], dir, pgPort, demoPassword)
 }
 
 func stopDemo(out io.Writer, members []*demoMember) {
 	for _, m := range members {
-		if m.cmd != nil && m.cmd.Process != nil {
+		if m.done != nil {
 			_ = m.cmd.Process.Signal(syscall.SIGTERM)
 		}
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.After(30 * time.Second)
 	for _, m := range members {
-		if m.cmd == nil || m.cmd.Process == nil {
+		if m.done == nil {
 			continue
 		}
-		for syscall.Kill(m.cmd.Process.Pid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond) // polling for exit of a child reaped elsewhere
-		}
-		if syscall.Kill(m.cmd.Process.Pid, 0) == nil {
-			fmt.Fprintf(out, "demo: %s did not stop, killing it\n", m.name)
+		select {
+		case <-m.done:
+		case <-deadline:
+			fmt.Fprintf(out, "demo: %s did not stop within 30s, killing it\n", m.name)
 			_ = m.cmd.Process.Kill()
+			<-m.done
 		}
 	}
 }
