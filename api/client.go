@@ -138,6 +138,14 @@ func (c *Client) Leave(ctx context.Context, id string) error {
 	})
 }
 
+// TransferLeadership asks the Raft leader to hand leadership to another
+// voter (following "not leader" answers to the leader).
+func (c *Client) TransferLeadership(ctx context.Context) error {
+	return c.followLeader(ctx, func(cc *Client) error {
+		return cc.do(ctx, http.MethodPost, "/raft/transfer", []byte("{}"), "", nil)
+	})
+}
+
 // Snapshot downloads an audit export (GET /snapshot).
 func (c *Client) Snapshot(ctx context.Context) ([]byte, error) {
 	var raw []byte

@@ -37,6 +37,7 @@ type Store interface {
 	Join(ctx context.Context, req raftstore.JoinRequest) (uint64, error)
 	Leave(ctx context.Context, id, actor string) error
 	Export(scope string, now time.Time) ([]byte, error)
+	TransferLeadership(ctx context.Context) error
 }
 
 // Server serves the HTTP API. New starts nothing; Run serves until ctx ends.
@@ -77,6 +78,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /raft/join", s.internal(s.handleJoin))
 	s.mux.HandleFunc("POST /raft/leave", s.internal(s.handleLeave))
 	s.mux.HandleFunc("POST /raft/apply", s.internal(s.handleApply))
+	s.mux.HandleFunc("POST /raft/transfer", s.internal(s.handleTransfer))
 	s.mux.HandleFunc("GET /snapshot", s.internal(s.handleSnapshot))
 	s.mux.HandleFunc("GET /cluster", s.handleCluster)
 	s.mux.HandleFunc("/", s.handleNoRoute)
@@ -261,6 +263,14 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) {
 	}
 	code, msg := wireOf(res.Err)
 	writeJSON(w, http.StatusOK, ApplyResponse{Index: res.Index, Error: msg, Code: code})
+}
+
+func (s *Server) handleTransfer(w http.ResponseWriter, r *http.Request) {
+	if err := s.store.TransferLeadership(r.Context()); err != nil {
+		writeError(w, err, s.leaderAPI())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"transferred_from": s.store.ID()})
 }
 
 func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,10 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -169,4 +173,145 @@ func TestFailoverBootstrapAndKillPrimary(t *testing.T) {
 	if leaderEvents != 2 {
 		t.Fatalf("history has %d leader changes, want 2 (bootstrap, failover): %+v", leaderEvents, st.History)
 	}
+}
+
+// raftLeader returns the node that is Raft leader.
+func (c *cluster) raftLeader() *Node {
+	c.t.Helper()
+	var leader *Node
+	waitFor(c.t, 20*time.Second, "a raft leader", func() (bool, error) {
+		for _, n := range c.nodes {
+			if _, exited := n.Exited(); exited {
+				continue
+			}
+			if st, err := status(n); err == nil && st.State == "Leader" {
+				leader = n
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return leader
+}
+
+// TestRaftLeaderLossIsNotFailover kills the Raft leader while another node
+// is the PostgreSQL primary: a new Raft leader restarts the lease countdown
+// from zero and the primary keeps renewing, so the leader key never moves.
+func TestRaftLeaderLossIsNotFailover(t *testing.T) {
+	c := newPGCluster(t, 3)
+	primary := c.waitPrimary(90*time.Second, c.nodes...)
+	raftLeader := c.raftLeader()
+	if raftLeader == primary {
+		if err := primary.Client().TransferLeadership(ctxT(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "raft leadership away from the primary", func() (bool, error) {
+			raftLeader = c.raftLeader()
+			return raftLeader != primary, nil
+		})
+	}
+	st, _ := c.state()
+	epoch := st.Leader.Epoch
+	raftLeader.Kill9()
+	// Wait for a new Raft leader, then watch for two ttls.
+	c.raftLeader()
+	deadline := time.Now().Add(2 * 3 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := c.state()
+		if err == nil && (st.Leader.Holder != primary.Name || st.Leader.Epoch != epoch) {
+			t.Fatalf("the leader key moved to %q (epoch %d→%d) after the Raft leader died", st.Leader.Holder, epoch, st.Leader.Epoch)
+		}
+		time.Sleep(100 * time.Millisecond) // sampling an invariant over a window
+	}
+	ctx := ctxT(t, 10*time.Second)
+	if err := pgExec(ctx, primary, "CREATE TABLE still_primary (x int)"); err != nil {
+		t.Fatalf("the primary stopped taking writes: %v", err)
+	}
+	raftLeader.Start()
+	c.waitPrimary(60*time.Second, c.nodes...)
+}
+
+// TestFullClusterRestart stops every agent (cleanly) and starts them again:
+// same data, exactly one primary.
+func TestFullClusterRestart(t *testing.T) {
+	c := newPGCluster(t, 3)
+	primary := c.waitPrimary(90*time.Second, c.nodes...)
+	ctx := ctxT(t, 3*time.Minute)
+	if err := pgExec(ctx, primary, "CREATE TABLE probe AS SELECT generate_series(1, 500) AS id"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.nodes {
+		waitCount(t, n, 500)
+	}
+	st0, _ := c.state()
+	for _, n := range c.nodes {
+		n.Stop()
+	}
+	for _, n := range c.nodes {
+		n.Start()
+	}
+	primary = c.waitPrimary(90*time.Second, c.nodes...)
+	st, _ := c.state()
+	if st.Initialize != st0.Initialize {
+		t.Fatalf("system id changed: %s -> %s", st0.Initialize, st.Initialize)
+	}
+	primaries := 0
+	for _, n := range c.nodes {
+		waitCount(t, n, 500)
+		var inRecovery bool
+		conn, err := pgx.Connect(ctx, n.PGConn())
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery)
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !inRecovery {
+			primaries++
+		}
+	}
+	if primaries != 1 {
+		t.Fatalf("%d writable members after a full restart, want 1", primaries)
+	}
+	if err := pgExec(ctx, primary, "INSERT INTO probe VALUES (501)"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPostgresCrashIsRestartedInPlace kills the primary's postmaster (not
+// its agent): the supervisor starts it again and keeps the leader key.
+func TestPostgresCrashIsRestartedInPlace(t *testing.T) {
+	c := newPGCluster(t, 3)
+	primary := c.waitPrimary(90*time.Second, c.nodes...)
+	st, _ := c.state()
+	epoch := st.Leader.Epoch
+	pidFile := primary.PGDataDir() + "/postmaster.pid"
+	pid := readPID(t, pidFile)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the primary's postgres restarted and writable", func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return pgExec(ctx, primary, "CREATE TABLE IF NOT EXISTS after_crash (x int)") == nil, nil
+	})
+	st, _ = c.state()
+	if st.Leader.Holder != primary.Name || st.Leader.Epoch != epoch {
+		t.Fatalf("leader key moved after a PostgreSQL-only crash: %+v", st.Leader)
+	}
+}
+
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(data), "\n", 2)[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
 }

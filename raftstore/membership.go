@@ -214,3 +214,20 @@ func timeoutOf(ctx context.Context, def time.Duration) time.Duration {
 	}
 	return def
 }
+
+// TransferLeadership hands Raft leadership to another voter (leader only).
+// It moves no PostgreSQL role: the leader key is untouched.
+func (s *Store) TransferLeadership(ctx context.Context) error {
+	r, err := s.r()
+	if err != nil {
+		return err
+	}
+	if r.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	if err := waitFuture(ctx, r.LeadershipTransfer()); err != nil {
+		return fmt.Errorf("transfer raft leadership: %w", mapRaftErr(err))
+	}
+	s.logger.Info("raft leadership transferred")
+	return nil
+}
