@@ -20,13 +20,19 @@ const fastDCS = "{ttl: 3, loop_wait: 300ms, retry_timeout: 1, maximum_lag_on_fai
 
 func newPGCluster(t *testing.T, n int) *cluster {
 	t.Helper()
+	return newPGClusterWith(t, n, nil)
+}
+
+// newPGClusterWith starts n members; tags[name] sets a member's tags.
+func newPGClusterWith(t *testing.T, n int, tags map[string]string) *cluster {
+	t.Helper()
 	requireIntegration(t)
 	c := &cluster{t: t, base: baseDir(t)}
 	for i := range n {
 		c.nodes = append(c.nodes, newNode(t, c.base, fmt.Sprintf("pg%d", i+1)))
 	}
 	for _, nd := range c.nodes {
-		nd.WriteConfig(NodeOptions{Peers: c.nodes, Postgres: true, DCS: fastDCS})
+		nd.WriteConfig(NodeOptions{Peers: c.nodes, Postgres: true, DCS: fastDCS, Tags: tags[nd.Name]})
 		nd.Start()
 	}
 	return c
@@ -314,4 +320,119 @@ func readPID(t *testing.T, path string) int {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// assertKeyStays samples the leader key for d and fails if it moves.
+func (c *cluster) assertKeyStays(holder string, epoch uint64, d time.Duration, why string) {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		st, err := c.state()
+		if err == nil && (st.Leader.Holder != holder || st.Leader.Epoch != epoch) {
+			c.t.Fatalf("%s: the leader key moved to %q (epoch %d→%d)", why, st.Leader.Holder, epoch, st.Leader.Epoch)
+		}
+		time.Sleep(100 * time.Millisecond) // sampling an invariant over a window
+	}
+}
+
+func (c *cluster) apply(cmd raftstore.Command) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range c.nodes {
+		if _, exited := n.Exited(); exited {
+			continue
+		}
+		res, err := n.Client().Apply(ctx, cmd)
+		if err == nil && res.Err == nil {
+			return
+		}
+		c.t.Fatalf("apply %T: %v %v", cmd, err, res.Err)
+	}
+	c.t.Fatal("no live node")
+}
+
+// TestPauseMeansNoAction pauses the cluster and kills the primary's
+// postmaster: nothing restarts it and nobody is promoted; on resume the
+// supervisor brings it back under the same key.
+func TestPauseMeansNoAction(t *testing.T) {
+	c := newPGCluster(t, 3)
+	primary := c.waitPrimary(90*time.Second, c.nodes...)
+	c.apply(raftstore.SetPause{Pause: true, Actor: "itest", At: time.Now().UTC()})
+	st, _ := c.state()
+	if err := syscall.Kill(readPID(t, primary.PGDataDir()+"/postmaster.pid"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.assertKeyStays(primary.Name, st.Leader.Epoch, 3*3*time.Second, "paused cluster")
+	ctx := ctxT(t, 5*time.Second)
+	if err := pgExec(ctx, primary, "SELECT 1"); err == nil {
+		t.Fatal("paused: the killed postgres was restarted")
+	}
+	c.apply(raftstore.SetPause{Pause: false, Actor: "itest", At: time.Now().UTC()})
+	if p := c.waitPrimary(60*time.Second, c.nodes...); p != primary {
+		t.Fatalf("after resume the primary is %s, want %s", p.Name, primary.Name)
+	}
+	st, _ = c.state()
+	var kinds []string
+	for _, e := range st.History {
+		if e.Kind == raftstore.EventPause || e.Kind == raftstore.EventResume {
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	if strings.Join(kinds, ",") != "pause,resume" {
+		t.Fatalf("history pause/resume events: %v", kinds)
+	}
+}
+
+// TestNoFailoverTagRespected: with both replicas tagged nofailover, losing
+// the primary promotes nobody.
+func TestNoFailoverTagRespected(t *testing.T) {
+	c := newPGClusterWith(t, 3, map[string]string{"pg2": "{nofailover: true}", "pg3": "{nofailover: true}"})
+	primary := c.waitPrimary(90*time.Second, c.nodes...)
+	if primary.Name != "pg1" {
+		t.Fatalf("a nofailover member (%s) won the bootstrap", primary.Name)
+	}
+	st, _ := c.state()
+	primary.Kill9()
+	c.assertKeyStays("pg1", st.Leader.Epoch, 3*3*time.Second, "only nofailover replicas left")
+	for _, n := range c.nodes[1:] {
+		ctx := ctxT(t, 5*time.Second)
+		if err := pgExec(ctx, n, "CREATE TABLE x (i int)"); err == nil {
+			t.Fatalf("nofailover member %s accepts writes", n.Name)
+		}
+	}
+}
+
+// TestFiveMembersLoseTwo kills the primary and another member of five at
+// once: three voters remain, and one of them becomes primary.
+func TestFiveMembersLoseTwo(t *testing.T) {
+	c := newPGCluster(t, 5)
+	primary := c.waitPrimary(150*time.Second, c.nodes...)
+	var other *Node
+	for _, n := range c.nodes {
+		if n != primary {
+			other = n
+			break
+		}
+	}
+	primary.Kill9()
+	other.Kill9()
+	var survivors []*Node
+	for _, n := range c.nodes {
+		if n != primary && n != other {
+			survivors = append(survivors, n)
+		}
+	}
+	waitFor(t, 60*time.Second, "the leader key on a survivor", func() (bool, error) {
+		st, err := c.state()
+		return err == nil && st.Leader.Holder != "" && st.Leader.Holder != primary.Name && st.Leader.Holder != other.Name, err
+	})
+	newPrimary := c.waitPrimary(60*time.Second, survivors...)
+	if newPrimary == primary || newPrimary == other {
+		t.Fatalf("primary is a killed member: %s", newPrimary.Name)
+	}
+	ctx := ctxT(t, 10*time.Second)
+	if err := pgExec(ctx, newPrimary, "CREATE TABLE after_two_losses (i int)"); err != nil {
+		t.Fatal(err)
+	}
 }

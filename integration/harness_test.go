@@ -143,6 +143,8 @@ type NodeOptions struct {
 	Postgres bool
 	// DCS replaces the bootstrap.dcs flow mapping.
 	DCS string
+	// Tags is a tags: flow mapping, e.g. "{nofailover: true}".
+	Tags string
 }
 
 func newNode(t testing.TB, base, name string) *Node {
@@ -221,6 +223,9 @@ postgresql:
     rewind: {username: rewind_user, password: rewind-pw}
   parameters: {shared_buffers: 16MB, max_connections: 40, fsync: "off", wal_keep_size: 64MB}
 `, n.PGPort, n.PGDataDir(), superPassword)
+	}
+	if o.Tags != "" {
+		fmt.Fprintf(&b, "tags: %s\n", o.Tags)
 	}
 	b.WriteString("log: {level: debug}\n")
 	if err := os.WriteFile(n.Config, []byte(b.String()), 0o600); err != nil {
