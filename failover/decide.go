@@ -37,6 +37,12 @@ type Observation struct {
 	// past MaxCrashes the holder releases the key.
 	Crashes    int
 	MaxCrashes int
+	// SwitchoverDue is set when State.Failover asks this holder for a
+	// switchover whose scheduled time (wall clock) has come.
+	SwitchoverDue bool
+	// HandedOver is set after this member shut down cleanly and handed the
+	// key over: it can follow the new primary without pg_rewind.
+	HandedOver bool
 }
 
 // ActRecordInit records the local system identifier in the FSM (the
@@ -158,6 +164,13 @@ func decideHolder(o Observation) Plan {
 		}
 		return plan("leader key is mine", Action{Kind: ActPromote})
 	}
+	if o.SwitchoverDue {
+		to := ""
+		if f := o.State.Failover; f != nil {
+			to = f.To
+		}
+		return plan("switchover requested", Action{Kind: ActHandOver, Primary: to})
+	}
 	return noop("primary with a valid lease")
 }
 
@@ -172,6 +185,8 @@ func decideFollower(o Observation, primary string) Plan {
 	switch {
 	case o.RewindFailed:
 		return plan("pg_rewind failed against "+primary, Action{Kind: ActReclone, From: primary})
+	case !o.PG.Running && !o.Standby && o.HandedOver:
+		return plan("handed over cleanly: following "+primary, Action{Kind: ActFollow, Primary: primary})
 	case !o.PG.Running && !o.Standby:
 		return plan("former primary must follow "+primary,
 			Action{Kind: ActFollow, Primary: primary, Rewind: o.State.Config.PostgreSQL.UsePgRewind})

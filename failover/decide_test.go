@@ -94,6 +94,10 @@ func TestDecide(t *testing.T) {
 		{"no primary: replica waits", obs("pg2", state("", "pg1", "pg2"), replicaPG), []ActionKind{}},
 		{"paused: nothing", obs("pg1", paused, stoppedPG), []ActionKind{}},
 		{"paused: writer of another holder still fenced", obs("pg1", paused, primaryPG), []ActionKind{ActDemote}},
+		{"switchover due: hand over", obs("pg1", state("pg1", "pg1", "pg2"), primaryPG, func(o *Observation) { o.SwitchoverDue = true }),
+			[]ActionKind{ActHandOver}},
+		{"handed over: follow without rewind", obs("pg1", state("pg2", "pg1", "pg2"), stoppedPG, func(o *Observation) { o.HandedOver = true }),
+			[]ActionKind{ActFollow}},
 		{"nofailover holder releases", obs("pg2", state("pg2", "pg1", "pg2"), replicaPG, func(o *Observation) { o.Tags.NoFailover = true }),
 			[]ActionKind{ActRelease}},
 	} {
@@ -168,5 +172,17 @@ func TestDecideInvariants(t *testing.T) {
 		if !p.Noop() && p.Reason == "" {
 			t.Fatalf("plan without a reason: %s", p)
 		}
+	}
+}
+
+func TestDecideHandedOverSkipsRewind(t *testing.T) {
+	t.Parallel()
+	p := Decide(obs("pg1", state("pg2", "pg1", "pg2"), stoppedPG, func(o *Observation) { o.HandedOver = true }))
+	if len(p.Actions) != 1 || p.Actions[0].Rewind {
+		t.Fatalf("plan %s: want follow without rewind", p)
+	}
+	p = Decide(obs("pg1", state("pg2", "pg1", "pg2"), stoppedPG))
+	if len(p.Actions) != 1 || !p.Actions[0].Rewind {
+		t.Fatalf("plan %s: want follow with rewind after an unclean end", p)
 	}
 }

@@ -25,6 +25,7 @@ type Postgres interface {
 	Clone(ctx context.Context, d pgmanager.Desired) error
 	Reclone(ctx context.Context, d pgmanager.Desired) error
 	EnsureSlots(ctx context.Context, want []string) (created, dropped []string, err error)
+	ControlData(ctx context.Context) (map[string]string, error)
 }
 
 // Store is the read side of the replicated store.

@@ -36,6 +36,10 @@ const (
 	ActRefuse ActionKind = "refuse"
 	// ActRelease gives the leader key up (PostgreSQL cannot serve).
 	ActRelease ActionKind = "release"
+	// ActHandOver is the holder's side of a switchover: clean shutdown,
+	// wait until Primary (the candidate, or "" to choose) has received the
+	// shutdown checkpoint, then hand the leader key over.
+	ActHandOver ActionKind = "hand_over"
 )
 
 // Action is one typed step.
@@ -84,16 +88,19 @@ func (p Plan) Has(k ActionKind) bool {
 	return false
 }
 
-func (p Plan) String() string {
+// Steps lists the actions ("noop" when none).
+func (p Plan) Steps() string {
 	if p.Noop() {
-		return "noop: " + p.Reason
+		return "noop"
 	}
 	parts := make([]string, len(p.Actions))
 	for i, a := range p.Actions {
 		parts[i] = a.String()
 	}
-	return strings.Join(parts, ", ") + ": " + p.Reason
+	return strings.Join(parts, ", ")
 }
+
+func (p Plan) String() string { return p.Steps() + ": " + p.Reason }
 
 func plan(reason string, actions ...Action) Plan { return Plan{Actions: actions, Reason: reason} }
 

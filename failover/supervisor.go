@@ -42,6 +42,7 @@ type Supervisor struct {
 	crashes      int
 	sysid        string
 	wasRunning   bool
+	handedOver   bool // shut down cleanly in a switchover: follow without rewind
 }
 
 // NewSupervisor returns a supervisor; Run starts it.
@@ -110,11 +111,12 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 	o := s.observe(ctx, st, pgst)
 	p := Decide(o)
 	if !p.Noop() {
-		s.logger.Info("acting", "action", p.String(), "reason", p.Reason)
+		s.logger.Info("acting", "action", p.Steps(), "reason", p.Reason)
 		if err := s.execute(ctx, st, p); err != nil {
-			s.logger.Error("action failed", "action", p.String(), "error", err)
+			s.logger.Error("action failed", "action", p.Steps(), "error", err)
 		}
 		pgst, _ = s.pg.Status(ctx)
+		s.wasRunning = pgst.Running // stops we asked for are not crashes
 	}
 	s.report(ctx, pgst)
 	if st.Leader.Holder == s.cfg.Member && !s.lastAck.IsZero() {
@@ -177,6 +179,7 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 		HasData: has, DataSystemID: s.sysid, Standby: s.pg.IsStandbyConfigured(), Upstream: s.upstream,
 		LeaseValid:   s.ackEpoch == st.Leader.Epoch && !s.lastAck.IsZero() && time.Now().Before(s.leaseEnd(st)),
 		RewindFailed: s.rewindFailed, Crashes: s.crashes, MaxCrashes: s.cfg.MaxCrashes,
+		SwitchoverDue: s.switchoverDue(st, time.Now()), HandedOver: s.handedOver,
 	}
 }
 
@@ -273,6 +276,8 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 	case ActRefuse:
 		s.logger.Error("refusing to touch the local data", "reason", reason)
 		return nil
+	case ActHandOver:
+		return s.handOver(ctx, st, a.Primary)
 	}
 	return fmt.Errorf("unknown action %q", a.Kind)
 }
@@ -286,6 +291,7 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 		s.upstream = a.Primary
 		return s.pg.Follow(ctx, d)
 	}
+	s.handedOver = false
 	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
 		return err
 	}

@@ -436,3 +436,49 @@ func TestFiveMembersLoseTwo(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSwitchoverUnderLoad asks for a switchover while a probe writes:
+// no acknowledged write is lost and the old primary follows without
+// pg_rewind.
+func TestSwitchoverUnderLoad(t *testing.T) {
+	c := newPGCluster(t, 3)
+	primary := c.waitPrimary(90*time.Second, c.nodes...)
+	p := startProbe(t, c, primary)
+	waitFor(t, 10*time.Second, "the probe's first writes", func() (bool, error) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.acked) > 20, nil
+	})
+	var target *Node
+	for _, n := range c.nodes {
+		if n != primary {
+			target = n
+			break
+		}
+	}
+	c.apply(raftstore.SetFailover{Request: &raftstore.FailoverRequest{Kind: "switchover", From: primary.Name, To: target.Name,
+		RequestedBy: "itest", RequestedAt: time.Now().UTC()}, Actor: "itest", At: time.Now().UTC()})
+	waitFor(t, 30*time.Second, target.Name+" primary after the switchover", func() (bool, error) {
+		st, err := c.state()
+		return err == nil && st.Leader.Holder == target.Name && st.Failover == nil, err
+	})
+	c.waitPrimary(60*time.Second, c.nodes...)
+	ackedBefore := len(p.acked)
+	waitFor(t, 10*time.Second, "writes on the new primary", func() (bool, error) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.acked) > ackedBefore+20, nil
+	})
+	p.stop()
+	if m, err := p.missing(target); err != nil || len(m) > 0 {
+		t.Fatalf("%d acknowledged writes lost in the switchover (%v): %v", len(m), err, m)
+	}
+	t.Logf("switchover: longest write gap %s over %d acknowledged writes", p.maxGap().Round(time.Millisecond), len(p.acked))
+	waitFor(t, 30*time.Second, "the old primary streaming every acknowledged write", func() (bool, error) {
+		m, err := p.missing(primary)
+		return err == nil && len(m) == 0, err
+	})
+	if strings.Contains(primary.Log(), "rewinding") {
+		t.Fatal("the old primary ran pg_rewind after a clean switchover")
+	}
+}

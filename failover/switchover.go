@@ -1,0 +1,116 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"raftgres/pgmanager"
+	"raftgres/raftstore"
+)
+
+// ErrNoCandidate means a switchover found no member to hand over to.
+var ErrNoCandidate = errors.New("no eligible switchover candidate")
+
+// switchoverDue reports whether State.Failover asks this holder for a
+// switchover now. Scheduled times are wall-clock by nature.
+func (s *Supervisor) switchoverDue(st raftstore.State, now time.Time) bool {
+	f := st.Failover
+	if f == nil || f.Kind != "switchover" || st.Leader.Holder != s.cfg.Member {
+		return false
+	}
+	if f.From != "" && f.From != s.cfg.Member {
+		return false
+	}
+	return f.ScheduledAt.IsZero() || !now.Before(f.ScheduledAt)
+}
+
+// switchoverCandidate is the requested member, else the best ranked one
+// among members that reported within two ttls.
+func switchoverCandidate(st raftstore.State, me, requested string, now time.Time) (string, error) {
+	fresh := map[string]bool{}
+	for name, m := range st.Members {
+		fresh[name] = now.Sub(m.Status.ReportedAt) < 2*st.Config.TTL
+	}
+	ranked := RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: me, Candidate: requested})
+	if len(ranked) == 0 || ranked[0].Why != "" {
+		why := "no other member"
+		if len(ranked) > 0 {
+			why = ranked[0].Name + ": " + ranked[0].Why
+		}
+		return "", fmt.Errorf("%w (%s)", ErrNoCandidate, why)
+	}
+	return ranked[0].Name, nil
+}
+
+// handOver is the holder's side of a switchover: stop cleanly (shutdown
+// checkpoint), wait until the candidate has received WAL past that
+// checkpoint, then move the key with a compare-and-set. If the candidate
+// does not catch up in time, PostgreSQL is started again as primary and the
+// request is dropped.
+func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested string) error {
+	target, err := switchoverCandidate(st, s.cfg.Member, requested, time.Now())
+	if err != nil {
+		s.clearFailover(ctx, err.Error())
+		return err
+	}
+	s.logger.Info("switchover: shutting down cleanly", "candidate", target)
+	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
+		return err
+	}
+	cd, err := s.pg.ControlData(ctx)
+	if err != nil {
+		return err
+	}
+	final, err := pgmanager.ParseLSN(cd["Latest checkpoint location"])
+	if err != nil {
+		return fmt.Errorf("switchover: read shutdown checkpoint: %w", err)
+	}
+	if err := s.waitCaughtUp(ctx, target, final, st.Config.TTL); err != nil {
+		s.logger.Warn("switchover aborted: restarting as primary", "candidate", target, "error", err)
+		s.clearFailover(ctx, "aborted: "+err.Error())
+		cur := s.store.State()
+		d, _ := s.desired(cur, "", false)
+		if cur.Leader.Holder == s.cfg.Member && cur.Leader.Epoch == s.ackEpoch && time.Now().Before(s.leaseEnd(cur)) {
+			return s.pg.Start(ctx, d)
+		}
+		return err
+	}
+	cur := s.store.State()
+	if err := s.apply(ctx, raftstore.SetLeader{Holder: target, PrevEpoch: cur.Leader.Epoch, PrevRev: cur.Leader.Rev,
+		Reason: "switchover from " + s.cfg.Member, Actor: s.cfg.Member, At: time.Now().UTC()}); err != nil {
+		return fmt.Errorf("switchover: hand the key to %s: %w", target, err)
+	}
+	s.lastAck, s.ackEpoch, s.handedOver = time.Time{}, 0, true
+	s.clearFailover(ctx, "switchover to "+target+" done")
+	s.logger.Info("switchover: leader key handed over", "member", target, "lsn", pgmanager.FormatLSN(final))
+	return nil
+}
+
+// waitCaughtUp waits until target reports WAL received past lsn, renewing
+// the key meanwhile so the coordinator does not elect someone else.
+func (s *Supervisor) waitCaughtUp(ctx context.Context, target string, lsn uint64, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st := s.store.State()
+		if m, ok := st.Members[target]; ok && max(m.Status.ReceivedLSN, m.Status.ReplayedLSN) > lsn {
+			return nil
+		}
+		s.renew(ctx, st)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not receive WAL past %s: %w", target, pgmanager.FormatLSN(lsn), ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Supervisor) clearFailover(ctx context.Context, reason string) {
+	if err := s.apply(ctx, raftstore.SetFailover{Actor: s.cfg.Member, Reason: reason, At: time.Now().UTC()}); err != nil {
+		s.logger.Warn("clear switchover request", "error", err)
+	}
+}
