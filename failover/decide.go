@@ -193,8 +193,10 @@ func decideFollower(o Observation, primary string) Plan {
 	case !o.PG.Running:
 		return plan("replica of "+primary, Action{Kind: ActStartStandby, Primary: primary})
 	case o.Upstream != primary:
+		// A replica may have received WAL the new primary never had: let
+		// pg_rewind check (it does nothing when there is no divergence).
 		return plan(fmt.Sprintf("following %q, primary is %s", o.Upstream, primary),
-			Action{Kind: ActFollow, Primary: primary})
+			Action{Kind: ActFollow, Primary: primary, Rewind: o.State.Config.PostgreSQL.UsePgRewind})
 	}
 	return noop("streaming from " + primary)
 }

@@ -37,6 +37,7 @@ type Supervisor struct {
 
 	lastAck      time.Time // send time of the last acknowledged renewal (monotonic)
 	ackEpoch     uint64
+	ackRev       uint64 // Raft index of that renewal: the key's rev after it
 	upstream     string
 	rewindFailed bool
 	crashes      int
@@ -149,7 +150,7 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 		s.logger.Warn("leader key renewal failed", "epoch", st.Leader.Epoch, "error", err)
 		return
 	}
-	s.lastAck, s.ackEpoch = sent, st.Leader.Epoch
+	s.lastAck, s.ackEpoch, s.ackRev = sent, st.Leader.Epoch, res.Index
 }
 
 func (s *Supervisor) countCrash(pgst pgmanager.Status) {

@@ -55,6 +55,11 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 		s.clearFailover(ctx, err.Error())
 		return err
 	}
+	if pgst, err := s.pg.Status(ctx); err != nil || !streaming(pgst, target) {
+		reason := fmt.Sprintf("candidate %s is not streaming from %s", target, s.cfg.Member)
+		s.clearFailover(ctx, "refused: "+reason)
+		return fmt.Errorf("%w: %s", ErrNoCandidate, reason)
+	}
 	s.logger.Info("switchover: shutting down cleanly", "candidate", target)
 	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
 		return err
@@ -77,8 +82,9 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 		}
 		return err
 	}
-	cur := s.store.State()
-	if err := s.apply(ctx, raftstore.SetLeader{Holder: target, PrevEpoch: cur.Leader.Epoch, PrevRev: cur.Leader.Rev,
+	// Compare-and-set against our own last acknowledged renewal: the local
+	// FSM may not have applied it yet.
+	if err := s.apply(ctx, raftstore.SetLeader{Holder: target, PrevEpoch: s.ackEpoch, PrevRev: s.ackRev,
 		Reason: "switchover from " + s.cfg.Member, Actor: s.cfg.Member, At: time.Now().UTC()}); err != nil {
 		return fmt.Errorf("switchover: hand the key to %s: %w", target, err)
 	}
@@ -113,4 +119,13 @@ func (s *Supervisor) clearFailover(ctx context.Context, reason string) {
 	if err := s.apply(ctx, raftstore.SetFailover{Actor: s.cfg.Member, Reason: reason, At: time.Now().UTC()}); err != nil {
 		s.logger.Warn("clear switchover request", "error", err)
 	}
+}
+
+func streaming(st pgmanager.Status, member string) bool {
+	for _, r := range st.Replicas {
+		if r.ApplicationName == member && r.State == "streaming" {
+			return true
+		}
+	}
+	return false
 }

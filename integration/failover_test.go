@@ -18,13 +18,18 @@ import (
 // fastDCS gives failover tests a short lease: ttl 3s, loop 300ms.
 const fastDCS = "{ttl: 3, loop_wait: 300ms, retry_timeout: 1, maximum_lag_on_failover: 1048576}"
 
-func newPGCluster(t *testing.T, n int) *cluster {
+func newPGCluster(t testing.TB, n int) *cluster {
 	t.Helper()
 	return newPGClusterWith(t, n, nil)
 }
 
 // newPGClusterWith starts n members; tags[name] sets a member's tags.
-func newPGClusterWith(t *testing.T, n int, tags map[string]string) *cluster {
+func newPGClusterWith(t testing.TB, n int, tags map[string]string) *cluster {
+	return newPGClusterDCS(t, n, tags, fastDCS)
+}
+
+// newPGClusterDCS starts n members with the given bootstrap.dcs.
+func newPGClusterDCS(t testing.TB, n int, tags map[string]string, dcs string) *cluster {
 	t.Helper()
 	requireIntegration(t)
 	c := &cluster{t: t, base: baseDir(t)}
@@ -32,15 +37,17 @@ func newPGClusterWith(t *testing.T, n int, tags map[string]string) *cluster {
 		c.nodes = append(c.nodes, newNode(t, c.base, fmt.Sprintf("pg%d", i+1)))
 	}
 	for _, nd := range c.nodes {
-		nd.WriteConfig(NodeOptions{Peers: c.nodes, Postgres: true, DCS: fastDCS, Tags: tags[nd.Name]})
+		nd.WriteConfig(NodeOptions{Peers: c.nodes, Postgres: true, DCS: dcs, Tags: tags[nd.Name]})
 		nd.Start()
 	}
 	return c
 }
 
-// state reads the FSM through any live node.
+// state reads the FSM from every live node and returns the most recent
+// (highest applied index) copy, so a lagging follower cannot mislead.
 func (c *cluster) state() (raftstore.State, error) {
-	var last error
+	var best raftstore.State
+	found, last := false, error(nil)
 	for _, n := range c.nodes {
 		if _, exited := n.Exited(); exited {
 			continue
@@ -48,12 +55,18 @@ func (c *cluster) state() (raftstore.State, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		st, err := n.Client().Cluster(ctx)
 		cancel()
-		if err == nil {
-			return st, nil
+		if err != nil {
+			last = err
+			continue
 		}
-		last = err
+		if !found || st.Index > best.Index {
+			best, found = st, true
+		}
 	}
-	return raftstore.State{}, last
+	if !found {
+		return raftstore.State{}, last
+	}
+	return best, nil
 }
 
 // waitPrimary waits until the leader key holder runs as primary and every
@@ -80,6 +93,19 @@ func (c *cluster) waitPrimary(timeout time.Duration, replicas ...*Node) *Node {
 			}
 		}
 		primary = c.byName(st.Leader.Holder)
+		// The FSM keeps the last report of a dead member: check the holder
+		// really is a live, writable PostgreSQL.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, primary.PGConn())
+		if err != nil {
+			return false, err
+		}
+		defer conn.Close(ctx)
+		var inRecovery bool
+		if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil || inRecovery {
+			return false, fmt.Errorf("holder %s not writable (in recovery %v): %v", primary.Name, inRecovery, err)
+		}
 		return true, nil
 	})
 	return primary
@@ -106,7 +132,7 @@ func pgCount(ctx context.Context, n *Node) (int, error) {
 	return k, err
 }
 
-func waitCount(t *testing.T, n *Node, want int) {
+func waitCount(t testing.TB, n *Node, want int) {
 	t.Helper()
 	waitFor(t, 30*time.Second, fmt.Sprintf("%d rows on %s", want, n.Name), func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -309,7 +335,7 @@ func TestPostgresCrashIsRestartedInPlace(t *testing.T) {
 	}
 }
 
-func readPID(t *testing.T, path string) int {
+func readPID(t testing.TB, path string) int {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -481,4 +507,32 @@ func TestSwitchoverUnderLoad(t *testing.T) {
 	if strings.Contains(primary.Log(), "rewinding") {
 		t.Fatal("the old primary ran pg_rewind after a clean switchover")
 	}
+}
+
+func switchoverTo(from, to string) raftstore.Command {
+	return raftstore.SetFailover{Request: &raftstore.FailoverRequest{Kind: "switchover", From: from, To: to,
+		RequestedBy: "itest", RequestedAt: time.Now().UTC()}, Actor: "itest", At: time.Now().UTC()}
+}
+
+// waitStreaming waits until every other live member streams from primary.
+func (c *cluster) waitStreaming(primary *Node) {
+	c.t.Helper()
+	want := 0
+	for _, n := range c.nodes {
+		if _, exited := n.Exited(); !exited && n != primary {
+			want++
+		}
+	}
+	waitFor(c.t, 60*time.Second, fmt.Sprintf("%d standbys streaming from %s", want, primary.Name), func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, primary.PGConn())
+		if err != nil {
+			return false, err
+		}
+		defer conn.Close(ctx)
+		var k int
+		err = conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").Scan(&k)
+		return k == want, err
+	})
 }

@@ -16,12 +16,13 @@ type probe struct {
 	mu     sync.Mutex
 	acked  []int
 	ackAt  []time.Time
+	ackOn  []string
 	next   int
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-func startProbe(t *testing.T, c *cluster, primary *Node) *probe {
+func startProbe(t testing.TB, c *cluster, primary *Node) *probe {
 	t.Helper()
 	ctx := ctxT(t, 10*time.Second)
 	if err := pgExec(ctx, primary, "CREATE TABLE IF NOT EXISTS acks (id int primary key)"); err != nil {
@@ -67,7 +68,7 @@ func (p *probe) run(ctx context.Context) {
 				continue
 			}
 			p.mu.Lock()
-			p.acked, p.ackAt = append(p.acked, p.next), append(p.ackAt, time.Now())
+			p.acked, p.ackAt, p.ackOn = append(p.acked, p.next), append(p.ackAt, time.Now()), append(p.ackOn, n.Name)
 			p.mu.Unlock()
 			p.next++
 			wrote = true
@@ -99,7 +100,11 @@ func (p *probe) maxGap() time.Duration {
 }
 
 // missing returns acknowledged ids absent on n.
-func (p *probe) missing(n *Node) ([]int, error) {
+func (p *probe) missing(n *Node) ([]int, error) { return p.missingFrom(n, "") }
+
+// missingFrom returns ids acknowledged by member from ("" = any) that are
+// absent on n.
+func (p *probe) missingFrom(n *Node, from string) ([]int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, n.PGConn())
@@ -126,10 +131,42 @@ func (p *probe) missing(n *Node) ([]int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []int
-	for _, id := range p.acked {
-		if !have[id] {
+	for i, id := range p.acked {
+		if !have[id] && (from == "" || p.ackOn[i] == from) {
 			out = append(out, id)
 		}
 	}
 	return out, nil
+}
+
+// firstAckAfter is the time of the first acknowledgement after since on a
+// member other than not.
+func (p *probe) firstAckAfter(since time.Time, not string) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.ackAt {
+		if p.ackAt[i].After(since) && p.ackOn[i] != not {
+			return p.ackAt[i], true
+		}
+	}
+	return time.Time{}, false
+}
+
+// gapAround is the longest gap between acknowledgements in [from, to].
+func (p *probe) gapAround(from, to time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var gap time.Duration
+	prev := from
+	for _, at := range p.ackAt {
+		if at.Before(from) {
+			continue
+		}
+		if at.After(to) {
+			break
+		}
+		gap = max(gap, at.Sub(prev))
+		prev = at
+	}
+	return gap
 }
