@@ -33,12 +33,17 @@ type PGConfig struct {
 	PgHba       []string          `json:"pg_hba,omitempty"`
 }
 
-// DefaultClusterConfig is what bootstrap.dcs starts from.
+// DefaultClusterConfig is what bootstrap.dcs starts from. The timings are
+// for a LAN: a lost primary is replaced about ttl (3s) after its last
+// renewal, renewals go out every loop_wait (300ms), and the holder fences
+// itself ttl/3 before anyone else may be promoted. Patroni's 30/10/10 suit
+// a WAN or a slow store; raise ttl when Raft round trips or PostgreSQL stop
+// times are long (see README, "Timing").
 func DefaultClusterConfig() ClusterConfig {
 	return ClusterConfig{
-		TTL:                  10 * time.Second,
-		LoopWait:             time.Second,
-		RetryTimeout:         3 * time.Second,
+		TTL:                  3 * time.Second,
+		LoopWait:             300 * time.Millisecond,
+		RetryTimeout:         time.Second,
 		MaximumLagOnFailover: 1 << 20,
 		PostgreSQL:           PGConfig{UsePgRewind: true, UseSlots: true},
 	}
