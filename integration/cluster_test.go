@@ -19,7 +19,17 @@ type cluster struct {
 	nodes []*Node
 }
 
+// newCluster starts n Raft-only agents and waits until they are stable.
 func newCluster(t testing.TB, n int, tls *certSet) *cluster {
+	t.Helper()
+	c := startCluster(t, n, func(_ *Node, all []*Node) NodeOptions { return NodeOptions{Peers: all, TLS: tls} })
+	c.waitStable(c.nodes, len(c.nodes))
+	return c
+}
+
+// startCluster creates n nodes pg1…pgN that bootstrap together, with the
+// config options opts gives each, and starts them.
+func startCluster(t testing.TB, n int, opts func(nd *Node, all []*Node) NodeOptions) *cluster {
 	t.Helper()
 	requireIntegration(t)
 	c := &cluster{t: t, base: baseDir(t)}
@@ -27,10 +37,9 @@ func newCluster(t testing.TB, n int, tls *certSet) *cluster {
 		c.nodes = append(c.nodes, newNode(t, c.base, fmt.Sprintf("pg%d", i+1)))
 	}
 	for _, nd := range c.nodes {
-		nd.WriteConfig(NodeOptions{Peers: c.nodes, TLS: tls})
+		nd.WriteConfig(opts(nd, c.nodes))
 		nd.Start()
 	}
-	c.waitStable(c.nodes, len(c.nodes))
 	return c
 }
 

@@ -31,16 +31,9 @@ func newPGClusterWith(t testing.TB, n int, tags map[string]string) *cluster {
 // newPGClusterDCS starts n members with the given bootstrap.dcs.
 func newPGClusterDCS(t testing.TB, n int, tags map[string]string, dcs string) *cluster {
 	t.Helper()
-	requireIntegration(t)
-	c := &cluster{t: t, base: baseDir(t)}
-	for i := range n {
-		c.nodes = append(c.nodes, newNode(t, c.base, fmt.Sprintf("pg%d", i+1)))
-	}
-	for _, nd := range c.nodes {
-		nd.WriteConfig(NodeOptions{Peers: c.nodes, Postgres: true, DCS: dcs, Tags: tags[nd.Name]})
-		nd.Start()
-	}
-	return c
+	return startCluster(t, n, func(nd *Node, all []*Node) NodeOptions {
+		return NodeOptions{Peers: all, Postgres: true, DCS: dcs, Tags: tags[nd.Name]}
+	})
 }
 
 // state reads the FSM from every live node and returns the most recent
@@ -97,18 +90,23 @@ func (c *cluster) waitPrimary(timeout time.Duration, replicas ...*Node) *Node {
 		// really is a live, writable PostgreSQL.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, primary.PGConn())
-		if err != nil {
-			return false, err
-		}
-		defer conn.Close(ctx)
 		var inRecovery bool
-		if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil || inRecovery {
+		if err := pgQueryRow(ctx, primary, "SELECT pg_is_in_recovery()", &inRecovery); err != nil || inRecovery {
 			return false, fmt.Errorf("holder %s not writable (in recovery %v): %v", primary.Name, inRecovery, err)
 		}
 		return true, nil
 	})
 	return primary
+}
+
+// pgQueryRow runs one query as superuser on n and scans its single row.
+func pgQueryRow(ctx context.Context, n *Node, sql string, dest ...any) error {
+	conn, err := pgx.Connect(ctx, n.PGConn())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return conn.QueryRow(ctx, sql).Scan(dest...)
 }
 
 func pgExec(ctx context.Context, n *Node, sql string, args ...any) error {
@@ -122,13 +120,8 @@ func pgExec(ctx context.Context, n *Node, sql string, args ...any) error {
 }
 
 func pgCount(ctx context.Context, n *Node) (int, error) {
-	conn, err := pgx.Connect(ctx, n.PGConn())
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close(context.Background())
 	var k int
-	err = conn.QueryRow(ctx, "SELECT count(*) FROM probe").Scan(&k)
+	err := pgQueryRow(ctx, n, "SELECT count(*) FROM probe", &k)
 	return k, err
 }
 
@@ -291,13 +284,7 @@ func TestFullClusterRestart(t *testing.T) {
 	for _, n := range c.nodes {
 		waitCount(t, n, 500)
 		var inRecovery bool
-		conn, err := pgx.Connect(ctx, n.PGConn())
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery)
-		conn.Close(ctx)
-		if err != nil {
+		if err := pgQueryRow(ctx, n, "SELECT pg_is_in_recovery()", &inRecovery); err != nil {
 			t.Fatal(err)
 		}
 		if !inRecovery {
@@ -526,13 +513,8 @@ func (c *cluster) waitStreaming(primary *Node) {
 	waitFor(c.t, 60*time.Second, fmt.Sprintf("%d standbys streaming from %s", want, primary.Name), func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, primary.PGConn())
-		if err != nil {
-			return false, err
-		}
-		defer conn.Close(ctx)
 		var k int
-		err = conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").Scan(&k)
+		err := pgQueryRow(ctx, primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'", &k)
 		return k == want, err
 	})
 }

@@ -147,10 +147,7 @@ func TestKilledAgentStopsPostgres(t *testing.T) {
 func TestKilledCloneLeavesNoDataDir(t *testing.T) {
 	e := requirePG(t)
 	ctx := ctxT(t, 3*time.Minute)
-	p := e.manager(t, "pg1", e.config(t, "pg1"))
-	if _, err := p.Init(ctx, Desired{}); err != nil {
-		t.Fatal(err)
-	}
+	p := e.initPrimary(t, ctx, "pg1")
 	// Enough data that the copy takes a moment.
 	if err := p.Exec(ctx, "CREATE TABLE big AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 200000) g"); err != nil {
 		t.Fatal(err)

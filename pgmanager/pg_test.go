@@ -97,6 +97,16 @@ func (e *pgEnv) config(t *testing.T, name string) Config {
 	}
 }
 
+// initPrimary initialises and starts a primary named name.
+func (e *pgEnv) initPrimary(t *testing.T, ctx context.Context, name string) *Manager {
+	t.Helper()
+	m := e.manager(t, name, e.config(t, name))
+	if _, err := m.Init(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func (e *pgEnv) manager(t *testing.T, name string, cfg Config) *Manager {
 	t.Helper()
 	logger := hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: testWriter{t}})
@@ -164,10 +174,7 @@ func (m *Manager) count(ctx context.Context, t *testing.T) int {
 func newPrimaryAndReplica(t *testing.T, e *pgEnv) (*Manager, *Manager) {
 	t.Helper()
 	ctx := ctxT(t, 3*time.Minute)
-	p := e.manager(t, "pg1", e.config(t, "pg1"))
-	if _, err := p.Init(ctx, Desired{}); err != nil {
-		t.Fatal(err)
-	}
+	p := e.initPrimary(t, ctx, "pg1")
 	if _, _, err := p.EnsureSlots(ctx, []string{SlotName("pg2")}); err != nil {
 		t.Fatal(err)
 	}
@@ -319,14 +326,8 @@ func TestReplicaPromoteRewind(t *testing.T) {
 func TestRewindImpossibleThenReclone(t *testing.T) {
 	e := requirePG(t)
 	ctx := ctxT(t, 4*time.Minute)
-	src := e.manager(t, "pg1", e.config(t, "pg1"))
-	if _, err := src.Init(ctx, Desired{}); err != nil {
-		t.Fatal(err)
-	}
-	other := e.manager(t, "pg3", e.config(t, "pg3"))
-	if _, err := other.Init(ctx, Desired{}); err != nil {
-		t.Fatal(err)
-	}
+	src := e.initPrimary(t, ctx, "pg1")
+	other := e.initPrimary(t, ctx, "pg3")
 	if err := other.Stop(ctx, StopFast); err != nil {
 		t.Fatal(err)
 	}
@@ -382,10 +383,7 @@ func TestPendingRestart(t *testing.T) {
 func TestAutoConfRecoverySettingsStripped(t *testing.T) {
 	e := requirePG(t)
 	ctx := ctxT(t, 2*time.Minute)
-	m := e.manager(t, "pg1", e.config(t, "pg1"))
-	if _, err := m.Init(ctx, Desired{}); err != nil {
-		t.Fatal(err)
-	}
+	m := e.initPrimary(t, ctx, "pg1")
 	if err := m.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = 'host=elsewhere'"); err != nil {
 		t.Fatal(err)
 	}
@@ -437,10 +435,7 @@ func TestSlotsAndSynchronousStandby(t *testing.T) {
 func TestStopEscalates(t *testing.T) {
 	e := requirePG(t)
 	ctx := ctxT(t, 2*time.Minute)
-	m := e.manager(t, "pg1", e.config(t, "pg1"))
-	if _, err := m.Init(ctx, Desired{}); err != nil {
-		t.Fatal(err)
-	}
+	m := e.initPrimary(t, ctx, "pg1")
 	// A connected client keeps a smart shutdown waiting; the manager must
 	// escalate to fast after its step timeout.
 	conn, err := m.connect(ctx)
