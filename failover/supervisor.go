@@ -319,7 +319,16 @@ func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason str
 	s.logger.Info("leader key released", "reason", reason)
 }
 
+// apply commits cmd, giving up after retry_timeout: a request stuck on an
+// unreachable leader must not hold the loop (and the member's status
+// reports) for longer.
 func (s *Supervisor) apply(ctx context.Context, cmd raftstore.Command) error {
+	timeout := s.store.State().Config.RetryTimeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	res, err := s.proposer.Apply(ctx, cmd)
 	if err == nil {
 		err = res.Err

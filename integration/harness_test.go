@@ -140,8 +140,14 @@ type Node struct {
 	RaftPort int
 	APIPort  int
 	PGPort   int
-	Dir      string
-	Config   string
+	// In a network namespace (NetNS set), Host is the address peers use
+	// and ProbeHost the one the test reaches the node by; both default to
+	// 127.0.0.1.
+	NetNS     string
+	Host      string
+	ProbeHost string
+	Dir       string
+	Config    string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -181,12 +187,32 @@ func (n *Node) PGDataDir() string { return filepath.Join(n.Dir, "pgdata") }
 
 // PGConn is a libpq URL for the node's PostgreSQL as superuser.
 func (n *Node) PGConn() string {
-	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", superPassword, n.PGPort)
+	return fmt.Sprintf("postgres://postgres:%s@%s:%d/postgres?sslmode=disable&connect_timeout=2", superPassword, n.probeHost(), n.PGPort)
 }
 
-func (n *Node) RaftAddr() string { return fmt.Sprintf("127.0.0.1:%d", n.RaftPort) }
-func (n *Node) APIAddr() string  { return fmt.Sprintf("127.0.0.1:%d", n.APIPort) }
-func (n *Node) APIURL() string   { return "http://" + n.APIAddr() }
+func (n *Node) host() string { return valueOr(n.Host, "127.0.0.1") }
+
+func (n *Node) probeHost() string { return valueOr(n.ProbeHost, n.host()) }
+
+func valueOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// listenHost is where the node's servers bind: everything inside its own
+// namespace, loopback otherwise.
+func (n *Node) listenHost() string {
+	if n.NetNS != "" {
+		return "0.0.0.0"
+	}
+	return "127.0.0.1"
+}
+
+func (n *Node) RaftAddr() string { return fmt.Sprintf("%s:%d", n.host(), n.RaftPort) }
+func (n *Node) APIAddr() string  { return fmt.Sprintf("%s:%d", n.host(), n.APIPort) }
+func (n *Node) APIURL() string   { return fmt.Sprintf("http://%s:%d", n.probeHost(), n.APIPort) }
 
 // Client talks to this node's API with the cluster token.
 func (n *Node) Client() *api.Client {
@@ -216,8 +242,8 @@ func (n *Node) WriteConfig(o NodeOptions) {
 		c, k := o.TLS.issue(n.t, n.Name)
 		fmt.Fprintf(&b, "  tls: {ca_file: %s, cert_file: %s, key_file: %s}\n", o.TLS.caFile, c, k)
 	}
-	fmt.Fprintf(&b, "restapi:\n  listen: %s\n  connect_address: %s\n  authentication: {username: admin, password: adminpw}\n",
-		n.APIAddr(), n.APIAddr())
+	fmt.Fprintf(&b, "restapi:\n  listen: %s:%d\n  connect_address: %s\n  authentication: {username: admin, password: adminpw}\n",
+		n.listenHost(), n.APIPort, n.APIAddr())
 	dcs := o.DCS
 	if dcs == "" {
 		dcs = "{ttl: 10, loop_wait: 1, retry_timeout: 3}"
@@ -230,15 +256,18 @@ func (n *Node) WriteConfig(o NodeOptions) {
 		fmt.Fprintf(&b, `  pg_hba:
     - host replication replicator 127.0.0.1/32 scram-sha-256
     - host all all 127.0.0.1/32 scram-sha-256
+    - host replication replicator 10.213.0.0/24 scram-sha-256
+    - host all all 10.0.0.0/8 scram-sha-256
 postgresql:
-  listen: 127.0.0.1:%d
+  listen: %s:%d
+  connect_address: %s:%d
   data_dir: %s
   authentication:
     superuser: {username: postgres, password: %s}
     replication: {username: replicator, password: repl-pw}
     rewind: {username: rewind_user, password: rewind-pw}
   parameters: {shared_buffers: 16MB, max_connections: 40, fsync: "off", wal_keep_size: 64MB}
-`, n.PGPort, n.PGDataDir(), superPassword)
+`, n.listenHost(), n.PGPort, n.host(), n.PGPort, n.PGDataDir(), superPassword)
 	}
 	if o.Tags != "" {
 		fmt.Fprintf(&b, "tags: %s\n", o.Tags)
@@ -256,6 +285,16 @@ func (n *Node) Start() {
 	n.t.Helper()
 	cmd := exec.Command(binPath, "agent", "-c", n.Config)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: agentAs}
+	if n.NetNS != "" {
+		// ip netns exec and setpriv both exec in place: the pid is the agent's.
+		args := []string{"netns", "exec", n.NetNS}
+		if agentAs != nil {
+			args = append(args, "setpriv", fmt.Sprintf("--reuid=%d", agentAs.Uid), fmt.Sprintf("--regid=%d", agentAs.Gid),
+				"--clear-groups", "--")
+		}
+		cmd = exec.Command("ip", append(args, binPath, "agent", "-c", n.Config)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	}
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		n.t.Fatal(err)

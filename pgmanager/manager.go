@@ -264,12 +264,13 @@ func (m *Manager) Running() bool {
 	return m.proc != nil && !m.proc.exited()
 }
 
-// Exited returns a channel closed when the current postgres child exits
-// (nil when none runs).
+// Exited returns a channel closed when the running postgres child exits;
+// nil (never ready) when none runs, so a waiter does not spin on the closed
+// channel of a process that is already gone.
 func (m *Manager) Exited() <-chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.proc == nil {
+	if m.proc == nil || m.proc.exited() {
 		return nil
 	}
 	return m.proc.done

@@ -58,7 +58,9 @@ func adminClient(c *cli.Context) (*api.Client, error) {
 // peerClientOptions authenticate this node to its peers' APIs: the cluster
 // token, and with raft.tls the peer certificate and cluster CA.
 func peerClientOptions(cfg *agentConfig) (api.ClientOptions, error) {
-	opts := api.ClientOptions{Token: cfg.API.Token.Reveal()}
+	// Peers answer within milliseconds on a LAN; a partitioned one must not
+	// hold a caller for long (callers with a deadline get it anyway).
+	opts := api.ClientOptions{Token: cfg.API.Token.Reveal(), Timeout: 5 * time.Second}
 	p := cfg.API.PeerTLS
 	if p.CAFile == "" && p.CertFile == "" {
 		return opts, nil
