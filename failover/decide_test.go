@@ -186,3 +186,39 @@ func TestDecideHandedOverSkipsRewind(t *testing.T) {
 		t.Fatalf("plan %s: want follow with rewind after an unclean end", p)
 	}
 }
+
+func TestSyncStandbyNames(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"pg2"}, `FIRST 1 ("pg2")`},
+		{[]string{"pg2", `we"ird`}, `FIRST 2 ("pg2", "we""ird")`},
+	} {
+		if got := SyncStandbyNames(tc.in); got != tc.want {
+			t.Errorf("SyncStandbyNames(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestChooseSync(t *testing.T) {
+	t.Parallel()
+	st := state("pg1", "pg1", "pg2", "pg3")
+	st.Members["pg2"].Tags.NoSync = true
+	pgst := pgmanager.Status{Replicas: []pgmanager.Replica{
+		{ApplicationName: "pg2", State: "streaming"}, {ApplicationName: "pg3", State: "streaming"}}}
+	if got := chooseSync(st, "pg1", pgst); len(got) != 1 || got[0] != "pg3" {
+		t.Fatalf("nosync pg2 must be skipped: %v", got)
+	}
+	st.Members["pg2"].Tags.NoSync = false
+	st.Sync = raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg3"}}
+	if got := chooseSync(st, "pg1", pgst); len(got) != 1 || got[0] != "pg3" {
+		t.Fatalf("current sync standby kept: %v", got)
+	}
+	pgst.Replicas = pgst.Replicas[:1]
+	if got := chooseSync(st, "pg1", pgst); len(got) != 1 || got[0] != "pg2" {
+		t.Fatalf("switch to a streaming standby: %v", got)
+	}
+}

@@ -26,6 +26,7 @@ type Postgres interface {
 	Reclone(ctx context.Context, d pgmanager.Desired) error
 	EnsureSlots(ctx context.Context, want []string) (created, dropped []string, err error)
 	ControlData(ctx context.Context) (map[string]string, error)
+	SetSynchronousStandbyNames(ctx context.Context, value string) error
 }
 
 // Store is the read side of the replicated store.

@@ -43,7 +43,8 @@ type Supervisor struct {
 	crashes      int
 	sysid        string
 	wasRunning   bool
-	handedOver   bool // shut down cleanly in a switchover: follow without rewind
+	handedOver   bool   // shut down cleanly in a switchover: follow without rewind
+	syncNames    string // synchronous_standby_names as last set here
 }
 
 // NewSupervisor returns a supervisor; Run starts it.
@@ -216,6 +217,10 @@ func (s *Supervisor) execute(ctx context.Context, st raftstore.State, p Plan) er
 
 func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reason string) error {
 	switch a.Kind {
+	case ActStartPrimary, ActStartStandby, ActFollow, ActClone, ActReclone, ActInit:
+		s.syncNames = "" // a (re)started server comes up without synchronous standbys
+	}
+	switch a.Kind {
 	case ActAcquireBootstrap:
 		return s.apply(ctx, raftstore.SetLeader{Holder: s.cfg.Member, PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev,
 			Reason: "bootstrap: " + reason, Actor: s.cfg.Member, At: time.Now().UTC()})
@@ -351,6 +356,9 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 		if !pgst.InRecovery {
 			ms.Role, ms.WrittenLSN = "primary", pgst.CurrentLSN
 			s.ensureSlots(ctx, st)
+			if st.Leader.Holder == s.cfg.Member {
+				s.manageSync(ctx, st, pgst)
+			}
 		}
 	}
 	if err := s.apply(ctx, raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}); err != nil {

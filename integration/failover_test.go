@@ -518,3 +518,75 @@ func (c *cluster) waitStreaming(primary *Node) {
 		return k == want, err
 	})
 }
+
+const syncDCS = "{ttl: 3, loop_wait: 300ms, retry_timeout: 1, synchronous_mode: true}"
+
+// TestSyncModeFaults runs synchronous mode through a series of faults on
+// the primary (kill -9 of its agent, or SIGSTOP of its agent for longer
+// than ttl): no acknowledged write is lost and no two members ever accept
+// writes at once.
+func TestSyncModeFaults(t *testing.T) {
+	c := newPGClusterDCS(t, 3, nil, syncDCS)
+	primary := c.waitPrimary(120*time.Second, c.nodes...)
+	c.waitStreaming(primary)
+	ctx := ctxT(t, 10*time.Minute)
+	if err := pgExec(ctx, primary, "CREATE TABLE windows (node text, seq int)"); err != nil {
+		t.Fatal(err)
+	}
+	w := startWriterProbe(c)
+	defer w.stop()
+	faults := []string{"kill", "stop", "kill", "stop", "kill", "stop"}
+	for i, fault := range faults {
+		waitFor(t, 60*time.Second, "a synchronous standby recorded", func() (bool, error) {
+			st, err := c.state()
+			return err == nil && st.Sync.Primary == st.Leader.Holder && len(st.Sync.Standbys) == 1, err
+		})
+		st, _ := c.state()
+		primary = c.byName(st.Leader.Holder)
+		syncStandby := st.Sync.Standbys[0]
+		waitFor(t, 30*time.Second, "writes on "+primary.Name, func() (bool, error) {
+			_, n := w.lastOn(primary.Name)
+			return n > 5, nil
+		})
+		t.Logf("fault %d: %s of primary %s (sync standby %s)", i+1, fault, primary.Name, syncStandby)
+		switch fault {
+		case "kill":
+			primary.Kill9()
+		case "stop":
+			if err := syscall.Kill(primary.PID(), syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 60*time.Second, "a new primary", func() (bool, error) {
+			s, err := c.state()
+			return err == nil && s.Leader.Holder != "" && s.Leader.Holder != primary.Name, err
+		})
+		s, _ := c.state()
+		if s.Leader.Holder != syncStandby {
+			t.Fatalf("promoted %s, but the synchronous standby was %s", s.Leader.Holder, syncStandby)
+		}
+		if fault == "stop" {
+			_ = syscall.Kill(primary.PID(), syscall.SIGCONT)
+		} else {
+			primary.Start()
+		}
+		c.waitPrimary(90*time.Second, c.nodes...)
+		c.waitStreaming(c.byName(s.Leader.Holder))
+	}
+	w.stop()
+	st, _ := c.state()
+	final := c.byName(st.Leader.Holder)
+	lost, err := w.lost(ctx, final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d acknowledged writes lost: %v", len(lost), lost)
+	}
+	if o := w.overlaps(); len(o) > 0 {
+		t.Fatalf("two members accepted writes at once:\n%s", strings.Join(o, "\n"))
+	}
+	w.mu.Lock()
+	t.Logf("%d acknowledged writes over %d faults, none lost", len(w.windows), len(faults))
+	w.mu.Unlock()
+}

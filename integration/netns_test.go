@@ -92,6 +92,7 @@ func (l *netLab) destroy() {
 // writeWindow is one write a member acknowledged: sent at Start, acked at End.
 type writeWindow struct {
 	Node       string
+	Seq        int
 	Start, End time.Time
 }
 
@@ -146,11 +147,46 @@ func (w *writerProbe) try(ctx context.Context, conns map[string]*pgx.Conn, n *No
 		return
 	}
 	w.mu.Lock()
-	w.windows = append(w.windows, writeWindow{Node: n.Name, Start: start, End: time.Now()})
+	w.windows = append(w.windows, writeWindow{Node: n.Name, Seq: seq, Start: start, End: time.Now()})
 	w.mu.Unlock()
 }
 
 func (w *writerProbe) stop() { w.cancel(); <-w.done }
+
+// lost returns acknowledged writes missing on n.
+func (w *writerProbe) lost(ctx context.Context, n *Node) ([]string, error) {
+	conn, err := pgx.Connect(ctx, n.PGConn())
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, "SELECT node, seq FROM windows")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	have := map[string]bool{}
+	for rows.Next() {
+		var node string
+		var seq int
+		if err := rows.Scan(&node, &seq); err != nil {
+			return nil, err
+		}
+		have[fmt.Sprintf("%s/%d", node, seq)] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, x := range w.windows {
+		if k := fmt.Sprintf("%s/%d", x.Node, x.Seq); !have[k] {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
 
 // overlaps returns pairs of acknowledged writes on different members whose
 // windows overlap in time: two members accepting writes at once.

@@ -19,9 +19,9 @@ const (
 	recoverySig  = "recovery.signal"
 )
 
-// recoveryParams are settings that belong only to raftgres's managed
-// config: they are stripped from postgresql.auto.conf (pg_basebackup -R and
-// ALTER SYSTEM write them there, and auto.conf is read last).
+// recoveryParams are settings raftgres owns: they are stripped from
+// postgresql.auto.conf at every configure (pg_basebackup -R and ALTER
+// SYSTEM write them there, and auto.conf is read last).
 var recoveryParams = map[string]bool{
 	"primary_conninfo": true, "primary_slot_name": true, "recovery_target_timeline": true,
 	"restore_command": true, "recovery_target": true, "recovery_target_lsn": true,
@@ -29,6 +29,10 @@ var recoveryParams = map[string]bool{
 	"recovery_target_action": true, "recovery_target_inclusive": true, "standby_mode": true,
 	"promote_trigger_file": true, "archive_cleanup_command": true, "recovery_end_command": true,
 	"recovery_min_apply_delay": true,
+	// Set at run time by the primary's supervisor (ALTER SYSTEM); a copy
+	// inherited through pg_basebackup or left from an earlier run must not
+	// make a fresh start wait on a standby that is not there.
+	"synchronous_standby_names": true,
 }
 
 // Upstream is the member a standby streams from.
