@@ -43,6 +43,9 @@ type Observation struct {
 	// HandedOver is set after this member shut down cleanly and handed the
 	// key over: it can follow the new primary without pg_rewind.
 	HandedOver bool
+	// StandbyStartFailed is set when starting as a standby of the current
+	// primary failed (e.g. its timeline forked before our WAL ends).
+	StandbyStartFailed bool
 }
 
 // ActRecordInit records the local system identifier in the FSM (the
@@ -190,6 +193,11 @@ func decideFollower(o Observation, primary string) Plan {
 	case !o.PG.Running && !o.Standby:
 		return plan("former primary must follow "+primary,
 			Action{Kind: ActFollow, Primary: primary, Rewind: o.State.Config.PostgreSQL.UsePgRewind})
+	case !o.PG.Running && o.StandbyStartFailed && !o.State.Config.PostgreSQL.UsePgRewind:
+		return plan("could not start as a standby of "+primary+" and pg_rewind is off", Action{Kind: ActReclone, From: primary})
+	case !o.PG.Running && o.StandbyStartFailed:
+		return plan("could not start as a standby of "+primary+": checking for divergence",
+			Action{Kind: ActFollow, Primary: primary, Rewind: true})
 	case !o.PG.Running:
 		return plan("replica of "+primary, Action{Kind: ActStartStandby, Primary: primary})
 	case o.Upstream != primary:

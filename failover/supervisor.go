@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -44,6 +45,7 @@ type Supervisor struct {
 	sysid        string
 	wasRunning   bool
 	handedOver   bool   // shut down cleanly in a switchover: follow without rewind
+	startFailed  bool   // the last start as a standby failed: check with pg_rewind
 	syncNames    string // synchronous_standby_names as last set here
 }
 
@@ -68,20 +70,58 @@ func Margin(ttl time.Duration) time.Duration { return ttl / 3 }
 // the leader key so a failover need not wait for the ttl.
 func (s *Supervisor) Run(ctx context.Context) error {
 	for {
-		changes, exited := s.store.Changes(), s.pg.Exited()
 		wait := s.cycle(ctx)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !s.waitNext(ctx, wait) {
 			s.shutdown()
 			return nil
+		}
+	}
+}
+
+// waitNext waits until the next cycle is due: after wait, when local
+// PostgreSQL exits, or when the FSM changes in a way that matters to this
+// member (leader key, config, sync set, pending switchover). Status
+// reports of other members do not wake it: every cycle reports, so waking
+// on reports would make the members drive each other in a loop.
+// It returns false when ctx ended.
+func (s *Supervisor) waitNext(ctx context.Context, wait time.Duration) bool {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	last := relevant(s.store.State())
+	for {
+		changes, exited := s.store.Changes(), s.pg.Exited()
+		if relevant(s.store.State()) != last {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
 		case <-changes:
 		case <-exited:
+			return true
 		case <-t.C:
+			return true
 		}
-		t.Stop()
 	}
+}
+
+// stateKey is the part of the FSM whose change wakes a supervisor.
+type stateKey struct {
+	holder     string
+	epoch      uint64
+	version    uint64
+	initialize string
+	sync       string
+	failover   raftstore.FailoverRequest
+}
+
+func relevant(st raftstore.State) stateKey {
+	k := stateKey{holder: st.Leader.Holder, epoch: st.Leader.Epoch, version: st.Config.Version,
+		initialize: st.Initialize, sync: st.Sync.Primary + ":" + strings.Join(st.Sync.Standbys, ",")}
+	if st.Failover != nil {
+		k.failover = *st.Failover
+	}
+	return k
 }
 
 func (s *Supervisor) shutdown() {
@@ -181,7 +221,7 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 		HasData: has, DataSystemID: s.sysid, Standby: s.pg.IsStandbyConfigured(), Upstream: s.upstream,
 		LeaseValid:   s.ackEpoch == st.Leader.Epoch && !s.lastAck.IsZero() && time.Now().Before(s.leaseEnd(st)),
 		RewindFailed: s.rewindFailed, Crashes: s.crashes, MaxCrashes: s.cfg.MaxCrashes,
-		SwitchoverDue: s.switchoverDue(st, time.Now()), HandedOver: s.handedOver,
+		SwitchoverDue: s.switchoverDue(st, time.Now()), HandedOver: s.handedOver, StandbyStartFailed: s.startFailed,
 	}
 }
 
@@ -261,7 +301,9 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 			d, _ = s.desired(st, "", true)
 		}
 		s.upstream = a.Primary
-		return s.pg.Start(ctx, d)
+		err = s.pg.Start(ctx, d)
+		s.startFailed = err != nil && a.Primary != ""
+		return err
 	case ActPromote:
 		s.upstream = ""
 		return s.pg.Promote(ctx)
@@ -297,7 +339,7 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 		s.upstream = a.Primary
 		return s.pg.Follow(ctx, d)
 	}
-	s.handedOver = false
+	s.handedOver, s.startFailed = false, false
 	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
 		return err
 	}

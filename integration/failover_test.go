@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -521,22 +522,26 @@ func (c *cluster) waitStreaming(primary *Node) {
 
 const syncDCS = "{ttl: 3, loop_wait: 300ms, retry_timeout: 1, synchronous_mode: true}"
 
-// TestSyncModeFaults runs synchronous mode through a series of faults on
-// the primary (kill -9 of its agent, or SIGSTOP of its agent for longer
-// than ttl): no acknowledged write is lost and no two members ever accept
-// writes at once.
+// TestSyncModeFaults runs synchronous mode through 20 random faults on
+// random members (kill -9 of the agent, or SIGSTOP of the agent for longer
+// than ttl): no acknowledged write is lost, no two members ever accept
+// writes at once, and a lost primary is always replaced by its
+// synchronous standby.
 func TestSyncModeFaults(t *testing.T) {
 	c := newPGClusterDCS(t, 3, nil, syncDCS)
 	primary := c.waitPrimary(120*time.Second, c.nodes...)
 	c.waitStreaming(primary)
-	ctx := ctxT(t, 10*time.Minute)
+	ctx := ctxT(t, 20*time.Minute)
 	if err := pgExec(ctx, primary, "CREATE TABLE windows (node text, seq int)"); err != nil {
 		t.Fatal(err)
 	}
 	w := startWriterProbe(c)
 	defer w.stop()
-	faults := []string{"kill", "stop", "kill", "stop", "kill", "stop"}
-	for i, fault := range faults {
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 7))
+	t.Logf("fault seed %d", seed)
+	const faults = 20
+	for i := range faults {
 		waitFor(t, 60*time.Second, "a synchronous standby recorded", func() (bool, error) {
 			st, err := c.state()
 			return err == nil && st.Sync.Primary == st.Leader.Holder && len(st.Sync.Standbys) == 1, err
@@ -548,35 +553,43 @@ func TestSyncModeFaults(t *testing.T) {
 			_, n := w.lastOn(primary.Name)
 			return n > 5, nil
 		})
-		t.Logf("fault %d: %s of primary %s (sync standby %s)", i+1, fault, primary.Name, syncStandby)
-		switch fault {
-		case "kill":
-			primary.Kill9()
-		case "stop":
-			if err := syscall.Kill(primary.PID(), syscall.SIGSTOP); err != nil {
-				t.Fatal(err)
-			}
+		victim := c.nodes[rng.IntN(len(c.nodes))]
+		fault := []string{"kill", "stop"}[rng.IntN(2)]
+		t.Logf("fault %d: %s of %s (primary %s, sync standby %s)", i+1, fault, victim.Name, primary.Name, syncStandby)
+		if fault == "kill" {
+			victim.Kill9()
+		} else if err := syscall.Kill(victim.PID(), syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
 		}
-		waitFor(t, 60*time.Second, "a new primary", func() (bool, error) {
-			s, err := c.state()
-			return err == nil && s.Leader.Holder != "" && s.Leader.Holder != primary.Name, err
-		})
-		s, _ := c.state()
-		if s.Leader.Holder != syncStandby {
-			t.Fatalf("promoted %s, but the synchronous standby was %s", s.Leader.Holder, syncStandby)
+		if victim == primary {
+			waitFor(t, 60*time.Second, "a new primary", func() (bool, error) {
+				s, err := c.state()
+				return err == nil && s.Leader.Holder != "" && s.Leader.Holder != primary.Name, err
+			})
+			if s, _ := c.state(); s.Leader.Holder != syncStandby {
+				t.Fatalf("promoted %s, but the synchronous standby was %s", s.Leader.Holder, syncStandby)
+			}
+		} else {
+			// A replica fault: writes go on (the other standby becomes
+			// synchronous if the victim was); hold the fault past one ttl.
+			at := time.Now()
+			waitFor(t, 60*time.Second, "writes after a replica fault", func() (bool, error) {
+				last, _ := w.lastOn(primary.Name)
+				return last.After(at.Add(3 * time.Second)), nil
+			})
 		}
 		if fault == "stop" {
-			_ = syscall.Kill(primary.PID(), syscall.SIGCONT)
+			_ = syscall.Kill(victim.PID(), syscall.SIGCONT)
 		} else {
-			primary.Start()
+			victim.Start()
 		}
+		s, _ := c.state()
 		c.waitPrimary(90*time.Second, c.nodes...)
 		c.waitStreaming(c.byName(s.Leader.Holder))
 	}
 	w.stop()
 	st, _ := c.state()
-	final := c.byName(st.Leader.Holder)
-	lost, err := w.lost(ctx, final)
+	lost, err := w.lost(ctx, c.byName(st.Leader.Holder))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -587,6 +600,6 @@ func TestSyncModeFaults(t *testing.T) {
 		t.Fatalf("two members accepted writes at once:\n%s", strings.Join(o, "\n"))
 	}
 	w.mu.Lock()
-	t.Logf("%d acknowledged writes over %d faults, none lost", len(w.windows), len(faults))
+	t.Logf("%d acknowledged writes over %d faults, none lost", len(w.windows), faults)
 	w.mu.Unlock()
 }
