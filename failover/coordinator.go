@@ -108,6 +108,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	st := c.store.State()
 	lastChange, lastEpoch, lastRev := established, st.Leader.Epoch, st.Leader.Rev
 	seen := map[string]memberSeen{}
+	moved := false // raft leadership moved off the primary's host once
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -126,6 +127,20 @@ func (c *Coordinator) lead(ctx context.Context) error {
 		}
 		if c.shouldElect(st, now.Sub(lastChange)) {
 			c.elect(ctx, st, seen, now)
+		}
+		c.clearFulfilled(ctx, st)
+		if st.Leader.Holder == c.member && !moved && now.Sub(established) > st.Config.TTL {
+			// Losing this host would cost a Raft election on top of the
+			// lease: let another voter lead Raft while we hold the key.
+			moved = true
+			tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := c.store.TransferLeadership(tctx)
+			cancel()
+			if err != nil {
+				c.logger.Info("could not move raft leadership off the primary's host", "error", err)
+			} else {
+				c.logger.Info("moved raft leadership off the primary's host")
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -184,4 +199,24 @@ func (c *Coordinator) seedConfig(ctx context.Context) error {
 	}
 	c.logger.Info("cluster config seeded from bootstrap.dcs", "raft_index", res.Index)
 	return nil
+}
+
+// clearFulfilled drops a switchover request whose primary no longer holds
+// the key (done, or overtaken by a failover): the holder's own clean-up
+// may have failed in a Raft leader change.
+func (c *Coordinator) clearFulfilled(ctx context.Context, st raftstore.State) {
+	f := st.Failover
+	if f == nil || f.Kind != "switchover" || f.From == "" || st.Leader.Holder == f.From {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	res, err := c.store.Apply(actx, raftstore.SetFailover{Actor: c.member,
+		Reason: "switchover from " + f.From + " done: " + st.Leader.Holder + " holds the key", At: time.Now().UTC()})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		c.logger.Debug("clear fulfilled switchover", "error", err)
+	}
 }

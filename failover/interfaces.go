@@ -47,4 +47,5 @@ type LeaderStore interface {
 	LeaderChanges() <-chan struct{}
 	Barrier(ctx context.Context) error
 	Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error)
+	TransferLeadership(ctx context.Context) error
 }

@@ -44,9 +44,10 @@ type Supervisor struct {
 	crashes      int
 	sysid        string
 	wasRunning   bool
-	handedOver   bool   // shut down cleanly in a switchover: follow without rewind
-	startFailed  bool   // the last start as a standby failed: check with pg_rewind
-	syncNames    string // synchronous_standby_names as last set here
+	runningSince time.Time // when postgres was last seen starting to run
+	handedOver   bool      // shut down cleanly in a switchover: follow without rewind
+	startFailed  bool      // the last start as a standby failed: check with pg_rewind
+	syncNames    string    // synchronous_standby_names as last set here
 }
 
 // NewSupervisor returns a supervisor; Run starts it.
@@ -149,7 +150,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 	if err != nil {
 		s.logger.Debug("postgres status", "error", err)
 	}
-	s.countCrash(pgst)
+	s.countCrash(pgst, st.Config.TTL)
 	o := s.observe(ctx, st, pgst)
 	p := Decide(o)
 	if !p.Noop() {
@@ -158,6 +159,9 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 			s.logger.Error("action failed", "action", p.Steps(), "error", err)
 		}
 		pgst, _ = s.pg.Status(ctx)
+		if pgst.Running && !s.wasRunning {
+			s.runningSince = time.Now()
+		}
 		s.wasRunning = pgst.Running // stops we asked for are not crashes
 	}
 	s.report(ctx, pgst)
@@ -194,13 +198,18 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 	s.lastAck, s.ackEpoch, s.ackRev = sent, st.Leader.Epoch, res.Index
 }
 
-func (s *Supervisor) countCrash(pgst pgmanager.Status) {
-	if s.wasRunning && !pgst.Running && !s.pg.Running() {
+// countCrash counts unexpected PostgreSQL exits that follow each other
+// within ttl of a (re)start; a server that ran longer starts a new count.
+func (s *Supervisor) countCrash(pgst pgmanager.Status, ttl time.Duration) {
+	switch {
+	case s.wasRunning && !pgst.Running && !s.pg.Running():
+		if time.Since(s.runningSince) > ttl {
+			s.crashes = 0
+		}
 		s.crashes++
 		s.logger.Warn("postgres exited unexpectedly", "crashes", s.crashes)
-	}
-	if pgst.Running && pgst.Error == "" {
-		s.crashes = 0
+	case !s.wasRunning && pgst.Running:
+		s.runningSince = time.Now()
 	}
 	s.wasRunning = pgst.Running
 }
@@ -356,7 +365,11 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 }
 
 func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason string) {
-	err := s.apply(ctx, raftstore.SetLeader{Holder: "", PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev,
+	epoch, rev := st.Leader.Epoch, st.Leader.Rev
+	if s.ackEpoch == epoch && s.ackRev > rev {
+		rev = s.ackRev // our last renewal, which the local FSM may not show yet
+	}
+	err := s.apply(ctx, raftstore.SetLeader{Holder: "", PrevEpoch: epoch, PrevRev: rev,
 		Reason: "released by " + s.cfg.Member + ": " + reason, Actor: s.cfg.Member, At: time.Now().UTC()})
 	if err != nil {
 		s.logger.Warn("release leader key", "error", err)

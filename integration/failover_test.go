@@ -373,6 +373,12 @@ func TestPauseMeansNoAction(t *testing.T) {
 	c := newPGCluster(t, 3)
 	primary := c.waitPrimary(90*time.Second, c.nodes...)
 	c.apply(raftstore.SetPause{Pause: true, Actor: "itest", At: time.Now().UTC()})
+	for _, n := range c.nodes { // a member acts on the pause once it has applied it
+		waitFor(t, 10*time.Second, n.Name+" applied the pause", func() (bool, error) {
+			st, err := n.Client().Cluster(context.Background())
+			return err == nil && st.Config.Pause, err
+		})
+	}
 	st, _ := c.state()
 	if err := syscall.Kill(readPID(t, primary.PGDataDir()+"/postmaster.pid"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
