@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,14 +27,29 @@ type testNode struct {
 	server *httptest.Server
 }
 
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[string]bool{}
+)
+
+// freePort returns a free 127.0.0.1 address never handed out before in
+// this process: ports are chosen before the stores bind them.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		_ = ln.Close()
+		if !portsUsed[addr] {
+			portsUsed[addr] = true
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // newCluster starts n raft stores over real TCP, each with its API served

@@ -22,8 +22,10 @@ import (
 func agentCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "agent",
-		Usage: "run the raftgres agent of this host (Raft peer + REST API)",
-		Description: "Runs this host's Raft peer and REST API until SIGINT or SIGTERM.\n\n" +
+		Usage: "run the raftgres agent of this host (Raft peer, REST API, PostgreSQL supervisor)",
+		Description: "Runs this host's Raft peer and REST API until SIGINT or SIGTERM and, when the config\n" +
+			"has a postgresql: section, supervises the local PostgreSQL (initdb or clone, streaming,\n" +
+			"promotion, fencing, pg_rewind) as a child process.\n\n" +
 			"A brand-new cluster starts from raft.bootstrap_peers (the same list on every host); a host\n" +
 			"joining an existing cluster lists any member's API address in raft.join and is added as a\n" +
 			"nonvoter, then promoted to voter once it has caught up. The agent refuses to run as root:\n" +
