@@ -44,7 +44,8 @@ type Observation struct {
 	// key over: it can follow the new primary without pg_rewind.
 	HandedOver bool
 	// StandbyStartFailed is set when starting as a standby of the current
-	// primary failed (e.g. its timeline forked before our WAL ends).
+	// primary failed, or a running standby has not streamed from it for
+	// two ttls (e.g. its timeline forked before our WAL ends).
 	StandbyStartFailed bool
 }
 
@@ -185,7 +186,15 @@ func decideNoPrimary(o Observation) Plan {
 }
 
 func decideFollower(o Observation, primary string) Plan {
+	if m, ok := o.State.Members[primary]; !ok || m.Status.Role != "primary" || m.Status.State != "running" {
+		// Rewinding against (or streaming from) a member that has not
+		// finished promoting would compare against the old timeline.
+		return noop("waiting for " + primary + " to report itself a running primary")
+	}
 	switch {
+	case o.PG.Running && o.PG.InRecovery && o.StandbyStartFailed:
+		return plan("not streaming from "+primary+": checking for divergence",
+			Action{Kind: ActFollow, Primary: primary, Rewind: o.State.Config.PostgreSQL.UsePgRewind})
 	case o.RewindFailed:
 		return plan("pg_rewind failed against "+primary, Action{Kind: ActReclone, From: primary})
 	case !o.PG.Running && !o.Standby && o.HandedOver:

@@ -47,6 +47,7 @@ type Supervisor struct {
 	runningSince time.Time // when postgres was last seen starting to run
 	handedOver   bool      // shut down cleanly in a switchover: follow without rewind
 	startFailed  bool      // the last start as a standby failed: check with pg_rewind
+	notStreaming time.Time // since when a running standby has not been streaming
 	syncNames    string    // synchronous_standby_names as last set here
 }
 
@@ -151,6 +152,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		s.logger.Debug("postgres status", "error", err)
 	}
 	s.countCrash(pgst, st.Config.TTL)
+	s.watchStreaming(st, pgst)
 	o := s.observe(ctx, st, pgst)
 	p := Decide(o)
 	if !p.Noop() {
@@ -196,6 +198,22 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 		return
 	}
 	s.lastAck, s.ackEpoch, s.ackRev = sent, st.Leader.Epoch, res.Index
+}
+
+// watchStreaming flags a running standby of the current primary that has
+// not streamed for two ttls, so Decide checks it for divergence.
+func (s *Supervisor) watchStreaming(st raftstore.State, pgst pgmanager.Status) {
+	following := pgst.Running && pgst.InRecovery && s.upstream != "" && s.upstream == st.Leader.Holder
+	switch {
+	case !following || pgst.WalReceiver == "streaming":
+		s.notStreaming = time.Time{}
+	case s.notStreaming.IsZero():
+		s.notStreaming = time.Now()
+	case time.Since(s.notStreaming) > 2*st.Config.TTL && !s.startFailed:
+		s.logger.Warn("standby is not streaming from the primary", "primary", s.upstream,
+			"for", time.Since(s.notStreaming).Round(time.Millisecond))
+		s.startFailed = true
+	}
 }
 
 // countCrash counts unexpected PostgreSQL exits that follow each other
