@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"raftgres/failover"
 	"raftgres/raftstore"
 )
 
@@ -16,8 +17,14 @@ var (
 	ErrUnauthorized = errors.New("unauthorized")
 	// ErrBadRequest is malformed input.
 	ErrBadRequest = errors.New("bad request")
-	// ErrNotFound is an unknown endpoint.
-	ErrNotFound = errors.New("no such endpoint")
+	// ErrNotFound is an unknown endpoint or object.
+	ErrNotFound = errors.New("not found")
+	// ErrForbidden is an endpoint that is disabled by configuration.
+	ErrForbidden = errors.New("forbidden")
+	// ErrPrecondition is a request the cluster's current state refuses.
+	ErrPrecondition = errors.New("precondition failed")
+	// ErrConflict is a request that clashes with a pending one.
+	ErrConflict = errors.New("conflict")
 )
 
 // errorCodes pairs each sentinel with its wire code so that errors.Is works
@@ -43,6 +50,11 @@ var errorCodes = []struct {
 	{ErrUnauthorized, "unauthorized", http.StatusUnauthorized},
 	{ErrBadRequest, "bad_request", http.StatusBadRequest},
 	{ErrNotFound, "not_found", http.StatusNotFound},
+	{ErrForbidden, "forbidden", http.StatusForbidden},
+	{ErrPrecondition, "precondition_failed", http.StatusPreconditionFailed},
+	{failover.ErrRequestRefused, "refused", http.StatusPreconditionFailed},
+	{ErrConflict, "conflict", http.StatusConflict},
+	{errRequestFailed, "request_failed", http.StatusInternalServerError},
 	{context.DeadlineExceeded, "timeout", http.StatusGatewayTimeout},
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"raftgres/failover"
 	"raftgres/raftstore"
 )
 
@@ -49,14 +50,29 @@ type Server struct {
 	logger   hclog.Logger
 	peerCAs  *x509.CertPool
 	mux      *http.ServeMux
+	member   Member
+	version  string
 }
 
+// Option configures a Server.
+type Option func(*Server)
+
+// WithMember serves the local PostgreSQL member's health, status and
+// operator requests; without it (a Raft-only agent) health checks fail.
+func WithMember(m Member) Option { return func(s *Server) { s.member = m } }
+
+// WithVersion sets the version /patroni and /metrics report.
+func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
+
 // New builds a Server for store; proposer forwards commands to the leader.
-func New(cfg Config, scope string, store Store, proposer *Proposer, logger hclog.Logger) (*Server, error) {
+func New(cfg Config, scope string, store Store, proposer *Proposer, logger hclog.Logger, opts ...Option) (*Server, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	s := &Server{cfg: cfg, scope: scope, store: store, proposer: proposer, logger: logger.Named(LoggerName)}
+	s := &Server{cfg: cfg, scope: scope, store: store, proposer: proposer, logger: logger.Named(LoggerName), version: "dev"}
+	for _, o := range opts {
+		o(s)
+	}
 	if cfg.PeerTLS.CAFile != "" {
 		pem, err := os.ReadFile(cfg.PeerTLS.CAFile)
 		if err != nil {
@@ -81,6 +97,24 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /raft/transfer", s.internal(s.handleTransfer))
 	s.mux.HandleFunc("GET /snapshot", s.internal(s.handleSnapshot))
 	s.mux.HandleFunc("GET /cluster", s.handleCluster)
+	s.mux.HandleFunc("GET /history", s.handleHistory)
+	s.mux.HandleFunc("GET /patroni", s.handlePatroni)
+	s.mux.Handle("GET /metrics", s.metricsHandler())
+	s.mux.HandleFunc("GET /config", s.handleGetConfig)
+	s.mux.HandleFunc("PATCH /config", s.admin(s.handlePatchConfig))
+	s.mux.HandleFunc("PUT /config", s.admin(s.handlePatchConfig))
+	s.mux.HandleFunc("POST /switchover", s.admin(s.handleSwitchover("switchover")))
+	s.mux.HandleFunc("DELETE /switchover", s.admin(s.handleCancelSwitchover))
+	s.mux.HandleFunc("POST /failover", s.admin(s.handleSwitchover("failover")))
+	s.mux.HandleFunc("POST /restart", s.admin(s.handleLocal(failover.RequestRestart)))
+	s.mux.HandleFunc("POST /reload", s.admin(s.handleLocal(failover.RequestReload)))
+	s.mux.HandleFunc("POST /reinitialize", s.admin(s.handleLocal(failover.RequestReinit)))
+	s.mux.HandleFunc("POST /pause", s.admin(s.handlePause(true)))
+	s.mux.HandleFunc("POST /resume", s.admin(s.handlePause(false)))
+	s.mux.HandleFunc("/{$}", s.handleHealth)
+	for _, p := range healthPaths {
+		s.mux.HandleFunc(p, s.handleHealth)
+	}
 	s.mux.HandleFunc("/", s.handleNoRoute)
 }
 
@@ -281,45 +315,6 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(b)
-}
-
-// ClusterMember is one member in GET /cluster.
-type ClusterMember struct {
-	Name   string         `json:"name"`
-	Role   string         `json:"role"`
-	State  string         `json:"state,omitempty"`
-	APIURL string         `json:"api_url"`
-	Host   string         `json:"host,omitempty"`
-	Port   int            `json:"port,omitempty"`
-	Tags   raftstore.Tags `json:"tags"`
-	Raft   string         `json:"raft_state,omitempty"`
-}
-
-// ClusterView is GET /cluster.
-type ClusterView struct {
-	Scope   string          `json:"scope"`
-	Members []ClusterMember `json:"members"`
-	Pause   bool            `json:"pause,omitempty"`
-}
-
-func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
-	st := s.store.State()
-	out := ClusterView{Scope: s.scope, Members: []ClusterMember{}, Pause: st.Config.Pause}
-	for _, name := range st.MemberNames() {
-		m := st.Members[name]
-		cm := ClusterMember{Name: name, Role: m.Status.Role, State: m.Status.State, APIURL: m.APIAddr, Tags: m.Tags}
-		if st.Leader.Holder == name {
-			cm.Role = "leader"
-		} else if cm.Role == "" {
-			cm.Role = "replica"
-		}
-		if host, port, err := net.SplitHostPort(m.PGAddr); err == nil {
-			cm.Host = host
-			fmt.Sscanf(port, "%d", &cm.Port)
-		}
-		out.Members = append(out.Members, cm)
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 // leaderAPI is the API address of the Raft leader, if known.

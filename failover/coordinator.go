@@ -167,7 +167,21 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen map[st
 	if st.Leader.Holder != "" {
 		reason = "leader key of " + st.Leader.Holder + " expired"
 	}
-	cmd, ok := Elect(st, ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder, Reason: reason, Actor: c.member})
+	in := ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder, Reason: reason, Actor: c.member}
+	cmd, ok := raftstore.SetLeader{}, false
+	if f := st.Failover; f != nil && f.Kind == "failover" && f.To != "" {
+		// A manual failover names the member to promote; if it cannot be
+		// promoted safely, the ordinary election decides.
+		req := in
+		req.Candidate, req.Reason = f.To, "manual failover to "+f.To+" ("+reason+")"
+		if cmd, ok = Elect(st, req); !ok {
+			c.logger.Warn("manual failover candidate not eligible", "candidate", f.To,
+				"ranking", RankCandidates(st, req))
+		}
+	}
+	if !ok {
+		cmd, ok = Elect(st, in)
+	}
 	if !ok {
 		c.logger.Debug("no eligible candidate", "reason", reason, "ranking", RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder}))
 		return
@@ -206,13 +220,19 @@ func (c *Coordinator) seedConfig(ctx context.Context) error {
 // may have failed in a Raft leader change.
 func (c *Coordinator) clearFulfilled(ctx context.Context, st raftstore.State) {
 	f := st.Failover
-	if f == nil || f.Kind != "switchover" || f.From == "" || st.Leader.Holder == f.From {
+	if f == nil || st.Leader.Holder == "" {
+		return
+	}
+	switch {
+	case f.From != "" && st.Leader.Holder != f.From:
+	case f.Kind == "failover" && f.To != "" && st.Leader.Holder == f.To:
+	default:
 		return
 	}
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	res, err := c.store.Apply(actx, raftstore.SetFailover{Actor: c.member,
-		Reason: "switchover from " + f.From + " done: " + st.Leader.Holder + " holds the key", At: time.Now().UTC()})
+		Reason: f.Kind + " done: " + st.Leader.Holder + " holds the key", At: time.Now().UTC()})
 	if err == nil {
 		err = res.Err
 	}

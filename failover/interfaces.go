@@ -19,6 +19,8 @@ type Postgres interface {
 	Init(ctx context.Context, d pgmanager.Desired) (string, error)
 	Start(ctx context.Context, d pgmanager.Desired) error
 	Stop(ctx context.Context, mode pgmanager.StopMode) error
+	Restart(ctx context.Context, d pgmanager.Desired) error
+	Reload(ctx context.Context, d pgmanager.Desired) (pgmanager.ConfigChange, error)
 	Promote(ctx context.Context) error
 	Follow(ctx context.Context, d pgmanager.Desired) error
 	Rewind(ctx context.Context, d pgmanager.Desired) error

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -49,6 +50,10 @@ type Supervisor struct {
 	startFailed  bool      // the last start as a standby failed: check with pg_rewind
 	notStreaming time.Time // since when a running standby has not been streaming
 	syncNames    string    // synchronous_standby_names as last set here
+	confVersion  uint64    // cluster config version last applied to postgres
+
+	local atomic.Pointer[Local]
+	reqs  chan request
 }
 
 // NewSupervisor returns a supervisor; Run starts it.
@@ -59,7 +64,8 @@ func NewSupervisor(cfg Config, pg Postgres, store Store, proposer Proposer, logg
 	if cfg.MaxCrashes == 0 {
 		cfg.MaxCrashes = 3
 	}
-	return &Supervisor{cfg: cfg, pg: pg, store: store, proposer: proposer, logger: logger.Named(SupervisorLoggerName)}
+	return &Supervisor{cfg: cfg, pg: pg, store: store, proposer: proposer, logger: logger.Named(SupervisorLoggerName),
+		reqs: make(chan request)}
 }
 
 // Margin is the holder's safety margin for ttl: the lease ends ttl−margin
@@ -102,6 +108,13 @@ func (s *Supervisor) waitNext(ctx context.Context, wait time.Duration) bool {
 		case <-exited:
 			return true
 		case <-t.C:
+			return true
+		case r := <-s.reqs:
+			err := s.serve(ctx, r.Request)
+			if err != nil {
+				s.logger.Warn("request failed", "request", r.Kind, "error", err)
+			}
+			r.done <- err
 			return true
 		}
 	}
@@ -166,7 +179,9 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		}
 		s.wasRunning = pgst.Running // stops we asked for are not crashes
 	}
+	s.applyConfig(ctx, st, pgst)
 	s.report(ctx, pgst)
+	s.publish(s.store.State(), pgst)
 	if st.Leader.Holder == s.cfg.Member && !s.lastAck.IsZero() {
 		if until := time.Until(s.leaseEnd(st)); until > 0 && until < loopWait {
 			return until

@@ -17,7 +17,12 @@ var ErrNoCandidate = errors.New("no eligible switchover candidate")
 // switchover now. Scheduled times are wall-clock by nature.
 func (s *Supervisor) switchoverDue(st raftstore.State, now time.Time) bool {
 	f := st.Failover
-	if f == nil || f.Kind != "switchover" || st.Leader.Holder != s.cfg.Member {
+	if f == nil || st.Leader.Holder != s.cfg.Member {
+		return false
+	}
+	// A manual failover aimed at a healthy primary is carried out as a
+	// switchover to its candidate: nothing is lost that way.
+	if f.Kind == "failover" && (f.To == "" || f.To == s.cfg.Member) {
 		return false
 	}
 	if f.From != "" && f.From != s.cfg.Member {

@@ -39,8 +39,14 @@ type Status struct {
 	// WalReceiver is pg_stat_wal_receiver's status on a standby ("" if none).
 	WalReceiver     string
 	WalReceiverFrom string
-	Replicas        []Replica
-	Error           string
+	// PostmasterStart is pg_postmaster_start_time().
+	PostmasterStart time.Time
+	// ReplayPaused and LastReplayAt (pg_last_xact_replay_timestamp) are a
+	// standby's.
+	ReplayPaused bool
+	LastReplayAt time.Time
+	Replicas     []Replica
+	Error        string
 }
 
 // connect opens a superuser connection through the Unix socket.
@@ -110,8 +116,8 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 	var sysid int64
 	var ver string
 	err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),
-		current_setting('server_version'), (SELECT timeline_id FROM pg_control_checkpoint())`).
-		Scan(&st.InRecovery, &sysid, &ver, &st.Timeline)
+		current_setting('server_version'), (SELECT timeline_id FROM pg_control_checkpoint()), pg_postmaster_start_time()`).
+		Scan(&st.InRecovery, &sysid, &ver, &st.Timeline, &st.PostmasterStart)
 	if err != nil {
 		return st, fmt.Errorf("status of %s: %w", m.member, err)
 	}
@@ -145,9 +151,11 @@ func (m *Manager) lsnStatus(ctx context.Context, conn *pgx.Conn, st *Status) err
 	}
 	var recv, replay, wrStatus, wrHost *string
 	var tli *int32
+	var replayAt *time.Time
 	err := conn.QueryRow(ctx, `SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
 		(SELECT status FROM pg_stat_wal_receiver), (SELECT sender_host FROM pg_stat_wal_receiver),
-		(SELECT received_tli FROM pg_stat_wal_receiver)`).Scan(&recv, &replay, &wrStatus, &wrHost, &tli)
+		(SELECT received_tli FROM pg_stat_wal_receiver), pg_is_wal_replay_paused(), pg_last_xact_replay_timestamp()`).
+		Scan(&recv, &replay, &wrStatus, &wrHost, &tli, &st.ReplayPaused, &replayAt)
 	if err != nil {
 		return fmt.Errorf("standby lsn of %s: %w", m.member, err)
 	}
@@ -162,6 +170,9 @@ func (m *Manager) lsnStatus(ctx context.Context, conn *pgx.Conn, st *Status) err
 	}
 	if wrHost != nil {
 		st.WalReceiverFrom = *wrHost
+	}
+	if replayAt != nil {
+		st.LastReplayAt = *replayAt
 	}
 	if tli != nil && uint32(*tli) > st.Timeline {
 		st.Timeline = uint32(*tli)

@@ -72,11 +72,20 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		return err
 	}
 	proposer := api.NewProposer(store, peerOpts, logger)
-	server, err := api.New(cfg.API, cfg.Scope, store, proposer, logger)
+	a := &agent{cfg: cfg, store: store, proposer: proposer, peer: peerOpts, logger: logger}
+	apiOpts := []api.Option{api.WithVersion(version)}
+	if cfg.HasPostgres {
+		pg, err := pgmanager.New(cfg.Postgres, cfg.Name, logger, pgmanager.Options{Scope: cfg.Scope})
+		if err != nil {
+			return err
+		}
+		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags}, pg, store, proposer, logger)
+		apiOpts = append(apiOpts, api.WithMember(a.sup))
+	}
+	server, err := api.New(cfg.API, cfg.Scope, store, proposer, logger, apiOpts...)
 	if err != nil {
 		return err
 	}
-	a := &agent{cfg: cfg, store: store, proposer: proposer, peer: peerOpts, logger: logger}
 	coordinator := failover.NewCoordinator(cfg.Name, cfg.Cluster, store, logger)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return server.Run(gctx) })
@@ -85,7 +94,7 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		if err := a.joinAndRegister(gctx); err != nil || !cfg.HasPostgres || gctx.Err() != nil {
 			return err
 		}
-		return a.supervise(gctx)
+		return a.sup.Run(gctx)
 	})
 	g.Go(func() error {
 		select {
@@ -111,6 +120,7 @@ type agent struct {
 	proposer *api.Proposer
 	peer     api.ClientOptions
 	logger   hclog.Logger
+	sup      *failover.Supervisor // nil without a postgresql: section
 }
 
 // joinAndRegister joins an existing cluster when raft.join is set and this
@@ -140,21 +150,12 @@ func (a *agent) joinAndRegister(ctx context.Context) error {
 	})
 }
 
-// supervise runs the PostgreSQL supervisor of this member.
-func (a *agent) supervise(ctx context.Context) error {
-	pg, err := pgmanager.New(a.cfg.Postgres, a.cfg.Name, a.logger, pgmanager.Options{Scope: a.cfg.Scope})
-	if err != nil {
-		return err
-	}
-	sup := failover.NewSupervisor(failover.Config{Member: a.cfg.Name, Tags: a.cfg.Tags}, pg, a.store, a.proposer, a.logger)
-	return sup.Run(ctx)
-}
-
 // The adapters satisfy the interfaces failover declares.
 var (
 	_ failover.Postgres    = (*pgmanager.Manager)(nil)
 	_ failover.LeaderStore = (*raftstore.Store)(nil)
 	_ failover.Proposer    = (*api.Proposer)(nil)
+	_ api.Member           = (*failover.Supervisor)(nil)
 )
 
 // retry calls f until it succeeds, ctx ends, or f fails with an error that

@@ -1,0 +1,303 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"raftgres/failover"
+	"raftgres/raftstore"
+)
+
+// admin guards the write endpoints with HTTP basic auth against
+// restapi.authentication; without it configured they are refused.
+func (s *Server) admin(h func(w http.ResponseWriter, r *http.Request, actor string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Username == "" {
+			writeError(w, fmt.Errorf("%w: admin endpoints are disabled: set restapi.authentication", ErrForbidden), "")
+			return
+		}
+		user, pass, ok := r.BasicAuth()
+		userOK := subtle.ConstantTimeCompare([]byte(user), []byte(s.cfg.Username)) == 1
+		passOK := subtle.ConstantTimeCompare([]byte(pass), []byte(s.cfg.Password.Reveal())) == 1
+		if !ok || !userOK || !passOK {
+			w.Header().Set("WWW-Authenticate", `Basic realm="raftgres"`)
+			s.logger.Warn("admin request refused: bad or missing credentials", "method", r.Method, "path", r.URL.Path,
+				"remote", r.RemoteAddr)
+			writeError(w, fmt.Errorf("%w: %s %s needs the restapi credentials (basic auth)", ErrUnauthorized, r.Method, r.URL.Path), "")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		h(w, r, "api:"+user+"@"+s.store.ID())
+	}
+}
+
+// decodeOptional decodes a JSON body into v; an empty body leaves v as is.
+func decodeOptional(r *http.Request, v any) error {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return fmt.Errorf("%w: read body: %w", ErrBadRequest, err)
+	}
+	if strings.TrimSpace(string(b)) == "" {
+		return nil
+	}
+	return decodeJSON(strings.NewReader(string(b)), v)
+}
+
+// Message is the body of a successful admin request.
+type Message struct {
+	Message string `json:"message"`
+}
+
+func (s *Server) commit(ctx context.Context, cmd raftstore.Command) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, err := s.proposer.Apply(ctx, cmd)
+	if err == nil {
+		err = res.Err
+	}
+	return err
+}
+
+func (s *Server) handleGetConfig(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, DocOf(s.store.State().Config))
+}
+
+func (s *Server) handlePatchConfig(w http.ResponseWriter, r *http.Request, actor string) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: read body: %w", ErrBadRequest, err), "")
+		return
+	}
+	cur := s.store.State().Config
+	var next raftstore.ClusterConfig
+	if r.Method == http.MethodPut {
+		next, err = decodeConfigDoc(body)
+	} else {
+		next, err = PatchConfig(cur, body)
+	}
+	if err != nil {
+		writeError(w, err, "")
+		return
+	}
+	if err := s.commit(r.Context(), raftstore.SetConfig{Config: next, PrevVersion: cur.Version, Actor: actor, At: time.Now().UTC()}); err != nil {
+		writeError(w, fmt.Errorf("change config: %w", err), "")
+		return
+	}
+	s.logger.Info("cluster config changed", "actor", actor, "version", cur.Version+1)
+	next.Version = cur.Version + 1
+	writeJSON(w, http.StatusOK, DocOf(next))
+}
+
+func (s *Server) handlePause(pause bool) func(http.ResponseWriter, *http.Request, string) {
+	return func(w http.ResponseWriter, r *http.Request, actor string) {
+		if err := s.commit(r.Context(), raftstore.SetPause{Pause: pause, Actor: actor, At: time.Now().UTC()}); err != nil {
+			writeError(w, err, "")
+			return
+		}
+		msg := "cluster is now in maintenance mode: no automatic failover"
+		if !pause {
+			msg = "maintenance mode is off: automatic failover is back"
+		}
+		s.logger.Info(msg, "actor", actor)
+		writeJSON(w, http.StatusOK, Message{msg})
+	}
+}
+
+// SwitchoverRequest is the body of POST /switchover and /failover
+// (Patroni's keys).
+type SwitchoverRequest struct {
+	Leader      string `json:"leader,omitempty"`
+	Candidate   string `json:"candidate,omitempty"`
+	ScheduledAt string `json:"scheduled_at,omitempty"`
+}
+
+// checkCandidate refuses a candidate that cannot become primary.
+func checkCandidate(st raftstore.State, name string) error {
+	m, ok := st.Members[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: candidate %s", raftstore.ErrUnknownMember, name)
+	case st.Leader.Holder == name:
+		return fmt.Errorf("%w: candidate %s is already the primary", ErrPrecondition, name)
+	case m.Tags.NoFailover:
+		return fmt.Errorf("%w: candidate %s is tagged nofailover", ErrPrecondition, name)
+	case m.Status.Role != "replica" || m.Status.State != "running":
+		return fmt.Errorf("%w: candidate %s is not a running replica (%s, %s)", ErrPrecondition, name, m.Status.Role, m.Status.State)
+	}
+	return nil
+}
+
+func (s *Server) handleSwitchover(kind string) func(http.ResponseWriter, *http.Request, string) {
+	return func(w http.ResponseWriter, r *http.Request, actor string) {
+		var req SwitchoverRequest
+		if err := decodeOptional(r, &req); err != nil {
+			writeError(w, err, "")
+			return
+		}
+		st := s.store.State()
+		if err := validateSwitchover(kind, req, st, time.Now()); err != nil {
+			writeError(w, err, "")
+			return
+		}
+		fr := &raftstore.FailoverRequest{Kind: kind, From: req.Leader, To: req.Candidate, RequestedBy: actor, RequestedAt: time.Now().UTC()}
+		if kind == "switchover" && fr.From == "" {
+			fr.From = st.Leader.Holder
+		}
+		if req.ScheduledAt != "" {
+			fr.ScheduledAt, _ = time.Parse(time.RFC3339, req.ScheduledAt)
+		}
+		if err := s.commit(r.Context(), raftstore.SetFailover{Request: fr, Actor: actor, At: time.Now().UTC()}); err != nil {
+			writeError(w, err, "")
+			return
+		}
+		s.logger.Info(kind+" requested", "actor", actor, "from", fr.From, "to", fr.To, "scheduled_at", req.ScheduledAt)
+		if !fr.ScheduledAt.IsZero() {
+			writeJSON(w, http.StatusAccepted, Message{fmt.Sprintf("%s scheduled at %s", kind, fr.ScheduledAt.Format(time.RFC3339))})
+			return
+		}
+		holder, err := s.awaitFailover(r.Context(), st, fr)
+		if err != nil {
+			writeError(w, err, "")
+			return
+		}
+		writeJSON(w, http.StatusOK, Message{fmt.Sprintf("Successfully %s to %q", map[string]string{"switchover": "switched over", "failover": "failed over"}[kind], holder)})
+	}
+}
+
+func validateSwitchover(kind string, req SwitchoverRequest, st raftstore.State, now time.Time) error {
+	if st.Failover != nil {
+		return fmt.Errorf("%w: a %s is already pending (from %q to %q); cancel it with DELETE /switchover",
+			ErrConflict, st.Failover.Kind, st.Failover.From, st.Failover.To)
+	}
+	if kind == "failover" && req.Candidate == "" {
+		return fmt.Errorf("%w: failover needs a candidate", ErrBadRequest)
+	}
+	if kind == "failover" && req.ScheduledAt != "" {
+		return fmt.Errorf("%w: a failover cannot be scheduled; use switchover", ErrBadRequest)
+	}
+	if kind == "switchover" && st.Leader.Holder == "" {
+		return fmt.Errorf("%w: there is no primary to switch over from; use failover", ErrPrecondition)
+	}
+	if req.Leader != "" && req.Leader != st.Leader.Holder {
+		return fmt.Errorf("%w: leader %q does not match the current primary %q", ErrPrecondition, req.Leader, st.Leader.Holder)
+	}
+	if req.Candidate != "" {
+		if err := checkCandidate(st, req.Candidate); err != nil {
+			return err
+		}
+	}
+	if req.ScheduledAt != "" {
+		at, err := time.Parse(time.RFC3339, req.ScheduledAt)
+		if err != nil {
+			return fmt.Errorf("%w: scheduled_at %q is not an RFC 3339 time (2006-01-02T15:04:05Z07:00): %w", ErrBadRequest, req.ScheduledAt, err)
+		}
+		if !at.After(now) {
+			return fmt.Errorf("%w: scheduled_at %s is in the past", ErrBadRequest, req.ScheduledAt)
+		}
+	}
+	return nil
+}
+
+// awaitFailover waits until the leader key moved as fr asks, or the request
+// was dropped (refused or aborted: History says why).
+func (s *Server) awaitFailover(ctx context.Context, before raftstore.State, fr *raftstore.FailoverRequest) (string, error) {
+	ttl := before.Config.TTL
+	ctx, cancel := context.WithTimeout(ctx, max(4*ttl, 30*time.Second))
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st := s.store.State()
+		h := st.Leader.Holder
+		if h != "" && h != before.Leader.Holder && (fr.To == "" || h == fr.To) {
+			return h, nil
+		}
+		if st.Failover == nil && st.Index > before.Index {
+			why := "request dropped"
+			for i := len(st.History) - 1; i >= 0; i-- {
+				if e := st.History[i]; e.Kind == raftstore.EventFailoverDone {
+					why = e.Reason
+					break
+				}
+			}
+			if h != "" && h != before.Leader.Holder {
+				return "", fmt.Errorf("%w: %s went to %s instead: %s", ErrPrecondition, fr.Kind, h, why)
+			}
+			return "", fmt.Errorf("%w: %s did not happen: %s", ErrPrecondition, fr.Kind, why)
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s not finished in time (the request is still pending): %w", fr.Kind, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) handleCancelSwitchover(w http.ResponseWriter, r *http.Request, actor string) {
+	f := s.store.State().Failover
+	if f == nil {
+		writeError(w, fmt.Errorf("%w: no switchover is pending", ErrNotFound), "")
+		return
+	}
+	if err := s.commit(r.Context(), raftstore.SetFailover{Actor: actor, Reason: "cancelled by " + actor, At: time.Now().UTC()}); err != nil {
+		writeError(w, err, "")
+		return
+	}
+	writeJSON(w, http.StatusOK, Message{"scheduled " + f.Kind + " cancelled"})
+}
+
+// RestartRequest is the body of POST /restart.
+type RestartRequest struct {
+	RestartPending bool   `json:"restart_pending,omitempty"`
+	Role           string `json:"role,omitempty"`
+}
+
+func (s *Server) handleLocal(kind failover.RequestKind) func(http.ResponseWriter, *http.Request, string) {
+	return func(w http.ResponseWriter, r *http.Request, actor string) {
+		if s.member == nil {
+			writeError(w, fmt.Errorf("%w: this member runs no postgresql", ErrPrecondition), "")
+			return
+		}
+		req := failover.Request{Kind: kind}
+		switch kind {
+		case failover.RequestRestart:
+			var rr RestartRequest
+			if err := decodeOptional(r, &rr); err != nil {
+				writeError(w, err, "")
+				return
+			}
+			if rr.Role != "" && rr.Role != s.view().role() {
+				writeError(w, fmt.Errorf("%w: role %q asked, this member is %s", ErrPrecondition, rr.Role, s.view().role()), "")
+				return
+			}
+			req.OnlyPending = rr.RestartPending
+		default:
+			var empty struct {
+				Force bool `json:"force,omitempty"`
+			}
+			if err := decodeOptional(r, &empty); err != nil {
+				writeError(w, err, "")
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
+		defer cancel()
+		s.logger.Info("operator request", "request", kind, "actor", actor)
+		if err := s.member.Do(ctx, req); err != nil {
+			if !errors.Is(err, failover.ErrRequestRefused) && !errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("%w: %w", errRequestFailed, err)
+			}
+			writeError(w, err, "")
+			return
+		}
+		writeJSON(w, http.StatusOK, Message{fmt.Sprintf("%s of %s done", kind, s.store.ID())})
+	}
+}
+
+var errRequestFailed = errors.New("request failed")

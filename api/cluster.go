@@ -1,0 +1,120 @@
+package api
+
+import (
+	"net/http"
+	"slices"
+	"time"
+
+	"raftgres/raftstore"
+)
+
+// ClusterMember is one member in GET /cluster (Patroni's shape).
+type ClusterMember struct {
+	Name           string         `json:"name"`
+	Role           string         `json:"role"`
+	State          string         `json:"state"`
+	APIURL         string         `json:"api_url"`
+	Host           string         `json:"host,omitempty"`
+	Port           int            `json:"port,omitempty"`
+	Timeline       uint32         `json:"timeline,omitempty"`
+	LSN            string         `json:"lsn,omitempty"`
+	Lag            *int64         `json:"lag,omitempty"`
+	PendingRestart bool           `json:"pending_restart,omitempty"`
+	Tags           raftstore.Tags `json:"tags"`
+	// Raft is this member's place in the Raft configuration: leader,
+	// voter, nonvoter, or "" when it is not in it.
+	Raft string `json:"raft,omitempty"`
+	// ReportedAt is the member's own time of its last status report.
+	ReportedAt time.Time `json:"reported_at,omitzero"`
+}
+
+// ScheduledSwitchover is a pending switchover or failover request.
+type ScheduledSwitchover struct {
+	Kind string    `json:"kind"`
+	At   time.Time `json:"at,omitzero"`
+	From string    `json:"from,omitempty"`
+	To   string    `json:"to,omitempty"`
+}
+
+// ClusterView is GET /cluster.
+type ClusterView struct {
+	Scope               string               `json:"scope"`
+	Members             []ClusterMember      `json:"members"`
+	Pause               bool                 `json:"pause,omitempty"`
+	ScheduledSwitchover *ScheduledSwitchover `json:"scheduled_switchover,omitempty"`
+	SynchronousMode     bool                 `json:"synchronous_mode,omitempty"`
+	LeaderEpoch         uint64               `json:"leader_epoch"`
+	RaftLeader          string               `json:"raft_leader,omitempty"`
+}
+
+// staleAfter is how old a member's last report may be (on the reader's
+// wall clock) before the member is shown as unreachable.
+func staleAfter(c raftstore.ClusterConfig) time.Duration {
+	return max(2*c.TTL, 5*time.Second)
+}
+
+// BuildClusterView is /cluster's body from the FSM and the Raft
+// configuration, as seen at now (wall clock).
+func BuildClusterView(scope string, st raftstore.State, rs raftstore.Status, now time.Time) ClusterView {
+	out := ClusterView{Scope: scope, Members: []ClusterMember{}, Pause: st.Config.Pause,
+		SynchronousMode: st.Config.SynchronousMode, LeaderEpoch: st.Leader.Epoch, RaftLeader: rs.LeaderID}
+	if f := st.Failover; f != nil {
+		out.ScheduledSwitchover = &ScheduledSwitchover{Kind: f.Kind, At: f.ScheduledAt, From: f.From, To: f.To}
+	}
+	raftRole := map[string]string{}
+	for _, srv := range rs.Servers {
+		role := "nonvoter"
+		if srv.Suffrage == "Voter" {
+			role = "voter"
+		}
+		if srv.ID == rs.LeaderID {
+			role = "leader"
+		}
+		raftRole[srv.ID] = role
+	}
+	plsn := primaryLSN(st)
+	for _, name := range st.MemberNames() {
+		m := st.Members[name]
+		ms := m.Status
+		cm := ClusterMember{Name: name, Role: "replica", State: ms.State, APIURL: m.APIAddr + "/patroni",
+			Timeline: ms.Timeline, PendingRestart: ms.PendingRestart, Tags: m.Tags, Raft: raftRole[name],
+			ReportedAt: ms.ReportedAt}
+		cm.Host, cm.Port = splitHostPort(m.PGAddr)
+		switch {
+		case st.Leader.Holder == name:
+			cm.Role = "leader"
+		case st.Config.SynchronousMode && slices.Contains(st.Sync.Standbys, name):
+			cm.Role = "sync_standby"
+		case ms.Role == "uninitialized":
+			cm.Role = "uninitialized"
+		}
+		if cm.State == "" {
+			cm.State = "unknown"
+		}
+		if ms.ReportedAt.IsZero() || now.Sub(ms.ReportedAt) > staleAfter(st.Config) {
+			cm.State = "unreachable"
+		}
+		if cm.State == "running" {
+			lsn := max(ms.WrittenLSN, ms.ReceivedLSN, ms.ReplayedLSN)
+			cm.LSN = formatLSN(lsn)
+			if cm.Role != "leader" {
+				lag := int64(0)
+				if plsn > lsn {
+					lag = int64(plsn - lsn)
+				}
+				cm.Lag = &lag
+			}
+		}
+		out.Members = append(out.Members, cm)
+	}
+	return out
+}
+
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
+	rs, _ := s.store.Status()
+	writeJSON(w, http.StatusOK, BuildClusterView(s.scope, s.store.State(), rs, time.Now()))
+}
+
+func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.store.State().History)
+}

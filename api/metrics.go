@@ -1,0 +1,222 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metric is one gauge of /metrics: Patroni's names, so existing dashboards
+// and alerts work, plus raftgres_* for the Raft layer.
+type metric struct {
+	desc  *prometheus.Desc
+	value func(v nodeView, m *metricInput) float64
+}
+
+// metricInput is what a scrape reads besides the view.
+type metricInput struct {
+	raftState   string
+	term        uint64
+	commit      uint64
+	applied     uint64
+	lastIndex   uint64
+	voters      int
+	versionNum  float64
+	leaderFresh bool
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func newMetrics(scope, name string) []metric {
+	labels := prometheus.Labels{"scope": scope, "name": name}
+	g := func(n, help string, f func(nodeView, *metricInput) float64) metric {
+		return metric{desc: prometheus.NewDesc(n, help, nil, labels), value: f}
+	}
+	pgRunning := func(v nodeView) bool { return v.running() }
+	return []metric{
+		g("patroni_version", "Version of the agent (raftgres) as Patroni encodes it: major*10000+minor*100+patch.",
+			func(_ nodeView, m *metricInput) float64 { return m.versionNum }),
+		g("patroni_postgres_running", "1 if PostgreSQL is running, else 0.",
+			func(v nodeView, _ *metricInput) float64 { return b2f(pgRunning(v)) }),
+		g("patroni_postmaster_start_time", "Epoch seconds since PostgreSQL started.",
+			func(v nodeView, _ *metricInput) float64 {
+				if !pgRunning(v) || v.local.PG.PostmasterStart.IsZero() {
+					return 0
+				}
+				return float64(v.local.PG.PostmasterStart.UnixNano()) / 1e9
+			}),
+		g("patroni_primary", "1 if this node is the primary holding a valid lease, else 0.",
+			func(v nodeView, _ *metricInput) float64 { return b2f(v.holdsValidLease()) }),
+		g("patroni_master", "Same as patroni_primary (older name).",
+			func(v nodeView, _ *metricInput) float64 { return b2f(v.holdsValidLease()) }),
+		g("patroni_xlog_location", "Current WAL location (flush LSN) on the primary, else 0.",
+			func(v nodeView, _ *metricInput) float64 {
+				if pgRunning(v) && !v.local.PG.InRecovery {
+					return float64(v.local.PG.CurrentLSN)
+				}
+				return 0
+			}),
+		g("patroni_standby_leader", "1 if this node is a standby leader (never: raftgres has no standby clusters).",
+			func(nodeView, *metricInput) float64 { return 0 }),
+		g("patroni_replica", "1 if this node is a running replica, else 0.",
+			func(v nodeView, _ *metricInput) float64 { return b2f(v.isReplica()) }),
+		g("patroni_sync_standby", "1 if this node is a synchronous standby, else 0.",
+			func(v nodeView, _ *metricInput) float64 { return b2f(v.isReplica() && v.isSync()) }),
+		g("patroni_quorum_standby", "1 if this node is a quorum standby (never in raftgres).",
+			func(nodeView, *metricInput) float64 { return 0 }),
+		g("patroni_xlog_received_location", "WAL location received by this replica, else 0.",
+			func(v nodeView, _ *metricInput) float64 {
+				if v.isReplica() {
+					return float64(v.local.PG.ReceivedLSN)
+				}
+				return 0
+			}),
+		g("patroni_xlog_replayed_location", "WAL location replayed by this replica, else 0.",
+			func(v nodeView, _ *metricInput) float64 {
+				if v.isReplica() {
+					return float64(v.local.PG.ReplayedLSN)
+				}
+				return 0
+			}),
+		g("patroni_xlog_replayed_timestamp", "Epoch seconds of the last replayed transaction, else 0.",
+			func(v nodeView, _ *metricInput) float64 {
+				if v.isReplica() && !v.local.PG.LastReplayAt.IsZero() {
+					return float64(v.local.PG.LastReplayAt.UnixNano()) / 1e9
+				}
+				return 0
+			}),
+		g("patroni_xlog_paused", "1 if WAL replay is paused, else 0.",
+			func(v nodeView, _ *metricInput) float64 { return b2f(v.isReplica() && v.local.PG.ReplayPaused) }),
+		g("patroni_postgres_streaming", "1 if this replica streams from the primary, else 0.",
+			func(v nodeView, _ *metricInput) float64 {
+				return b2f(v.isReplica() && v.local.PG.WalReceiver == "streaming")
+			}),
+		g("patroni_postgres_in_archive_recovery", "1 if this replica replays WAL without streaming, else 0.",
+			func(v nodeView, _ *metricInput) float64 {
+				return b2f(v.isReplica() && v.local.PG.WalReceiver != "streaming")
+			}),
+		g("patroni_postgres_server_version", "PostgreSQL version as server_version_num.",
+			func(v nodeView, _ *metricInput) float64 {
+				if !pgRunning(v) {
+					return 0
+				}
+				return float64(serverVersionNum(v.local.PG.Version))
+			}),
+		g("patroni_cluster_unlocked", "1 if no member holds the leader key, else 0.",
+			func(v nodeView, _ *metricInput) float64 { return b2f(v.st.Leader.Holder == "") }),
+		g("patroni_failsafe_mode_is_active", "1 if failsafe mode is active (never: Raft needs no failsafe mode).",
+			func(nodeView, *metricInput) float64 { return 0 }),
+		g("patroni_postgres_timeline", "PostgreSQL timeline of this node, 0 when it does not run.",
+			func(v nodeView, _ *metricInput) float64 {
+				if !pgRunning(v) {
+					return 0
+				}
+				return float64(v.local.PG.Timeline)
+			}),
+		g("patroni_dcs_last_seen", "Epoch seconds when a Raft leader was last known (the DCS Patroni talks to).",
+			func(_ nodeView, m *metricInput) float64 {
+				if m.leaderFresh {
+					return float64(time.Now().Unix())
+				}
+				return 0
+			}),
+		g("patroni_pending_restart", "1 if PostgreSQL needs a restart for a changed parameter, else 0.",
+			func(v nodeView, _ *metricInput) float64 { return b2f(pgRunning(v) && v.local.PG.PendingRestart) }),
+		g("patroni_is_paused", "1 if the cluster is in maintenance mode (pause), else 0.",
+			func(v nodeView, _ *metricInput) float64 { return b2f(v.st.Config.Pause) }),
+		g("raftgres_raft_is_leader", "1 if this node is the Raft leader, else 0.",
+			func(_ nodeView, m *metricInput) float64 { return b2f(m.raftState == "Leader") }),
+		g("raftgres_raft_term", "Current Raft term.",
+			func(_ nodeView, m *metricInput) float64 { return float64(m.term) }),
+		g("raftgres_raft_commit_index", "Raft commit index.",
+			func(_ nodeView, m *metricInput) float64 { return float64(m.commit) }),
+		g("raftgres_raft_applied_index", "Raft index applied to the state machine.",
+			func(_ nodeView, m *metricInput) float64 { return float64(m.applied) }),
+		g("raftgres_raft_last_log_index", "Last Raft log index.",
+			func(_ nodeView, m *metricInput) float64 { return float64(m.lastIndex) }),
+		g("raftgres_raft_voters", "Voters in the Raft configuration.",
+			func(_ nodeView, m *metricInput) float64 { return float64(m.voters) }),
+		g("raftgres_leader_epoch", "Epoch of the leader key (increases on every change of primary).",
+			func(v nodeView, _ *metricInput) float64 { return float64(v.st.Leader.Epoch) }),
+		g("raftgres_lease_remaining_seconds", "Seconds left on this primary's lease, 0 when it holds none.",
+			func(v nodeView, _ *metricInput) float64 {
+				if !v.holdsValidLease() {
+					return 0
+				}
+				return v.local.LeaseUntil.Sub(v.now).Seconds()
+			}),
+		g("raftgres_replication_lag_bytes", "Bytes this replica is behind the primary's last report, 0 elsewhere.",
+			func(v nodeView, _ *metricInput) float64 {
+				if !v.isReplica() {
+					return 0
+				}
+				return float64(v.lag())
+			}),
+		g("raftgres_members", "Members in the replicated state.",
+			func(v nodeView, _ *metricInput) float64 { return float64(len(v.st.Members)) }),
+	}
+}
+
+// collector reads one view per scrape.
+type collector struct {
+	s       *Server
+	metrics []metric
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range c.metrics {
+		ch <- m.desc
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	v := c.s.view()
+	in := &metricInput{versionNum: versionNum(c.s.version)}
+	if rs, err := c.s.store.Status(); err == nil || rs.State != "" {
+		in.raftState, in.term, in.commit, in.applied, in.lastIndex = rs.State, rs.Term, rs.CommitIndex, rs.AppliedIndex, rs.LastIndex
+		in.leaderFresh = rs.LeaderID != ""
+		for _, srv := range rs.Servers {
+			if srv.Suffrage == "Voter" {
+				in.voters++
+			}
+		}
+	}
+	for _, m := range c.metrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.GaugeValue, m.value(v, in))
+	}
+}
+
+// versionNum encodes "v1.2.3" as 10203; anything else is 0.
+func versionNum(v string) float64 {
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	if len(parts) != 3 {
+		return 0
+	}
+	n := 0
+	for _, p := range parts {
+		p, _, _ = strings.Cut(p, "-")
+		x, err := strconv.Atoi(p)
+		if err != nil {
+			return 0
+		}
+		n = n*100 + x
+	}
+	return float64(n)
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&collector{s: s, metrics: newMetrics(s.scope, s.store.ID())})
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: s.logger.StandardLogger(nil)})
+}
