@@ -26,6 +26,10 @@ type ClientOptions struct {
 	TLS *tls.Config
 	// Timeout bounds each request when the context has no deadline.
 	Timeout time.Duration
+	// Username and Password (restapi.authentication) are sent as basic
+	// auth to the admin endpoints.
+	Username string
+	Password string
 }
 
 // Client talks to one member's API. It follows "not leader" answers to the
@@ -201,14 +205,22 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, flagH
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	if c.opts.Token != "" {
+	internal := strings.HasPrefix(path, "/raft/") || path == "/snapshot"
+	switch {
+	case internal && c.opts.Token != "":
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
+	case !internal && c.opts.Username != "":
+		req.SetBasicAuth(c.opts.Username, c.opts.Password)
 	}
 	if flagHeader != "" {
 		req.Header.Set(flagHeader, "1")
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/octet-stream")
+		ct := "application/json"
+		if internal {
+			ct = "application/octet-stream"
+		}
+		req.Header.Set("Content-Type", ct)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -239,4 +251,57 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, flagH
 		return fmt.Errorf("%s %s%s: decode answer: %w", method, c.base, path, err)
 	}
 	return nil
+}
+
+// With returns a client for another member's API with the same options.
+func (c *Client) With(base string) *Client { return c.with(strings.TrimSuffix(base, "/patroni")) }
+
+// ClusterView reads /cluster.
+func (c *Client) ClusterView(ctx context.Context) (ClusterView, error) {
+	var out ClusterView
+	err := c.do(ctx, http.MethodGet, "/cluster", nil, "", &out)
+	return out, err
+}
+
+// MemberStatus reads /patroni (this member's status).
+func (c *Client) MemberStatus(ctx context.Context) (MemberStatus, error) {
+	var out MemberStatus
+	err := c.do(ctx, http.MethodGet, "/patroni", nil, "", &out)
+	return out, err
+}
+
+// History reads /history.
+func (c *Client) History(ctx context.Context) ([]raftstore.Event, error) {
+	var out []raftstore.Event
+	err := c.do(ctx, http.MethodGet, "/history", nil, "", &out)
+	return out, err
+}
+
+// Config reads /config.
+func (c *Client) Config(ctx context.Context) (ConfigDoc, error) {
+	var out ConfigDoc
+	err := c.do(ctx, http.MethodGet, "/config", nil, "", &out)
+	return out, err
+}
+
+// PatchConfig sends a JSON merge patch to PATCH /config.
+func (c *Client) PatchConfig(ctx context.Context, patch []byte) (ConfigDoc, error) {
+	var out ConfigDoc
+	err := c.do(ctx, http.MethodPatch, "/config", patch, "", &out)
+	return out, err
+}
+
+// Post sends an admin request (path such as "/restart") with body v
+// (nil for none) and returns the server's message.
+func (c *Client) Post(ctx context.Context, method, path string, v any) (Message, error) {
+	var body []byte
+	if v != nil {
+		var err error
+		if body, err = json.Marshal(v); err != nil {
+			return Message{}, err
+		}
+	}
+	var out Message
+	err := c.do(ctx, method, path, body, "", &out)
+	return out, err
 }

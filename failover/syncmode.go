@@ -24,11 +24,13 @@ func SyncStandbyNames(standbys []string) string {
 }
 
 // chooseSync picks the synchronous standby: the current one while it
-// streams, else the first streaming member (by name) not tagged nosync.
+// streams, else the first streaming member (by name) not tagged nosync or
+// nofailover (a synchronous copy that can never be promoted protects
+// nothing: only Sync members may be elected).
 func chooseSync(st raftstore.State, me string, pgst pgmanager.Status) []string {
 	streamingOK := map[string]bool{}
 	for _, r := range pgst.Replicas {
-		if m, ok := st.Members[r.ApplicationName]; ok && r.State == "streaming" && !m.Tags.NoSync && r.ApplicationName != me {
+		if m, ok := st.Members[r.ApplicationName]; ok && r.State == "streaming" && !m.Tags.NoSync && !m.Tags.NoFailover && r.ApplicationName != me {
 			streamingOK[r.ApplicationName] = true
 		}
 	}

@@ -27,7 +27,12 @@ func tokenFlag() cli.Flag {
 		EnvVars: []string{"RAFTGRES_TOKEN"}}
 }
 
-func adminFlags() []cli.Flag { return []cli.Flag{configFlag(false), apiFlag(), tokenFlag()} }
+func adminFlags() []cli.Flag {
+	return []cli.Flag{configFlag(false), apiFlag(), tokenFlag(),
+		&cli.StringFlag{Name: "username", Usage: "REST API `USER` for admin requests (default: restapi.authentication from -c; " +
+			"the password comes from -c or $RAFTGRES_PASSWORD)", EnvVars: []string{"RAFTGRES_USERNAME"}},
+	}
+}
 
 // adminClient builds an API client from --api/--token or from -c FILE.
 func adminClient(c *cli.Context) (*api.Client, error) {
@@ -44,6 +49,13 @@ func adminClient(c *cli.Context) (*api.Client, error) {
 		if base == "" {
 			base = cfg.API.BaseURL()
 		}
+		opts.Username, opts.Password = cfg.API.Username, cfg.API.Password.Reveal()
+	}
+	if u := c.String("username"); u != "" {
+		opts.Username = u
+	}
+	if p := os.Getenv("RAFTGRES_PASSWORD"); p != "" {
+		opts.Password = p
 	}
 	if base == "" {
 		return nil, fmt.Errorf("say which cluster: pass -c FILE or --api URL")

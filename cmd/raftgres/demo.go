@@ -13,18 +13,17 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"raftgres/api"
-	"raftgres/raftstore"
 )
 
 const (
 	demoToken    = "demo-token"
 	demoPassword = "demo-super"
+	demoAdmin    = "demo-admin" // restapi password of user admin
 )
 
 func demoCommand() *cli.Command {
@@ -85,7 +84,8 @@ func runDemo(c *cli.Context) error {
 		}
 	}
 	fmt.Fprintf(out, "demo: 3 agents starting (initdb, clone, streaming), data and logs in %s\n", dir)
-	client := api.NewClient(fmt.Sprintf("127.0.0.1:%d", members[0].apiPort), api.ClientOptions{Token: demoToken, Timeout: 2 * time.Second})
+	client := api.NewClient(fmt.Sprintf("127.0.0.1:%d", members[0].apiPort),
+		api.ClientOptions{Token: demoToken, Username: "admin", Password: demoAdmin, Timeout: 2 * time.Second})
 	if err := waitDemoReady(ctx, client); err != nil {
 		return cli.Exit(fmt.Sprintf("demo: cluster not ready: %v (see the logs in %s)", err, dir), 1)
 	}
@@ -175,6 +175,7 @@ raft:
   token: %s
 restapi:
   listen: 127.0.0.1:%d
+  authentication: {username: admin, password: %s}
 postgresql:
   listen: 127.0.0.1:%d
   data_dir: %s/pgdata
@@ -185,12 +186,11 @@ postgresql:
     rewind: {username: rewind_user, password: demo-rewind}
   parameters: {shared_buffers: 32MB, max_connections: 50}
 bootstrap:
-  dcs: {ttl: 6, loop_wait: 500ms, retry_timeout: 2}
   pg_hba:
     - host replication replicator 127.0.0.1/32 scram-sha-256
     - host all all 127.0.0.1/32 scram-sha-256
 log: {level: info}
-`, m.name, data, m.raftPort, strings.Join(peers, ", "), demoToken, m.apiPort, m.pgPort, data, binDir, demoPassword)
+`, m.name, data, m.raftPort, strings.Join(peers, ", "), demoToken, m.apiPort, demoAdmin, m.pgPort, data, binDir, demoPassword)
 		if err := os.WriteFile(m.config, []byte(cfg), 0o600); err != nil {
 			return nil, err
 		}
@@ -248,40 +248,33 @@ func waitDemoReady(ctx context.Context, client *api.Client) error {
 }
 
 func printDemo(ctx context.Context, out io.Writer, client *api.Client, members []*demoMember, dir string) {
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nMember\tPostgreSQL\tRole\tState\tTL\tAPI\tRaft")
-	st, _ := client.Cluster(ctx)
-	for _, m := range members {
-		raftState := "?"
-		c := api.NewClient(fmt.Sprintf("127.0.0.1:%d", m.apiPort), api.ClientOptions{Token: demoToken, Timeout: 2 * time.Second})
-		if rs, err := c.RaftStatus(ctx); err == nil {
-			raftState = rs.State
-		}
-		var ms raftstore.MemberStatus
-		if mm, ok := st.Members[m.name]; ok {
-			ms = mm.Status
-		}
-		fmt.Fprintf(tw, "%s\t127.0.0.1:%d\t%s\t%s\t%d\thttp://127.0.0.1:%d\t%s\n",
-			m.name, m.pgPort, ms.Role, ms.State, ms.Timeline, m.apiPort, raftState)
+	fmt.Fprintln(out)
+	view, err := client.ClusterView(ctx)
+	if err != nil {
+		fmt.Fprintf(out, "demo: read the cluster: %v\n", err)
+	} else if err := renderList(out, view, ""); err != nil {
+		fmt.Fprintf(out, "demo: %v\n", err)
 	}
-	_ = tw.Flush()
-	api0, pgPort := client.Base(), members[0].pgPort
+	api0, pgPort, primaryPID := client.Base(), members[0].pgPort, 0
 	for _, m := range members {
-		if m.name == st.Leader.Holder {
-			pgPort = m.pgPort
+		for _, vm := range view.Members {
+			if vm.Name == m.name && vm.Role == "leader" {
+				pgPort, primaryPID = m.pgPort, m.cmd.Process.Pid
+			}
 		}
 	}
 	fmt.Fprintf(out, `
-Try, in another shell:
+Try, in another shell (admin commands use user admin, password %[7]s):
   psql "host=127.0.0.1 port=%[5]d user=postgres password=%[6]s"     (the primary)
-  curl -s %[1]s/cluster
-  curl -s -H 'Authorization: Bearer %[2]s' %[1]s/raft/status
-  %[3]s snapshot export --out /tmp/demo-snapshot.json --api %[1]s --token %[2]s
-  %[3]s snapshot verify /tmp/demo-snapshot.json
-  kill -9 <pid of the primary's agent>   (a replica takes over after the 6s lease)
+  %[3]s list --api %[1]s -W
+  RAFTGRES_PASSWORD=%[7]s %[3]s switchover --api %[1]s --username admin --force
+  curl -s %[1]s/patroni ; curl -s %[1]s/metrics | grep ^patroni_
+  %[3]s check --api %[1]s; echo "exit $?"
+  %[3]s history --api %[1]s
+  kill -9 %[8]d     (the primary's agent: a replica takes over about 3s later)
 Logs: %[4]s/pg*.log.
-Press Ctrl-C to stop.
-`, api0, demoToken, os.Args[0], dir, pgPort, demoPassword)
+Press Ctrl-C to stop (data stays in %[4]s).
+`, api0, demoToken, os.Args[0], dir, pgPort, demoPassword, demoAdmin, primaryPID)
 }
 
 func stopDemo(out io.Writer, members []*demoMember) {

@@ -37,16 +37,11 @@ func newApp() *cli.App {
 		Description: "One raftgres agent runs on each of three or five PostgreSQL hosts. The agents form\n" +
 			"their own Raft cluster (no etcd, Consul or ZooKeeper) holding the cluster's configuration,\n" +
 			"members and leader key. Admin commands talk to any member's REST API: pass -c FILE (the\n" +
-			"agent's config) or --api URL with --token.",
+			"agent's config) or --api URL (with --username and $RAFTGRES_PASSWORD for changes, --token\n" +
+			"for join/leave/snapshot).",
 		HideHelpCommand: true,
-		Commands: []*cli.Command{
-			agentCommand(),
-			demoCommand(),
-			joinCommand(),
-			leaveCommand(),
-			snapshotCommand(),
-			versionCommand(),
-		},
+		Commands: append(append([]*cli.Command{agentCommand(), demoCommand()}, ctlCommands()...),
+			joinCommand(), leaveCommand(), snapshotCommand(), versionCommand()),
 	}
 }
 
