@@ -609,4 +609,3 @@ func checkCommand() *cli.Command {
 		},
 	}
 }
-
