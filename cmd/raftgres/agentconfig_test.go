@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -198,4 +200,26 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted a config that does not validate: %v", errs)
 		}
 	})
+}
+
+// TestExampleConfigsLoad keeps examples/ valid: every agent config there
+// loads (copied to a 0600 file, as users must install it).
+func TestExampleConfigsLoad(t *testing.T) {
+	paths, err := filepath.Glob("../../examples/*-node/*.yml")
+	if err != nil || len(paths) < 8 {
+		t.Fatalf("example configs: %v %v", paths, err)
+	}
+	for _, p := range paths {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(t.TempDir(), "raftgres.yml")
+		if err := os.WriteFile(dst, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := loadConfig(dst); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
 }

@@ -1,0 +1,266 @@
+package integration
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// haproxyPorts are the test's replacements for the example's :7000, :5000
+// and :5001.
+type haproxyPorts struct{ stats, write, read int }
+
+// rewriteHAProxyConfig takes examples/haproxy.cfg and points it at the
+// test cluster: listen ports on 127.0.0.1, server pgN at node N's
+// PostgreSQL, health checks at its REST API. Nothing else changes, so the
+// test runs the check settings users copy.
+func rewriteHAProxyConfig(t *testing.T, c *cluster, p haproxyPorts) string {
+	t.Helper()
+	raw, err := os.ReadFile("../examples/haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := string(raw)
+	for from, to := range map[string]int{"bind *:7000": p.stats, "bind *:5000": p.write, "bind *:5001": p.read} {
+		if strings.Count(cfg, from) != 1 {
+			t.Fatalf("examples/haproxy.cfg has no single %q line", from)
+		}
+		cfg = strings.Replace(cfg, from, fmt.Sprintf("bind 127.0.0.1:%d", to), 1)
+	}
+	for i, n := range c.nodes {
+		re := regexp.MustCompile(fmt.Sprintf(`server pg%d 10\.0\.0\.1%d:5432 (.*) check port 8008`, i+1, i+1))
+		if got := len(re.FindAllString(cfg, -1)); got != 2 {
+			t.Fatalf("examples/haproxy.cfg: %d server lines for pg%d, want 2 (primary and replicas)", got, i+1)
+		}
+		cfg = re.ReplaceAllString(cfg, fmt.Sprintf("server pg%d 127.0.0.1:%d $1 check port %d", i+1, n.PGPort, n.APIPort))
+	}
+	return cfg
+}
+
+// startHAProxy runs the Debian haproxy in the foreground and stops it by
+// PID in cleanup.
+func startHAProxy(t *testing.T, cfg string, statsPort int) {
+	t.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Fatalf("haproxy not installed (apt-get install haproxy; .ci/run does): %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "-c", "-f", path).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-db", "-f", path)
+	var out strings.Builder
+	var mu sync.Mutex
+	cmd.Stdout, cmd.Stderr = &lockedWriter{w: &out, mu: &mu}, &lockedWriter{w: &out, mu: &mu}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		if t.Failed() {
+			t.Logf("haproxy output:\n%s", out.String())
+		}
+	})
+	waitFor(t, 10*time.Second, "haproxy stats port", func() (bool, error) {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", statsPort), time.Second)
+		if err != nil {
+			return false, err
+		}
+		return true, conn.Close()
+	})
+}
+
+// haproxyUp reads the stats CSV and returns, per listen section, the
+// servers whose last check passed and that are up. It fails while any
+// server has not been checked yet (HAProxy counts those as up).
+func haproxyUp(statsPort int) (map[string][]string, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/;csv", statsPort))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	rows, err := csv.NewReader(resp.Body).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("empty stats csv")
+	}
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[strings.TrimPrefix(h, "# ")] = i
+	}
+	up := map[string][]string{}
+	for _, r := range rows[1:] {
+		sv := r[col["svname"]]
+		if sv == "FRONTEND" || sv == "BACKEND" {
+			continue
+		}
+		cs := r[col["check_status"]]
+		if !strings.HasPrefix(cs, "L") {
+			return nil, fmt.Errorf("%s/%s not checked yet (%q)", r[col["pxname"]], sv, cs)
+		}
+		switch status := r[col["status"]]; {
+		case status == "UP" && strings.HasPrefix(cs, "L7OK"):
+			up[r[col["pxname"]]] = append(up[r[col["pxname"]]], sv)
+		case status != "DOWN":
+			return nil, fmt.Errorf("%s/%s is %s (%s)", r[col["pxname"]], sv, status, cs)
+		}
+	}
+	return up, nil
+}
+
+type lockedWriter struct {
+	w  *strings.Builder
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// viaHAProxy runs sql on a fresh connection through port and returns the
+// backend's port and whether it is in recovery.
+func viaHAProxy(ctx context.Context, port int, sql string, args ...any) (backendPort int, inRecovery bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", superPassword, port))
+	if err != nil {
+		return 0, false, err
+	}
+	defer conn.Close(context.Background())
+	if sql != "" {
+		if _, err := conn.Exec(ctx, sql, args...); err != nil {
+			return 0, false, err
+		}
+	}
+	err = conn.QueryRow(ctx, "SELECT inet_server_port(), pg_is_in_recovery()").Scan(&backendPort, &inRecovery)
+	return backendPort, inRecovery, err
+}
+
+// TestHAProxyRoutesWritesAndReads runs the real HAProxy with
+// examples/haproxy.cfg: writes reach the primary, reads the replicas, and
+// after kill -9 of the primary's agent writes through HAProxy work again
+// within the failover time plus HAProxy's check interval.
+func TestHAProxyRoutesWritesAndReads(t *testing.T) {
+	c := newPGCluster(t, 3)
+	primary := c.waitPrimary(90*time.Second, c.nodes...)
+	c.waitStreaming(primary)
+	ports := haproxyPorts{stats: freePort(t), write: freePort(t), read: freePort(t)}
+	startHAProxy(t, rewriteHAProxyConfig(t, c, ports), ports.stats)
+	ctx := ctxT(t, 3*time.Minute)
+	// HAProxy counts a server as up until its first check says otherwise:
+	// wait for the checks to settle before routing asserts anything.
+	waitFor(t, 15*time.Second, "haproxy checks: 1 server up for writes, 2 for reads", func() (bool, error) {
+		up, err := haproxyUp(ports.stats)
+		if err != nil {
+			return false, err
+		}
+		return len(up["primary"]) == 1 && len(up["replicas"]) == 2, fmt.Errorf("up: %v", up)
+	})
+
+	if err := pgExec(ctx, primary, "CREATE TABLE probe (id int primary key)"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "a write through the write port", func() (bool, error) {
+		port, rec, err := viaHAProxy(ctx, ports.write, "INSERT INTO probe VALUES (1)")
+		if err != nil {
+			return false, err
+		}
+		if port != primary.PGPort || rec {
+			t.Fatalf("write port reached port %d (recovery %v), want the primary %s on %d", port, rec, primary.Name, primary.PGPort)
+		}
+		return true, nil
+	})
+
+	replicaPorts := map[int]bool{}
+	for _, n := range c.nodes {
+		if n != primary {
+			replicaPorts[n.PGPort] = true
+		}
+	}
+	waitFor(t, 15*time.Second, "reads through the read port reaching both replicas", func() (bool, error) {
+		seen := map[int]bool{}
+		for range 4 {
+			port, rec, err := viaHAProxy(ctx, ports.read, "")
+			if err != nil {
+				return false, err
+			}
+			if !rec || !replicaPorts[port] {
+				t.Fatalf("read port reached port %d (in recovery %v), want a replica", port, rec)
+			}
+			seen[port] = true
+		}
+		return len(seen) == len(replicaPorts), fmt.Errorf("reads reached %v", seen)
+	})
+	if _, _, err := viaHAProxy(ctx, ports.read, "INSERT INTO probe VALUES (2)"); err == nil {
+		t.Fatal("a write through the read port succeeded")
+	}
+
+	// Failover: poll the new primary directly and through HAProxy side by
+	// side; HAProxy may trail by its check interval (downinter 1s, rise 1).
+	killedAt := time.Now()
+	primary.Kill9()
+	var direct, proxied time.Time
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil && direct.IsZero() {
+			if st, err := c.state(); err == nil && st.Leader.Holder != "" && st.Leader.Holder != primary.Name {
+				wctx, cancel := context.WithTimeout(ctx, time.Second)
+				if pgExec(wctx, c.byName(st.Leader.Holder), "INSERT INTO probe VALUES (3) ON CONFLICT DO NOTHING") == nil {
+					direct = time.Now()
+				}
+				cancel()
+			}
+			time.Sleep(20 * time.Millisecond) // polling interval
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil && proxied.IsZero() {
+			if port, rec, err := viaHAProxy(ctx, ports.write, "INSERT INTO probe VALUES (4) ON CONFLICT DO NOTHING"); err == nil {
+				if port == primary.PGPort || rec {
+					t.Errorf("after the kill a write through HAProxy reached port %d (recovery %v)", port, rec)
+				}
+				proxied = time.Now()
+			}
+			time.Sleep(20 * time.Millisecond) // polling interval
+		}
+	}()
+	wg.Wait()
+	if direct.IsZero() || proxied.IsZero() {
+		t.Fatalf("no write after failover: direct %v, through haproxy %v", direct, proxied)
+	}
+	failover, viaProxy := direct.Sub(killedAt), proxied.Sub(killedAt)
+	t.Logf("kill -9 of %s: first write on the new primary after %s, through HAProxy after %s",
+		primary.Name, failover.Round(time.Millisecond), viaProxy.Round(time.Millisecond))
+	// downinter 1s and rise 1 in the example, plus one check's round trip.
+	if limit := failover + time.Second + 500*time.Millisecond; viaProxy > limit {
+		t.Fatalf("writes through HAProxy resumed %s after the kill, over failover time + check interval (%s)", viaProxy, limit)
+	}
+}
