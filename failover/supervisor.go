@@ -69,10 +69,28 @@ func NewSupervisor(cfg Config, pg Postgres, store Store, proposer Proposer, logg
 }
 
 // Margin is the holder's safety margin for ttl: the lease ends ttl−margin
-// after the send time of the last acknowledged renewal. The rule
-// margin > fencing time + 2·ρ·ttl (ρ = 1e-3) holds with a third of ttl for
-// any ttl ≥ 3 s and a fencing time under ttl/3 − 0.2% of ttl.
+// after the send time of the last acknowledged renewal, so that it ends
+// before the coordinator's countdown (ttl from when it applied that
+// renewal) even with fencing time and clock-rate error. The rule
+// margin ≥ FenceBudget + 2·ρ·ttl is checked by raftstore's config
+// validation (raftstore.MinMargin).
 func Margin(ttl time.Duration) time.Duration { return ttl / 3 }
+
+// FenceBudget bounds the time from the lease's end to PostgreSQL refusing
+// writes: no call the supervisor makes while holding a lease outlives the
+// lease by more than half of it (leaseBound), and an immediate stop takes
+// effect when the signal lands.
+const FenceBudget = raftstore.FenceBudget
+
+// leaseBound gives a call at most d, and never more than what is left of
+// this holder's lease (but at least FenceBudget/2): fencing at the lease's
+// end must not wait for a renewal or report stuck on a lost network.
+func (s *Supervisor) leaseBound(ctx context.Context, st raftstore.State, d time.Duration) (context.Context, context.CancelFunc) {
+	if st.Leader.Holder == s.cfg.Member && !s.lastAck.IsZero() {
+		d = min(d, max(time.Until(s.leaseEnd(st)), FenceBudget/2))
+	}
+	return context.WithTimeout(ctx, d)
+}
 
 // Run loops until ctx ends, then stops PostgreSQL and, as holder, releases
 // the leader key so a failover need not wait for the ttl.
@@ -160,7 +178,9 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		loopWait = time.Second
 	}
 	s.renew(ctx, st)
-	pgst, err := s.pg.Status(ctx)
+	sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, time.Second))
+	pgst, err := s.pg.Status(sctx)
+	cancel()
 	if err != nil {
 		s.logger.Debug("postgres status", "error", err)
 	}
@@ -202,7 +222,7 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 		return
 	}
 	sent := time.Now()
-	rctx, cancel := context.WithTimeout(ctx, st.Config.RetryTimeout)
+	rctx, cancel := s.leaseBound(ctx, st, st.Config.RetryTimeout)
 	defer cancel()
 	res, err := s.proposer.Apply(rctx, raftstore.RenewLeader{Holder: s.cfg.Member, Epoch: st.Leader.Epoch, At: sent.UTC()})
 	if err == nil {
@@ -416,11 +436,12 @@ func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason str
 // unreachable leader must not hold the loop (and the member's status
 // reports) for longer.
 func (s *Supervisor) apply(ctx context.Context, cmd raftstore.Command) error {
-	timeout := s.store.State().Config.RetryTimeout
+	st := s.store.State()
+	timeout := st.Config.RetryTimeout
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := s.leaseBound(ctx, st, timeout)
 	defer cancel()
 	res, err := s.proposer.Apply(ctx, cmd)
 	if err == nil {

@@ -3,6 +3,7 @@ package raftstore
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestExportVerify(t *testing.T) {
@@ -79,5 +80,36 @@ func TestConfigValidate(t *testing.T) {
 	cc.LoopWait, cc.RetryTimeout = cc.TTL, cc.TTL
 	if err := cc.Validate(); err == nil || !strings.Contains(err.Error(), "loop_wait + 2*retry_timeout") {
 		t.Fatalf("ttl rule: %v", err)
+	}
+}
+
+func TestClusterConfigTimingRules(t *testing.T) {
+	cases := []struct {
+		name           string
+		ttl, lw, retry time.Duration
+		want           string // substring of the error, "" for valid
+	}{
+		{"defaults", 3 * time.Second, 300 * time.Millisecond, time.Second, ""},
+		{"patroni defaults", 30 * time.Second, 10 * time.Second, 10 * time.Second, ""},
+		{"bench timing", 2 * time.Second, 200 * time.Millisecond, 500 * time.Millisecond, ""},
+		{"margin too small to fence", 1200 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond, "safety margin"},
+		{"renewal cannot land within the lease", 3 * time.Second, 1200 * time.Millisecond, 900 * time.Millisecond, "must not exceed the lease"},
+		{"patroni rule", 3 * time.Second, 2 * time.Second, time.Second, "loop_wait + 2*retry_timeout"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := DefaultClusterConfig()
+			cc.TTL, cc.LoopWait, cc.RetryTimeout = tc.ttl, tc.lw, tc.retry
+			err := cc.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("valid config refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want an error with %q", err, tc.want)
+			}
+			if err == nil && tc.ttl/3 < MinMargin(tc.ttl) {
+				t.Fatalf("accepted a ttl whose margin %s is under %s", tc.ttl/3, MinMargin(tc.ttl))
+			}
+		})
 	}
 }

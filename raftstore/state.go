@@ -49,9 +49,26 @@ func DefaultClusterConfig() ClusterConfig {
 	}
 }
 
-// Validate checks the values one by one and their relation
-// (loop_wait + 2·retry_timeout ≤ ttl, as in Patroni). Paths are relative to
-// bootstrap.dcs.
+// FenceBudget bounds how long after its lease ends a primary may still
+// accept writes (the supervisor bounds every call it makes while holding a
+// lease so that it is free to stop PostgreSQL within it).
+const FenceBudget = 500 * time.Millisecond
+
+// ClockRate is the assumed worst relative rate error between two hosts'
+// monotonic clocks (NTP-disciplined clocks are within 5e-4).
+const ClockRate = 1e-3
+
+// MinMargin is the safety margin ttl needs: FenceBudget + 2·ClockRate·ttl.
+// The holder uses ttl/3 (failover.Margin), so ttl/3 ≥ MinMargin(ttl).
+func MinMargin(ttl time.Duration) time.Duration {
+	return FenceBudget + time.Duration(2*ClockRate*float64(ttl))
+}
+
+// Validate checks the values one by one and their relation: as in Patroni
+// loop_wait + 2·retry_timeout ≤ ttl; the holder's margin (ttl/3) covers
+// fencing and clock drift (MinMargin); and a renewal sent every loop_wait
+// and allowed retry_timeout lands before the lease (ttl − ttl/3) runs out.
+// Paths are relative to bootstrap.dcs.
 func (c ClusterConfig) Validate() error {
 	var errs []error
 	if c.TTL < time.Second {
@@ -66,6 +83,14 @@ func (c ClusterConfig) Validate() error {
 	if len(errs) == 0 && c.LoopWait+2*c.RetryTimeout > c.TTL {
 		errs = append(errs, conf.Errorf("ttl", "must be at least loop_wait + 2*retry_timeout (%s), got %s",
 			c.LoopWait+2*c.RetryTimeout, c.TTL))
+	}
+	if len(errs) == 0 && c.TTL/3 < MinMargin(c.TTL) {
+		errs = append(errs, conf.Errorf("ttl", "%s leaves a safety margin (ttl/3) of %s, under the %s needed to fence "+
+			"PostgreSQL (%s) and absorb clock drift: use ttl ≥ 1.6s", c.TTL, c.TTL/3, MinMargin(c.TTL), FenceBudget))
+	}
+	if len(errs) == 0 && c.LoopWait+c.RetryTimeout > c.TTL-c.TTL/3 {
+		errs = append(errs, conf.Errorf("loop_wait", "loop_wait + retry_timeout (%s) must not exceed the lease (ttl − ttl/3 = %s), "+
+			"or a primary would fence itself between two healthy renewals", c.LoopWait+c.RetryTimeout, c.TTL-c.TTL/3))
 	}
 	if c.MaximumLagOnFailover < 0 {
 		errs = append(errs, conf.Errorf("maximum_lag_on_failover", "must not be negative"))
