@@ -54,14 +54,31 @@ type Message struct {
 	Message string `json:"message"`
 }
 
-func (s *Server) commit(ctx context.Context, cmd raftstore.Command) error {
+// commit applies cmd through the Raft leader and waits until this member
+// has applied it too, so that the caller's next read here sees it
+// (read-your-writes for the CLI). It returns the command's Raft index.
+func (s *Server) commit(ctx context.Context, cmd raftstore.Command) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	res, err := s.proposer.Apply(ctx, cmd)
 	if err == nil {
 		err = res.Err
 	}
-	return err
+	if err != nil {
+		return 0, err
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if rs, err := s.store.Status(); err == nil && rs.AppliedIndex >= res.Index {
+			return res.Index, nil
+		}
+		select {
+		case <-ctx.Done():
+			return res.Index, nil // committed; only the local copy is behind
+		case <-tick.C:
+		}
+	}
 }
 
 func (s *Server) handleGetConfig(w http.ResponseWriter, r *http.Request) {
@@ -85,7 +102,7 @@ func (s *Server) handlePatchConfig(w http.ResponseWriter, r *http.Request, actor
 		writeError(w, err, "")
 		return
 	}
-	if err := s.commit(r.Context(), raftstore.SetConfig{Config: next, PrevVersion: cur.Version, Actor: actor, At: time.Now().UTC()}); err != nil {
+	if _, err := s.commit(r.Context(), raftstore.SetConfig{Config: next, PrevVersion: cur.Version, Actor: actor, At: time.Now().UTC()}); err != nil {
 		writeError(w, fmt.Errorf("change config: %w", err), "")
 		return
 	}
@@ -96,7 +113,7 @@ func (s *Server) handlePatchConfig(w http.ResponseWriter, r *http.Request, actor
 
 func (s *Server) handlePause(pause bool) func(http.ResponseWriter, *http.Request, string) {
 	return func(w http.ResponseWriter, r *http.Request, actor string) {
-		if err := s.commit(r.Context(), raftstore.SetPause{Pause: pause, Actor: actor, At: time.Now().UTC()}); err != nil {
+		if _, err := s.commit(r.Context(), raftstore.SetPause{Pause: pause, Actor: actor, At: time.Now().UTC()}); err != nil {
 			writeError(w, err, "")
 			return
 		}
@@ -152,7 +169,8 @@ func (s *Server) handleSwitchover(kind string) func(http.ResponseWriter, *http.R
 		if req.ScheduledAt != "" {
 			fr.ScheduledAt, _ = time.Parse(time.RFC3339, req.ScheduledAt)
 		}
-		if err := s.commit(r.Context(), raftstore.SetFailover{Request: fr, Actor: actor, At: time.Now().UTC()}); err != nil {
+		idx, err := s.commit(r.Context(), raftstore.SetFailover{Request: fr, Actor: actor, At: time.Now().UTC()})
+		if err != nil {
 			writeError(w, err, "")
 			return
 		}
@@ -161,7 +179,7 @@ func (s *Server) handleSwitchover(kind string) func(http.ResponseWriter, *http.R
 			writeJSON(w, http.StatusAccepted, Message{fmt.Sprintf("%s scheduled at %s", kind, fr.ScheduledAt.Format(time.RFC3339))})
 			return
 		}
-		holder, err := s.awaitFailover(r.Context(), st, fr)
+		holder, err := s.awaitFailover(r.Context(), st, fr, idx)
 		if err != nil {
 			writeError(w, err, "")
 			return
@@ -204,9 +222,10 @@ func validateSwitchover(kind string, req SwitchoverRequest, st raftstore.State, 
 	return nil
 }
 
-// awaitFailover waits until the leader key moved as fr asks, or the request
-// was dropped (refused or aborted: History says why).
-func (s *Server) awaitFailover(ctx context.Context, before raftstore.State, fr *raftstore.FailoverRequest) (string, error) {
+// awaitFailover waits until the leader key moved as fr (committed at index
+// idx) asks, or the request was dropped (refused or aborted: History says
+// why).
+func (s *Server) awaitFailover(ctx context.Context, before raftstore.State, fr *raftstore.FailoverRequest, idx uint64) (string, error) {
 	ttl := before.Config.TTL
 	ctx, cancel := context.WithTimeout(ctx, max(4*ttl, 30*time.Second))
 	defer cancel()
@@ -218,9 +237,9 @@ func (s *Server) awaitFailover(ctx context.Context, before raftstore.State, fr *
 		if h != "" && h != before.Leader.Holder && (fr.To == "" || h == fr.To) {
 			return h, nil
 		}
-		if st.Failover == nil && st.Index > before.Index {
+		if st.Failover == nil && st.Index > idx {
 			why := "request dropped"
-			for i := len(st.History) - 1; i >= 0; i-- {
+			for i := len(st.History) - 1; i >= 0 && st.History[i].Index > idx; i-- {
 				if e := st.History[i]; e.Kind == raftstore.EventFailoverDone {
 					why = e.Reason
 					break
@@ -245,7 +264,7 @@ func (s *Server) handleCancelSwitchover(w http.ResponseWriter, r *http.Request, 
 		writeError(w, fmt.Errorf("%w: no switchover is pending", ErrNotFound), "")
 		return
 	}
-	if err := s.commit(r.Context(), raftstore.SetFailover{Actor: actor, Reason: "cancelled by " + actor, At: time.Now().UTC()}); err != nil {
+	if _, err := s.commit(r.Context(), raftstore.SetFailover{Actor: actor, Reason: "cancelled by " + actor, At: time.Now().UTC()}); err != nil {
 		writeError(w, err, "")
 		return
 	}
