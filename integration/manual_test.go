@@ -150,4 +150,3 @@ func TestMaximumLagOnFailover(t *testing.T) {
 		t.Fatalf("big has %d rows (%v), want 4000", rows, err)
 	}
 }
-
