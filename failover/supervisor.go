@@ -27,6 +27,8 @@ type Config struct {
 	// MaxCrashes is how many unexpected PostgreSQL exits in a row the
 	// holder tolerates before releasing the leader key.
 	MaxCrashes int
+	// Watchdog arms a Linux watchdog while this member is primary.
+	Watchdog WatchdogConfig
 }
 
 // Supervisor runs on every node: observe → decide → act → report.
@@ -54,6 +56,7 @@ type Supervisor struct {
 
 	local atomic.Pointer[Local]
 	reqs  chan request
+	wd    *watchdog // nil when watchdog.mode is off (or automatic and unusable)
 }
 
 // NewSupervisor returns a supervisor; Run starts it.
@@ -64,8 +67,12 @@ func NewSupervisor(cfg Config, pg Postgres, store Store, proposer Proposer, logg
 	if cfg.MaxCrashes == 0 {
 		cfg.MaxCrashes = 3
 	}
-	return &Supervisor{cfg: cfg, pg: pg, store: store, proposer: proposer, logger: logger.Named(SupervisorLoggerName),
+	sup := &Supervisor{cfg: cfg, pg: pg, store: store, proposer: proposer, logger: logger.Named(SupervisorLoggerName),
 		reqs: make(chan request)}
+	if m := cfg.Watchdog.Mode; m == WatchdogAutomatic || m == WatchdogRequired {
+		sup.wd = &watchdog{device: cfg.Watchdog.Device}
+	}
+	return sup
 }
 
 // Margin is the holder's safety margin for ttl: the lease ends ttl−margin
@@ -163,6 +170,10 @@ func (s *Supervisor) shutdown() {
 	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
 		s.logger.Error("stop postgres on shutdown", "error", err)
 	}
+	if s.wd != nil && s.wd.armed() {
+		s.wd.disarm()
+		s.logger.Info("watchdog disarmed: postgres stopped")
+	}
 	st := s.store.State()
 	if st.Leader.Holder == s.cfg.Member {
 		s.release(ctx, st, "agent shut down")
@@ -178,6 +189,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		loopWait = time.Second
 	}
 	s.renew(ctx, st)
+	s.feedWatchdog(st)
 	sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, time.Second))
 	pgst, err := s.pg.Status(sctx)
 	cancel()
@@ -199,6 +211,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		}
 		s.wasRunning = pgst.Running // stops we asked for are not crashes
 	}
+	s.tendWatchdog(ctx, s.store.State(), pgst)
 	s.applyConfig(ctx, st, pgst)
 	s.report(ctx, pgst)
 	s.publish(s.store.State(), pgst)
@@ -233,6 +246,58 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 		return
 	}
 	s.lastAck, s.ackEpoch, s.ackRev = sent, st.Leader.Epoch, res.Index
+}
+
+// feedWatchdog feeds an armed watchdog right after an acknowledged
+// renewal, and only then: an agent that cannot renew stops feeding it, and
+// one that freezes is reset before anyone else may be promoted
+// (WatchdogTimeout). A renewal slower than FenceBudget/2 feeds nothing.
+func (s *Supervisor) feedWatchdog(st raftstore.State) {
+	if s.wd == nil || !s.wd.armed() || st.Leader.Holder != s.cfg.Member || s.ackEpoch != st.Leader.Epoch ||
+		s.lastAck.IsZero() || time.Since(s.lastAck) > FenceBudget/2 {
+		return
+	}
+	if err := s.wd.keepalive(); err != nil {
+		s.logger.Error("watchdog keepalive failed", "error", err)
+	}
+}
+
+// tendWatchdog arms the watchdog while this member runs as primary under a
+// valid lease and disarms it once it does not. In required mode a
+// watchdog that cannot be armed means the primary stops and gives up the
+// key; in automatic mode the member goes on without one.
+func (s *Supervisor) tendWatchdog(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
+	if s.wd == nil {
+		return
+	}
+	primary := st.Leader.Holder == s.cfg.Member && pgst.Running && !pgst.InRecovery
+	leaseOK := s.ackEpoch == st.Leader.Epoch && !s.lastAck.IsZero() && time.Now().Before(s.leaseEnd(st))
+	switch {
+	case !primary && s.wd.armed():
+		s.wd.disarm()
+		s.logger.Info("watchdog disarmed: not primary any more")
+	case primary && leaseOK && !s.wd.armed():
+		timeout, ok := WatchdogTimeout(st.Config.TTL)
+		err := fmt.Errorf("%w: ttl %s leaves no whole-second timeout (use ttl ≥ 5s)", ErrWatchdog, st.Config.TTL)
+		if ok {
+			err = s.wd.arm(timeout)
+		}
+		if err == nil {
+			s.feedWatchdog(st)
+			s.logger.Info("watchdog armed", "device", s.wd.device, "timeout", timeout)
+			return
+		}
+		if s.cfg.Watchdog.Mode == WatchdogRequired {
+			s.logger.Error("watchdog required but not armed: stopping postgres and giving up the leader key", "error", err)
+			if serr := s.pg.Stop(ctx, pgmanager.StopFast); serr != nil {
+				s.logger.Error("stop postgres", "error", serr)
+			}
+			s.release(ctx, st, "watchdog required: "+err.Error())
+			return
+		}
+		s.logger.Warn("watchdog unusable: running without it (watchdog.mode automatic)", "error", err)
+		s.wd = nil
+	}
 }
 
 // watchStreaming flags a running standby of the current primary that has
@@ -367,6 +432,12 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 		s.startFailed = err != nil && a.Primary != ""
 		return err
 	case ActPromote:
+		if s.wd != nil && s.cfg.Watchdog.Mode == WatchdogRequired {
+			if err := WatchdogUsable(s.wd.device); err != nil {
+				s.release(ctx, st, "watchdog required: "+err.Error())
+				return err
+			}
+		}
 		s.upstream = ""
 		return s.pg.Promote(ctx)
 	case ActDemote:

@@ -79,7 +79,15 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		if err != nil {
 			return err
 		}
-		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags}, pg, store, proposer, logger)
+		if cfg.Watchdog.Mode == failover.WatchdogRequired {
+			if err := failover.WatchdogUsable(cfg.Watchdog.Device); err != nil && !cfg.Tags.NoFailover {
+				logger.Error("watchdog.mode is required but the watchdog is unusable: this member will never be promoted "+
+					"(registered as nofailover)", "device", cfg.Watchdog.Device, "error", err)
+				cfg.Tags.NoFailover = true
+			}
+		}
+		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags, Watchdog: cfg.Watchdog},
+			pg, store, proposer, logger)
 		apiOpts = append(apiOpts, api.WithMember(a.sup))
 	}
 	server, err := api.New(cfg.API, cfg.Scope, store, proposer, logger, apiOpts...)

@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"raftgres/api"
+	"raftgres/failover"
 	"raftgres/internal/conf"
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
@@ -43,6 +44,7 @@ type agentConfig struct {
 	Postgres    pgmanager.Config
 	HasPostgres bool
 	Tags        raftstore.Tags
+	Watchdog    failover.WatchdogConfig
 	Log         logConfig
 }
 
@@ -171,7 +173,7 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 	c := &agentConfig{
 		Path: path, Scope: f.Scope, Name: f.Name, DataDir: f.DataDir, Join: f.Raft.Join,
 		Raft: raftstore.DefaultConfig(), Cluster: raftstore.DefaultClusterConfig(), API: api.DefaultConfig(),
-		Postgres: pgmanager.DefaultConfig(), Tags: raftstore.DefaultTags(),
+		Postgres: pgmanager.DefaultConfig(), Tags: raftstore.DefaultTags(), Watchdog: failover.DefaultWatchdogConfig(),
 		Log: logConfig{Level: valueOr(f.Log.Level, "info"), Format: valueOr(f.Log.Format, "text")},
 	}
 	c.Raft.NodeID, c.Raft.Listen, c.Raft.Advertise = f.Name, f.Raft.Listen, f.Raft.Advertise
@@ -198,6 +200,8 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 	if f.Tags.FailoverPriority != nil {
 		c.Tags.FailoverPriority = *f.Tags.FailoverPriority
 	}
+	c.Watchdog.Mode = valueOr(f.Watchdog.Mode, c.Watchdog.Mode)
+	c.Watchdog.Device = valueOr(f.Watchdog.Device, c.Watchdog.Device)
 	return c, errs
 }
 
@@ -311,6 +315,7 @@ func (c *agentConfig) validate() []error {
 		check("postgresql", c.Postgres.Validate())
 	}
 	check("tags", c.Tags.Validate())
+	check("watchdog", c.Watchdog.Validate(c.Cluster.TTL))
 	if !hclogLevels[strings.ToLower(c.Log.Level)] {
 		check("log.level", fmt.Errorf("must be trace, debug, info, warn or error, got %q", c.Log.Level))
 	}

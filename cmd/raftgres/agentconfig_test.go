@@ -132,6 +132,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad duration", replace("ttl: 20", "ttl: soon"), 0o600, []string{"bootstrap.dcs.ttl: must be a duration"}},
 		{"ttl too short", replace("ttl: 20", "ttl: 6"), 0o600, []string{"bootstrap.dcs.ttl: must be at least loop_wait + 2*retry_timeout"}},
 		{"list where scalar", replace("name: pg1", "name: [pg1]"), 0o600, []string{"name: must be a single value"}},
+		{"bad watchdog mode", replace("name: pg1", "name: pg1\nwatchdog: {mode: always}"), 0o600,
+			[]string{"line 3: watchdog.mode: must be off, automatic or required"}},
+		{"watchdog needs a longer ttl", strings.Replace(replace("ttl: 20", "ttl: 4"), "retry_timeout: 5", "retry_timeout: 1", 1) +
+			"watchdog: {mode: required}\n", 0o600,
+			[]string{"watchdog.mode: required needs a whole-second watchdog timeout"}},
 		{"malformed peer", replace("pg2=127.0.0.1:7002", "pg2"), 0o600, []string{"raft.bootstrap_peers[1]: must be name=host:port"}},
 		{"duplicate peer", replace("pg3=127.0.0.1:7003", "pg2=127.0.0.1:7004"), 0o600, []string{"member \"pg2\" already listed"}},
 		{"self not a peer", replace("pg1=127.0.0.1:7001, ", ""), 0o600, []string{"raft.bootstrap_peers: must list this member (pg1)"}},

@@ -22,7 +22,14 @@ type fileConfig struct {
 	PostgreSQL *filePostgres `yaml:"postgresql"`
 	Bootstrap  fileBootstrap `yaml:"bootstrap"`
 	Tags       fileTags      `yaml:"tags"`
+	Watchdog   fileWatchdog  `yaml:"watchdog"`
 	Log        fileLog       `yaml:"log"`
+}
+
+// fileWatchdog is the watchdog: section (mode off|automatic|required).
+type fileWatchdog struct {
+	Mode   string `yaml:"mode"`
+	Device string `yaml:"device"`
 }
 
 type fileRaft struct {
