@@ -52,8 +52,7 @@ func (s *Seconds) UnmarshalJSON(b []byte) error {
 			return err
 		}
 		if d, err := time.ParseDuration(str); err == nil {
-			*s = Seconds(d)
-			return nil
+			return s.fromFloat(d.Seconds()) // same range and rounding as a number
 		}
 		f, err := strconv.ParseFloat(str, 64)
 		if err != nil {
