@@ -235,13 +235,16 @@ func TestDemoStartsAndStops(t *testing.T) {
 	case <-time.After(120 * time.Second):
 		t.Fatalf("demo not ready after 120s:\n%s", out.String())
 	}
-	for _, want := range []string{"Leader", "Follower", "pg3", " primary ", "running"} {
+	for _, want := range []string{"| pg1 ", "| pg2 ", "| pg3 ", "raftgres switchover", "raftgres list"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
-	if n := strings.Count(out.String(), "replica  running"); n != 2 {
-		t.Fatalf("demo shows %d replicas, want 2:\n%s", n, out.String())
+	if n := strings.Count(out.String(), "| leader  | running |"); n != 1 {
+		t.Fatalf("demo shows %d running leaders, want 1:\n%s", n, out.String())
+	}
+	if n := strings.Count(out.String(), "| replica | running |"); n != 2 {
+		t.Fatalf("demo shows %d running replicas, want 2:\n%s", n, out.String())
 	}
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err != nil {
