@@ -209,16 +209,27 @@ func TestChooseSync(t *testing.T) {
 	st.Members["pg2"].Tags.NoSync = true
 	pgst := pgmanager.Status{Replicas: []pgmanager.Replica{
 		{ApplicationName: "pg2", State: "streaming"}, {ApplicationName: "pg3", State: "streaming"}}}
-	if got := chooseSync(st, "pg1", pgst); len(got) != 1 || got[0] != "pg3" {
+	all := map[string]bool{"pg1": true, "pg2": true, "pg3": true}
+	if got := chooseSync(st, "pg1", pgst, all); len(got) != 1 || got[0] != "pg3" {
 		t.Fatalf("nosync pg2 must be skipped: %v", got)
 	}
 	st.Members["pg2"].Tags.NoSync = false
 	st.Sync = raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg3"}}
-	if got := chooseSync(st, "pg1", pgst); len(got) != 1 || got[0] != "pg3" {
+	if got := chooseSync(st, "pg1", pgst, all); len(got) != 1 || got[0] != "pg3" {
 		t.Fatalf("current sync standby kept: %v", got)
 	}
+	// A partitioned standby still "streams" in pg_stat_replication until
+	// wal_sender_timeout; its reports stopped reaching the store.
+	if got := chooseSync(st, "pg1", pgst, map[string]bool{"pg1": true, "pg2": true}); len(got) != 1 || got[0] != "pg2" {
+		t.Fatalf("a stale sync standby must be replaced: %v", got)
+	}
+	st.Members["pg2"].Tags.NoFailover = true
+	if got := chooseSync(st, "pg1", pgst, map[string]bool{"pg1": true, "pg2": true}); len(got) != 0 {
+		t.Fatalf("a nofailover standby cannot be synchronous: %v", got)
+	}
+	st.Members["pg2"].Tags.NoFailover = false
 	pgst.Replicas = pgst.Replicas[:1]
-	if got := chooseSync(st, "pg1", pgst); len(got) != 1 || got[0] != "pg2" {
+	if got := chooseSync(st, "pg1", pgst, all); len(got) != 1 || got[0] != "pg2" {
 		t.Fatalf("switch to a streaming standby: %v", got)
 	}
 }

@@ -47,12 +47,13 @@ type Supervisor struct {
 	crashes      int
 	sysid        string
 	wasRunning   bool
-	runningSince time.Time // when postgres was last seen starting to run
-	handedOver   bool      // shut down cleanly in a switchover: follow without rewind
-	startFailed  bool      // the last start as a standby failed: check with pg_rewind
-	notStreaming time.Time // since when a running standby has not been streaming
-	syncNames    string    // synchronous_standby_names as last set here
-	confVersion  uint64    // cluster config version last applied to postgres
+	runningSince time.Time             // when postgres was last seen starting to run
+	handedOver   bool                  // shut down cleanly in a switchover: follow without rewind
+	startFailed  bool                  // the last start as a standby failed: check with pg_rewind
+	notStreaming time.Time             // since when a running standby has not been streaming
+	syncNames    string                // synchronous_standby_names as last set here
+	confVersion  uint64                // cluster config version last applied to postgres
+	seen         map[string]memberSeen // when each member's report last changed
 
 	local atomic.Pointer[Local]
 	reqs  chan request

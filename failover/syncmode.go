@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
@@ -26,11 +27,15 @@ func SyncStandbyNames(standbys []string) string {
 // chooseSync picks the synchronous standby: the current one while it
 // streams, else the first streaming member (by name) not tagged nosync or
 // nofailover (a synchronous copy that can never be promoted protects
-// nothing: only Sync members may be elected).
-func chooseSync(st raftstore.State, me string, pgst pgmanager.Status) []string {
+// nothing: only Sync members may be elected). Only members in fresh (whose
+// status reached the Raft store within ttl) count: a standby cut off by a
+// partition still looks "streaming" in pg_stat_replication until
+// wal_sender_timeout, and waiting on it would stall every commit.
+func chooseSync(st raftstore.State, me string, pgst pgmanager.Status, fresh map[string]bool) []string {
 	streamingOK := map[string]bool{}
 	for _, r := range pgst.Replicas {
-		if m, ok := st.Members[r.ApplicationName]; ok && r.State == "streaming" && !m.Tags.NoSync && !m.Tags.NoFailover && r.ApplicationName != me {
+		if m, ok := st.Members[r.ApplicationName]; ok && r.State == "streaming" && fresh[r.ApplicationName] &&
+			!m.Tags.NoSync && !m.Tags.NoFailover && r.ApplicationName != me {
 			streamingOK[r.ApplicationName] = true
 		}
 	}
@@ -70,7 +75,7 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 		}
 		return
 	}
-	want := chooseSync(st, me, pgst)
+	want := chooseSync(st, me, pgst, s.freshMembers(st))
 	recorded := st.Sync.Standbys
 	if st.Sync.Primary != me {
 		recorded = nil
@@ -115,4 +120,27 @@ func syncConfirmed(pgst pgmanager.Status, member string) bool {
 		}
 	}
 	return false
+}
+
+// freshMembers returns the members whose reported status changed within
+// ttl, timed on this host's monotonic clock (a member first seen counts as
+// fresh, as in the coordinator).
+func (s *Supervisor) freshMembers(st raftstore.State) map[string]bool {
+	now := time.Now()
+	if s.seen == nil {
+		s.seen = map[string]memberSeen{}
+	}
+	fresh := map[string]bool{}
+	for name, m := range st.Members {
+		if prev, ok := s.seen[name]; !ok || !prev.reportedAt.Equal(m.Status.ReportedAt) {
+			s.seen[name] = memberSeen{reportedAt: m.Status.ReportedAt, seenAt: now}
+		}
+		fresh[name] = now.Sub(s.seen[name].seenAt) < st.Config.TTL
+	}
+	for name := range s.seen {
+		if _, ok := st.Members[name]; !ok {
+			delete(s.seen, name)
+		}
+	}
+	return fresh
 }

@@ -529,12 +529,26 @@ func (c *cluster) waitStreaming(primary *Node) {
 const syncDCS = "{ttl: 3, loop_wait: 300ms, retry_timeout: 1, synchronous_mode: true}"
 
 // TestSyncModeFaults runs synchronous mode through 20 random faults on
-// random members (kill -9 of the agent, or SIGSTOP of the agent for longer
-// than ttl): no acknowledged write is lost, no two members ever accept
-// writes at once, and a lost primary is always replaced by its
-// synchronous standby.
+// random members (kill -9 of the agent, SIGSTOP of the agent, or a cut of
+// its network link, each held past one ttl): no acknowledged write is
+// lost, no two members ever accept writes at once, and a lost primary is
+// always replaced by its synchronous standby.
 func TestSyncModeFaults(t *testing.T) {
-	c := newPGClusterDCS(t, 3, nil, syncDCS)
+	requireIntegration(t)
+	// Each member in its own network namespace, so that a partition is a
+	// real cut link (newNetLab skips, saying why, where namespaces cannot
+	// be made).
+	lab := newNetLab(t, 3)
+	placed := false
+	c := startCluster(t, 3, func(nd *Node, all []*Node) NodeOptions {
+		if !placed {
+			for i, n := range all {
+				n.NetNS, n.Host, n.ProbeHost = lab.nodes[i], lab.clusterIP(i+1), lab.probeIP(i+1)
+			}
+			placed = true
+		}
+		return NodeOptions{Peers: all, Postgres: true, DCS: syncDCS}
+	})
 	primary := c.waitPrimary(120*time.Second, c.nodes...)
 	c.waitStreaming(primary)
 	ctx := ctxT(t, 20*time.Minute)
@@ -559,13 +573,21 @@ func TestSyncModeFaults(t *testing.T) {
 			_, n := w.lastOn(primary.Name)
 			return n > 5, nil
 		})
-		victim := c.nodes[rng.IntN(len(c.nodes))]
-		fault := []string{"kill", "stop"}[rng.IntN(2)]
+		vi := rng.IntN(len(c.nodes))
+		victim := c.nodes[vi]
+		fault := []string{"kill", "stop", "partition"}[rng.IntN(3)]
 		t.Logf("fault %d: %s of %s (primary %s, sync standby %s)", i+1, fault, victim.Name, primary.Name, syncStandby)
-		if fault == "kill" {
+		switch fault {
+		case "kill":
 			victim.Kill9()
-		} else if err := syscall.Kill(victim.PID(), syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
+		case "stop":
+			if err := syscall.Kill(victim.PID(), syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+		case "partition":
+			if err := lab.cut(vi + 1); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if victim == primary {
 			waitFor(t, 60*time.Second, "a new primary", func() (bool, error) {
@@ -584,9 +606,14 @@ func TestSyncModeFaults(t *testing.T) {
 				return last.After(at.Add(3 * time.Second)), nil
 			})
 		}
-		if fault == "stop" {
+		switch fault {
+		case "stop":
 			_ = syscall.Kill(victim.PID(), syscall.SIGCONT)
-		} else {
+		case "partition":
+			if err := lab.heal(vi + 1); err != nil {
+				t.Fatal(err)
+			}
+		default:
 			victim.Start()
 		}
 		s, _ := c.state()
