@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -29,31 +28,12 @@ const (
 	adminPass = "s3cret"
 )
 
-// tbFreePort is freePort for any testing.TB (fuzz targets included).
-func tbFreePort(tb testing.TB) string {
-	tb.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		_ = ln.Close()
-		if !portsUsed[addr] {
-			portsUsed[addr] = true
-			return addr
-		}
-	}
-}
-
 // startStore starts a single-node raft store named n1, waits until it
 // leads and seeds the default cluster configuration, as the agent's
 // bootstrap does.
 func startStore(tb testing.TB) *raftstore.Store {
 	tb.Helper()
-	addr := tbFreePort(tb)
+	addr := freePort(tb)
 	cfg := raftstore.DefaultConfig()
 	cfg.NodeID, cfg.Dir, cfg.Listen = "n1", filepath.Join(tb.TempDir(), "raft"), addr
 	cfg.BootstrapPeers = []raftstore.Peer{{ID: "n1", Address: addr}}

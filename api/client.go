@@ -256,32 +256,31 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, flagH
 // With returns a client for another member's API with the same options.
 func (c *Client) With(base string) *Client { return c.with(strings.TrimSuffix(base, "/patroni")) }
 
+// get reads a public JSON endpoint into a T.
+func get[T any](ctx context.Context, c *Client, path string) (T, error) {
+	var out T
+	err := c.do(ctx, http.MethodGet, path, nil, "", &out)
+	return out, err
+}
+
 // ClusterView reads /cluster.
 func (c *Client) ClusterView(ctx context.Context) (ClusterView, error) {
-	var out ClusterView
-	err := c.do(ctx, http.MethodGet, "/cluster", nil, "", &out)
-	return out, err
+	return get[ClusterView](ctx, c, "/cluster")
 }
 
 // MemberStatus reads /patroni (this member's status).
 func (c *Client) MemberStatus(ctx context.Context) (MemberStatus, error) {
-	var out MemberStatus
-	err := c.do(ctx, http.MethodGet, "/patroni", nil, "", &out)
-	return out, err
+	return get[MemberStatus](ctx, c, "/patroni")
 }
 
 // History reads /history.
 func (c *Client) History(ctx context.Context) ([]raftstore.Event, error) {
-	var out []raftstore.Event
-	err := c.do(ctx, http.MethodGet, "/history", nil, "", &out)
-	return out, err
+	return get[[]raftstore.Event](ctx, c, "/history")
 }
 
 // Config reads /config.
 func (c *Client) Config(ctx context.Context) (ConfigDoc, error) {
-	var out ConfigDoc
-	err := c.do(ctx, http.MethodGet, "/config", nil, "", &out)
-	return out, err
+	return get[ConfigDoc](ctx, c, "/config")
 }
 
 // PatchConfig sends a JSON merge patch to PATCH /config.

@@ -34,7 +34,7 @@ var (
 
 // freePort returns a free 127.0.0.1 address never handed out before in
 // this process: ports are chosen before the stores bind them.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	portsMu.Lock()
 	defer portsMu.Unlock()

@@ -113,6 +113,17 @@ func listCommand() *cli.Command {
 	}
 }
 
+// newTable is an ASCII table with headers as given, left-aligned, the way
+// patronictl prints.
+func newTable(w io.Writer) *tablewriter.Table {
+	return tablewriter.NewTable(w,
+		tablewriter.WithSymbols(tw.NewSymbols(tw.StyleASCII)),
+		tablewriter.WithHeaderAutoFormat(tw.Off),
+		tablewriter.WithHeaderAlignment(tw.AlignLeft),
+		tablewriter.WithRowAlignment(tw.AlignLeft),
+	)
+}
+
 // renderList prints the list table (pure: the golden test feeds it a view).
 func renderList(w io.Writer, view api.ClusterView, sysid string) error {
 	title := "Cluster: " + view.Scope
@@ -120,12 +131,7 @@ func renderList(w io.Writer, view api.ClusterView, sysid string) error {
 		title += " (" + sysid + ")"
 	}
 	fmt.Fprintln(w, "+ "+title)
-	t := tablewriter.NewTable(w,
-		tablewriter.WithSymbols(tw.NewSymbols(tw.StyleASCII)),
-		tablewriter.WithHeaderAutoFormat(tw.Off),
-		tablewriter.WithHeaderAlignment(tw.AlignLeft),
-		tablewriter.WithRowAlignment(tw.AlignLeft),
-	)
+	t := newTable(w)
 	t.Header("Member", "Host", "Role", "State", "TL", "LSN", "Lag in MB", "Pending restart", "Tags")
 	for _, m := range view.Members {
 		host := m.Host
@@ -500,12 +506,7 @@ func historyCommand() *cli.Command {
 			if err != nil {
 				return cli.Exit("history: "+err.Error(), 1)
 			}
-			t := tablewriter.NewTable(c.App.Writer,
-				tablewriter.WithSymbols(tw.NewSymbols(tw.StyleASCII)),
-				tablewriter.WithHeaderAutoFormat(tw.Off),
-				tablewriter.WithHeaderAlignment(tw.AlignLeft),
-				tablewriter.WithRowAlignment(tw.AlignLeft),
-			)
+			t := newTable(c.App.Writer)
 			t.Header("Index", "Time", "Event", "Member", "Epoch", "By", "Reason")
 			for _, e := range evs {
 				epoch := ""
