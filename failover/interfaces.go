@@ -29,6 +29,8 @@ type Postgres interface {
 	EnsureSlots(ctx context.Context, want []string) (created, dropped []string, err error)
 	ControlData(ctx context.Context) (map[string]string, error)
 	SetSynchronousStandbyNames(ctx context.Context, value string) error
+	// Callback runs postgresql.callbacks for event in the background.
+	Callback(event, role string)
 }
 
 // Store is the read side of the replicated store.

@@ -54,6 +54,8 @@ type Supervisor struct {
 	syncNames    string                // synchronous_standby_names as last set here
 	confVersion  uint64                // cluster config version last applied to postgres
 	seen         map[string]memberSeen // when each member's report last changed
+	runRole      string                // role of the running postgres last seen: primary, replica, "" stopped
+	lastRole     string                // role it had when it last ran
 
 	local atomic.Pointer[Local]
 	reqs  chan request
@@ -213,6 +215,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		s.wasRunning = pgst.Running // stops we asked for are not crashes
 	}
 	s.tendWatchdog(ctx, s.store.State(), pgst)
+	s.callbacks(pgst)
 	s.applyConfig(ctx, st, pgst)
 	s.report(ctx, pgst)
 	s.publish(s.store.State(), pgst)
@@ -247,6 +250,38 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 		return
 	}
 	s.lastAck, s.ackEpoch, s.ackRev = sent, st.Leader.Epoch, res.Index
+}
+
+// callbacks runs postgresql.callbacks on what changed since the last
+// cycle: on_start when postgres came up in the role it last had, on_stop
+// when it went down, on_role_change when it runs in another role than
+// before (promoted, or back as a replica after a demotion). A status that
+// could not be read says nothing about the role.
+func (s *Supervisor) callbacks(pgst pgmanager.Status) {
+	role := ""
+	switch {
+	case !pgst.Running:
+	case pgst.Error != "" || pgst.SystemID == "":
+		return
+	case pgst.InRecovery:
+		role = "replica"
+	default:
+		role = "primary"
+	}
+	prev := s.runRole
+	s.runRole = role
+	switch {
+	case role == prev:
+	case role == "":
+		s.pg.Callback(pgmanager.OnStop, prev)
+	case prev == "" && (s.lastRole == "" || s.lastRole == role):
+		s.pg.Callback(pgmanager.OnStart, role)
+	default:
+		s.pg.Callback(pgmanager.OnRoleChange, role)
+	}
+	if role != "" {
+		s.lastRole = role
+	}
 }
 
 // feedWatchdog feeds an armed watchdog right after an acknowledged

@@ -167,6 +167,8 @@ type NodeOptions struct {
 	DCS string
 	// Tags is a tags: flow mapping, e.g. "{nofailover: true}".
 	Tags string
+	// Callbacks is a postgresql.callbacks flow mapping.
+	Callbacks string
 }
 
 func newNode(t testing.TB, base, name string) *Node {
@@ -268,6 +270,9 @@ postgresql:
     rewind: {username: rewind_user, password: rewind-pw}
   parameters: {shared_buffers: 16MB, max_connections: 40, fsync: "off", wal_keep_size: 64MB}
 `, n.listenHost(), n.PGPort, n.host(), n.PGPort, n.PGDataDir(), superPassword)
+		if o.Callbacks != "" {
+			fmt.Fprintf(&b, "  callbacks: %s\n", o.Callbacks)
+		}
 	}
 	if o.Tags != "" {
 		fmt.Fprintf(&b, "tags: %s\n", o.Tags)

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -149,4 +151,48 @@ func TestMaximumLagOnFailover(t *testing.T) {
 	if err := pgQueryRow(ctx, primary, "SELECT count(*) FROM big", &rows); err != nil || rows != 4000 {
 		t.Fatalf("big has %d rows (%v), want 4000", rows, err)
 	}
+}
+
+// TestCallbacks runs postgresql.callbacks scripts with Patroni's arguments
+// (event, role, scope): on_start at bootstrap, on_role_change on both sides
+// of a switchover, on_stop when the old primary is demoted.
+func TestCallbacks(t *testing.T) {
+	script := func(n *Node) string {
+		path := filepath.Join(n.Dir, "callback.sh")
+		body := "#!/bin/sh\necho \"$@\" >> " + filepath.Join(n.Dir, "callbacks.log") + "\n"
+		if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	c := startCluster(t, 3, func(nd *Node, all []*Node) NodeOptions {
+		s := script(nd)
+		return NodeOptions{Peers: all, Postgres: true, DCS: fastDCS,
+			Callbacks: fmt.Sprintf("{on_start: %s, on_stop: %s, on_role_change: %s}", s, s, s)}
+	})
+	primary := c.waitPrimary(90*time.Second, c.nodes...)
+	c.waitStreaming(primary)
+	events := func(n *Node) string {
+		b, _ := os.ReadFile(filepath.Join(n.Dir, "callbacks.log"))
+		return string(b)
+	}
+	waitEvent := func(n *Node, line string) {
+		t.Helper()
+		waitFor(t, 30*time.Second, n.Name+" callback "+line, func() (bool, error) {
+			return strings.Contains(events(n), line+"\n"), fmt.Errorf("log: %q", events(n))
+		})
+	}
+	var target *Node
+	for _, n := range c.nodes {
+		if n == primary {
+			waitEvent(n, "on_start primary itest")
+		} else {
+			waitEvent(n, "on_start replica itest")
+			target = n
+		}
+	}
+	c.apply(switchoverTo(primary.Name, target.Name))
+	waitEvent(target, "on_role_change primary itest")
+	waitEvent(primary, "on_stop primary itest")
+	waitEvent(primary, "on_role_change replica itest")
 }

@@ -44,8 +44,9 @@ type Manager struct {
 	step   time.Duration
 	start  time.Duration
 
-	mu   sync.Mutex
-	proc *postmaster
+	mu       sync.Mutex
+	proc     *postmaster
+	cbCancel context.CancelFunc // the running callback, if any
 }
 
 // New validates cfg and returns a Manager for member. It starts nothing.
