@@ -69,4 +69,3 @@ func (m *Manager) Callback(event, role string) {
 		}
 	}()
 }
-
