@@ -114,11 +114,8 @@ func (s *Supervisor) serve(ctx context.Context, r Request) error {
 			s.logger.Info("restart skipped: no pending restart")
 			return nil
 		}
-		if holder {
-			s.renew(ctx, st) // the restart must fit in the lease
-		}
 		s.logger.Info("restarting postgres on request", "primary", holder)
-		err := s.pg.Restart(ctx, d)
+		err := s.renewWhile(ctx, holder, func() error { return s.pg.Restart(ctx, d) })
 		s.wasRunning, s.runningSince = s.pg.Running(), time.Now()
 		return err
 	case RequestReload:
@@ -167,5 +164,31 @@ func (s *Supervisor) applyConfig(ctx context.Context, st raftstore.State, pgst p
 	s.confVersion = st.Config.Version
 	if ch.Changed() {
 		s.logger.Info("cluster config applied", "version", st.Config.Version, "changed", ch.Files)
+	}
+}
+
+// renewWhile runs f in another goroutine and, when holder, keeps renewing
+// the leader key every loop_wait from this one until f returns: a primary
+// restarting on request keeps its key instead of being failed over. The
+// supervisor's own state is touched only here.
+func (s *Supervisor) renewWhile(ctx context.Context, holder bool, f func() error) error {
+	if !holder {
+		return f()
+	}
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	for {
+		st := s.store.State()
+		if st.Leader.Holder != s.cfg.Member {
+			return <-done
+		}
+		s.renew(ctx, st)
+		t := time.NewTimer(max(st.Config.LoopWait, 10*time.Millisecond))
+		select {
+		case err := <-done:
+			t.Stop()
+			return err
+		case <-t.C:
+		}
 	}
 }

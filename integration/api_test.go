@@ -173,6 +173,22 @@ func TestAPIRolesAdminAndCLI(t *testing.T) {
 		return err == nil && after.State == "running" && after.PostmasterStartTime != before.PostmasterStartTime, err
 	})
 
+	// restart of the primary keeps its key: no failover.
+	st, _ = c.state()
+	epoch := st.Leader.Epoch
+	before, _ = newPrimary.Client().MemberStatus(ctxT(t, 5*time.Second))
+	if out, stderr, code := runCLI(t, "restart", newPrimary.Name, "-c", newPrimary.Config, "--force"); code != 0 {
+		t.Fatalf("restart %s: exit %d: %s %s", newPrimary.Name, code, out, stderr)
+	}
+	waitFor(t, 30*time.Second, newPrimary.Name+" restarted as primary", func() (bool, error) {
+		after, err := newPrimary.Client().MemberStatus(context.Background())
+		return err == nil && after.Role == "primary" && after.Raftgres.LeaseValid &&
+			after.PostmasterStartTime != before.PostmasterStartTime, err
+	})
+	if st, _ := c.state(); st.Leader.Holder != newPrimary.Name || st.Leader.Epoch != epoch {
+		t.Fatalf("restart of the primary moved the key: %+v (epoch was %d)", st.Leader, epoch)
+	}
+
 	// Degraded: a replica's agent is gone → warning once its report is stale.
 	var lost *Node
 	for _, n := range c.nodes {
