@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build test unit integration lint bench demo clean
+.PHONY: build test unit integration lint race bench demo clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/raftgres ./cmd/raftgres
@@ -21,6 +21,11 @@ integration:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# The integration suite with agents built by the race detector (slower).
+race:
+	$(GO) test -race -count=1 ./...
+	RAFTGRES_RACE=1 RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -timeout 45m ./integration/
 
 bench:
 	RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime=1x -timeout 30m ./integration/

@@ -53,7 +53,11 @@ func TestMain(m *testing.M) {
 			return 2
 		}
 		binPath = filepath.Join(dir, "raftgres")
-		build := exec.Command("go", "build", "-o", binPath, "raftgres/cmd/raftgres")
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("RAFTGRES_RACE") == "1" { // agents built with the race detector
+			args = append(args, "-race")
+		}
+		build := exec.Command("go", append(args, "raftgres/cmd/raftgres")...)
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "build raftgres:", err)
@@ -319,6 +323,9 @@ func (n *Node) Start() {
 			n.log.WriteString(sc.Text() + "\n")
 			n.mu.Unlock()
 			n.t.Logf("[%s] %s", n.Name, sc.Text())
+			if strings.Contains(sc.Text(), "WARNING: DATA RACE") {
+				n.t.Errorf("%s: the race detector found a data race (RAFTGRES_RACE=1)", n.Name)
+			}
 		}
 		err := cmd.Wait()
 		n.mu.Lock()
