@@ -129,9 +129,10 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			c.elect(ctx, st, seen, now)
 		}
 		c.clearFulfilled(ctx, st)
-		if st.Leader.Holder == c.member && !moved && now.Sub(established) > st.Config.TTL {
+		if st.Leader.Holder == c.member && !moved && st.Failover == nil && now.Sub(established) > st.Config.TTL {
 			// Losing this host would cost a Raft election on top of the
-			// lease: let another voter lead Raft while we hold the key.
+			// lease: let another voter lead Raft while we hold the key
+			// (not during a switchover: its hand-over would be cut off).
 			moved = true
 			tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err := c.store.TransferLeadership(tctx)

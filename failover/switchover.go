@@ -60,7 +60,7 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 		s.clearFailover(ctx, err.Error())
 		return err
 	}
-	if pgst, err := s.pg.Status(ctx); err != nil || !streaming(pgst, target) {
+	if !s.waitStreamingFrom(ctx, target, st.Config.TTL) {
 		reason := fmt.Sprintf("candidate %s is not streaming from %s", target, s.cfg.Member)
 		s.clearFailover(ctx, "refused: "+reason)
 		return fmt.Errorf("%w: %s", ErrNoCandidate, reason)
@@ -87,16 +87,63 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 		}
 		return err
 	}
-	// Compare-and-set against our own last acknowledged renewal: the local
-	// FSM may not have applied it yet.
-	if err := s.apply(ctx, raftstore.SetLeader{Holder: target, PrevEpoch: s.ackEpoch, PrevRev: s.ackRev,
-		Reason: "switchover from " + s.cfg.Member, Actor: s.cfg.Member, At: time.Now().UTC()}); err != nil {
+	if err := s.handKey(ctx, target); err != nil {
 		return fmt.Errorf("switchover: hand the key to %s: %w", target, err)
 	}
 	s.lastAck, s.ackEpoch, s.handedOver = time.Time{}, 0, true
 	s.clearFailover(ctx, "switchover to "+target+" done")
 	s.logger.Info("switchover: leader key handed over", "member", target, "lsn", pgmanager.FormatLSN(final))
 	return nil
+}
+
+// waitStreamingFrom waits up to timeout (renewing the key meanwhile) until
+// target streams from the local primary: right after a restart the
+// standbys need a moment to reconnect.
+func (s *Supervisor) waitStreamingFrom(ctx context.Context, target string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if pgst, err := s.pg.Status(ctx); err == nil && streaming(pgst, target) {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		s.renew(ctx, s.store.State())
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond): // polling pg_stat_replication
+		}
+	}
+}
+
+// handKey moves the leader key to target with a compare-and-set against
+// our own last acknowledged renewal (the local FSM may not show it yet).
+// A Raft leader change in flight leaves the outcome unknown: it retries
+// while the lease lasts and reads the key back to see what happened.
+func (s *Supervisor) handKey(ctx context.Context, target string) error {
+	cmd := raftstore.SetLeader{Holder: target, PrevEpoch: s.ackEpoch, PrevRev: s.ackRev,
+		Reason: "switchover from " + s.cfg.Member, Actor: s.cfg.Member}
+	for {
+		cmd.At = time.Now().UTC()
+		err := s.apply(ctx, cmd)
+		if err == nil {
+			return nil
+		}
+		if st := s.store.State(); st.Leader.Holder == target && st.Leader.Epoch == cmd.PrevEpoch+1 {
+			return nil // an earlier attempt committed
+		}
+		if errors.Is(err, raftstore.ErrEpochMismatch) || ctx.Err() != nil ||
+			time.Until(s.leaseEnd(s.store.State())) < FenceBudget {
+			return err
+		}
+		s.logger.Info("switchover: key hand-over not confirmed, retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // waitCaughtUp waits until target reports WAL received past lsn, renewing
