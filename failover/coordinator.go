@@ -87,10 +87,39 @@ func (c *Coordinator) startDuties(ctx context.Context) func() {
 	}
 }
 
-// memberSeen is when the coordinator last saw a member's status change.
+// memberSeen is when this host last saw a member's status change.
 type memberSeen struct {
 	reportedAt time.Time // the member's own timestamp, compared for change only
-	seenAt     time.Time // coordinator's monotonic clock
+	seenAt     time.Time // this host's monotonic clock
+}
+
+// reportClock times, on this host's monotonic clock, when each member's
+// reported status last changed, so that freshness never compares clocks of
+// different hosts. A member first seen counts as just reported.
+type reportClock map[string]memberSeen
+
+// observe records the members' current reports at now and forgets members
+// that left.
+func (rc reportClock) observe(st raftstore.State, now time.Time) {
+	for name, m := range st.Members {
+		if s, ok := rc[name]; !ok || !s.reportedAt.Equal(m.Status.ReportedAt) {
+			rc[name] = memberSeen{reportedAt: m.Status.ReportedAt, seenAt: now}
+		}
+	}
+	for name := range rc {
+		if _, ok := st.Members[name]; !ok {
+			delete(rc, name)
+		}
+	}
+}
+
+// fresh returns the members whose report changed within d before now.
+func (rc reportClock) fresh(now time.Time, d time.Duration) map[string]bool {
+	out := make(map[string]bool, len(rc))
+	for name, s := range rc {
+		out[name] = now.Sub(s.seenAt) < d
+	}
+	return out
 }
 
 func (c *Coordinator) lead(ctx context.Context) error {
@@ -107,7 +136,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	c.logger.Info("leader duties started")
 	st := c.store.State()
 	lastChange, lastEpoch, lastRev := established, st.Leader.Epoch, st.Leader.Rev
-	seen := map[string]memberSeen{}
+	seen := reportClock{}
 	moved := false // raft leadership moved off the primary's host once
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -115,11 +144,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 		changes := c.store.Changes()
 		st = c.store.State()
 		now := time.Now()
-		for name, m := range st.Members {
-			if s, ok := seen[name]; !ok || !s.reportedAt.Equal(m.Status.ReportedAt) {
-				seen[name] = memberSeen{reportedAt: m.Status.ReportedAt, seenAt: now}
-			}
-		}
+		seen.observe(st, now)
 		// The countdown restarts at every applied acquire/renewal, and never
 		// starts before this leadership was established.
 		if st.Leader.Epoch != lastEpoch || st.Leader.Rev != lastRev {
@@ -159,11 +184,8 @@ func (c *Coordinator) shouldElect(st raftstore.State, sinceChange time.Duration)
 	return st.Leader.Holder == "" || sinceChange >= st.Config.TTL
 }
 
-func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen map[string]memberSeen, now time.Time) {
-	fresh := map[string]bool{}
-	for name, s := range seen {
-		fresh[name] = now.Sub(s.seenAt) < st.Config.TTL
-	}
+func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen reportClock, now time.Time) {
+	fresh := seen.fresh(now, st.Config.TTL)
 	reason := "no primary"
 	if st.Leader.Holder != "" {
 		reason = "leader key of " + st.Leader.Holder + " expired"

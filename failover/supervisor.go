@@ -47,15 +47,15 @@ type Supervisor struct {
 	crashes      int
 	sysid        string
 	wasRunning   bool
-	runningSince time.Time             // when postgres was last seen starting to run
-	handedOver   bool                  // shut down cleanly in a switchover: follow without rewind
-	startFailed  bool                  // the last start as a standby failed: check with pg_rewind
-	notStreaming time.Time             // since when a running standby has not been streaming
-	syncNames    string                // synchronous_standby_names as last set here
-	confVersion  uint64                // cluster config version last applied to postgres
-	seen         map[string]memberSeen // when each member's report last changed
-	runRole      string                // role of the running postgres last seen: primary, replica, "" stopped
-	lastRole     string                // role it had when it last ran
+	runningSince time.Time   // when postgres was last seen starting to run
+	handedOver   bool        // shut down cleanly in a switchover: follow without rewind
+	startFailed  bool        // the last start as a standby failed: check with pg_rewind
+	notStreaming time.Time   // since when a running standby has not been streaming
+	syncNames    string      // synchronous_standby_names as last set here
+	confVersion  uint64      // cluster config version last applied to postgres
+	seen         reportClock // when each member's report last changed
+	runRole      string      // role of the running postgres last seen: primary, replica, "" stopped
+	lastRole     string      // role it had when it last ran
 
 	local atomic.Pointer[Local]
 	reqs  chan request
@@ -71,7 +71,7 @@ func NewSupervisor(cfg Config, pg Postgres, store Store, proposer Proposer, logg
 		cfg.MaxCrashes = 3
 	}
 	sup := &Supervisor{cfg: cfg, pg: pg, store: store, proposer: proposer, logger: logger.Named(SupervisorLoggerName),
-		reqs: make(chan request)}
+		reqs: make(chan request), seen: reportClock{}}
 	if m := cfg.Watchdog.Mode; m == WatchdogAutomatic || m == WatchdogRequired {
 		sup.wd = &watchdog{device: cfg.Watchdog.Device}
 	}

@@ -123,24 +123,9 @@ func syncConfirmed(pgst pgmanager.Status, member string) bool {
 }
 
 // freshMembers returns the members whose reported status changed within
-// ttl, timed on this host's monotonic clock (a member first seen counts as
-// fresh, as in the coordinator).
+// ttl on this host's clock.
 func (s *Supervisor) freshMembers(st raftstore.State) map[string]bool {
 	now := time.Now()
-	if s.seen == nil {
-		s.seen = map[string]memberSeen{}
-	}
-	fresh := map[string]bool{}
-	for name, m := range st.Members {
-		if prev, ok := s.seen[name]; !ok || !prev.reportedAt.Equal(m.Status.ReportedAt) {
-			s.seen[name] = memberSeen{reportedAt: m.Status.ReportedAt, seenAt: now}
-		}
-		fresh[name] = now.Sub(s.seen[name].seenAt) < st.Config.TTL
-	}
-	for name := range s.seen {
-		if _, ok := st.Members[name]; !ok {
-			delete(s.seen, name)
-		}
-	}
-	return fresh
+	s.seen.observe(st, now)
+	return s.seen.fresh(now, st.Config.TTL)
 }

@@ -129,6 +129,20 @@ func (w *watchdog) disarm() {
 
 func (w *watchdog) armed() bool { return w.f != nil }
 
+// MemberTags returns the tags this member registers with: in required mode
+// a watchdog that cannot be used makes it nofailover (it must never be
+// primary without one), and err says why.
+func (c WatchdogConfig) MemberTags(tags raftstore.Tags) (raftstore.Tags, error) {
+	if c.Mode != WatchdogRequired || tags.NoFailover {
+		return tags, nil
+	}
+	if err := WatchdogUsable(c.Device); err != nil {
+		tags.NoFailover = true
+		return tags, fmt.Errorf("watchdog.mode is required but the watchdog is unusable: registered as nofailover: %w", err)
+	}
+	return tags, nil
+}
+
 // WatchdogUsable reports why the device cannot be used, without arming it.
 func WatchdogUsable(device string) error {
 	if err := unix.Access(device, unix.W_OK); err != nil {

@@ -86,3 +86,15 @@ func TestWatchdogArmRefusesNonDevice(t *testing.T) {
 		t.Fatalf("WatchdogUsable on a missing device: %v", err)
 	}
 }
+
+func TestWatchdogMemberTags(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	tags, err := WatchdogConfig{Mode: WatchdogRequired, Device: missing}.MemberTags(raftstore.DefaultTags())
+	if err == nil || !tags.NoFailover {
+		t.Fatalf("required without a device: tags %+v, err %v; want nofailover and an error", tags, err)
+	}
+	tags, err = WatchdogConfig{Mode: WatchdogAutomatic, Device: missing}.MemberTags(raftstore.DefaultTags())
+	if err != nil || tags.NoFailover {
+		t.Fatalf("automatic without a device: tags %+v, err %v; want them unchanged", tags, err)
+	}
+}

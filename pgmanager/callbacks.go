@@ -41,7 +41,7 @@ func (m *Manager) Callback(event, role string) {
 	cmd := exec.CommandContext(ctx, argv[0], append(argv[1:], event, role, m.scope)...)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = waitDelay
-	cmd.Env = append(m.baseEnv(), "PATH=/usr/local/bin:/usr/bin:/bin")
+	cmd.Env = m.envWithPath("/usr/local/bin:/usr/bin:/bin")
 	cmd.SysProcAttr = m.sysProcAttr(false)
 	tail := &tailWriter{max: 20}
 	lw := m.lineLogger("callback", tail)

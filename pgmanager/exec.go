@@ -56,8 +56,11 @@ func (m *Manager) run(ctx context.Context, c command) error {
 
 // baseEnv is a minimal environment for PostgreSQL tools: no inherited
 // PG* variables can redirect them.
-func (m *Manager) baseEnv() []string {
-	env := []string{"LC_ALL=C.UTF-8", "LANG=C.UTF-8", "PATH=" + m.cfg.BinDir + ":/usr/bin:/bin"}
+func (m *Manager) baseEnv() []string { return m.envWithPath(m.cfg.BinDir + ":/usr/bin:/bin") }
+
+// envWithPath is baseEnv with another PATH.
+func (m *Manager) envWithPath(path string) []string {
+	env := []string{"LC_ALL=C.UTF-8", "LANG=C.UTF-8", "PATH=" + path}
 	if home := os.Getenv("HOME"); home != "" {
 		env = append(env, "HOME="+home)
 	}

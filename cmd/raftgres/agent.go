@@ -79,12 +79,8 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		if err != nil {
 			return err
 		}
-		if cfg.Watchdog.Mode == failover.WatchdogRequired {
-			if err := failover.WatchdogUsable(cfg.Watchdog.Device); err != nil && !cfg.Tags.NoFailover {
-				logger.Error("watchdog.mode is required but the watchdog is unusable: this member will never be promoted "+
-					"(registered as nofailover)", "device", cfg.Watchdog.Device, "error", err)
-				cfg.Tags.NoFailover = true
-			}
+		if cfg.Tags, err = cfg.Watchdog.MemberTags(cfg.Tags); err != nil {
+			logger.Error("this member will never be promoted", "device", cfg.Watchdog.Device, "error", err)
 		}
 		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags, Watchdog: cfg.Watchdog},
 			pg, store, proposer, logger)
