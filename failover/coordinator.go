@@ -22,6 +22,9 @@ type Coordinator struct {
 	seed   raftstore.ClusterConfig
 	store  LeaderStore
 	logger hclog.Logger
+	clock  Clock
+
+	lastNoCandidate time.Time // when "no eligible candidate" was last logged
 }
 
 // NewCoordinator returns a coordinator; seed is bootstrap.dcs.
@@ -29,7 +32,7 @@ func NewCoordinator(member string, seed raftstore.ClusterConfig, store LeaderSto
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Coordinator{member: member, seed: seed, store: store, logger: logger.Named(CoordinatorLoggerName)}
+	return &Coordinator{member: member, seed: seed, store: store, logger: logger.Named(CoordinatorLoggerName), clock: realClock{}}
 }
 
 // Run follows Raft leadership until ctx ends: leader duties start after a
@@ -132,7 +135,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	if err := c.seedConfig(ctx); err != nil {
 		return fmt.Errorf("seed cluster config: %w", err)
 	}
-	established := time.Now()
+	established := c.clock.Now()
 	c.logger.Info("leader duties started")
 	st := c.store.State()
 	lastChange, lastEpoch, lastRev := established, st.Leader.Epoch, st.Leader.Rev
@@ -143,7 +146,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	for {
 		changes := c.store.Changes()
 		st = c.store.State()
-		now := time.Now()
+		now := c.clock.Now()
 		seen.observe(st, now)
 		// The countdown restarts at every applied acquire/renewal, and never
 		// starts before this leadership was established.
@@ -206,10 +209,16 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 		cmd, ok = Elect(st, in)
 	}
 	if !ok {
-		c.logger.Debug("no eligible candidate", "reason", reason, "ranking", RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder}))
+		// The cluster has no primary and nobody can be promoted: say why,
+		// at most every ttl.
+		if now.Sub(c.lastNoCandidate) >= st.Config.TTL {
+			c.lastNoCandidate = now
+			c.logger.Warn("no eligible candidate", "reason", reason,
+				"ranking", RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder}))
+		}
 		return
 	}
-	cmd.At = time.Now().UTC()
+	cmd.At = now.UTC()
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	res, err := c.store.Apply(actx, cmd)
@@ -220,6 +229,7 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 		c.logger.Warn("election not committed", "candidate", cmd.Holder, "error", err)
 		return
 	}
+	c.lastNoCandidate = time.Time{}
 	c.logger.Info("new primary elected", "member", cmd.Holder, "epoch", cmd.PrevEpoch+1, "reason", reason)
 }
 
@@ -260,6 +270,6 @@ func (c *Coordinator) clearFulfilled(ctx context.Context, st raftstore.State) {
 		err = res.Err
 	}
 	if err != nil {
-		c.logger.Debug("clear fulfilled switchover", "error", err)
+		c.logger.Warn("clear fulfilled switchover", "error", err)
 	}
 }

@@ -64,6 +64,12 @@ func Decide(o Observation) Plan {
 		return plan(fmt.Sprintf("data directory belongs to system %s, the cluster is %s: not touching it",
 			o.DataSystemID, st.Initialize), Action{Kind: ActRefuse})
 	}
+	if o.PG.Running && o.PG.Error != "" {
+		// A failed status query says nothing about the role: never act on
+		// it. A writable server without the lease cannot acknowledge a
+		// commit anyway (the commit gate), and the fencer still runs.
+		return noop("postgres status unknown: " + o.PG.Error)
+	}
 	if p, ok := fence(o); ok {
 		return p
 	}
@@ -88,7 +94,9 @@ func Decide(o Observation) Plan {
 
 // fence stops a PostgreSQL that accepts writes without the right to: the
 // key names someone else (paused or not), or the key is ours but the lease
-// is not confirmed (not paused: a paused cluster promotes nobody).
+// is not confirmed. Pause stops automatic actions, not safety: a paused
+// holder that cannot renew stops too, so a resume on the other side of a
+// partition cannot create a second writer (#3).
 func fence(o Observation) (Plan, bool) {
 	if !o.PG.Running || o.PG.InRecovery {
 		return Plan{}, false
@@ -99,7 +107,7 @@ func fence(o Observation) (Plan, bool) {
 		return plan("writable but the leader key is held by "+holder, Action{Kind: ActDemote, Mode: "immediate"}), true
 	case holder == "" && !o.State.Config.Pause:
 		return plan("writable but nobody holds the leader key", Action{Kind: ActDemote, Mode: "immediate"}), true
-	case holder == o.Member && !o.LeaseValid && !o.State.Config.Pause:
+	case holder == o.Member && !o.LeaseValid:
 		return plan("lease not confirmed within ttl - margin", Action{Kind: ActDemote, Mode: "immediate"}), true
 	}
 	return Plan{}, false
@@ -150,10 +158,10 @@ func decideHolder(o Observation) Plan {
 	if o.Tags.NoFailover && (o.Standby || o.PG.InRecovery) {
 		return plan("nofailover: never promoted", Action{Kind: ActRelease})
 	}
+	if (!o.PG.Running || o.PG.InRecovery) && o.MaxCrashes > 0 && o.Crashes >= o.MaxCrashes {
+		return plan(fmt.Sprintf("postgres crashed or failed to start or promote %d times", o.Crashes), Action{Kind: ActRelease})
+	}
 	if !o.PG.Running {
-		if o.MaxCrashes > 0 && o.Crashes >= o.MaxCrashes {
-			return plan(fmt.Sprintf("postgres crashed %d times", o.Crashes), Action{Kind: ActRelease})
-		}
 		if !o.LeaseValid {
 			return noop("holding the key, waiting for a confirmed renewal before starting")
 		}
@@ -210,10 +218,12 @@ func decideFollower(o Observation, primary string) Plan {
 	case !o.PG.Running:
 		return plan("replica of "+primary, Action{Kind: ActStartStandby, Primary: primary})
 	case o.Upstream != primary:
-		// A replica may have received WAL the new primary never had: let
-		// pg_rewind check (it does nothing when there is no divergence).
+		// Repoint without a restart (primary_conninfo reloads). A replica
+		// that received WAL the new primary never had cannot stream from
+		// it; after two ttls without streaming it is checked with pg_rewind
+		// (StandbyStartFailed above).
 		return plan(fmt.Sprintf("following %q, primary is %s", o.Upstream, primary),
-			Action{Kind: ActFollow, Primary: primary, Rewind: o.State.Config.PostgreSQL.UsePgRewind})
+			Action{Kind: ActFollow, Primary: primary})
 	}
 	return noop("streaming from " + primary)
 }

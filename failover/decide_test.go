@@ -56,6 +56,8 @@ func TestDecide(t *testing.T) {
 	uninit.Initialize = ""
 	paused := state("pg2", "pg1", "pg2")
 	paused.Config.Pause = true
+	pausedHolder := state("pg1", "pg1", "pg2")
+	pausedHolder.Config.Pause = true
 	for _, tc := range []struct {
 		name string
 		obs  Observation
@@ -94,6 +96,16 @@ func TestDecide(t *testing.T) {
 		{"no primary: replica waits", obs("pg2", state("", "pg1", "pg2"), replicaPG), []ActionKind{}},
 		{"paused: nothing", obs("pg1", paused, stoppedPG), []ActionKind{}},
 		{"paused: writer of another holder still fenced", obs("pg1", paused, primaryPG), []ActionKind{ActDemote}},
+		// #3: pause stops automatic actions, not the holder's own fencing.
+		{"paused holder without a lease fenced", obs("pg1", pausedHolder, primaryPG, func(o *Observation) { o.LeaseValid = false }),
+			[]ActionKind{ActDemote}},
+		{"paused holder with a lease keeps serving", obs("pg1", pausedHolder, primaryPG), []ActionKind{}},
+		// Part 3 (3): a failed status query is not a role.
+		{"status error is not read as writable", obs("pg2", state("pg1", "pg1", "pg2"),
+			pgmanager.Status{Running: true, Error: "context deadline exceeded"}), []ActionKind{}},
+		// #10: starts or promotions that keep failing give the key up.
+		{"holder failing to promote releases", obs("pg1", state("pg1", "pg1", "pg2"), replicaPG, func(o *Observation) { o.Crashes = 3 }),
+			[]ActionKind{ActRelease}},
 		{"switchover due: hand over", obs("pg1", state("pg1", "pg1", "pg2"), primaryPG, func(o *Observation) { o.SwitchoverDue = true }),
 			[]ActionKind{ActHandOver}},
 		{"handed over: follow without rewind", obs("pg1", state("pg2", "pg1", "pg2"), stoppedPG, func(o *Observation) { o.HandedOver = true }),
@@ -162,6 +174,9 @@ func TestDecideInvariants(t *testing.T) {
 		if writable && !foreign && o.State.Leader.Holder != "" && !holdsKey && !p.Has(ActDemote) {
 			t.Fatalf("writer of another holder not fenced: %+v -> %s", o, p)
 		}
+		if writable && !foreign && holdsKey && !o.LeaseValid && !p.Has(ActDemote) {
+			t.Fatalf("holder without a lease not fenced (paused or not): %+v -> %s", o, p)
+		}
 		if o.State.Config.Pause && !foreign {
 			for _, a := range p.Actions {
 				if a.Kind != ActDemote {
@@ -187,18 +202,21 @@ func TestDecideHandedOverSkipsRewind(t *testing.T) {
 	}
 }
 
-func TestSyncStandbyNames(t *testing.T) {
+func TestGateStandbyNames(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		in   []string
-		want string
+		in     []string
+		strict bool
+		want   string
 	}{
-		{nil, ""},
-		{[]string{"pg2"}, `FIRST 1 ("pg2")`},
-		{[]string{"pg2", `we"ird`}, `FIRST 2 ("pg2", "we""ird")`},
+		{nil, false, `"raftgres_fence"`},
+		{nil, true, `FIRST 2 ("raftgres_fence", *)`},
+		{[]string{"pg2"}, false, `FIRST 2 ("raftgres_fence", "pg2")`},
+		{[]string{"pg2"}, true, `FIRST 2 ("raftgres_fence", "pg2")`},
+		{[]string{"pg2", `we"ird`}, false, `FIRST 3 ("raftgres_fence", "pg2", "we""ird")`},
 	} {
-		if got := SyncStandbyNames(tc.in); got != tc.want {
-			t.Errorf("SyncStandbyNames(%q) = %s, want %s", tc.in, got, tc.want)
+		if got := GateStandbyNames(tc.in, tc.strict); got != tc.want {
+			t.Errorf("GateStandbyNames(%q, %v) = %s, want %s", tc.in, tc.strict, got, tc.want)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"time"
 
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
@@ -28,7 +29,15 @@ type Postgres interface {
 	Reclone(ctx context.Context, d pgmanager.Desired) error
 	EnsureSlots(ctx context.Context, want []string) (created, dropped []string, err error)
 	ControlData(ctx context.Context) (map[string]string, error)
-	SetSynchronousStandbyNames(ctx context.Context, value string) error
+	// SetSynchronousStandbyNames writes d (with its SyncStandbyNames) to the
+	// managed config, reloads, and waits until the server reports it.
+	SetSynchronousStandbyNames(ctx context.Context, d pgmanager.Desired) error
+	// RunGate runs the commit gate until ctx ends: it acknowledges the
+	// primary's WAL only while time.Now() is before leaseEnd().
+	RunGate(ctx context.Context, leaseEnd func() time.Time) error
+	// Fence stops the postmaster at once (SIGQUIT) without waiting for
+	// anything the supervisor loop may hold; it reports whether it signalled.
+	Fence() bool
 	// Callback runs postgresql.callbacks for event in the background.
 	Callback(event, role string)
 }

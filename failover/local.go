@@ -1,9 +1,6 @@
 package failover
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"raftgres/pgmanager"
@@ -42,153 +39,11 @@ func (s *Supervisor) Local() Local {
 }
 
 func (s *Supervisor) publish(st raftstore.State, pgst pgmanager.Status) {
-	l := &Local{Member: s.cfg.Member, PG: pgst, HasData: s.pg.HasDataDir(), Upstream: s.upstream, ObservedAt: time.Now()}
-	if st.Leader.Holder == s.cfg.Member && s.ackEpoch == st.Leader.Epoch && !s.lastAck.IsZero() {
-		l.LeaseUntil, l.Epoch = s.leaseEnd(st), s.ackEpoch
+	now := s.clock.Now()
+	l := &Local{Member: s.cfg.Member, PG: pgst, HasData: s.pg.HasDataDir(), Upstream: s.upstream, ObservedAt: now}
+	if _, until, epoch, _ := s.lease.snapshot(); st.Leader.Holder == s.cfg.Member && epoch == st.Leader.Epoch && !until.IsZero() {
+		l.LeaseUntil, l.Epoch = until, epoch
 	}
 	s.local.Store(l)
 }
 
-// RequestKind names an operator request the supervisor carries out in its
-// own loop, so it never races a failover action.
-type RequestKind string
-
-// Operator requests (the REST API's /restart, /reload, /reinitialize).
-const (
-	RequestRestart RequestKind = "restart"
-	RequestReload  RequestKind = "reload"
-	RequestReinit  RequestKind = "reinitialize"
-)
-
-// Request is one operator request.
-type Request struct {
-	Kind RequestKind
-	// OnlyPending restarts only when PostgreSQL reports pending_restart.
-	OnlyPending bool
-}
-
-// ErrRequestRefused wraps a request that is not safe or not possible now.
-var ErrRequestRefused = errors.New("request refused")
-
-type request struct {
-	Request
-	done chan error
-}
-
-// Do hands r to the supervisor loop and waits for its outcome. A request
-// arriving while the supervisor acts (a clone, a promotion) waits its turn.
-func (s *Supervisor) Do(ctx context.Context, r Request) error {
-	req := request{Request: r, done: make(chan error, 1)}
-	select {
-	case s.reqs <- req:
-	case <-ctx.Done():
-		return fmt.Errorf("%s of %s: supervisor busy: %w", r.Kind, s.cfg.Member, ctx.Err())
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("%s of %s: %w", r.Kind, s.cfg.Member, ctx.Err())
-	}
-}
-
-// serve carries out one operator request.
-func (s *Supervisor) serve(ctx context.Context, r Request) error {
-	st := s.store.State()
-	holder := st.Leader.Holder == s.cfg.Member
-	if !s.pg.HasDataDir() && r.Kind != RequestReinit {
-		return fmt.Errorf("%w: %s of %s: no data directory yet", ErrRequestRefused, r.Kind, s.cfg.Member)
-	}
-	upstream := s.upstream
-	if !holder && upstream == "" {
-		upstream = st.Leader.Holder
-	}
-	d, err := s.desired(st, upstream, !holder)
-	if err != nil {
-		return fmt.Errorf("%w: %s of %s: %w", ErrRequestRefused, r.Kind, s.cfg.Member, err)
-	}
-	switch r.Kind {
-	case RequestRestart:
-		pgst, _ := s.pg.Status(ctx)
-		if r.OnlyPending && !pgst.PendingRestart {
-			s.logger.Info("restart skipped: no pending restart")
-			return nil
-		}
-		s.logger.Info("restarting postgres on request", "primary", holder)
-		err := s.renewWhile(ctx, holder, func() error { return s.pg.Restart(ctx, d) })
-		s.wasRunning, s.runningSince = s.pg.Running(), time.Now()
-		return err
-	case RequestReload:
-		ch, err := s.pg.Reload(ctx, d)
-		if err == nil {
-			s.confVersion = st.Config.Version
-			s.logger.Info("postgres reloaded on request", "changed", ch.Files)
-		}
-		return err
-	case RequestReinit:
-		if holder {
-			return fmt.Errorf("%w: %s holds the leader key: switch over before reinitializing it", ErrRequestRefused, s.cfg.Member)
-		}
-		if st.Leader.Holder == "" {
-			return fmt.Errorf("%w: no primary to clone %s from", ErrRequestRefused, s.cfg.Member)
-		}
-		src, err := s.desired(st, st.Leader.Holder, true)
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrRequestRefused, err)
-		}
-		s.logger.Warn("reinitializing: wiping the data directory and cloning", "from", st.Leader.Holder)
-		if err := s.pg.Stop(ctx, pgmanager.StopImmediate); err != nil {
-			return err
-		}
-		s.wasRunning, s.sysid, s.rewindFailed, s.startFailed, s.upstream = false, "", false, false, ""
-		return s.pg.Reclone(ctx, src)
-	}
-	return fmt.Errorf("%w: unknown request %q", ErrRequestRefused, r.Kind)
-}
-
-// applyConfig reloads a running PostgreSQL after the cluster
-// configuration changed (parameters, pg_hba).
-func (s *Supervisor) applyConfig(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
-	if !pgst.Running || st.Config.Version == s.confVersion || (pgst.InRecovery && s.upstream == "") {
-		return
-	}
-	d, err := s.desired(st, s.upstream, pgst.InRecovery)
-	if err != nil {
-		return
-	}
-	ch, err := s.pg.Reload(ctx, d)
-	if err != nil {
-		s.logger.Warn("apply cluster config", "version", st.Config.Version, "error", err)
-		return
-	}
-	s.confVersion = st.Config.Version
-	if ch.Changed() {
-		s.logger.Info("cluster config applied", "version", st.Config.Version, "changed", ch.Files)
-	}
-}
-
-// renewWhile runs f in another goroutine and, when holder, keeps renewing
-// the leader key every loop_wait from this one until f returns: a primary
-// restarting on request keeps its key instead of being failed over. The
-// supervisor's own state is touched only here.
-func (s *Supervisor) renewWhile(ctx context.Context, holder bool, f func() error) error {
-	if !holder {
-		return f()
-	}
-	done := make(chan error, 1)
-	go func() { done <- f() }()
-	for {
-		st := s.store.State()
-		if st.Leader.Holder != s.cfg.Member {
-			return <-done
-		}
-		s.renew(ctx, st)
-		t := time.NewTimer(max(st.Config.LoopWait, 10*time.Millisecond))
-		select {
-		case err := <-done:
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-	}
-}

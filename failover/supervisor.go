@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,31 +33,35 @@ type Config struct {
 	Watchdog WatchdogConfig
 }
 
-// Supervisor runs on every node: observe → decide → act → report.
+// Supervisor runs on every node: observe → decide → act → report. Its
+// state is grouped by concern: the lease (lease.go, shared with the commit
+// gate and the fencer), crash accounting (crash.go), synchronous
+// replication (syncmode.go), replication intent and callbacks (below).
 type Supervisor struct {
 	cfg      Config
 	pg       Postgres
 	store    Store
 	proposer Proposer
 	logger   hclog.Logger
+	clock    Clock
 
-	lastAck      time.Time // send time of the last acknowledged renewal (monotonic)
-	ackEpoch     uint64
-	ackRev       uint64 // Raft index of that renewal: the key's rev after it
-	upstream     string
-	rewindFailed bool
-	crashes      int
+	lease *lease
+	crash crashTracker
+	sync  syncState
+
+	// Replication intent, derived from PostgreSQL where it can be.
+	upstream     string // member the local standby follows ("" unknown)
+	rewindFailed bool   // pg_rewind cannot bring the data onto the primary's timeline: reclone
+	rewoundFails int    // starts that failed right after a successful rewind
 	sysid        string
-	wasRunning   bool
-	runningSince time.Time   // when postgres was last seen starting to run
-	handedOver   bool        // shut down cleanly in a switchover: follow without rewind
-	startFailed  bool        // the last start as a standby failed: check with pg_rewind
-	notStreaming time.Time   // since when a running standby has not been streaming
-	syncNames    string      // synchronous_standby_names as last set here
-	confVersion  uint64      // cluster config version last applied to postgres
-	seen         reportClock // when each member's report last changed
-	runRole      string      // role of the running postgres last seen: primary, replica, "" stopped
-	lastRole     string      // role it had when it last ran
+	handedOver   bool      // shut down cleanly in a switchover: follow without rewind
+	startFailed  bool      // the last start as a standby failed: check with pg_rewind
+	notStreaming time.Time // since when a running standby has not been streaming
+
+	confVersion uint64      // cluster config version last applied to postgres
+	seen        reportClock // when each member's report last changed
+	runRole     string      // role of the running postgres last seen: primary, replica, "" stopped
+	lastRole    string      // role it had when it last ran
 
 	local atomic.Pointer[Local]
 	reqs  chan request
@@ -71,40 +77,40 @@ func NewSupervisor(cfg Config, pg Postgres, store Store, proposer Proposer, logg
 		cfg.MaxCrashes = 3
 	}
 	sup := &Supervisor{cfg: cfg, pg: pg, store: store, proposer: proposer, logger: logger.Named(SupervisorLoggerName),
-		reqs: make(chan request), seen: reportClock{}}
+		clock: realClock{}, lease: newLease(), reqs: make(chan request), seen: reportClock{}}
 	if m := cfg.Watchdog.Mode; m == WatchdogAutomatic || m == WatchdogRequired {
 		sup.wd = &watchdog{device: cfg.Watchdog.Device}
 	}
 	return sup
 }
 
-// Margin is the holder's safety margin for ttl: the lease ends ttl−margin
-// after the send time of the last acknowledged renewal, so that it ends
-// before the coordinator's countdown (ttl from when it applied that
-// renewal) even with fencing time and clock-rate error. The rule
-// margin ≥ FenceBudget + 2·ρ·ttl is checked by raftstore's config
-// validation (raftstore.MinMargin).
-func Margin(ttl time.Duration) time.Duration { return ttl / 3 }
-
-// FenceBudget bounds the time from the lease's end to PostgreSQL refusing
-// writes: no call the supervisor makes while holding a lease outlives the
-// lease by more than half of it (leaseBound), and an immediate stop takes
-// effect when the signal lands.
-const FenceBudget = raftstore.FenceBudget
-
-// leaseBound gives a call at most d, and never more than what is left of
-// this holder's lease (but at least FenceBudget/2): fencing at the lease's
-// end must not wait for a renewal or report stuck on a lost network.
-func (s *Supervisor) leaseBound(ctx context.Context, st raftstore.State, d time.Duration) (context.Context, context.CancelFunc) {
-	if st.Leader.Holder == s.cfg.Member && !s.lastAck.IsZero() {
-		d = min(d, max(time.Until(s.leaseEnd(st)), FenceBudget/2))
-	}
-	return context.WithTimeout(ctx, d)
-}
+// LeaseEnd is when this member's lease ends on the monotonic clock (zero
+// when it holds none): what the commit gate checks before every
+// acknowledgement.
+func (s *Supervisor) LeaseEnd() time.Time { return s.lease.End() }
 
 // Run loops until ctx ends, then stops PostgreSQL and, as holder, releases
-// the leader key so a failover need not wait for the ttl.
+// the leader key so a failover need not wait for the ttl. Beside the loop
+// run the commit gate (acknowledges commits only under a valid lease) and
+// the fencer (stops the postmaster at a lease's end).
 func (s *Supervisor) Run(ctx context.Context) error {
+	gctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.runFencer(gctx)
+	}()
+	go func() {
+		defer wg.Done()
+		if err := s.pg.RunGate(gctx, s.lease.End); err != nil {
+			s.logger.Error("commit gate stopped", "error", err)
+		}
+	}()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	for {
 		wait := s.cycle(ctx)
 		if !s.waitNext(ctx, wait) {
@@ -170,17 +176,30 @@ func relevant(st raftstore.State) stateKey {
 func (s *Supervisor) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
+	st := s.store.State()
+	if st.Leader.Holder == s.cfg.Member {
+		if err := s.stopAndRelease(ctx, st, pgmanager.StopFast, "agent shut down"); err != nil {
+			s.logger.Error("shutting down as primary", "error", err)
+		}
+	} else if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
 		s.logger.Error("stop postgres on shutdown", "error", err)
 	}
-	if s.wd != nil && s.wd.armed() {
+	if s.wd != nil && s.wd.armed() && !s.pg.Running() {
 		s.wd.disarm()
 		s.logger.Info("watchdog disarmed: postgres stopped")
 	}
-	st := s.store.State()
-	if st.Leader.Holder == s.cfg.Member {
-		s.release(ctx, st, "agent shut down")
+}
+
+// stopAndRelease stops PostgreSQL, then gives the leader key up: stopped,
+// then released, always in that order (a released key is elected on at
+// once). When the stop fails the key is kept: the lease then ends on its
+// own and the fencer and the commit gate take over.
+func (s *Supervisor) stopAndRelease(ctx context.Context, st raftstore.State, mode pgmanager.StopMode, reason string) error {
+	if err := s.pg.Stop(ctx, mode); err != nil {
+		return fmt.Errorf("stop postgres before releasing the leader key: %w", err)
 	}
+	s.release(ctx, st, reason)
+	return nil
 }
 
 // cycle runs one observe → decide → act → report round and returns how
@@ -192,64 +211,52 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		loopWait = time.Second
 	}
 	s.renew(ctx, st)
-	s.feedWatchdog(st)
 	sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, time.Second))
 	pgst, err := s.pg.Status(sctx)
 	cancel()
 	if err != nil {
-		s.logger.Debug("postgres status", "error", err)
+		s.logger.Warn("postgres status", "error", err)
+		if pgst.Error == "" {
+			pgst.Error = err.Error()
+		}
 	}
-	s.countCrash(pgst, st.Config.TTL)
+	if s.crash.observe(pgst, s.pg.Running(), st.Config.TTL, s.clock.Now()) {
+		s.logger.Warn("postgres exited unexpectedly", "crashes", s.crash.crashes)
+	}
+	s.readUpstream(st, pgst)
 	s.watchStreaming(st, pgst)
 	o := s.observe(ctx, st, pgst)
 	p := Decide(o)
 	if !p.Noop() {
-		s.logger.Info("acting", "action", p.Steps(), "reason", p.Reason)
+		s.logger.Info("acting", "action", p.Steps(), "reason", p.Reason, "epoch", st.Leader.Epoch)
 		if err := s.execute(ctx, st, p); err != nil {
 			s.logger.Error("action failed", "action", p.Steps(), "error", err)
 		}
-		pgst, _ = s.pg.Status(ctx)
-		if pgst.Running && !s.wasRunning {
-			s.runningSince = time.Now()
+		if after, err := s.pg.Status(ctx); err == nil || !after.Running {
+			pgst = after
 		}
-		s.wasRunning = pgst.Running // stops we asked for are not crashes
+		s.crash.acted(pgst.Running, s.clock.Now()) // stops we asked for are not crashes
 	}
 	s.tendWatchdog(ctx, s.store.State(), pgst)
 	s.callbacks(pgst)
 	s.applyConfig(ctx, st, pgst)
 	s.report(ctx, pgst)
 	s.publish(s.store.State(), pgst)
-	if st.Leader.Holder == s.cfg.Member && !s.lastAck.IsZero() {
-		if until := time.Until(s.leaseEnd(st)); until > 0 && until < loopWait {
-			return until
+	if until := s.lease.End(); st.Leader.Holder == s.cfg.Member && !until.IsZero() {
+		if left := until.Sub(s.clock.Now()); left > 0 && left < loopWait {
+			return left
 		}
 	}
 	return loopWait
 }
 
-func (s *Supervisor) leaseEnd(st raftstore.State) time.Time {
-	return s.lastAck.Add(st.Config.TTL - Margin(st.Config.TTL))
-}
-
-// renew sends a renewal when this node holds the key; the lease counts from
-// the send time of the last acknowledged renewal.
-func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
-	if st.Leader.Holder != s.cfg.Member {
-		s.lastAck, s.ackEpoch = time.Time{}, 0
-		return
-	}
-	sent := time.Now()
-	rctx, cancel := s.leaseBound(ctx, st, st.Config.RetryTimeout)
-	defer cancel()
-	res, err := s.proposer.Apply(rctx, raftstore.RenewLeader{Holder: s.cfg.Member, Epoch: st.Leader.Epoch, At: sent.UTC()})
+// commit commits cmd and folds the command's refusal into the error.
+func (s *Supervisor) commit(ctx context.Context, cmd raftstore.Command) (uint64, error) {
+	res, err := s.proposer.Apply(ctx, cmd)
 	if err == nil {
 		err = res.Err
 	}
-	if err != nil {
-		s.logger.Warn("leader key renewal failed", "epoch", st.Leader.Epoch, "error", err)
-		return
-	}
-	s.lastAck, s.ackEpoch, s.ackRev = sent, st.Leader.Epoch, res.Index
+	return res.Index, err
 }
 
 // callbacks runs postgresql.callbacks on what changed since the last
@@ -289,8 +296,11 @@ func (s *Supervisor) callbacks(pgst pgmanager.Status) {
 // one that freezes is reset before anyone else may be promoted
 // (WatchdogTimeout). A renewal slower than FenceBudget/2 feeds nothing.
 func (s *Supervisor) feedWatchdog(st raftstore.State) {
-	if s.wd == nil || !s.wd.armed() || st.Leader.Holder != s.cfg.Member || s.ackEpoch != st.Leader.Epoch ||
-		s.lastAck.IsZero() || time.Since(s.lastAck) > FenceBudget/2 {
+	if s.wd == nil || !s.wd.armed() {
+		return
+	}
+	sent, _, _, _ := s.lease.snapshot()
+	if !s.lease.valid(st, s.cfg.Member, s.clock.Now()) || s.clock.Now().Sub(sent) > FenceBudget/2 {
 		return
 	}
 	if err := s.wd.keepalive(); err != nil {
@@ -307,12 +317,11 @@ func (s *Supervisor) tendWatchdog(ctx context.Context, st raftstore.State, pgst 
 		return
 	}
 	primary := st.Leader.Holder == s.cfg.Member && pgst.Running && !pgst.InRecovery
-	leaseOK := s.ackEpoch == st.Leader.Epoch && !s.lastAck.IsZero() && time.Now().Before(s.leaseEnd(st))
 	switch {
 	case !primary && s.wd.armed():
 		s.wd.disarm()
 		s.logger.Info("watchdog disarmed: not primary any more")
-	case primary && leaseOK && !s.wd.armed():
+	case primary && s.lease.valid(st, s.cfg.Member, s.clock.Now()) && !s.wd.armed():
 		timeout, ok := WatchdogTimeout(st.Config.TTL)
 		err := fmt.Errorf("%w: ttl %s leaves no whole-second timeout (use ttl ≥ 5s)", ErrWatchdog, st.Config.TTL)
 		if ok {
@@ -325,10 +334,9 @@ func (s *Supervisor) tendWatchdog(ctx context.Context, st raftstore.State, pgst 
 		}
 		if s.cfg.Watchdog.Mode == WatchdogRequired {
 			s.logger.Error("watchdog required but not armed: stopping postgres and giving up the leader key", "error", err)
-			if serr := s.pg.Stop(ctx, pgmanager.StopFast); serr != nil {
-				s.logger.Error("stop postgres", "error", serr)
+			if serr := s.stopAndRelease(ctx, st, pgmanager.StopFast, "watchdog required: "+err.Error()); serr != nil {
+				s.logger.Error("giving up the leader key", "error", serr)
 			}
-			s.release(ctx, st, "watchdog required: "+err.Error())
 			return
 		}
 		s.logger.Warn("watchdog unusable: running without it (watchdog.mode automatic)", "error", err)
@@ -336,36 +344,60 @@ func (s *Supervisor) tendWatchdog(ctx context.Context, st raftstore.State, pgst 
 	}
 }
 
-// watchStreaming flags a running standby of the current primary that has
-// not streamed for two ttls, so Decide checks it for divergence.
-func (s *Supervisor) watchStreaming(st raftstore.State, pgst pgmanager.Status) {
-	following := pgst.Running && pgst.InRecovery && s.upstream != "" && s.upstream == st.Leader.Holder
-	switch {
-	case !following || pgst.WalReceiver == "streaming":
-		s.notStreaming = time.Time{}
-	case s.notStreaming.IsZero():
-		s.notStreaming = time.Now()
-	case time.Since(s.notStreaming) > 2*st.Config.TTL && !s.startFailed:
-		s.logger.Warn("standby is not streaming from the primary", "primary", s.upstream,
-			"for", time.Since(s.notStreaming).Round(time.Millisecond))
-		s.startFailed = true
+// readUpstream takes the member a running standby follows from the
+// server itself (primary_conninfo), so an agent restart does not mistake
+// a healthy replica for one following nobody (#17).
+func (s *Supervisor) readUpstream(st raftstore.State, pgst pgmanager.Status) {
+	if !pgst.Running || !pgst.InRecovery || pgst.Error != "" {
+		return
+	}
+	s.upstream = ""
+	if pgst.UpstreamAddr == "" {
+		return
+	}
+	for _, name := range st.MemberNames() {
+		if addr := st.Members[name].PGAddr; addr != "" && sameAddr(addr, pgst.UpstreamAddr) {
+			s.upstream = name
+			return
+		}
 	}
 }
 
-// countCrash counts unexpected PostgreSQL exits that follow each other
-// within ttl of a (re)start; a server that ran longer starts a new count.
-func (s *Supervisor) countCrash(pgst pgmanager.Status, ttl time.Duration) {
-	switch {
-	case s.wasRunning && !pgst.Running && !s.pg.Running():
-		if time.Since(s.runningSince) > ttl {
-			s.crashes = 0
-		}
-		s.crashes++
-		s.logger.Warn("postgres exited unexpectedly", "crashes", s.crashes)
-	case !s.wasRunning && pgst.Running:
-		s.runningSince = time.Now()
+func sameAddr(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil {
+		return a == b
 	}
-	s.wasRunning = pgst.Running
+	return pa == pb && (ha == hb || (isLoopback(ha) && isLoopback(hb)))
+}
+
+func isLoopback(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// watchStreaming flags a running standby of the current primary that has
+// not streamed for two ttls, so Decide checks it for divergence.
+func (s *Supervisor) watchStreaming(st raftstore.State, pgst pgmanager.Status) {
+	following := pgst.Running && pgst.InRecovery && pgst.Error == "" && s.upstream != "" && s.upstream == st.Leader.Holder
+	now := s.clock.Now()
+	switch {
+	case !following || pgst.WalReceiver == "streaming":
+		s.notStreaming = time.Time{}
+		if following {
+			s.rewoundFails = 0
+		}
+	case s.notStreaming.IsZero():
+		s.notStreaming = now
+	case now.Sub(s.notStreaming) > 2*st.Config.TTL && !s.startFailed:
+		s.logger.Warn("standby is not streaming from the primary", "primary", s.upstream,
+			"for", now.Sub(s.notStreaming).Round(time.Millisecond))
+		s.startFailed = true
+	}
 }
 
 func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgmanager.Status) Observation {
@@ -379,18 +411,21 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 			s.sysid = id
 		}
 	}
+	now := s.clock.Now()
 	return Observation{
 		Member: s.cfg.Member, Tags: s.cfg.Tags, State: st, PG: pgst,
 		HasData: has, DataSystemID: s.sysid, Standby: s.pg.IsStandbyConfigured(), Upstream: s.upstream,
-		LeaseValid:   s.ackEpoch == st.Leader.Epoch && !s.lastAck.IsZero() && time.Now().Before(s.leaseEnd(st)),
-		RewindFailed: s.rewindFailed, Crashes: s.crashes, MaxCrashes: s.cfg.MaxCrashes,
-		SwitchoverDue: s.switchoverDue(st, time.Now()), HandedOver: s.handedOver, StandbyStartFailed: s.startFailed,
+		LeaseValid:   s.lease.valid(st, s.cfg.Member, now),
+		RewindFailed: s.rewindFailed, Crashes: s.crash.crashes, MaxCrashes: s.cfg.MaxCrashes,
+		SwitchoverDue: s.switchoverDue(st, now.Round(0)), HandedOver: s.handedOver, StandbyStartFailed: s.startFailed,
 	}
 }
 
 // desired builds the PostgreSQL settings to follow primary ("" = none).
+// synchronous_standby_names is always part of it (the commit gate on
+// every member), so no reload or restart can drop it.
 func (s *Supervisor) desired(st raftstore.State, primary string, replica bool) (pgmanager.Desired, error) {
-	d := pgmanager.Desired{ClusterParams: st.Config.PostgreSQL.Parameters, Replica: replica}
+	d := pgmanager.Desired{ClusterParams: st.Config.PostgreSQL.Parameters, Replica: replica, SyncStandbyNames: s.syncNames(st)}
 	if primary == "" {
 		return d, nil
 	}
@@ -409,24 +444,82 @@ func (s *Supervisor) desired(st raftstore.State, primary string, replica bool) (
 	return d, nil
 }
 
+// desiredOrReadOnly is desired, or when primary's address is unknown a
+// read-only server following nobody yet.
+func (s *Supervisor) desiredOrReadOnly(st raftstore.State, primary string) pgmanager.Desired {
+	d, err := s.desired(st, primary, true)
+	if err != nil {
+		d, _ = s.desired(st, "", true)
+	}
+	return d
+}
+
+// holderActions run while the lease is renewed beside them: a promotion
+// waiting for replay or a start in crash recovery must not lose the key
+// for taking longer than the lease (and if renewals fail, the fencer
+// stops the server at the lease's end).
+var holderActions = map[ActionKind]bool{ActInit: true, ActStartPrimary: true, ActStartStandby: true,
+	ActPromote: true, ActRecordInit: true}
+
 func (s *Supervisor) execute(ctx context.Context, st raftstore.State, p Plan) error {
+	s.reportBusy(ctx, p)
 	for _, a := range p.Actions {
-		if err := s.do(ctx, st, a, p.Reason); err != nil {
+		do := func() error { return s.do(ctx, st, a, p.Reason) }
+		var err error
+		if st.Leader.Holder == s.cfg.Member && holderActions[a.Kind] {
+			err = s.renewWhile(ctx, true, do)
+			if err != nil && a.Kind != ActInit && a.Kind != ActRecordInit && !errors.Is(err, ErrLeaseShort) {
+				s.crash.failed()
+				s.logger.Warn("postgres did not come up as primary", "action", a.Kind, "failures", s.crash.crashes,
+					"max", s.cfg.MaxCrashes)
+			}
+		} else {
+			err = do()
+		}
+		if err != nil {
 			return fmt.Errorf("%s: %w", a.Kind, err)
 		}
 	}
 	return nil
 }
 
-func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reason string) error {
-	switch a.Kind {
-	case ActStartPrimary, ActStartStandby, ActFollow, ActClone, ActReclone, ActInit:
-		s.syncNames = "" // a (re)started server comes up without synchronous standbys
+// reportBusy tells the cluster, before a long action that stops or
+// replaces the local server, that this member cannot be promoted now, so
+// an election does not pick a member busy in pg_rewind or a clone.
+func (s *Supervisor) reportBusy(ctx context.Context, p Plan) {
+	state := ""
+	for _, a := range p.Actions {
+		switch {
+		case a.Kind == ActFollow && a.Rewind:
+			state = "rewinding"
+		case a.Kind == ActReclone:
+			state = "cloning"
+		}
 	}
+	if state == "" {
+		return
+	}
+	ms := raftstore.MemberStatus{State: state, Role: "replica", SystemID: s.sysid, ReportedAt: s.clock.Now().UTC()}
+	if err := s.apply(ctx, raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}); err != nil {
+		s.logger.Warn("report status", "state", state, "error", err)
+	}
+}
+
+// leaseLeft is how long this holder's lease still runs (0 when none).
+func (s *Supervisor) leaseLeft(st raftstore.State) time.Duration {
+	now := s.clock.Now()
+	if !s.lease.valid(st, s.cfg.Member, now) {
+		return 0
+	}
+	return s.lease.End().Sub(now)
+}
+
+func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reason string) error {
+	now := s.clock.Now().UTC()
 	switch a.Kind {
 	case ActAcquireBootstrap:
 		return s.apply(ctx, raftstore.SetLeader{Holder: s.cfg.Member, PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev,
-			Reason: "bootstrap: " + reason, Actor: s.cfg.Member, At: time.Now().UTC()})
+			Reason: "bootstrap: " + reason, Actor: s.cfg.Member, At: now})
 	case ActInit:
 		d, _ := s.desired(st, "", false)
 		id, err := s.pg.Init(ctx, d)
@@ -434,19 +527,19 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 			return err
 		}
 		s.sysid = id
-		return s.apply(ctx, raftstore.Initialize{SystemID: id, Actor: s.cfg.Member, At: time.Now().UTC()})
+		return s.apply(ctx, raftstore.Initialize{SystemID: id, Actor: s.cfg.Member, At: now})
 	case ActRecordInit:
 		id, err := s.pg.SystemID(ctx)
 		if err != nil {
 			return err
 		}
-		return s.apply(ctx, raftstore.Initialize{SystemID: id, Actor: s.cfg.Member, At: time.Now().UTC()})
+		return s.apply(ctx, raftstore.Initialize{SystemID: id, Actor: s.cfg.Member, At: now})
 	case ActClone, ActReclone:
 		d, err := s.desired(st, a.From, true)
 		if err != nil {
 			return err
 		}
-		s.sysid, s.rewindFailed = "", false
+		s.sysid, s.rewindFailed, s.rewoundFails = "", false, 0
 		if a.Kind == ActReclone {
 			if err := s.pg.Stop(ctx, pgmanager.StopImmediate); err != nil {
 				return err
@@ -455,27 +548,22 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 		}
 		return s.pg.Clone(ctx, d)
 	case ActStartPrimary:
+		// Writable only with enough lease left to be fenced on time; the
+		// commit gate holds every commit until then anyway.
+		if left := s.leaseLeft(st); left < FenceBudget {
+			return fmt.Errorf("%w: %s of lease left, need %s to start as primary", ErrLeaseShort, left, FenceBudget)
+		}
 		d, _ := s.desired(st, "", false)
 		s.upstream = ""
 		return s.pg.Start(ctx, d)
 	case ActStartStandby:
-		d, err := s.desired(st, a.Primary, true)
-		if err != nil {
-			d, _ = s.desired(st, "", true)
-		}
+		d := s.desiredOrReadOnly(st, a.Primary)
 		s.upstream = a.Primary
-		err = s.pg.Start(ctx, d)
+		err := s.pg.Start(ctx, d)
 		s.startFailed = err != nil && a.Primary != ""
 		return err
 	case ActPromote:
-		if s.wd != nil && s.cfg.Watchdog.Mode == WatchdogRequired {
-			if err := WatchdogUsable(s.wd.device); err != nil {
-				s.release(ctx, st, "watchdog required: "+err.Error())
-				return err
-			}
-		}
-		s.upstream = ""
-		return s.pg.Promote(ctx)
+		return s.promote(ctx, st)
 	case ActDemote:
 		mode := pgmanager.StopImmediate
 		if a.Mode == "fast" {
@@ -485,11 +573,7 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 	case ActFollow:
 		return s.follow(ctx, st, a)
 	case ActRelease:
-		if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
-			return err
-		}
-		s.release(ctx, st, reason)
-		return nil
+		return s.stopAndRelease(ctx, st, pgmanager.StopFast, reason)
 	case ActRefuse:
 		s.logger.Error("refusing to touch the local data", "reason", reason)
 		return nil
@@ -497,6 +581,46 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 		return s.handOver(ctx, st, a.Primary)
 	}
 	return fmt.Errorf("unknown action %q", a.Kind)
+}
+
+// ErrLeaseShort means a holder action needing a lease was not started
+// because too little of it was left; the next cycle renews first.
+var ErrLeaseShort = errors.New("lease too short")
+
+// promote promotes the local standby. synchronous_standby_names already
+// names the commit gate (it is in every member's managed config), so the
+// first commit after the promotion waits until the gate connects under
+// this member's lease.
+func (s *Supervisor) promote(ctx context.Context, st raftstore.State) error {
+	if s.wd != nil && s.cfg.Watchdog.Mode == WatchdogRequired {
+		if err := WatchdogUsable(s.wd.device); err != nil {
+			if rerr := s.stopAndRelease(ctx, st, pgmanager.StopFast, "watchdog required: "+err.Error()); rerr != nil {
+				s.logger.Error("giving up the leader key", "error", rerr)
+			}
+			return err
+		}
+	}
+	if left := s.leaseLeft(st); left < FenceBudget {
+		return fmt.Errorf("%w: %s of lease left, need %s to promote", ErrLeaseShort, left, FenceBudget)
+	}
+	// The gate must be in the running server's setting before it becomes
+	// writable (a server started before this agent, or by an older one).
+	if pgst, err := s.pg.Status(ctx); err == nil && pgst.SyncStandbyNames != s.syncNames(st) {
+		d, _ := s.desired(st, "", true)
+		if err := s.pg.SetSynchronousStandbyNames(ctx, d); err != nil {
+			return fmt.Errorf("set the commit gate before promoting: %w", err)
+		}
+	}
+	s.upstream = ""
+	if err := s.pg.Promote(ctx); err != nil {
+		return err
+	}
+	if !s.lease.valid(s.store.State(), s.cfg.Member, s.clock.Now()) {
+		// The fencer stops it too; say why here.
+		s.logger.Warn("lease ended while promoting: stopping postgres")
+		return s.pg.Stop(ctx, pgmanager.StopImmediate)
+	}
+	return nil
 }
 
 func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) error {
@@ -521,22 +645,40 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 		}
 	}
 	s.upstream = a.Primary
-	return s.pg.Start(ctx, d)
+	if err := s.pg.Start(ctx, d); err != nil {
+		if a.Rewind {
+			// A start that fails after a successful rewind (the WAL it needs
+			// is gone from the source) does not heal by rewinding again:
+			// after two in a row, reclone (#11).
+			s.rewoundFails++
+			if s.rewoundFails >= 2 {
+				s.logger.Warn("standby does not start after pg_rewind: recloning", "primary", a.Primary, "tries", s.rewoundFails)
+				s.rewindFailed = true
+			}
+		}
+		s.startFailed = true
+		return err
+	}
+	return nil
 }
 
+// release gives the leader key up (compare-and-set against our last
+// renewal). Call it only with PostgreSQL stopped: stopAndRelease.
 func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason string) {
 	epoch, rev := st.Leader.Epoch, st.Leader.Rev
-	if s.ackEpoch == epoch && s.ackRev > rev {
-		rev = s.ackRev // our last renewal, which the local FSM may not show yet
+	if _, _, le, lr := s.lease.snapshot(); le == epoch && lr > rev {
+		rev = lr // our last renewal, which the local FSM may not show yet
 	}
+	s.lease.forget()
 	err := s.apply(ctx, raftstore.SetLeader{Holder: "", PrevEpoch: epoch, PrevRev: rev,
-		Reason: "released by " + s.cfg.Member + ": " + reason, Actor: s.cfg.Member, At: time.Now().UTC()})
+		Reason: "released by " + s.cfg.Member + ": " + reason, Actor: s.cfg.Member, At: s.clock.Now().UTC()})
 	if err != nil {
 		s.logger.Warn("release leader key", "error", err)
 		return
 	}
-	s.lastAck, s.ackEpoch = time.Time{}, 0
-	s.logger.Info("leader key released", "reason", reason)
+	s.lease.reset()
+	s.crash.forget()
+	s.logger.Info("leader key released", "reason", reason, "epoch", epoch)
 }
 
 // apply commits cmd, giving up after retry_timeout: a request stuck on an
@@ -550,21 +692,22 @@ func (s *Supervisor) apply(ctx context.Context, cmd raftstore.Command) error {
 	}
 	ctx, cancel := s.leaseBound(ctx, st, timeout)
 	defer cancel()
-	res, err := s.proposer.Apply(ctx, cmd)
-	if err == nil {
-		err = res.Err
-	}
+	_, err := s.commit(ctx, cmd)
 	return err
 }
 
 // report records the local status in the FSM (and, on a primary, keeps
-// a replication slot for every other member).
+// a replication slot for every other member and synchronous replication
+// with the commit gate in place). A status that could not be read says
+// nothing about the role: nothing is reported then.
 func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 	st := s.store.State()
-	ms := raftstore.MemberStatus{State: "stopped", Role: "replica", SystemID: s.sysid, ReportedAt: time.Now().UTC()}
+	ms := raftstore.MemberStatus{State: "stopped", Role: "replica", SystemID: s.sysid, ReportedAt: s.clock.Now().UTC()}
 	switch {
 	case !s.pg.HasDataDir():
 		ms.Role = "uninitialized"
+	case pgst.Running && pgst.Error != "":
+		return
 	case pgst.Running:
 		ms.State = "running"
 		ms.Timeline, ms.Version, ms.PendingRestart = pgst.Timeline, pgst.Version, pgst.PendingRestart
@@ -578,7 +721,7 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 		}
 	}
 	if err := s.apply(ctx, raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}); err != nil {
-		s.logger.Debug("report status", "error", err)
+		s.logger.Warn("report status", "error", err)
 	}
 }
 
@@ -592,7 +735,9 @@ func (s *Supervisor) ensureSlots(ctx context.Context, st raftstore.State) {
 			want = append(want, pgmanager.SlotName(name))
 		}
 	}
-	if _, _, err := s.pg.EnsureSlots(ctx, want); err != nil {
+	sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, time.Second))
+	defer cancel()
+	if _, _, err := s.pg.EnsureSlots(sctx, want); err != nil {
 		s.logger.Warn("replication slots", "error", err)
 	}
 }

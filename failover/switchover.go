@@ -32,12 +32,9 @@ func (s *Supervisor) switchoverDue(st raftstore.State, now time.Time) bool {
 }
 
 // switchoverCandidate is the requested member, else the best ranked one
-// among members that reported within two ttls.
-func switchoverCandidate(st raftstore.State, me, requested string, now time.Time) (string, error) {
-	fresh := map[string]bool{}
-	for name, m := range st.Members {
-		fresh[name] = now.Sub(m.Status.ReportedAt) < 2*st.Config.TTL
-	}
+// among fresh members (whose reports this host saw change within ttl: no
+// clocks of other hosts are compared, #18).
+func switchoverCandidate(st raftstore.State, me, requested string, fresh map[string]bool) (string, error) {
 	ranked := RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: me, Candidate: requested})
 	if len(ranked) == 0 || ranked[0].Why != "" {
 		why := "no other member"
@@ -55,7 +52,7 @@ func switchoverCandidate(st raftstore.State, me, requested string, now time.Time
 // does not catch up in time, PostgreSQL is started again as primary and the
 // request is dropped.
 func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested string) error {
-	target, err := switchoverCandidate(st, s.cfg.Member, requested, time.Now())
+	target, err := switchoverCandidate(st, s.cfg.Member, requested, s.freshMembers(st))
 	if err != nil {
 		s.clearFailover(ctx, err.Error())
 		return err
@@ -82,15 +79,22 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 		s.clearFailover(ctx, "aborted: "+err.Error())
 		cur := s.store.State()
 		d, _ := s.desired(cur, "", false)
-		if cur.Leader.Holder == s.cfg.Member && cur.Leader.Epoch == s.ackEpoch && time.Now().Before(s.leaseEnd(cur)) {
+		if s.leaseLeft(cur) >= FenceBudget {
 			return s.pg.Start(ctx, d)
 		}
 		return err
 	}
-	if err := s.handKey(ctx, target); err != nil {
+	// From the first attempt on, the outcome may be that the key moved:
+	// the lease is over for this member (the gate acknowledges nothing,
+	// and a later cycle starts nothing as primary) until a fresh renewal
+	// confirms the key is still ours (#8).
+	_, until, epoch, rev := s.lease.snapshot()
+	s.lease.forget()
+	if err := s.handKey(ctx, target, epoch, rev, until.Add(-FenceBudget)); err != nil {
 		return fmt.Errorf("switchover: hand the key to %s: %w", target, err)
 	}
-	s.lastAck, s.ackEpoch, s.handedOver = time.Time{}, 0, true
+	s.lease.reset()
+	s.handedOver = true
 	s.clearFailover(ctx, "switchover to "+target+" done")
 	s.logger.Info("switchover: leader key handed over", "member", target, "lsn", pgmanager.FormatLSN(final))
 	return nil
@@ -100,12 +104,12 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 // target streams from the local primary: right after a restart the
 // standbys need a moment to reconnect.
 func (s *Supervisor) waitStreamingFrom(ctx context.Context, target string, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
+	deadline := s.clock.Now().Add(timeout)
 	for {
 		if pgst, err := s.pg.Status(ctx); err == nil && streaming(pgst, target) {
 			return true
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if s.clock.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
 		s.renew(ctx, s.store.State())
@@ -121,11 +125,11 @@ func (s *Supervisor) waitStreamingFrom(ctx context.Context, target string, timeo
 // our own last acknowledged renewal (the local FSM may not show it yet).
 // A Raft leader change in flight leaves the outcome unknown: it retries
 // while the lease lasts and reads the key back to see what happened.
-func (s *Supervisor) handKey(ctx context.Context, target string) error {
-	cmd := raftstore.SetLeader{Holder: target, PrevEpoch: s.ackEpoch, PrevRev: s.ackRev,
+func (s *Supervisor) handKey(ctx context.Context, target string, epoch, rev uint64, deadline time.Time) error {
+	cmd := raftstore.SetLeader{Holder: target, PrevEpoch: epoch, PrevRev: rev,
 		Reason: "switchover from " + s.cfg.Member, Actor: s.cfg.Member}
 	for {
-		cmd.At = time.Now().UTC()
+		cmd.At = s.clock.Now().UTC()
 		err := s.apply(ctx, cmd)
 		if err == nil {
 			return nil
@@ -133,8 +137,7 @@ func (s *Supervisor) handKey(ctx context.Context, target string) error {
 		if st := s.store.State(); st.Leader.Holder == target && st.Leader.Epoch == cmd.PrevEpoch+1 {
 			return nil // an earlier attempt committed
 		}
-		if errors.Is(err, raftstore.ErrEpochMismatch) || ctx.Err() != nil ||
-			time.Until(s.leaseEnd(s.store.State())) < FenceBudget {
+		if errors.Is(err, raftstore.ErrEpochMismatch) || ctx.Err() != nil || !s.clock.Now().Before(deadline) {
 			return err
 		}
 		s.logger.Info("switchover: key hand-over not confirmed, retrying", "error", err)
@@ -168,7 +171,7 @@ func (s *Supervisor) waitCaughtUp(ctx context.Context, target string, lsn uint64
 }
 
 func (s *Supervisor) clearFailover(ctx context.Context, reason string) {
-	if err := s.apply(ctx, raftstore.SetFailover{Actor: s.cfg.Member, Reason: reason, At: time.Now().UTC()}); err != nil {
+	if err := s.apply(ctx, raftstore.SetFailover{Actor: s.cfg.Member, Reason: reason, At: s.clock.Now().UTC()}); err != nil {
 		s.logger.Warn("clear switchover request", "error", err)
 	}
 }

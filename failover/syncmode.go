@@ -5,23 +5,68 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
 
-// SyncStandbyNames renders synchronous_standby_names for standbys
-// ("" when none).
-func SyncStandbyNames(standbys []string) string {
-	if len(standbys) == 0 {
-		return ""
+// GateStandbyNames renders synchronous_standby_names for a primary: the
+// commit gate always comes first, then the synchronous standbys. With no
+// standby in strict mode, any standby ("*") must confirm, so writes wait
+// rather than go unprotected.
+//
+//	GateStandbyNames(nil, false)   = "raftgres_fence"
+//	GateStandbyNames([B], _)       = FIRST 2 ("raftgres_fence", "B")
+//	GateStandbyNames(nil, true)    = FIRST 2 ("raftgres_fence", *)
+func GateStandbyNames(standbys []string, strict bool) string {
+	q := []string{quoteStandby(pgmanager.GateName)}
+	for _, s := range standbys {
+		q = append(q, quoteStandby(s))
 	}
-	q := make([]string, len(standbys))
-	for i, s := range standbys {
-		q[i] = `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+	if len(standbys) == 0 && strict {
+		q = append(q, "*")
 	}
-	return fmt.Sprintf("FIRST %d (%s)", len(standbys), strings.Join(q, ", "))
+	if len(q) == 1 {
+		return q[0]
+	}
+	return fmt.Sprintf("FIRST %d (%s)", len(q), strings.Join(q, ", "))
+}
+
+func quoteStandby(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// syncState is the holder's synchronous replication intent for one
+// tenure (epoch). PostgreSQL's setting is read back every cycle and
+// compared with names; nothing about PostgreSQL is cached here.
+type syncState struct {
+	epoch uint64
+	// names is what synchronous_standby_names must be on this primary.
+	names string
+	// since holds, for a standby named in names but not yet recorded in
+	// Sync, the primary's flush LSN read once the setting naming it was
+	// in effect: every commit acknowledged before is at or below it.
+	since map[string]uint64
+}
+
+// syncNames is the synchronous_standby_names value this member renders
+// into its managed config: the holder's current intent; for a new tenure,
+// the standbys the FSM records for this primary (so a restart never runs
+// without them); on any other member the gate alone (a standby ignores
+// it, and carries it into a promotion).
+func (s *Supervisor) syncNames(st raftstore.State) string {
+	if st.Leader.Holder != s.cfg.Member {
+		return GateStandbyNames(nil, false)
+	}
+	if s.sync.epoch == st.Leader.Epoch && s.sync.names != "" {
+		return s.sync.names
+	}
+	if !st.Config.SynchronousMode {
+		return GateStandbyNames(nil, false)
+	}
+	var recorded []string
+	if st.Sync.Primary == s.cfg.Member {
+		recorded = st.Sync.Standbys
+	}
+	return GateStandbyNames(recorded, st.Config.SynchronousModeStrict)
 }
 
 // chooseSync picks the synchronous standby: the current one while it
@@ -57,75 +102,111 @@ func chooseSync(st raftstore.State, me string, pgst pgmanager.Status, fresh map[
 	return names[:1]
 }
 
-// manageSync keeps synchronous replication and the FSM's Sync set in the
-// safe order: a standby is added to synchronous_standby_names first and
-// recorded in Sync only once PostgreSQL reports it as sync; one is removed
-// from Sync first and from the setting after. In strict mode the setting
-// is never emptied, so writes wait rather than go unprotected.
+// manageSync keeps synchronous replication, the commit gate and the FSM's
+// Sync set in the safe order on the holder's primary:
+//   - a standby is removed from Sync first and from the setting after;
+//   - it is added to the setting first, and recorded in Sync only once
+//     PostgreSQL reports it as sync AND its flush LSN covers everything
+//     the primary had acknowledged before the setting named it (#5);
+//   - the setting is compared with current_setting every cycle and
+//     written again whenever it differs (#1: a reload, a restart or an
+//     operator's ALTER SYSTEM cannot silently turn it off);
+//   - in strict mode it never drops to the gate alone (#6).
 func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
 	me := s.cfg.Member
-	if !st.Config.SynchronousMode {
-		if s.syncNames != "" {
-			if err := s.pg.SetSynchronousStandbyNames(ctx, ""); err == nil {
-				s.syncNames = ""
-			}
-		}
-		if st.Sync.Primary == me || len(st.Sync.Standbys) > 0 {
-			_ = s.apply(ctx, raftstore.SetSync{Epoch: st.Leader.Epoch})
-		}
-		return
+	if s.sync.epoch != st.Leader.Epoch {
+		s.sync = syncState{epoch: st.Leader.Epoch, names: s.syncNames(st)}
 	}
-	want := chooseSync(st, me, pgst, s.freshMembers(st))
+	var want []string
 	recorded := st.Sync.Standbys
 	if st.Sync.Primary != me {
 		recorded = nil
 	}
+	if !st.Config.SynchronousMode {
+		if st.Sync.Primary != "" || len(st.Sync.Standbys) > 0 {
+			if err := s.apply(ctx, raftstore.SetSync{Epoch: st.Leader.Epoch}); err != nil {
+				s.logger.Warn("clear sync set", "error", err)
+				return
+			}
+		}
+		recorded = nil
+	} else {
+		want = chooseSync(st, me, pgst, s.freshMembers(st))
+	}
 	// Narrow first: drop from Sync whatever is no longer wanted.
-	if !slices.Equal(recorded, want) && len(recorded) > 0 {
+	if len(recorded) > 0 && !slices.Equal(recorded, want) {
 		keep := slices.DeleteFunc(slices.Clone(recorded), func(n string) bool { return !slices.Contains(want, n) })
 		if !slices.Equal(keep, recorded) {
 			if err := s.apply(ctx, raftstore.SetSync{Primary: me, Standbys: keep, Epoch: st.Leader.Epoch}); err != nil {
 				s.logger.Warn("narrow sync set", "error", err)
 				return
 			}
+			s.logger.Info("synchronous standby set narrowed", "standbys", strings.Join(keep, ","))
 			recorded = keep
 		}
 	}
-	names := SyncStandbyNames(want)
-	if names == "" && st.Config.SynchronousModeStrict {
-		names = s.syncNames // strict: keep waiting on the last standby
+	names := GateStandbyNames(want, st.Config.SynchronousMode && st.Config.SynchronousModeStrict)
+	if names != s.sync.names {
+		s.sync.names, s.sync.since = names, nil
 	}
-	if names != s.syncNames {
-		if err := s.pg.SetSynchronousStandbyNames(ctx, names); err != nil {
+	if pgst.SyncStandbyNames != names {
+		d, err := s.desired(st, "", false)
+		if err != nil {
 			s.logger.Warn("set synchronous_standby_names", "value", names, "error", err)
 			return
 		}
-		s.logger.Info("synchronous_standby_names set", "value", names)
-		s.syncNames = names
-	}
-	// Widen last: record a standby only once PostgreSQL confirms it.
-	if len(want) == 1 && !slices.Contains(recorded, want[0]) && syncConfirmed(pgst, want[0]) {
-		if err := s.apply(ctx, raftstore.SetSync{Primary: me, Standbys: want, Epoch: st.Leader.Epoch}); err != nil {
-			s.logger.Warn("record sync standby", "member", want[0], "error", err)
+		sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, FenceBudget))
+		err = s.pg.SetSynchronousStandbyNames(sctx, d)
+		cancel()
+		if err != nil {
+			s.logger.Warn("set synchronous_standby_names", "value", names, "had", pgst.SyncStandbyNames, "error", err)
 			return
 		}
-		s.logger.Info("synchronous standby recorded", "member", want[0])
+		s.logger.Info("synchronous_standby_names set", "value", names, "had", pgst.SyncStandbyNames)
+		return // the flush LSN that covers earlier commits is read next cycle
 	}
+	// Widen last: record a standby once PostgreSQL confirms it and it
+	// holds every commit acknowledged before the setting named it.
+	if len(want) != 1 || slices.Contains(recorded, want[0]) {
+		return
+	}
+	cand := want[0]
+	if s.sync.since == nil {
+		s.sync.since = map[string]uint64{}
+	}
+	since, ok := s.sync.since[cand]
+	if !ok {
+		// This status was read with the setting in effect.
+		s.sync.since[cand] = pgst.CurrentLSN
+		return
+	}
+	flush, confirmed := syncConfirmed(pgst, cand)
+	if !confirmed || flush < since {
+		return
+	}
+	if err := s.apply(ctx, raftstore.SetSync{Primary: me, Standbys: want, Epoch: st.Leader.Epoch}); err != nil {
+		s.logger.Warn("record sync standby", "member", cand, "error", err)
+		return
+	}
+	s.logger.Info("synchronous standby recorded", "member", cand, "flush_lsn", pgmanager.FormatLSN(flush),
+		"covers", pgmanager.FormatLSN(since))
 }
 
-func syncConfirmed(pgst pgmanager.Status, member string) bool {
+// syncConfirmed returns member's flush LSN and whether PostgreSQL reports
+// it as a synchronous standby.
+func syncConfirmed(pgst pgmanager.Status, member string) (uint64, bool) {
 	for _, r := range pgst.Replicas {
 		if r.ApplicationName == member && r.SyncState == "sync" {
-			return true
+			return r.FlushLSN, true
 		}
 	}
-	return false
+	return 0, false
 }
 
 // freshMembers returns the members whose reported status changed within
 // ttl on this host's clock.
 func (s *Supervisor) freshMembers(st raftstore.State) map[string]bool {
-	now := time.Now()
+	now := s.clock.Now()
 	s.seen.observe(st, now)
 	return s.seen.fresh(now, st.Config.TTL)
 }

@@ -62,7 +62,8 @@ func (m *Manager) EnsureSlots(ctx context.Context, want []string) (created, drop
 
 // SetSynchronousStandbyNames sets synchronous_standby_names with ALTER
 // SYSTEM, reloads, and waits until the server reports the new value.
-func (m *Manager) SetSynchronousStandbyNames(ctx context.Context, value string) error {
+func (m *Manager) SetSynchronousStandbyNames(ctx context.Context, d Desired) error {
+	value := d.SyncStandbyNames
 	conn, err := m.connect(ctx)
 	if err != nil {
 		return err

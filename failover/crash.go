@@ -1,0 +1,54 @@
+package failover
+
+import (
+	"time"
+
+	"raftgres/pgmanager"
+)
+
+// crashTracker counts the ways a member's PostgreSQL fails to serve: exits
+// nobody asked for that follow each other within ttl of a (re)start, and
+// starts or promotions that fail. Past MaxCrashes the holder gives the
+// key up, so a server that cannot come back never holds the cluster
+// without a primary (finding #10).
+type crashTracker struct {
+	crashes      int
+	wasRunning   bool
+	runningSince time.Time // when postgres was last seen starting to run
+}
+
+// observe updates the count from a status read at now; ownProcess is
+// whether the Manager still sees its postgres (a stop it asked for is not
+// a crash). It reports whether an unexpected exit was counted.
+func (c *crashTracker) observe(pgst pgmanager.Status, ownProcess bool, ttl time.Duration, now time.Time) bool {
+	crashed := false
+	switch {
+	case c.wasRunning && !pgst.Running && !ownProcess:
+		if now.Sub(c.runningSince) > ttl {
+			c.crashes = 0
+		}
+		c.crashes++
+		crashed = true
+	case !c.wasRunning && pgst.Running:
+		c.runningSince = now
+	case pgst.Running && c.crashes > 0 && now.Sub(c.runningSince) > ttl:
+		c.crashes = 0 // ran healthy for a ttl: a new count starts
+	}
+	c.wasRunning = pgst.Running
+	return crashed
+}
+
+// failed counts a start or promotion that did not bring the server up.
+func (c *crashTracker) failed() { c.crashes++ }
+
+// acted records the state after an action: stops it asked for are not
+// crashes, and a server it started runs from now.
+func (c *crashTracker) acted(running bool, now time.Time) {
+	if running && !c.wasRunning {
+		c.runningSince = now
+	}
+	c.wasRunning = running
+}
+
+// forget starts a new count (a new tenure, a reclone).
+func (c *crashTracker) forget() { c.crashes = 0 }
