@@ -195,7 +195,10 @@ func (s *Supervisor) shutdown() {
 // once). When the stop fails the key is kept: the lease then ends on its
 // own and the fencer and the commit gate take over.
 func (s *Supervisor) stopAndRelease(ctx context.Context, st raftstore.State, mode pgmanager.StopMode, reason string) error {
-	if err := s.pg.Stop(ctx, mode); err != nil {
+	// Renewing through a clean stop keeps the commit gate confirming the
+	// WAL flushed on the way down (and the fencer from cutting it short).
+	stop := func() error { return s.pg.Stop(ctx, mode) }
+	if err := s.renewWhile(ctx, st.Leader.Holder == s.cfg.Member, stop); err != nil {
 		return fmt.Errorf("stop postgres before releasing the leader key: %w", err)
 	}
 	s.release(ctx, st, reason)

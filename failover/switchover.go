@@ -63,7 +63,10 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 		return fmt.Errorf("%w: %s", ErrNoCandidate, reason)
 	}
 	s.logger.Info("switchover: shutting down cleanly", "candidate", target)
-	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
+	// Keep renewing through the shutdown checkpoint: the commit gate must
+	// confirm the WAL the walsenders flush on the way down, and a lease
+	// that ended meanwhile would turn the clean stop into an immediate one.
+	if err := s.renewWhile(ctx, true, func() error { return s.pg.Stop(ctx, pgmanager.StopFast) }); err != nil {
 		return err
 	}
 	cd, err := s.pg.ControlData(ctx)

@@ -1,0 +1,229 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ssnSampler reads the primary's synchronous_standby_names every 20 ms
+// and remembers every value it saw (connection errors, e.g. during a
+// restart, are not values).
+type ssnSampler struct {
+	mu   sync.Mutex
+	seen map[string]int
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func sampleSSN(n *Node) *ssnSampler {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &ssnSampler{seen: map[string]int{}, stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			qctx, qcancel := context.WithTimeout(ctx, time.Second)
+			var v string
+			var inRecovery bool
+			err := pgQueryRow(qctx, n, "SELECT current_setting('synchronous_standby_names'), pg_is_in_recovery()", &v, &inRecovery)
+			qcancel()
+			if err == nil && !inRecovery {
+				s.mu.Lock()
+				s.seen[v]++
+				s.mu.Unlock()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *ssnSampler) values() map[string]int {
+	s.stop()
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen
+}
+
+// TestSyncModeSurvivesAdminActions is finding #1 on real servers: in
+// synchronous mode the primary's synchronous_standby_names names the
+// commit gate and the recorded synchronous standby, and no edit-config,
+// pause, resume, reload or restart ever leaves it without them, not even
+// for one sample.
+func TestSyncModeSurvivesAdminActions(t *testing.T) {
+	requireIntegration(t)
+	c := newPGClusterDCS(t, 3, nil, syncDCS)
+	primary := c.waitPrimary(120*time.Second, c.nodes...)
+	c.waitStreaming(primary)
+	var standby string
+	waitFor(t, 60*time.Second, "a synchronous standby recorded", func() (bool, error) {
+		st, err := c.state()
+		if err != nil || st.Sync.Primary != primary.Name || len(st.Sync.Standbys) != 1 {
+			return false, err
+		}
+		standby = st.Sync.Standbys[0]
+		return true, nil
+	})
+	want := fmt.Sprintf(`FIRST 2 ("raftgres_fence", "%s")`, standby)
+	waitFor(t, 10*time.Second, "the gate and the standby synchronous", func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		var ssn string
+		var sync int
+		err := pgQueryRow(ctx, primary, `SELECT current_setting('synchronous_standby_names'),
+			(SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync' AND application_name IN ('raftgres_fence', $1))`, &ssn, &sync)
+		_ = standby
+		return ssn == want && sync == 2, fmt.Errorf("ssn %q, %d synchronous: %v", ssn, sync, err)
+	})
+	for _, step := range [][]string{
+		{"edit-config", "-c", primary.Config, "--pg", "work_mem=8MB", "--force"},
+		{"pause", "-c", primary.Config},
+		{"resume", "-c", primary.Config},
+		{"reload", primary.Name, "-c", primary.Config, "--force"},
+		{"restart", primary.Name, "-c", primary.Config, "--force"},
+	} {
+		s := sampleSSN(primary)
+		out, stderr, code := runCLI(t, step...)
+		if code != 0 {
+			s.values()
+			t.Fatalf("%s: exit %d: %s %s", step[0], code, out, stderr)
+		}
+		// Three loop_waits: a dropped setting used to stay dropped.
+		time.Sleep(time.Second) // observation window, not synchronisation
+		seen := s.values()
+		for v := range seen {
+			if v != want {
+				t.Fatalf("after %s the primary ran with synchronous_standby_names %q (want only %q): %v", step[0], v, want, seen)
+			}
+		}
+		if seen[want] == 0 {
+			t.Fatalf("after %s: no sample of the primary's setting", step[0])
+		}
+		t.Logf("%s: %d samples, all %q", step[0], seen[want], want)
+	}
+	if st, _ := c.state(); st.Leader.Holder != primary.Name {
+		t.Fatalf("admin actions moved the leader key to %q", st.Leader.Holder)
+	}
+}
+
+// TestFrozenPrimaryAgentAcksNothing is finding #7 on real servers, in
+// asynchronous mode and without a watchdog: after SIGSTOP of the primary's
+// agent, its PostgreSQL acknowledges no commit sent after the agent's
+// lease ended (the commit gate is frozen with the agent), a replica takes
+// over, and after SIGCONT the old primary is stopped at once.
+func TestFrozenPrimaryAgentAcksNothing(t *testing.T) {
+	requireIntegration(t)
+	c := newPGCluster(t, 3)
+	primary := c.waitPrimary(120*time.Second, c.nodes...)
+	c.waitStreaming(primary)
+	ctx := ctxT(t, 5*time.Minute)
+	if err := pgExec(ctx, primary, "CREATE TABLE frozen (id serial primary key, at timestamptz default now())"); err != nil {
+		t.Fatal(err)
+	}
+	type write struct {
+		sent, acked time.Time
+		err         error
+	}
+	var mu sync.Mutex
+	var writes []write
+	var wg sync.WaitGroup
+	wctx, stopWriters := context.WithCancel(ctx)
+	// A new connection to the old primary every 50 ms, each with one
+	// INSERT that may wait: commits held by the gate must not be lost from
+	// view.
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for wctx.Err() == nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(wctx, 15*time.Second)
+				defer cancel()
+				conn, err := pgx.Connect(cctx, primary.PGConn())
+				if err != nil {
+					return
+				}
+				defer conn.Close(context.Background())
+				w := write{sent: time.Now()}
+				_, w.err = conn.Exec(cctx, "INSERT INTO frozen DEFAULT VALUES")
+				w.acked = time.Now()
+				mu.Lock()
+				writes = append(writes, w)
+				mu.Unlock()
+			}()
+			select {
+			case <-wctx.Done():
+			case <-tick.C:
+			}
+		}
+	}()
+	waitFor(t, 10*time.Second, "writes acknowledged by "+primary.Name, func() (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(writes) > 5, nil
+	})
+	stoppedAt := time.Now()
+	if err := syscall.Kill(primary.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var next *Node
+	waitFor(t, 30*time.Second, "a new primary", func() (bool, error) {
+		st, err := c.state()
+		if err != nil || st.Leader.Holder == "" || st.Leader.Holder == primary.Name {
+			return false, err
+		}
+		next = c.byName(st.Leader.Holder)
+		return true, nil
+	})
+	// Hold the freeze past the new primary's promotion (1.5-3 ttl in all).
+	time.Sleep(3 * time.Second) // the fault's duration, not synchronisation
+	if err := syscall.Kill(primary.PID(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the old primary stopped or read-only", func() (bool, error) {
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		var inRecovery bool
+		err := pgQueryRow(qctx, primary, "SELECT pg_is_in_recovery()", &inRecovery)
+		return err != nil || inRecovery, nil
+	})
+	stopWriters()
+	wg.Wait()
+	// The lease ends at most ttl − margin (2 s) after the last renewal,
+	// which was sent before the SIGSTOP.
+	leaseEnd := stoppedAt.Add(2 * time.Second)
+	var late []string
+	acked := 0
+	for _, w := range writes {
+		if w.err != nil {
+			continue
+		}
+		acked++
+		if w.sent.After(leaseEnd) {
+			late = append(late, fmt.Sprintf("sent %s acked %s", w.sent.Format("15:04:05.000"), w.acked.Format("15:04:05.000")))
+		}
+	}
+	if len(late) > 0 {
+		t.Fatalf("%s acknowledged %d commits sent after its lease ended (%s):\n%s", primary.Name, len(late),
+			leaseEnd.Format("15:04:05.000"), strings.Join(late, "\n"))
+	}
+	if !strings.Contains(primary.Log(), "lease ended") {
+		t.Errorf("%s's agent did not log its lease end", primary.Name)
+	}
+	t.Logf("%s acknowledged %d commits, none sent after its lease end; %s took over", primary.Name, acked, next.Name)
+	c.waitPrimary(90*time.Second, c.nodes...)
+}
