@@ -31,8 +31,9 @@ const (
 // Command is a typed, versioned FSM command.
 type Command interface {
 	Type() CommandType
-	// Validate checks the command on its own, before it is proposed and
-	// after it is decoded.
+	// Validate checks the command on its own: before it is proposed
+	// (Encode) and when it arrives from a peer (Decode). The FSM never runs
+	// it on a committed entry (see decodeEntry).
 	Validate() error
 }
 

@@ -32,7 +32,9 @@ func newFSM(changed func(uint64)) *fsm {
 
 var _ raft.FSM = (*fsm)(nil)
 
-// Apply decodes and applies a committed entry. A committed entry that cannot
+// Apply decodes and applies a committed entry. It does not validate the
+// command (the proposer did, under the rules of its release): only the
+// compare-and-set checks of apply.go decide. A committed entry that cannot
 // be decoded means this binary would diverge from its peers: it panics,
 // naming the type and index, unless the type carries SkipUnknownFlag.
 func (f *fsm) Apply(l *raft.Log) any {
@@ -45,7 +47,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 }
 
 func (f *fsm) applyBytes(index uint64, data []byte) ApplyResult {
-	cmd, err := Decode(data)
+	cmd, err := decodeEntry(data)
 	if err != nil {
 		var t CommandType
 		if len(data) > 0 {

@@ -349,3 +349,96 @@ func FuzzRestoreSnapshot(f *testing.F) {
 		}
 	})
 }
+
+// TestFSMAppliesCommittedEntriesWithoutValidation (#15): validation rules are
+// code and change between releases; a committed entry is data. An entry that
+// today's Validate refuses (it was valid under the release that proposed it)
+// still applies on replay, with only the compare-and-set checks deciding.
+func TestFSMAppliesCommittedEntriesWithoutValidation(t *testing.T) {
+	t.Parallel()
+	// ttl 1s leaves a margin (ttl/3) under MinMargin: refused today.
+	tight := DefaultClusterConfig()
+	tight.TTL, tight.LoopWait, tight.RetryTimeout = time.Second, 100*time.Millisecond, 100*time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		setup []Command
+		cmd   Command
+		check func(t *testing.T, st State)
+	}{
+		{
+			name:  "set_config under a tightened margin rule",
+			setup: []Command{Bootstrap{Config: DefaultClusterConfig(), Actor: "pg1", At: t0}},
+			cmd:   SetConfig{Config: tight, PrevVersion: 1, Actor: "cli", At: t0},
+			check: func(t *testing.T, st State) {
+				if st.Config.TTL != time.Second || st.Config.Version != 2 {
+					t.Fatalf("config %+v, want ttl 1s at version 2", st.Config)
+				}
+			},
+		},
+		{
+			name: "bootstrap under a tightened margin rule",
+			cmd:  Bootstrap{Config: tight, Actor: "pg1", At: t0},
+			check: func(t *testing.T, st State) {
+				if !st.Bootstrap || st.Config.TTL != time.Second {
+					t.Fatalf("config %+v", st.Config)
+				}
+			},
+		},
+		{
+			name: "member name outside today's character set",
+			cmd:  RegisterMember{Name: "pg 1", APIAddr: "http://a", At: t0},
+			check: func(t *testing.T, st State) {
+				if _, ok := st.Members["pg 1"]; !ok {
+					t.Fatalf("members %v", st.MemberNames())
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if err := tc.cmd.Validate(); !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("the case needs a command today's Validate refuses; Validate: %v", err)
+			}
+			a := newApplier(t)
+			for _, c := range tc.setup {
+				a.mustApply(c)
+			}
+			data, err := encode(tc.cmd) // as an older release wrote it
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Decode(data); !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("Decode (network input) must still refuse it: %v", err)
+			}
+			a.index++
+			res := a.f.Apply(&raft.Log{Index: a.index, Type: raft.LogCommand, Data: data}).(ApplyResult)
+			if res.Err != nil {
+				t.Fatalf("committed entry refused on replay: %v", res.Err)
+			}
+			tc.check(t, a.f.State())
+		})
+	}
+}
+
+// FuzzApplyCommitted: whatever decodes as a committed entry applies without
+// panicking, validated or not.
+func FuzzApplyCommitted(f *testing.F) {
+	for _, c := range sampleCommands() {
+		b, err := Encode(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add(append([]byte{byte(CmdSetFailover)}, `{"request":{"kind":"coup"}}`...))
+	f.Add(append([]byte{byte(CmdRegisterMember)}, `{"name":""}`...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cmd, err := decodeEntry(data)
+		if err != nil {
+			return
+		}
+		st := NewState()
+		_ = applyCommand(&st, 1, cmd)
+		_ = st.Clone()
+	})
+}
