@@ -233,6 +233,29 @@ func TestAdminPauseResume(t *testing.T) {
 	}
 }
 
+// TestHistoryEndpoint: /history lists events oldest first and says how many
+// the cluster keeps.
+func TestHistoryEndpoint(t *testing.T) {
+	base := newAdminServer(t)
+	if r := call(t, "POST", base+"/pause", adminUser, adminPass, ""); r.status != http.StatusOK {
+		t.Fatalf("pause: %d %s", r.status, r.body)
+	}
+	r := call(t, "GET", base+"/history", "", "", "")
+	if r.status != http.StatusOK {
+		t.Fatalf("GET /history: %d %s", r.status, r.body)
+	}
+	if got, want := r.header.Get(historyLimitHeader), fmt.Sprint(raftstore.MaxHistory); got != want {
+		t.Errorf("%s: %q, want %q", historyLimitHeader, got, want)
+	}
+	evs, err := NewClient(base, ClientOptions{}).History(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) == 0 || evs[len(evs)-1].Kind != raftstore.EventPause {
+		t.Fatalf("history %+v: want the pause last", evs)
+	}
+}
+
 func TestAdminConfig(t *testing.T) {
 	base := newAdminServer(t)
 	big := `{"postgresql":{"parameters":{"x":"` + strings.Repeat("a", maxBody) + `"}}}`

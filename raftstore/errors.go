@@ -26,6 +26,9 @@ var (
 	ErrUnknownCommand = errors.New("unknown command type")
 	// ErrClosed means the store is not open.
 	ErrClosed = errors.New("raft store is closed")
+	// ErrSnapshotTooLarge means an FSM snapshot is over MaxSnapshotSize: it
+	// is neither written nor restored.
+	ErrSnapshotTooLarge = errors.New("fsm snapshot too large")
 	// ErrJoinRefused means the leader will not add a node (unreachable, TLS
 	// handshake refused, conflicting identity).
 	ErrJoinRefused = errors.New("join refused")

@@ -442,3 +442,89 @@ func FuzzApplyCommitted(f *testing.F) {
 		_ = st.Clone()
 	})
 }
+
+// TestHistoryBounded (#16): History keeps the newest MaxHistory events, the
+// same on every node, and a longer History restored from an older
+// snapshot is cut down at the next event.
+func TestHistoryBounded(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.mustApply(Bootstrap{Config: DefaultClusterConfig(), Actor: "pg1", At: t0})
+	for i := range MaxHistory + 10 {
+		a.mustApply(SetPause{Pause: i%2 == 0, Actor: "cli", At: t0})
+	}
+	h := a.f.State().History
+	if len(h) != MaxHistory {
+		t.Fatalf("history has %d events, want %d", len(h), MaxHistory)
+	}
+	if h[len(h)-1].Index != a.index || h[0].Index != a.index-MaxHistory+1 {
+		t.Fatalf("kept events %d..%d, want the newest %d..%d", h[0].Index, h[len(h)-1].Index, a.index-MaxHistory+1, a.index)
+	}
+
+	long := NewState()
+	for i := range MaxHistory + 50 {
+		long.History = append(long.History, Event{Index: uint64(i + 1), Kind: EventConfig})
+	}
+	if err := applyCommand(&long, MaxHistory+51, SetPause{Pause: true, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if n, last := len(long.History), long.History[len(long.History)-1]; n != MaxHistory || last.Kind != EventPause {
+		t.Fatalf("after one event on a long history: %d events, last %+v", n, last)
+	}
+}
+
+// TestSnapshotSizeLimit (#16): Persist refuses a snapshot over the size
+// Restore reads, so none is ever written that cannot be restored.
+func TestSnapshotSizeLimit(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.mustApply(Bootstrap{Config: DefaultClusterConfig(), Actor: "pg1", At: t0})
+	a.register("pg1", "pg2", "pg3")
+	persist := func(limit int) (*bufSink, error) {
+		a.f.maxSnapshot = limit
+		snap, err := a.f.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sink bufSink
+		return &sink, snap.Persist(&sink)
+	}
+	full, err := persist(MaxSnapshotSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := full.Len()
+
+	for _, tc := range []struct {
+		name  string
+		limit int
+		want  error
+	}{
+		{"exactly the limit", size, nil},
+		{"one byte over", size - 1, ErrSnapshotTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink, err := persist(tc.limit)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Persist with limit %d (snapshot %d bytes): %v, want %v", tc.limit, size, err, tc.want)
+			}
+			if tc.want != nil {
+				if !sink.cancelled || sink.Len() != 0 {
+					t.Fatalf("refused snapshot: cancelled %v, %d bytes written", sink.cancelled, sink.Len())
+				}
+				return
+			}
+			g := newFSM(nil)
+			g.maxSnapshot = tc.limit
+			if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+				t.Fatalf("a snapshot Persist wrote does not restore: %v", err)
+			}
+		})
+	}
+
+	g := newFSM(nil)
+	g.maxSnapshot = size / 2
+	if err := g.Restore(io.NopCloser(bytes.NewReader(full.Bytes()))); !errors.Is(err, ErrSnapshotTooLarge) {
+		t.Fatalf("restore over the limit: %v, want ErrSnapshotTooLarge", err)
+	}
+}
