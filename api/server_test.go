@@ -239,3 +239,44 @@ func TestErrorWireRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaveOfHolderRefused (#9): leave of the member that holds the leader
+// key comes back through the client as raftstore.ErrHolderLeave, readable,
+// and the Raft configuration is untouched.
+func TestLeaveOfHolderRefused(t *testing.T) {
+	nodes := newCluster(t, 3)
+	leader := waitLeader(t, nodes)
+	var holder, asker *testNode
+	for _, nd := range nodes {
+		if nd == leader {
+			continue
+		}
+		if holder == nil {
+			holder = nd
+		} else {
+			asker = nd
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := raftstore.Commit(ctx, leader.store, raftstore.SetLeader{Holder: holder.store.ID(), Reason: "test", At: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	err := NewClient(asker.server.URL, ClientOptions{Token: testToken}).Leave(ctx, holder.store.ID())
+	if !errors.Is(err, raftstore.ErrHolderLeave) {
+		t.Fatalf("leave of the holder: %v, want ErrHolderLeave", err)
+	}
+	if want := holder.store.ID() + " holds the leader key"; !strings.Contains(err.Error(), want) {
+		t.Errorf("message %q does not say %q", err, want)
+	}
+	st, err := leader.store.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Servers) != 3 {
+		t.Fatalf("raft servers %+v: the refused leave changed the configuration", st.Servers)
+	}
+	if _, ok := leader.store.State().Members[holder.store.ID()]; !ok {
+		t.Fatal("the refused leave removed the member")
+	}
+}

@@ -133,6 +133,11 @@ func applyRemoveMember(s *State, index uint64, c RemoveMember) error {
 	if _, ok := s.Members[c.Name]; !ok {
 		return fmt.Errorf("%w %s", ErrUnknownMember, c.Name)
 	}
+	if s.Leader.Holder == c.Name {
+		// The key would name a non-member, and the next election would
+		// lose the last primary's LSN (and with it the lag check).
+		return &holderLeaveError{member: c.Name, epoch: s.Leader.Epoch}
+	}
 	delete(s.Members, c.Name)
 	s.Sync.Standbys = slices.DeleteFunc(slices.Clone(s.Sync.Standbys), func(n string) bool { return n == c.Name })
 	appendEvent(s, Event{Index: index, At: c.At, Kind: EventMemberLeave, Actor: c.Actor,

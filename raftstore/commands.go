@@ -84,7 +84,8 @@ type ReportStatus struct {
 	Status MemberStatus `json:"status"`
 }
 
-// RemoveMember forgets a member (after it left the Raft configuration).
+// RemoveMember forgets a member (before it leaves the Raft configuration).
+// It is refused (ErrHolderLeave) for the member that holds the leader key.
 type RemoveMember struct {
 	Name   string    `json:"name"`
 	Actor  string    `json:"actor"`

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -526,5 +527,32 @@ func TestSnapshotSizeLimit(t *testing.T) {
 	g.maxSnapshot = size / 2
 	if err := g.Restore(io.NopCloser(bytes.NewReader(full.Bytes()))); !errors.Is(err, ErrSnapshotTooLarge) {
 		t.Fatalf("restore over the limit: %v, want ErrSnapshotTooLarge", err)
+	}
+}
+
+// TestFSMRemoveHolderRefused (#9): removing the member that holds the leader
+// key is refused in apply, so the key never names a non-member.
+func TestFSMRemoveHolderRefused(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.register("pg1", "pg2", "pg3")
+	a.mustApply(SetLeader{Holder: "pg1", Reason: "init", At: t0})
+	before := a.f.State()
+	res := a.apply(RemoveMember{Name: "pg1", Actor: "cli", At: t0})
+	if !errors.Is(res.Err, ErrHolderLeave) {
+		t.Fatalf("remove holder: %v, want ErrHolderLeave", res.Err)
+	}
+	if want := "pg1 holds the leader key (epoch 1): switch over first"; res.Err.Error() != want {
+		t.Errorf("message %q, want %q", res.Err, want)
+	}
+	if diff := cmp.Diff(before, a.f.State()); diff != "" {
+		t.Fatalf("a refused removal changed the state:\n%s", diff)
+	}
+	a.mustApply(RemoveMember{Name: "pg2", Actor: "cli", At: t0}) // not the holder
+	k := a.f.State().Leader
+	a.mustApply(SetLeader{Holder: "pg3", PrevEpoch: k.Epoch, PrevRev: k.Rev, Reason: "switchover", At: t0})
+	a.mustApply(RemoveMember{Name: "pg1", Actor: "cli", At: t0}) // no longer the holder
+	if got := a.f.State().MemberNames(); !slices.Equal(got, []string{"pg3"}) {
+		t.Fatalf("members %v, want [pg3]", got)
 	}
 }
