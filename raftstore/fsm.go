@@ -76,6 +76,19 @@ func (f *fsm) applyBytes(index uint64, data []byte) ApplyResult {
 	return ApplyResult{Index: index, Err: err}
 }
 
+var _ raft.ConfigurationStore = (*fsm)(nil)
+
+// StoreConfiguration is called, in log order with Apply, for every committed
+// Raft configuration entry. The FSM keeps no configuration; it counts the
+// entry as applied, so AppliedIndex covers membership changes too (and
+// raft's snapshot index, which follows what the FSM was given, matches it).
+func (f *fsm) StoreConfiguration(index uint64, _ raft.Configuration) {
+	f.mu.Lock()
+	f.applied = max(f.applied, index)
+	f.mu.Unlock()
+	f.changed(index)
+}
+
 // State returns a deep copy of the current state.
 func (f *fsm) State() State {
 	f.mu.RLock()

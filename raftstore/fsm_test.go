@@ -556,3 +556,15 @@ func TestFSMRemoveHolderRefused(t *testing.T) {
 		t.Fatalf("members %v, want [pg3]", got)
 	}
 }
+
+// TestFSMCountsConfigurationEntries: Raft configuration entries never reach
+// Apply; StoreConfiguration counts them so the applied index covers them.
+func TestFSMCountsConfigurationEntries(t *testing.T) {
+	t.Parallel()
+	var notified []uint64
+	f := newFSM(func(i uint64) { notified = append(notified, i) })
+	f.StoreConfiguration(3, raft.Configuration{})
+	if f.AppliedIndex() != 3 || !slices.Equal(notified, []uint64{3}) {
+		t.Fatalf("applied %d, notified %v", f.AppliedIndex(), notified)
+	}
+}

@@ -43,7 +43,7 @@ func (s *Store) Status() (Status, error) {
 	addr, id := r.LeaderWithID()
 	st := Status{
 		ID: s.cfg.NodeID, State: r.State().String(), Term: r.CurrentTerm(),
-		LastIndex: r.LastIndex(), CommitIndex: r.CommitIndex(), AppliedIndex: max(s.fsm.AppliedIndex(), r.AppliedIndex()),
+		LastIndex: r.LastIndex(), CommitIndex: r.CommitIndex(), AppliedIndex: s.AppliedIndex(),
 		LeaderID: string(id), LeaderAddr: string(addr), Servers: []Server{},
 	}
 	if lc := r.LastContact(); !lc.IsZero() && r.State() != raft.Leader {
