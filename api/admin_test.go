@@ -57,9 +57,8 @@ func startStore(tb testing.TB) *raftstore.Store {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := st.Apply(ctx, raftstore.SetConfig{Config: raftstore.DefaultClusterConfig(), Actor: "test", At: time.Now().UTC()})
-	if err != nil || res.Err != nil {
-		tb.Fatalf("seed config: %v %v", err, res.Err)
+	if _, err := raftstore.Commit(ctx, st, raftstore.SetConfig{Config: raftstore.DefaultClusterConfig(), Actor: "test", At: time.Now().UTC()}); err != nil {
+		tb.Fatalf("seed config: %v", err)
 	}
 	return st
 }
@@ -77,9 +76,8 @@ func startAPI(tb testing.TB, st *raftstore.Store, cfg Config, opts ...Option) st
 	tb.Cleanup(hs.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := st.Apply(ctx, raftstore.RegisterMember{Name: st.ID(), APIAddr: hs.URL, Tags: raftstore.DefaultTags(), At: time.Now().UTC()})
-	if err != nil || res.Err != nil {
-		tb.Fatalf("register: %v %v", err, res.Err)
+	if _, err := raftstore.Commit(ctx, st, raftstore.RegisterMember{Name: st.ID(), APIAddr: hs.URL, Tags: raftstore.DefaultTags(), At: time.Now().UTC()}); err != nil {
+		tb.Fatalf("register: %v", err)
 	}
 	return hs.URL
 }

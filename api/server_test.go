@@ -86,9 +86,8 @@ func newCluster(t *testing.T, n int) []*testNode {
 	}
 	leader := waitLeader(t, nodes)
 	for _, nd := range nodes {
-		res, err := leader.store.Apply(context.Background(), raftstore.RegisterMember{Name: nd.store.ID(), APIAddr: nd.server.URL, At: time.Now().UTC()})
-		if err != nil || res.Err != nil {
-			t.Fatalf("register %s: %v %v", nd.store.ID(), err, res.Err)
+		if _, err := raftstore.Commit(context.Background(), leader.store, raftstore.RegisterMember{Name: nd.store.ID(), APIAddr: nd.server.URL, At: time.Now().UTC()}); err != nil {
+			t.Fatalf("register %s: %v", nd.store.ID(), err)
 		}
 	}
 	for _, nd := range nodes {
@@ -143,6 +142,8 @@ func TestInternalEndpointsNeedToken(t *testing.T) {
 		{"POST", "/raft/apply", "", "x", http.StatusUnauthorized},
 		{"POST", "/raft/apply", testToken, "\x02{garbage", http.StatusBadRequest},
 		{"POST", "/raft/apply", testToken, "\x63{}", http.StatusBadRequest},
+		// Well-formed but invalid: a peer's command is validated before it is proposed.
+		{"POST", "/raft/apply", testToken, "\x04{\"name\":\"a b\",\"api_addr\":\"x\",\"tags\":{\"failover_priority\":1},\"at\":\"2026-01-01T00:00:00Z\"}", http.StatusBadRequest},
 		{"POST", "/raft/join", testToken, "{not json", http.StatusBadRequest},
 		{"POST", "/raft/join", testToken, `{"id":"n9","raft_addr":"127.0.0.1:1"}`, http.StatusForbidden},
 		{"POST", "/raft/leave", testToken, `{"id":"nobody"}`, http.StatusNotFound},
@@ -206,6 +207,14 @@ func TestApplyForwardedFromFollower(t *testing.T) {
 	}
 	if !errors.Is(res.Err, raftstore.ErrVersionMismatch) {
 		t.Fatalf("stale SetConfig: got %v, want ErrVersionMismatch", res.Err)
+	}
+	// An invalid command is refused before it is proposed or forwarded.
+	if _, err := c.Apply(ctx, raftstore.RegisterMember{Name: "a b", APIAddr: "http://x"}); !errors.Is(err, raftstore.ErrInvalidCommand) {
+		t.Fatalf("invalid command through the client: %v, want ErrInvalidCommand", err)
+	}
+	p := NewProposer(follower.store, ClientOptions{Token: testToken}, nil)
+	if _, err := p.Apply(ctx, raftstore.RegisterMember{Name: "a b", APIAddr: "http://x"}); !errors.Is(err, raftstore.ErrInvalidCommand) {
+		t.Fatalf("invalid command through a follower's proposer: %v, want ErrInvalidCommand", err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -158,8 +158,12 @@ func (s *Store) Leave(ctx context.Context, id, actor string) error {
 	if r.State() != raft.Leader {
 		return ErrNotLeader
 	}
-	// Early and readable; RemoveMember's apply refuses the holder too,
+	// Early and readable, after a barrier so that State shows every
+	// committed key change; RemoveMember's apply refuses the holder too,
 	// deterministically, before the Raft configuration is touched below.
+	if err := s.Barrier(ctx); err != nil {
+		return fmt.Errorf("barrier before leave of %s: %w", id, err)
+	}
 	if k := s.State().Leader; k.Holder == id {
 		return &holderLeaveError{member: id, epoch: k.Epoch}
 	}

@@ -157,6 +157,8 @@ var (
 	_ failover.LeaderStore = (*raftstore.Store)(nil)
 	_ failover.Proposer    = (*api.Proposer)(nil)
 	_ api.Member           = (*failover.Supervisor)(nil)
+	_ raftstore.Applier    = (*api.Proposer)(nil)
+	_ raftstore.Applier    = (*api.Client)(nil)
 )
 
 // retry calls f until it succeeds, ctx ends, or f fails with an error that
