@@ -135,7 +135,9 @@ func applyRemoveMember(s *State, index uint64, c RemoveMember) error {
 	}
 	if s.Leader.Holder == c.Name {
 		// The key would name a non-member, and the next election would
-		// lose the last primary's LSN (and with it the lag check).
+		// lose the last primary's LSN (and with it the lag check). A log
+		// written before this rule that removed the holder replays the
+		// entry as refused: the member stays, holding the key.
 		return &holderLeaveError{member: c.Name, epoch: s.Leader.Epoch}
 	}
 	delete(s.Members, c.Name)
