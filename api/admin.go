@@ -60,22 +60,19 @@ type Message struct {
 func (s *Server) commit(ctx context.Context, cmd raftstore.Command) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, err := s.proposer.Apply(ctx, cmd)
-	if err == nil {
-		err = res.Err
-	}
+	index, err := raftstore.Commit(ctx, s.proposer, cmd)
 	if err != nil {
 		return 0, err
 	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if rs, err := s.store.Status(); err == nil && rs.AppliedIndex >= res.Index {
-			return res.Index, nil
+		if rs, err := s.store.Status(); err == nil && rs.AppliedIndex >= index {
+			return index, nil
 		}
 		select {
 		case <-ctx.Done():
-			return res.Index, nil // committed; only the local copy is behind
+			return index, nil // committed; only the local copy is behind
 		case <-tick.C:
 		}
 	}

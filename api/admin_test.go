@@ -57,9 +57,8 @@ func startStore(tb testing.TB) *raftstore.Store {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := st.Apply(ctx, raftstore.SetConfig{Config: raftstore.DefaultClusterConfig(), Actor: "test", At: time.Now().UTC()})
-	if err != nil || res.Err != nil {
-		tb.Fatalf("seed config: %v %v", err, res.Err)
+	if _, err := raftstore.Commit(ctx, st, raftstore.SetConfig{Config: raftstore.DefaultClusterConfig(), Actor: "test", At: time.Now().UTC()}); err != nil {
+		tb.Fatalf("seed config: %v", err)
 	}
 	return st
 }
@@ -77,9 +76,8 @@ func startAPI(tb testing.TB, st *raftstore.Store, cfg Config, opts ...Option) st
 	tb.Cleanup(hs.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := st.Apply(ctx, raftstore.RegisterMember{Name: st.ID(), APIAddr: hs.URL, Tags: raftstore.DefaultTags(), At: time.Now().UTC()})
-	if err != nil || res.Err != nil {
-		tb.Fatalf("register: %v %v", err, res.Err)
+	if _, err := raftstore.Commit(ctx, st, raftstore.RegisterMember{Name: st.ID(), APIAddr: hs.URL, Tags: raftstore.DefaultTags(), At: time.Now().UTC()}); err != nil {
+		tb.Fatalf("register: %v", err)
 	}
 	return hs.URL
 }
@@ -230,6 +228,29 @@ func TestAdminPauseResume(t *testing.T) {
 				t.Errorf("pause after %s: %v, want %v", tc.path, d.Pause, tc.want)
 			}
 		})
+	}
+}
+
+// TestHistoryEndpoint: /history lists events oldest first and says how many
+// the cluster keeps.
+func TestHistoryEndpoint(t *testing.T) {
+	base := newAdminServer(t)
+	if r := call(t, "POST", base+"/pause", adminUser, adminPass, ""); r.status != http.StatusOK {
+		t.Fatalf("pause: %d %s", r.status, r.body)
+	}
+	r := call(t, "GET", base+"/history", "", "", "")
+	if r.status != http.StatusOK {
+		t.Fatalf("GET /history: %d %s", r.status, r.body)
+	}
+	if got, want := r.header.Get(historyLimitHeader), fmt.Sprint(raftstore.MaxHistory); got != want {
+		t.Errorf("%s: %q, want %q", historyLimitHeader, got, want)
+	}
+	evs, err := NewClient(base, ClientOptions{}).History(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) == 0 || evs[len(evs)-1].Kind != raftstore.EventPause {
+		t.Fatalf("history %+v: want the pause last", evs)
 	}
 }
 

@@ -273,7 +273,8 @@ func (c *Client) MemberStatus(ctx context.Context) (MemberStatus, error) {
 	return get[MemberStatus](ctx, c, "/patroni")
 }
 
-// History reads /history.
+// History reads /history: the newest raftstore.MaxHistory events, oldest
+// first.
 func (c *Client) History(ctx context.Context) ([]raftstore.Event, error) {
 	return get[[]raftstore.Event](ctx, c, "/history")
 }

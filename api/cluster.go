@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"raftgres/raftstore"
@@ -115,6 +116,12 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, BuildClusterView(s.scope, s.store.State(), rs, time.Now()))
 }
 
+// historyLimitHeader tells /history readers how many events the cluster
+// keeps (raftstore.MaxHistory): older ones have been dropped.
+const historyLimitHeader = "X-Raftgres-History-Limit"
+
+// handleHistory answers the newest raftstore.MaxHistory events, oldest first.
 func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(historyLimitHeader, strconv.Itoa(raftstore.MaxHistory))
 	writeJSON(w, http.StatusOK, s.store.State().History)
 }

@@ -40,6 +40,7 @@ var errorCodes = []struct {
 	{raftstore.ErrClosed, "closed", http.StatusServiceUnavailable},
 	{raftstore.ErrEpochMismatch, "epoch_mismatch", http.StatusConflict},
 	{raftstore.ErrNotHolder, "not_holder", http.StatusConflict},
+	{raftstore.ErrHolderLeave, "holder_leave", http.StatusConflict},
 	{raftstore.ErrVersionMismatch, "version_mismatch", http.StatusConflict},
 	{raftstore.ErrAlreadyInitialized, "already_initialized", http.StatusConflict},
 	{raftstore.ErrAlreadyBootstrapped, "already_bootstrapped", http.StatusConflict},

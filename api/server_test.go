@@ -86,9 +86,8 @@ func newCluster(t *testing.T, n int) []*testNode {
 	}
 	leader := waitLeader(t, nodes)
 	for _, nd := range nodes {
-		res, err := leader.store.Apply(context.Background(), raftstore.RegisterMember{Name: nd.store.ID(), APIAddr: nd.server.URL, At: time.Now().UTC()})
-		if err != nil || res.Err != nil {
-			t.Fatalf("register %s: %v %v", nd.store.ID(), err, res.Err)
+		if _, err := raftstore.Commit(context.Background(), leader.store, raftstore.RegisterMember{Name: nd.store.ID(), APIAddr: nd.server.URL, At: time.Now().UTC()}); err != nil {
+			t.Fatalf("register %s: %v", nd.store.ID(), err)
 		}
 	}
 	for _, nd := range nodes {
@@ -143,6 +142,8 @@ func TestInternalEndpointsNeedToken(t *testing.T) {
 		{"POST", "/raft/apply", "", "x", http.StatusUnauthorized},
 		{"POST", "/raft/apply", testToken, "\x02{garbage", http.StatusBadRequest},
 		{"POST", "/raft/apply", testToken, "\x63{}", http.StatusBadRequest},
+		// Well-formed but invalid: a peer's command is validated before it is proposed.
+		{"POST", "/raft/apply", testToken, "\x04{\"name\":\"a b\",\"api_addr\":\"x\",\"tags\":{\"failover_priority\":1},\"at\":\"2026-01-01T00:00:00Z\"}", http.StatusBadRequest},
 		{"POST", "/raft/join", testToken, "{not json", http.StatusBadRequest},
 		{"POST", "/raft/join", testToken, `{"id":"n9","raft_addr":"127.0.0.1:1"}`, http.StatusForbidden},
 		{"POST", "/raft/leave", testToken, `{"id":"nobody"}`, http.StatusNotFound},
@@ -207,6 +208,14 @@ func TestApplyForwardedFromFollower(t *testing.T) {
 	if !errors.Is(res.Err, raftstore.ErrVersionMismatch) {
 		t.Fatalf("stale SetConfig: got %v, want ErrVersionMismatch", res.Err)
 	}
+	// An invalid command is refused before it is proposed or forwarded.
+	if _, err := c.Apply(ctx, raftstore.RegisterMember{Name: "a b", APIAddr: "http://x"}); !errors.Is(err, raftstore.ErrInvalidCommand) {
+		t.Fatalf("invalid command through the client: %v, want ErrInvalidCommand", err)
+	}
+	p := NewProposer(follower.store, ClientOptions{Token: testToken}, nil)
+	if _, err := p.Apply(ctx, raftstore.RegisterMember{Name: "a b", APIAddr: "http://x"}); !errors.Is(err, raftstore.ErrInvalidCommand) {
+		t.Fatalf("invalid command through a follower's proposer: %v, want ErrInvalidCommand", err)
+	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := follower.store.WaitApplied(wctx, res.Index); err != nil {
@@ -237,5 +246,46 @@ func TestErrorWireRoundTrip(t *testing.T) {
 				t.Fatalf("round trip gave %v", back)
 			}
 		})
+	}
+}
+
+// TestLeaveOfHolderRefused (#9): leave of the member that holds the leader
+// key comes back through the client as raftstore.ErrHolderLeave, readable,
+// and the Raft configuration is untouched.
+func TestLeaveOfHolderRefused(t *testing.T) {
+	nodes := newCluster(t, 3)
+	leader := waitLeader(t, nodes)
+	var holder, asker *testNode
+	for _, nd := range nodes {
+		if nd == leader {
+			continue
+		}
+		if holder == nil {
+			holder = nd
+		} else {
+			asker = nd
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := raftstore.Commit(ctx, leader.store, raftstore.SetLeader{Holder: holder.store.ID(), Reason: "test", At: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	err := NewClient(asker.server.URL, ClientOptions{Token: testToken}).Leave(ctx, holder.store.ID())
+	if !errors.Is(err, raftstore.ErrHolderLeave) {
+		t.Fatalf("leave of the holder: %v, want ErrHolderLeave", err)
+	}
+	if want := holder.store.ID() + " holds the leader key"; !strings.Contains(err.Error(), want) {
+		t.Errorf("message %q does not say %q", err, want)
+	}
+	st, err := leader.store.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Servers) != 3 {
+		t.Fatalf("raft servers %+v: the refused leave changed the configuration", st.Servers)
+	}
+	if _, ok := leader.store.State().Members[holder.store.ID()]; !ok {
+		t.Fatal("the refused leave removed the member")
 	}
 }

@@ -49,6 +49,16 @@ func applyCommand(s *State, index uint64, cmd Command) error {
 	return err
 }
 
+// appendEvent records ev in History and drops the oldest events beyond
+// MaxHistory. Trimming depends only on the log, so every node keeps the same
+// events.
+func appendEvent(s *State, ev Event) {
+	s.History = append(s.History, ev)
+	if over := len(s.History) - MaxHistory; over > 0 {
+		s.History = slices.Delete(s.History, 0, over)
+	}
+}
+
 func applyBootstrap(s *State, index uint64, c Bootstrap) error {
 	if s.Bootstrap {
 		return ErrAlreadyBootstrapped
@@ -56,7 +66,7 @@ func applyBootstrap(s *State, index uint64, c Bootstrap) error {
 	s.Bootstrap = true
 	s.Config = c.Config.Clone()
 	s.Config.Version = 1
-	s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventBootstrap, Actor: c.Actor,
+	appendEvent(s, Event{Index: index, At: c.At, Kind: EventBootstrap, Actor: c.Actor,
 		Reason: "cluster config seeded from bootstrap.dcs"})
 	return nil
 }
@@ -68,7 +78,7 @@ func applySetConfig(s *State, index uint64, c SetConfig) error {
 	s.Config = c.Config.Clone()
 	s.Config.Version = c.PrevVersion + 1
 	s.Bootstrap = true
-	s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventConfig, Actor: c.Actor,
+	appendEvent(s, Event{Index: index, At: c.At, Kind: EventConfig, Actor: c.Actor,
 		Reason: fmt.Sprintf("config version %d", s.Config.Version)})
 	return nil
 }
@@ -83,7 +93,7 @@ func applySetPause(s *State, index uint64, c SetPause) {
 	if c.Pause {
 		kind = EventPause
 	}
-	s.History = append(s.History, Event{Index: index, At: c.At, Kind: kind, Actor: c.Actor})
+	appendEvent(s, Event{Index: index, At: c.At, Kind: kind, Actor: c.Actor})
 }
 
 func applyInitialize(s *State, index uint64, c Initialize) error {
@@ -92,7 +102,7 @@ func applyInitialize(s *State, index uint64, c Initialize) error {
 		return nil
 	case "":
 		s.Initialize = c.SystemID
-		s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventInitialize, Actor: c.Actor,
+		appendEvent(s, Event{Index: index, At: c.At, Kind: EventInitialize, Actor: c.Actor,
 			Member: c.Actor, Reason: "system identifier " + c.SystemID})
 		return nil
 	default:
@@ -105,7 +115,7 @@ func applyRegisterMember(s *State, index uint64, c RegisterMember) {
 	if !ok {
 		m = &Member{Name: c.Name}
 		s.Members[c.Name] = m
-		s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventMemberJoin, Member: c.Name})
+		appendEvent(s, Event{Index: index, At: c.At, Kind: EventMemberJoin, Member: c.Name})
 	}
 	m.APIAddr, m.PGAddr, m.RaftAddr, m.Tags, m.Registered = c.APIAddr, c.PGAddr, c.RaftAddr, c.Tags, c.At
 }
@@ -123,9 +133,16 @@ func applyRemoveMember(s *State, index uint64, c RemoveMember) error {
 	if _, ok := s.Members[c.Name]; !ok {
 		return fmt.Errorf("%w %s", ErrUnknownMember, c.Name)
 	}
+	if s.Leader.Holder == c.Name {
+		// The key would name a non-member, and the next election would
+		// lose the last primary's LSN (and with it the lag check). A log
+		// written before this rule that removed the holder replays the
+		// entry as refused: the member stays, holding the key.
+		return &holderLeaveError{member: c.Name, epoch: s.Leader.Epoch}
+	}
 	delete(s.Members, c.Name)
 	s.Sync.Standbys = slices.DeleteFunc(slices.Clone(s.Sync.Standbys), func(n string) bool { return n == c.Name })
-	s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventMemberLeave, Actor: c.Actor,
+	appendEvent(s, Event{Index: index, At: c.At, Kind: EventMemberLeave, Actor: c.Actor,
 		Member: c.Name, Reason: c.Reason})
 	return nil
 }
@@ -141,7 +158,7 @@ func applySetLeader(s *State, index uint64, c SetLeader) error {
 		}
 	}
 	s.Leader = LeaderKey{Holder: c.Holder, Epoch: c.PrevEpoch + 1, Rev: index, Since: c.At}
-	s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventLeader, Actor: c.Actor,
+	appendEvent(s, Event{Index: index, At: c.At, Kind: EventLeader, Actor: c.Actor,
 		Member: c.Holder, Epoch: s.Leader.Epoch, Reason: c.Reason})
 	return nil
 }
@@ -166,7 +183,7 @@ func applySetSync(s *State, c SetSync) error {
 func applySetFailover(s *State, index uint64, c SetFailover) {
 	if c.Request == nil {
 		if s.Failover != nil {
-			s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventFailoverDone, Actor: c.Actor,
+			appendEvent(s, Event{Index: index, At: c.At, Kind: EventFailoverDone, Actor: c.Actor,
 				Reason: c.Reason})
 		}
 		s.Failover = nil
@@ -174,6 +191,6 @@ func applySetFailover(s *State, index uint64, c SetFailover) {
 	}
 	r := *c.Request
 	s.Failover = &r
-	s.History = append(s.History, Event{Index: index, At: c.At, Kind: EventFailoverReq, Actor: c.Actor,
+	appendEvent(s, Event{Index: index, At: c.At, Kind: EventFailoverReq, Actor: c.Actor,
 		Member: r.To, Reason: fmt.Sprintf("%s from %q to %q", r.Kind, r.From, r.To)})
 }

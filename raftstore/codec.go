@@ -40,6 +40,8 @@ func newCommand(t CommandType) Command {
 }
 
 // Encode validates cmd and returns its wire form: the type byte, then JSON.
+// Proposers call it (Store.Apply, api.Client), so a command that fails
+// today's rules never reaches the log.
 func Encode(cmd Command) ([]byte, error) {
 	if cmd == nil {
 		return nil, invalid("nil command")
@@ -47,6 +49,11 @@ func Encode(cmd Command) ([]byte, error) {
 	if err := cmd.Validate(); err != nil {
 		return nil, err
 	}
+	return encode(cmd)
+}
+
+// encode is Encode without validation.
+func encode(cmd Command) ([]byte, error) {
 	body, err := json.Marshal(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("encode command type %d: %w", cmd.Type(), err)
@@ -60,10 +67,26 @@ func Encode(cmd Command) ([]byte, error) {
 	return out, nil
 }
 
-// Decode parses a wire-form command. It never panics: bad input yields an
-// error wrapping ErrInvalidCommand or ErrUnknownCommand. The command returned
-// is a value (not a pointer), as Encode takes it.
+// Decode parses and validates a wire-form command that came from the
+// network (POST /raft/apply). It never panics: bad input yields an error
+// wrapping ErrInvalidCommand or ErrUnknownCommand. The command returned is
+// a value (not a pointer), as Encode takes it.
 func Decode(b []byte) (Command, error) {
+	cmd, err := decodeEntry(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Validate(); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// decodeEntry parses a command as strictly as Decode (known type, known
+// fields, no trailing data) but does not validate it. The FSM decodes
+// committed entries with it: validation rules are code that changes between
+// releases, a committed entry is data every release must apply the same way.
+func decodeEntry(b []byte) (Command, error) {
 	if len(b) == 0 {
 		return nil, invalid("empty command")
 	}
@@ -83,11 +106,7 @@ func Decode(b []byte) (Command, error) {
 	if dec.More() {
 		return nil, invalid("trailing data after command type %d", t)
 	}
-	cmd := deref(ptr)
-	if err := cmd.Validate(); err != nil {
-		return nil, err
-	}
-	return cmd, nil
+	return deref(ptr), nil
 }
 
 func deref(c Command) Command {

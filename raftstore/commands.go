@@ -31,8 +31,9 @@ const (
 // Command is a typed, versioned FSM command.
 type Command interface {
 	Type() CommandType
-	// Validate checks the command on its own, before it is proposed and
-	// after it is decoded.
+	// Validate checks the command on its own: before it is proposed
+	// (Encode) and when it arrives from a peer (Decode). The FSM never runs
+	// it on a committed entry (see decodeEntry).
 	Validate() error
 }
 
@@ -83,7 +84,8 @@ type ReportStatus struct {
 	Status MemberStatus `json:"status"`
 }
 
-// RemoveMember forgets a member (after it left the Raft configuration).
+// RemoveMember forgets a member (before it leaves the Raft configuration).
+// It is refused (ErrHolderLeave) for the member that holds the leader key.
 type RemoveMember struct {
 	Name   string    `json:"name"`
 	Actor  string    `json:"actor"`

@@ -1,6 +1,9 @@
 package raftstore
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrNotLeader means this node is not the Raft leader; forward to it.
@@ -18,6 +21,9 @@ var (
 	ErrAlreadyInitialized = errors.New("cluster already initialized with another system identifier")
 	// ErrAlreadyBootstrapped means the cluster config was seeded before.
 	ErrAlreadyBootstrapped = errors.New("cluster config already bootstrapped")
+	// ErrHolderLeave refuses to remove the member that holds the leader key:
+	// a switchover must move the key first.
+	ErrHolderLeave = errors.New("member holds the leader key: switch over first")
 	// ErrUnknownMember names a member the FSM does not know.
 	ErrUnknownMember = errors.New("unknown member")
 	// ErrInvalidCommand means a command failed validation or decoding.
@@ -26,7 +32,22 @@ var (
 	ErrUnknownCommand = errors.New("unknown command type")
 	// ErrClosed means the store is not open.
 	ErrClosed = errors.New("raft store is closed")
+	// ErrSnapshotTooLarge means an FSM snapshot is over MaxSnapshotSize: it
+	// is neither written nor restored.
+	ErrSnapshotTooLarge = errors.New("fsm snapshot too large")
 	// ErrJoinRefused means the leader will not add a node (unreachable, TLS
 	// handshake refused, conflicting identity).
 	ErrJoinRefused = errors.New("join refused")
 )
+
+// holderLeaveError is ErrHolderLeave naming the member and the key's epoch.
+type holderLeaveError struct {
+	member string
+	epoch  uint64
+}
+
+func (e *holderLeaveError) Error() string {
+	return fmt.Sprintf("%s holds the leader key (epoch %d): switch over first", e.member, e.epoch)
+}
+
+func (e *holderLeaveError) Is(target error) bool { return target == ErrHolderLeave }

@@ -14,6 +14,12 @@ import (
 // any other version.
 const SnapshotFormatVersion = 1
 
+// MaxSnapshotSize bounds an encoded FSM snapshot. Restore reads no more, so
+// Persist refuses to write more: raft then keeps its log instead of a
+// snapshot that no node could restore. History is bounded (MaxHistory) so
+// that a real cluster stays far below it.
+const MaxSnapshotSize = 64 << 20
+
 // fsm is the hashicorp/raft FSM. It owns State behind a lock and calls
 // changed (never blocking) after every applied entry.
 type fsm struct {
@@ -21,18 +27,22 @@ type fsm struct {
 	state   State
 	applied uint64
 	changed func(index uint64)
+	// maxSnapshot is MaxSnapshotSize; tests lower it.
+	maxSnapshot int
 }
 
 func newFSM(changed func(uint64)) *fsm {
 	if changed == nil {
 		changed = func(uint64) {}
 	}
-	return &fsm{state: NewState(), changed: changed}
+	return &fsm{state: NewState(), changed: changed, maxSnapshot: MaxSnapshotSize}
 }
 
 var _ raft.FSM = (*fsm)(nil)
 
-// Apply decodes and applies a committed entry. A committed entry that cannot
+// Apply decodes and applies a committed entry. It does not validate the
+// command (the proposer did, under the rules of its release): only the
+// compare-and-set checks of apply.go decide. A committed entry that cannot
 // be decoded means this binary would diverge from its peers: it panics,
 // naming the type and index, unless the type carries SkipUnknownFlag.
 func (f *fsm) Apply(l *raft.Log) any {
@@ -45,7 +55,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 }
 
 func (f *fsm) applyBytes(index uint64, data []byte) ApplyResult {
-	cmd, err := Decode(data)
+	cmd, err := decodeEntry(data)
 	if err != nil {
 		var t CommandType
 		if len(data) > 0 {
@@ -64,6 +74,19 @@ func (f *fsm) applyBytes(index uint64, data []byte) ApplyResult {
 	err = applyCommand(&f.state, index, cmd)
 	f.applied = index
 	return ApplyResult{Index: index, Err: err}
+}
+
+var _ raft.ConfigurationStore = (*fsm)(nil)
+
+// StoreConfiguration is called, in log order with Apply, for every committed
+// Raft configuration entry. The FSM keeps no configuration; it counts the
+// entry as applied, so AppliedIndex covers membership changes too (and
+// raft's snapshot index, which follows what the FSM was given, matches it).
+func (f *fsm) StoreConfiguration(index uint64, _ raft.Configuration) {
+	f.mu.Lock()
+	f.applied = max(f.applied, index)
+	f.mu.Unlock()
+	f.changed(index)
 }
 
 // State returns a deep copy of the current state.
@@ -91,14 +114,17 @@ type snapshotFile struct {
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return &fsmSnapshot{file: snapshotFile{FormatVersion: SnapshotFormatVersion, Applied: f.applied, State: f.state.Clone()}}, nil
+	return &fsmSnapshot{
+		file:  snapshotFile{FormatVersion: SnapshotFormatVersion, Applied: f.applied, State: f.state.Clone()},
+		limit: f.maxSnapshot,
+	}, nil
 }
 
 // Restore replaces the state with a snapshot's, built fresh and swapped
 // under the lock.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, applied, err := decodeSnapshot(rc)
+	st, applied, err := decodeSnapshot(rc, f.maxSnapshot)
 	if err != nil {
 		return err
 	}
@@ -109,10 +135,16 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-func decodeSnapshot(r io.Reader) (State, uint64, error) {
+// decodeSnapshot reads a snapshot of at most limit bytes (Persist writes no
+// more).
+func decodeSnapshot(r io.Reader, limit int) (State, uint64, error) {
 	var file snapshotFile
-	dec := json.NewDecoder(io.LimitReader(r, 64<<20))
+	lr := &io.LimitedReader{R: r, N: int64(limit) + 1}
+	dec := json.NewDecoder(lr)
 	if err := dec.Decode(&file); err != nil {
+		if lr.N == 0 {
+			return State{}, 0, fmt.Errorf("restore snapshot: %w: over %d bytes", ErrSnapshotTooLarge, limit)
+		}
 		return State{}, 0, fmt.Errorf("restore snapshot: decode: %w", err)
 	}
 	if file.FormatVersion != SnapshotFormatVersion {
@@ -127,14 +159,34 @@ func decodeSnapshot(r io.Reader) (State, uint64, error) {
 	return file.State.Clone(), file.Applied, nil
 }
 
-type fsmSnapshot struct{ file snapshotFile }
+type fsmSnapshot struct {
+	file  snapshotFile
+	limit int
+}
 
+// Persist writes the snapshot, or refuses (and cancels the sink) when it is
+// over the size Restore reads: a snapshot is never written that cannot be
+// restored, and raft keeps the log it would have compacted.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := json.NewEncoder(sink).Encode(&s.file); err != nil {
+	b, err := json.Marshal(&s.file)
+	if err != nil {
 		_ = sink.Cancel()
-		return fmt.Errorf("persist snapshot: %w", err)
+		return fmt.Errorf("persist snapshot at index %d: encode: %w", s.file.Applied, err)
 	}
-	return sink.Close()
+	b = append(b, '\n')
+	if len(b) > s.limit {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot at index %d: %w: %d bytes, restore reads at most %d",
+			s.file.Applied, ErrSnapshotTooLarge, len(b), s.limit)
+	}
+	if _, err := sink.Write(b); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot at index %d: write: %w", s.file.Applied, err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("persist snapshot at index %d: close: %w", s.file.Applied, err)
+	}
+	return nil
 }
 
 func (s *fsmSnapshot) Release() {}

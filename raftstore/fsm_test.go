@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -348,4 +349,222 @@ func FuzzRestoreSnapshot(f *testing.F) {
 			_ = g.State().Clone()
 		}
 	})
+}
+
+// TestFSMAppliesCommittedEntriesWithoutValidation (#15): validation rules are
+// code and change between releases; a committed entry is data. An entry that
+// today's Validate refuses (it was valid under the release that proposed it)
+// still applies on replay, with only the compare-and-set checks deciding.
+func TestFSMAppliesCommittedEntriesWithoutValidation(t *testing.T) {
+	t.Parallel()
+	// ttl 1s leaves a margin (ttl/3) under MinMargin: refused today.
+	tight := DefaultClusterConfig()
+	tight.TTL, tight.LoopWait, tight.RetryTimeout = time.Second, 100*time.Millisecond, 100*time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		setup []Command
+		cmd   Command
+		check func(t *testing.T, st State)
+	}{
+		{
+			name:  "set_config under a tightened margin rule",
+			setup: []Command{Bootstrap{Config: DefaultClusterConfig(), Actor: "pg1", At: t0}},
+			cmd:   SetConfig{Config: tight, PrevVersion: 1, Actor: "cli", At: t0},
+			check: func(t *testing.T, st State) {
+				if st.Config.TTL != time.Second || st.Config.Version != 2 {
+					t.Fatalf("config %+v, want ttl 1s at version 2", st.Config)
+				}
+			},
+		},
+		{
+			name: "bootstrap under a tightened margin rule",
+			cmd:  Bootstrap{Config: tight, Actor: "pg1", At: t0},
+			check: func(t *testing.T, st State) {
+				if !st.Bootstrap || st.Config.TTL != time.Second {
+					t.Fatalf("config %+v", st.Config)
+				}
+			},
+		},
+		{
+			name: "member name outside today's character set",
+			cmd:  RegisterMember{Name: "pg 1", APIAddr: "http://a", At: t0},
+			check: func(t *testing.T, st State) {
+				if _, ok := st.Members["pg 1"]; !ok {
+					t.Fatalf("members %v", st.MemberNames())
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if err := tc.cmd.Validate(); !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("the case needs a command today's Validate refuses; Validate: %v", err)
+			}
+			a := newApplier(t)
+			for _, c := range tc.setup {
+				a.mustApply(c)
+			}
+			data, err := encode(tc.cmd) // as an older release wrote it
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Decode(data); !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("Decode (network input) must still refuse it: %v", err)
+			}
+			a.index++
+			res := a.f.Apply(&raft.Log{Index: a.index, Type: raft.LogCommand, Data: data}).(ApplyResult)
+			if res.Err != nil {
+				t.Fatalf("committed entry refused on replay: %v", res.Err)
+			}
+			tc.check(t, a.f.State())
+		})
+	}
+}
+
+// FuzzApplyCommitted: whatever decodes as a committed entry applies without
+// panicking, validated or not.
+func FuzzApplyCommitted(f *testing.F) {
+	for _, c := range sampleCommands() {
+		b, err := Encode(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add(append([]byte{byte(CmdSetFailover)}, `{"request":{"kind":"coup"}}`...))
+	f.Add(append([]byte{byte(CmdRegisterMember)}, `{"name":""}`...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cmd, err := decodeEntry(data)
+		if err != nil {
+			return
+		}
+		st := NewState()
+		_ = applyCommand(&st, 1, cmd)
+		_ = st.Clone()
+	})
+}
+
+// TestHistoryBounded (#16): History keeps the newest MaxHistory events, the
+// same on every node, and a longer History restored from an older
+// snapshot is cut down at the next event.
+func TestHistoryBounded(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.mustApply(Bootstrap{Config: DefaultClusterConfig(), Actor: "pg1", At: t0})
+	for i := range MaxHistory + 10 {
+		a.mustApply(SetPause{Pause: i%2 == 0, Actor: "cli", At: t0})
+	}
+	h := a.f.State().History
+	if len(h) != MaxHistory {
+		t.Fatalf("history has %d events, want %d", len(h), MaxHistory)
+	}
+	if h[len(h)-1].Index != a.index || h[0].Index != a.index-MaxHistory+1 {
+		t.Fatalf("kept events %d..%d, want the newest %d..%d", h[0].Index, h[len(h)-1].Index, a.index-MaxHistory+1, a.index)
+	}
+
+	long := NewState()
+	for i := range MaxHistory + 50 {
+		long.History = append(long.History, Event{Index: uint64(i + 1), Kind: EventConfig})
+	}
+	if err := applyCommand(&long, MaxHistory+51, SetPause{Pause: true, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if n, last := len(long.History), long.History[len(long.History)-1]; n != MaxHistory || last.Kind != EventPause {
+		t.Fatalf("after one event on a long history: %d events, last %+v", n, last)
+	}
+}
+
+// TestSnapshotSizeLimit (#16): Persist refuses a snapshot over the size
+// Restore reads, so none is ever written that cannot be restored.
+func TestSnapshotSizeLimit(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.mustApply(Bootstrap{Config: DefaultClusterConfig(), Actor: "pg1", At: t0})
+	a.register("pg1", "pg2", "pg3")
+	persist := func(limit int) (*bufSink, error) {
+		a.f.maxSnapshot = limit
+		snap, err := a.f.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sink bufSink
+		return &sink, snap.Persist(&sink)
+	}
+	full, err := persist(MaxSnapshotSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := full.Len()
+
+	for _, tc := range []struct {
+		name  string
+		limit int
+		want  error
+	}{
+		{"exactly the limit", size, nil},
+		{"one byte over", size - 1, ErrSnapshotTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink, err := persist(tc.limit)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Persist with limit %d (snapshot %d bytes): %v, want %v", tc.limit, size, err, tc.want)
+			}
+			if tc.want != nil {
+				if !sink.cancelled || sink.Len() != 0 {
+					t.Fatalf("refused snapshot: cancelled %v, %d bytes written", sink.cancelled, sink.Len())
+				}
+				return
+			}
+			g := newFSM(nil)
+			g.maxSnapshot = tc.limit
+			if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+				t.Fatalf("a snapshot Persist wrote does not restore: %v", err)
+			}
+		})
+	}
+
+	g := newFSM(nil)
+	g.maxSnapshot = size / 2
+	if err := g.Restore(io.NopCloser(bytes.NewReader(full.Bytes()))); !errors.Is(err, ErrSnapshotTooLarge) {
+		t.Fatalf("restore over the limit: %v, want ErrSnapshotTooLarge", err)
+	}
+}
+
+// TestFSMRemoveHolderRefused (#9): removing the member that holds the leader
+// key is refused in apply, so the key never names a non-member.
+func TestFSMRemoveHolderRefused(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.register("pg1", "pg2", "pg3")
+	a.mustApply(SetLeader{Holder: "pg1", Reason: "init", At: t0})
+	before := a.f.State()
+	res := a.apply(RemoveMember{Name: "pg1", Actor: "cli", At: t0})
+	if !errors.Is(res.Err, ErrHolderLeave) {
+		t.Fatalf("remove holder: %v, want ErrHolderLeave", res.Err)
+	}
+	if want := "pg1 holds the leader key (epoch 1): switch over first"; res.Err.Error() != want {
+		t.Errorf("message %q, want %q", res.Err, want)
+	}
+	if diff := cmp.Diff(before, a.f.State()); diff != "" {
+		t.Fatalf("a refused removal changed the state:\n%s", diff)
+	}
+	a.mustApply(RemoveMember{Name: "pg2", Actor: "cli", At: t0}) // not the holder
+	k := a.f.State().Leader
+	a.mustApply(SetLeader{Holder: "pg3", PrevEpoch: k.Epoch, PrevRev: k.Rev, Reason: "switchover", At: t0})
+	a.mustApply(RemoveMember{Name: "pg1", Actor: "cli", At: t0}) // no longer the holder
+	if got := a.f.State().MemberNames(); !slices.Equal(got, []string{"pg3"}) {
+		t.Fatalf("members %v, want [pg3]", got)
+	}
+}
+
+// TestFSMCountsConfigurationEntries: Raft configuration entries never reach
+// Apply; StoreConfiguration counts them so the applied index covers them.
+func TestFSMCountsConfigurationEntries(t *testing.T) {
+	t.Parallel()
+	var notified []uint64
+	f := newFSM(func(i uint64) { notified = append(notified, i) })
+	f.StoreConfiguration(3, raft.Configuration{})
+	if f.AppliedIndex() != 3 || !slices.Equal(notified, []uint64{3}) {
+		t.Fatalf("applied %d, notified %v", f.AppliedIndex(), notified)
+	}
 }

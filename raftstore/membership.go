@@ -43,7 +43,7 @@ func (s *Store) Status() (Status, error) {
 	addr, id := r.LeaderWithID()
 	st := Status{
 		ID: s.cfg.NodeID, State: r.State().String(), Term: r.CurrentTerm(),
-		LastIndex: r.LastIndex(), CommitIndex: r.CommitIndex(), AppliedIndex: max(s.fsm.AppliedIndex(), r.AppliedIndex()),
+		LastIndex: r.LastIndex(), CommitIndex: r.CommitIndex(), AppliedIndex: s.AppliedIndex(),
 		LeaderID: string(id), LeaderAddr: string(addr), Servers: []Server{},
 	}
 	if lc := r.LastContact(); !lc.IsZero() && r.State() != raft.Leader {
@@ -145,9 +145,11 @@ func (s *Store) probe(addr string) error {
 	return c.Close()
 }
 
-// Leave removes a member from the Raft configuration and the FSM. Leader
-// only. A leader asked to remove itself first hands leadership to another
-// voter and answers ErrNotLeader, so the caller retries at the new leader.
+// Leave removes a member from the FSM, then from the Raft configuration.
+// Leader only. The member holding the leader key is refused (ErrHolderLeave)
+// before anything changes: switch over first. A leader asked to remove
+// itself first hands leadership to another voter and answers ErrNotLeader,
+// so the caller retries at the new leader.
 func (s *Store) Leave(ctx context.Context, id, actor string) error {
 	r, err := s.r()
 	if err != nil {
@@ -155,6 +157,15 @@ func (s *Store) Leave(ctx context.Context, id, actor string) error {
 	}
 	if r.State() != raft.Leader {
 		return ErrNotLeader
+	}
+	// Early and readable, after a barrier so that State shows every
+	// committed key change; RemoveMember's apply refuses the holder too,
+	// deterministically, before the Raft configuration is touched below.
+	if err := s.Barrier(ctx); err != nil {
+		return fmt.Errorf("barrier before leave of %s: %w", id, err)
+	}
+	if k := s.State().Leader; k.Holder == id {
+		return &holderLeaveError{member: id, epoch: k.Epoch}
 	}
 	f := r.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -183,12 +194,12 @@ func (s *Store) Leave(ctx context.Context, id, actor string) error {
 		return ErrNotLeader
 	}
 	if _, ok := s.State().Members[id]; ok {
-		res, err := s.Apply(ctx, RemoveMember{Name: id, Actor: actor, Reason: "left the cluster", At: time.Now().UTC()})
-		if err != nil {
-			return fmt.Errorf("remove member %s from state: %w", id, err)
+		_, err := Commit(ctx, s, RemoveMember{Name: id, Actor: actor, Reason: "left the cluster", At: time.Now().UTC()})
+		if errors.Is(err, ErrHolderLeave) {
+			return err // already says what to do; the member stays
 		}
-		if res.Err != nil && !errors.Is(res.Err, ErrUnknownMember) {
-			return fmt.Errorf("remove member %s from state: %w", id, res.Err)
+		if err != nil && !errors.Is(err, ErrUnknownMember) {
+			return fmt.Errorf("remove member %s from state: %w", id, err)
 		}
 	}
 	if found {

@@ -196,7 +196,13 @@ const (
 	EventFailoverDone = "failover_cleared"
 )
 
-// Event is one entry of the append-only History.
+// MaxHistory is how many events History keeps: the newest MaxHistory, older
+// ones are dropped as new ones are appended (so the state, and a snapshot of
+// it, stays small). For a longer record, keep `raftgres snapshot export`
+// files, which carry History.
+const MaxHistory = 1000
+
+// Event is one entry of History.
 type Event struct {
 	Index  uint64    `json:"raft_index"`
 	At     time.Time `json:"at"`
@@ -219,7 +225,8 @@ type State struct {
 	Leader     LeaderKey          `json:"leader"`
 	Sync       SyncState          `json:"sync"`
 	Failover   *FailoverRequest   `json:"failover,omitempty"`
-	History    []Event            `json:"history"`
+	// History holds the newest MaxHistory events, oldest first.
+	History []Event `json:"history"`
 }
 
 // NewState returns an empty State.

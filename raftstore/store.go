@@ -34,6 +34,7 @@ type Store struct {
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
 	bolt      *raftboltdb.BoltStore
+	logs      raft.LogStore
 	tls       *tls.Config
 	stop      chan struct{}
 	done      chan struct{}
@@ -45,6 +46,10 @@ type Store struct {
 	removed   sync.Once
 
 	droppedObservations atomic.Uint64
+
+	// listener, when set, is an already bound Raft listener that Open uses
+	// instead of binding cfg.Listen (tests bind 127.0.0.1:0). Open consumes it.
+	listener net.Listener
 }
 
 // New validates cfg and returns a Store that is not yet open.
@@ -104,7 +109,8 @@ func (s *Store) Open() (err error) {
 	if err != nil {
 		return fmt.Errorf("resolve raft advertise address %s: %w", s.cfg.AdvertiseAddr(), err)
 	}
-	stream, err := newStreamLayer(s.cfg.Listen, adv, s.tls)
+	stream, err := newStreamLayer(s.listener, s.cfg.Listen, adv, s.tls)
+	s.listener = nil
 	if err != nil {
 		return err
 	}
@@ -131,7 +137,7 @@ func (s *Store) Open() (err error) {
 		return ok
 	})
 	r.RegisterObserver(s.observer)
-	s.raft, s.transport, s.bolt = r, trans, bolt
+	s.raft, s.transport, s.bolt, s.logs = r, trans, bolt, logs
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
 	go s.watchRaft(r, notify, obsCh, s.stop, s.done)
 	s.logger.Info("raft started", "raft_id", s.cfg.NodeID, "listen", s.cfg.Listen,
@@ -270,18 +276,35 @@ func (s *Store) r() (*raft.Raft, error) {
 	return s.raft, nil
 }
 
+func (s *Store) logStore() raft.LogStore {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs
+}
+
 // ID is this node's Raft server ID (its member name).
 func (s *Store) ID() string { return s.cfg.NodeID }
 
 // State returns a deep copy of the FSM state.
 func (s *Store) State() State { return s.fsm.State() }
 
-// AppliedIndex is the last Raft index applied on this node, configuration
-// entries included (they never reach the FSM).
+// AppliedIndex is the last Raft index whose effect State already shows:
+// commands and configuration entries the FSM has applied, and the no-op and
+// barrier entries after them, which never reach the FSM. (Raft's own
+// applied index moves when an entry is queued for the FSM, before State
+// shows it, so it is not used alone.)
 func (s *Store) AppliedIndex() uint64 {
 	idx := s.fsm.AppliedIndex()
-	if r, err := s.r(); err == nil {
-		idx = max(idx, r.AppliedIndex())
+	r, err := s.r()
+	if err != nil {
+		return idx
+	}
+	logs := s.logStore()
+	for last := r.AppliedIndex(); idx < last && logs != nil; idx++ {
+		var l raft.Log
+		if err := logs.GetLog(idx+1, &l); err != nil || l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			break // not applied yet (or unknown: stay on the safe side)
+		}
 	}
 	return idx
 }

@@ -46,10 +46,13 @@ type streamLayer struct {
 	tls       *tls.Config
 }
 
-func newStreamLayer(listen string, advertise net.Addr, tlsConf *tls.Config) (*streamLayer, error) {
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen for raft on %s: %w", listen, err)
+// newStreamLayer listens on listen, or uses ln when it is not nil.
+func newStreamLayer(ln net.Listener, listen string, advertise net.Addr, tlsConf *tls.Config) (*streamLayer, error) {
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", listen); err != nil {
+			return nil, fmt.Errorf("listen for raft on %s: %w", listen, err)
+		}
 	}
 	if advertise == nil {
 		advertise = ln.Addr()

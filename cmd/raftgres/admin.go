@@ -106,7 +106,8 @@ func leaveCommand() *cli.Command {
 		ArgsUsage: "MEMBER",
 		Description: "Removes MEMBER through any member's API; the request is passed to the Raft leader.\n" +
 			"If MEMBER is the Raft leader it first hands leadership to another voter. The removed\n" +
-			"member's agent notices and stops.",
+			"member's agent notices and stops. The member that holds the leader key (the primary)\n" +
+			"is refused: run switchover first.",
 		Flags: adminFlags(),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {

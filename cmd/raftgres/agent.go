@@ -143,12 +143,9 @@ func (a *agent) joinAndRegister(ctx context.Context) error {
 	}
 	return retry(ctx, a.logger, "register member", func() error {
 		reg.At = time.Now().UTC()
-		res, err := a.proposer.Apply(ctx, reg)
+		index, err := raftstore.Commit(ctx, a.proposer, reg)
 		if err == nil {
-			err = res.Err
-		}
-		if err == nil {
-			a.logger.Info("member registered", "raft_index", res.Index, "api", reg.APIAddr)
+			a.logger.Info("member registered", "raft_index", index, "api", reg.APIAddr)
 		}
 		return err
 	})
@@ -160,6 +157,8 @@ var (
 	_ failover.LeaderStore = (*raftstore.Store)(nil)
 	_ failover.Proposer    = (*api.Proposer)(nil)
 	_ api.Member           = (*failover.Supervisor)(nil)
+	_ raftstore.Applier    = (*api.Proposer)(nil)
+	_ raftstore.Applier    = (*api.Client)(nil)
 )
 
 // retry calls f until it succeeds, ctx ends, or f fails with an error that

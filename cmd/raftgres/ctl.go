@@ -496,7 +496,7 @@ func buildPatch(sets, pgs []string) (map[string]any, error) {
 
 func historyCommand() *cli.Command {
 	return &cli.Command{
-		Name: "history", Usage: "show the cluster's history (failovers, switchovers, members, config)", Flags: adminFlags(),
+		Name: "history", Usage: fmt.Sprintf("show the cluster's history (failovers, switchovers, members, config; the newest %d events)", raftstore.MaxHistory), Flags: adminFlags(),
 		Action: func(c *cli.Context) error {
 			client, err := clientOrExit(c)
 			if err != nil {
@@ -515,7 +515,13 @@ func historyCommand() *cli.Command {
 				}
 				_ = t.Append(fmt.Sprint(e.Index), e.At.UTC().Format(time.RFC3339), e.Kind, e.Member, epoch, e.Actor, e.Reason)
 			}
-			return t.Render()
+			if err := t.Render(); err != nil {
+				return err
+			}
+			if len(evs) >= raftstore.MaxHistory {
+				fmt.Fprintf(c.App.Writer, "(the cluster keeps only the newest %d events)\n", raftstore.MaxHistory)
+			}
+			return nil
 		},
 	}
 }
