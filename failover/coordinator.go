@@ -221,11 +221,7 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 	cmd.At = now.UTC()
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	res, err := c.store.Apply(actx, cmd)
-	if err == nil {
-		err = res.Err
-	}
-	if err != nil {
+	if _, err := raftstore.Commit(actx, c.store, cmd); err != nil {
 		c.logger.Warn("election not committed", "candidate", cmd.Holder, "error", err)
 		return
 	}
@@ -237,14 +233,11 @@ func (c *Coordinator) seedConfig(ctx context.Context) error {
 	if c.store.State().Bootstrap {
 		return nil
 	}
-	res, err := c.store.Apply(ctx, raftstore.Bootstrap{Config: c.seed, Actor: c.member, At: time.Now().UTC()})
-	if err == nil {
-		err = res.Err
-	}
+	idx, err := raftstore.Commit(ctx, c.store, raftstore.Bootstrap{Config: c.seed, Actor: c.member, At: c.clock.Now().UTC()})
 	if err != nil && !errors.Is(err, raftstore.ErrAlreadyBootstrapped) {
 		return err
 	}
-	c.logger.Info("cluster config seeded from bootstrap.dcs", "raft_index", res.Index)
+	c.logger.Info("cluster config seeded from bootstrap.dcs", "raft_index", idx)
 	return nil
 }
 
@@ -264,11 +257,8 @@ func (c *Coordinator) clearFulfilled(ctx context.Context, st raftstore.State) {
 	}
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	res, err := c.store.Apply(actx, raftstore.SetFailover{Actor: c.member,
-		Reason: f.Kind + " done: " + st.Leader.Holder + " holds the key", At: time.Now().UTC()})
-	if err == nil {
-		err = res.Err
-	}
+	_, err := raftstore.Commit(actx, c.store, raftstore.SetFailover{Actor: c.member,
+		Reason: f.Kind + " done: " + st.Leader.Holder + " holds the key", At: c.clock.Now().UTC()})
 	if err != nil {
 		c.logger.Warn("clear fulfilled switchover", "error", err)
 	}

@@ -46,4 +46,3 @@ func (s *Supervisor) publish(st raftstore.State, pgst pgmanager.Status) {
 	}
 	s.local.Store(l)
 }
-

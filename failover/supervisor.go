@@ -255,11 +255,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 
 // commit commits cmd and folds the command's refusal into the error.
 func (s *Supervisor) commit(ctx context.Context, cmd raftstore.Command) (uint64, error) {
-	res, err := s.proposer.Apply(ctx, cmd)
-	if err == nil {
-		err = res.Err
-	}
-	return res.Index, err
+	return raftstore.Commit(ctx, s.proposer, cmd)
 }
 
 // callbacks runs postgresql.callbacks on what changed since the last
