@@ -111,7 +111,7 @@ func (s *Supervisor) serve(ctx context.Context, r Request) error {
 // applyConfig reloads a running PostgreSQL after the cluster
 // configuration changed (parameters, pg_hba).
 func (s *Supervisor) applyConfig(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
-	if !pgst.Running || st.Config.Version == s.confVersion || (pgst.InRecovery && s.upstream == "") {
+	if !pgst.Running || pgst.Error != "" || st.Config.Version == s.confVersion || (pgst.InRecovery && s.upstream == "") {
 		return
 	}
 	d, err := s.desired(st, s.upstream, pgst.InRecovery)

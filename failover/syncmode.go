@@ -150,6 +150,9 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 		s.sync.names, s.sync.since = names, nil
 	}
 	if pgst.SyncStandbyNames != names {
+		// Whatever ran meanwhile was acknowledged without the standby: the
+		// LSN it must cover is read again once the setting is back.
+		s.sync.since = nil
 		d, err := s.desired(st, "", false)
 		if err != nil {
 			s.logger.Warn("set synchronous_standby_names", "value", names, "error", err)
