@@ -71,7 +71,6 @@ type Desired struct {
 	Replica bool
 	// Slot is the primary_slot_name to use as a standby ("" for none).
 	Slot string
-	SyncStandbyNames string
 }
 
 // IsStandby reports whether d describes a standby.

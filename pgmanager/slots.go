@@ -62,8 +62,7 @@ func (m *Manager) EnsureSlots(ctx context.Context, want []string) (created, drop
 
 // SetSynchronousStandbyNames sets synchronous_standby_names with ALTER
 // SYSTEM, reloads, and waits until the server reports the new value.
-func (m *Manager) SetSynchronousStandbyNames(ctx context.Context, d Desired) error {
-	value := d.SyncStandbyNames
+func (m *Manager) SetSynchronousStandbyNames(ctx context.Context, value string) error {
 	conn, err := m.connect(ctx)
 	if err != nil {
 		return err

@@ -47,10 +47,6 @@ type Status struct {
 	LastReplayAt time.Time
 	Replicas     []Replica
 	Error        string
-	SyncStandbyNames string
-	UpstreamAddr string
-	Gate *Replica
-	Foreign bool
 }
 
 // connect opens a superuser connection through the Unix socket.
