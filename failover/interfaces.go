@@ -28,7 +28,7 @@ type Postgres interface {
 	Reclone(ctx context.Context, d pgmanager.Desired) error
 	EnsureSlots(ctx context.Context, want []string) (created, dropped []string, err error)
 	ControlData(ctx context.Context) (map[string]string, error)
-	SetSynchronousStandbyNames(ctx context.Context, value string) error
+	SetSynchronousStandbyNames(ctx context.Context, d pgmanager.Desired) error
 	// Callback runs postgresql.callbacks for event in the background.
 	Callback(event, role string)
 }

@@ -66,7 +66,8 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 	me := s.cfg.Member
 	if !st.Config.SynchronousMode {
 		if s.syncNames != "" {
-			if err := s.pg.SetSynchronousStandbyNames(ctx, ""); err == nil {
+			d, _ := s.desired(st, "", false)
+			if err := s.pg.SetSynchronousStandbyNames(ctx, d); err == nil {
 				s.syncNames = ""
 			}
 		}
@@ -96,7 +97,9 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 		names = s.syncNames // strict: keep waiting on the last standby
 	}
 	if names != s.syncNames {
-		if err := s.pg.SetSynchronousStandbyNames(ctx, names); err != nil {
+		d, _ := s.desired(st, "", false)
+		d.SyncStandbyNames = names
+		if err := s.pg.SetSynchronousStandbyNames(ctx, d); err != nil {
 			s.logger.Warn("set synchronous_standby_names", "value", names, "error", err)
 			return
 		}

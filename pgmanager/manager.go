@@ -336,14 +336,19 @@ func (m *Manager) Reload(ctx context.Context, d Desired) (ConfigChange, error) {
 	if err != nil {
 		return ch, err
 	}
+	if err := m.signalPostmaster(syscall.SIGHUP); err != nil {
+		return ch, fmt.Errorf("reload postgres of %s: %w", m.member, err)
+	}
+	return ch, nil
+}
+
+// signalPostmaster sends sig to the running postmaster.
+func (m *Manager) signalPostmaster(sig syscall.Signal) error {
 	m.mu.Lock()
 	p := m.proc
 	m.mu.Unlock()
 	if p == nil || p.exited() {
-		return ch, fmt.Errorf("reload postgres of %s: %w", m.member, errNotRunning)
+		return errNotRunning
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		return ch, fmt.Errorf("reload postgres of %s: %w", m.member, err)
-	}
-	return ch, nil
+	return p.cmd.Process.Signal(sig)
 }

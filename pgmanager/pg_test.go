@@ -404,7 +404,8 @@ func TestSlotsAndSynchronousStandby(t *testing.T) {
 	e := requirePG(t)
 	ctx := ctxT(t, 3*time.Minute)
 	p, r := newPrimaryAndReplica(t, e)
-	if err := p.SetSynchronousStandbyNames(ctx, `FIRST 1 ("pg2")`); err != nil {
+	sync := Desired{SyncStandbyNames: `FIRST 1 ("pg2")`}
+	if err := p.SetSynchronousStandbyNames(ctx, sync); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, "pg2 reported as sync", func() (bool, error) {
@@ -416,11 +417,31 @@ func TestSlotsAndSynchronousStandby(t *testing.T) {
 		}
 		return false, err
 	})
+	// The setting lives in the managed config: a reload with the same
+	// Desired (what edit-config, pause and resume do) keeps it, even after
+	// someone put another value in postgresql.auto.conf.
+	if err := p.Exec(ctx, "ALTER SYSTEM SET synchronous_standby_names = ''"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Reload(ctx, sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Status(ctx)
+	if err != nil || st.SyncStandbyNames != sync.SyncStandbyNames {
+		t.Fatalf("synchronous_standby_names after reload: %q (%v), want %q", st.SyncStandbyNames, err, sync.SyncStandbyNames)
+	}
+	// A standby reports the value it carries too.
+	if rs, err := r.Status(ctx); err != nil || rs.SyncStandbyNames != "" {
+		t.Fatalf("standby's synchronous_standby_names: %q (%v)", rs.SyncStandbyNames, err)
+	}
 	// An active slot is never dropped, even when no longer wanted.
 	if _, dropped, err := p.EnsureSlots(ctx, nil); err != nil || len(dropped) != 0 {
 		t.Fatalf("dropped %v (%v) while pg2 streams", dropped, err)
 	}
-	if err := p.SetSynchronousStandbyNames(ctx, ""); err != nil {
+	if err := p.SetSynchronousStandbyNames(ctx, Desired{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Stop(ctx, StopFast); err != nil {
@@ -430,6 +451,26 @@ func TestSlotsAndSynchronousStandby(t *testing.T) {
 		_, dropped, err := p.EnsureSlots(ctx, nil)
 		return len(dropped) == 1 && dropped[0] == "pg2", err
 	})
+}
+
+// TestSetSynchronousStandbyNamesNotRunning: on a stopped server the call
+// fails, but the managed file already holds the value for the next start.
+func TestSetSynchronousStandbyNamesNotRunning(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 2*time.Minute)
+	m := e.initPrimary(t, ctx, "pg1")
+	if err := m.Stop(ctx, StopFast); err != nil {
+		t.Fatal(err)
+	}
+	err := m.SetSynchronousStandbyNames(ctx, Desired{SyncStandbyNames: `"x"`})
+	if !errors.Is(err, errNotRunning) {
+		t.Fatalf("set on a stopped server: %v, want errNotRunning", err)
+	}
+	// The managed file holds it for the next start all the same.
+	data, _ := os.ReadFile(filepath.Join(m.cfg.DataDir, confFile))
+	if !strings.Contains(string(data), `synchronous_standby_names = '"x"'`) {
+		t.Fatalf("managed conf lacks the value:\n%s", data)
+	}
 }
 
 func TestStopEscalates(t *testing.T) {

@@ -45,8 +45,11 @@ type Status struct {
 	// standby's.
 	ReplayPaused bool
 	LastReplayAt time.Time
-	Replicas     []Replica
-	Error        string
+	// SyncStandbyNames is current_setting('synchronous_standby_names'), on
+	// a primary and a standby alike.
+	SyncStandbyNames string
+	Replicas         []Replica
+	Error            string
 }
 
 // connect opens a superuser connection through the Unix socket.
@@ -64,6 +67,9 @@ func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
 	cc.Database = "postgres"
 	cc.ConnectTimeout = 3 * time.Second
 	cc.RuntimeParams["application_name"] = "raftgres"
+	// raftgres's own statements (roles at init, slots, CHECKPOINT) never
+	// wait for a synchronous standby or the commit gate.
+	cc.RuntimeParams["synchronous_commit"] = "local"
 	cc.Fallbacks = nil
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
@@ -116,8 +122,9 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 	var sysid int64
 	var ver string
 	err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),
-		current_setting('server_version'), (SELECT timeline_id FROM pg_control_checkpoint()), pg_postmaster_start_time()`).
-		Scan(&st.InRecovery, &sysid, &ver, &st.Timeline, &st.PostmasterStart)
+		current_setting('server_version'), (SELECT timeline_id FROM pg_control_checkpoint()), pg_postmaster_start_time(),
+		current_setting('synchronous_standby_names')`).
+		Scan(&st.InRecovery, &sysid, &ver, &st.Timeline, &st.PostmasterStart, &st.SyncStandbyNames)
 	if err != nil {
 		return st, fmt.Errorf("status of %s: %w", m.member, err)
 	}
