@@ -279,6 +279,9 @@ func TestReplicaPromoteRewind(t *testing.T) {
 	if err != nil || !rs.InRecovery || rs.WalReceiver != "streaming" || rs.ReplayedLSN == 0 {
 		t.Fatalf("replica status: %+v (%v)", rs, err)
 	}
+	if rs.UpstreamAddr != p.cfg.ConnectAddress {
+		t.Fatalf("replica's upstream %q, want %q", rs.UpstreamAddr, p.cfg.ConnectAddress)
+	}
 	if psys, _ := p.SystemID(ctx); psys != rs.SystemID {
 		t.Fatalf("system ids differ: primary %s replica %s", psys, rs.SystemID)
 	}

@@ -39,6 +39,10 @@ type Status struct {
 	// WalReceiver is pg_stat_wal_receiver's status on a standby ("" if none).
 	WalReceiver     string
 	WalReceiverFrom string
+	// UpstreamAddr is "host:port" from a standby's primary_conninfo: the
+	// upstream it is configured to follow, whether or not it streams ("" if
+	// none or unparseable).
+	UpstreamAddr string
 	// PostmasterStart is pg_postmaster_start_time().
 	PostmasterStart time.Time
 	// ReplayPaused and LastReplayAt (pg_last_xact_replay_timestamp) are a
@@ -159,13 +163,16 @@ func (m *Manager) lsnStatus(ctx context.Context, conn *pgx.Conn, st *Status) err
 	var recv, replay, wrStatus, wrHost *string
 	var tli *int32
 	var replayAt *time.Time
+	var conninfo string
 	err := conn.QueryRow(ctx, `SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
 		(SELECT status FROM pg_stat_wal_receiver), (SELECT sender_host FROM pg_stat_wal_receiver),
-		(SELECT received_tli FROM pg_stat_wal_receiver), pg_is_wal_replay_paused(), pg_last_xact_replay_timestamp()`).
-		Scan(&recv, &replay, &wrStatus, &wrHost, &tli, &st.ReplayPaused, &replayAt)
+		(SELECT received_tli FROM pg_stat_wal_receiver), pg_is_wal_replay_paused(), pg_last_xact_replay_timestamp(),
+		current_setting('primary_conninfo')`).
+		Scan(&recv, &replay, &wrStatus, &wrHost, &tli, &st.ReplayPaused, &replayAt, &conninfo)
 	if err != nil {
 		return fmt.Errorf("standby lsn of %s: %w", m.member, err)
 	}
+	st.UpstreamAddr = UpstreamAddr(conninfo)
 	if recv != nil {
 		st.ReceivedLSN, _ = ParseLSN(*recv)
 	}
