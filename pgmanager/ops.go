@@ -204,6 +204,9 @@ func (m *Manager) Clone(ctx context.Context, d Desired) error {
 	if d.Standby == nil {
 		return fmt.Errorf("clone for %s: no source given", m.member)
 	}
+	if m.Running() {
+		return fmt.Errorf("clone for %s: a postmaster runs on %s", m.member, m.cfg.DataDir)
+	}
 	if m.HasDataDir() {
 		return fmt.Errorf("clone for %s: %s already holds a cluster", m.member, m.cfg.DataDir)
 	}
@@ -248,7 +251,7 @@ func (m *Manager) Rewind(ctx context.Context, d Desired) error {
 		return fmt.Errorf("rewind for %s: no source given", m.member)
 	}
 	if m.Running() {
-		return fmt.Errorf("rewind for %s: postgres is running; stop it first", m.member)
+		return fmt.Errorf("rewind for %s: a postmaster runs on %s; stop it first", m.member, m.cfg.DataDir)
 	}
 	if err := m.writePgpass(); err != nil {
 		return err
@@ -278,7 +281,7 @@ var ErrRewindFailed = errors.New("pg_rewind failed")
 // RemoveDataDir deletes the data directory (before a reclone).
 func (m *Manager) RemoveDataDir() error {
 	if m.Running() {
-		return fmt.Errorf("remove data dir of %s: postgres is running", m.member)
+		return fmt.Errorf("remove data dir of %s: a postmaster runs on %s", m.member, m.cfg.DataDir)
 	}
 	if err := os.RemoveAll(m.cfg.DataDir); err != nil {
 		return fmt.Errorf("remove data dir of %s: %w", m.member, err)
@@ -292,6 +295,9 @@ func (m *Manager) RemoveDataDir() error {
 func (m *Manager) Reclone(ctx context.Context, d Desired) error {
 	if d.Standby == nil {
 		return fmt.Errorf("reclone for %s: no source given", m.member)
+	}
+	if m.Running() {
+		return fmt.Errorf("reclone for %s: a postmaster runs on %s", m.member, m.cfg.DataDir)
 	}
 	m.logger.Warn("recloning: the data directory cannot follow the new primary", "source", d.Standby.Name)
 	if err := m.RemoveDataDir(); err != nil {

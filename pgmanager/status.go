@@ -25,7 +25,11 @@ type Replica struct {
 
 // Status is what the supervisor observes of the local PostgreSQL.
 type Status struct {
-	Running    bool
+	Running bool
+	// Foreign means the running postmaster was not started by this
+	// Manager (a DBA's pg_ctl, a previous agent's child): it is queried,
+	// stopped and fenced all the same, but Exited does not report it.
+	Foreign    bool
 	InRecovery bool
 	Timeline   uint32
 	// CurrentLSN is pg_current_wal_flush_lsn() on a primary.
@@ -111,18 +115,33 @@ func (m *Manager) waitReady(ctx context.Context, p *postmaster) error {
 	}
 }
 
-// Status queries the local PostgreSQL. A stopped server gives Running false
-// and no error.
+// Status queries the local PostgreSQL, this manager's child or a foreign
+// postmaster. A stopped server gives Running false and no error. On an
+// error the Status holds only Running, Foreign and Error: never read a
+// role from it.
 func (m *Manager) Status(ctx context.Context) (Status, error) {
-	if !m.Running() {
-		return Status{}, nil
+	st := Status{Running: true}
+	if m.ownChild() == nil {
+		if _, ok := m.foreignPID(); !ok {
+			return Status{}, nil
+		}
+		st.Foreign = true
 	}
+	err := m.query(ctx, &st)
+	if err != nil {
+		// Nothing half-read: a failed query says nothing about the role.
+		return Status{Running: true, Foreign: st.Foreign, Error: err.Error()}, err
+	}
+	return st, nil
+}
+
+// query fills st from the running server.
+func (m *Manager) query(ctx context.Context, st *Status) error {
 	conn, err := m.connect(ctx)
 	if err != nil {
-		return Status{Running: true, Error: err.Error()}, err
+		return err
 	}
 	defer conn.Close(context.Background())
-	st := Status{Running: true}
 	var sysid int64
 	var ver string
 	err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),
@@ -130,19 +149,19 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 		current_setting('synchronous_standby_names')`).
 		Scan(&st.InRecovery, &sysid, &ver, &st.Timeline, &st.PostmasterStart, &st.SyncStandbyNames)
 	if err != nil {
-		return st, fmt.Errorf("status of %s: %w", m.member, err)
+		return fmt.Errorf("status of %s: %w", m.member, err)
 	}
 	st.SystemID, st.Version = strconv.FormatUint(uint64(sysid), 10), ver
-	if err := m.lsnStatus(ctx, conn, &st); err != nil {
-		return st, err
+	if err := m.lsnStatus(ctx, conn, st); err != nil {
+		return err
 	}
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)`).Scan(&st.PendingRestart); err != nil {
-		return st, fmt.Errorf("pending restart of %s: %w", m.member, err)
+		return fmt.Errorf("pending restart of %s: %w", m.member, err)
 	}
 	if st.Replicas, err = replicas(ctx, conn); err != nil {
-		return st, fmt.Errorf("replication status of %s: %w", m.member, err)
+		return fmt.Errorf("replication status of %s: %w", m.member, err)
 	}
-	return st, nil
+	return nil
 }
 
 func (m *Manager) lsnStatus(ctx context.Context, conn *pgx.Conn, st *Status) error {
