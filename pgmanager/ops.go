@@ -242,42 +242,6 @@ func (m *Manager) Clone(ctx context.Context, d Desired) error {
 	return nil
 }
 
-// Rewind runs pg_rewind against d.Standby (a running primary) on this
-// stopped data directory, then restores the managed config and
-// standby.signal (pg_rewind copies the source's files and ignores the
-// signal file). ErrRewindFailed means the data must be recloned.
-func (m *Manager) Rewind(ctx context.Context, d Desired) error {
-	if d.Standby == nil {
-		return fmt.Errorf("rewind for %s: no source given", m.member)
-	}
-	if m.Running() {
-		return fmt.Errorf("rewind for %s: a postmaster runs on %s; stop it first", m.member, m.cfg.DataDir)
-	}
-	if err := m.writePgpass(); err != nil {
-		return err
-	}
-	src := d.Standby
-	user := m.cfg.Rewind.Username
-	if user == "" {
-		user = m.cfg.Superuser.Username
-	}
-	args := []string{"-D", m.cfg.DataDir, "--no-sync", "--source-server=" + Conninfo(map[string]string{
-		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "connect_timeout": "5",
-	}), "--config-file=" + filepath.Join(m.cfg.DataDir, confFile)}
-	m.logger.Info("rewinding", "source", src.Name, "address", src.Addr())
-	if err := m.run(ctx, command{bin: "pg_rewind", args: args, env: []string{"PGPASSFILE=" + m.pgpassPath()}}); err != nil {
-		return fmt.Errorf("%w: rewind %s from %s: %w", ErrRewindFailed, m.member, src.Name, err)
-	}
-	if _, err := m.Configure(d); err != nil {
-		return err
-	}
-	return nil
-}
-
-// ErrRewindFailed means pg_rewind could not bring the data directory onto
-// the source's timeline; reclone.
-var ErrRewindFailed = errors.New("pg_rewind failed")
-
 // RemoveDataDir deletes the data directory (before a reclone).
 func (m *Manager) RemoveDataDir() error {
 	if m.Running() {
