@@ -185,15 +185,52 @@ func (m *Manager) Promote(ctx context.Context) error {
 	return nil
 }
 
-// Follow makes this member a standby of d.Standby: a running primary is
-// stopped (fast) and restarted as a standby; a running standby is
-// restarted with the new primary_conninfo.
+// Follow makes this member a standby of d.Standby. A running standby only
+// rereads its config (PostgreSQL 13+ applies primary_conninfo and
+// primary_slot_name on reload: the walreceiver restarts, the server does
+// not), and Follow waits until the server reports the new primary_conninfo.
+// A running primary is stopped (fast) and started as a standby; a stopped
+// server is started as one.
 func (m *Manager) Follow(ctx context.Context, d Desired) error {
 	if d.Standby == nil {
 		return fmt.Errorf("follow for %s: no upstream given", m.member)
 	}
 	m.logger.Info("following new primary", "primary", d.Standby.Name, "address", d.Standby.Addr())
-	return m.Restart(ctx, d)
+	if !m.Running() {
+		return m.Start(ctx, d)
+	}
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("follow for %s: %w", m.member, err)
+	}
+	defer conn.Close(context.Background())
+	var standby bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
+		return fmt.Errorf("follow for %s: role: %w", m.member, err)
+	}
+	if !standby {
+		return m.Restart(ctx, d)
+	}
+	if _, err := m.Reload(ctx, d); err != nil {
+		return fmt.Errorf("follow for %s: %w", m.member, err)
+	}
+	want := m.replicationConninfo(*d.Standby)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT current_setting('primary_conninfo')").Scan(&got); err != nil {
+			return fmt.Errorf("follow for %s: read primary_conninfo: %w", m.member, err)
+		}
+		if got == want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("follow for %s: primary_conninfo not reloaded (have %q): %w", m.member, got, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // Clone copies the data directory from upstream with pg_basebackup into a

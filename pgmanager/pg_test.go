@@ -503,3 +503,74 @@ func TestStopEscalates(t *testing.T) {
 		t.Fatalf("after escalation to fast: %q (%v)", cd["Database cluster state"], err)
 	}
 }
+
+// TestFollowReloadsAStandby: a running standby follows a new primary by a
+// reload (same postmaster, new upstream, new rows arrive); a running
+// primary told to follow is restarted as a standby.
+func TestFollowReloadsAStandby(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 4*time.Minute)
+	p, r := newPrimaryAndReplica(t, e)
+	if _, _, err := p.EnsureSlots(ctx, []string{SlotName("pg2"), SlotName("pg3")}); err != nil {
+		t.Fatal(err)
+	}
+	r3 := e.manager(t, "pg3", e.config(t, "pg3"))
+	d3 := Desired{Standby: upstreamOf(t, "pg1", p), Slot: SlotName("pg3")}
+	if err := r3.Clone(ctx, d3); err != nil {
+		t.Fatal(err)
+	}
+	if err := r3.Start(ctx, d3); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, p, "pg3")
+	// A clean switchover: the primary stops, pg2 is promoted, pg3 follows.
+	if err := p.Stop(ctx, StopFast); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.EnsureSlots(ctx, []string{SlotName("pg1"), SlotName("pg3")}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := r3.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d3 = Desired{Standby: upstreamOf(t, "pg2", r), Slot: SlotName("pg3")}
+	if err := r3.Follow(ctx, d3); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, r, "pg3")
+	if err := r.Exec(ctx, "INSERT INTO t VALUES (4242)"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "pg3 replays pg2's new row", func() (bool, error) { return r3.count(ctx, t) == 101, nil })
+	after, err := r3.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.PostmasterStart.Equal(before.PostmasterStart) || after.Foreign {
+		t.Fatalf("pg3 was restarted to follow: postmaster start %v, then %v", before.PostmasterStart, after.PostmasterStart)
+	}
+	if after.UpstreamAddr != r.cfg.ConnectAddress || after.Timeline != 2 {
+		t.Fatalf("pg3 after follow: upstream %q timeline %d, want %q on 2", after.UpstreamAddr, after.Timeline, r.cfg.ConnectAddress)
+	}
+	// The old primary, running as a primary again, is restarted as a
+	// standby when told to follow.
+	if err := p.Start(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	pBefore, err := p.Status(ctx)
+	if err != nil || pBefore.InRecovery {
+		t.Fatalf("pg1 restarted as primary: %+v (%v)", pBefore, err)
+	}
+	if err := p.Follow(ctx, Desired{Standby: upstreamOf(t, "pg2", r), Slot: SlotName("pg1")}); err != nil {
+		t.Fatal(err)
+	}
+	pAfter, err := p.Status(ctx)
+	if err != nil || !pAfter.InRecovery || pAfter.PostmasterStart.Equal(pBefore.PostmasterStart) {
+		t.Fatalf("pg1 after follow: in recovery %v, postmaster start %v then %v (%v)",
+			pAfter.InRecovery, pBefore.PostmasterStart, pAfter.PostmasterStart, err)
+	}
+}
