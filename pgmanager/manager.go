@@ -51,6 +51,8 @@ type Manager struct {
 	cbCancel context.CancelFunc // the running callback, if any
 	// child is the postmaster this Manager started last (nil before any).
 	child atomic.Pointer[postmaster]
+	// gateUp: the commit gate streams (see RunGate).
+	gateUp atomic.Bool
 }
 
 // New validates cfg and returns a Manager for member. It starts nothing.

@@ -100,8 +100,14 @@ func (e *pgEnv) config(t *testing.T, name string) Config {
 // initPrimary initialises and starts a primary named name.
 func (e *pgEnv) initPrimary(t *testing.T, ctx context.Context, name string) *Manager {
 	t.Helper()
+	return e.initPrimaryWith(t, ctx, name, Desired{})
+}
+
+// initPrimaryWith initialises and starts a primary with d.
+func (e *pgEnv) initPrimaryWith(t *testing.T, ctx context.Context, name string, d Desired) *Manager {
+	t.Helper()
 	m := e.manager(t, name, e.config(t, name))
-	if _, err := m.Init(ctx, Desired{}); err != nil {
+	if _, err := m.Init(ctx, d); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -173,8 +179,15 @@ func (m *Manager) count(ctx context.Context, t *testing.T) int {
 // clones the replica and waits until it streams.
 func newPrimaryAndReplica(t *testing.T, e *pgEnv) (*Manager, *Manager) {
 	t.Helper()
+	return newPrimaryAndReplicaWith(t, e, Desired{})
+}
+
+// newPrimaryAndReplicaWith is newPrimaryAndReplica with the primary
+// started with pd.
+func newPrimaryAndReplicaWith(t *testing.T, e *pgEnv, pd Desired) (*Manager, *Manager) {
+	t.Helper()
 	ctx := ctxT(t, 3*time.Minute)
-	p := e.initPrimary(t, ctx, "pg1")
+	p := e.initPrimaryWith(t, ctx, "pg1", pd)
 	if _, _, err := p.EnsureSlots(ctx, []string{SlotName("pg2")}); err != nil {
 		t.Fatal(err)
 	}

@@ -56,34 +56,44 @@ type Status struct {
 	// SyncStandbyNames is current_setting('synchronous_standby_names'), on
 	// a primary and a standby alike.
 	SyncStandbyNames string
-	Replicas         []Replica
-	Error            string
+	// Replicas are pg_stat_replication's rows but the commit gate's.
+	Replicas []Replica
+	// Gate is the commit gate's row of pg_stat_replication (nil if absent).
+	Gate  *Replica
+	Error string
 }
 
 // connect opens a superuser connection through the Unix socket.
 func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
-	_, port, _ := net.SplitHostPort(m.cfg.Listen)
 	cc, err := pgx.ParseConfig("")
 	if err != nil {
 		return nil, err
 	}
-	cc.Host = m.socketDir()
-	p, _ := strconv.Atoi(port)
-	cc.Port = uint16(p)
-	cc.User = m.cfg.Superuser.Username
-	cc.Password = m.cfg.Superuser.Password.Reveal()
+	m.socketConfig(&cc.Config)
 	cc.Database = "postgres"
-	cc.ConnectTimeout = 3 * time.Second
 	cc.RuntimeParams["application_name"] = "raftgres"
 	// raftgres's own statements (roles at init, slots, CHECKPOINT) never
 	// wait for a synchronous standby or the commit gate.
 	cc.RuntimeParams["synchronous_commit"] = "local"
-	cc.Fallbacks = nil
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres of %s: %w", m.member, err)
 	}
 	return conn, nil
+}
+
+// socketConfig points cc at the local server's Unix socket as the
+// superuser: no TLS (pointless on a local socket, and libpq does not try
+// it either), no fallback hosts.
+func (m *Manager) socketConfig(cc *pgconn.Config) {
+	_, port, _ := net.SplitHostPort(m.cfg.Listen)
+	p, _ := strconv.Atoi(port)
+	cc.Host, cc.Port = m.socketDir(), uint16(p)
+	cc.User = m.cfg.Superuser.Username
+	cc.Password = m.cfg.Superuser.Password.Reveal()
+	cc.ConnectTimeout = 3 * time.Second
+	cc.TLSConfig = nil
+	cc.Fallbacks = nil
 }
 
 // waitReady polls until postgres accepts connections, the process exits,
@@ -158,9 +168,11 @@ func (m *Manager) query(ctx context.Context, st *Status) error {
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)`).Scan(&st.PendingRestart); err != nil {
 		return fmt.Errorf("pending restart of %s: %w", m.member, err)
 	}
-	if st.Replicas, err = replicas(ctx, conn); err != nil {
+	all, err := replicas(ctx, conn)
+	if err != nil {
 		return fmt.Errorf("replication status of %s: %w", m.member, err)
 	}
+	st.Replicas, st.Gate = splitGate(all)
 	return nil
 }
 
@@ -234,6 +246,21 @@ func replicas(ctx context.Context, conn *pgx.Conn) ([]Replica, error) {
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// splitGate separates the commit gate's row from the real replicas.
+func splitGate(all []Replica) ([]Replica, *Replica) {
+	var out []Replica
+	var gate *Replica
+	for _, r := range all {
+		if r.ApplicationName == GateName && gate == nil {
+			g := r
+			gate = &g
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, gate
 }
 
 // ParseLSN parses "16/B374D848".
