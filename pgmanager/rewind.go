@@ -67,16 +67,18 @@ func (m *Manager) rewindCredentials() (string, string) {
 	return m.cfg.Superuser.Username, m.cfg.Superuser.Password.Reveal()
 }
 
-// probeSource logs in to the rewind source as user, as pg_rewind will.
+// probeSource logs in to the rewind source as user, as pg_rewind will
+// (TCP, sslmode=prefer).
 func probeSource(ctx context.Context, src Upstream, user, password string) error {
-	cc, err := pgconn.ParseConfig("")
+	cc, err := pgconn.ParseConfig(Conninfo(map[string]string{
+		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "sslmode": "prefer",
+		"application_name": "raftgres-rewind-probe",
+	}))
 	if err != nil {
 		return err
 	}
-	cc.Host, cc.Port = src.Host, uint16(src.Port)
-	cc.User, cc.Password, cc.Database = user, password, "postgres"
+	cc.Password = password
 	cc.ConnectTimeout = rewindProbeTimeout
-	cc.RuntimeParams = map[string]string{"application_name": "raftgres-rewind-probe"}
 	ctx, cancel := context.WithTimeout(ctx, rewindProbeTimeout)
 	defer cancel()
 	conn, err := pgconn.ConnectConfig(ctx, cc)
