@@ -99,7 +99,9 @@ func (g *gate) session(ctx context.Context) {
 	}
 	conn, start, why := g.open(ctx)
 	if conn == nil {
-		g.down(why)
+		if ctx.Err() == nil { // a stopping gate has nothing to report
+			g.down(why)
+		}
 		return
 	}
 	defer func() {
