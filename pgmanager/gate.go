@@ -104,16 +104,21 @@ func (g *gate) session(ctx context.Context) {
 		}
 		return
 	}
-	defer func() {
-		g.m.gateUp.Store(false)
-		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = conn.Close(cctx)
-	}()
 	g.m.gateUp.Store(true)
 	g.state = "connected"
 	g.logger.Info("commit gate connected", "lsn", start.String())
-	g.down(g.stream(ctx, conn, start))
+	why = g.stream(ctx, conn, start)
+	g.m.gateUp.Store(false)
+	closeConn(conn)
+	g.down(why)
+}
+
+// closeConn closes a replication connection without waiting long for a
+// server that does not answer.
+func closeConn(conn *pgconn.PgConn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = conn.Close(ctx)
 }
 
 // down logs why the gate is not (or no longer) connected, once per kind.
@@ -161,9 +166,7 @@ func (g *gate) open(ctx context.Context) (*pgconn.PgConn, pglogrepl.LSN, gateDow
 		return nil, 0, gateDown{kind: "connect failed", err: err}
 	}
 	fail := func(why gateDown) (*pgconn.PgConn, pglogrepl.LSN, gateDown) {
-		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = conn.Close(cctx)
+		closeConn(conn)
 		return nil, 0, why
 	}
 	switch hs := conn.ParameterStatus("in_hot_standby"); hs {
