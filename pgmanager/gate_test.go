@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -52,8 +53,7 @@ func TestGateStreamHandle(t *testing.T) {
 		{"resent older wal never moves back", []step{
 			{data: xlogData(900, 50), reply: true, received: 1000},
 		}},
-		{"the first keepalive is answered, later ones only on request", []step{
-			{data: keepalive(1000, false), reply: true, received: 1000},
+		{"keepalives are answered on request and move nothing", []step{
 			{data: keepalive(1000, false), reply: false, received: 1000},
 			{data: keepalive(1000, true), reply: true, received: 1000},
 			{data: keepalive(5000, false), reply: false, received: 1000},
@@ -65,7 +65,7 @@ func TestGateStreamHandle(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s := gateStream{received: 1000, awaitFirst: true}
+			s := gateStream{received: 1000}
 			for i, st := range tc.steps {
 				reply, err := s.handle(st.data)
 				if (err != nil) != st.err || (err != nil && !errors.Is(err, errGateMessage)) {
@@ -108,24 +108,34 @@ func TestReadWindow(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	now := time.Now()
+	far := now.Add(time.Hour)
 	var w readWindow
 	defer w.close()
-	c1 := w.at(ctx, now, now.Add(time.Hour))
-	if dl, _ := c1.Deadline(); !dl.Equal(now.Add(gateWake)) {
-		t.Fatalf("deadline %v, want now+%s", dl, gateWake)
+	deadline := func(c context.Context) time.Time { d, _ := c.Deadline(); return d }
+	c1 := w.at(ctx, now, far)
+	if !deadline(c1).Equal(now.Add(gateFirstWake)) {
+		t.Fatalf("first window ends %v after now, want %s", deadline(c1).Sub(now), gateFirstWake)
 	}
-	if c2 := w.at(ctx, now.Add(gateWake/2), now.Add(2*time.Hour)); c2 != c1 {
+	if c := w.at(ctx, now.Add(gateFirstWake/2), far.Add(time.Hour)); c != c1 {
 		t.Fatal("a later lease end renewed the window early")
 	}
-	c3 := w.at(ctx, now.Add(gateWake/2), now.Add(gateWake/4*3))
-	if dl, _ := c3.Deadline(); c3 == c1 || !dl.Equal(now.Add(gateWake/4*3)) {
-		t.Fatalf("an earlier lease end must cut the window: deadline %v", dl)
+	c2 := w.at(ctx, now.Add(gateFirstWake/2), now.Add(gateFirstWake/4*3))
+	if c2 == c1 || !deadline(c2).Equal(now.Add(gateFirstWake/4*3)) {
+		t.Fatalf("an earlier lease end must cut the window: ends %v", deadline(c2))
 	}
 	if c1.Err() == nil {
 		t.Fatal("the replaced window was not cancelled")
 	}
-	if c4 := w.at(ctx, now.Add(gateWake), now.Add(time.Hour)); c4 == c3 {
-		t.Fatal("an expired window was reused")
+	// Expired windows are replaced by longer ones, up to gateWake.
+	at := now.Add(gateFirstWake)
+	var last time.Duration
+	for range 20 {
+		c := w.at(ctx, at, far)
+		last = deadline(c).Sub(at)
+		at = deadline(c)
+	}
+	if last != gateWake {
+		t.Fatalf("windows grow to %s, want %s", last, gateWake)
 	}
 }
 
@@ -334,13 +344,31 @@ func TestGateStopsAtLeaseEnd(t *testing.T) {
 	if err := <-done; err == nil {
 		t.Fatal("cancelled commit reported success")
 	}
-	// A valid lease again: the gate reconnects and commits go through.
+	// A commit that waits when the lease becomes valid again is released
+	// as soon as the gate reconnects, and new ones go through.
+	client = clientConn(ctx, t, p)
+	go func() {
+		_, err := client.Exec(ctx, "INSERT INTO t VALUES (3)")
+		done <- err
+	}()
+	waitFor(t, 10*time.Second, "the commit to wait for the gate", func() (bool, error) {
+		var n int
+		err := p.Exec(ctx, "DO $$BEGIN IF (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep') = 0 THEN RAISE 'none'; END IF; END$$")
+		return err == nil, fmt.Errorf("%d waiting: %w", n, err)
+	})
 	l.set(time.Now().Add(time.Hour))
 	waitFor(t, 10*time.Second, "gate reconnected", func() (bool, error) { return p.GateConnected(), nil })
-	client = clientConn(ctx, t, p)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("waiting commit: %v", err)
+		}
+	case <-time.After(500 * time.Millisecond): // well before the first gateWake
+		t.Fatal("a commit that waited while the gate was away is still waiting after it reconnected")
+	}
 	cctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := client.Exec(cctx, "INSERT INTO t VALUES (3)"); err != nil {
+	if _, err := client.Exec(cctx, "INSERT INTO t VALUES (4)"); err != nil {
 		t.Fatal(err)
 	}
 }
