@@ -214,20 +214,28 @@ func (m *Manager) Follow(ctx context.Context, d Desired) error {
 	if _, err := m.Reload(ctx, d); err != nil {
 		return fmt.Errorf("follow for %s: %w", m.member, err)
 	}
-	want := m.replicationConninfo(*d.Standby)
+	if err := waitSetting(ctx, conn, "primary_conninfo", m.replicationConninfo(*d.Standby)); err != nil {
+		return fmt.Errorf("follow for %s: %w", m.member, err)
+	}
+	return nil
+}
+
+// waitSetting polls current_setting(name) on conn until it is want (after
+// a reload, which the server applies asynchronously) or ctx ends.
+func waitSetting(ctx context.Context, conn *pgx.Conn, name, want string) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		var got string
-		if err := conn.QueryRow(ctx, "SELECT current_setting('primary_conninfo')").Scan(&got); err != nil {
-			return fmt.Errorf("follow for %s: read primary_conninfo: %w", m.member, err)
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&got); err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
 		}
 		if got == want {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("follow for %s: primary_conninfo not reloaded (have %q): %w", m.member, got, ctx.Err())
+			return fmt.Errorf("confirm %s=%q (have %q): %w", name, want, got, ctx.Err())
 		case <-tick.C:
 		}
 	}

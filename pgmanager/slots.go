@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // EnsureSlots makes the physical replication slots on this (primary)
@@ -67,7 +66,6 @@ func (m *Manager) EnsureSlots(ctx context.Context, want []string) (created, drop
 // The value lives in the managed postgresql.conf, so every later
 // Configure, Reload or restart with the same d keeps it.
 func (m *Manager) SetSynchronousStandbyNames(ctx context.Context, d Desired) error {
-	want := d.SyncStandbyNames
 	if _, err := m.Configure(d); err != nil {
 		return fmt.Errorf("set synchronous_standby_names on %s: %w", m.member, err)
 	}
@@ -79,22 +77,10 @@ func (m *Manager) SetSynchronousStandbyNames(ctx context.Context, d Desired) err
 		return fmt.Errorf("set synchronous_standby_names on %s: %w", m.member, err)
 	}
 	defer conn.Close(context.Background())
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var got string
-		if err := conn.QueryRow(ctx, "SELECT current_setting('synchronous_standby_names')").Scan(&got); err != nil {
-			return fmt.Errorf("read synchronous_standby_names on %s: %w", m.member, err)
-		}
-		if got == want {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("confirm synchronous_standby_names=%q on %s (have %q): %w", want, m.member, got, ctx.Err())
-		case <-tick.C:
-		}
+	if err := waitSetting(ctx, conn, "synchronous_standby_names", d.SyncStandbyNames); err != nil {
+		return fmt.Errorf("set synchronous_standby_names on %s: %w", m.member, err)
 	}
+	return nil
 }
 
 // ControlData runs pg_controldata on the (possibly stopped) data dir.
