@@ -44,11 +44,12 @@ type Manager struct {
 	step   time.Duration
 	start  time.Duration
 
-	// mu serialises Start (held while it waits for readiness) and guards
-	// cbCancel. Nothing that must answer at once (Running, Status, Fence,
-	// Stop) takes it.
+	// mu serialises Start (held while it waits for readiness). Nothing
+	// that must answer at once (Running, Status, Fence, Stop, Callback)
+	// takes it.
 	mu       sync.Mutex
-	cbCancel context.CancelFunc // the running callback, if any
+	cbMu     sync.Mutex
+	cbCancel context.CancelFunc // the running callback, if any; under cbMu
 	// child is the postmaster this Manager started last (nil before any).
 	child atomic.Pointer[postmaster]
 	// gateUp: the commit gate streams (see RunGate).
