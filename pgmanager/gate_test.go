@@ -462,3 +462,21 @@ func TestGateNoAckAfterLeaseEnd(t *testing.T) {
 	}
 	t.Logf("%d commits acknowledged, the last seen by its client at lease end %+v", total, last.Sub(end))
 }
+
+// FuzzGateStreamHandle: any payload from the walsender is handled without
+// a panic, and the acknowledged position never moves back.
+func FuzzGateStreamHandle(f *testing.F) {
+	for _, b := range [][]byte{xlogData(1000, 10), keepalive(5, true), keepalive(5, false), {}, {'w'}, {'k', 0}, {'x'}} {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := gateStream{received: 1000}
+		reply, err := s.handle(data)
+		if s.received < 1000 {
+			t.Fatalf("received moved back to %s", s.received)
+		}
+		if err != nil && (reply || !errors.Is(err, errGateMessage)) {
+			t.Fatalf("error %v with reply %v", err, reply)
+		}
+	})
+}
