@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -157,6 +158,13 @@ func (m *Manager) gateConfig() (*pgconn.Config, error) {
 	m.socketConfig(cc)
 	cc.Database = ""
 	cc.RuntimeParams = map[string]string{"application_name": GateName, "replication": "true"}
+	// An expired read context only sets a deadline on the socket; pgconn
+	// keeps the connection after a timed-out read (it closes it on any
+	// other read error), so an idle gate keeps its one walsender. Said
+	// here rather than left to the default.
+	cc.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: pc.Conn()}
+	}
 	return cc, nil
 }
 
