@@ -32,12 +32,12 @@ func (m *Manager) Callback(event, role string) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callbackTimeout)
-	m.mu.Lock()
+	m.cbMu.Lock()
 	if m.cbCancel != nil {
 		m.cbCancel()
 	}
 	m.cbCancel = cancel
-	m.mu.Unlock()
+	m.cbMu.Unlock()
 	cmd := exec.CommandContext(ctx, argv[0], append(argv[1:], event, role, m.scope)...)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = waitDelay

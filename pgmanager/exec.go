@@ -3,7 +3,6 @@ package pgmanager
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +25,7 @@ type command struct {
 	args []string // never holds a password
 	env  []string // extra environment (PGPASSFILE, PGAPPNAME…)
 	dir  string
+	tail *tailWriter // keeps the last output lines (default: 20)
 }
 
 // run executes cmd under ctx: SIGINT on cancel, SIGKILL after waitDelay;
@@ -39,7 +39,10 @@ func (m *Manager) run(ctx context.Context, c command) error {
 	cmd.Dir = c.dir
 	cmd.Env = append(m.baseEnv(), c.env...)
 	cmd.SysProcAttr = m.sysProcAttr(false)
-	tail := &tailWriter{max: 20}
+	tail := c.tail
+	if tail == nil {
+		tail = &tailWriter{max: 20}
+	}
 	lw := m.lineLogger(c.bin, tail)
 	cmd.Stdout, cmd.Stderr = lw, lw
 	m.logger.Debug("running", "cmd", c.bin, "args", strings.Join(c.args, " "))
@@ -147,6 +150,13 @@ func (t *tailWriter) add(l string) {
 	}
 }
 
+// Lines returns a copy of the kept lines.
+func (t *tailWriter) Lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.lines...)
+}
+
 func (t *tailWriter) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -166,6 +176,3 @@ func streamLines(r io.Reader, logger hclog.Logger) {
 		}
 	}
 }
-
-// errNotRunning means no postmaster is running under this manager.
-var errNotRunning = errors.New("postgres is not running")

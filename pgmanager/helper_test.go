@@ -60,9 +60,7 @@ func helperMain(specJSON string) int {
 			fmt.Println("ERROR", err)
 			return 1
 		}
-		m.mu.Lock()
-		fmt.Println("READY", m.proc.cmd.Process.Pid)
-		m.mu.Unlock()
+		fmt.Println("READY", m.child.Load().pid())
 	case "clone":
 		fmt.Println("READY", 0)
 		if err := m.Clone(ctx, Desired{Standby: spec.Source}); err != nil {
@@ -139,7 +137,7 @@ func TestKilledAgentStopsPostgres(t *testing.T) {
 	// Backends are gone too: nothing listens on the port any more.
 	m := e.manager(t, "pg1", cfg)
 	waitFor(t, 20*time.Second, "postmaster.pid released", func() (bool, error) {
-		_, running := m.postmasterPID()
+		_, running := m.foreignPID()
 		return !running, nil
 	})
 }

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,9 +44,16 @@ type Manager struct {
 	step   time.Duration
 	start  time.Duration
 
+	// mu serialises Start (held while it waits for readiness). Nothing
+	// that must answer at once (Running, Status, Fence, Stop, Callback)
+	// takes it.
 	mu       sync.Mutex
-	proc     *postmaster
-	cbCancel context.CancelFunc // the running callback, if any
+	cbMu     sync.Mutex
+	cbCancel context.CancelFunc // the running callback, if any; under cbMu
+	// child is the postmaster this Manager started last (nil before any).
+	child atomic.Pointer[postmaster]
+	// gateUp: the commit gate streams (see RunGate).
+	gateUp atomic.Bool
 }
 
 // New validates cfg and returns a Manager for member. It starts nothing.
@@ -240,41 +247,33 @@ func (m *Manager) HasDataDir() bool {
 	return err == nil
 }
 
-// postmasterPID reads the pid of a postmaster running on the data dir, if
-// any (one this Manager did not start, e.g. left by a previous agent).
-func (m *Manager) postmasterPID() (int, bool) {
-	data, err := os.ReadFile(filepath.Join(m.cfg.DataDir, "postmaster.pid"))
-	if err != nil {
-		return 0, false
+// ownChild returns this Manager's postmaster child while it runs.
+func (m *Manager) ownChild() *postmaster {
+	if p := m.child.Load(); p != nil && !p.exited() {
+		return p
 	}
-	first, _, _ := strings.Cut(string(data), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return 0, false
-	}
-	return pid, true
+	return nil
 }
 
-// Running reports whether this manager's postgres child is alive.
+// Running reports whether a postmaster runs on the data directory: this
+// manager's child, or a foreign one (see foreignPID).
 func (m *Manager) Running() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.proc != nil && !m.proc.exited()
+	if m.ownChild() != nil {
+		return true
+	}
+	_, ok := m.foreignPID()
+	return ok
 }
 
 // Exited returns a channel closed when the running postgres child exits;
-// nil (never ready) when none runs, so a waiter does not spin on the closed
-// channel of a process that is already gone.
+// nil (never ready) when none runs or the running postmaster is foreign,
+// so a waiter does not spin on the closed channel of a process that is
+// already gone.
 func (m *Manager) Exited() <-chan struct{} {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.proc == nil || m.proc.exited() {
-		return nil
+	if p := m.ownChild(); p != nil {
+		return p.done
 	}
-	return m.proc.done
+	return nil
 }
 
 // Start writes the managed config for d and starts postgres as a child,
@@ -282,10 +281,10 @@ func (m *Manager) Exited() <-chan struct{} {
 func (m *Manager) Start(ctx context.Context, d Desired) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.proc != nil && !m.proc.exited() {
-		return fmt.Errorf("start postgres for %s: already running (pid %d)", m.member, m.proc.cmd.Process.Pid)
+	if p := m.ownChild(); p != nil {
+		return fmt.Errorf("start postgres for %s: already running (pid %d)", m.member, p.pid())
 	}
-	if pid, ok := m.postmasterPID(); ok {
+	if pid, ok := m.foreignPID(); ok {
 		return fmt.Errorf("start postgres for %s: a postmaster not started by this agent runs on %s (pid %d); stop it first",
 			m.member, m.cfg.DataDir, pid)
 	}
@@ -296,7 +295,6 @@ func (m *Manager) Start(ctx context.Context, d Desired) error {
 	if err != nil {
 		return err
 	}
-	m.proc = p
 	if err := m.waitReady(ctx, p); err != nil {
 		_ = p.stop(context.Background(), StopImmediate, m.step)
 		return fmt.Errorf("start postgres for %s: %w", m.member, err)
@@ -304,21 +302,48 @@ func (m *Manager) Start(ctx context.Context, d Desired) error {
 	return nil
 }
 
-// Stop shuts postgres down with mode, escalating after each step timeout.
-// Stopping a stopped server is not an error.
+// Stop shuts postgres down with mode, escalating after each step timeout,
+// whether it is this manager's child or a foreign postmaster. Stopping a
+// stopped server is not an error.
 func (m *Manager) Stop(ctx context.Context, mode StopMode) error {
-	m.mu.Lock()
-	p := m.proc
-	m.mu.Unlock()
-	if p == nil || p.exited() {
+	if p := m.ownChild(); p != nil {
+		m.logger.Info("stopping postgres", "mode", mode.String(), "pid", p.pid())
+		if err := p.stop(ctx, mode, m.step); err != nil {
+			return fmt.Errorf("stop postgres of %s: %w", m.member, err)
+		}
+		m.logger.Info("postgres stopped", "mode", mode.String())
 		return nil
 	}
-	m.logger.Info("stopping postgres", "mode", mode.String(), "pid", p.cmd.Process.Pid)
-	if err := p.stop(ctx, mode, m.step); err != nil {
+	pid, ok := m.foreignPID()
+	if !ok {
+		return nil
+	}
+	m.logger.Info("stopping a postmaster this agent did not start", "mode", mode.String(), "pid", pid)
+	if err := m.stopForeign(ctx, pid, mode); err != nil {
 		return fmt.Errorf("stop postgres of %s: %w", m.member, err)
 	}
-	m.logger.Info("postgres stopped", "mode", mode.String())
+	m.logger.Info("postgres stopped", "mode", mode.String(), "pid", pid)
 	return nil
+}
+
+// Fence stops the running postmaster at once (SIGQUIT: immediate
+// shutdown, no new commit can be acknowledged), whether it is this
+// manager's child or foreign. It takes no lock that Start, Stop, Promote
+// or Rewind hold, so a fencing timer can call it while they run. It
+// reports whether it signalled a postmaster; it does not prevent a later
+// Start.
+func (m *Manager) Fence() bool {
+	pid := 0
+	if p := m.ownChild(); p != nil && p.cmd.Process.Signal(syscall.SIGQUIT) == nil {
+		pid = p.pid()
+	} else if fp, ok := m.foreignPID(); ok && syscall.Kill(fp, syscall.SIGQUIT) == nil {
+		pid = fp
+	}
+	if pid == 0 {
+		return false
+	}
+	m.logger.Warn("fenced: postgres sent an immediate shutdown", "pid", pid)
+	return true
 }
 
 // Restart stops (fast) and starts again with d.
@@ -336,14 +361,19 @@ func (m *Manager) Reload(ctx context.Context, d Desired) (ConfigChange, error) {
 	if err != nil {
 		return ch, err
 	}
-	m.mu.Lock()
-	p := m.proc
-	m.mu.Unlock()
-	if p == nil || p.exited() {
-		return ch, fmt.Errorf("reload postgres of %s: %w", m.member, errNotRunning)
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := m.signalPostmaster(syscall.SIGHUP); err != nil {
 		return ch, fmt.Errorf("reload postgres of %s: %w", m.member, err)
 	}
 	return ch, nil
+}
+
+// signalPostmaster sends sig to the running postmaster, child or foreign.
+func (m *Manager) signalPostmaster(sig syscall.Signal) error {
+	if p := m.ownChild(); p != nil {
+		return p.cmd.Process.Signal(sig)
+	}
+	if pid, ok := m.foreignPID(); ok {
+		return syscall.Kill(pid, sig)
+	}
+	return errNotRunning
 }

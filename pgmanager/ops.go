@@ -185,15 +185,60 @@ func (m *Manager) Promote(ctx context.Context) error {
 	return nil
 }
 
-// Follow makes this member a standby of d.Standby: a running primary is
-// stopped (fast) and restarted as a standby; a running standby is
-// restarted with the new primary_conninfo.
+// Follow makes this member a standby of d.Standby. A running standby only
+// rereads its config (PostgreSQL 13+ applies primary_conninfo and
+// primary_slot_name on reload: the walreceiver restarts, the server does
+// not), and Follow waits until the server reports the new primary_conninfo.
+// A running primary is stopped (fast) and started as a standby; a stopped
+// server is started as one.
 func (m *Manager) Follow(ctx context.Context, d Desired) error {
 	if d.Standby == nil {
 		return fmt.Errorf("follow for %s: no upstream given", m.member)
 	}
 	m.logger.Info("following new primary", "primary", d.Standby.Name, "address", d.Standby.Addr())
-	return m.Restart(ctx, d)
+	if !m.Running() {
+		return m.Start(ctx, d)
+	}
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("follow for %s: %w", m.member, err)
+	}
+	defer conn.Close(context.Background())
+	var standby bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
+		return fmt.Errorf("follow for %s: role: %w", m.member, err)
+	}
+	if !standby {
+		return m.Restart(ctx, d)
+	}
+	if _, err := m.Reload(ctx, d); err != nil {
+		return fmt.Errorf("follow for %s: %w", m.member, err)
+	}
+	if err := waitSetting(ctx, conn, "primary_conninfo", m.replicationConninfo(*d.Standby)); err != nil {
+		return fmt.Errorf("follow for %s: %w", m.member, err)
+	}
+	return nil
+}
+
+// waitSetting polls current_setting(name) on conn until it is want (after
+// a reload, which the server applies asynchronously) or ctx ends.
+func waitSetting(ctx context.Context, conn *pgx.Conn, name, want string) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&got); err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		if got == want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("confirm %s=%q (have %q): %w", name, want, got, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // Clone copies the data directory from upstream with pg_basebackup into a
@@ -203,6 +248,9 @@ func (m *Manager) Follow(ctx context.Context, d Desired) error {
 func (m *Manager) Clone(ctx context.Context, d Desired) error {
 	if d.Standby == nil {
 		return fmt.Errorf("clone for %s: no source given", m.member)
+	}
+	if m.Running() {
+		return fmt.Errorf("clone for %s: a postmaster runs on %s", m.member, m.cfg.DataDir)
 	}
 	if m.HasDataDir() {
 		return fmt.Errorf("clone for %s: %s already holds a cluster", m.member, m.cfg.DataDir)
@@ -239,46 +287,10 @@ func (m *Manager) Clone(ctx context.Context, d Desired) error {
 	return nil
 }
 
-// Rewind runs pg_rewind against d.Standby (a running primary) on this
-// stopped data directory, then restores the managed config and
-// standby.signal (pg_rewind copies the source's files and ignores the
-// signal file). ErrRewindFailed means the data must be recloned.
-func (m *Manager) Rewind(ctx context.Context, d Desired) error {
-	if d.Standby == nil {
-		return fmt.Errorf("rewind for %s: no source given", m.member)
-	}
-	if m.Running() {
-		return fmt.Errorf("rewind for %s: postgres is running; stop it first", m.member)
-	}
-	if err := m.writePgpass(); err != nil {
-		return err
-	}
-	src := d.Standby
-	user := m.cfg.Rewind.Username
-	if user == "" {
-		user = m.cfg.Superuser.Username
-	}
-	args := []string{"-D", m.cfg.DataDir, "--no-sync", "--source-server=" + Conninfo(map[string]string{
-		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "connect_timeout": "5",
-	}), "--config-file=" + filepath.Join(m.cfg.DataDir, confFile)}
-	m.logger.Info("rewinding", "source", src.Name, "address", src.Addr())
-	if err := m.run(ctx, command{bin: "pg_rewind", args: args, env: []string{"PGPASSFILE=" + m.pgpassPath()}}); err != nil {
-		return fmt.Errorf("%w: rewind %s from %s: %w", ErrRewindFailed, m.member, src.Name, err)
-	}
-	if _, err := m.Configure(d); err != nil {
-		return err
-	}
-	return nil
-}
-
-// ErrRewindFailed means pg_rewind could not bring the data directory onto
-// the source's timeline; reclone.
-var ErrRewindFailed = errors.New("pg_rewind failed")
-
 // RemoveDataDir deletes the data directory (before a reclone).
 func (m *Manager) RemoveDataDir() error {
 	if m.Running() {
-		return fmt.Errorf("remove data dir of %s: postgres is running", m.member)
+		return fmt.Errorf("remove data dir of %s: a postmaster runs on %s", m.member, m.cfg.DataDir)
 	}
 	if err := os.RemoveAll(m.cfg.DataDir); err != nil {
 		return fmt.Errorf("remove data dir of %s: %w", m.member, err)
@@ -292,6 +304,9 @@ func (m *Manager) RemoveDataDir() error {
 func (m *Manager) Reclone(ctx context.Context, d Desired) error {
 	if d.Standby == nil {
 		return fmt.Errorf("reclone for %s: no source given", m.member)
+	}
+	if m.Running() {
+		return fmt.Errorf("reclone for %s: a postmaster runs on %s", m.member, m.cfg.DataDir)
 	}
 	m.logger.Warn("recloning: the data directory cannot follow the new primary", "source", d.Standby.Name)
 	if err := m.RemoveDataDir(); err != nil {

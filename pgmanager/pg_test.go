@@ -100,8 +100,14 @@ func (e *pgEnv) config(t *testing.T, name string) Config {
 // initPrimary initialises and starts a primary named name.
 func (e *pgEnv) initPrimary(t *testing.T, ctx context.Context, name string) *Manager {
 	t.Helper()
+	return e.initPrimaryWith(t, ctx, name, Desired{})
+}
+
+// initPrimaryWith initialises and starts a primary with d.
+func (e *pgEnv) initPrimaryWith(t *testing.T, ctx context.Context, name string, d Desired) *Manager {
+	t.Helper()
 	m := e.manager(t, name, e.config(t, name))
-	if _, err := m.Init(ctx, Desired{}); err != nil {
+	if _, err := m.Init(ctx, d); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -173,8 +179,15 @@ func (m *Manager) count(ctx context.Context, t *testing.T) int {
 // clones the replica and waits until it streams.
 func newPrimaryAndReplica(t *testing.T, e *pgEnv) (*Manager, *Manager) {
 	t.Helper()
+	return newPrimaryAndReplicaWith(t, e, Desired{})
+}
+
+// newPrimaryAndReplicaWith is newPrimaryAndReplica with the primary
+// started with pd.
+func newPrimaryAndReplicaWith(t *testing.T, e *pgEnv, pd Desired) (*Manager, *Manager) {
+	t.Helper()
 	ctx := ctxT(t, 3*time.Minute)
-	p := e.initPrimary(t, ctx, "pg1")
+	p := e.initPrimaryWith(t, ctx, "pg1", pd)
 	if _, _, err := p.EnsureSlots(ctx, []string{SlotName("pg2")}); err != nil {
 		t.Fatal(err)
 	}
@@ -278,6 +291,9 @@ func TestReplicaPromoteRewind(t *testing.T) {
 	rs, err := r.Status(ctx)
 	if err != nil || !rs.InRecovery || rs.WalReceiver != "streaming" || rs.ReplayedLSN == 0 {
 		t.Fatalf("replica status: %+v (%v)", rs, err)
+	}
+	if rs.UpstreamAddr != p.cfg.ConnectAddress {
+		t.Fatalf("replica's upstream %q, want %q", rs.UpstreamAddr, p.cfg.ConnectAddress)
 	}
 	if psys, _ := p.SystemID(ctx); psys != rs.SystemID {
 		t.Fatalf("system ids differ: primary %s replica %s", psys, rs.SystemID)
@@ -404,7 +420,8 @@ func TestSlotsAndSynchronousStandby(t *testing.T) {
 	e := requirePG(t)
 	ctx := ctxT(t, 3*time.Minute)
 	p, r := newPrimaryAndReplica(t, e)
-	if err := p.SetSynchronousStandbyNames(ctx, `FIRST 1 ("pg2")`); err != nil {
+	sync := Desired{SyncStandbyNames: `FIRST 1 ("pg2")`}
+	if err := p.SetSynchronousStandbyNames(ctx, sync); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, "pg2 reported as sync", func() (bool, error) {
@@ -416,11 +433,31 @@ func TestSlotsAndSynchronousStandby(t *testing.T) {
 		}
 		return false, err
 	})
+	// The setting lives in the managed config: a reload with the same
+	// Desired (what edit-config, pause and resume do) keeps it, even after
+	// someone put another value in postgresql.auto.conf.
+	if err := p.Exec(ctx, "ALTER SYSTEM SET synchronous_standby_names = ''"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Reload(ctx, sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Status(ctx)
+	if err != nil || st.SyncStandbyNames != sync.SyncStandbyNames {
+		t.Fatalf("synchronous_standby_names after reload: %q (%v), want %q", st.SyncStandbyNames, err, sync.SyncStandbyNames)
+	}
+	// A standby reports the value it carries too.
+	if rs, err := r.Status(ctx); err != nil || rs.SyncStandbyNames != "" {
+		t.Fatalf("standby's synchronous_standby_names: %q (%v)", rs.SyncStandbyNames, err)
+	}
 	// An active slot is never dropped, even when no longer wanted.
 	if _, dropped, err := p.EnsureSlots(ctx, nil); err != nil || len(dropped) != 0 {
 		t.Fatalf("dropped %v (%v) while pg2 streams", dropped, err)
 	}
-	if err := p.SetSynchronousStandbyNames(ctx, ""); err != nil {
+	if err := p.SetSynchronousStandbyNames(ctx, Desired{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Stop(ctx, StopFast); err != nil {
@@ -430,6 +467,26 @@ func TestSlotsAndSynchronousStandby(t *testing.T) {
 		_, dropped, err := p.EnsureSlots(ctx, nil)
 		return len(dropped) == 1 && dropped[0] == "pg2", err
 	})
+}
+
+// TestSetSynchronousStandbyNamesNotRunning: on a stopped server the call
+// fails, but the managed file already holds the value for the next start.
+func TestSetSynchronousStandbyNamesNotRunning(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 2*time.Minute)
+	m := e.initPrimary(t, ctx, "pg1")
+	if err := m.Stop(ctx, StopFast); err != nil {
+		t.Fatal(err)
+	}
+	err := m.SetSynchronousStandbyNames(ctx, Desired{SyncStandbyNames: `"x"`})
+	if !errors.Is(err, errNotRunning) {
+		t.Fatalf("set on a stopped server: %v, want errNotRunning", err)
+	}
+	// The managed file holds it for the next start all the same.
+	data, _ := os.ReadFile(filepath.Join(m.cfg.DataDir, confFile))
+	if !strings.Contains(string(data), `synchronous_standby_names = '"x"'`) {
+		t.Fatalf("managed conf lacks the value:\n%s", data)
+	}
 }
 
 func TestStopEscalates(t *testing.T) {
@@ -457,5 +514,76 @@ func TestStopEscalates(t *testing.T) {
 	cd, err := m.ControlData(ctx)
 	if err != nil || cd["Database cluster state"] != "shut down" {
 		t.Fatalf("after escalation to fast: %q (%v)", cd["Database cluster state"], err)
+	}
+}
+
+// TestFollowReloadsAStandby: a running standby follows a new primary by a
+// reload (same postmaster, new upstream, new rows arrive); a running
+// primary told to follow is restarted as a standby.
+func TestFollowReloadsAStandby(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 4*time.Minute)
+	p, r := newPrimaryAndReplica(t, e)
+	if _, _, err := p.EnsureSlots(ctx, []string{SlotName("pg2"), SlotName("pg3")}); err != nil {
+		t.Fatal(err)
+	}
+	r3 := e.manager(t, "pg3", e.config(t, "pg3"))
+	d3 := Desired{Standby: upstreamOf(t, "pg1", p), Slot: SlotName("pg3")}
+	if err := r3.Clone(ctx, d3); err != nil {
+		t.Fatal(err)
+	}
+	if err := r3.Start(ctx, d3); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, p, "pg3")
+	// A clean switchover: the primary stops, pg2 is promoted, pg3 follows.
+	if err := p.Stop(ctx, StopFast); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.EnsureSlots(ctx, []string{SlotName("pg1"), SlotName("pg3")}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := r3.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d3 = Desired{Standby: upstreamOf(t, "pg2", r), Slot: SlotName("pg3")}
+	if err := r3.Follow(ctx, d3); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, r, "pg3")
+	if err := r.Exec(ctx, "INSERT INTO t VALUES (4242)"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "pg3 replays pg2's new row", func() (bool, error) { return r3.count(ctx, t) == 101, nil })
+	after, err := r3.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.PostmasterStart.Equal(before.PostmasterStart) || after.Foreign {
+		t.Fatalf("pg3 was restarted to follow: postmaster start %v, then %v", before.PostmasterStart, after.PostmasterStart)
+	}
+	if after.UpstreamAddr != r.cfg.ConnectAddress || after.Timeline != 2 {
+		t.Fatalf("pg3 after follow: upstream %q timeline %d, want %q on 2", after.UpstreamAddr, after.Timeline, r.cfg.ConnectAddress)
+	}
+	// The old primary, running as a primary again, is restarted as a
+	// standby when told to follow.
+	if err := p.Start(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	pBefore, err := p.Status(ctx)
+	if err != nil || pBefore.InRecovery {
+		t.Fatalf("pg1 restarted as primary: %+v (%v)", pBefore, err)
+	}
+	if err := p.Follow(ctx, Desired{Standby: upstreamOf(t, "pg2", r), Slot: SlotName("pg1")}); err != nil {
+		t.Fatal(err)
+	}
+	pAfter, err := p.Status(ctx)
+	if err != nil || !pAfter.InRecovery || pAfter.PostmasterStart.Equal(pBefore.PostmasterStart) {
+		t.Fatalf("pg1 after follow: in recovery %v, postmaster start %v then %v (%v)",
+			pAfter.InRecovery, pBefore.PostmasterStart, pAfter.PostmasterStart, err)
 	}
 }

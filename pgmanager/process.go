@@ -74,6 +74,7 @@ func (m *Manager) startPostmaster() (*postmaster, error) {
 	}
 	_ = pw.Close()
 	p := &postmaster{cmd: cmd, done: make(chan struct{})}
+	m.child.Store(p) // at once: Fence must see it from now on
 	go streamLines(pr, m.logger.Named("postgres"))
 	go func() {
 		p.err = cmd.Wait()
@@ -83,6 +84,8 @@ func (m *Manager) startPostmaster() (*postmaster, error) {
 	m.logger.Info("postgres started", "pid", cmd.Process.Pid, "data_dir", m.cfg.DataDir)
 	return p, nil
 }
+
+func (p *postmaster) pid() int { return p.cmd.Process.Pid }
 
 func (p *postmaster) exited() bool {
 	select {

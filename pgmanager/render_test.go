@@ -54,8 +54,9 @@ func testManager(t *testing.T) *Manager {
 		Listen: "0.0.0.0:5433", ConnectAddress: "10.0.0.1:5433", DataDir: "/data/pg", BinDir: pgBin,
 		Superuser:   Credentials{Username: "postgres", Password: "pw"},
 		Replication: Credentials{Username: "replicator", Password: "rpw"},
-		Parameters:  map[string]string{"work_mem": "8MB", "primary_conninfo": "host=evil", "wal_level": "minimal"},
-		PgHba:       []string{"host replication replicator 10.0.0.0/8 scram-sha-256"},
+		Parameters: map[string]string{"work_mem": "8MB", "primary_conninfo": "host=evil", "wal_level": "minimal",
+			"synchronous_standby_names": "evil"},
+		PgHba: []string{"host replication replicator 10.0.0.0/8 scram-sha-256"},
 	}, "pg1", nil, Options{Scope: "demo"})
 	if err != nil {
 		t.Fatal(err)
@@ -75,8 +76,11 @@ func TestBuildSettings(t *testing.T) {
 		{"primary", Desired{ClusterParams: map[string]string{"work_mem": "4MB", "max_connections": "200"}},
 			map[string]string{"listen_addresses": "*", "port": "5433", "work_mem": "8MB", "max_connections": "200",
 				"wal_level": "replica", "hot_standby": "on", "wal_log_hints": "on", "cluster_name": "demo",
-				"hba_file": "/data/pg/pg_hba.conf", "unix_socket_directories": "/data/pg.run"},
+				"hba_file": "/data/pg/pg_hba.conf", "unix_socket_directories": "/data/pg.run",
+				"wal_retrieve_retry_interval": "500ms", "synchronous_standby_names": ""},
 			[]string{"primary_conninfo", "primary_slot_name", "recovery_target_timeline"}},
+		{"primary with the gate", Desired{SyncStandbyNames: `FIRST 2 ("raftgres_fence", "pg2")`},
+			map[string]string{"synchronous_standby_names": `FIRST 2 ("raftgres_fence", "pg2")`}, nil},
 		{"standby", Desired{Standby: &Upstream{Name: "pg2", Host: "10.0.0.2", Port: 5433}, Slot: "pg1"},
 			map[string]string{"primary_slot_name": "pg1", "recovery_target_timeline": "latest",
 				"primary_conninfo": "application_name='pg1' connect_timeout='3' host='10.0.0.2' passfile='/data/pg.pgpass' port='5433' sslmode='prefer' target_session_attrs='read-write' user='replicator'"},
@@ -94,8 +98,12 @@ func TestBuildSettings(t *testing.T) {
 					t.Errorf("%s is set (%q) but must not be", k, got[k])
 				}
 			}
-			if strings.Contains(m.RenderManagedConf(tc.d).Text, "rpw") {
+			text := m.RenderManagedConf(tc.d).Text
+			if strings.Contains(text, "rpw") {
 				t.Error("a password leaked into postgresql.conf")
+			}
+			if !strings.Contains(text, "\nsynchronous_standby_names = ") {
+				t.Error("synchronous_standby_names not rendered")
 			}
 		})
 	}
@@ -113,7 +121,7 @@ func TestRenderHBA(t *testing.T) {
 
 func TestStripRecoverySettings(t *testing.T) {
 	t.Parallel()
-	in := "# Do not edit\nwork_mem = '8MB'\nprimary_conninfo = 'host=x'\n  PRIMARY_SLOT_NAME='s'\nrestore_command = 'cp'\n"
+	in := "# Do not edit\nwork_mem = '8MB'\nprimary_conninfo = 'host=x'\n  PRIMARY_SLOT_NAME='s'\nrestore_command = 'cp'\nsynchronous_standby_names = 'x'\n"
 	out, removed := StripRecoverySettings(in)
 	if !removed || out != "# Do not edit\nwork_mem = '8MB'\n" {
 		t.Fatalf("removed=%v out=%q", removed, out)

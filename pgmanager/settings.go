@@ -21,7 +21,8 @@ const (
 
 // recoveryParams are settings raftgres owns: they are stripped from
 // postgresql.auto.conf at every configure (pg_basebackup -R and ALTER
-// SYSTEM write them there, and auto.conf is read last).
+// SYSTEM write them there, and auto.conf is read last), and user
+// parameters cannot set them.
 var recoveryParams = map[string]bool{
 	"primary_conninfo": true, "primary_slot_name": true, "recovery_target_timeline": true,
 	"restore_command": true, "recovery_target": true, "recovery_target_lsn": true,
@@ -29,9 +30,10 @@ var recoveryParams = map[string]bool{
 	"recovery_target_action": true, "recovery_target_inclusive": true, "standby_mode": true,
 	"promote_trigger_file": true, "archive_cleanup_command": true, "recovery_end_command": true,
 	"recovery_min_apply_delay": true,
-	// Set at run time by the primary's supervisor (ALTER SYSTEM); a copy
-	// inherited through pg_basebackup or left from an earlier run must not
-	// make a fresh start wait on a standby that is not there.
+	// Rendered in the managed postgresql.conf from Desired.SyncStandbyNames
+	// (the commit gate and the supervisor's sync standby); an ALTER SYSTEM
+	// copy, inherited through pg_basebackup or left by a user, would
+	// override it because auto.conf is read last.
 	"synchronous_standby_names": true,
 }
 
@@ -71,6 +73,10 @@ type Desired struct {
 	Replica bool
 	// Slot is the primary_slot_name to use as a standby ("" for none).
 	Slot string
+	// SyncStandbyNames is synchronous_standby_names, rendered on every
+	// member (a standby ignores it, so one can carry the commit gate's
+	// setting before its promotion). Empty means no synchronous standby.
+	SyncStandbyNames string
 }
 
 // IsStandby reports whether d describes a standby.
@@ -86,11 +92,16 @@ var enforcedDefaults = map[string]string{
 	"max_replication_slots": "10",
 	"wal_keep_size":         "128MB",
 	"hot_standby_feedback":  "on",
+	// Standbys retry a lost or failed upstream connection after this long
+	// (default 5s): they stream again within a second of a primary restart
+	// or crash, so the async-mode loss window stays inside the lease.
+	"wal_retrieve_retry_interval": "500ms",
 }
 
 // BuildSettings returns the settings of the managed postgresql.conf: the
 // enforced defaults, overridden by cluster then local parameters, then the
-// settings raftgres owns (addresses, files, recovery) on top.
+// settings raftgres owns (addresses, files, recovery,
+// synchronous_standby_names) on top.
 func (m *Manager) BuildSettings(d Desired) map[string]string {
 	s := maps.Clone(enforcedDefaults)
 	maps.Copy(s, d.ClusterParams)
@@ -109,6 +120,7 @@ func (m *Manager) BuildSettings(d Desired) map[string]string {
 	s["port"] = port
 	s["hba_file"] = filepath.Join(m.cfg.DataDir, hbaFile)
 	s["unix_socket_directories"] = m.socketDir()
+	s["synchronous_standby_names"] = d.SyncStandbyNames
 	if m.scope != "" {
 		s["cluster_name"] = m.scope
 	}

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
+	"syscall"
 )
 
 // EnsureSlots makes the physical replication slots on this (primary)
@@ -60,36 +60,27 @@ func (m *Manager) EnsureSlots(ctx context.Context, want []string) (created, drop
 	return created, dropped, nil
 }
 
-// SetSynchronousStandbyNames sets synchronous_standby_names with ALTER
-// SYSTEM, reloads, and waits until the server reports the new value.
-func (m *Manager) SetSynchronousStandbyNames(ctx context.Context, value string) error {
-	conn, err := m.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "ALTER SYSTEM SET synchronous_standby_names = "+quoteLiteral(value)); err != nil {
+// SetSynchronousStandbyNames makes synchronous_standby_names
+// d.SyncStandbyNames: it writes the managed config for d, signals the
+// postmaster to reload, and waits until the server reports the new value.
+// The value lives in the managed postgresql.conf, so every later
+// Configure, Reload or restart with the same d keeps it.
+func (m *Manager) SetSynchronousStandbyNames(ctx context.Context, d Desired) error {
+	if _, err := m.Configure(d); err != nil {
 		return fmt.Errorf("set synchronous_standby_names on %s: %w", m.member, err)
 	}
-	if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
-		return fmt.Errorf("reload on %s: %w", m.member, err)
+	if err := m.signalPostmaster(syscall.SIGHUP); err != nil {
+		return fmt.Errorf("set synchronous_standby_names on %s: reload: %w", m.member, err)
 	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var got string
-		if err := conn.QueryRow(ctx, "SELECT current_setting('synchronous_standby_names')").Scan(&got); err != nil {
-			return fmt.Errorf("read synchronous_standby_names on %s: %w", m.member, err)
-		}
-		if got == value {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("confirm synchronous_standby_names=%q on %s (have %q): %w", value, m.member, got, ctx.Err())
-		case <-tick.C:
-		}
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("set synchronous_standby_names on %s: %w", m.member, err)
 	}
+	defer conn.Close(context.Background())
+	if err := waitSetting(ctx, conn, "synchronous_standby_names", d.SyncStandbyNames); err != nil {
+		return fmt.Errorf("set synchronous_standby_names on %s: %w", m.member, err)
+	}
+	return nil
 }
 
 // ControlData runs pg_controldata on the (possibly stopped) data dir.

@@ -25,7 +25,11 @@ type Replica struct {
 
 // Status is what the supervisor observes of the local PostgreSQL.
 type Status struct {
-	Running    bool
+	Running bool
+	// Foreign means the running postmaster was not started by this
+	// Manager (a DBA's pg_ctl, a previous agent's child): it is queried,
+	// stopped and fenced all the same, but Exited does not report it.
+	Foreign    bool
 	InRecovery bool
 	Timeline   uint32
 	// CurrentLSN is pg_current_wal_flush_lsn() on a primary.
@@ -39,37 +43,57 @@ type Status struct {
 	// WalReceiver is pg_stat_wal_receiver's status on a standby ("" if none).
 	WalReceiver     string
 	WalReceiverFrom string
+	// UpstreamAddr is "host:port" from a standby's primary_conninfo: the
+	// upstream it is configured to follow, whether or not it streams ("" if
+	// none or unparseable).
+	UpstreamAddr string
 	// PostmasterStart is pg_postmaster_start_time().
 	PostmasterStart time.Time
 	// ReplayPaused and LastReplayAt (pg_last_xact_replay_timestamp) are a
 	// standby's.
 	ReplayPaused bool
 	LastReplayAt time.Time
-	Replicas     []Replica
-	Error        string
+	// SyncStandbyNames is current_setting('synchronous_standby_names'), on
+	// a primary and a standby alike.
+	SyncStandbyNames string
+	// Replicas are pg_stat_replication's rows but the commit gate's.
+	Replicas []Replica
+	// Gate is the commit gate's row of pg_stat_replication (nil if absent).
+	Gate  *Replica
+	Error string
 }
 
 // connect opens a superuser connection through the Unix socket.
 func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
-	_, port, _ := net.SplitHostPort(m.cfg.Listen)
 	cc, err := pgx.ParseConfig("")
 	if err != nil {
 		return nil, err
 	}
-	cc.Host = m.socketDir()
-	p, _ := strconv.Atoi(port)
-	cc.Port = uint16(p)
-	cc.User = m.cfg.Superuser.Username
-	cc.Password = m.cfg.Superuser.Password.Reveal()
+	m.socketConfig(&cc.Config)
 	cc.Database = "postgres"
-	cc.ConnectTimeout = 3 * time.Second
 	cc.RuntimeParams["application_name"] = "raftgres"
-	cc.Fallbacks = nil
+	// raftgres's own statements (roles at init, slots, CHECKPOINT) never
+	// wait for a synchronous standby or the commit gate.
+	cc.RuntimeParams["synchronous_commit"] = "local"
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres of %s: %w", m.member, err)
 	}
 	return conn, nil
+}
+
+// socketConfig points cc at the local server's Unix socket as the
+// superuser: no TLS (pointless on a local socket, and libpq does not try
+// it either), no fallback hosts.
+func (m *Manager) socketConfig(cc *pgconn.Config) {
+	_, port, _ := net.SplitHostPort(m.cfg.Listen)
+	p, _ := strconv.Atoi(port)
+	cc.Host, cc.Port = m.socketDir(), uint16(p)
+	cc.User = m.cfg.Superuser.Username
+	cc.Password = m.cfg.Superuser.Password.Reveal()
+	cc.ConnectTimeout = 3 * time.Second
+	cc.TLSConfig = nil
+	cc.Fallbacks = nil
 }
 
 // waitReady polls until postgres accepts connections, the process exits,
@@ -101,37 +125,55 @@ func (m *Manager) waitReady(ctx context.Context, p *postmaster) error {
 	}
 }
 
-// Status queries the local PostgreSQL. A stopped server gives Running false
-// and no error.
+// Status queries the local PostgreSQL, this manager's child or a foreign
+// postmaster. A stopped server gives Running false and no error. On an
+// error the Status holds only Running, Foreign and Error: never read a
+// role from it.
 func (m *Manager) Status(ctx context.Context) (Status, error) {
-	if !m.Running() {
-		return Status{}, nil
+	st := Status{Running: true}
+	if m.ownChild() == nil {
+		if _, ok := m.foreignPID(); !ok {
+			return Status{}, nil
+		}
+		st.Foreign = true
 	}
+	err := m.query(ctx, &st)
+	if err != nil {
+		// Nothing half-read: a failed query says nothing about the role.
+		return Status{Running: true, Foreign: st.Foreign, Error: err.Error()}, err
+	}
+	return st, nil
+}
+
+// query fills st from the running server.
+func (m *Manager) query(ctx context.Context, st *Status) error {
 	conn, err := m.connect(ctx)
 	if err != nil {
-		return Status{Running: true, Error: err.Error()}, err
+		return err
 	}
 	defer conn.Close(context.Background())
-	st := Status{Running: true}
 	var sysid int64
 	var ver string
 	err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),
-		current_setting('server_version'), (SELECT timeline_id FROM pg_control_checkpoint()), pg_postmaster_start_time()`).
-		Scan(&st.InRecovery, &sysid, &ver, &st.Timeline, &st.PostmasterStart)
+		current_setting('server_version'), (SELECT timeline_id FROM pg_control_checkpoint()), pg_postmaster_start_time(),
+		current_setting('synchronous_standby_names')`).
+		Scan(&st.InRecovery, &sysid, &ver, &st.Timeline, &st.PostmasterStart, &st.SyncStandbyNames)
 	if err != nil {
-		return st, fmt.Errorf("status of %s: %w", m.member, err)
+		return fmt.Errorf("status of %s: %w", m.member, err)
 	}
 	st.SystemID, st.Version = strconv.FormatUint(uint64(sysid), 10), ver
-	if err := m.lsnStatus(ctx, conn, &st); err != nil {
-		return st, err
+	if err := m.lsnStatus(ctx, conn, st); err != nil {
+		return err
 	}
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)`).Scan(&st.PendingRestart); err != nil {
-		return st, fmt.Errorf("pending restart of %s: %w", m.member, err)
+		return fmt.Errorf("pending restart of %s: %w", m.member, err)
 	}
-	if st.Replicas, err = replicas(ctx, conn); err != nil {
-		return st, fmt.Errorf("replication status of %s: %w", m.member, err)
+	all, err := replicas(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("replication status of %s: %w", m.member, err)
 	}
-	return st, nil
+	st.Replicas, st.Gate = splitGate(all)
+	return nil
 }
 
 func (m *Manager) lsnStatus(ctx context.Context, conn *pgx.Conn, st *Status) error {
@@ -152,13 +194,16 @@ func (m *Manager) lsnStatus(ctx context.Context, conn *pgx.Conn, st *Status) err
 	var recv, replay, wrStatus, wrHost *string
 	var tli *int32
 	var replayAt *time.Time
+	var conninfo string
 	err := conn.QueryRow(ctx, `SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
 		(SELECT status FROM pg_stat_wal_receiver), (SELECT sender_host FROM pg_stat_wal_receiver),
-		(SELECT received_tli FROM pg_stat_wal_receiver), pg_is_wal_replay_paused(), pg_last_xact_replay_timestamp()`).
-		Scan(&recv, &replay, &wrStatus, &wrHost, &tli, &st.ReplayPaused, &replayAt)
+		(SELECT received_tli FROM pg_stat_wal_receiver), pg_is_wal_replay_paused(), pg_last_xact_replay_timestamp(),
+		current_setting('primary_conninfo')`).
+		Scan(&recv, &replay, &wrStatus, &wrHost, &tli, &st.ReplayPaused, &replayAt, &conninfo)
 	if err != nil {
 		return fmt.Errorf("standby lsn of %s: %w", m.member, err)
 	}
+	st.UpstreamAddr = UpstreamAddr(conninfo)
 	if recv != nil {
 		st.ReceivedLSN, _ = ParseLSN(*recv)
 	}
@@ -201,6 +246,21 @@ func replicas(ctx context.Context, conn *pgx.Conn) ([]Replica, error) {
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// splitGate separates the commit gate's row from the real replicas.
+func splitGate(all []Replica) ([]Replica, *Replica) {
+	var out []Replica
+	var gate *Replica
+	for _, r := range all {
+		if r.ApplicationName == GateName && gate == nil {
+			g := r
+			gate = &g
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, gate
 }
 
 // ParseLSN parses "16/B374D848".

@@ -1,0 +1,379 @@
+package pgmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// The commit gate (DESIGN.md, "Commit gate"): the agent is itself a
+// synchronous "standby" of its own PostgreSQL, a physical replication
+// client named GateName on the local socket, listed in the primary's
+// synchronous_standby_names. It acknowledges WAL only while the lease is
+// valid, checked on the monotonic clock right before each reply, so a
+// frozen, wedged or partitioned agent cannot let its PostgreSQL
+// acknowledge a commit after the lease end.
+
+// GateName is the application_name of the commit gate's replication client.
+const GateName = "raftgres_fence"
+
+const (
+	// gateRetry is the pause between connection attempts while there is
+	// no lease, no running primary, or a failed attempt.
+	gateRetry = 50 * time.Millisecond
+	// gateWake bounds a blocking read: the gate then rechecks ctx and the
+	// lease (a timed-out read leaves the connection open) and, if the
+	// lease holds, sends an unsolicited status.
+	gateWake = time.Second
+	// gateFirstWake is the first read bound on a new connection; it
+	// doubles up to gateWake. A walsender ignores acknowledgements until
+	// it has switched from catchup to streaming, which it does just after
+	// it starts and without telling the client: the commits that waited
+	// while the gate was away are released by one of these early statuses
+	// (measured: 1 ms after the start suffices on an idle server).
+	gateFirstWake = 10 * time.Millisecond
+	// gateSetup bounds connecting, IDENTIFY_SYSTEM and START_REPLICATION.
+	gateSetup = 5 * time.Second
+)
+
+// GateConnected reports whether the commit gate is streaming from the
+// local server (and so may acknowledge commits while the lease holds).
+func (m *Manager) GateConnected() bool { return m.gateUp.Load() }
+
+// RunGate runs the commit gate until ctx ends (returns nil then). Whenever
+// time.Now() is before leaseEnd() and the local postmaster runs and is not
+// in recovery, it keeps one physical replication connection to it and
+// acknowledges the WAL it receives (write = flush = apply = end of WAL
+// received, starting from the server's WAL end when it connected) after
+// every XLogData message, on keepalives that ask for a reply, and when a
+// read times out (see gateWake, gateFirstWake). It checks the lease
+// immediately before each reply; once the lease has ended it never replies
+// on that connection again and closes it, and it connects again only when
+// leaseEnd() is in the future again. leaseEnd must be safe to call from
+// this goroutine at any time.
+func (m *Manager) RunGate(ctx context.Context, leaseEnd func() time.Time) error {
+	g := &gate{m: m, leaseEnd: leaseEnd, logger: m.logger.Named("gate")}
+	defer m.gateUp.Store(false)
+	tick := time.NewTicker(gateRetry)
+	defer tick.Stop()
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		g.session(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// gate is one RunGate's state; only its goroutine touches it.
+type gate struct {
+	m        *Manager
+	leaseEnd func() time.Time
+	logger   hclog.Logger
+	// state is the last logged state ("connected" or why not), so each
+	// change is logged once.
+	state string
+}
+
+// gateDown says why the gate is not connected: a stable kind for the
+// once-per-change log, and the detail.
+type gateDown struct {
+	kind string
+	err  error
+}
+
+func (g *gate) leaseValid() bool { return time.Now().Before(g.leaseEnd()) }
+
+// session makes one connection attempt and, when it streams, serves it
+// until it ends; it logs state changes.
+func (g *gate) session(ctx context.Context) {
+	if !g.leaseValid() {
+		g.down(gateDown{kind: "no valid lease"})
+		return
+	}
+	if !g.m.Running() {
+		g.down(gateDown{kind: "postgres not running"})
+		return
+	}
+	conn, start, why := g.open(ctx)
+	if conn == nil {
+		if ctx.Err() == nil { // a stopping gate has nothing to report
+			g.down(why)
+		}
+		return
+	}
+	g.m.gateUp.Store(true)
+	g.state = "connected"
+	g.logger.Info("commit gate connected", "lsn", start.String())
+	why = g.stream(ctx, conn, start)
+	g.m.gateUp.Store(false)
+	closeConn(conn)
+	g.down(why)
+}
+
+// closeConn closes a replication connection without waiting long for a
+// server that does not answer.
+func closeConn(conn *pgconn.PgConn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = conn.Close(ctx)
+}
+
+// down logs why the gate is not (or no longer) connected, once per kind.
+func (g *gate) down(why gateDown) {
+	if why.kind == g.state {
+		return
+	}
+	msg := "commit gate not connected"
+	if g.state == "connected" {
+		msg = "commit gate disconnected"
+	}
+	g.state = why.kind
+	if why.err != nil {
+		g.logger.Info(msg, "reason", why.kind, "error", why.err)
+	} else {
+		g.logger.Info(msg, "reason", why.kind)
+	}
+}
+
+// gateConfig is the replication connection's configuration: the local
+// socket as the superuser, application_name GateName, physical
+// replication mode.
+func (m *Manager) gateConfig() (*pgconn.Config, error) {
+	cc, err := pgconn.ParseConfig("")
+	if err != nil {
+		return nil, fmt.Errorf("commit gate config: %w", err)
+	}
+	m.socketConfig(cc)
+	cc.Database = ""
+	cc.RuntimeParams = map[string]string{"application_name": GateName, "replication": "true"}
+	// An expired read context only sets a deadline on the socket; pgconn
+	// keeps the connection after a timed-out read (it closes it on any
+	// other read error), so an idle gate keeps its one walsender. Said
+	// here rather than left to the default.
+	cc.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: pc.Conn()}
+	}
+	return cc, nil
+}
+
+// open connects, checks the server is a primary, and starts streaming at
+// its current WAL end.
+func (g *gate) open(ctx context.Context) (*pgconn.PgConn, pglogrepl.LSN, gateDown) {
+	cc, err := g.m.gateConfig()
+	if err != nil {
+		return nil, 0, gateDown{kind: "config", err: err}
+	}
+	sctx, cancel := context.WithTimeout(ctx, gateSetup)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(sctx, cc)
+	if err != nil {
+		return nil, 0, gateDown{kind: "connect failed", err: err}
+	}
+	fail := func(why gateDown) (*pgconn.PgConn, pglogrepl.LSN, gateDown) {
+		closeConn(conn)
+		return nil, 0, why
+	}
+	switch hs := conn.ParameterStatus("in_hot_standby"); hs {
+	case "off":
+	case "on":
+		return fail(gateDown{kind: "postgres in recovery"})
+	default:
+		return fail(gateDown{kind: "in_hot_standby not reported", err: fmt.Errorf("in_hot_standby=%q: PostgreSQL 14 or later needed", hs)})
+	}
+	sys, err := pglogrepl.IdentifySystem(sctx, conn)
+	if err != nil {
+		return fail(gateDown{kind: "identify system failed", err: err})
+	}
+	if err := startPhysical(sctx, conn, sys.XLogPos, sys.Timeline); err != nil {
+		return fail(gateDown{kind: "start replication failed", err: err})
+	}
+	return conn, sys.XLogPos, gateDown{}
+}
+
+// startReplicationSQL is the walsender command that streams from pos on
+// timeline tli without a slot (the gate needs no WAL kept for it).
+func startReplicationSQL(pos pglogrepl.LSN, tli int32) string {
+	return fmt.Sprintf("START_REPLICATION PHYSICAL %s TIMELINE %d", pos, tli)
+}
+
+// startPhysical sends START_REPLICATION and waits for the copy-both mode.
+// (pglogrepl.StartReplication always names a slot.)
+func startPhysical(ctx context.Context, conn *pgconn.PgConn, pos pglogrepl.LSN, tli int32) error {
+	conn.Frontend().SendQuery(&pgproto3.Query{String: startReplicationSQL(pos, tli)})
+	if err := conn.Frontend().Flush(); err != nil {
+		return fmt.Errorf("send START_REPLICATION: %w", err)
+	}
+	for {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("start replication: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyBothResponse:
+			return nil
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("start replication: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
+		default:
+			return fmt.Errorf("start replication: unexpected %T", msg)
+		}
+	}
+}
+
+// stream serves one replication connection until the lease ends, ctx
+// ends, or the connection fails; it returns why it stopped.
+func (g *gate) stream(ctx context.Context, conn *pgconn.PgConn, start pglogrepl.LSN) gateDown {
+	st := gateStream{received: start}
+	// Acknowledge the start position at once: commits that waited while
+	// the gate was away are released, if not by this reply then by the
+	// early timed-out reads' (gateFirstWake).
+	if err := g.reply(conn, st.received); err != nil {
+		return replyFailed(err)
+	}
+	var w readWindow
+	defer w.close()
+	for {
+		if ctx.Err() != nil {
+			return gateDown{kind: "stopping"}
+		}
+		now, end := time.Now(), g.leaseEnd()
+		if !now.Before(end) {
+			return gateDown{kind: "no valid lease"}
+		}
+		wctx := w.at(ctx, now, end)
+		msg, err := conn.ReceiveMessage(wctx)
+		if err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return gateDown{kind: "stopping"}
+			case wctx.Err() != nil && !conn.IsClosed():
+				// Idle: pgconn keeps the connection after a read
+				// deadline. Say we are still here, if the lease holds.
+				if err := g.reply(conn, st.received); err != nil {
+					return replyFailed(err)
+				}
+				continue
+			}
+			return gateDown{kind: "connection lost", err: err}
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			replyNow, err := st.handle(msg.Data)
+			if err != nil {
+				return gateDown{kind: "protocol error", err: err}
+			}
+			if replyNow {
+				if err := g.reply(conn, st.received); err != nil {
+					return replyFailed(err)
+				}
+			}
+		case *pgproto3.ErrorResponse:
+			return gateDown{kind: "server error", err: pgconn.ErrorResponseToPgError(msg)}
+		case *pgproto3.CopyDone:
+			return gateDown{kind: "server ended streaming"}
+		}
+	}
+}
+
+// readWindow is the deadline of the gate's reads: one context serves many
+// messages. Its length starts at gateFirstWake and doubles up to gateWake;
+// it never ends later than the lease.
+type readWindow struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	end    time.Time
+	step   time.Duration
+}
+
+// at returns the read context for a read at now under a lease ending at
+// leaseEnd.
+func (w *readWindow) at(parent context.Context, now, leaseEnd time.Time) context.Context {
+	if w.ctx != nil && now.Before(w.end) && !leaseEnd.Before(w.end) {
+		return w.ctx
+	}
+	w.close()
+	w.step = min(max(2*w.step, gateFirstWake), gateWake)
+	w.end = now.Add(w.step)
+	if leaseEnd.Before(w.end) {
+		w.end = leaseEnd
+	}
+	w.ctx, w.cancel = context.WithDeadline(parent, w.end)
+	return w.ctx
+}
+
+func (w *readWindow) close() {
+	if w.cancel != nil {
+		w.cancel()
+	}
+}
+
+// errLeaseEnded: the gate did not reply because the lease has ended.
+var errLeaseEnded = errors.New("lease ended")
+
+// reply acknowledges pos as written, flushed and applied, if and only if
+// the lease is still valid at this instant (errLeaseEnded otherwise).
+func (g *gate) reply(conn *pgconn.PgConn, pos pglogrepl.LSN) error {
+	now := time.Now()
+	if !now.Before(g.leaseEnd()) {
+		return errLeaseEnded
+	}
+	return pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos, ClientTime: now,
+	})
+}
+
+// replyFailed turns a failed reply into the reason the stream ends.
+func replyFailed(err error) gateDown {
+	if errors.Is(err, errLeaseEnded) {
+		return gateDown{kind: "no valid lease"}
+	}
+	return gateDown{kind: "connection lost", err: err}
+}
+
+// gateStream is the protocol state of one streaming connection.
+type gateStream struct {
+	// received is the end of the WAL received so far (or the start).
+	received pglogrepl.LSN
+}
+
+// errGateMessage marks a CopyData payload the gate cannot parse.
+var errGateMessage = errors.New("malformed replication message")
+
+// handle takes one CopyData payload from the walsender and reports
+// whether to acknowledge now: after every XLogData, and on a keepalive
+// that asks for a reply.
+func (s *gateStream) handle(data []byte) (bool, error) {
+	if len(data) == 0 {
+		return false, errGateMessage
+	}
+	switch data[0] {
+	case pglogrepl.XLogDataByteID:
+		x, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return false, fmt.Errorf("%w: %w", errGateMessage, err)
+		}
+		if end := x.WALStart + pglogrepl.LSN(len(x.WALData)); end > s.received {
+			s.received = end
+		}
+		return true, nil
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		k, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return false, fmt.Errorf("%w: %w", errGateMessage, err)
+		}
+		return k.ReplyRequested, nil
+	}
+	return false, nil // a message type of a later protocol: nothing to acknowledge
+}

@@ -1,0 +1,128 @@
+package pgmanager
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// rewindProbeTimeout bounds the login check before pg_rewind runs.
+const rewindProbeTimeout = 5 * time.Second
+
+// Rewind runs pg_rewind against d.Standby (a running primary) on this
+// stopped data directory, then restores the managed config and
+// standby.signal (pg_rewind copies the source's files and ignores the
+// signal file). It first logs in to the source as the rewind user: a
+// source that cannot be reached or refuses the login gives
+// ErrRewindSourceUnavailable and nothing is touched. ErrRewindFailed means
+// the data must be recloned. pg_rewind syncs the result to disk before it
+// returns, so a crash after a rewind cannot leave a corrupt directory.
+func (m *Manager) Rewind(ctx context.Context, d Desired) error {
+	if d.Standby == nil {
+		return fmt.Errorf("rewind for %s: no source given", m.member)
+	}
+	if m.Running() {
+		return fmt.Errorf("rewind for %s: a postmaster runs on %s; stop it first", m.member, m.cfg.DataDir)
+	}
+	if err := m.writePgpass(); err != nil {
+		return err
+	}
+	src := d.Standby
+	user, password := m.rewindCredentials()
+	if err := probeSource(ctx, *src, user, password); err != nil {
+		return fmt.Errorf("%w: rewind %s from %s: %w", ErrRewindSourceUnavailable, m.member, src.Name, err)
+	}
+	args := []string{"-D", m.cfg.DataDir, "--source-server=" + Conninfo(map[string]string{
+		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "connect_timeout": "5",
+	}), "--config-file=" + filepath.Join(m.cfg.DataDir, confFile)}
+	m.logger.Info("rewinding", "source", src.Name, "address", src.Addr())
+	tail := &tailWriter{max: 200}
+	err := m.run(ctx, command{bin: "pg_rewind", args: args, env: []string{"PGPASSFILE=" + m.pgpassPath()}, tail: tail})
+	if err != nil {
+		kind := classifyRewindFailure(tail.Lines())
+		if kind == nil && ctx.Err() != nil {
+			return fmt.Errorf("rewind %s from %s: %w", m.member, src.Name, err)
+		}
+		if kind == nil {
+			kind = ErrRewindFailed
+		}
+		return fmt.Errorf("%w: rewind %s from %s: %w", kind, m.member, src.Name, err)
+	}
+	if _, err := m.Configure(d); err != nil {
+		return err
+	}
+	return nil
+}
+
+// rewindCredentials is the role pg_rewind logs in as (the superuser when
+// no rewind role is configured) and its password.
+func (m *Manager) rewindCredentials() (string, string) {
+	if m.cfg.Rewind.Username != "" {
+		return m.cfg.Rewind.Username, m.cfg.Rewind.Password.Reveal()
+	}
+	return m.cfg.Superuser.Username, m.cfg.Superuser.Password.Reveal()
+}
+
+// probeSource logs in to the rewind source as user, as pg_rewind will
+// (TCP, sslmode=prefer).
+func probeSource(ctx context.Context, src Upstream, user, password string) error {
+	cc, err := pgconn.ParseConfig(Conninfo(map[string]string{
+		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "sslmode": "prefer",
+		"application_name": "raftgres-rewind-probe",
+	}))
+	if err != nil {
+		return err
+	}
+	cc.Password = password
+	cc.ConnectTimeout = rewindProbeTimeout
+	ctx, cancel := context.WithTimeout(ctx, rewindProbeTimeout)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(ctx, cc)
+	if err != nil {
+		return err
+	}
+	return conn.Close(ctx)
+}
+
+// rewindStarted is what pg_rewind prints once it has found what to copy,
+// just before it starts changing the target. Until then a failure leaves
+// the data directory as it was.
+const rewindStarted = "rewinding from last common checkpoint"
+
+// sourceTrouble are pg_rewind (libpq) messages meaning the source could
+// not be reached or refused the login.
+var sourceTrouble = []string{
+	"could not connect to server", "connection to server", "server closed the connection unexpectedly",
+	"password authentication failed", "no password supplied", "no pg_hba.conf entry",
+	"the database system is starting up", "the database system is shutting down",
+	"the database system is in recovery mode", "timeout expired", "connection refused",
+	"too many connections", "terminating connection",
+}
+
+// classifyRewindFailure reads the output of a failed pg_rewind:
+// ErrRewindFailed once it had begun to rewind, ErrRewindSourceUnavailable
+// for a connection or login failure before that, nil when it cannot tell
+// (the caller decides: a failure for another reason, such as clusters of
+// different systems or missing WAL, means reclone).
+func classifyRewindFailure(lines []string) error {
+	unavailable := false
+	for _, l := range lines {
+		low := strings.ToLower(l)
+		if strings.Contains(low, rewindStarted) {
+			return ErrRewindFailed
+		}
+		for _, s := range sourceTrouble {
+			if strings.Contains(low, s) {
+				unavailable = true
+			}
+		}
+	}
+	if unavailable {
+		return ErrRewindSourceUnavailable
+	}
+	return nil
+}
