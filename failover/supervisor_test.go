@@ -7,6 +7,8 @@ package failover
 import (
 	"context"
 	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,8 +101,9 @@ func TestPromoteOutlastingTheLeaseIsFencedWhileBlocked(t *testing.T) {
 			r.clock.Advance(leaseLength + 100*time.Millisecond)
 			started = true
 			go func() { r.sup.runFencer(fctx); close(fencerDone) }()
-			waitFor(t, r.pg.fenceSig, "the fencer")
-			close(fenced)
+			if await(t, r.pg.fenceSig, "the fencer") {
+				close(fenced)
+			}
 		}
 	})
 	err := r.sup.execute(ctx, r.store.State(), plan("leader key is mine", Action{Kind: ActPromote}))
@@ -167,7 +170,9 @@ func TestLongPromoteWithRenewalsKeepsTheLease(t *testing.T) {
 			// Wait for a renewal sent after this point (renewWhile renews
 			// every min(loop_wait, margin/2) = 10ms of real time).
 			for !r.sup.lease.End().After(first) {
-				waitFor(t, r.prop.renewals, "a renewal during the promotion")
+				if !await(t, r.prop.renewals, "a renewal during the promotion") {
+					return
+				}
 			}
 			r.clock.Advance(leaseLength / 2) // past the first lease's end
 		}
@@ -264,8 +269,8 @@ func TestNewSyncStandbyRecordedOnlyWhenItsFlushCoversEarlierCommits(t *testing.T
 // the rewritten setting is in effect.
 func TestSyncStandbyLSNIsReadAgainAfterTheSettingWasLost(t *testing.T) {
 	t.Parallel()
-	skipBug(t, "syncmode.go:152-166 rewrites a lost synchronous_standby_names but keeps s.sync.since, " +
-		"so a standby is recorded against an LSN read before commits were acknowledged without it; " +
+	skipBug(t, "syncmode.go:152-166 rewrites a lost synchronous_standby_names but keeps s.sync.since, "+
+		"so a standby is recorded against an LSN read before commits were acknowledged without it; "+
 		"fix: clear s.sync.since when the setting is (re)written")
 	ctx := context.Background()
 	st := testState("pg1", "pg1", "pg2")
@@ -349,4 +354,361 @@ func TestStrictModeHolderStartsAndPromotesWithAStandbyRequired(t *testing.T) {
 	}
 }
 
-var _ = errors.Is
+// #8: a hand-over whose SetLeader committed but whose reply was lost (the
+// holder cut off from the Raft leader, its local FSM still naming it)
+// forgets the lease before the first attempt, so the next cycle starts
+// nothing as primary without a fresh renewal.
+func TestLostHandOverReplyLeavesNoLeaseToStartOn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testState("pg1", "pg1", "pg2")
+	st.Members["pg2"].Status.ReceivedLSN = 0x4000000 // past the shutdown checkpoint
+	st.Failover = &raftstore.FailoverRequest{Kind: "switchover", From: "pg1", To: "pg2"}
+	pgst := runningPrimary
+	pgst.Replicas = []pgmanager.Replica{{ApplicationName: "pg2", State: "streaming", FlushLSN: pgst.CurrentLSN}}
+	r := newRig(t, "pg1", st, pgst)
+	r.renew()
+	var leaseAtAttempt time.Time
+	r.prop.setScript(func(cmd raftstore.Command) outcome {
+		switch c := cmd.(type) {
+		case raftstore.SetLeader:
+			if c.Holder == "pg2" && leaseAtAttempt.IsZero() {
+				leaseAtAttempt = r.sup.lease.End()
+				if leaseAtAttempt.IsZero() {
+					leaseAtAttempt = time.Unix(1, 0) // forgotten: remember that it was
+				}
+				// Committed, then the reply is lost and this member is cut
+				// off: retries fail until too little lease is left.
+				r.store.freeze()
+				return outcome{err: raftstore.ErrLeadershipLost, commit: true, delay: leaseLength}
+			}
+			return outcome{err: errUnreachable}
+		case raftstore.SetFailover:
+			return outcome{err: errUnreachable}
+		case raftstore.RenewLeader:
+			if !leaseAtAttempt.IsZero() {
+				return outcome{err: errUnreachable}
+			}
+		}
+		return outcome{}
+	})
+	err := r.sup.execute(ctx, r.store.State(), plan("switchover requested", Action{Kind: ActHandOver, Primary: "pg2"}))
+	if err == nil {
+		t.Fatalf("hand-over with a lost reply returned nil")
+	}
+	if got := r.store.cluster().Leader; got.Holder != "pg2" {
+		t.Fatalf("test bug: the hand-over did not commit (key %+v)", got)
+	}
+	if !leaseAtAttempt.Equal(time.Unix(1, 0)) {
+		t.Errorf("lease still ran (until %s) when the first hand-over attempt was sent; want it forgotten before", leaseAtAttempt)
+	}
+	if r.store.State().Leader.Holder != "pg1" {
+		t.Fatalf("test bug: the local FSM should still name pg1")
+	}
+	starts := r.ev.count("pg Start")
+	r.sup.cycle(ctx)
+	if n := r.ev.count("pg Start"); n != starts {
+		t.Errorf("next cycle started postgres without a fresh renewal (events %v)", r.ev.all())
+	}
+	if r.pg.Running() {
+		t.Errorf("postgres running after a hand-over whose outcome is unknown")
+	}
+}
+
+// #10: a holder whose PostgreSQL never comes up releases the leader key
+// after MaxCrashes failed starts (stopped first), instead of renewing it
+// forever with no primary.
+func TestHolderWhoseStartKeepsFailingReleasesTheKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), stopped)
+	r.pg.set(func(p *fakePostgres) {
+		p.standby = false
+		p.startErr = errors.New("postgres exited during start-up: FATAL: could not write lock file: No space left on device")
+	})
+	maxCrashes := r.sup.cfg.MaxCrashes
+	for i := 0; i < maxCrashes+2 && r.store.State().Leader.Holder == "pg1"; i++ {
+		r.sup.cycle(ctx)
+		r.clock.Advance(100 * time.Millisecond)
+	}
+	if got := r.store.State().Leader; got.Holder != "" {
+		t.Fatalf("after %d failing starts the key is %+v, want released", r.ev.count("pg Start"), got)
+	}
+	if n := r.ev.count("pg Start"); n != maxCrashes {
+		t.Errorf("starts before releasing = %d, want MaxCrashes = %d", n, maxCrashes)
+	}
+	stop, rel := r.ev.index("pg Stop"), r.ev.index(`commit SetLeader ""`)
+	if stop < 0 || rel < stop {
+		t.Errorf("want postgres stopped before the key is released (events %v)", r.ev.all())
+	}
+}
+
+// #11: a standby whose start fails right after a successful pg_rewind
+// (the WAL it needs is gone) is recloned after two such failures, instead
+// of looping rewind → start forever.
+func TestStandbyFailingToStartAfterRewindsIsRecloned(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newRig(t, "pg2", testState("pg1", "pg1", "pg2"), stopped)
+	r.pg.set(func(p *fakePostgres) {
+		p.standby = false // a former primary
+		p.startErr = errors.New("postgres not accepting connections after 1m0s: requested WAL segment has already been removed")
+	})
+	for i := 0; i < 5 && r.ev.count("pg Reclone") == 0; i++ {
+		r.sup.cycle(ctx)
+	}
+	if n := r.ev.count("pg Reclone"); n != 1 {
+		t.Fatalf("reclones = %d, want 1 (events %v)", n, r.ev.all())
+	}
+	if n := r.ev.count("pg Rewind"); n != 2 {
+		t.Errorf("rewinds before recloning = %d, want 2", n)
+	}
+}
+
+// #14: a renewal from a switchover's wait (and from an operator restart)
+// feeds an armed watchdog. The device type is concrete (watchdog.go), so
+// the test arms it on a plain file: the keepalive ioctl then fails, and
+// its logged failure shows a keepalive was sent.
+func TestRenewalsDuringLongWaitsFeedTheWatchdog(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		wait func(r *rig) error
+	}{
+		{"switchover waitCaughtUp", func(r *rig) error {
+			return r.sup.waitCaughtUp(context.Background(), "pg2", 0x3000000, 10*time.Second)
+		}},
+		{"operator restart", func(r *rig) error {
+			return r.sup.serve(context.Background(), Request{Kind: RequestRestart})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), runningPrimary)
+			f, err := os.CreateTemp(t.TempDir(), "watchdog")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.sup.wd = &watchdog{device: f.Name(), f: f, timeout: 2 * time.Second}
+			t.Cleanup(r.sup.wd.disarm)
+			// pg2 catches up, and the restart ends, only after a renewal.
+			r.prop.setScript(func(cmd raftstore.Command) outcome {
+				if _, ok := cmd.(raftstore.RenewLeader); ok {
+					r.store.edit(func(s *raftstore.State) { s.Members["pg2"].Status.ReceivedLSN = 0x4000000 })
+				}
+				return outcome{}
+			})
+			r.pg.set(func(p *fakePostgres) {
+				p.onRestart = func() { await(t, r.prop.renewals, "a renewal during the restart") }
+			})
+			if err := tc.wait(r); err != nil {
+				t.Fatalf("wait = %v", err)
+			}
+			if !strings.Contains(r.logs.String(), "watchdog keepalive failed") {
+				t.Errorf("no keepalive sent to the armed watchdog after a renewal (log:\n%s)", r.logs.String())
+			}
+		})
+	}
+}
+
+// #17: after an agent restart (nothing in memory), a streaming replica
+// whose primary_conninfo points at the holder is left alone: no stop, no
+// pg_rewind, no repointing.
+func TestRestartedAgentLeavesAStreamingReplicaOfTheHolderAlone(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		upstream string
+		follow   bool
+	}{
+		{"upstream is the holder", "10.0.0.1:5432", false},
+		{"upstream is the holder by loopback name", "", false},
+		{"upstream is another member: repoint only", "10.0.0.3:5432", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := testState("pg1", "pg1", "pg2", "pg3")
+			pgst := runningReplica
+			pgst.UpstreamAddr = tc.upstream
+			if tc.upstream == "" {
+				st.Members["pg1"].PGAddr = "127.0.0.1:5432"
+				pgst.UpstreamAddr = "localhost:5432"
+			}
+			r := newRig(t, "pg2", st, pgst)
+			r.sup.cycle(context.Background())
+			for _, call := range []string{"pg Stop", "pg Rewind", "pg Start", "pg Reclone", "pg Restart"} {
+				if r.ev.count(call) != 0 {
+					t.Errorf("%s called on a healthy streaming replica (events %v)", call, r.ev.all())
+				}
+			}
+			if got := r.ev.count("pg Follow") > 0; got != tc.follow {
+				t.Errorf("Follow called %v, want %v (events %v)", got, tc.follow, r.ev.all())
+			}
+		})
+	}
+}
+
+// #18: switchover candidates are fresh by this host's report clock: a
+// member whose own ReportedAt is far off but keeps changing is fresh, and
+// one whose ReportedAt reads "now" but has not changed for ttl is not.
+func TestSwitchoverCandidateFreshnessUsesThisHostsReportClock(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		reportedAt func(now time.Time, i int) time.Time
+		handOver   bool
+	}{
+		{"clock an hour ahead, reports changing", func(now time.Time, i int) time.Time {
+			return now.Add(time.Hour + time.Duration(i)*time.Second)
+		}, true},
+		{"clock a day behind, reports changing", func(now time.Time, i int) time.Time {
+			return now.Add(-24*time.Hour + time.Duration(i)*time.Second)
+		}, true},
+		{"same clock, report stuck", func(now time.Time, _ int) time.Time { return now }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			st := testState("pg1", "pg1", "pg2")
+			st.Failover = &raftstore.FailoverRequest{Kind: "switchover", From: "pg1"}
+			pgst := runningPrimary
+			pgst.Replicas = []pgmanager.Replica{{ApplicationName: "pg2", State: "streaming"}}
+			r := newRig(t, "pg1", st, pgst)
+			start := r.clock.Now()
+			for i := 0; i < 4; i++ { // pg2 reports every second for 3s (= ttl)
+				r.store.edit(func(s *raftstore.State) { s.Members["pg2"].Status.ReportedAt = tc.reportedAt(start, i) })
+				r.sup.freshMembers(r.store.State())
+				if i < 3 {
+					r.clock.Advance(time.Second)
+				}
+			}
+			r.renew()
+			r.pg.set(func(p *fakePostgres) { p.ctrlCheck = "garbage" }) // stop the hand-over right after the clean stop
+			err := r.sup.handOver(ctx, r.store.State(), "")
+			if stoppedCleanly := r.ev.count("pg Stop fast") == 1; stoppedCleanly != tc.handOver {
+				t.Errorf("hand-over proceeded = %v, want %v (err %v)", stoppedCleanly, tc.handOver, err)
+			}
+			if !tc.handOver && !errors.Is(err, ErrNoCandidate) {
+				t.Errorf("handOver = %v, want ErrNoCandidate", err)
+			}
+		})
+	}
+}
+
+// #19: a stop that fails never releases the key, on every path that gives
+// it up (agent shutdown, the release plan, a required watchdog that
+// cannot be armed).
+func TestFailedStopNeverReleasesTheKey(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		run  func(r *rig)
+	}{
+		{"agent shutdown", func(r *rig) { r.sup.shutdown() }},
+		{"release after crashes", func(r *rig) {
+			r.sup.crash.crashes = r.sup.cfg.MaxCrashes
+			r.pg.set(func(p *fakePostgres) { p.status.InRecovery = true })
+			r.sup.cycle(context.Background())
+		}},
+		{"watchdog required but unusable", func(r *rig) {
+			r.sup.cfg.Watchdog = WatchdogConfig{Mode: WatchdogRequired, Device: "/nonexistent/watchdog"}
+			r.sup.wd = &watchdog{device: "/nonexistent/watchdog"}
+			r.sup.cycle(context.Background())
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), runningPrimary)
+			r.pg.set(func(p *fakePostgres) {
+				p.stopErr = errors.New("stop postgres: context deadline exceeded after SIGQUIT")
+			})
+			r.renew()
+			tc.run(r)
+			if r.ev.count("pg Stop") == 0 {
+				t.Fatalf("test bug: no stop attempted (events %v)", r.ev.all())
+			}
+			if n := r.prop.count(isSetLeader); n != 0 {
+				t.Errorf("%d SetLeader proposed after a failed stop, want none", n)
+			}
+			if got := r.store.State().Leader.Holder; got != "pg1" {
+				t.Errorf("key holder = %q after a failed stop, want pg1", got)
+			}
+		})
+	}
+}
+
+// Part 3 (3): a status query that failed says nothing about the role: a
+// replica whose status errs is neither demoted nor stopped.
+func TestStatusErrorIsNeverReadAsARole(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "pg2", testState("pg1", "pg1", "pg2"), runningReplica)
+	r.pg.set(func(p *fakePostgres) {
+		p.status.UpstreamAddr = "10.0.0.1:5432"
+		// What pgmanager.Status returns when the connection fails:
+		// Running, not InRecovery (zero), an Error.
+		p.status = pgmanager.Status{UpstreamAddr: p.status.UpstreamAddr}
+		p.statusErr = errors.New("connect to postgres of pg2: timeout")
+	})
+	for i := 0; i < 3; i++ {
+		r.sup.cycle(context.Background())
+		r.clock.Advance(time.Second)
+	}
+	for _, call := range []string{"pg Stop", "pg Fence", "pg Rewind", "pg Start", "pg Follow", "pg Promote"} {
+		if r.ev.count(call) != 0 {
+			t.Errorf("%s on a replica whose status query failed (events %v)", call, r.ev.all())
+		}
+	}
+}
+
+// Part 3 (3), applyConfig: a config change seen while the status query
+// fails must not reload a replica with a primary's settings (no standby
+// signal, no primary_conninfo): Reload rewrites standby.signal from
+// Desired.
+func TestStatusErrorDoesNotReloadAReplicaAsPrimary(t *testing.T) {
+	t.Parallel()
+	skipBug(t, "requests.go:326-333 applyConfig checks pgst.InRecovery, which is false when the status query "+
+		"failed, so a replica (upstream unknown after an agent restart) is reloaded with a primary's Desired "+
+		"(no Standby, Replica false): Configure removes standby.signal and primary_conninfo; "+
+		"fix: return when pgst.Error != \"\"")
+	r := newRig(t, "pg2", testState("pg1", "pg1", "pg2"), runningReplica)
+	r.pg.set(func(p *fakePostgres) {
+		p.status = pgmanager.Status{}
+		p.statusErr = errors.New("connect to postgres of pg2: timeout")
+	})
+	r.store.edit(func(s *raftstore.State) { s.Config.Version++ })
+	r.sup.cycle(context.Background())
+	for _, d := range r.pg.desiredOf("Reload") {
+		if !d.IsStandby() {
+			t.Errorf("replica reloaded with a primary's settings: %+v", d)
+		}
+	}
+}
+
+// Part 3 (5): a follow with pg_rewind reports the member "rewinding"
+// before it stops postgres, so no election picks a member that is busy
+// rewinding (RankCandidates excludes it).
+func TestRewindingMemberIsReportedBusyBeforeStopping(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newRig(t, "pg2", testState("pg1", "pg1", "pg2", "pg3"), runningReplica)
+	r.pg.set(func(p *fakePostgres) {
+		p.onPromote = nil
+		p.rewindErr = errors.New("rewind pg2 from pg1: could not connect to server") // stays busy
+	})
+	st := r.store.State()
+	r.sup.sysid = testSysID
+	_ = r.sup.execute(ctx, st, plan("not streaming from pg1", Action{Kind: ActFollow, Primary: "pg1", Rewind: true}))
+	busy, stop := r.ev.index("commit ReportStatus pg2 replica rewinding"), r.ev.index("pg Stop")
+	if busy < 0 || stop < 0 || busy > stop {
+		t.Fatalf("want \"rewinding\" reported before the stop (events %v)", r.ev.all())
+	}
+	fresh := map[string]bool{"pg1": true, "pg2": true, "pg3": true}
+	for _, c := range RankCandidates(r.store.State(), ElectionInput{Fresh: fresh, Exclude: "pg1"}) {
+		if c.Name == "pg2" && c.Why == "" {
+			t.Errorf("RankCandidates: pg2 eligible while rewinding")
+		}
+		if c.Name == "pg3" && c.Why != "" {
+			t.Errorf("RankCandidates: pg3 not eligible: %s", c.Why)
+		}
+	}
+}
