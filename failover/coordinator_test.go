@@ -125,6 +125,21 @@ func TestCoordinatorCountdownRestartsOnRenewalAndNeverElectsBeforeTTL(t *testing
 			t.Fatalf("key after ttl without renewal = %+v, want pg2 at epoch 6", got)
 		}
 	})
+	t.Run("a member only seen when leadership started is not fresh at the first election", func(t *testing.T) {
+		t.Parallel()
+		// pg2 died before this coordinator started: its last report still
+		// says "running replica" and it sorts first by name.
+		r := newCoordRig(t, testState("pg1", "pg1", "pg2", "pg3"))
+		r.step()
+		for i := 0; i < 3; i++ {
+			r.clock.Advance(time.Second)
+			r.store.edit(func(s *raftstore.State) { s.Members["pg3"].Status.ReportedAt = r.clock.Now() })
+			r.step()
+		}
+		if got := r.holder(); got.Holder != "pg3" {
+			t.Fatalf("key after ttl = %+v, want pg3 (pg2 has not reported since leadership started)", got)
+		}
+	})
 	t.Run("every renewal restarts the countdown", func(t *testing.T) {
 		t.Parallel()
 		r := newCoordRig(t, testState("pg1", "pg1", "pg2", "pg3"))
