@@ -787,3 +787,21 @@ func TestLeaseCountsFromTheSendTimeOfAcknowledgedRenewals(t *testing.T) {
 		t.Errorf("lease valid at its end")
 	}
 }
+
+// #2(c): a promotion that returns after the lease ended (renewals failed
+// meanwhile) stops the new primary at once, even when no fencer fired.
+func TestPromoteReturningAfterTheLeaseEndStopsPostgres(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), runningReplica)
+	r.pg.set(func(p *fakePostgres) {
+		p.status.SyncStandbyNames = gateOnly
+		p.onPromote = func() { r.clock.Advance(leaseLength + time.Millisecond) }
+	})
+	r.renew()
+	r.prop.setScript(failRenewals)
+	_ = r.sup.execute(context.Background(), r.store.State(), plan("leader key is mine", Action{Kind: ActPromote}))
+	prom, stop := r.ev.index("pg Promote"), r.ev.index("pg Stop immediate")
+	if prom < 0 || stop < prom || r.pg.Running() {
+		t.Errorf("want postgres stopped (immediate) right after a promotion that outlasted the lease (events %v)", r.ev.all())
+	}
+}
