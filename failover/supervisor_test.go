@@ -666,7 +666,7 @@ func TestStatusErrorIsNeverReadAsARole(t *testing.T) {
 // Desired.
 func TestStatusErrorDoesNotReloadAReplicaAsPrimary(t *testing.T) {
 	t.Parallel()
-	skipBug(t, "requests.go:326-333 applyConfig checks pgst.InRecovery, which is false when the status query "+
+	skipBug(t, "requests.go:113-121 applyConfig checks pgst.InRecovery, which is false when the status query "+
 		"failed, so a replica (upstream unknown after an agent restart) is reloaded with a primary's Desired "+
 		"(no Standby, Replica false): Configure removes standby.signal and primary_conninfo; "+
 		"fix: return when pgst.Error != \"\"")
@@ -718,7 +718,7 @@ func TestRewindingMemberIsReportedBusyBeforeStopping(t *testing.T) {
 // after MaxCrashes failures, like a holder whose start keeps failing.
 func TestHolderWhosePromoteKeepsFailingReleasesTheKey(t *testing.T) {
 	t.Parallel()
-	skipBug(t, "crash.go:33-34 resets the count when the server has been running for a ttl, and a standby "+
+	skipBug(t, "crash.go:34-35 resets the count when the server has been running for a ttl, and a standby "+
 		"whose promotion fails keeps running: each failed promote (supervisor.go:471-475) counts 1, and when "+
 		"the attempt took longer than ttl (pg_promote waits up to 60s) the next cycle's observe resets it to 0, "+
 		"so MaxCrashes is never reached and the holder keeps the key with no "+
