@@ -805,3 +805,27 @@ func TestPromoteReturningAfterTheLeaseEndStopsPostgres(t *testing.T) {
 		t.Errorf("want postgres stopped (immediate) right after a promotion that outlasted the lease (events %v)", r.ev.all())
 	}
 }
+
+// #2: a lease that ended without renewal is fenced even when the loop
+// saw the key move before the fencer's timer ran (a frozen or starved
+// agent resumes with both due): the key moving is not a renewal.
+func TestKeySeenMovedAfterTheLeaseEndDoesNotCancelTheFence(t *testing.T) {
+	t.Parallel()
+	skipBug(t, "lease.go:137-139 renew calls s.lease.reset() when the FSM shows the key moved; reset zeroes "+
+		"the end, so a fencer timer for that (already passed) end that runs afterwards finds "+
+		"!cur.Equal(until) in fenceIfEnded (lease.go:189-191) and does not stop postgres, and runFencer "+
+		"woken by the change sees no end at all; only the loop's next Decide demotes (renewWhile does not "+
+		"return until the long action ends); fix: in renew's key-moved branch, before s.lease.reset(), "+
+		"`if end := s.lease.End(); !end.IsZero() { s.fenceIfEnded(end) }` (the zero check matters: "+
+		"fenceIfEnded(zero) would fence every replica)")
+	r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), runningPrimary)
+	r.renew()
+	until := r.sup.lease.End()
+	r.clock.Advance(leaseLength + time.Second) // renewals failed meanwhile; pg2 elected
+	r.store.edit(func(s *raftstore.State) { s.Leader = raftstore.LeaderKey{Holder: "pg2", Epoch: 6, Rev: 200} })
+	r.sup.renew(context.Background(), r.store.State()) // the loop sees the key moved
+	r.sup.fenceIfEnded(until)                          // the fencer's timer runs late
+	if r.pg.Running() || r.ev.count("pg Fence") == 0 {
+		t.Errorf("postgres still running after its lease ended at %s (now %s) and the key moved", until, r.clock.Now())
+	}
+}
