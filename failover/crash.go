@@ -12,6 +12,7 @@ import (
 // key up, so a server that cannot come back never holds the cluster
 // without a primary (finding #10).
 type crashTracker struct {
+	epoch        uint64 // the tenure counted; a new one starts from zero
 	crashes      int
 	wasRunning   bool
 	runningSince time.Time // when postgres was last seen starting to run
@@ -31,11 +32,21 @@ func (c *crashTracker) observe(pgst pgmanager.Status, ownProcess bool, ttl time.
 		crashed = true
 	case !c.wasRunning && pgst.Running:
 		c.runningSince = now
-	case pgst.Running && c.crashes > 0 && now.Sub(c.runningSince) > ttl:
-		c.crashes = 0 // ran healthy for a ttl: a new count starts
+	case pgst.Running && !pgst.InRecovery && c.crashes > 0 && now.Sub(c.runningSince) > ttl:
+		// Ran as a primary for a ttl: a new count starts. A standby that
+		// keeps failing to promote does not reset it.
+		c.crashes = 0
 	}
 	c.wasRunning = pgst.Running
 	return crashed
+}
+
+// tenure starts a new count when the leader key's epoch changed: failures
+// before this member's tenure say nothing about it.
+func (c *crashTracker) tenure(epoch uint64) {
+	if c.epoch != epoch {
+		c.epoch, c.crashes = epoch, 0
+	}
 }
 
 // failed counts a start or promotion that did not bring the server up.

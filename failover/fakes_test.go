@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -754,12 +753,3 @@ func await[T any](t *testing.T, ch <-chan T, what string) bool {
 	}
 }
 
-// skipBug skips a test that shows a known bug (the report names it), unless
-// FAILOVER_BUGS=1: run with it to see the failure, and once the bug is
-// fixed, to confirm it before removing the skip.
-func skipBug(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("FAILOVER_BUGS") == "" {
-		t.Skip("BUG: " + why)
-	}
-}

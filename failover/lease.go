@@ -135,6 +135,11 @@ func (s *Supervisor) leaseBound(ctx context.Context, st raftstore.State, d time.
 // loop, a long action, a switchover's waits).
 func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 	if st.Leader.Holder != s.cfg.Member {
+		// A lease that already ended is fenced even when the key is seen
+		// to have moved first (the fencer's timer may not have run yet).
+		if end := s.lease.End(); !end.IsZero() {
+			s.fenceIfEnded(end)
+		}
 		s.lease.reset()
 		return
 	}

@@ -223,6 +223,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 			pgst.Error = err.Error()
 		}
 	}
+	s.crash.tenure(st.Leader.Epoch)
 	if s.crash.observe(pgst, s.pg.Running(), st.Config.TTL, s.clock.Now()) {
 		s.logger.Warn("postgres exited unexpectedly", "crashes", s.crash.crashes)
 	}
@@ -604,7 +605,11 @@ func (s *Supervisor) promote(ctx context.Context, st raftstore.State) error {
 	}
 	// The gate must be in the running server's setting before it becomes
 	// writable (a server started before this agent, or by an older one).
-	if pgst, err := s.pg.Status(ctx); err == nil && pgst.SyncStandbyNames != s.syncNames(st) {
+	pgst, err := s.pg.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("read the commit gate's setting before promoting: %w", err)
+	}
+	if pgst.SyncStandbyNames != s.syncNames(st) {
 		d, _ := s.desired(st, "", true)
 		if err := s.pg.SetSynchronousStandbyNames(ctx, d); err != nil {
 			return fmt.Errorf("set the commit gate before promoting: %w", err)

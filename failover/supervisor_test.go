@@ -269,9 +269,6 @@ func TestNewSyncStandbyRecordedOnlyWhenItsFlushCoversEarlierCommits(t *testing.T
 // the rewritten setting is in effect.
 func TestSyncStandbyLSNIsReadAgainAfterTheSettingWasLost(t *testing.T) {
 	t.Parallel()
-	skipBug(t, "syncmode.go:152-166 rewrites a lost synchronous_standby_names but keeps s.sync.since, "+
-		"so a standby is recorded against an LSN read before commits were acknowledged without it; "+
-		"fix: clear s.sync.since when the setting is (re)written")
 	ctx := context.Background()
 	st := testState("pg1", "pg1", "pg2")
 	st.Config.SynchronousMode = true
@@ -606,6 +603,7 @@ func TestFailedStopNeverReleasesTheKey(t *testing.T) {
 	}{
 		{"agent shutdown", func(r *rig) { r.sup.shutdown() }},
 		{"release after crashes", func(r *rig) {
+			r.sup.crash.tenure(r.store.State().Leader.Epoch)
 			r.sup.crash.crashes = r.sup.cfg.MaxCrashes
 			r.pg.set(func(p *fakePostgres) { p.status.InRecovery = true })
 			r.sup.cycle(context.Background())
@@ -666,10 +664,6 @@ func TestStatusErrorIsNeverReadAsARole(t *testing.T) {
 // Desired.
 func TestStatusErrorDoesNotReloadAReplicaAsPrimary(t *testing.T) {
 	t.Parallel()
-	skipBug(t, "requests.go:113-121 applyConfig checks pgst.InRecovery, which is false when the status query "+
-		"failed, so a replica (upstream unknown after an agent restart) is reloaded with a primary's Desired "+
-		"(no Standby, Replica false): Configure removes standby.signal and primary_conninfo; "+
-		"fix: return when pgst.Error != \"\"")
 	r := newRig(t, "pg2", testState("pg1", "pg1", "pg2"), runningReplica)
 	r.pg.set(func(p *fakePostgres) {
 		p.status = pgmanager.Status{}
@@ -718,12 +712,6 @@ func TestRewindingMemberIsReportedBusyBeforeStopping(t *testing.T) {
 // after MaxCrashes failures, like a holder whose start keeps failing.
 func TestHolderWhosePromoteKeepsFailingReleasesTheKey(t *testing.T) {
 	t.Parallel()
-	skipBug(t, "crash.go:34-35 resets the count when the server has been running for a ttl, and a standby "+
-		"whose promotion fails keeps running: each failed promote (supervisor.go:471-475) counts 1, and when "+
-		"the attempt took longer than ttl (pg_promote waits up to 60s) the next cycle's observe resets it to 0, "+
-		"so MaxCrashes is never reached and the holder keeps the key with no "+
-		"primary; fix: reset only when running as what the holder needs (a primary: !InRecovery), or count "+
-		"failed promotions in a counter observe does not reset")
 	ctx := context.Background()
 	r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), runningReplica)
 	r.pg.set(func(p *fakePostgres) {
@@ -747,9 +735,6 @@ func TestHolderWhosePromoteKeepsFailingReleasesTheKey(t *testing.T) {
 // skip that check.
 func TestPromoteDoesNotSkipTheGateCheckOnAStatusError(t *testing.T) {
 	t.Parallel()
-	skipBug(t, "supervisor.go:608 promotes when the Status call that checks synchronous_standby_names fails "+
-		"(err != nil skips the check), so a server started without the gate (by an older agent) can become "+
-		"writable with no gate; fix: return the error (the next cycle retries)")
 	ctx := context.Background()
 	r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), runningReplica)
 	r.pg.set(func(p *fakePostgres) {
@@ -811,13 +796,6 @@ func TestPromoteReturningAfterTheLeaseEndStopsPostgres(t *testing.T) {
 // agent resumes with both due): the key moving is not a renewal.
 func TestKeySeenMovedAfterTheLeaseEndDoesNotCancelTheFence(t *testing.T) {
 	t.Parallel()
-	skipBug(t, "lease.go:137-139 renew calls s.lease.reset() when the FSM shows the key moved; reset zeroes "+
-		"the end, so a fencer timer for that (already passed) end that runs afterwards finds "+
-		"!cur.Equal(until) in fenceIfEnded (lease.go:189-191) and does not stop postgres, and runFencer "+
-		"woken by the change sees no end at all; only the loop's next Decide demotes (renewWhile does not "+
-		"return until the long action ends); fix: in renew's key-moved branch, before s.lease.reset(), "+
-		"`if end := s.lease.End(); !end.IsZero() { s.fenceIfEnded(end) }` (the zero check matters: "+
-		"fenceIfEnded(zero) would fence every replica)")
 	r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), runningPrimary)
 	r.renew()
 	until := r.sup.lease.End()

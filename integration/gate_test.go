@@ -83,9 +83,9 @@ func TestSyncModeSurvivesAdminActions(t *testing.T) {
 		defer cancel()
 		var ssn string
 		var sync int
-		err := pgQueryRow(ctx, primary, `SELECT current_setting('synchronous_standby_names'),
-			(SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync' AND application_name IN ('raftgres_fence', $1))`, &ssn, &sync)
-		_ = standby
+		err := pgQueryRow(ctx, primary, fmt.Sprintf(`SELECT current_setting('synchronous_standby_names'),
+			(SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync' AND application_name IN ('raftgres_fence', '%s'))`,
+			standby), &ssn, &sync)
 		return ssn == want && sync == 2, fmt.Errorf("ssn %q, %d synchronous: %v", ssn, sync, err)
 	})
 	for _, step := range [][]string{
