@@ -752,4 +752,3 @@ func await[T any](t *testing.T, ch <-chan T, what string) bool {
 		return false
 	}
 }
-
