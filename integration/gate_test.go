@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"raftgres/raftstore"
 )
 
 // ssnSampler reads the primary's synchronous_standby_names every 20 ms
@@ -226,4 +228,97 @@ func TestFrozenPrimaryAgentAcksNothing(t *testing.T) {
 	}
 	t.Logf("%s acknowledged %d commits, none sent after its lease end; %s took over", primary.Name, acked, next.Name)
 	c.waitPrimary(90*time.Second, c.nodes...)
+}
+
+// TestPausedPrimaryCutOffStopsOnResume is finding #3 on real servers and
+// real partitions: the cluster is paused, the primary's network link is
+// cut, and an operator resumes on the majority side. The majority elects
+// a new primary at once (the old lease is long over); the cut-off primary,
+// still seeing pause in its own FSM copy, must have stopped acknowledging
+// at its lease's end: at most one writer at any time.
+func TestPausedPrimaryCutOffStopsOnResume(t *testing.T) {
+	requireIntegration(t)
+	lab := newNetLab(t, 3)
+	placed := false
+	c := startCluster(t, 3, func(nd *Node, all []*Node) NodeOptions {
+		if !placed {
+			for i, n := range all {
+				n.NetNS, n.Host, n.ProbeHost = lab.nodes[i], lab.clusterIP(i+1), lab.probeIP(i+1)
+			}
+			placed = true
+		}
+		return NodeOptions{Peers: all, Postgres: true, DCS: fastDCS}
+	})
+	primary := c.waitPrimary(120*time.Second, c.nodes...)
+	c.waitStreaming(primary)
+	ctx := ctxT(t, 5*time.Minute)
+	if err := pgExec(ctx, primary, "CREATE TABLE windows (node text, seq int)"); err != nil {
+		t.Fatal(err)
+	}
+	var other *Node
+	idx := 0
+	for i, n := range c.nodes {
+		if n == primary {
+			idx = i + 1
+		} else if other == nil {
+			other = n
+		}
+	}
+	setPause := func(pause bool) {
+		t.Helper()
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := raftstore.Commit(actx, other.Client(), raftstore.SetPause{Pause: pause, Actor: "itest", At: time.Now().UTC()}); err != nil {
+			t.Fatalf("pause %v through %s: %v", pause, other.Name, err)
+		}
+	}
+	setPause(true)
+	waitFor(t, 10*time.Second, "pause applied on the primary's host", func() (bool, error) {
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		st, err := primary.Client().Cluster(qctx)
+		return err == nil && st.Config.Pause, err
+	})
+	w := startWriterProbe(c)
+	defer w.stop()
+	waitFor(t, 10*time.Second, "writes on "+primary.Name, func() (bool, error) {
+		_, n := w.lastOn(primary.Name)
+		return n > 10, nil
+	})
+	cutAt := time.Now()
+	if err := lab.cut(idx); err != nil {
+		t.Fatal(err)
+	}
+	// Past the old primary's lease (ttl 3s), then resume on the majority.
+	time.Sleep(4 * time.Second) // the fault's duration, not synchronisation
+	setPause(false)
+	var next *Node
+	waitFor(t, 60*time.Second, "a new primary accepting writes", func() (bool, error) {
+		for _, n := range c.nodes {
+			if at, k := w.lastOn(n.Name); n != primary && k > 0 && at.After(cutAt) {
+				next = n
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	oldLast, _ := w.lastOn(primary.Name)
+	newFirst := w.firstOnAfter(next.Name, cutAt)
+	t.Logf("paused %s cut off: its last acknowledged write ended %s after the cut; %s's first began %s after it",
+		primary.Name, oldLast.Sub(cutAt).Round(time.Millisecond), next.Name, newFirst.Sub(cutAt).Round(time.Millisecond))
+	if !oldLast.Before(newFirst) {
+		t.Fatalf("paused %s still acknowledged writes (until %s) after %s began (%s)", primary.Name,
+			oldLast.Format("15:04:05.000"), next.Name, newFirst.Format("15:04:05.000"))
+	}
+	if oldLast.After(cutAt.Add(2 * time.Second)) {
+		t.Fatalf("paused %s acknowledged a write %s after the cut, past its lease", primary.Name, oldLast.Sub(cutAt))
+	}
+	if err := lab.heal(idx); err != nil {
+		t.Fatal(err)
+	}
+	c.waitPrimary(90*time.Second, c.nodes...)
+	w.stop()
+	if o := w.overlaps(); len(o) > 0 {
+		t.Fatalf("two members accepted writes at once:\n%s", strings.Join(o, "\n"))
+	}
 }
