@@ -538,17 +538,7 @@ func TestSyncModeFaults(t *testing.T) {
 	// Each member in its own network namespace, so that a partition is a
 	// real cut link (newNetLab skips, saying why, where namespaces cannot
 	// be made).
-	lab := newNetLab(t, 3)
-	placed := false
-	c := startCluster(t, 3, func(nd *Node, all []*Node) NodeOptions {
-		if !placed {
-			for i, n := range all {
-				n.NetNS, n.Host, n.ProbeHost = lab.nodes[i], lab.clusterIP(i+1), lab.probeIP(i+1)
-			}
-			placed = true
-		}
-		return NodeOptions{Peers: all, Postgres: true, DCS: syncDCS}
-	})
+	lab, c := startNetnsCluster(t, 3, syncDCS)
 	primary := c.waitPrimary(120*time.Second, c.nodes...)
 	c.waitStreaming(primary)
 	ctx := ctxT(t, 20*time.Minute)

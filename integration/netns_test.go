@@ -89,6 +89,50 @@ func (l *netLab) destroy() {
 	_ = ipCmd("netns", "del", l.bridge)
 }
 
+// startNetnsCluster starts n members, each in its own network namespace
+// of a new lab, so that a partition is a real cut link.
+func startNetnsCluster(t *testing.T, n int, dcs string) (*netLab, *cluster) {
+	t.Helper()
+	lab := newNetLab(t, n)
+	placed := false
+	c := startCluster(t, n, func(nd *Node, all []*Node) NodeOptions {
+		if !placed { // every address must be known before the first config is written
+			for i, m := range all {
+				m.NetNS, m.Host, m.ProbeHost = lab.nodes[i], lab.clusterIP(i+1), lab.probeIP(i+1)
+			}
+			placed = true
+		}
+		return NodeOptions{Peers: all, Postgres: true, DCS: dcs}
+	})
+	return lab, c
+}
+
+// takeover waits until a member other than old acknowledges a write sent
+// after cutAt and checks that old acknowledged nothing after the new
+// primary's first write began; it returns the new primary.
+func (w *writerProbe) takeover(t *testing.T, c *cluster, old *Node, cutAt time.Time) *Node {
+	t.Helper()
+	var next *Node
+	waitFor(t, 60*time.Second, "a new primary accepting writes", func() (bool, error) {
+		for _, n := range c.nodes {
+			if at, k := w.lastOn(n.Name); n != old && k > 0 && at.After(cutAt) {
+				next = n
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	oldLast, _ := w.lastOn(old.Name)
+	newFirst := w.firstOnAfter(next.Name, cutAt)
+	t.Logf("%s cut off: its last acknowledged write ended %s after the cut; %s's first began %s after it",
+		old.Name, oldLast.Sub(cutAt).Round(time.Millisecond), next.Name, newFirst.Sub(cutAt).Round(time.Millisecond))
+	if !oldLast.Before(newFirst) {
+		t.Fatalf("%s still acknowledged writes (until %s) after %s began taking them (%s)", old.Name,
+			oldLast.Format("15:04:05.000"), next.Name, newFirst.Format("15:04:05.000"))
+	}
+	return next
+}
+
 // writeWindow is one write a member acknowledged: sent at Start, acked at End.
 type writeWindow struct {
 	Node       string
@@ -238,17 +282,7 @@ func (w *writerProbe) lastOn(node string) (time.Time, int) {
 // primary after the link heals.
 func TestPartitionedPrimaryFencesBeforeNewPrimary(t *testing.T) {
 	requireIntegration(t)
-	lab := newNetLab(t, 3)
-	placed := false
-	c := startCluster(t, 3, func(nd *Node, all []*Node) NodeOptions {
-		if !placed { // every address must be known before the first config is written
-			for i, n := range all {
-				n.NetNS, n.Host, n.ProbeHost = lab.nodes[i], lab.clusterIP(i+1), lab.probeIP(i+1)
-			}
-			placed = true
-		}
-		return NodeOptions{Peers: all, Postgres: true, DCS: fastDCS}
-	})
+	lab, c := startNetnsCluster(t, 3, fastDCS)
 	primary := c.waitPrimary(120*time.Second, c.nodes...)
 	c.waitStreaming(primary)
 	ctx := ctxT(t, 10*time.Second)
@@ -271,27 +305,7 @@ func TestPartitionedPrimaryFencesBeforeNewPrimary(t *testing.T) {
 	if err := lab.cut(idx); err != nil {
 		t.Fatal(err)
 	}
-	var newPrimary *Node
-	waitFor(t, 60*time.Second, "a new primary accepting writes", func() (bool, error) {
-		for _, n := range c.nodes {
-			if n == primary {
-				continue
-			}
-			if at, k := w.lastOn(n.Name); k > 0 && at.After(cutAt) {
-				newPrimary = n
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	oldLast, _ := w.lastOn(primary.Name)
-	newFirst := w.firstOnAfter(newPrimary.Name, cutAt)
-	t.Logf("partition of %s: its last acknowledged write ended %s after the cut; %s's first began %s after it",
-		primary.Name, oldLast.Sub(cutAt).Round(time.Millisecond), newPrimary.Name, newFirst.Sub(cutAt).Round(time.Millisecond))
-	if !oldLast.Before(newFirst) {
-		t.Fatalf("%s still acknowledged writes (until %s) after %s began taking them (%s)", primary.Name,
-			oldLast.Format("15:04:05.000"), newPrimary.Name, newFirst.Format("15:04:05.000"))
-	}
+	newPrimary := w.takeover(t, c, primary, cutAt)
 	if o := w.overlaps(); len(o) > 0 {
 		t.Fatalf("two members accepted writes at once:\n%s", strings.Join(o, "\n"))
 	}
