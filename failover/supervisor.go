@@ -84,11 +84,6 @@ func NewSupervisor(cfg Config, pg Postgres, store Store, proposer Proposer, logg
 	return sup
 }
 
-// LeaseEnd is when this member's lease ends on the monotonic clock (zero
-// when it holds none): what the commit gate checks before every
-// acknowledgement.
-func (s *Supervisor) LeaseEnd() time.Time { return s.lease.End() }
-
 // Run loops until ctx ends, then stops PostgreSQL and, as holder, releases
 // the leader key so a failover need not wait for the ttl. Beside the loop
 // run the commit gate (acknowledges commits only under a valid lease) and
