@@ -51,6 +51,10 @@ type gateRun struct {
 	// Load is /proc/loadavg's 1-minute figure and the CPU steal share
 	// over the run: the machine is shared, so say how busy it was.
 	Load string `json:"load"`
+	// CPU time over the run of the primary's agent (which runs the gate)
+	// and of the gate's walsender (-1: not found, or it reconnected).
+	AgentCPUms float64 `json:"agent_cpu_ms"`
+	FenceCPUms float64 `json:"fence_walsender_cpu_ms"`
 
 	lat []float64 // µs per transaction, sorted
 }
@@ -147,6 +151,8 @@ func BenchmarkCommitGate(b *testing.B) {
 	warm := min(secs, 5)
 	runPgbench(b, primary, pgbench, env, 8, warm) // warm-up, not reported: caches, first-run effects
 	fmt.Printf("commit gate: %d s warm-up run done\n", warm)
+	idle := idleCPU(b, primary, warm)
+	fmt.Printf("commit gate: idle for %d s: cpu ms agent %.0f, gate walsender %.0f\n", warm, idle[0], idle[1])
 
 	// Each mode gets secs seconds per client count, in nSlices runs of
 	// about 5 s (BENCH_GATE_SLICES to change) that alternate A B B A A B …,
@@ -190,8 +196,8 @@ func BenchmarkCommitGate(b *testing.B) {
 			r := runPgbench(b, primary, pgbench, e, clients, d)
 			r.Mode, r.Order, r.Slice = mode, len(runs)+1, k/2
 			runs = append(runs, r)
-			fmt.Printf("commit gate: run %2d: %d clients, %-7s %3d s %9.1f tps  p99 %7.2f ms  (%d xacts; gate sync in %d/%d samples, SyncRep waiters in %d; load %s)\n",
-				r.Order, r.Clients, r.Mode, r.Seconds, r.TPS, r.P99ms, r.Xacts, r.GateSync, r.Samples, r.SyncRepWaits, r.Load)
+			fmt.Printf("commit gate: run %2d: %d clients, %-7s %3d s %9.1f tps  p99 %7.2f ms  (%d xacts; gate sync in %d/%d samples, SyncRep waiters in %d; cpu ms agent %.0f, gate walsender %.0f; load %s)\n",
+				r.Order, r.Clients, r.Mode, r.Seconds, r.TPS, r.P99ms, r.Xacts, r.GateSync, r.Samples, r.SyncRepWaits, r.AgentCPUms, r.FenceCPUms, r.Load)
 		}
 	}
 
@@ -214,7 +220,29 @@ func BenchmarkCommitGate(b *testing.B) {
 		b.Fatalf("commit gate not in the commit path during the gate runs: %s", strings.Join(notActive, "; "))
 	}
 
-	gateReport(b, runs, secs, active)
+	gateReport(b, runs, secs, active, idle)
+}
+
+// idleCPU is the CPU ms that the primary's agent and the gate's walsender
+// use over secs seconds without load: the baseline of the cpu columns.
+func idleCPU(b *testing.B, primary *Node, secs int) [2]float64 {
+	b.Helper()
+	pid := fenceWalsender(b, primary)
+	agent0, fence0 := procCPU(primary.PID()), procCPU(pid)
+	time.Sleep(time.Duration(secs) * time.Second) // the measurement window, not synchronisation
+	return [2]float64{cpuDelta(agent0, procCPU(primary.PID())), cpuDelta(fence0, procCPU(pid))}
+}
+
+// fenceWalsender is the pid of the gate's walsender on primary (0: none).
+func fenceWalsender(b *testing.B, primary *Node) int {
+	b.Helper()
+	pid := 0
+	err := pgQueryRow(ctxT(b, 5*time.Second), primary,
+		"SELECT coalesce((SELECT pid FROM pg_stat_replication WHERE application_name = '"+gateName+"' LIMIT 1), 0)", &pid)
+	if err != nil {
+		b.Fatalf("read the gate's walsender pid: %v", err)
+	}
+	return pid
 }
 
 // gateResult aggregates one mode's runs at one client count.
@@ -224,6 +252,10 @@ type gateResult struct {
 	P50ms    float64 `json:"p50_ms"` // over every transaction of those runs
 	P99ms    float64 `json:"p99_ms"`
 	SpreadPc float64 `json:"run_tps_spread_percent"` // (max-min)/mean of the runs' tps
+	// CPU ms per 1000 transactions of the primary's agent and of the
+	// gate's walsender (NaN where not measured).
+	AgentCPU float64 `json:"agent_cpu_ms_per_1000_xacts"`
+	FenceCPU float64 `json:"fence_walsender_cpu_ms_per_1000_xacts"`
 }
 
 // pairedCost is the median over slices of the tps cost between the two
@@ -260,10 +292,18 @@ func pairedCost(runs []gateRun, clients int) float64 {
 func aggregate(runs []gateRun, clients int, mode string) gateResult {
 	var g gateResult
 	var lat, tps []float64
-	var secs float64
+	var secs, agent, fence float64
 	for _, r := range runs {
 		if r.Clients != clients || r.Mode != mode {
 			continue
+		}
+		agent += r.AgentCPUms
+		fence += r.FenceCPUms
+		if r.AgentCPUms < 0 || math.IsNaN(agent) {
+			agent = math.NaN()
+		}
+		if r.FenceCPUms < 0 || math.IsNaN(fence) {
+			fence = math.NaN()
 		}
 		g.Xacts += r.Xacts
 		secs += float64(r.Xacts) / r.TPS
@@ -282,31 +322,41 @@ func aggregate(runs []gateRun, clients int, mode string) gateResult {
 		sum += v
 	}
 	g.SpreadPc = 100 * (slices.Max(tps) - slices.Min(tps)) / (sum / float64(len(tps)))
+	g.AgentCPU = 1000 * agent / float64(g.Xacts)
+	g.FenceCPU = 1000 * fence / float64(g.Xacts)
 	return g
 }
 
 // gateReport prints the table, the cost per client count, reports the
 // metrics and writes bin/bench-gate.json.
-func gateReport(b *testing.B, runs []gateRun, secs int, active bool) {
+func gateReport(b *testing.B, runs []gateRun, secs int, active bool, idle [2]float64) {
 	label := ""
 	if !active {
 		label = "  [GATE NOT ACTIVE: noise only]"
 	}
 	fmt.Printf("\ncommit gate cost: pgbench tpcb-like, scale %d, %d s per client count and mode, over TCP to the primary%s\n",
 		gateBenchScale, secs, label)
-	fmt.Printf("%7s  %-7s  %10s  %8s  %8s  %10s  %8s  %s\n", "clients", "mode", "tps", "p50 ms", "p99 ms", "run spread", "tps cost", "paired median cost")
+	fmt.Printf("%7s  %-7s  %10s  %8s  %8s  %10s  %s\n", "clients", "mode", "tps", "p50 ms", "p99 ms", "run spread",
+		"cpu ms per 1000 xacts: agent, gate walsender")
 	results := map[string]any{}
+	var costLines []string
 	for _, clients := range []int{1, 8} {
 		with, without := aggregate(runs, clients, "gate"), aggregate(runs, clients, "no-gate")
+		for _, m := range []struct {
+			name string
+			g    gateResult
+		}{{"gate", with}, {"no-gate", without}} {
+			fmt.Printf("%7d  %-7s  %10.1f  %8.2f  %8.2f  %9.1f%%  %6.1f, %6.1f\n", clients, m.name, m.g.TPS, m.g.P50ms, m.g.P99ms,
+				m.g.SpreadPc, m.g.AgentCPU, m.g.FenceCPU)
+		}
 		cost := 100 * (without.TPS - with.TPS) / without.TPS
 		paired := pairedCost(runs, clients)
 		verdict := ""
 		if clients == 8 {
-			verdict = fmt.Sprintf("  (target < %.0f%%: %s)", gateBenchTarget, map[bool]string{true: "met", false: "NOT MET"}[cost < gateBenchTarget])
+			verdict = fmt.Sprintf("; target < %.0f%%: %s", gateBenchTarget, map[bool]string{true: "met", false: "NOT MET"}[cost < gateBenchTarget])
 		}
-		fmt.Printf("%7d  %-7s  %10.1f  %8.2f  %8.2f  %9.1f%%\n", clients, "gate", with.TPS, with.P50ms, with.P99ms, with.SpreadPc)
-		fmt.Printf("%7d  %-7s  %10.1f  %8.2f  %8.2f  %9.1f%%  %7.2f%%  %7.2f%%%s%s\n", clients, "no-gate", without.TPS, without.P50ms,
-			without.P99ms, without.SpreadPc, cost, paired, verdict, label)
+		costLines = append(costLines, fmt.Sprintf("%7d  tps cost %6.2f %% (paired median %6.2f %%), p99 %+7.2f ms%s%s",
+			clients, cost, paired, with.P99ms-without.P99ms, verdict, label))
 		results[fmt.Sprintf("%dc", clients)] = map[string]any{"gate": with, "no_gate": without, "tps_cost_percent": cost,
 			"paired_median_tps_cost_percent": paired}
 		if active {
@@ -319,11 +369,19 @@ func gateReport(b *testing.B, runs []gateRun, secs int, active bool) {
 			b.ReportMetric(paired, "paired_tps_cost%"+sfx)
 		}
 	}
+	idleSecs := min(secs, 5)
+	fmt.Printf("(idle for %d s: agent %.0f, gate walsender %.0f cpu ms. The no-gate runs still stream WAL to the gate: its CPU\n"+
+		" shows in both modes; what they leave out is the commit's wait for the gate's reply.)\n", idleSecs, idle[0], idle[1])
+	fmt.Println("cost of the gate (gate against no-gate):")
+	for _, l := range costLines {
+		fmt.Println(l)
+	}
 	if !active {
 		return
 	}
 	data, _ := json.MarshalIndent(map[string]any{"scale": gateBenchScale, "seconds": secs, "runs": runs,
-		"results": results, "at": time.Now().UTC()}, "", "  ")
+		"results": results, "idle_cpu_ms": map[string]any{"seconds": min(secs, 5), "agent": idle[0], "fence_walsender": idle[1]},
+		"at": time.Now().UTC()}, "", "  ")
 	path := filepath.Join(moduleRoot(b), "bin", "bench-gate.json")
 	_ = os.MkdirAll(filepath.Dir(path), 0o755)
 	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
@@ -350,6 +408,8 @@ func runPgbench(b *testing.B, primary *Node, pgbench string, env []string, clien
 		"-T", strconv.Itoa(secs), "-l", "--log-prefix", prefix}
 
 	r := gateRun{Clients: clients, Seconds: secs}
+	fencePID := fenceWalsender(b, primary)
+	agent0, fence0 := procCPU(primary.PID()), procCPU(fencePID)
 	cpu0 := readCPUStat()
 	mctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -359,6 +419,7 @@ func runPgbench(b *testing.B, primary *Node, pgbench string, env []string, clien
 	stop()
 	wg.Wait()
 	r.Load = loadSummary(cpu0, readCPUStat())
+	r.AgentCPUms, r.FenceCPUms = cpuDelta(agent0, procCPU(primary.PID())), cpuDelta(fence0, procCPU(fencePID))
 	if err != nil {
 		b.Fatalf("pgbench %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -553,6 +614,40 @@ func catchUp(b *testing.B, c *cluster, primary *Node) {
 			WHERE application_name <> '`+gateName+`' AND replay_lsn >= '`+lsn+`'::pg_lsn`, &k)
 		return k >= want, err
 	})
+}
+
+// procCPU is a process's user+system CPU time in clock ticks from
+// /proc/<pid>/stat, with its start time to notice a reused pid (nil when
+// unreadable).
+func procCPU(pid int) []uint64 {
+	if pid <= 0 {
+		return nil
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return nil
+	}
+	f := strings.Fields(string(data)[i+1:]) // f[0] is the state (field 3)
+	if len(f) < 20 {
+		return nil
+	}
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	start, _ := strconv.ParseUint(f[19], 10, 64)
+	return []uint64{ut + st, start}
+}
+
+// cpuDelta is the CPU ms between two procCPU readings of one process
+// (Linux's USER_HZ is 100), or -1.
+func cpuDelta(before, after []uint64) float64 {
+	if before == nil || after == nil || before[1] != after[1] {
+		return -1
+	}
+	return float64(after[0]-before[0]) * 10
 }
 
 // readCPUStat returns /proc/stat's aggregate cpu line (jiffies).
