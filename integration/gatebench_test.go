@@ -253,7 +253,7 @@ type gateResult struct {
 	P99ms    float64 `json:"p99_ms"`
 	SpreadPc float64 `json:"run_tps_spread_percent"` // (max-min)/mean of the runs' tps
 	// CPU ms per 1000 transactions of the primary's agent and of the
-	// gate's walsender (NaN where not measured).
+	// gate's walsender (-1 where not measured).
 	AgentCPU float64 `json:"agent_cpu_ms_per_1000_xacts"`
 	FenceCPU float64 `json:"fence_walsender_cpu_ms_per_1000_xacts"`
 }
@@ -322,8 +322,13 @@ func aggregate(runs []gateRun, clients int, mode string) gateResult {
 		sum += v
 	}
 	g.SpreadPc = 100 * (slices.Max(tps) - slices.Min(tps)) / (sum / float64(len(tps)))
-	g.AgentCPU = 1000 * agent / float64(g.Xacts)
-	g.FenceCPU = 1000 * fence / float64(g.Xacts)
+	g.AgentCPU, g.FenceCPU = -1, -1 // JSON has no NaN
+	if !math.IsNaN(agent) {
+		g.AgentCPU = 1000 * agent / float64(g.Xacts)
+	}
+	if !math.IsNaN(fence) {
+		g.FenceCPU = 1000 * fence / float64(g.Xacts)
+	}
 	return g
 }
 
@@ -379,9 +384,13 @@ func gateReport(b *testing.B, runs []gateRun, secs int, active bool, idle [2]flo
 	if !active {
 		return
 	}
-	data, _ := json.MarshalIndent(map[string]any{"scale": gateBenchScale, "seconds": secs, "runs": runs,
+	data, err := json.MarshalIndent(map[string]any{"scale": gateBenchScale, "seconds": secs, "runs": runs,
 		"results": results, "idle_cpu_ms": map[string]any{"seconds": min(secs, 5), "agent": idle[0], "fence_walsender": idle[1]},
 		"at": time.Now().UTC()}, "", "  ")
+	if err != nil {
+		b.Logf("bench-gate.json: %v", err)
+		return
+	}
 	path := filepath.Join(moduleRoot(b), "bin", "bench-gate.json")
 	_ = os.MkdirAll(filepath.Dir(path), 0o755)
 	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
