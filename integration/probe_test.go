@@ -63,6 +63,11 @@ func (p *probe) run(ctx context.Context) {
 			_, err := conn.Exec(wctx, "INSERT INTO acks VALUES ($1)", p.next)
 			cancel()
 			if err != nil {
+				// The INSERT may have committed without its
+				// acknowledgement reaching us (a failover in between): its
+				// outcome is unknown, so the id is never retried (a retry
+				// would meet a duplicate key forever) and never counted.
+				p.next++
 				_ = conn.Close(context.Background())
 				delete(conns, n.Name)
 				continue

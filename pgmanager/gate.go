@@ -352,8 +352,8 @@ type gateStream struct {
 var errGateMessage = errors.New("malformed replication message")
 
 // handle takes one CopyData payload from the walsender and reports
-// whether to acknowledge now: after every XLogData, and on a keepalive
-// that asks for a reply.
+// whether to acknowledge now: after an XLogData that reaches the end of
+// what the walsender is sending, and on a keepalive that asks for a reply.
 func (s *gateStream) handle(data []byte) (bool, error) {
 	if len(data) == 0 {
 		return false, errGateMessage
@@ -364,10 +364,14 @@ func (s *gateStream) handle(data []byte) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("%w: %w", errGateMessage, err)
 		}
-		if end := x.WALStart + pglogrepl.LSN(len(x.WALData)); end > s.received {
+		end := x.WALStart + pglogrepl.LSN(len(x.WALData))
+		if end > s.received {
 			s.received = end
 		}
-		return true, nil
+		// ServerWALEnd is how far the walsender means to send now: short of
+		// it, the next message is already on its way, and one reply after
+		// it serves every commit in between (less CPU on a busy primary).
+		return end >= x.ServerWALEnd, nil
 	case pglogrepl.PrimaryKeepaliveMessageByteID:
 		k, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
 		if err != nil {

@@ -23,6 +23,14 @@ func xlogData(start uint64, n int) []byte {
 	return b
 }
 
+// xlogDataUpTo is an XLogData message from a walsender that means to send
+// up to walEnd.
+func xlogDataUpTo(start uint64, n int, walEnd uint64) []byte {
+	b := xlogData(start, n)
+	binary.BigEndian.PutUint64(b[9:], walEnd)
+	return b
+}
+
 func keepalive(end uint64, replyRequested bool) []byte {
 	b := make([]byte, 18)
 	b[0] = 'k'
@@ -49,6 +57,11 @@ func TestGateStreamHandle(t *testing.T) {
 			{data: xlogData(1000, 100), reply: true, received: 1100},
 			{data: xlogData(1100, 0), reply: true, received: 1100},
 			{data: xlogData(1100, 8192), reply: true, received: 9292},
+		}},
+		{"one reply when the walsender's batch ends", []step{
+			{data: xlogDataUpTo(1000, 100, 1300), reply: false, received: 1100},
+			{data: xlogDataUpTo(1100, 100, 1300), reply: false, received: 1200},
+			{data: xlogDataUpTo(1200, 100, 1300), reply: true, received: 1300},
 		}},
 		{"resent older wal never moves back", []step{
 			{data: xlogData(900, 50), reply: true, received: 1000},
