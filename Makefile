@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build test unit integration lint race bench demo clean
+.PHONY: build test unit integration chaos lint race bench demo clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/raftgres ./cmd/raftgres
@@ -17,6 +17,22 @@ unit:
 
 integration:
 	RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -timeout 30m ./pgmanager/ ./integration/
+
+# The fault test (issue 8): an append workload under random faults (kill -9,
+# SIGSTOP, cut links, restarts, switchovers; edit-config/pause/resume during
+# them), synchronous then asynchronous mode, CHAOS_MINUTES of faults each
+# (make test runs 2). CHAOS_SEED=N replays a run's fault sequence. Prints the
+# chaos lines (faults, figures, checks); the whole output is in CHAOS_LOG.
+CHAOS_MINUTES ?= 10
+CHAOS_LOG ?= bin/chaos.log
+chaos: SHELL := /bin/bash
+chaos:
+	@mkdir -p $(dir $(CHAOS_LOG))
+	@RAFTGRES_INTEGRATION=1 CHAOS_MINUTES=$(CHAOS_MINUTES) $(GO) test -count=1 -v \
+		-timeout $$(awk 'BEGIN { print int(2 * ($(CHAOS_MINUTES) + 10)) }')m \
+		-run '^TestChaos(Sync|Async)$$' ./integration/ 2>&1 | tee $(CHAOS_LOG) | \
+		sed -nu -e 's/^ *chaos_test.go:[0-9]*: //p' -e '/^\(--- \|ok \|FAIL\)/p'; \
+	rc=$${PIPESTATUS[0]}; echo "full output: $(CHAOS_LOG)"; exit $$rc
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
