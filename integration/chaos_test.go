@@ -287,7 +287,8 @@ func (r *chaosRun) available() *Node {
 	if len(ok) == 0 {
 		return nil
 	}
-	return ok[r.rng.IntN(len(ok))]
+	// Not the seeded generator: how often this runs depends on timing.
+	return ok[rand.IntN(len(ok))]
 }
 
 // cli runs the raftgres CLI inside member n's namespace (where the
@@ -720,6 +721,17 @@ func (r *chaosRun) finish() {
 			n.Start()
 		}
 	}
+	var opFailures []string
+	for _, f := range r.faults {
+		for _, x := range f.Extra {
+			if strings.Contains(x, " failed: ") {
+				opFailures = append(opFailures, fmt.Sprintf("fault %d: %s", f.N, x))
+			}
+		}
+		if f.Err != "" && (f.Kind == "switchover" || f.Kind == "restart-postgres") {
+			opFailures = append(opFailures, fmt.Sprintf("fault %d (%s): %s", f.N, f.Kind, f.Err))
+		}
+	}
 	var recovery []string
 	if r.stuck != "" {
 		recovery = append(recovery, r.stuck)
@@ -825,6 +837,10 @@ func (r *chaosRun) finish() {
 	r.logf("overlapping-epoch violations: %d", len(epochVs))
 	r.logf("writes sent after the key had left their member (FSM history) and acked by it: %d", len(offKey))
 	r.logf("max write gap: %s (from %s)", gap.Round(time.Millisecond), clock(gapAt))
+	r.logf("operator commands that failed: %d", len(opFailures))
+	for _, o := range opFailures {
+		r.logf("    %s", o)
+	}
 	r.logf("lease lines logged: %d renewals, %d lease ends (%d unparsable)", renewals, ends, len(badLines))
 	for _, e := range st.History {
 		if e.Kind == raftstore.EventLeader {
