@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -88,6 +89,10 @@ type chaosRun struct {
 	// deadline missed); it fails the recovery check.
 	stuck   string
 	workMem int
+	// syncBroken: times the FSM's Sync named a standby the primary's
+	// PostgreSQL did not wait for (synchronous mode).
+	syncBroken []string
+	syncNoted  map[string]bool
 }
 
 // chaosFault is one injected fault and what followed it.
@@ -133,7 +138,7 @@ func runChaos(t *testing.T, syncMode bool) {
 		return NodeOptions{Peers: all, Postgres: true, DCS: dcs}
 	})
 	r := &chaosRun{t: t, mode: mode, sync: syncMode, seed: seed, c: c, lab: lab, rng: rand.New(rand.NewPCG(seed, 8)),
-		frozen: map[*Node]bool{}, cut: map[*Node]bool{}, workMem: 4}
+		frozen: map[*Node]bool{}, cut: map[*Node]bool{}, workMem: 4, syncNoted: map[string]bool{}}
 	t.Cleanup(r.unfreeze) // a SIGSTOPped agent must not outlive a failed test
 	r.logf("%s mode, %s of faults, seed %d (CHAOS_SEED=%d replays the fault sequence)", mode, dur, seed, seed)
 	primary, err := r.waitHealthy(3 * time.Minute)
@@ -228,7 +233,38 @@ func (r *chaosRun) healthy() (*Node, error) {
 	if r.sync && (st.Sync.Primary != p.Name || len(st.Sync.Standbys) == 0) {
 		return nil, fmt.Errorf("no synchronous standby recorded for %s (sync %+v)", p.Name, st.Sync)
 	}
+	if r.sync {
+		r.checkSyncPromise(ctx, p, st)
+	}
 	return p, nil
+}
+
+// checkSyncPromise notes when the FSM records a synchronous standby that
+// the primary's PostgreSQL does not actually wait for: every commit it
+// acknowledges then is at risk (invariant 2). A figure, not a wait: the
+// lost writes, if any, fail the run.
+func (r *chaosRun) checkSyncPromise(ctx context.Context, p *Node, st raftstore.State) {
+	var names string
+	var syncs []string
+	err := chaosQueryRow(ctx, p, `SELECT current_setting('synchronous_standby_names'),
+		coalesce(array_agg(application_name::text) FILTER (WHERE sync_state IN ('sync', 'quorum')), '{}')
+		FROM pg_stat_replication`, nil, &names, &syncs)
+	if err != nil {
+		return
+	}
+	for _, want := range st.Sync.Standbys {
+		if !slices.Contains(syncs, want) {
+			note := fmt.Sprintf("%s: the FSM records %s as synchronous standby of %s (epoch %d), but %s has synchronous_standby_names=%q and confirms %v",
+				clock(time.Now()), want, p.Name, st.Leader.Epoch, p.Name, names, syncs)
+			key := fmt.Sprintf("%s/%d/%s/%q", p.Name, st.Leader.Epoch, want, names)
+			if !r.syncNoted[key] {
+				r.syncNoted[key] = true
+				r.syncBroken = append(r.syncBroken, note)
+				r.logf("sync promise broken: %s", note)
+			}
+			return
+		}
+	}
 }
 
 func chaosQueryRow(ctx context.Context, n *Node, sql string, args []any, dest ...any) error {
@@ -833,10 +869,17 @@ func (r *chaosRun) finish() {
 	r.logf("writes: %d acknowledged (%s), %d failed, %d indeterminate; %d acks came with a warning",
 		acked, strings.Join(sl, ", "), failed, indeterminate, warned)
 	r.logf("lost acknowledged writes: %d", len(lost))
-	r.logf("writes acknowledged after a lease end: %d", len(leaseVs))
+	if renewals == 0 {
+		r.logf("writes acknowledged after a lease end: %d (every ack: the agents logged no lease)", len(leaseVs))
+	} else {
+		r.logf("writes acknowledged after a lease end: %d", len(leaseVs))
+	}
 	r.logf("overlapping-epoch violations: %d", len(epochVs))
 	r.logf("writes sent after the key had left their member (FSM history) and acked by it: %d", len(offKey))
 	r.logf("max write gap: %s (from %s)", gap.Round(time.Millisecond), clock(gapAt))
+	if r.sync {
+		r.logf("times the FSM's synchronous standby was not synchronous in PostgreSQL: %d", len(r.syncBroken))
+	}
 	r.logf("operator commands that failed: %d", len(opFailures))
 	for _, o := range opFailures {
 		r.logf("    %s", o)
@@ -983,27 +1026,53 @@ func (r *chaosRun) explainOffKey(ws []chaosWrite, history []raftstore.Event) {
 		}
 		r.logf("off the key: %d writes acked by %s (%s - %s, during %s) after the key moved: %s; first: %s",
 			e.N, e.Member, clock(e.First.W.Done), clock(e.LastAck), r.faultAt(e.First.W.Done), moved, e.First.W)
+		r.agentContext(e.Member, e.First.W.Sent.Add(-10*time.Second), e.LastAck.Add(2*time.Second))
 	}
 }
 
+// explainLost prints lost acknowledged writes by episode (member, close
+// in time), with what that member's agent said around it.
 func (r *chaosRun) explainLost(lost []chaosWrite, book *leaseBook) {
-	type group struct {
-		server string
-		epoch  uint64
-	}
-	groups := map[group][]chaosWrite{}
-	var order []group
+	var vs []leaseViolation // grouped like lease violations
 	for _, w := range lost {
-		g := group{w.Server, epochOf(w, book)}
-		if _, ok := groups[g]; !ok {
-			order = append(order, g)
-		}
-		groups[g] = append(groups[g], w)
+		vs = append(vs, leaseViolation{W: w})
 	}
-	for _, g := range order[:min(len(order), 10)] {
-		ws := groups[g]
+	for i, e := range leaseEpisodes(vs) {
+		if i == 10 {
+			r.logf("lost: more episodes left out")
+			break
+		}
 		r.logf("lost: %d writes acked by %s under epoch %d, acked %s - %s during %s; first: %s",
-			len(ws), g.server, g.epoch, clock(ws[0].Done), clock(ws[len(ws)-1].Done), r.faultAt(ws[0].Done), ws[0])
+			e.N, e.Member, epochOf(e.First.W, book), clock(e.First.W.Done), clock(e.LastAck), r.faultAt(e.First.W.Done), e.First.W)
+		r.agentContext(e.Member, e.First.W.Sent.Add(-30*time.Second), e.LastAck.Add(2*time.Second))
+	}
+}
+
+// agentContextRE picks the agent lines that explain an episode: actions,
+// lease and key events, synchronous replication, config reloads.
+var agentContextRE = regexp.MustCompile(`acting:|demote|promot|lease|renewal failed|released|synchronous|config applied|reloading|pause|resume|fenc`)
+
+// agentContext prints member's last interesting log lines within [from, to].
+func (r *chaosRun) agentContext(member string, from, to time.Time) {
+	n := r.c.byName(member)
+	if n == nil {
+		return
+	}
+	var picked []string
+	for _, line := range strings.Split(n.Log(), "\n") {
+		ts, _, _ := strings.Cut(line, " ")
+		at, err := time.Parse(agentLogTime, ts)
+		if err != nil || at.Before(from) || at.After(to) || !agentContextRE.MatchString(line) ||
+			strings.Contains(line, ": lease renewed:") {
+			continue
+		}
+		picked = append(picked, line)
+	}
+	if len(picked) > 12 {
+		picked = picked[len(picked)-12:]
+	}
+	for _, l := range picked {
+		r.logf("    [%s] %s", member, l)
 	}
 }
 
