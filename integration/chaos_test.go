@@ -1059,19 +1059,29 @@ func (r *chaosRun) agentContext(member string, from, to time.Time) {
 		return
 	}
 	var picked []string
+	repeats := map[string]int{} // a message seen again is counted, not printed
 	for _, line := range strings.Split(n.Log(), "\n") {
-		ts, _, _ := strings.Cut(line, " ")
+		ts, rest, _ := strings.Cut(line, " ")
 		at, err := time.Parse(agentLogTime, ts)
 		if err != nil || at.Before(from) || at.After(to) || !agentContextRE.MatchString(line) ||
 			strings.Contains(line, ": lease renewed:") {
 			continue
 		}
+		if _, seen := repeats[rest]; seen {
+			repeats[rest]++
+			continue
+		}
+		repeats[rest] = 0
 		picked = append(picked, line)
 	}
 	if len(picked) > 12 {
 		picked = picked[len(picked)-12:]
 	}
 	for _, l := range picked {
+		_, rest, _ := strings.Cut(l, " ")
+		if k := repeats[rest]; k > 0 {
+			l += fmt.Sprintf(" (and %d more times)", k)
+		}
 		r.logf("    [%s] %s", member, l)
 	}
 }
