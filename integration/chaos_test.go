@@ -93,6 +93,7 @@ type chaosRun struct {
 	// PostgreSQL did not wait for (synchronous mode).
 	syncBroken []string
 	syncNoted  map[string]bool
+	hung       []string // agents that did not stop on SIGTERM
 }
 
 // chaosFault is one injected fault and what followed it.
@@ -473,7 +474,10 @@ func (r *chaosRun) fault(n int) {
 		}
 		delete(r.cut, target)
 	case "restart-agent":
-		target.Stop()
+		if err := r.stopAgent(target); err != nil {
+			f.Err = err.Error()
+			r.hung = append(r.hung, fmt.Sprintf("fault %d: %v", n, err))
+		}
 		target.Start()
 	case "restart-postgres":
 		if err := r.operator(30*time.Second, "restart", target.Name, "--force"); err != nil {
@@ -580,6 +584,55 @@ func (f *chaosFault) String() string {
 		s += "; ERROR: " + f.Err
 	}
 	return s
+}
+
+// stopAgent stops n's agent as an operator would: SIGTERM, then after
+// 20s a SIGQUIT, whose goroutine dump lands in the agent's log (printed
+// here, its raftgres frames), then SIGKILL.
+func (r *chaosRun) stopAgent(n *Node) error {
+	exited := func() error {
+		if _, done := n.Exited(); !done {
+			return errors.New("still running")
+		}
+		return nil
+	}
+	_ = syscall.Kill(n.PID(), syscall.SIGTERM)
+	if poll(20*time.Second, n.Name+"'s agent to exit", exited) == nil {
+		return nil
+	}
+	mark := len(n.Log())
+	_ = syscall.Kill(n.PID(), syscall.SIGQUIT)
+	if poll(10*time.Second, n.Name+"'s agent to dump and exit", exited) != nil {
+		n.Kill9()
+	}
+	frames := raftgresFrames(n.Log()[mark:])
+	r.logf("%s's agent did not stop within 20s of SIGTERM; its goroutines (raftgres frames) at SIGQUIT:", n.Name)
+	for _, l := range frames[:min(len(frames), 80)] {
+		r.logf("    %s", l)
+	}
+	return fmt.Errorf("%s's agent did not stop within 20s of SIGTERM (goroutine dump in its log)", n.Name)
+}
+
+// raftgresFrames picks, from a Go goroutine dump, the goroutines running
+// raftgres code: their header, and each raftgres frame with its file:line.
+func raftgresFrames(dump string) []string {
+	var frames []string
+	for _, block := range strings.Split(dump, "\n\n") {
+		lines := strings.Split(strings.TrimSpace(block), "\n")
+		if !strings.HasPrefix(lines[0], "goroutine ") || !strings.Contains(block, "raftgres/") {
+			continue
+		}
+		var own []string
+		for i, l := range lines {
+			if strings.HasPrefix(l, "raftgres/") && i+1 < len(lines) {
+				own = append(own, "  "+l, "  "+strings.TrimSpace(lines[i+1]))
+			}
+		}
+		if len(own) > 0 {
+			frames = append(append(frames, lines[0]), own...)
+		}
+	}
+	return frames
 }
 
 func postmasterPID(n *Node) (int, error) {
@@ -901,6 +954,7 @@ func (r *chaosRun) finish() {
 	add("the workload ran (acknowledged writes, faults)", acked == 0 || len(r.faults) == 0,
 		fmt.Sprintf("%d acks, %d faults", acked, len(r.faults)))
 	add("the cluster recovered after every fault and at the end", len(recovery) > 0, strings.Join(recovery, "; "))
+	add("every agent stopped within 20s of SIGTERM", len(r.hung) > 0, strings.Join(r.hung, "; "))
 	if haveErr != nil {
 		add("the final primary's rows could be read", true, haveErr.Error())
 	}
@@ -925,7 +979,7 @@ func (r *chaosRun) finish() {
 		epochDetail)
 	add("all members converge (same count and checksum)", convErr != nil, errOrEmpty(convErr))
 
-	r.explainLost(lost, book)
+	r.explainLost(lost, book, st.History)
 	if renewals > 0 {
 		r.explainLeases(leaseVs, book)
 	}
@@ -1031,8 +1085,10 @@ func (r *chaosRun) explainOffKey(ws []chaosWrite, history []raftstore.Event) {
 }
 
 // explainLost prints lost acknowledged writes by episode (member, close
-// in time), with what that member's agent said around it.
-func (r *chaosRun) explainLost(lost []chaosWrite, book *leaseBook) {
+// in time), with what that member's agent said around it unless a
+// failover explains the loss (asynchronous mode).
+func (r *chaosRun) explainLost(lost []chaosWrite, book *leaseBook, history []raftstore.Event) {
+	epoch := func(w chaosWrite) uint64 { return epochOf(w, book) }
 	var vs []leaseViolation // grouped like lease violations
 	for _, w := range lost {
 		vs = append(vs, leaseViolation{W: w})
@@ -1044,7 +1100,9 @@ func (r *chaosRun) explainLost(lost []chaosWrite, book *leaseBook) {
 		}
 		r.logf("lost: %d writes acked by %s under epoch %d, acked %s - %s during %s; first: %s",
 			e.N, e.Member, epochOf(e.First.W, book), clock(e.First.W.Done), clock(e.LastAck), r.faultAt(e.First.W.Done), e.First.W)
-		r.agentContext(e.Member, e.First.W.Sent.Add(-30*time.Second), e.LastAck.Add(2*time.Second))
+		if r.sync || len(unexplainedLoss([]chaosWrite{e.First.W}, epoch, history)) > 0 {
+			r.agentContext(e.Member, e.First.W.Sent.Add(-30*time.Second), e.LastAck.Add(2*time.Second))
+		}
 	}
 }
 
