@@ -22,6 +22,10 @@ type netLab struct {
 	id     string
 	bridge string // namespace holding the bridge
 	nodes  []string
+	// probeNet is the third octet before node 1's probe subnet: the probe
+	// links live in the root namespace, so two labs at once (two test
+	// runs on one machine) must not share their subnets.
+	probeNet int
 }
 
 func ipCmd(args ...string) error {
@@ -37,7 +41,7 @@ func ipCmd(args ...string) error {
 func newNetLab(t *testing.T, n int) *netLab {
 	t.Helper()
 	id := fmt.Sprintf("%04d", rand.IntN(10000))
-	lab := &netLab{t: t, id: id, bridge: "rg" + id + "br"}
+	lab := &netLab{t: t, id: id, bridge: "rg" + id + "br", probeNet: rand.IntN(40) * 6}
 	if err := ipCmd("netns", "add", lab.bridge); err != nil {
 		t.Skipf("network namespaces unavailable, partition test skipped: %v", err)
 	}
@@ -62,7 +66,7 @@ func newNetLab(t *testing.T, n int) *netLab {
 		must("-n", ns, "addr", "add", lab.clusterIP(i)+"/24", "dev", "cl0")
 		must("-n", ns, "link", "set", "cl0", "up")
 		must("link", "add", p, "type", "veth", "peer", "name", "pr0", "netns", ns)
-		must("addr", "add", fmt.Sprintf("10.214.%d.1/24", i), "dev", p)
+		must("addr", "add", fmt.Sprintf("10.214.%d.1/24", lab.probeNet+i), "dev", p)
 		must("link", "set", p, "up")
 		must("-n", ns, "addr", "add", lab.probeIP(i)+"/24", "dev", "pr0")
 		must("-n", ns, "link", "set", "pr0", "up")
@@ -71,7 +75,7 @@ func newNetLab(t *testing.T, n int) *netLab {
 }
 
 func (l *netLab) clusterIP(i int) string { return fmt.Sprintf("10.213.0.%d", 10+i) }
-func (l *netLab) probeIP(i int) string   { return fmt.Sprintf("10.214.%d.2", i) }
+func (l *netLab) probeIP(i int) string   { return fmt.Sprintf("10.214.%d.2", l.probeNet+i) }
 
 // cut and heal the cluster link of node i (1-based).
 func (l *netLab) cut(i int) error {
