@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -98,7 +99,9 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		if err := a.joinAndRegister(gctx); err != nil || !cfg.HasPostgres || gctx.Err() != nil {
 			return err
 		}
-		return a.sup.Run(gctx)
+		err := a.sup.Run(gctx)
+		exitIfStuck(logger, stuckShutdownGrace)
+		return err
 	})
 	g.Go(func() error {
 		select {
@@ -117,6 +120,24 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 }
 
 var errRemoved = errors.New("removed from the cluster")
+
+// stuckShutdownGrace is how long the rest of the agent (API, coordinator,
+// Raft) may take to stop once the supervisor has stopped PostgreSQL and
+// released the leader key.
+const stuckShutdownGrace = 10 * time.Second
+
+// exitIfStuck makes the process exit, after logging every goroutine's
+// stack, if it is still running grace from now. Call it once PostgreSQL is
+// stopped: nothing left to protect is worth a shutdown that never ends
+// (a service manager would kill it anyway, without saying where it hung).
+func exitIfStuck(logger hclog.Logger, grace time.Duration) {
+	time.AfterFunc(grace, func() {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		logger.Error("shutdown stuck: exiting without waiting further", "after", grace, "goroutines", string(buf))
+		os.Exit(1)
+	})
+}
 
 type agent struct {
 	cfg      *agentConfig
