@@ -343,16 +343,29 @@ func (r *chaosRun) cli(n *Node, args ...string) (string, error) {
 }
 
 // operator runs a CLI command through any available member, retrying
-// (a partition may have taken the Raft leader away) until timeout.
-func (r *chaosRun) operator(timeout time.Duration, args ...string) error {
-	return poll(timeout, "raftgres "+args[0], func() error {
+// (a partition may have taken the Raft leader away) until timeout. A
+// command that needed retries is noted in f (if not nil) with its first
+// refusal.
+func (r *chaosRun) operator(f *chaosFault, timeout time.Duration, args ...string) error {
+	tries, first := 0, error(nil)
+	start := time.Now()
+	err := poll(timeout, "raftgres "+args[0], func() error {
 		n := r.available()
 		if n == nil {
 			return errors.New("no member available")
 		}
+		tries++
 		_, err := r.cli(n, args...)
+		if err != nil && first == nil {
+			first = err
+		}
 		return err
 	})
+	if f != nil && err == nil && tries > 1 {
+		f.Extra = append(f.Extra, fmt.Sprintf("%s accepted at the %dth try after %s (first refusal: %v)",
+			args[0], tries, time.Since(start).Round(100*time.Millisecond), first))
+	}
+	return err
 }
 
 func (r *chaosRun) setPause(pause bool) error {
@@ -360,7 +373,7 @@ func (r *chaosRun) setPause(pause bool) error {
 	if pause {
 		cmd = "pause"
 	}
-	if err := r.operator(30*time.Second, cmd); err != nil {
+	if err := r.operator(nil, 30*time.Second, cmd); err != nil {
 		return err
 	}
 	r.paused = pause
@@ -480,11 +493,11 @@ func (r *chaosRun) fault(n int) {
 		}
 		target.Start()
 	case "restart-postgres":
-		if err := r.operator(30*time.Second, "restart", target.Name, "--force"); err != nil {
+		if err := r.operator(f, 30*time.Second, "restart", target.Name, "--force"); err != nil {
 			f.Err = err.Error()
 		}
 	case "switchover":
-		if err := r.operator(30*time.Second, "switchover", "--candidate", target.Name, "--force"); err != nil {
+		if err := r.operator(f, 30*time.Second, "switchover", "--candidate", target.Name, "--force"); err != nil {
 			f.Err = err.Error()
 		} else if err := poll(60*time.Second, "the switchover to "+target.Name, func() error {
 			s, err := r.state()
@@ -546,7 +559,7 @@ func (r *chaosRun) hold(f *chaosFault, doEdit, doPause bool, editAt, pauseAt, re
 		case "edit-config":
 			r.workMem++
 			note = fmt.Sprintf("edit-config work_mem=%dMB", r.workMem)
-			err = r.operator(10*time.Second, "edit-config", "--pg", fmt.Sprintf("work_mem=%dMB", r.workMem), "--force")
+			err = r.operator(f, 10*time.Second, "edit-config", "--pg", fmt.Sprintf("work_mem=%dMB", r.workMem), "--force")
 		case "pause":
 			err = r.setPause(true)
 		case "resume":
@@ -811,10 +824,14 @@ func (r *chaosRun) finish() {
 		}
 	}
 	var opFailures []string
+	opRetried := 0
 	for _, f := range r.faults {
 		for _, x := range f.Extra {
 			if strings.Contains(x, " failed: ") {
 				opFailures = append(opFailures, fmt.Sprintf("fault %d: %s", f.N, x))
+			}
+			if strings.Contains(x, " accepted at the ") {
+				opRetried++
 			}
 		}
 		if f.Err != "" && (f.Kind == "switchover" || f.Kind == "restart-postgres") {
@@ -933,7 +950,7 @@ func (r *chaosRun) finish() {
 	if r.sync {
 		r.logf("times the FSM's synchronous standby was not synchronous in PostgreSQL: %d", len(r.syncBroken))
 	}
-	r.logf("operator commands that failed: %d", len(opFailures))
+	r.logf("operator commands that failed: %d; accepted only after retries: %d", len(opFailures), opRetried)
 	for _, o := range opFailures {
 		r.logf("    %s", o)
 	}
