@@ -827,11 +827,11 @@ func (r *chaosRun) finish() {
 	opRetried := 0
 	for _, f := range r.faults {
 		for _, x := range f.Extra {
-			if strings.Contains(x, " failed: ") {
-				opFailures = append(opFailures, fmt.Sprintf("fault %d: %s", f.N, x))
-			}
-			if strings.Contains(x, " accepted at the ") {
+			switch {
+			case strings.Contains(x, " accepted at the "):
 				opRetried++
+			case strings.Contains(x, " failed: "):
+				opFailures = append(opFailures, fmt.Sprintf("fault %d: %s", f.N, x))
 			}
 		}
 		if f.Err != "" && (f.Kind == "switchover" || f.Kind == "restart-postgres") {
