@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"raftgres/pgmanager"
@@ -40,6 +41,14 @@ func switchoverCandidate(st raftstore.State, me, requested string, fresh map[str
 		why := "no other member"
 		if len(ranked) > 0 {
 			why = ranked[0].Name + ": " + ranked[0].Why
+		}
+		for _, c := range ranked {
+			if requested != "" && c.Name == requested {
+				why = c.Name + ": " + c.Why // the one asked for, not the first refused
+			}
+		}
+		if requested != "" && !slices.ContainsFunc(ranked, func(c Candidate) bool { return c.Name == requested }) {
+			why = requested + ": not a member"
 		}
 		return "", fmt.Errorf("%w (%s)", ErrNoCandidate, why)
 	}

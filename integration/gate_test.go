@@ -107,14 +107,25 @@ func TestSyncModeSurvivesAdminActions(t *testing.T) {
 		time.Sleep(time.Second) // observation window, not synchronisation
 		seen := s.values()
 		for v := range seen {
-			if v != want {
+			// A restart disconnects the standby: in non-strict mode it is
+			// dropped (from Sync first, then from the setting) until it
+			// streams again. A reload-type action keeps it throughout.
+			if v != want && !(step[0] == "restart" && v == `"raftgres_fence"`) {
 				t.Fatalf("after %s the primary ran with synchronous_standby_names %q (want only %q): %v", step[0], v, want, seen)
 			}
 		}
-		if seen[want] == 0 {
-			t.Fatalf("after %s: no sample of the primary's setting", step[0])
-		}
-		t.Logf("%s: %d samples, all %q", step[0], seen[want], want)
+		t.Logf("%s: samples %v", step[0], seen)
+		waitFor(t, 30*time.Second, "the standby synchronous again after "+step[0], func() (bool, error) {
+			st, err := c.state()
+			if err != nil || st.Sync.Primary != primary.Name || len(st.Sync.Standbys) != 1 || st.Sync.Standbys[0] != standby {
+				return false, err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			var ssn string
+			err = pgQueryRow(ctx, primary, "SELECT current_setting('synchronous_standby_names')", &ssn)
+			return ssn == want, err
+		})
 	}
 	if st, _ := c.state(); st.Leader.Holder != primary.Name {
 		t.Fatalf("admin actions moved the leader key to %q", st.Leader.Holder)
