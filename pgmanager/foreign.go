@@ -150,3 +150,48 @@ func (m *Manager) stopForeign(ctx context.Context, pid int, mode StopMode) error
 		}
 	}
 }
+
+// orphanBackends lists live processes under procRoot that run in dataDir
+// (postgres backends chdir there): after a postmaster was killed, its
+// backends can outlive it briefly, and a new postmaster refuses to start
+// while they hold the old shared memory ("pre-existing shared memory block
+// is still in use").
+func orphanBackends(procRoot, dataDir string) []int {
+	entries, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join(procRoot, e.Name(), "exe"))
+		if err != nil || !isPostgresBinary(strings.TrimSuffix(exe, " (deleted)")) {
+			continue // not postgres (a shell cd'ed there), or not ours to read
+		}
+		cwd, err := os.Readlink(filepath.Join(procRoot, e.Name(), "cwd"))
+		if err != nil || !sameDir(strings.TrimSuffix(cwd, " (deleted)"), dataDir) {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// waitOrphans waits (polling, at most d) until no orphan backend of a
+// killed postmaster runs in the data directory. It reports the ones left.
+func (m *Manager) waitOrphans(ctx context.Context, d time.Duration) []int {
+	deadline := time.Now().Add(d)
+	for {
+		left := orphanBackends("/proc", m.cfg.DataDir)
+		if len(left) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return left
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
