@@ -165,29 +165,7 @@ func runChaos(t *testing.T, syncMode bool) {
 
 // state reads the FSM from every live, unfrozen member and returns the
 // copy with the highest applied index.
-func (r *chaosRun) state() (raftstore.State, error) {
-	var best raftstore.State
-	found, last := false, error(errors.New("no member reachable"))
-	for _, n := range r.c.nodes {
-		if _, exited := n.Exited(); exited || r.frozen[n] {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		st, err := n.Client().Cluster(ctx)
-		cancel()
-		if err != nil {
-			last = err
-			continue
-		}
-		if !found || st.Index > best.Index {
-			best, found = st, true
-		}
-	}
-	if !found {
-		return raftstore.State{}, last
-	}
-	return best, nil
-}
+func (r *chaosRun) state() (raftstore.State, error) { return r.c.stateExcept(r.frozen) }
 
 func keyOf(st raftstore.State) string {
 	return fmt.Sprintf("%s@%d", valueOr(st.Leader.Holder, "none"), st.Leader.Epoch)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -39,11 +40,14 @@ func newPGClusterDCS(t testing.TB, n int, tags map[string]string, dcs string) *c
 
 // state reads the FSM from every live node and returns the most recent
 // (highest applied index) copy, so a lagging follower cannot mislead.
-func (c *cluster) state() (raftstore.State, error) {
+func (c *cluster) state() (raftstore.State, error) { return c.stateExcept(nil) }
+
+// stateExcept is state without the nodes in skip (e.g. frozen ones).
+func (c *cluster) stateExcept(skip map[*Node]bool) (raftstore.State, error) {
 	var best raftstore.State
-	found, last := false, error(nil)
+	found, last := false, error(errors.New("no member reachable"))
 	for _, n := range c.nodes {
-		if _, exited := n.Exited(); exited {
+		if _, exited := n.Exited(); exited || skip[n] {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
