@@ -23,6 +23,10 @@ type ElectionInput struct {
 	Reason string
 	// Actor is the coordinator's member name.
 	Actor string
+	// IgnoreLag skips the maximum_lag_on_failover check: a switchover
+	// stops the primary cleanly and waits for its candidate to receive
+	// everything, so lag only decides how long that wait is.
+	IgnoreLag bool
 }
 
 // Candidate is one ranked member.
@@ -61,7 +65,7 @@ func RankCandidates(st raftstore.State, in ElectionInput) []Candidate {
 			c.Why = "failover_priority 0"
 		case st.Config.SynchronousMode && !slices.Contains(st.Sync.Standbys, name):
 			c.Why = "not a synchronous standby"
-		case lastPrimary > c.LSN && int64(lastPrimary-c.LSN) > st.Config.MaximumLagOnFailover:
+		case !in.IgnoreLag && lastPrimary > c.LSN && int64(lastPrimary-c.LSN) > st.Config.MaximumLagOnFailover:
 			c.Why = fmt.Sprintf("lag %d bytes over maximum_lag_on_failover %d", lastPrimary-c.LSN, st.Config.MaximumLagOnFailover)
 		}
 		out = append(out, c)

@@ -31,6 +31,10 @@ func TestElect(t *testing.T) {
 		{"name breaks full tie", func(s *raftstore.State, in *ElectionInput) { s.Members["pg2"].Status.ReceivedLSN = 990 }, "pg2"},
 		{"too far behind", func(s *raftstore.State, in *ElectionInput) { s.Config.MaximumLagOnFailover = 50 }, "pg3"},
 		{"all too far behind", func(s *raftstore.State, in *ElectionInput) { s.Config.MaximumLagOnFailover = 5 }, ""},
+		{"lag ignored for a switchover", func(s *raftstore.State, in *ElectionInput) {
+			s.Config.MaximumLagOnFailover = 5
+			in.IgnoreLag = true
+		}, "pg3"},
 		{"sync mode only sync standbys", func(s *raftstore.State, in *ElectionInput) {
 			s.Config.SynchronousMode = true
 			s.Sync = raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg2"}}
@@ -56,5 +60,26 @@ func TestElect(t *testing.T) {
 				t.Fatalf("elected %q, want %q (ranking %+v)", got, tc.want, RankCandidates(st, in))
 			}
 		})
+	}
+}
+
+// A switchover under a steady write load must not refuse its candidate for
+// lag reported before the clean shutdown (issue 9): the hand-over waits for
+// the candidate to receive everything instead.
+func TestSwitchoverCandidateIgnoresReportedLag(t *testing.T) {
+	t.Parallel()
+	st := state("pg1", "pg1", "pg2")
+	st.Config.MaximumLagOnFailover = 1 << 20
+	st.Members["pg1"].Status.WrittenLSN = 10 << 20
+	st.Members["pg2"].Status.ReceivedLSN = 8 << 20
+	fresh := map[string]bool{"pg1": true, "pg2": true}
+	for _, requested := range []string{"", "pg2"} {
+		got, err := switchoverCandidate(st, "pg1", requested, fresh)
+		if err != nil || got != "pg2" {
+			t.Fatalf("requested %q: candidate %q, error %v; want pg2", requested, got, err)
+		}
+	}
+	if _, ok := Elect(st, ElectionInput{Fresh: fresh, Exclude: "pg1"}); ok {
+		t.Fatal("a failover elected a member 2 MiB behind with maximum_lag_on_failover 1 MiB")
 	}
 }
