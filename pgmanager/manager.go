@@ -54,6 +54,8 @@ type Manager struct {
 	child atomic.Pointer[postmaster]
 	// gateUp: the commit gate streams (see RunGate).
 	gateUp atomic.Bool
+	// sess is the kept superuser connection of Status and EnsureSlots.
+	sess session
 }
 
 // New validates cfg and returns a Manager for member. It starts nothing.
@@ -309,6 +311,9 @@ func (m *Manager) Start(ctx context.Context, d Desired) error {
 // whether it is this manager's child or a foreign postmaster. Stopping a
 // stopped server is not an error.
 func (m *Manager) Stop(ctx context.Context, mode StopMode) error {
+	if mode == StopSmart {
+		m.closeSession() // a smart shutdown waits for every client, ours too
+	}
 	if p := m.ownChild(); p != nil {
 		m.logger.Info("stopping postgres", "mode", mode.String(), "pid", p.pid())
 		if err := p.stop(ctx, mode, m.step); err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/jackc/pgx/v5"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -16,11 +17,14 @@ import (
 // server exactly want: missing ones are created (reserving WAL at once),
 // slots not in want that are inactive are dropped. It returns what it did.
 func (m *Manager) EnsureSlots(ctx context.Context, want []string) (created, dropped []string, err error) {
-	conn, err := m.connect(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer conn.Close(context.Background())
+	err = m.withSession(ctx, func(conn *pgx.Conn) error {
+		created, dropped, err = m.ensureSlotsOn(ctx, conn, want)
+		return err
+	})
+	return created, dropped, err
+}
+
+func (m *Manager) ensureSlotsOn(ctx context.Context, conn *pgx.Conn, want []string) (created, dropped []string, err error) {
 	rows, err := conn.Query(ctx, `SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'`)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list slots on %s: %w", m.member, err)

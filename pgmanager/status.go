@@ -145,16 +145,15 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 	return st, nil
 }
 
-// query fills st from the running server.
+// query fills st from the running server, on the kept session.
 func (m *Manager) query(ctx context.Context, st *Status) error {
-	conn, err := m.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
+	return m.withSession(ctx, func(conn *pgx.Conn) error { return m.queryOn(ctx, conn, st) })
+}
+
+func (m *Manager) queryOn(ctx context.Context, conn *pgx.Conn, st *Status) error {
 	var sysid int64
 	var ver string
-	err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),
+	err := conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),
 		current_setting('server_version'), (SELECT timeline_id FROM pg_control_checkpoint()), pg_postmaster_start_time(),
 		current_setting('synchronous_standby_names')`).
 		Scan(&st.InRecovery, &sysid, &ver, &st.Timeline, &st.PostmasterStart, &st.SyncStandbyNames)
