@@ -72,8 +72,9 @@ type Config struct {
 	ApplyTimeout time.Duration
 }
 
-// DefaultConfig returns timings tuned for a LAN: a lost Raft leader is
-// replaced in about one to two seconds.
+// DefaultConfig returns timings tuned for a LAN (hashicorp/raft's own
+// defaults, 1s, are for a WAN): a lost Raft leader is replaced in about
+// one second, at most two (WorstLeaderChange), inside the default lease.
 func DefaultConfig() Config {
 	return Config{
 		HeartbeatTimeout:   500 * time.Millisecond,
@@ -86,6 +87,21 @@ func DefaultConfig() Config {
 		SnapshotRetain:     2,
 		ApplyTimeout:       10 * time.Second,
 	}
+}
+
+// WorstLeaderChange bounds a Raft leader change without split votes: a
+// follower notices the silence within 2·HeartbeatTimeout (Raft randomises
+// the timeout between one and two) and wins its election within
+// 2·ElectionTimeout.
+func (c Config) WorstLeaderChange() time.Duration {
+	return 2*c.HeartbeatTimeout + 2*c.ElectionTimeout
+}
+
+// HeartbeatRPCTimeout is the I/O deadline of one heartbeat to a peer:
+// half the heartbeat timeout, so that a peer that stopped answering is
+// seen failing well before a follower would start an election.
+func (c Config) HeartbeatRPCTimeout() time.Duration {
+	return max(c.HeartbeatTimeout/2, 20*time.Millisecond)
 }
 
 // AdvertiseAddr is Advertise, or Listen when Advertise is empty.

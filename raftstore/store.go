@@ -33,6 +33,8 @@ type Store struct {
 	mu        sync.Mutex
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
+	beats     *raft.NetworkTransport // heartbeats only (heartbeatTransport)
+	health    *peerHealth
 	bolt      *raftboltdb.BoltStore
 	logs      raft.LogStore
 	tls       *tls.Config
@@ -42,6 +44,7 @@ type Store struct {
 
 	changes   *broadcast // FSM applied an entry
 	leaders   *broadcast // Raft leadership or leader identity changed
+	peers     *broadcast // a peer's heartbeats started failing or resumed
 	removedCh chan struct{}
 	removed   sync.Once
 
@@ -65,6 +68,8 @@ func New(cfg Config, logger hclog.Logger) (*Store, error) {
 		logger:    logger.Named(LoggerName),
 		changes:   newBroadcast(),
 		leaders:   newBroadcast(),
+		peers:     newBroadcast(),
+		health:    newPeerHealth(cfg.HeartbeatTimeout + cfg.HeartbeatRPCTimeout()),
 		removedCh: make(chan struct{}),
 	}
 	s.fsm = newFSM(func(uint64) { s.changes.notify() })
@@ -117,13 +122,19 @@ func (s *Store) Open() (err error) {
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 3, Timeout: 5 * time.Second, Logger: rlog,
 	})
+	beats := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  &dialOnly{dial: stream.Dial, addr: stream.Addr(), closed: make(chan struct{})},
+		MaxPool: 1, Timeout: s.cfg.HeartbeatRPCTimeout(), Logger: rlog.Named("heartbeat"),
+	})
 	defer func() {
 		if err != nil {
+			_ = beats.Close()
 			_ = trans.Close()
 		}
 	}()
 	notify := make(chan bool, 1)
-	r, err := raft.NewRaft(s.raftConfig(rlog, notify), s.fsm, logs, bolt, snaps, trans)
+	r, err := raft.NewRaft(s.raftConfig(rlog, notify), s.fsm, logs, bolt, snaps,
+		&heartbeatTransport{NetworkTransport: trans, beats: beats})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -131,13 +142,16 @@ func (s *Store) Open() (err error) {
 		_ = r.Shutdown().Error()
 		return err
 	}
-	obsCh := make(chan raft.Observation, 16)
+	obsCh := make(chan raft.Observation, 64)
 	s.observer = raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.LeaderObservation)
-		return ok
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+			return true
+		}
+		return false
 	})
 	r.RegisterObserver(s.observer)
-	s.raft, s.transport, s.bolt, s.logs = r, trans, bolt, logs
+	s.raft, s.transport, s.beats, s.bolt, s.logs = r, trans, beats, bolt, logs
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
 	go s.watchRaft(r, notify, obsCh, s.stop, s.done)
 	s.logger.Info("raft started", "raft_id", s.cfg.NodeID, "listen", s.cfg.Listen,
@@ -200,10 +214,14 @@ func (s *Store) watchRaft(r *raft.Raft, notify <-chan bool, obs <-chan raft.Obse
 			s.logger.Info("raft leadership changed", "leader", leader)
 			s.leaders.notify()
 		case o := <-obs:
-			if lo, ok := o.Data.(raft.LeaderObservation); ok {
-				s.logger.Debug("raft leader observed", "leader_id", lo.LeaderID, "leader_addr", lo.LeaderAddr)
+			s.health.observe(o, time.Now())
+			switch d := o.Data.(type) {
+			case raft.LeaderObservation:
+				s.logger.Debug("raft leader observed", "leader_id", d.LeaderID, "leader_addr", d.LeaderAddr)
+				s.leaders.notify()
+			case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+				s.peers.notify()
 			}
-			s.leaders.notify()
 		case <-tick.C:
 			if s.observer != nil {
 				s.droppedObservations.Store(s.observer.GetNumDropped())
@@ -256,6 +274,7 @@ func (s *Store) Close() error {
 	if err := s.raft.Shutdown().Error(); err != nil {
 		errs = append(errs, fmt.Errorf("shut down raft: %w", err))
 	}
+	_ = s.beats.Close()
 	if err := s.transport.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close raft transport: %w", err))
 	}
@@ -315,6 +334,10 @@ func (s *Store) Changes() <-chan struct{} { return s.changes.wait() }
 // LeaderChanges returns a channel closed at the next change of Raft
 // leadership (this node's, or the identity of the leader it follows).
 func (s *Store) LeaderChanges() <-chan struct{} { return s.leaders.wait() }
+
+// PeerChanges returns a channel closed when a peer's heartbeats start
+// failing or resume (see PeerUnreachable).
+func (s *Store) PeerChanges() <-chan struct{} { return s.peers.wait() }
 
 // DroppedObservations counts Raft observations dropped because the
 // consumer was slow (Raft is never blocked).
