@@ -20,6 +20,7 @@ type ConfigDoc struct {
 	TTL                   *Seconds     `json:"ttl,omitempty"`
 	LoopWait              *Seconds     `json:"loop_wait,omitempty"`
 	RetryTimeout          *Seconds     `json:"retry_timeout,omitempty"`
+	DetectionWindow       *Seconds     `json:"detection_window,omitempty"`
 	MaximumLagOnFailover  *int64       `json:"maximum_lag_on_failover,omitempty"`
 	SynchronousMode       *bool        `json:"synchronous_mode,omitempty"`
 	SynchronousModeStrict *bool        `json:"synchronous_mode_strict,omitempty"`
@@ -104,7 +105,7 @@ func (p *Param) UnmarshalJSON(b []byte) error {
 
 // DocOf is c as /config shows it.
 func DocOf(c raftstore.ClusterConfig) ConfigDoc {
-	ttl, lw, rt := Seconds(c.TTL), Seconds(c.LoopWait), Seconds(c.RetryTimeout)
+	ttl, lw, rt, dw := Seconds(c.TTL), Seconds(c.LoopWait), Seconds(c.RetryTimeout), Seconds(c.Detection())
 	lag, sm, sms, pause, ver := c.MaximumLagOnFailover, c.SynchronousMode, c.SynchronousModeStrict, c.Pause, c.Version
 	rw, slots := c.PostgreSQL.UsePgRewind, c.PostgreSQL.UseSlots
 	pg := &PGConfigDoc{UsePgRewind: &rw, UseSlots: &slots, PgHba: slices.Clone(c.PostgreSQL.PgHba)}
@@ -114,7 +115,7 @@ func DocOf(c raftstore.ClusterConfig) ConfigDoc {
 			pg.Parameters[k] = Param(v)
 		}
 	}
-	return ConfigDoc{TTL: &ttl, LoopWait: &lw, RetryTimeout: &rt, MaximumLagOnFailover: &lag,
+	return ConfigDoc{TTL: &ttl, LoopWait: &lw, RetryTimeout: &rt, DetectionWindow: &dw, MaximumLagOnFailover: &lag,
 		SynchronousMode: &sm, SynchronousModeStrict: &sms, Pause: &pause, PostgreSQL: pg, Version: &ver}
 }
 
@@ -130,6 +131,7 @@ func configFromDoc(d ConfigDoc) raftstore.ClusterConfig {
 	set(&c.TTL, d.TTL)
 	set(&c.LoopWait, d.LoopWait)
 	set(&c.RetryTimeout, d.RetryTimeout)
+	set(&c.DetectionWindow, d.DetectionWindow)
 	if d.MaximumLagOnFailover != nil {
 		c.MaximumLagOnFailover = *d.MaximumLagOnFailover
 	}

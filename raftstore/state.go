@@ -14,10 +14,15 @@ import (
 // bootstrap.dcs when the cluster is made and changed only by SetConfig.
 type ClusterConfig struct {
 	// Version increases by one on every accepted SetConfig.
-	Version               uint64        `json:"version"`
-	TTL                   time.Duration `json:"ttl"`
-	LoopWait              time.Duration `json:"loop_wait"`
-	RetryTimeout          time.Duration `json:"retry_timeout"`
+	Version      uint64        `json:"version"`
+	TTL          time.Duration `json:"ttl"`
+	LoopWait     time.Duration `json:"loop_wait"`
+	RetryTimeout time.Duration `json:"retry_timeout"`
+	// DetectionWindow is how long, in synchronous mode, the holder may be
+	// unreachable over Raft, or renew nothing beyond its usual interval,
+	// before the recorded synchronous standby is promoted without waiting
+	// for the lease to run out (the commit gate makes that safe).
+	DetectionWindow       time.Duration `json:"detection_window"`
 	MaximumLagOnFailover  int64         `json:"maximum_lag_on_failover"`
 	SynchronousMode       bool          `json:"synchronous_mode"`
 	SynchronousModeStrict bool          `json:"synchronous_mode_strict"`
@@ -35,15 +40,18 @@ type PGConfig struct {
 
 // DefaultClusterConfig is what bootstrap.dcs starts from. The timings are
 // for a LAN: a lost primary is replaced about ttl (3s) after its last
-// renewal, renewals go out every loop_wait (300ms), and the holder fences
-// itself ttl/3 before anyone else may be promoted. Patroni's 30/10/10 suit
-// a WAN or a slow store; raise ttl when Raft round trips or PostgreSQL stop
-// times are long (see README, "Timing").
+// renewal (in synchronous mode about detection_window, 400ms, after its
+// host was lost), renewals go out every RenewInterval (700ms), and the
+// holder fences itself ttl/3 before anyone else may be promoted in
+// asynchronous mode. Patroni's 30/10/10 suit a WAN or a slow store; raise
+// ttl when Raft round trips or PostgreSQL stop times are long (see README,
+// "Timing").
 func DefaultClusterConfig() ClusterConfig {
 	return ClusterConfig{
 		TTL:                  3 * time.Second,
 		LoopWait:             300 * time.Millisecond,
 		RetryTimeout:         time.Second,
+		DetectionWindow:      400 * time.Millisecond,
 		MaximumLagOnFailover: 1 << 20,
 		PostgreSQL:           PGConfig{UsePgRewind: true, UseSlots: true},
 	}
@@ -92,6 +100,9 @@ func (c ClusterConfig) Validate() error {
 		errs = append(errs, conf.Errorf("loop_wait", "loop_wait + retry_timeout (%s) must not exceed the lease (ttl − ttl/3 = %s), "+
 			"or a primary would fence itself between two healthy renewals", c.LoopWait+c.RetryTimeout, c.TTL-c.TTL/3))
 	}
+	if c.DetectionWindow != 0 && (c.DetectionWindow < 50*time.Millisecond || c.DetectionWindow > c.TTL) {
+		errs = append(errs, conf.Errorf("detection_window", "must be between 50ms and ttl (%s), got %s", c.TTL, c.DetectionWindow))
+	}
 	if c.MaximumLagOnFailover < 0 {
 		errs = append(errs, conf.Errorf("maximum_lag_on_failover", "must not be negative"))
 	}
@@ -99,6 +110,31 @@ func (c ClusterConfig) Validate() error {
 		errs = append(errs, conf.Errorf("synchronous_mode_strict", "needs synchronous_mode: true"))
 	}
 	return errors.Join(errs...)
+}
+
+// Detection is DetectionWindow, or its default for a state written before
+// the setting existed (zero).
+func (c ClusterConfig) Detection() time.Duration {
+	if c.DetectionWindow == 0 {
+		return DefaultClusterConfig().DetectionWindow
+	}
+	return c.DetectionWindow
+}
+
+// RenewInterval is how often the holder renews its lease: as seldom as
+// allows a renewal, sent a loop_wait late and given retry_timeout, to land
+// before the lease (ttl − ttl/3) ends; never more often than loop_wait.
+// Each renewal is a Raft commit (a disk flush on every host), so this is
+// most of an idle cluster's cost.
+func (c ClusterConfig) RenewInterval() time.Duration {
+	return max(c.LoopWait, c.TTL-c.TTL/3-c.RetryTimeout-c.LoopWait)
+}
+
+// ReportInterval is how often a member reports a status that did not
+// change (a changed one is reported at once): often enough that a live
+// member always counts as fresh (reported within ttl).
+func (c ClusterConfig) ReportInterval() time.Duration {
+	return max(c.LoopWait, c.TTL/2)
 }
 
 // Clone returns a deep copy.

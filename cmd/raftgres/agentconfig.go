@@ -188,6 +188,13 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 		}
 		c.Raft.BootstrapPeers = append(c.Raft.BootstrapPeers, raftstore.Peer{ID: id, Address: addr})
 	}
+	for dst, src := range map[*time.Duration]*conf.Duration{&c.Raft.HeartbeatTimeout: f.Raft.HeartbeatTimeout,
+		&c.Raft.ElectionTimeout: f.Raft.ElectionTimeout, &c.Raft.LeaderLeaseTimeout: f.Raft.LeaderLeaseTimeout,
+		&c.Raft.CommitTimeout: f.Raft.CommitTimeout} {
+		if src != nil {
+			*dst = src.D()
+		}
+	}
 	if t := f.Raft.TLS; t != nil {
 		c.Raft.TLS = raftstore.TLSConfig{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
 		c.API.PeerTLS = api.PeerTLS{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
@@ -218,7 +225,8 @@ func (f *fileConfig) convertAPI(c *agentConfig) {
 
 func (f *fileConfig) convertDCS(c *agentConfig) {
 	d, cc := f.Bootstrap.DCS, &c.Cluster
-	for dst, src := range map[*time.Duration]*conf.Duration{&cc.TTL: d.TTL, &cc.LoopWait: d.LoopWait, &cc.RetryTimeout: d.RetryTimeout} {
+	for dst, src := range map[*time.Duration]*conf.Duration{&cc.TTL: d.TTL, &cc.LoopWait: d.LoopWait, &cc.RetryTimeout: d.RetryTimeout,
+		&cc.DetectionWindow: d.DetectionWindow} {
 		if src != nil {
 			*dst = src.D()
 		}
@@ -311,6 +319,11 @@ func (c *agentConfig) validate() []error {
 		check("raft.token", errors.New("is required unless raft.tls and restapi.tls are both set: peers must authenticate to each other"))
 	}
 	check("bootstrap.dcs", c.Cluster.Validate())
+	if worst := c.Raft.WorstLeaderChange(); c.Cluster.TTL > 0 && worst > c.Cluster.TTL-c.Cluster.TTL/3 {
+		check("raft", fmt.Errorf("a Raft leader change can take up to 2·heartbeat_timeout + 2·election_timeout = %s, "+
+			"more than the lease (bootstrap.dcs.ttl − ttl/3 = %s): lower the Raft timeouts or raise ttl",
+			worst, c.Cluster.TTL-c.Cluster.TTL/3))
+	}
 	if c.HasPostgres {
 		check("postgresql", c.Postgres.Validate())
 	}

@@ -24,6 +24,8 @@ raft:
   bootstrap_peers: [pg1=127.0.0.1:7001, pg2=127.0.0.1:7002, pg3=127.0.0.1:7003]
   token: cluster-token
   tls: {ca_file: /etc/rg/ca.pem, cert_file: /etc/rg/pg1.pem, key_file: /etc/rg/pg1-key.pem}
+  heartbeat_timeout: 700ms
+  election_timeout: 800ms
 restapi:
   listen: 127.0.0.1:8008
   connect_address: 127.0.0.1:8008
@@ -44,6 +46,7 @@ bootstrap:
     ttl: 20
     loop_wait: 500ms
     retry_timeout: 5
+    detection_window: 600ms
     maximum_lag_on_failover: 1048576
     synchronous_mode: true
     postgresql: {use_pg_rewind: true, use_slots: false, parameters: {wal_keep_size: 1GB}}
@@ -65,11 +68,13 @@ func TestParseValidConfig(t *testing.T) {
 	wantRaft.NodeID, wantRaft.Dir, wantRaft.Listen = "pg1", "/var/lib/raftgres/raft", "127.0.0.1:7001"
 	wantRaft.BootstrapPeers = []raftstore.Peer{{ID: "pg1", Address: "127.0.0.1:7001"}, {ID: "pg2", Address: "127.0.0.1:7002"}, {ID: "pg3", Address: "127.0.0.1:7003"}}
 	wantRaft.TLS = raftstore.TLSConfig{CAFile: "/etc/rg/ca.pem", CertFile: "/etc/rg/pg1.pem", KeyFile: "/etc/rg/pg1-key.pem"}
+	wantRaft.HeartbeatTimeout, wantRaft.ElectionTimeout = 700*time.Millisecond, 800*time.Millisecond
 	if diff := cmp.Diff(wantRaft, c.Raft); diff != "" {
 		t.Errorf("raft (-want +got):\n%s", diff)
 	}
 	wantCluster := raftstore.DefaultClusterConfig()
 	wantCluster.TTL, wantCluster.LoopWait, wantCluster.RetryTimeout = 20*time.Second, 500*time.Millisecond, 5*time.Second
+	wantCluster.DetectionWindow = 600 * time.Millisecond
 	wantCluster.SynchronousMode, wantCluster.PostgreSQL.UseSlots = true, false
 	wantCluster.PostgreSQL.Parameters = map[string]string{"wal_keep_size": "1GB"}
 	wantCluster.PostgreSQL.PgHba = []string{"host replication replicator 127.0.0.1/32 scram-sha-256"}
@@ -131,6 +136,12 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{"restapi.connect_address: needs a host"}},
 		{"bad duration", replace("ttl: 20", "ttl: soon"), 0o600, []string{"bootstrap.dcs.ttl: must be a duration"}},
 		{"ttl too short", replace("ttl: 20", "ttl: 6"), 0o600, []string{"bootstrap.dcs.ttl: must be at least loop_wait + 2*retry_timeout"}},
+		{"raft leader change outlasts the lease", replace("election_timeout: 800ms", "election_timeout: 6s"), 0o600,
+			[]string{"raft: a Raft leader change can take up to 2·heartbeat_timeout + 2·election_timeout = 13.4s, more than the lease"}},
+		{"election under heartbeat", replace("election_timeout: 800ms", "election_timeout: 100ms"), 0o600,
+			[]string{"raft.election_timeout: must be at least the heartbeat timeout"}},
+		{"detection window over ttl", replace("detection_window: 600ms", "detection_window: 30s"), 0o600,
+			[]string{"bootstrap.dcs.detection_window: must be between 50ms and ttl (20s), got 30s"}},
 		{"list where scalar", replace("name: pg1", "name: [pg1]"), 0o600, []string{"name: must be a single value"}},
 		{"bad watchdog mode", replace("name: pg1", "name: pg1\nwatchdog: {mode: always}"), 0o600,
 			[]string{"line 3: watchdog.mode: must be off, automatic or required"}},

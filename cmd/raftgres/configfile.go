@@ -39,6 +39,11 @@ type fileRaft struct {
 	Join           []string    `yaml:"join"`
 	Token          conf.Secret `yaml:"token"`
 	TLS            *fileTLS    `yaml:"tls"`
+	// Raft timings (LAN defaults: raftstore.DefaultConfig).
+	HeartbeatTimeout   *conf.Duration `yaml:"heartbeat_timeout"`
+	ElectionTimeout    *conf.Duration `yaml:"election_timeout"`
+	LeaderLeaseTimeout *conf.Duration `yaml:"leader_lease_timeout"`
+	CommitTimeout      *conf.Duration `yaml:"commit_timeout"`
 }
 
 type fileTLS struct {
@@ -97,6 +102,7 @@ type fileDCS struct {
 	TTL                   *conf.Duration `yaml:"ttl"`
 	LoopWait              *conf.Duration `yaml:"loop_wait"`
 	RetryTimeout          *conf.Duration `yaml:"retry_timeout"`
+	DetectionWindow       *conf.Duration `yaml:"detection_window"`
 	MaximumLagOnFailover  *int64         `yaml:"maximum_lag_on_failover"`
 	SynchronousMode       *bool          `yaml:"synchronous_mode"`
 	SynchronousModeStrict *bool          `yaml:"synchronous_mode_strict"`
