@@ -144,7 +144,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		changes := c.store.Changes()
+		changes, peers := c.store.Changes(), c.store.PeerChanges()
 		st = c.store.State()
 		now := c.clock.Now()
 		seen.observe(st, now)
@@ -154,7 +154,9 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			lastChange, lastEpoch, lastRev = now, st.Leader.Epoch, st.Leader.Rev
 		}
 		if c.shouldElect(st, now.Sub(lastChange)) {
-			c.elect(ctx, st, seen, now)
+			c.elect(ctx, st, seen, now, "")
+		} else if lost, why := c.holderLost(st, now, lastChange); lost {
+			c.elect(ctx, st, seen, now, why)
 		}
 		c.clearFulfilled(ctx, st)
 		if st.Leader.Holder == c.member && !moved && st.Failover == nil && now.Sub(established) > st.Config.TTL {
@@ -175,9 +177,53 @@ func (c *Coordinator) lead(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-changes:
+		case <-peers:
 		case <-tick.C:
 		}
 	}
+}
+
+// holderLost decides the fast path of synchronous mode: the holder is
+// known to be gone before its lease ends, and a recorded synchronous
+// standby may be promoted at once. lastRenewal is when this coordinator
+// applied the key's last acquire or renewal (or took office, if later).
+func (c *Coordinator) holderLost(st raftstore.State, now, lastRenewal time.Time) (bool, string) {
+	lastContact, unreachable := time.Time{}, false
+	if st.Leader.Holder != "" {
+		lastContact, unreachable = c.store.PeerUnreachable(st.Leader.Holder)
+	}
+	return HolderLost(st, now.Sub(lastRenewal), unreachable, now.Sub(lastContact))
+}
+
+// HolderLost is the pure rule of synchronous mode's fast failover. Every
+// commit the holder acknowledged is on its recorded synchronous standby,
+// and once that standby is promoted the holder's synchronous_standby_names
+// (FIRST 2 (gate, standby)) can never be satisfied again: promoting it
+// before the old lease ends loses nothing and lets nothing be
+// acknowledged twice. The holder counts as lost when, with detection
+// window w,
+//   - Raft's heartbeats to it fail (connection refused or reset, or no
+//     answer within the heartbeat deadline) and neither Raft contact nor
+//     a renewal happened for w, or
+//   - it renewed nothing for its renewal interval plus a loop_wait plus w
+//     (a renewal can be a loop_wait late).
+//
+// Outside synchronous mode, when paused, or when no standby is recorded
+// for the holder, the lease is always awaited.
+func HolderLost(st raftstore.State, sinceRenewal time.Duration, unreachable bool, sinceContact time.Duration) (bool, string) {
+	c := st.Config
+	if c.Pause || !c.SynchronousMode || st.Initialize == "" || st.Leader.Holder == "" ||
+		st.Sync.Primary != st.Leader.Holder || len(st.Sync.Standbys) == 0 {
+		return false, ""
+	}
+	w := c.Detection()
+	switch {
+	case unreachable && sinceContact >= w && sinceRenewal >= w:
+		return true, fmt.Sprintf("%s unreachable over Raft for %s", st.Leader.Holder, sinceContact.Round(time.Millisecond))
+	case sinceRenewal >= c.RenewInterval()+c.LoopWait+w:
+		return true, fmt.Sprintf("%s renewed nothing for %s", st.Leader.Holder, sinceRenewal.Round(time.Millisecond))
+	}
+	return false, ""
 }
 
 func (c *Coordinator) shouldElect(st raftstore.State, sinceChange time.Duration) bool {
@@ -187,10 +233,16 @@ func (c *Coordinator) shouldElect(st raftstore.State, sinceChange time.Duration)
 	return st.Leader.Holder == "" || sinceChange >= st.Config.TTL
 }
 
-func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen reportClock, now time.Time) {
+// elect chooses and commits a new primary. lost, when set, says why the
+// holder is known to be gone before its lease ended (synchronous mode's
+// fast path, HolderLost).
+func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen reportClock, now time.Time, lost string) {
 	fresh := seen.fresh(now, st.Config.TTL)
 	reason := "no primary"
-	if st.Leader.Holder != "" {
+	switch {
+	case lost != "":
+		reason = "holder lost before its lease ended: " + lost
+	case st.Leader.Holder != "":
 		reason = "leader key of " + st.Leader.Holder + " expired"
 	}
 	in := ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder, Reason: reason, Actor: c.member}
@@ -226,7 +278,8 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 		return
 	}
 	c.lastNoCandidate = time.Time{}
-	c.logger.Info("new primary elected", "member", cmd.Holder, "epoch", cmd.PrevEpoch+1, "reason", reason)
+	c.logger.Info("new primary elected", "member", cmd.Holder, "epoch", cmd.PrevEpoch+1, "reason", reason,
+		"fast_path", lost != "")
 }
 
 func (c *Coordinator) seedConfig(ctx context.Context) error {

@@ -227,7 +227,7 @@ func TestCoordinatorLogsNoEligibleCandidateAtMostOncePerTTL(t *testing.T) {
 	for i := 0; i <= 12; i++ { // every 500ms for 6s = 2 ttl
 		now := clock.Now()
 		seen.observe(store.State(), now)
-		c.elect(context.Background(), store.State(), seen, now)
+		c.elect(context.Background(), store.State(), seen, now, "")
 		clock.Advance(st.Config.TTL / 6)
 	}
 	if n := strings.Count(logs.String(), "no eligible candidate"); n != 3 {

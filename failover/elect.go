@@ -40,7 +40,11 @@ type Candidate struct {
 
 // RankCandidates returns every member with the reason it is not eligible
 // (Why empty means eligible), eligible ones first, best first: highest
-// received/replayed LSN, then failover_priority, then name.
+// received/replayed LSN, then failover_priority, then name. In synchronous
+// mode only the recorded synchronous standbys are eligible, and lag is not
+// held against them: they hold every acknowledged commit by construction,
+// while the reported LSNs of a loaded primary and its standby are read at
+// different moments.
 func RankCandidates(st raftstore.State, in ElectionInput) []Candidate {
 	lastPrimary := uint64(0)
 	if h, ok := st.Members[st.Leader.Holder]; ok {
@@ -65,7 +69,7 @@ func RankCandidates(st raftstore.State, in ElectionInput) []Candidate {
 			c.Why = "failover_priority 0"
 		case st.Config.SynchronousMode && !slices.Contains(st.Sync.Standbys, name):
 			c.Why = "not a synchronous standby"
-		case !in.IgnoreLag && lastPrimary > c.LSN && int64(lastPrimary-c.LSN) > st.Config.MaximumLagOnFailover:
+		case !in.IgnoreLag && !st.Config.SynchronousMode && lastPrimary > c.LSN && int64(lastPrimary-c.LSN) > st.Config.MaximumLagOnFailover:
 			c.Why = fmt.Sprintf("lag %d bytes over maximum_lag_on_failover %d", lastPrimary-c.LSN, st.Config.MaximumLagOnFailover)
 		}
 		out = append(out, c)

@@ -109,6 +109,9 @@ type fakeStore struct {
 	leader    bool
 	leaderCh  chan struct{}
 	transfers int
+	// unreachable maps a peer whose heartbeats fail to Raft's last
+	// contact with it.
+	unreachable map[string]time.Time
 	// iterate, when set, makes Changes a barrier for the coordinator's loop:
 	// each call signals at and waits for a step from the test (see
 	// coordStepper).
@@ -200,6 +203,30 @@ func (f *fakeStore) Barrier(context.Context) error { return nil }
 func (f *fakeStore) Apply(_ context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error) {
 	return f.commit(cmd), nil
 }
+
+func (f *fakeStore) PeerUnreachable(member string) (time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.unreachable[member]
+	return t, ok
+}
+
+// setUnreachable marks member's heartbeats failing since lastContact
+// (zero time: reachable again).
+func (f *fakeStore) setUnreachable(member string, lastContact time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.unreachable == nil {
+		f.unreachable = map[string]time.Time{}
+	}
+	if lastContact.IsZero() {
+		delete(f.unreachable, member)
+		return
+	}
+	f.unreachable[member] = lastContact
+}
+
+func (f *fakeStore) PeerChanges() <-chan struct{} { return nil }
 
 func (f *fakeStore) TransferLeadership(context.Context) error {
 	f.mu.Lock()

@@ -61,4 +61,10 @@ type LeaderStore interface {
 	Barrier(ctx context.Context) error
 	Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error)
 	TransferLeadership(ctx context.Context) error
+	// PeerUnreachable reports, on the Raft leader, whether heartbeats to
+	// the member are failing, and Raft's last contact with it (this
+	// host's clock).
+	PeerUnreachable(member string) (lastContact time.Time, ok bool)
+	// PeerChanges is closed when some peer's heartbeats fail or resume.
+	PeerChanges() <-chan struct{}
 }

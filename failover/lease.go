@@ -144,6 +144,9 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 		return
 	}
 	sent := s.clock.Now()
+	if !s.renewDue(st, sent) {
+		return
+	}
 	rctx, cancel := s.leaseBound(ctx, st, st.Config.RetryTimeout)
 	defer cancel()
 	idx, err := s.commit(rctx, raftstore.RenewLeader{Holder: s.cfg.Member, Epoch: st.Leader.Epoch, At: sent.UTC()})
@@ -157,6 +160,25 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 	// incident reviews and the chaos test's checker.
 	s.logger.Debug("lease renewed", "epoch", st.Leader.Epoch, "lease_end", until.UTC().Format(time.RFC3339Nano))
 	s.feedWatchdog(st)
+}
+
+// renewDue reports whether the holder should renew at now: it holds no
+// lease for the key's epoch, or its last acknowledged renewal was sent
+// RenewInterval ago. Renewing only then (not every loop) keeps an idle
+// cluster's Raft commits, and their disk flushes, few.
+func (s *Supervisor) renewDue(st raftstore.State, now time.Time) bool {
+	sent, _, epoch, _ := s.lease.snapshot()
+	return sent.IsZero() || epoch != st.Leader.Epoch || now.Sub(sent) >= st.Config.RenewInterval()
+}
+
+// untilRenewal is how long the holder may wait before its next renewal
+// is due (0 when due now).
+func (s *Supervisor) untilRenewal(st raftstore.State, now time.Time) time.Duration {
+	sent, _, epoch, _ := s.lease.snapshot()
+	if sent.IsZero() || epoch != st.Leader.Epoch {
+		return 0
+	}
+	return max(st.Config.RenewInterval()-now.Sub(sent), 0)
 }
 
 // runFencer stops the local postmaster at the end of every lease that was

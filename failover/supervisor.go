@@ -60,6 +60,7 @@ type Supervisor struct {
 
 	confVersion uint64      // cluster config version last applied to postgres
 	seen        reportClock // when each member's report last changed
+	lastReport  time.Time   // when this member's last report was acknowledged
 	runRole     string      // role of the running postgres last seen: primary, replica, "" stopped
 	lastRole    string      // role it had when it last ran
 
@@ -241,9 +242,12 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 	s.applyConfig(ctx, st, pgst)
 	s.report(ctx, pgst)
 	s.publish(s.store.State(), pgst)
-	if until := s.lease.End(); st.Leader.Holder == s.cfg.Member && !until.IsZero() {
-		if left := until.Sub(s.clock.Now()); left > 0 && left < loopWait {
-			return left
+	if st.Leader.Holder == s.cfg.Member && !s.lease.End().IsZero() {
+		// Wake for the next renewal on time rather than up to a
+		// loop_wait late (the coordinator's detection window counts
+		// from the renewal interval).
+		if next := s.untilRenewal(st, s.clock.Now()); next < loopWait {
+			return max(next, time.Millisecond)
 		}
 	}
 	return loopWait
@@ -494,10 +498,35 @@ func (s *Supervisor) reportBusy(ctx context.Context, p Plan) {
 	if state == "" {
 		return
 	}
-	ms := raftstore.MemberStatus{State: state, Role: "replica", SystemID: s.sysid, ReportedAt: s.clock.Now().UTC()}
-	if err := s.apply(ctx, raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}); err != nil {
+	ms := raftstore.MemberStatus{State: state, Role: "replica", SystemID: s.sysid}
+	if err := s.sendReport(ctx, ms); err != nil {
 		s.logger.Warn("report status", "state", state, "error", err)
 	}
+}
+
+// sendReport commits ms as this member's status, stamped now.
+func (s *Supervisor) sendReport(ctx context.Context, ms raftstore.MemberStatus) error {
+	now := s.clock.Now()
+	ms.ReportedAt = now.UTC()
+	if err := s.apply(ctx, raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}); err != nil {
+		return err
+	}
+	s.lastReport = now
+	return nil
+}
+
+// reportDue reports whether ms must be sent: it differs from the status
+// the FSM holds for this member, or the last report is ReportInterval
+// old (so that the coordinator keeps counting this member as fresh).
+// Unchanged reports are otherwise skipped: each is a Raft commit.
+func (s *Supervisor) reportDue(st raftstore.State, ms raftstore.MemberStatus, now time.Time) bool {
+	m, ok := st.Members[s.cfg.Member]
+	if !ok || s.lastReport.IsZero() || now.Sub(s.lastReport) >= st.Config.ReportInterval() {
+		return true
+	}
+	cur := m.Status
+	cur.ReportedAt, ms.ReportedAt = time.Time{}, time.Time{}
+	return cur != ms
 }
 
 // leaseLeft is how long this holder's lease still runs (0 when none).
@@ -701,7 +730,7 @@ func (s *Supervisor) apply(ctx context.Context, cmd raftstore.Command) error {
 // nothing about the role: nothing is reported then.
 func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 	st := s.store.State()
-	ms := raftstore.MemberStatus{State: "stopped", Role: "replica", SystemID: s.sysid, ReportedAt: s.clock.Now().UTC()}
+	ms := raftstore.MemberStatus{State: "stopped", Role: "replica", SystemID: s.sysid}
 	switch {
 	case !s.pg.HasDataDir():
 		ms.Role = "uninitialized"
@@ -719,7 +748,10 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 			}
 		}
 	}
-	if err := s.apply(ctx, raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}); err != nil {
+	if !s.reportDue(st, ms, s.clock.Now()) {
+		return
+	}
+	if err := s.sendReport(ctx, ms); err != nil {
 		s.logger.Warn("report status", "error", err)
 	}
 }

@@ -1,0 +1,138 @@
+package failover
+
+// Synchronous mode's fast failover (issue 9): the pure rule HolderLost and
+// the coordinator acting on it before the old lease ends.
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"raftgres/raftstore"
+)
+
+func syncTestState() raftstore.State {
+	st := testState("pg1", "pg1", "pg2", "pg3")
+	st.Config.SynchronousMode = true
+	st.Sync = raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg2"}}
+	return st
+}
+
+func TestHolderLost(t *testing.T) {
+	t.Parallel()
+	base := syncTestState()
+	w := base.Config.Detection()
+	missed := base.Config.RenewInterval() + base.Config.LoopWait + w
+	for _, tc := range []struct {
+		name         string
+		edit         func(*raftstore.State)
+		sinceRenewal time.Duration
+		unreachable  bool
+		sinceContact time.Duration
+		want         string // "" = not lost; else a substring of the reason
+	}{
+		{"renewing, reachable", nil, 100 * time.Millisecond, false, 0, ""},
+		{"unreachable for the window", nil, w, true, w, "unreachable over Raft"},
+		{"unreachable, but renewed within the window", nil, w - time.Millisecond, true, w, ""},
+		{"unreachable for less than the window", nil, time.Second, true, w - time.Millisecond, ""},
+		{"missed renewals", nil, missed, false, 0, "renewed nothing"},
+		{"one renewal late", nil, missed - time.Millisecond, false, 0, ""},
+		{"asynchronous mode waits for the lease", func(s *raftstore.State) { s.Config.SynchronousMode = false }, time.Minute, true, time.Minute, ""},
+		{"paused", func(s *raftstore.State) { s.Config.Pause = true }, time.Minute, true, time.Minute, ""},
+		{"no standby recorded", func(s *raftstore.State) { s.Sync.Standbys = nil }, time.Minute, true, time.Minute, ""},
+		{"sync set of an earlier primary", func(s *raftstore.State) { s.Sync.Primary = "pg3" }, time.Minute, true, time.Minute, ""},
+		{"no holder", func(s *raftstore.State) { s.Leader.Holder = "" }, time.Minute, true, time.Minute, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := base.Clone()
+			if tc.edit != nil {
+				tc.edit(&st)
+			}
+			lost, why := HolderLost(st, tc.sinceRenewal, tc.unreachable, tc.sinceContact)
+			if lost != (tc.want != "") || !strings.Contains(why, tc.want) {
+				t.Fatalf("HolderLost = %v %q, want lost=%v with %q", lost, why, tc.want != "", tc.want)
+			}
+		})
+	}
+}
+
+// The coordinator promotes the recorded synchronous standby once the
+// holder has been unreachable for the detection window, long before the
+// lease (ttl) ends, and never a member outside Sync; in asynchronous mode
+// the same outage waits for the full ttl.
+func TestCoordinatorFastFailoverInSyncMode(t *testing.T) {
+	t.Parallel()
+	t.Run("sync: unreachable holder replaced after the detection window", func(t *testing.T) {
+		t.Parallel()
+		st := syncTestState()
+		st.Members["pg3"].Status.ReceivedLSN = 1 << 30 // ahead, but not a sync standby
+		r := newCoordRig(t, st)
+		w := st.Config.Detection()
+		r.advance(0)
+		r.store.setUnreachable("pg1", r.clock.Now())
+		r.advance(w - time.Millisecond)
+		if got := r.holder(); got.Holder != "pg1" {
+			t.Fatalf("elected %+v before the detection window passed", got)
+		}
+		r.advance(time.Millisecond)
+		if got := r.holder(); got.Holder != "pg2" || got.Epoch != 6 {
+			t.Fatalf("key after the detection window = %+v, want pg2 at epoch 6", got)
+		}
+		if !strings.Contains(r.logs.String(), "fast_path=true") {
+			t.Errorf("election not logged as the fast path:\n%s", r.logs.String())
+		}
+	})
+	t.Run("sync: a holder that keeps renewing is not replaced", func(t *testing.T) {
+		t.Parallel()
+		st := syncTestState()
+		r := newCoordRig(t, st)
+		r.advance(0)
+		r.store.setUnreachable("pg1", r.clock.Now()) // its Raft port is cut, its renewals still land
+		for i := 0; i < 10; i++ {
+			r.clock.Advance(st.Config.Detection() / 2)
+			if res := r.store.commit(raftstore.RenewLeader{Holder: "pg1", Epoch: 5}); res.Err != nil {
+				t.Fatal(res.Err)
+			}
+			r.report()
+			r.step()
+		}
+		if got := r.holder(); got.Holder != "pg1" {
+			t.Fatalf("replaced a renewing holder: %+v", got)
+		}
+	})
+	t.Run("sync: missed renewals without reachability news", func(t *testing.T) {
+		t.Parallel()
+		st := syncTestState()
+		r := newCoordRig(t, st)
+		r.advance(0)
+		missed := st.Config.RenewInterval() + st.Config.LoopWait + st.Config.Detection()
+		r.advance(missed - time.Millisecond)
+		if got := r.holder(); got.Holder != "pg1" {
+			t.Fatalf("elected %+v before renewals were missed", got)
+		}
+		r.advance(time.Millisecond)
+		if got := r.holder(); got.Holder != "pg2" {
+			t.Fatalf("key after missed renewals = %+v, want pg2", got)
+		}
+		if missed >= st.Config.TTL {
+			t.Fatalf("missed-renewal window %s is not shorter than ttl %s", missed, st.Config.TTL)
+		}
+	})
+	t.Run("async: the lease is awaited", func(t *testing.T) {
+		t.Parallel()
+		st := syncTestState()
+		st.Config.SynchronousMode, st.Sync = false, raftstore.SyncState{}
+		r := newCoordRig(t, st)
+		r.advance(0)
+		r.store.setUnreachable("pg1", r.clock.Now())
+		r.advance(st.Config.TTL - time.Millisecond)
+		if got := r.holder(); got.Holder != "pg1" {
+			t.Fatalf("async: elected %+v before ttl", got)
+		}
+		r.advance(time.Millisecond)
+		if got := r.holder(); got.Holder == "pg1" {
+			t.Fatalf("async: not elected after ttl")
+		}
+	})
+}
