@@ -19,6 +19,10 @@ var FailoverDurationBuckets = []float64{0.25, 0.5, 1, 2, 3, 3.5, 5, 10, 30, 60}
 // (empty until one happens), so alert rules see them from the start.
 var histogramCauses = []string{raftstore.CauseFailover, raftstore.CauseManualFailover, raftstore.CauseSwitchover}
 
+// failoverDurationMetric is the histogram's name; its series add _bucket,
+// _sum and _count.
+const failoverDurationMetric = "raftgres_failover_duration_seconds"
+
 // historyMetrics are built at scrape time from History, the same on every
 // member (up to how far its FSM has applied): aggregate them across members
 // with max, not sum.
@@ -33,7 +37,7 @@ func newHistoryMetrics(scope, name string) historyMetrics {
 			"Epoch seconds of the newest failover (automatic or manual) in History, 0 when there is none.", nil, labels),
 		lastSwitchover: prometheus.NewDesc("raftgres_last_switchover_timestamp_seconds",
 			"Epoch seconds of the newest switchover in History, 0 when there is none.", nil, labels),
-		duration: prometheus.NewDesc("raftgres_failover_duration_seconds",
+		duration: prometheus.NewDesc(failoverDurationMetric,
 			"Leader changes in History by cause, timed from the previous primary's last renewal to the new primary's "+
 				"first acknowledged renewal (proposers' clocks). Covers the newest History events only: a count drops "+
 				"when an old change leaves History.", []string{"cause"}, labels),
