@@ -171,12 +171,14 @@ func newMetrics(scope, name string) []metric {
 type collector struct {
 	s       *Server
 	metrics []metric
+	history historyMetrics
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c.metrics {
 		ch <- m.desc
 	}
+	c.history.describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -194,6 +196,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c.metrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.GaugeValue, m.value(v, in))
 	}
+	c.history.collect(ch, v.st.History)
 }
 
 // versionNum encodes "v1.2.3" as 10203; anything else is 0.
@@ -216,7 +219,8 @@ func versionNum(v string) float64 {
 
 func (s *Server) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&collector{s: s, metrics: newMetrics(s.scope, s.store.ID())})
+	reg.MustRegister(&collector{s: s, metrics: newMetrics(s.scope, s.store.ID()),
+		history: newHistoryMetrics(s.scope, s.store.ID())})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: s.logger.StandardLogger(nil)})
 }

@@ -101,6 +101,6 @@ func Elect(st raftstore.State, in ElectionInput) (raftstore.SetLeader, bool) {
 	}
 	return raftstore.SetLeader{
 		Holder: ranked[0].Name, PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev,
-		Reason: in.Reason, Actor: in.Actor,
+		Reason: in.Reason, Choice: explainChoice(ranked, in), Actor: in.Actor,
 	}, true
 }

@@ -241,7 +241,7 @@ func describe(cmd raftstore.Command) string {
 	case raftstore.RenewLeader:
 		return fmt.Sprintf("RenewLeader %s@%d", c.Holder, c.Epoch)
 	case raftstore.SetLeader:
-		return fmt.Sprintf("SetLeader %q prev=%d/%d", c.Holder, c.PrevEpoch, c.PrevRev)
+		return fmt.Sprintf("SetLeader %q prev=%d/%d cause=%s", c.Holder, c.PrevEpoch, c.PrevRev, c.Cause)
 	case raftstore.SetSync:
 		return fmt.Sprintf("SetSync %s %v @%d", c.Primary, c.Standbys, c.Epoch)
 	case raftstore.ReportStatus:
@@ -269,9 +269,13 @@ func applyFake(s *raftstore.State, index uint64, cmd raftstore.Command) error {
 		if _, ok := s.Members[c.Holder]; c.Holder != "" && !ok {
 			return fmt.Errorf("%w %s", raftstore.ErrUnknownMember, c.Holder)
 		}
+		cause := c.Cause
+		if cause == "" {
+			cause = raftstore.DefaultCause(s.Leader.Holder, c.Holder)
+		}
 		s.Leader = raftstore.LeaderKey{Holder: c.Holder, Epoch: c.PrevEpoch + 1, Rev: index, Since: c.At}
 		s.History = append(s.History, raftstore.Event{Index: index, Kind: raftstore.EventLeader, Member: c.Holder,
-			Epoch: s.Leader.Epoch, Reason: c.Reason})
+			Epoch: s.Leader.Epoch, Reason: c.Reason, Cause: cause, Choice: c.Choice})
 	case raftstore.SetSync:
 		if s.Leader.Epoch != c.Epoch {
 			return fmt.Errorf("%w: sync set for epoch %d", raftstore.ErrEpochMismatch, c.Epoch)

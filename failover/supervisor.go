@@ -543,7 +543,7 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 	switch a.Kind {
 	case ActAcquireBootstrap:
 		return s.apply(ctx, raftstore.SetLeader{Holder: s.cfg.Member, PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev,
-			Reason: "bootstrap: " + reason, Actor: s.cfg.Member, At: now})
+			Reason: "bootstrap: " + reason, Cause: raftstore.CauseBootstrap, Actor: s.cfg.Member, At: now})
 	case ActInit:
 		d, _ := s.desired(st, "", false)
 		id, err := s.pg.Init(ctx, d)
@@ -699,7 +699,7 @@ func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason str
 	}
 	s.lease.forget()
 	err := s.apply(ctx, raftstore.SetLeader{Holder: "", PrevEpoch: epoch, PrevRev: rev,
-		Reason: "released by " + s.cfg.Member + ": " + reason, Actor: s.cfg.Member, At: s.clock.Now().UTC()})
+		Reason: "released by " + s.cfg.Member + ": " + reason, Cause: raftstore.CauseRelease, Actor: s.cfg.Member, At: s.clock.Now().UTC()})
 	if err != nil {
 		s.logger.Warn("release leader key", "error", err)
 		return

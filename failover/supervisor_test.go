@@ -399,6 +399,9 @@ func TestLostHandOverReplyLeavesNoLeaseToStartOn(t *testing.T) {
 	if !leaseAtAttempt.Equal(time.Unix(1, 0)) {
 		t.Errorf("lease still ran (until %s) when the first hand-over attempt was sent; want it forgotten before", leaseAtAttempt)
 	}
+	if h := r.store.cluster().History; len(h) == 0 || h[len(h)-1].Cause != raftstore.CauseSwitchover {
+		t.Errorf("hand-over recorded as %+v, want cause %s", h, raftstore.CauseSwitchover)
+	}
 	if r.store.State().Leader.Holder != "pg1" {
 		t.Fatalf("test bug: the local FSM should still name pg1")
 	}
@@ -435,6 +438,9 @@ func TestHolderWhoseStartKeepsFailingReleasesTheKey(t *testing.T) {
 		t.Errorf("starts before releasing = %d, want MaxCrashes = %d", n, maxCrashes)
 	}
 	stop, rel := r.ev.index("pg Stop"), r.ev.index(`commit SetLeader ""`)
+	if rel >= 0 && !strings.HasSuffix(r.ev.all()[rel], "cause="+raftstore.CauseRelease) {
+		t.Errorf("release sent as %q, want cause %s", r.ev.all()[rel], raftstore.CauseRelease)
+	}
 	if stop < 0 || rel < stop {
 		t.Errorf("want postgres stopped before the key is released (events %v)", r.ev.all())
 	}

@@ -3,6 +3,7 @@ package raftstore
 import (
 	"fmt"
 	"slices"
+	"time"
 )
 
 // ApplyResult is what applying one committed command produced. A refused
@@ -157,9 +158,19 @@ func applySetLeader(s *State, index uint64, c SetLeader) error {
 			return fmt.Errorf("%w %s cannot hold the leader key", ErrUnknownMember, c.Holder)
 		}
 	}
-	s.Leader = LeaderKey{Holder: c.Holder, Epoch: c.PrevEpoch + 1, Rev: index, Since: c.At}
+	prev := s.Leader
+	cause := c.Cause
+	if cause == "" {
+		cause = DefaultCause(prev.Holder, c.Holder)
+	}
+	renewed := c.At
+	if c.Holder == "" {
+		renewed = prev.RenewedAt // a release renews nothing
+	}
+	s.Leader = LeaderKey{Holder: c.Holder, Epoch: c.PrevEpoch + 1, Rev: index, Since: c.At, RenewedAt: renewed}
 	appendEvent(s, Event{Index: index, At: c.At, Kind: EventLeader, Actor: c.Actor,
-		Member: c.Holder, Epoch: s.Leader.Epoch, Reason: c.Reason})
+		Member: c.Holder, Epoch: s.Leader.Epoch, Reason: c.Reason,
+		Cause: cause, Choice: c.Choice, PrevRenewedAt: prev.RenewedAt})
 	return nil
 }
 
@@ -169,7 +180,26 @@ func applyRenewLeader(s *State, index uint64, c RenewLeader) error {
 			ErrNotHolder, c.Holder, c.Epoch, s.Leader.Holder, s.Leader.Epoch)
 	}
 	s.Leader.Rev = index
+	s.Leader.RenewedAt = c.At
+	stampFirstRenewal(s, c.Epoch, c.At)
 	return nil
+}
+
+// stampFirstRenewal records at on the leader event of epoch, if this is
+// its first renewal. Every change of epoch appends one leader event, so the
+// newest leader event is the current epoch's: the search stops there (and
+// finds nothing when History no longer holds it).
+func stampFirstRenewal(s *State, epoch uint64, at time.Time) {
+	for i := len(s.History) - 1; i >= 0; i-- {
+		e := &s.History[i]
+		if e.Kind != EventLeader {
+			continue
+		}
+		if e.Epoch == epoch && e.FirstRenewalAt.IsZero() {
+			e.FirstRenewalAt = at
+		}
+		return
+	}
 }
 
 func applySetSync(s *State, c SetSync) error {

@@ -20,6 +20,8 @@ func sampleCommands() []Command {
 		ReportStatus{Name: "pg1", Status: MemberStatus{Role: "replica", State: "running", Timeline: 3, ReceivedLSN: 1 << 40, ReportedAt: t0}},
 		RemoveMember{Name: "pg3", Actor: "cli", Reason: "left", At: t0},
 		SetLeader{Holder: "pg2", PrevEpoch: 7, PrevRev: 99, Reason: "failover", Actor: "pg1", At: t0},
+		SetLeader{Holder: "pg3", PrevEpoch: 8, PrevRev: 120, Reason: "lease expired", Cause: CauseFailover,
+			Choice: "only eligible member", Actor: "pg1", At: t0},
 		RenewLeader{Holder: "pg2", Epoch: 8, At: t0},
 		SetSync{Primary: "pg2", Standbys: []string{"pg1"}, Epoch: 8},
 		SetFailover{Request: &FailoverRequest{Kind: "switchover", From: "pg2", To: "pg1", ScheduledAt: t0.Add(time.Hour), RequestedAt: t0}, At: t0},

@@ -97,12 +97,52 @@ type RemoveMember struct {
 // epoch and revision are still PrevEpoch and PrevRev. The new epoch is
 // PrevEpoch+1 and the new revision the entry's Raft index.
 type SetLeader struct {
-	Holder    string    `json:"holder"`
-	PrevEpoch uint64    `json:"prev_epoch"`
-	PrevRev   uint64    `json:"prev_rev"`
-	Reason    string    `json:"reason"`
-	Actor     string    `json:"actor"`
-	At        time.Time `json:"at"`
+	Holder    string `json:"holder"`
+	PrevEpoch uint64 `json:"prev_epoch"`
+	PrevRev   uint64 `json:"prev_rev"`
+	Reason    string `json:"reason"`
+	// Cause is one of the Cause* constants; empty lets Apply derive it
+	// (DefaultCause).
+	Cause string `json:"cause,omitempty"`
+	// Choice says why the election chose Holder (failover.Elect fills it).
+	Choice string    `json:"choice,omitempty"`
+	Actor  string    `json:"actor"`
+	At     time.Time `json:"at"`
+}
+
+// Causes of a leader change (SetLeader.Cause, Event.Cause). A metric label
+// and a History field: append, never rename.
+const (
+	// CauseBootstrap: the member that initialised the cluster takes the key.
+	CauseBootstrap = "bootstrap"
+	// CauseElection: the coordinator gives a key nobody held to a member.
+	CauseElection = "election"
+	// CauseFailover: the coordinator replaces a holder whose lease ran out.
+	CauseFailover = "failover"
+	// CauseManualFailover: the coordinator promotes the candidate an
+	// operator named (POST /failover, raftgres failover).
+	CauseManualFailover = "manual_failover"
+	// CauseSwitchover: the holder hands the key to a caught-up replica.
+	CauseSwitchover = "switchover"
+	// CauseRelease: the holder gives the key up (Holder "").
+	CauseRelease = "release"
+)
+
+// maxChoiceLen bounds SetLeader.Choice (it becomes a metric label value).
+const maxChoiceLen = 256
+
+// DefaultCause is the cause Apply records for a SetLeader without one
+// (from code that did not set it, or a log written before Cause existed):
+// a release when the new holder is "", an election when nobody held the
+// key, else a failover.
+func DefaultCause(prevHolder, holder string) string {
+	switch {
+	case holder == "":
+		return CauseRelease
+	case prevHolder == "":
+		return CauseElection
+	}
+	return CauseFailover
 }
 
 // RenewLeader renews the key if Holder still holds it at Epoch; the
@@ -212,6 +252,18 @@ func (c SetLeader) Validate() error {
 		if err := checkName("holder", c.Holder); err != nil {
 			return err
 		}
+	}
+	switch c.Cause {
+	case "", CauseBootstrap, CauseElection, CauseFailover, CauseManualFailover, CauseSwitchover, CauseRelease:
+	default:
+		return invalid("leader change cause %q is unknown", c.Cause)
+	}
+	if (c.Holder == "") != (c.Cause == CauseRelease) && c.Cause != "" {
+		return invalid("leader change cause %q with holder %q: only a release (holder \"\") has cause %s",
+			c.Cause, c.Holder, CauseRelease)
+	}
+	if len(c.Choice) > maxChoiceLen {
+		return invalid("choice is longer than %d bytes", maxChoiceLen)
 	}
 	return nil
 }

@@ -11,7 +11,10 @@ import (
 )
 
 // SnapshotFormatVersion is written into every FSM snapshot; Restore refuses
-// any other version.
+// any other version. Fields added to State since version 1 are optional
+// (LeaderKey.RenewedAt; Event.Cause, Choice, PrevRenewedAt, FirstRenewalAt):
+// a snapshot without them restores with them zero, and a binary that does
+// not know them ignores them, so they need no new version.
 const SnapshotFormatVersion = 1
 
 // MaxSnapshotSize bounds an encoded FSM snapshot. Restore reads no more, so

@@ -312,6 +312,11 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	a.register("pg1", "pg2")
 	a.mustApply(SetLeader{Holder: "pg1", Reason: "init", At: t0})
 	a.mustApply(ReportStatus{Name: "pg1", Status: MemberStatus{Role: "primary", WrittenLSN: 99, ReportedAt: t0}})
+	a.mustApply(RenewLeader{Holder: "pg1", Epoch: 1, At: t0.Add(time.Second)})
+	k := a.f.State().Leader
+	a.mustApply(SetLeader{Holder: "pg2", PrevEpoch: k.Epoch, PrevRev: k.Rev, Reason: "switchover", Cause: CauseSwitchover,
+		Choice: "requested candidate", At: t0.Add(2 * time.Second)})
+	a.mustApply(RenewLeader{Holder: "pg2", Epoch: 2, At: t0.Add(3 * time.Second)})
 	snap, err := a.f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -566,5 +571,262 @@ func TestFSMCountsConfigurationEntries(t *testing.T) {
 	f.StoreConfiguration(3, raft.Configuration{})
 	if f.AppliedIndex() != 3 || !slices.Equal(notified, []uint64{3}) {
 		t.Fatalf("applied %d, notified %v", f.AppliedIndex(), notified)
+	}
+}
+
+// leaderEvents returns the leader events of History, oldest first.
+func leaderEvents(st State) []Event {
+	var out []Event
+	for _, e := range st.History {
+		if e.Kind == EventLeader {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestFSMLeaderChangeTiming (issue 9): the key's RenewedAt follows the
+// proposers' At; every leader event records the cause, the previous key's
+// RenewedAt and the new holder's first renewal, from which Duration is
+// computed.
+func TestFSMLeaderChangeTiming(t *testing.T) {
+	t.Parallel()
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	// Commands name the key they expect by epoch; key() fills PrevRev
+	// from the state at apply time (a real proposer reads it too).
+	type step struct {
+		cmd     Command
+		wantErr error
+	}
+	for _, tc := range []struct {
+		name      string
+		steps     []step
+		wantKey   time.Time // Leader.RenewedAt at the end
+		want      []Event   // leader events: Member, Epoch, Cause, Choice, PrevRenewedAt, FirstRenewalAt
+		durations []time.Duration
+	}{
+		{
+			name: "bootstrap then renewals",
+			steps: []step{
+				{cmd: SetLeader{Holder: "pg1", Cause: CauseBootstrap, At: at(0)}},
+				{cmd: RenewLeader{Holder: "pg1", Epoch: 1, At: at(100)}},
+				{cmd: RenewLeader{Holder: "pg1", Epoch: 1, At: at(400)}},
+			},
+			wantKey:   at(400),
+			want:      []Event{{Member: "pg1", Epoch: 1, Cause: CauseBootstrap, FirstRenewalAt: at(100)}},
+			durations: nil, // no previous primary
+		},
+		{
+			name: "failover measured from the old primary's last renewal",
+			steps: []step{
+				{cmd: SetLeader{Holder: "pg1", At: at(0)}},
+				{cmd: RenewLeader{Holder: "pg1", Epoch: 1, At: at(300)}},
+				{cmd: SetLeader{Holder: "pg2", PrevEpoch: 1, Cause: CauseFailover, Choice: "only eligible member", At: at(3300)}},
+				{cmd: RenewLeader{Holder: "pg2", Epoch: 2, At: at(3500)}},
+				{cmd: RenewLeader{Holder: "pg2", Epoch: 2, At: at(3800)}},
+			},
+			wantKey: at(3800),
+			want: []Event{
+				{Member: "pg1", Epoch: 1, Cause: CauseElection, FirstRenewalAt: at(300)},
+				{Member: "pg2", Epoch: 2, Cause: CauseFailover, Choice: "only eligible member",
+					PrevRenewedAt: at(300), FirstRenewalAt: at(3500)},
+			},
+			durations: []time.Duration{3200 * time.Millisecond},
+		},
+		{
+			name: "old primary never renewed: measured from its acquire",
+			steps: []step{
+				{cmd: SetLeader{Holder: "pg1", At: at(0)}},
+				{cmd: SetLeader{Holder: "pg2", PrevEpoch: 1, Cause: CauseManualFailover, At: at(3000)}},
+				{cmd: RenewLeader{Holder: "pg2", Epoch: 2, At: at(3200)}},
+			},
+			wantKey: at(3200),
+			want: []Event{
+				{Member: "pg1", Epoch: 1, Cause: CauseElection},
+				{Member: "pg2", Epoch: 2, Cause: CauseManualFailover, PrevRenewedAt: at(0), FirstRenewalAt: at(3200)},
+			},
+			durations: []time.Duration{3200 * time.Millisecond},
+		},
+		{
+			name: "release keeps the last renewal for the next election",
+			steps: []step{
+				{cmd: SetLeader{Holder: "pg1", At: at(0)}},
+				{cmd: RenewLeader{Holder: "pg1", Epoch: 1, At: at(300)}},
+				{cmd: SetLeader{Holder: "", PrevEpoch: 1, At: at(900)}},
+				{cmd: SetLeader{Holder: "pg2", PrevEpoch: 2, Cause: CauseFailover, At: at(1000)}},
+				{cmd: RenewLeader{Holder: "pg2", Epoch: 3, At: at(1100)}},
+			},
+			wantKey: at(1100),
+			want: []Event{
+				{Member: "pg1", Epoch: 1, Cause: CauseElection, FirstRenewalAt: at(300)},
+				{Member: "", Epoch: 2, Cause: CauseRelease, PrevRenewedAt: at(300)},
+				{Member: "pg2", Epoch: 3, Cause: CauseFailover, PrevRenewedAt: at(300), FirstRenewalAt: at(1100)},
+			},
+			durations: []time.Duration{800 * time.Millisecond},
+		},
+		{
+			name: "default causes: election after a release, failover with a holder",
+			steps: []step{
+				{cmd: SetLeader{Holder: "pg1", At: at(0)}},
+				{cmd: SetLeader{Holder: "", PrevEpoch: 1, At: at(10)}},
+				{cmd: SetLeader{Holder: "pg2", PrevEpoch: 2, At: at(20)}},
+				{cmd: SetLeader{Holder: "pg1", PrevEpoch: 3, At: at(30)}},
+			},
+			wantKey: at(30),
+			want: []Event{
+				{Member: "pg1", Epoch: 1, Cause: CauseElection},
+				{Member: "", Epoch: 2, Cause: CauseRelease, PrevRenewedAt: at(0)},
+				{Member: "pg2", Epoch: 3, Cause: CauseElection, PrevRenewedAt: at(0)},
+				{Member: "pg1", Epoch: 4, Cause: CauseFailover, PrevRenewedAt: at(20)},
+			},
+		},
+		{
+			name: "refused renewal and refused takeover change nothing",
+			steps: []step{
+				{cmd: SetLeader{Holder: "pg1", Cause: CauseBootstrap, At: at(0)}},
+				{cmd: RenewLeader{Holder: "pg2", Epoch: 1, At: at(50)}, wantErr: ErrNotHolder},
+				{cmd: SetLeader{Holder: "pg2", PrevEpoch: 7, Cause: CauseSwitchover, At: at(60)}, wantErr: ErrEpochMismatch},
+				{cmd: SetLeader{Holder: "pg2", PrevEpoch: 1, Cause: CauseSwitchover, At: at(70)}},
+				{cmd: RenewLeader{Holder: "pg1", Epoch: 1, At: at(80)}, wantErr: ErrNotHolder},
+				{cmd: RenewLeader{Holder: "pg2", Epoch: 2, At: at(90)}},
+			},
+			wantKey: at(90),
+			want: []Event{
+				{Member: "pg1", Epoch: 1, Cause: CauseBootstrap},
+				{Member: "pg2", Epoch: 2, Cause: CauseSwitchover, PrevRenewedAt: at(0), FirstRenewalAt: at(90)},
+			},
+			durations: []time.Duration{90 * time.Millisecond},
+		},
+		{
+			name: "clock offset between proposers never gives a negative duration",
+			steps: []step{
+				{cmd: SetLeader{Holder: "pg1", At: at(0)}},
+				{cmd: RenewLeader{Holder: "pg1", Epoch: 1, At: at(500)}},
+				{cmd: SetLeader{Holder: "pg2", PrevEpoch: 1, Cause: CauseSwitchover, At: at(400)}},
+				{cmd: RenewLeader{Holder: "pg2", Epoch: 2, At: at(450)}},
+			},
+			wantKey: at(450),
+			want: []Event{
+				{Member: "pg1", Epoch: 1, Cause: CauseElection, FirstRenewalAt: at(500)},
+				{Member: "pg2", Epoch: 2, Cause: CauseSwitchover, PrevRenewedAt: at(500), FirstRenewalAt: at(450)},
+			},
+			durations: []time.Duration{0},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a := newApplier(t)
+			a.register("pg1", "pg2")
+			for i, s := range tc.steps {
+				if sl, ok := s.cmd.(SetLeader); ok && sl.PrevEpoch == a.f.State().Leader.Epoch {
+					sl.PrevRev = a.f.State().Leader.Rev
+					s.cmd = sl
+				}
+				before := a.f.State()
+				res := a.apply(s.cmd)
+				if !errors.Is(res.Err, s.wantErr) {
+					t.Fatalf("step %d %T: %v, want %v", i, s.cmd, res.Err, s.wantErr)
+				}
+				if s.wantErr != nil {
+					if diff := cmp.Diff(before, a.f.State()); diff != "" {
+						t.Fatalf("step %d: a refused command changed the state:\n%s", i, diff)
+					}
+				}
+			}
+			st := a.f.State()
+			if !st.Leader.RenewedAt.Equal(tc.wantKey) {
+				t.Errorf("key RenewedAt %v, want %v", st.Leader.RenewedAt, tc.wantKey)
+			}
+			var got []Event
+			var durations []time.Duration
+			for _, e := range leaderEvents(st) {
+				got = append(got, Event{Member: e.Member, Epoch: e.Epoch, Cause: e.Cause, Choice: e.Choice,
+					PrevRenewedAt: e.PrevRenewedAt, FirstRenewalAt: e.FirstRenewalAt})
+				if d, ok := e.Duration(); ok {
+					durations = append(durations, d)
+				}
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("leader events (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.durations, durations); diff != "" {
+				t.Errorf("durations (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestFSMFirstRenewalOutsideHistory: when the current epoch's leader event
+// has left History (MaxHistory), a renewal stamps no older event.
+func TestFSMFirstRenewalOutsideHistory(t *testing.T) {
+	t.Parallel()
+	st := NewState()
+	st.Members["pg1"] = &Member{Name: "pg1"}
+	st.Leader = LeaderKey{Holder: "pg1", Epoch: 5, Rev: 9}
+	st.History = []Event{{Index: 1, Kind: EventLeader, Member: "pg2", Epoch: 4}, {Index: 2, Kind: EventConfig}}
+	if err := applyCommand(&st, 10, RenewLeader{Holder: "pg1", Epoch: 5, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if !st.History[0].FirstRenewalAt.IsZero() || !st.Leader.RenewedAt.Equal(t0) {
+		t.Fatalf("history %+v, key %+v", st.History, st.Leader)
+	}
+}
+
+func TestSetLeaderValidateCause(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		cmd  SetLeader
+		ok   bool
+	}{
+		{"empty cause", SetLeader{Holder: "pg1"}, true},
+		{"failover", SetLeader{Holder: "pg1", Cause: CauseFailover}, true},
+		{"release", SetLeader{Cause: CauseRelease}, true},
+		{"unknown cause", SetLeader{Holder: "pg1", Cause: "coup"}, false},
+		{"release naming a holder", SetLeader{Holder: "pg1", Cause: CauseRelease}, false},
+		{"switchover to nobody", SetLeader{Cause: CauseSwitchover}, false},
+		{"choice too long", SetLeader{Holder: "pg1", Choice: strings.Repeat("x", maxChoiceLen+1)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := tc.cmd.Validate()
+			if (err == nil) != tc.ok {
+				t.Fatalf("Validate: %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("error %v does not wrap ErrInvalidCommand", err)
+			}
+		})
+	}
+}
+
+// TestSnapshotWithoutTimingFields: a snapshot written before the leader
+// timing fields existed restores with them zero, and the next changes fill
+// them.
+func TestSnapshotWithoutTimingFields(t *testing.T) {
+	t.Parallel()
+	old := `{"format_version":1,"applied_index":7,"state":{"index":7,"config":{"version":1},` +
+		`"members":{"pg1":{"name":"pg1","api_addr":"http://a","tags":{"failover_priority":1},"status":{"reported_at":"0001-01-01T00:00:00Z"},"registered":"0001-01-01T00:00:00Z"},` +
+		`"pg2":{"name":"pg2","api_addr":"http://b","tags":{"failover_priority":1},"status":{"reported_at":"0001-01-01T00:00:00Z"},"registered":"0001-01-01T00:00:00Z"}},` +
+		`"leader":{"holder":"pg1","epoch":1,"rev":6,"since":"2026-11-24T12:00:00Z"},"sync":{},` +
+		`"history":[{"raft_index":6,"at":"2026-11-24T12:00:00Z","kind":"leader","member":"pg1","epoch":1,"reason":"init"}]}}`
+	f := newFSM(nil)
+	if err := f.Restore(io.NopCloser(strings.NewReader(old))); err != nil {
+		t.Fatal(err)
+	}
+	st := f.State()
+	if !st.Leader.RenewedAt.IsZero() || st.History[0].Cause != "" || !st.History[0].FirstRenewalAt.IsZero() {
+		t.Fatalf("restored key %+v, event %+v", st.Leader, st.History[0])
+	}
+	a := &applier{t: t, f: f, index: 7}
+	a.mustApply(RenewLeader{Holder: "pg1", Epoch: 1, At: t0.Add(time.Second)})
+	a.mustApply(SetLeader{Holder: "pg2", PrevEpoch: 1, PrevRev: 8, Cause: CauseFailover, At: t0.Add(4 * time.Second)})
+	a.mustApply(RenewLeader{Holder: "pg2", Epoch: 2, At: t0.Add(5 * time.Second)})
+	ev := leaderEvents(a.f.State())
+	if len(ev) != 2 || !ev[0].FirstRenewalAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("leader events %+v", ev)
+	}
+	if d, ok := ev[1].Duration(); !ok || d != 4*time.Second {
+		t.Fatalf("duration %v %v, want 4s", d, ok)
 	}
 }

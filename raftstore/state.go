@@ -199,6 +199,10 @@ type LeaderKey struct {
 	Epoch  uint64    `json:"epoch"`
 	Rev    uint64    `json:"rev"`
 	Since  time.Time `json:"since,omitzero"`
+	// RenewedAt is the proposer's time (At) of the last acquire or renewal.
+	// A release keeps the released holder's: it is when the last primary
+	// last renewed. Zero in state restored from a snapshot older than it.
+	RenewedAt time.Time `json:"renewed_at,omitzero"`
 }
 
 // SyncState is, in synchronous mode, the primary and the standbys that
@@ -247,6 +251,30 @@ type Event struct {
 	Member string    `json:"member,omitempty"`
 	Epoch  uint64    `json:"epoch,omitempty"`
 	Reason string    `json:"reason,omitempty"`
+	// The fields below are set on leader events (EventLeader) only. Events
+	// from before they existed have them empty.
+
+	// Cause is the kind of leader change (a Cause* constant).
+	Cause string `json:"cause,omitempty"`
+	// Choice says why the election chose Member.
+	Choice string `json:"choice,omitempty"`
+	// PrevRenewedAt is the previous key's RenewedAt: when the last primary
+	// last renewed (zero when there was none: bootstrap).
+	PrevRenewedAt time.Time `json:"prev_renewed_at,omitzero"`
+	// FirstRenewalAt is the At of the new holder's first committed renewal
+	// at Epoch (zero until it happens, and for a release).
+	FirstRenewalAt time.Time `json:"first_renewal_at,omitzero"`
+}
+
+// Duration is how long the leader change took, from the previous primary's
+// last renewal to the new holder's first acknowledged renewal (proposers'
+// clocks, so it carries their offset; never negative). ok is false when the
+// event is not a leader change with both ends known.
+func (e Event) Duration() (d time.Duration, ok bool) {
+	if e.Kind != EventLeader || e.Member == "" || e.PrevRenewedAt.IsZero() || e.FirstRenewalAt.IsZero() {
+		return 0, false
+	}
+	return max(e.FirstRenewalAt.Sub(e.PrevRenewedAt), 0), true
 }
 
 // State is everything the FSM holds. It is a plain value rebuilt only by

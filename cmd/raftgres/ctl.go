@@ -506,24 +506,41 @@ func historyCommand() *cli.Command {
 			if err != nil {
 				return cli.Exit("history: "+err.Error(), 1)
 			}
-			t := newTable(c.App.Writer)
-			t.Header("Index", "Time", "Event", "Member", "Epoch", "By", "Reason")
-			for _, e := range evs {
-				epoch := ""
-				if e.Epoch > 0 {
-					epoch = fmt.Sprint(e.Epoch)
-				}
-				_ = t.Append(fmt.Sprint(e.Index), e.At.UTC().Format(time.RFC3339), e.Kind, e.Member, epoch, e.Actor, e.Reason)
-			}
-			if err := t.Render(); err != nil {
-				return err
-			}
-			if len(evs) >= raftstore.MaxHistory {
-				fmt.Fprintf(c.App.Writer, "(the cluster keeps only the newest %d events)\n", raftstore.MaxHistory)
-			}
-			return nil
+			return renderHistory(c.App.Writer, evs)
 		},
 	}
+}
+
+// renderHistory prints History as a table. A leader change shows its cause
+// in Event, and after its reason the election's choice and how long it
+// took (previous primary's last renewal to the new one's first).
+func renderHistory(w io.Writer, evs []raftstore.Event) error {
+	t := newTable(w)
+	t.Header("Index", "Time", "Event", "Member", "Epoch", "By", "Reason")
+	for _, e := range evs {
+		epoch := ""
+		if e.Epoch > 0 {
+			epoch = fmt.Sprint(e.Epoch)
+		}
+		kind, reason := e.Kind, e.Reason
+		if e.Cause != "" {
+			kind += " (" + e.Cause + ")"
+		}
+		if e.Choice != "" {
+			reason += "; chose: " + e.Choice
+		}
+		if d, ok := e.Duration(); ok {
+			reason += "; took " + d.Round(time.Millisecond).String()
+		}
+		_ = t.Append(fmt.Sprint(e.Index), e.At.UTC().Format(time.RFC3339), kind, e.Member, epoch, e.Actor, reason)
+	}
+	if err := t.Render(); err != nil {
+		return fmt.Errorf("render history: %w", err)
+	}
+	if len(evs) >= raftstore.MaxHistory {
+		fmt.Fprintf(w, "(the cluster keeps only the newest %d events)\n", raftstore.MaxHistory)
+	}
+	return nil
 }
 
 // Exit codes of check, as monitoring plugins use them.

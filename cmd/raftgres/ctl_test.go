@@ -57,6 +57,41 @@ func TestListGolden(t *testing.T) {
 	}
 }
 
+func TestHistoryGolden(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	evs := []raftstore.Event{
+		{Index: 3, At: at(0), Kind: raftstore.EventBootstrap, Actor: "pg1", Reason: "cluster config seeded from bootstrap.dcs"},
+		{Index: 7, At: at(100), Kind: raftstore.EventLeader, Actor: "pg1", Member: "pg1", Epoch: 1,
+			Reason: "bootstrap: cluster not initialised", Cause: raftstore.CauseBootstrap, FirstRenewalAt: at(400)},
+		{Index: 90, At: at(4000), Kind: raftstore.EventLeader, Actor: "pg3", Member: "pg2", Epoch: 2,
+			Reason: "leader key of pg1 expired", Cause: raftstore.CauseFailover,
+			Choice:        "highest LSN 0/3000060 of 2 eligible (next: pg3 at 0/3000000)",
+			PrevRenewedAt: at(900), FirstRenewalAt: at(4150)},
+		{Index: 95, At: at(9000), Kind: raftstore.EventLeader, Actor: "pg2", Member: "", Epoch: 3,
+			Reason: "released by pg2: postgres cannot start", Cause: raftstore.CauseRelease, PrevRenewedAt: at(8800)},
+		{Index: 96, At: at(9100), Kind: raftstore.EventLeader, Actor: "pg3", Member: "pg1", Epoch: 4,
+			Reason: "no primary"}, // written before causes existed
+	}
+	var buf bytes.Buffer
+	if err := renderHistory(&buf, evs); err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "history.golden")
+	if *update {
+		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -run TestHistoryGolden -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), buf.String()); diff != "" {
+		t.Errorf("renderHistory differs from %s (-want +got); rerun with -update if intended:\n%s", golden, diff)
+	}
+}
+
 func TestFormatTags(t *testing.T) {
 	tests := []struct {
 		name string

@@ -1,0 +1,149 @@
+package api
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"raftgres/failover"
+	"raftgres/raftstore"
+)
+
+// scrape returns the /metrics body.
+func scrape(t *testing.T, base string) string {
+	t.Helper()
+	r := call(t, "GET", base+"/metrics", "", "", "")
+	if r.status != 200 {
+		t.Fatalf("/metrics: %d %s", r.status, r.body)
+	}
+	return string(r.body)
+}
+
+func checkSeries(t *testing.T, body string, want, absent []string) {
+	t.Helper()
+	for _, s := range want {
+		if !strings.Contains(body, s+"\n") {
+			t.Errorf("/metrics lacks %q", s)
+		}
+	}
+	for _, s := range absent {
+		if strings.Contains(body, s) {
+			t.Errorf("/metrics has %q", s)
+		}
+	}
+}
+
+// TestMetricsLeaderChanges (issue 9): the failover/switchover timestamps,
+// the duration histogram by cause and the last election's info are built
+// from History as the FSM recorded it.
+func TestMetricsLeaderChanges(t *testing.T) {
+	st := startStore(t)
+	base := startAPI(t, st, adminConfig())
+	commit := func(cmd raftstore.Command) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := raftstore.Commit(ctx, st, cmd); err != nil {
+			t.Fatalf("commit %T: %v", cmd, err)
+		}
+	}
+	t0 := time.Unix(1_700_000_000, 0).UTC()
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	hand := func(holder, cause, choice string, ms int) {
+		t.Helper()
+		k := st.State().Leader
+		commit(raftstore.SetLeader{Holder: holder, PrevEpoch: k.Epoch, PrevRev: k.Rev, Reason: "test",
+			Cause: cause, Choice: choice, Actor: "test", At: at(ms)})
+	}
+	renew := func(holder string, ms int) {
+		t.Helper()
+		commit(raftstore.RenewLeader{Holder: holder, Epoch: st.State().Leader.Epoch, At: at(ms)})
+	}
+
+	checkSeries(t, scrape(t, base), []string{
+		`raftgres_last_failover_timestamp_seconds{name="n1",scope="test"} 0`,
+		`raftgres_last_switchover_timestamp_seconds{name="n1",scope="test"} 0`,
+		`raftgres_failover_duration_seconds_count{cause="failover",name="n1",scope="test"} 0`,
+		`raftgres_failover_duration_seconds_count{cause="manual_failover",name="n1",scope="test"} 0`,
+		`raftgres_failover_duration_seconds_count{cause="switchover",name="n1",scope="test"} 0`,
+	}, []string{"raftgres_last_election_info{"})
+
+	commit(raftstore.RegisterMember{Name: "n2", APIAddr: "http://n2", Tags: raftstore.DefaultTags(), At: at(0)})
+	hand("n1", raftstore.CauseBootstrap, "", 0)
+	renew("n1", 300)
+	renew("n1", 1000)
+	hand("n2", raftstore.CauseFailover, "only eligible member, at 0/3000060", 4000) // lease of n1 ran out
+	renew("n2", 4200)                                                               // 3.2 s after n1's last renewal
+	renew("n2", 9900)
+	hand("n1", raftstore.CauseSwitchover, "", 10000)
+	renew("n1", 10300) // 0.4 s
+	hand("", raftstore.CauseRelease, "", 12000)
+	hand("n2", raftstore.CauseManualFailover, "requested candidate, at 0/4000000", 12500)
+	renew("n2", 13000) // 2.7 s after n1's last renewal, through the release
+
+	checkSeries(t, scrape(t, base), []string{
+		`raftgres_last_failover_timestamp_seconds{name="n1",scope="test"} 1.7000000125e+09`,
+		`raftgres_last_switchover_timestamp_seconds{name="n1",scope="test"} 1.70000001e+09`,
+		`raftgres_failover_duration_seconds_bucket{cause="failover",name="n1",scope="test",le="3"} 0`,
+		`raftgres_failover_duration_seconds_bucket{cause="failover",name="n1",scope="test",le="3.5"} 1`,
+		`raftgres_failover_duration_seconds_bucket{cause="failover",name="n1",scope="test",le="+Inf"} 1`,
+		`raftgres_failover_duration_seconds_sum{cause="failover",name="n1",scope="test"} 3.2`,
+		`raftgres_failover_duration_seconds_count{cause="failover",name="n1",scope="test"} 1`,
+		`raftgres_failover_duration_seconds_bucket{cause="switchover",name="n1",scope="test",le="0.25"} 0`,
+		`raftgres_failover_duration_seconds_bucket{cause="switchover",name="n1",scope="test",le="0.5"} 1`,
+		`raftgres_failover_duration_seconds_count{cause="switchover",name="n1",scope="test"} 1`,
+		`raftgres_failover_duration_seconds_bucket{cause="manual_failover",name="n1",scope="test",le="2"} 0`,
+		`raftgres_failover_duration_seconds_bucket{cause="manual_failover",name="n1",scope="test",le="3"} 1`,
+		`raftgres_failover_duration_seconds_count{cause="manual_failover",name="n1",scope="test"} 1`,
+		`raftgres_last_election_info{cause="manual_failover",choice="requested candidate, at 0/4000000",member="n2",name="n1",scope="test"} 1`,
+	}, []string{`cause="bootstrap"`, `cause="release"`})
+	if testing.Verbose() {
+		t.Log(scrape(t, base))
+	}
+}
+
+// TestMetricsLeaseRemaining: raftgres_lease_remaining_seconds is what is
+// left of this primary's lease, and 0 whenever it holds none.
+func TestMetricsLeaseRemaining(t *testing.T) {
+	t.Parallel()
+	var lease metric
+	for _, m := range newMetrics("test", "n1") {
+		if strings.Contains(m.desc.String(), `"raftgres_lease_remaining_seconds"`) {
+			lease = m
+		}
+	}
+	if lease.value == nil {
+		t.Fatal("raftgres_lease_remaining_seconds is not defined")
+	}
+	now := time.Now()
+	primary := failover.Local{Member: "n1", HasData: true, Epoch: 4, LeaseUntil: now.Add(1500 * time.Millisecond)}
+	primary.PG.Running = true
+	key := raftstore.LeaderKey{Holder: "n1", Epoch: 4}
+	for _, tc := range []struct {
+		name string
+		mod  func(v *nodeView)
+		want float64
+	}{
+		{name: "valid lease", want: 1.5},
+		{name: "lease ended", mod: func(v *nodeView) { v.now = now.Add(2 * time.Second) }},
+		{name: "lease ends now", mod: func(v *nodeView) { v.now = v.local.LeaseUntil }},
+		{name: "no lease", mod: func(v *nodeView) { v.local.LeaseUntil = time.Time{} }},
+		{name: "key held by another member", mod: func(v *nodeView) { v.st.Leader.Holder = "n2" }},
+		{name: "lease of an older epoch", mod: func(v *nodeView) { v.st.Leader.Epoch = 5 }},
+		{name: "postgres stopped", mod: func(v *nodeView) { v.local.PG.Running = false }},
+		{name: "raft-only agent", mod: func(v *nodeView) { v.hasPG = false }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			v := nodeView{name: "n1", st: raftstore.NewState(), local: primary, hasPG: true, now: now}
+			v.st.Leader = key
+			if tc.mod != nil {
+				tc.mod(&v)
+			}
+			if got := lease.value(v, &metricInput{}); got != tc.want {
+				t.Fatalf("lease remaining %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
