@@ -256,9 +256,14 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 			c.logger.Warn("manual failover candidate not eligible", "candidate", f.To,
 				"ranking", RankCandidates(st, req))
 		}
+		cmd.Cause = raftstore.CauseManualFailover
 	}
 	if !ok {
 		cmd, ok = Elect(st, in)
+		cmd.Cause = raftstore.CauseFailover
+		if st.Leader.Epoch == 0 {
+			cmd.Cause = raftstore.CauseElection // nobody ever held the key
+		}
 	}
 	if !ok {
 		// The cluster has no primary and nobody can be promoted: say why,
