@@ -56,6 +56,9 @@ func NewClient(base string, opts ClientOptions) *Client {
 	}
 }
 
+// closeIdle closes the client's idle connections.
+func (c *Client) closeIdle() { c.http.CloseIdleConnections() }
+
 // NormalizeURL turns "host:port" into "http://host:port" and drops a
 // trailing slash.
 func NormalizeURL(base string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -27,6 +28,9 @@ type Proposer struct {
 	store  LocalStore
 	client ClientOptions
 	logger hclog.Logger
+
+	mu      sync.Mutex
+	clients map[string]*Client // by leader API address: connections are kept alive
 }
 
 // NewProposer returns a Proposer; opts authenticate it to peers.
@@ -34,7 +38,25 @@ func NewProposer(store LocalStore, opts ClientOptions, logger hclog.Logger) *Pro
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Proposer{store: store, client: opts, logger: logger.Named("proposer")}
+	return &Proposer{store: store, client: opts, logger: logger.Named("proposer"), clients: map[string]*Client{}}
+}
+
+// leaderClient returns the kept client of the leader at addr. One per
+// address, so forwarded commands reuse a connection (and its TLS session)
+// instead of dialling for each one; clients of former leaders are dropped.
+func (p *Proposer) leaderClient(addr string) *Client {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.clients[addr]; ok {
+		return c
+	}
+	for a, c := range p.clients {
+		c.closeIdle()
+		delete(p.clients, a)
+	}
+	c := NewClient(addr, p.client)
+	p.clients[addr] = c
+	return c
 }
 
 // Apply commits cmd through the Raft leader, wherever it is. Deterministic
@@ -59,8 +81,7 @@ func (p *Proposer) apply(ctx context.Context, cmd raftstore.Command, forwarded b
 			cmd.Type(), leaderID, ErrNoLeader)
 	}
 	p.logger.Trace("forwarding command to leader", "leader", leaderID, "type", cmd.Type())
-	c := NewClient(m.APIAddr, p.client)
-	res, err = c.apply(ctx, cmd, true)
+	res, err = p.leaderClient(m.APIAddr).apply(ctx, cmd, true)
 	if err != nil {
 		return raftstore.ApplyResult{}, fmt.Errorf("forward command type %d to leader %s: %w", cmd.Type(), leaderID, err)
 	}

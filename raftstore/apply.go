@@ -53,8 +53,12 @@ func applyCommand(s *State, index uint64, cmd Command) error {
 // appendEvent records ev in History and drops the oldest events beyond
 // MaxHistory. Trimming depends only on the log, so every node keeps the same
 // events.
+//
+// History's array is shared with every State copy handed out (Clone shares
+// it), so it is never written in place: appending to a clipped slice
+// always makes a new array, and stampFirstRenewal copies before writing.
 func appendEvent(s *State, ev Event) {
-	s.History = append(s.History, ev)
+	s.History = append(slices.Clip(s.History), ev)
 	if over := len(s.History) - MaxHistory; over > 0 {
 		s.History = slices.Delete(s.History, 0, over)
 	}
@@ -196,7 +200,8 @@ func stampFirstRenewal(s *State, epoch uint64, at time.Time) {
 			continue
 		}
 		if e.Epoch == epoch && e.FirstRenewalAt.IsZero() {
-			e.FirstRenewalAt = at
+			s.History = slices.Clone(s.History) // shared with copies: never written in place
+			s.History[i].FirstRenewalAt = at
 		}
 		return
 	}

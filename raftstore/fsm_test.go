@@ -289,10 +289,22 @@ func TestStateCloneIndependent(t *testing.T) {
 	c := a.f.State()
 	c.Members["pg1"].APIAddr = "changed"
 	c.Sync.Standbys[0] = "changed"
-	c.History[0].Kind = "changed"
+	n := len(c.History)
+	c.History = append(c.History, Event{Kind: "appended by a reader"})
 	st := a.f.State()
-	if st.Members["pg1"].APIAddr == "changed" || st.Sync.Standbys[0] == "changed" || st.History[0].Kind == "changed" {
+	if st.Members["pg1"].APIAddr == "changed" || st.Sync.Standbys[0] == "changed" || len(st.History) != n {
 		t.Fatal("mutating a copy changed the FSM")
+	}
+	// History is shared read-only: the FSM never writes into an array a
+	// copy holds, neither when appending nor when stamping a renewal.
+	before := slices.Clone(st.History)
+	a.mustApply(SetLeader{Holder: "pg1", At: time.Unix(10, 0)})
+	a.mustApply(RenewLeader{Holder: "pg1", Epoch: 1, At: time.Unix(11, 0)})
+	if !slices.Equal(st.History, before) {
+		t.Fatalf("applying commands changed a copy's History:\n%+v\nwas\n%+v", st.History, before)
+	}
+	if last := a.f.State().History; last[len(last)-1].FirstRenewalAt.IsZero() {
+		t.Fatalf("first renewal not stamped: %+v", last[len(last)-1])
 	}
 }
 

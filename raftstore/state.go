@@ -312,7 +312,11 @@ func (s State) Clone() State {
 		f := *s.Failover
 		out.Failover = &f
 	}
-	out.History = slices.Clone(s.History)
+	// History (up to MaxHistory events) is shared, not copied: the FSM
+	// never writes into an array it has handed out (appendEvent), and the
+	// clipped capacity keeps a caller's append from writing into it. Treat
+	// it as read-only.
+	out.History = slices.Clip(s.History)
 	if out.History == nil {
 		out.History = []Event{}
 	}

@@ -304,7 +304,8 @@ func (s *Store) logStore() raft.LogStore {
 // ID is this node's Raft server ID (its member name).
 func (s *Store) ID() string { return s.cfg.NodeID }
 
-// State returns a deep copy of the FSM state.
+// State returns a copy of the FSM state (History shared, read-only: see
+// State.Clone).
 func (s *Store) State() State { return s.fsm.State() }
 
 // AppliedIndex is the last Raft index whose effect State already shows:
@@ -388,7 +389,25 @@ func (s *Store) applyBytes(ctx context.Context, data []byte) (ApplyResult, error
 	if !ok {
 		return ApplyResult{}, fmt.Errorf("apply: unexpected fsm response %T", f.Response())
 	}
+	if res.Err == nil && len(data) > 0 && urgent(CommandType(data[0])) {
+		// Followers learn the commit index only from the next
+		// AppendEntries, up to 2·CommitTimeout later when nothing else is
+		// proposed. A barrier entry goes out at once and carries it: a
+		// new holder learns of its key in one round trip.
+		r.Barrier(s.cfg.ApplyTimeout)
+	}
 	return res, nil
+}
+
+// urgent reports whether followers must see a command's effect at once:
+// changes of the leader key, requests and configuration, which wake
+// supervisors. Renewals and status reports are not.
+func urgent(t CommandType) bool {
+	switch t {
+	case CmdSetLeader, CmdSetFailover, CmdSetConfig, CmdSetPause, CmdInitialize, CmdSetSync:
+		return true
+	}
+	return false
 }
 
 // Barrier waits until every entry committed before the call is applied to
