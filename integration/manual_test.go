@@ -43,6 +43,18 @@ func TestManualFailover(t *testing.T) {
 		}
 	}
 	pick := rest[len(rest)-1]
+	// The operator acts on what the cluster shows: wait until pick's own
+	// API shows it as a running replica (its report has reached its FSM).
+	waitFor(t, 30*time.Second, pick.Name+" shown as a running replica", func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := pick.Client().Cluster(ctx)
+		if err != nil {
+			return false, nil
+		}
+		m, ok := st.Members[pick.Name]
+		return ok && m.Status.Role == "replica" && m.Status.State == "running", nil
+	})
 	target.Kill9()
 	out, stderr, code = runCLI(t, "failover", "-c", pick.Config, "--candidate", pick.Name, "--force")
 	if code != 0 {

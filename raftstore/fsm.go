@@ -99,6 +99,14 @@ func (f *fsm) State() State {
 	return f.state.Clone()
 }
 
+// requestPending reports whether a failover or switchover request is
+// pending, without copying the state.
+func (f *fsm) requestPending() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Failover != nil
+}
+
 // AppliedIndex is the index of the last entry this FSM applied.
 func (f *fsm) AppliedIndex() uint64 {
 	f.mu.RLock()

@@ -389,7 +389,7 @@ func (s *Store) applyBytes(ctx context.Context, data []byte) (ApplyResult, error
 	if !ok {
 		return ApplyResult{}, fmt.Errorf("apply: unexpected fsm response %T", f.Response())
 	}
-	if res.Err == nil && len(data) > 0 && urgent(CommandType(data[0])) {
+	if res.Err == nil && len(data) > 0 && (urgent(CommandType(data[0])) || s.fsm.requestPending()) {
 		// Followers learn the commit index only from the next
 		// AppendEntries, up to 2·CommitTimeout later when nothing else is
 		// proposed. A barrier entry goes out at once and carries it: a
@@ -401,7 +401,9 @@ func (s *Store) applyBytes(ctx context.Context, data []byte) (ApplyResult, error
 
 // urgent reports whether followers must see a command's effect at once:
 // changes of the leader key, requests and configuration, which wake
-// supervisors. Renewals and status reports are not.
+// supervisors. Renewals and status reports are not, except while a
+// switchover is pending (Apply checks): the primary then waits on its
+// candidate's reports.
 func urgent(t CommandType) bool {
 	switch t {
 	case CmdSetLeader, CmdSetFailover, CmdSetConfig, CmdSetPause, CmdInitialize, CmdSetSync:
