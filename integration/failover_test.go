@@ -530,6 +530,16 @@ func (c *cluster) waitStreaming(primary *Node) {
 	})
 }
 
+// lastLeaderEvent is the newest leader change in History.
+func lastLeaderEvent(st raftstore.State) raftstore.Event {
+	for i := len(st.History) - 1; i >= 0; i-- {
+		if st.History[i].Kind == raftstore.EventLeader {
+			return st.History[i]
+		}
+	}
+	return raftstore.Event{}
+}
+
 const syncDCS = "{ttl: 3, loop_wait: 300ms, retry_timeout: 1, synchronous_mode: true}"
 
 // TestSyncModeFaults runs synchronous mode through 20 random faults on
@@ -588,8 +598,15 @@ func TestSyncModeFaults(t *testing.T) {
 				s, err := c.state()
 				return err == nil && s.Leader.Holder != "" && s.Leader.Holder != primary.Name, err
 			})
-			if s, _ := c.state(); s.Leader.Holder != syncStandby {
+			s, _ := c.state()
+			if s.Leader.Holder != syncStandby {
 				t.Fatalf("promoted %s, but the synchronous standby was %s", s.Leader.Holder, syncStandby)
+			}
+			// Synchronous mode's fast path: the standby was promoted
+			// because the primary was seen gone, not because its lease
+			// ran out.
+			if ev := lastLeaderEvent(s); !strings.Contains(ev.Reason, "holder lost before its lease ended") {
+				t.Fatalf("%s of the primary: promotion not by the fast path: %+v", fault, ev)
 			}
 		} else {
 			// A replica fault: writes go on (the other standby becomes
