@@ -233,7 +233,7 @@ func TestHAProxyRoutesWritesAndReads(t *testing.T) {
 	}
 
 	// Failover: poll the new primary directly and through HAProxy side by
-	// side; HAProxy may trail by its check interval (downinter 1s, rise 1).
+	// side; HAProxy may trail by its check interval (downinter 250ms, rise 1).
 	killedAt := time.Now()
 	primary.Kill9()
 	var direct, proxied time.Time
@@ -271,8 +271,9 @@ func TestHAProxyRoutesWritesAndReads(t *testing.T) {
 	failover, viaProxy := direct.Sub(killedAt), proxied.Sub(killedAt)
 	t.Logf("kill -9 of %s: first write on the new primary after %s, through HAProxy after %s",
 		primary.Name, failover.Round(time.Millisecond), viaProxy.Round(time.Millisecond))
-	// downinter 1s and rise 1 in the example, plus one check's round trip.
-	if limit := failover + time.Second + 500*time.Millisecond; viaProxy > limit {
+	// downinter 250ms and rise 1 in the example, plus one check's round
+	// trip and the test's polling, with room for a busy machine.
+	if limit := failover + time.Second; viaProxy > limit {
 		t.Fatalf("writes through HAProxy resumed %s after the kill, over failover time + check interval (%s)", viaProxy, limit)
 	}
 }
