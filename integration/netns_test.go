@@ -197,6 +197,9 @@ func (w *writerProbe) try(ctx context.Context, conns map[string]*pgx.Conn, n *No
 	_, err := cn.Exec(wctx, "INSERT INTO windows VALUES ($1, $2)", n.Name, seq)
 	cancel()
 	if err != nil {
+		// Indeterminate (the INSERT may have committed without its
+		// acknowledgement): never retried, never counted; the next round
+		// writes a new seq.
 		_ = cn.Close(context.Background())
 		delete(conns, n.Name)
 		return
