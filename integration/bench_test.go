@@ -65,7 +65,7 @@ func BenchmarkFailover(b *testing.B) {
 		}
 		b.Run(cl.name, func(b *testing.B) {
 			started := time.Now()
-			bc := startBenchCluster(b, s, r, cl.sync, cl.netns, slices.Contains(todo, "kill9"))
+			bc := startBenchCluster(b, s, r, cl.name, cl.sync, cl.netns, slices.Contains(todo, "kill9"))
 			for _, sc := range todo {
 				switch sc {
 				case "kill9":
@@ -196,6 +196,7 @@ type benchCluster struct {
 	b           *testing.B
 	s           benchSettings
 	r           *benchResults
+	name        string // loopback-sync, netns-async, …
 	mode        string // "sync" or "async": the suffix of its figures
 	sync        bool
 	c           *cluster
@@ -207,8 +208,8 @@ type benchCluster struct {
 	stopHAProxy func()
 }
 
-func startBenchCluster(b *testing.B, s benchSettings, r *benchResults, sync, netns, haproxy bool) *benchCluster {
-	bc := &benchCluster{b: b, s: s, r: r, mode: "async", sync: sync}
+func startBenchCluster(b *testing.B, s benchSettings, r *benchResults, name string, sync, netns, haproxy bool) *benchCluster {
+	bc := &benchCluster{b: b, s: s, r: r, name: name, mode: "async", sync: sync}
 	if sync {
 		bc.mode = "sync"
 	}
@@ -259,7 +260,7 @@ func startBenchCluster(b *testing.B, s benchSettings, r *benchResults, sync, net
 			fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=1", ports.write))
 	}
 	fmt.Printf("bench: %s cluster up in %s (primary %s, ttl %s), pgbench -i -s %d done, load running\n",
-		bc.mode, time.Since(start).Round(time.Millisecond), primary.Name, bc.ttl, s.scale)
+		bc.name, time.Since(start).Round(time.Millisecond), primary.Name, bc.ttl, s.scale)
 	return bc
 }
 
@@ -539,7 +540,7 @@ func (bc *benchCluster) stopLoad() {
 	for _, v := range rates {
 		bc.r.add("pgbench_tps_"+bc.mode, "tps", v)
 	}
-	msg := fmt.Sprintf("bench: %s load: %d pgbench runs", bc.mode, runs)
+	msg := fmt.Sprintf("bench: %s load: %d pgbench runs", bc.name, runs)
 	for _, w := range []*ackWriter{bc.w, bc.hw} {
 		if w != nil {
 			w.stop()
@@ -590,7 +591,7 @@ func (bc *benchCluster) idleCost() {
 		b.Fatal("cancelled")
 	}
 	after, elapsed := read(), time.Since(t0)
-	msg := fmt.Sprintf("bench: idle %s over %s:", bc.mode, elapsed.Round(time.Millisecond))
+	msg := fmt.Sprintf("bench: idle %s over %s:", bc.name, elapsed.Round(time.Millisecond))
 	for i, n := range c.nodes {
 		ms := cpuDelta(before[i].cpu, after[i].cpu)
 		if ms < 0 {
@@ -598,8 +599,8 @@ func (bc *benchCluster) idleCost() {
 		}
 		cpu := ms / 1000 / elapsed.Minutes()
 		commits := (after[i].commit - before[i].commit) / elapsed.Seconds()
-		bc.r.addHost("idle_agent_cpu_"+bc.mode, "s/min", n.Name, cpu)
-		bc.r.addHost("idle_raft_commits_"+bc.mode, "1/s", n.Name, commits)
+		bc.r.addHost("idle_agent_cpu_"+bc.mode, "s/min", bc.name+"/"+n.Name, cpu)
+		bc.r.addHost("idle_raft_commits_"+bc.mode, "1/s", bc.name+"/"+n.Name, commits)
 		msg += fmt.Sprintf(" %s cpu %.2f s/min, %.2f raft commits/s;", n.Name, cpu, commits)
 	}
 	fmt.Println(strings.TrimSuffix(msg, ";"))
@@ -610,7 +611,7 @@ func (bc *benchCluster) finish() {
 	bc.stopLoad()
 	for _, n := range bc.c.nodes {
 		if _, exited := n.Exited(); !exited {
-			bc.r.addHost("agent_rss_"+bc.mode, "kB", n.Name, float64(vmRSS(bc.b, n.PID())))
+			bc.r.addHost("agent_rss_"+bc.mode, "kB", bc.name+"/"+n.Name, float64(vmRSS(bc.b, n.PID())))
 		}
 	}
 }
@@ -630,7 +631,7 @@ func below(limit float64) func(string, float64) (float64, bool) {
 func noneLostInSync(mode string, _ float64) (float64, bool) { return 0, mode == "sync" }
 
 var benchRows = []benchRow{
-	{"kill -9 primary agent+postmaster: write gap (s)", "kill9_gap", func(mode string, ttl float64) (float64, bool) {
+	{"kill -9 agent+postmaster: write gap (s)", "kill9_gap", func(mode string, ttl float64) (float64, bool) {
 		if mode == "sync" {
 			return 1, true
 		}
@@ -649,7 +650,7 @@ var benchRows = []benchRow{
 	{"  acknowledged writes lost", "pgcrash_lost", noneLostInSync},
 	{"idle agent CPU (s/min, per host)", "idle_agent_cpu", nil},
 	{"idle raft commits (1/s, per host)", "idle_raft_commits", nil},
-	{"agent RSS at the end (kB, per host)", "agent_rss", nil},
+	{"agent RSS at the end (kB, per agent)", "agent_rss", nil},
 	{"pgbench tps (runs >= 5 s)", "pgbench_tps", nil},
 	{"client write latency p50 (ms, per cluster)", "client_p50", nil},
 	{"client write latency p99 (ms, per cluster)", "client_p99", nil},
