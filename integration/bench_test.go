@@ -46,7 +46,7 @@ func BenchmarkFailover(b *testing.B) {
 		b.Skip("set RAFTGRES_INTEGRATION=1 (make bench does)")
 	}
 	s := benchSettingsFromEnv(b)
-	r := &benchResults{series: map[string]*series{}, ttl: map[string]float64{}}
+	r := &benchResults{series: map[string]*series{}, ttl: map[string]float64{}, failures: []string{}, notes: []string{}}
 	fmt.Printf("failover bench: %d runs per fault; bootstrap.dcs sync %s, async %s; raft: {%s}; idle window %s\n",
 		s.runs, s.dcs(true), s.dcs(false), s.raftExtra, s.idle)
 	for _, cl := range []struct {
