@@ -40,7 +40,8 @@ import (
 // section, BENCH_ONLY picks scenarios (kill9,cut,switchover,raft,pgcrash,
 // idle), BENCH_PGBENCH_SCALE sets pgbench -i -s (default 2) and
 // BENCH_PGBENCH_RATE its -R (default: unthrottled). It prints a table of
-// min / median / max and writes bin/bench-failover.json.
+// min / median / max, writes bin/bench-failover.json and keeps the agents'
+// output in bin/bench-logs/.
 func BenchmarkFailover(b *testing.B) {
 	if binPath == "" {
 		b.Skip("set RAFTGRES_INTEGRATION=1 (make bench does)")
@@ -224,6 +225,9 @@ func startBenchCluster(b *testing.B, s benchSettings, r *benchResults, name stri
 			return o
 		})
 	}
+	// A passing benchmark prints none of the agents' output: keep it in
+	// bin/bench-logs/ for a look at any figure.
+	b.Cleanup(func() { bc.saveLogs() })
 	primary := bc.c.waitPrimary(180*time.Second, bc.c.nodes...)
 	r.add("bootstrap_"+bc.mode, "s", time.Since(start).Seconds())
 	st, err := bc.c.state()
@@ -262,6 +266,20 @@ func startBenchCluster(b *testing.B, s benchSettings, r *benchResults, name stri
 	fmt.Printf("bench: %s cluster up in %s (primary %s, ttl %s), pgbench -i -s %d done, load running\n",
 		bc.name, time.Since(start).Round(time.Millisecond), primary.Name, bc.ttl, s.scale)
 	return bc
+}
+
+// saveLogs writes each agent's output to bin/bench-logs/<cluster>-<member>.log.
+func (bc *benchCluster) saveLogs() {
+	dir := filepath.Join(moduleRoot(bc.b), "bin", "bench-logs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		bc.b.Logf("agent logs: %v", err)
+		return
+	}
+	for _, n := range bc.c.nodes {
+		if err := os.WriteFile(filepath.Join(dir, bc.name+"-"+n.Name+".log"), []byte(n.Log()), 0o644); err != nil {
+			bc.b.Logf("agent logs: %v", err)
+		}
+	}
 }
 
 // steady waits until the cluster is whole again: a primary with every
