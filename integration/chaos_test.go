@@ -726,18 +726,14 @@ func (wl *chaosWorkload) writer(ctx context.Context, w int) {
 		wr.Done = time.Now()
 		cancel()
 		wr.Notice = notice
-		var pgErr *pgconn.PgError
-		switch {
-		case err == nil:
+		if err == nil {
 			wr.Outcome = writeAcked
 			wr.Server = wl.byAddr[fmt.Sprintf("%s:%d", addr, port)]
 			if wr.Server == "" {
 				wr.Server = fmt.Sprintf("unknown server %s:%d", addr, port)
 			}
-		case pgconn.SafeToRetry(err), errors.As(err, &pgErr) && pgErr.Code == "25006": // nothing sent, or read-only
-			wr.Outcome, wr.Err = writeFailed, err.Error()
-		default:
-			wr.Outcome, wr.Err = writeIndeterminate, err.Error()
+		} else { // never retried: the next attempt takes a new id
+			wr.Outcome, wr.Err = writeOutcomeOf(err), err.Error()
 		}
 		if err != nil {
 			_ = conn.Close(context.Background())

@@ -173,6 +173,9 @@ type NodeOptions struct {
 	Tags string
 	// Callbacks is a postgresql.callbacks flow mapping.
 	Callbacks string
+	// Raft adds keys to the raft: section, as a flow mapping's contents
+	// ("heartbeat_timeout: 200ms, election_timeout: 200ms").
+	Raft string
 }
 
 func newNode(t testing.TB, base, name string) *Node {
@@ -244,6 +247,11 @@ func (n *Node) WriteConfig(o NodeOptions) {
 		fmt.Fprintf(&b, "  join: [%s]\n", strings.Join(js, ", "))
 	}
 	fmt.Fprintf(&b, "  token: %s\n", testToken)
+	for _, kv := range strings.Split(o.Raft, ",") {
+		if kv = strings.TrimSpace(kv); kv != "" {
+			fmt.Fprintf(&b, "  %s\n", kv)
+		}
+	}
 	if o.TLS != nil {
 		c, k := o.TLS.issue(n.t, n.Name)
 		fmt.Fprintf(&b, "  tls: {ca_file: %s, cert_file: %s, key_file: %s}\n", o.TLS.caFile, c, k)

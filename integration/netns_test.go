@@ -18,7 +18,7 @@ import (
 // (peers talk over it; cutting it partitions the node) and a "probe" veth
 // to the test process, which therefore always reaches every node.
 type netLab struct {
-	t      *testing.T
+	t      testing.TB
 	id     string
 	bridge string // namespace holding the bridge
 	nodes  []string
@@ -38,7 +38,7 @@ func ipCmd(args ...string) error {
 
 // newNetLab builds n namespaces; it skips the test (saying why) when the
 // machine cannot create them.
-func newNetLab(t *testing.T, n int) *netLab {
+func newNetLab(t testing.TB, n int) *netLab {
 	t.Helper()
 	id := fmt.Sprintf("%04d", rand.IntN(10000))
 	lab := &netLab{t: t, id: id, bridge: "rg" + id + "br", probeNet: rand.IntN(40) * 6}
@@ -95,7 +95,14 @@ func (l *netLab) destroy() {
 
 // startNetnsCluster starts n members, each in its own network namespace
 // of a new lab, so that a partition is a real cut link.
-func startNetnsCluster(t *testing.T, n int, dcs string) (*netLab, *cluster) {
+func startNetnsCluster(t testing.TB, n int, dcs string) (*netLab, *cluster) {
+	t.Helper()
+	return startNetnsClusterWith(t, n, NodeOptions{DCS: dcs})
+}
+
+// startNetnsClusterWith is startNetnsCluster with the DCS and Raft options
+// of o (its peers and Postgres are set here).
+func startNetnsClusterWith(t testing.TB, n int, o NodeOptions) (*netLab, *cluster) {
 	t.Helper()
 	lab := newNetLab(t, n)
 	placed := false
@@ -106,7 +113,7 @@ func startNetnsCluster(t *testing.T, n int, dcs string) (*netLab, *cluster) {
 			}
 			placed = true
 		}
-		return NodeOptions{Peers: all, Postgres: true, DCS: dcs}
+		return NodeOptions{Peers: all, Postgres: true, DCS: o.DCS, Raft: o.Raft}
 	})
 	return lab, c
 }
@@ -190,6 +197,9 @@ func (w *writerProbe) try(ctx context.Context, conns map[string]*pgx.Conn, n *No
 	_, err := cn.Exec(wctx, "INSERT INTO windows VALUES ($1, $2)", n.Name, seq)
 	cancel()
 	if err != nil {
+		// Indeterminate (the INSERT may have committed without its
+		// acknowledgement): never retried, never counted; the next round
+		// writes a new seq.
 		_ = cn.Close(context.Background())
 		delete(conns, n.Name)
 		return

@@ -143,35 +143,3 @@ func (p *probe) missingFrom(n *Node, from string) ([]int, error) {
 	}
 	return out, nil
 }
-
-// firstAckAfter is the time of the first acknowledgement after since on a
-// member other than not.
-func (p *probe) firstAckAfter(since time.Time, not string) (time.Time, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i := range p.ackAt {
-		if p.ackAt[i].After(since) && p.ackOn[i] != not {
-			return p.ackAt[i], true
-		}
-	}
-	return time.Time{}, false
-}
-
-// gapAround is the longest gap between acknowledgements in [from, to].
-func (p *probe) gapAround(from, to time.Time) time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var gap time.Duration
-	prev := from
-	for _, at := range p.ackAt {
-		if at.Before(from) {
-			continue
-		}
-		if at.After(to) {
-			break
-		}
-		gap = max(gap, at.Sub(prev))
-		prev = at
-	}
-	return gap
-}
