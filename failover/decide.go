@@ -200,11 +200,11 @@ func decideFollower(o Observation, primary string) Plan {
 		return noop("waiting for " + primary + " to report itself a running primary")
 	}
 	switch {
+	case o.RewindFailed:
+		return plan("pg_rewind cannot bring this member onto "+primary+"'s timeline", Action{Kind: ActReclone, From: primary})
 	case o.PG.Running && o.PG.InRecovery && o.StandbyStartFailed:
 		return plan("not streaming from "+primary+": checking for divergence",
 			Action{Kind: ActFollow, Primary: primary, Rewind: o.State.Config.PostgreSQL.UsePgRewind})
-	case o.RewindFailed:
-		return plan("pg_rewind failed against "+primary, Action{Kind: ActReclone, From: primary})
 	case !o.PG.Running && !o.Standby && o.HandedOver:
 		return plan("handed over cleanly: following "+primary, Action{Kind: ActFollow, Primary: primary})
 	case !o.PG.Running && !o.Standby:

@@ -102,7 +102,7 @@ func (s *Supervisor) serve(ctx context.Context, r Request) error {
 			return err
 		}
 		s.crash.acted(false, s.clock.Now())
-		s.sysid, s.rewindFailed, s.rewoundFails, s.startFailed, s.upstream = "", false, 0, false, ""
+		s.sysid, s.rewindFailed, s.rewoundFails, s.rewound, s.startFailed, s.upstream = "", false, 0, false, false, ""
 		return s.pg.Reclone(ctx, src)
 	}
 	return fmt.Errorf("%w: unknown request %q", ErrRequestRefused, r.Kind)

@@ -52,7 +52,8 @@ type Supervisor struct {
 	// Replication intent, derived from PostgreSQL where it can be.
 	upstream     string // member the local standby follows ("" unknown)
 	rewindFailed bool   // pg_rewind cannot bring the data onto the primary's timeline: reclone
-	rewoundFails int    // starts that failed right after a successful rewind
+	rewoundFails int    // starts that failed, or standbys that never streamed, right after a successful rewind
+	rewound      bool   // the running standby was started right after a pg_rewind
 	sysid        string
 	handedOver   bool      // shut down cleanly in a switchover: follow without rewind
 	startFailed  bool      // the last start as a standby failed: check with pg_rewind
@@ -388,7 +389,7 @@ func (s *Supervisor) watchStreaming(st raftstore.State, pgst pgmanager.Status) {
 	case !following || pgst.WalReceiver == "streaming":
 		s.notStreaming = time.Time{}
 		if following {
-			s.rewoundFails = 0
+			s.rewoundFails, s.rewound = 0, false
 		}
 	case s.notStreaming.IsZero():
 		s.notStreaming = now
@@ -396,6 +397,17 @@ func (s *Supervisor) watchStreaming(st raftstore.State, pgst pgmanager.Status) {
 		s.logger.Warn("standby is not streaming from the primary", "primary", s.upstream,
 			"for", now.Sub(s.notStreaming).Round(time.Millisecond))
 		s.startFailed = true
+		if s.rewound {
+			// Started after a successful pg_rewind but never streams
+			// (typically: the WAL it needs is gone from the new
+			// primary): rewinding again does not heal that; after two
+			// such rounds, reclone (as for a start that fails).
+			s.rewoundFails++
+			if s.rewoundFails >= 2 {
+				s.logger.Warn("standby does not stream after pg_rewind: recloning", "primary", s.upstream, "tries", s.rewoundFails)
+				s.rewindFailed = true
+			}
+		}
 	}
 }
 
@@ -563,7 +575,7 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 		if err != nil {
 			return err
 		}
-		s.sysid, s.rewindFailed, s.rewoundFails = "", false, 0
+		s.sysid, s.rewindFailed, s.rewoundFails, s.rewound = "", false, 0, false
 		if a.Kind == ActReclone {
 			if err := s.pg.Stop(ctx, pgmanager.StopImmediate); err != nil {
 				return err
@@ -660,7 +672,7 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 		s.upstream = a.Primary
 		return s.pg.Follow(ctx, d)
 	}
-	s.handedOver, s.startFailed = false, false
+	s.handedOver, s.startFailed, s.notStreaming = false, false, time.Time{}
 	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
 		return err
 	}
@@ -673,6 +685,7 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 		}
 	}
 	s.upstream = a.Primary
+	s.rewound = a.Rewind
 	if err := s.pg.Start(ctx, d); err != nil {
 		if a.Rewind {
 			// A start that fails after a successful rewind (the WAL it needs

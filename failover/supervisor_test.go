@@ -813,3 +813,31 @@ func TestKeySeenMovedAfterTheLeaseEndDoesNotCancelTheFence(t *testing.T) {
 		t.Errorf("postgres still running after its lease ended at %s (now %s) and the key moved", until, r.clock.Now())
 	}
 }
+
+// Issue 9 (make bench, cut link): a standby that starts after a successful
+// pg_rewind but never streams (the WAL it needs is gone from the new
+// primary) is recloned after two such rounds, instead of rewinding and
+// restarting forever.
+func TestStandbyNeverStreamingAfterRewindsIsRecloned(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testState("pg1", "pg1", "pg2")
+	r := newRig(t, "pg2", st, stopped)
+	r.pg.set(func(p *fakePostgres) {
+		p.standby = false // a former primary
+		p.status.UpstreamAddr = st.Members["pg1"].PGAddr
+	})
+	for i := 0; i < 40 && r.ev.count("pg Reclone") == 0; i++ {
+		r.sup.cycle(ctx)
+		r.clock.Advance(st.Config.TTL) // never streaming: flagged after two ttls
+	}
+	if n := r.ev.count("pg Reclone"); n != 1 {
+		t.Fatalf("reclones = %d, want 1 (events %v)\n%s", n, r.ev.all(), r.logs.String())
+	}
+	if n := r.ev.count("pg Rewind"); n != 2 {
+		t.Errorf("rewinds before recloning = %d, want 2 (events %v)", n, r.ev.all())
+	}
+	if !strings.Contains(r.logs.String(), "does not stream after pg_rewind") {
+		t.Errorf("reclone not explained in the log:\n%s", r.logs.String())
+	}
+}
