@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -140,7 +141,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	st := c.store.State()
 	lastChange, lastEpoch, lastRev := established, st.Leader.Epoch, st.Leader.Rev
 	seen := reportClock{}
-	moved := false // raft leadership moved off the primary's host once
+	var lastMove time.Time // last attempt to move raft leadership elsewhere
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -159,18 +160,17 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			c.elect(ctx, st, seen, now, why)
 		}
 		c.clearFulfilled(ctx, st)
-		if st.Leader.Holder == c.member && !moved && st.Failover == nil && now.Sub(established) > st.Config.TTL {
-			// Losing this host would cost a Raft election on top of the
-			// lease: let another voter lead Raft while we hold the key
-			// (not during a switchover: its hand-over would be cut off).
-			moved = true
+		if why, to := RaftLeaderPlacement(st, c.member, seen.fresh(now, st.Config.TTL)); why != "" &&
+			st.Failover == nil && now.Sub(established) > st.Config.TTL && now.Sub(lastMove) >= st.Config.TTL {
+			// Not during a switchover: its hand-over would be cut off.
+			lastMove = now
 			tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := c.store.TransferLeadership(tctx)
+			err := c.store.TransferLeadershipTo(tctx, to)
 			cancel()
 			if err != nil {
-				c.logger.Info("could not move raft leadership off the primary's host", "error", err)
+				c.logger.Info("could not move raft leadership", "why", why, "to", to, "error", err)
 			} else {
-				c.logger.Info("moved raft leadership off the primary's host")
+				c.logger.Info("moved raft leadership", "why", why, "to", to)
 			}
 		}
 		select {
@@ -181,6 +181,34 @@ func (c *Coordinator) lead(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// RaftLeaderPlacement says whether the Raft leader (member) should hand
+// Raft leadership on, and to whom ("" lets Raft choose). Losing the host
+// that runs the primary and the Raft leader costs a Raft election on top
+// of the failover; losing the recorded synchronous standby's host while it
+// leads Raft stalls every commit until a new Raft leader can narrow Sync.
+// The best Raft leader is a fresh member that is neither.
+func RaftLeaderPlacement(st raftstore.State, member string, fresh map[string]bool) (why, to string) {
+	busy := func(name string) bool {
+		return name == st.Leader.Holder || (st.Config.SynchronousMode && slices.Contains(st.Sync.Standbys, name))
+	}
+	if st.Leader.Holder == "" || !busy(member) {
+		return "", ""
+	}
+	for _, name := range st.MemberNames() {
+		if name != member && fresh[name] && !busy(name) {
+			to = name
+			break
+		}
+	}
+	switch {
+	case member == st.Leader.Holder:
+		return "this host runs the primary", to
+	case to != "":
+		return "this host runs the synchronous standby", to
+	}
+	return "", "" // a synchronous standby with nowhere better to go stays
 }
 
 // holderLost decides the fast path of synchronous mode: the holder is

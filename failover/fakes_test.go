@@ -228,7 +228,7 @@ func (f *fakeStore) setUnreachable(member string, lastContact time.Time) {
 
 func (f *fakeStore) PeerChanges() <-chan struct{} { return nil }
 
-func (f *fakeStore) TransferLeadership(context.Context) error {
+func (f *fakeStore) TransferLeadershipTo(context.Context, string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.transfers++

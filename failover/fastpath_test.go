@@ -136,3 +136,37 @@ func TestCoordinatorFastFailoverInSyncMode(t *testing.T) {
 		}
 	})
 }
+
+func TestRaftLeaderPlacement(t *testing.T) {
+	t.Parallel()
+	all := map[string]bool{"pg1": true, "pg2": true, "pg3": true}
+	for _, tc := range []struct {
+		name    string
+		edit    func(*raftstore.State)
+		member  string
+		fresh   map[string]bool
+		wantWhy string
+		wantTo  string
+	}{
+		{"primary's host hands on to the async replica", nil, "pg1", all, "runs the primary", "pg3"},
+		{"sync standby's host hands on to the async replica", nil, "pg2", all, "runs the synchronous standby", "pg3"},
+		{"async replica keeps it", nil, "pg3", all, "", ""},
+		{"primary's host with no idle member lets raft choose", nil, "pg1", map[string]bool{"pg1": true, "pg2": true}, "runs the primary", ""},
+		{"sync standby with nowhere better stays", nil, "pg2", map[string]bool{"pg2": true}, "", ""},
+		{"async mode: any replica may lead", func(s *raftstore.State) { s.Config.SynchronousMode = false }, "pg2", all, "", ""},
+		{"async mode: primary's host hands on", func(s *raftstore.State) { s.Config.SynchronousMode = false }, "pg1", all, "runs the primary", "pg2"},
+		{"no primary: nothing to protect", func(s *raftstore.State) { s.Leader.Holder = "" }, "pg1", all, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := syncTestState()
+			if tc.edit != nil {
+				tc.edit(&st)
+			}
+			why, to := RaftLeaderPlacement(st, tc.member, tc.fresh)
+			if !strings.Contains(why, tc.wantWhy) || (tc.wantWhy == "") != (why == "") || to != tc.wantTo {
+				t.Fatalf("RaftLeaderPlacement = %q, %q; want %q, %q", why, to, tc.wantWhy, tc.wantTo)
+			}
+		})
+	}
+}

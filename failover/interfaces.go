@@ -60,7 +60,9 @@ type LeaderStore interface {
 	LeaderChanges() <-chan struct{}
 	Barrier(ctx context.Context) error
 	Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error)
-	TransferLeadership(ctx context.Context) error
+	// TransferLeadershipTo hands Raft leadership to the member named to
+	// ("" lets Raft choose the most up-to-date voter).
+	TransferLeadershipTo(ctx context.Context, to string) error
 	// PeerUnreachable reports, on the Raft leader, whether heartbeats to
 	// the member are failing, and Raft's last contact with it (this
 	// host's clock).

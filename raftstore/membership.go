@@ -242,3 +242,32 @@ func (s *Store) TransferLeadership(ctx context.Context) error {
 	s.logger.Info("raft leadership transferred")
 	return nil
 }
+
+// TransferLeadershipTo hands Raft leadership to the voter whose server ID
+// is to; "" is TransferLeadership.
+func (s *Store) TransferLeadershipTo(ctx context.Context, to string) error {
+	if to == "" {
+		return s.TransferLeadership(ctx)
+	}
+	r, err := s.r()
+	if err != nil {
+		return err
+	}
+	if r.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("transfer raft leadership to %s: %w", to, mapRaftErr(err))
+	}
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) == to && srv.Suffrage == raft.Voter {
+			if err := waitFuture(ctx, r.LeadershipTransferToServer(srv.ID, srv.Address)); err != nil {
+				return fmt.Errorf("transfer raft leadership to %s: %w", to, mapRaftErr(err))
+			}
+			s.logger.Info("raft leadership transferred", "to", to)
+			return nil
+		}
+	}
+	return fmt.Errorf("transfer raft leadership to %s: not a voter", to)
+}
