@@ -649,7 +649,7 @@ func (p *fakePostgres) SetSynchronousStandbyNames(_ context.Context, d pgmanager
 	return nil
 }
 
-func (p *fakePostgres) RunGate(ctx context.Context, _ func() time.Time) error {
+func (p *fakePostgres) RunGate(ctx context.Context, _ func() time.Time, _ func() <-chan struct{}) error {
 	<-ctx.Done()
 	return nil
 }

@@ -34,7 +34,7 @@ type Postgres interface {
 	SetSynchronousStandbyNames(ctx context.Context, d pgmanager.Desired) error
 	// RunGate runs the commit gate until ctx ends: it acknowledges the
 	// primary's WAL only while time.Now() is before leaseEnd().
-	RunGate(ctx context.Context, leaseEnd func() time.Time) error
+	RunGate(ctx context.Context, leaseEnd func() time.Time, leaseChanged func() <-chan struct{}) error
 	// Fence stops the postmaster at once (SIGQUIT) without waiting for
 	// anything the supervisor loop may hold; it reports whether it signalled.
 	Fence() bool

@@ -83,6 +83,14 @@ func (l *lease) End() time.Time {
 	return l.until
 }
 
+// changes returns a channel closed at the lease's next change (the commit
+// gate sleeps on it while there is no lease).
+func (l *lease) changes() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.changed
+}
+
 // snapshot returns the lease's fields at once.
 func (l *lease) snapshot() (sent, until time.Time, epoch, rev uint64) {
 	l.mu.Lock()

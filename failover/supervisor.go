@@ -100,7 +100,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		if err := s.pg.RunGate(gctx, s.lease.End); err != nil {
+		if err := s.pg.RunGate(gctx, s.lease.End, s.lease.changes); err != nil {
 			s.logger.Error("commit gate stopped", "error", err)
 		}
 	}()

@@ -58,7 +58,11 @@ func (m *Manager) GateConnected() bool { return m.gateUp.Load() }
 // on that connection again and closes it, and it connects again only when
 // leaseEnd() is in the future again. leaseEnd must be safe to call from
 // this goroutine at any time.
-func (m *Manager) RunGate(ctx context.Context, leaseEnd func() time.Time) error {
+//
+// leaseChanged, when not nil, returns a channel closed at the lease's next
+// change: without a valid lease the gate then sleeps until one comes
+// instead of polling (a member that holds no lease wakes for nothing).
+func (m *Manager) RunGate(ctx context.Context, leaseEnd func() time.Time, leaseChanged func() <-chan struct{}) error {
 	g := &gate{m: m, leaseEnd: leaseEnd, logger: m.logger.Named("gate")}
 	defer m.gateUp.Store(false)
 	tick := time.NewTicker(gateRetry)
@@ -68,6 +72,18 @@ func (m *Manager) RunGate(ctx context.Context, leaseEnd func() time.Time) error 
 			return nil
 		}
 		g.session(ctx)
+		var changed <-chan struct{}
+		if leaseChanged != nil {
+			changed = leaseChanged() // before the check: no change is missed
+		}
+		if changed != nil && !g.leaseValid() {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-changed:
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return nil

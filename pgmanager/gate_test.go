@@ -175,7 +175,7 @@ func TestRunGateWithoutPostgres(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if err := m.RunGate(ctx, func() time.Time { return time.Now().Add(time.Hour) }); err != nil {
+	if err := m.RunGate(ctx, func() time.Time { return time.Now().Add(time.Hour) }, nil); err != nil {
 		t.Fatalf("RunGate: %v", err)
 	}
 	if m.GateConnected() {
@@ -200,7 +200,7 @@ func runGate(t *testing.T, m *Manager, l *lease) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- m.RunGate(ctx, l.get) }()
+	go func() { done <- m.RunGate(ctx, l.get, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
