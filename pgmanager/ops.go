@@ -275,6 +275,11 @@ func (m *Manager) Clone(ctx context.Context, d Desired) error {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("clone %s from %s: %w", m.member, src.Name, err)
 	}
+	if err := m.fetchHistories(ctx, tmp, src); err != nil {
+		// Not fatal: the clone is good; only a standby that later crosses
+		// those timelines through this member would miss them.
+		m.logger.Warn("could not copy older timeline histories from the clone source", "source", src.Name, "error", err)
+	}
 	_ = os.Remove(m.cfg.DataDir) // empty dir or nothing
 	if err := os.Rename(tmp, m.cfg.DataDir); err != nil {
 		_ = os.RemoveAll(tmp)

@@ -587,3 +587,49 @@ func TestFollowReloadsAStandby(t *testing.T) {
 			pAfter.InRecovery, pBefore.PostmasterStart, pAfter.PostmasterStart, err)
 	}
 }
+
+// A clone of a member that has been through several promotions carries the
+// history file of every earlier timeline the source has, not only the
+// newest one pg_basebackup brings: a standby that later follows the clone
+// across those timelines asks it for each of them (found by make bench:
+// "could not receive timeline history file", a standby stuck for good).
+func TestCloneCopiesOlderTimelineHistories(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 4*time.Minute)
+	p, r := newPrimaryAndReplica(t, e) // timeline 1
+	if err := p.Stop(ctx, StopFast); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Promote(ctx); err != nil { // timeline 2
+		t.Fatal(err)
+	}
+	if _, _, err := r.EnsureSlots(ctx, []string{SlotName("pg3")}); err != nil {
+		t.Fatal(err)
+	}
+	s := e.manager(t, "pg3", e.config(t, "pg3"))
+	d := Desired{Standby: upstreamOf(t, "pg2", r), Slot: SlotName("pg3")}
+	if err := s.Clone(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, r, "pg3")
+	if err := r.Stop(ctx, StopFast); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Promote(ctx); err != nil { // timeline 3
+		t.Fatal(err)
+	}
+	// pg_basebackup brings only 00000003.history; 00000002.history must
+	// come from the clone's own fetch.
+	c := e.manager(t, "pg4", e.config(t, "pg4"))
+	if err := c.Clone(ctx, Desired{Standby: upstreamOf(t, "pg3", s)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"00000002.history", "00000003.history"} {
+		if _, err := os.Stat(filepath.Join(c.cfg.DataDir, "pg_wal", f)); err != nil {
+			t.Errorf("clone of a timeline-3 primary lacks %s: %v", f, err)
+		}
+	}
+}
