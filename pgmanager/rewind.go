@@ -31,6 +31,11 @@ func (m *Manager) Rewind(ctx context.Context, d Desired) error {
 	if err := m.writePgpass(); err != nil {
 		return err
 	}
+	if left := m.waitOrphans(ctx, 5*time.Second); len(left) > 0 {
+		// pg_rewind's crash recovery (postgres --single) refuses to run
+		// beside them ("lock file postmaster.pid already exists").
+		m.logger.Warn("backends of an earlier postmaster still run in the data directory; rewinding anyway", "pids", fmt.Sprint(left))
+	}
 	src := d.Standby
 	user, password := m.rewindCredentials()
 	if err := probeSource(ctx, *src, user, password); err != nil {
