@@ -202,6 +202,10 @@ func (s *Supervisor) stopAndRelease(ctx context.Context, st raftstore.State, mod
 	return nil
 }
 
+// requestLoop is the loop's period while a switchover or failover
+// request is due.
+const requestLoop = 50 * time.Millisecond
+
 // cycle runs one observe → decide → act → report round and returns how
 // long to wait before the next one.
 func (s *Supervisor) cycle(ctx context.Context) time.Duration {
@@ -243,6 +247,12 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 	s.applyConfig(ctx, st, pgst)
 	s.report(ctx, pgst)
 	s.publish(s.store.State(), pgst)
+	if f := st.Failover; f != nil && !s.clock.Now().Before(f.ScheduledAt) {
+		// A switchover or failover is under way: its primary waits on
+		// this member's reports (catching up, promoted), so report at
+		// once rather than a loop_wait late.
+		loopWait = min(loopWait, requestLoop)
+	}
 	if st.Leader.Holder == s.cfg.Member && !s.lease.End().IsZero() {
 		// Wake for the next renewal on time rather than up to a
 		// loop_wait late (the coordinator's detection window counts
