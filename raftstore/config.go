@@ -79,7 +79,7 @@ func DefaultConfig() Config {
 	return Config{
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
-		LeaderLeaseTimeout: 250 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond, // = heartbeat: a saturated host caused a needless election every ~2 min with 250ms (BenchmarkRaftSoak)
 		// Idle followers hear from the leader every CommitTimeout (to
 		// learn the commit index), besides heartbeats every
 		// HeartbeatTimeout/10: 20ms made that most of an idle cluster's
