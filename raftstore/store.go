@@ -378,12 +378,29 @@ func (s *Store) applyBytes(ctx context.Context, data []byte) (ApplyResult, error
 	if err != nil {
 		return ApplyResult{}, err
 	}
-	if r.State() != raft.Leader {
-		return ApplyResult{}, ErrNotLeader
-	}
-	f := r.Apply(data, timeoutOf(ctx, s.cfg.ApplyTimeout))
-	if err := waitFuture(ctx, f); err != nil {
-		return ApplyResult{}, mapRaftErr(err)
+	var f raft.ApplyFuture
+	for {
+		if r.State() != raft.Leader {
+			return ApplyResult{}, ErrNotLeader
+		}
+		f = r.Apply(data, timeoutOf(ctx, s.cfg.ApplyTimeout))
+		err := waitFuture(ctx, f)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, raft.ErrLeadershipTransferInProgress) || ctx.Err() != nil {
+			return ApplyResult{}, mapRaftErr(err)
+		}
+		// Refused before it was logged (nothing applied): the transfer
+		// ends within a round trip or two, then this node either leads
+		// again or answers ErrNotLeader and the caller forwards. An
+		// operator's command must not fail because Raft leadership was
+		// being moved (the coordinator moves it off busy hosts).
+		select {
+		case <-ctx.Done():
+			return ApplyResult{}, mapRaftErr(err)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	res, ok := f.Response().(ApplyResult)
 	if !ok {
