@@ -80,12 +80,15 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond, // = heartbeat: a saturated host caused a needless election every ~2 min with 250ms (BenchmarkRaftSoak)
-		// Idle followers hear from the leader every CommitTimeout (to
-		// learn the commit index), besides heartbeats every
-		// HeartbeatTimeout/10: 20ms made that most of an idle cluster's
-		// CPU. Commands that wake supervisors are followed by a barrier
-		// (Store.Apply), so they reach followers at once anyway.
-		CommitTimeout:     100 * time.Millisecond,
+		// Idle followers hear from the leader every CommitTimeout (an
+		// AppendEntries that only carries the commit index), besides
+		// heartbeats every HeartbeatTimeout/10: 20ms made that most of an
+		// idle cluster's CPU, 100ms still a sixth of the Raft leader's
+		// RPCs. Nothing waits on it: commands that wake supervisors are
+		// followed by a barrier (Store.Apply), which carries their commit
+		// index at once, and the holder's renewals (every RenewInterval)
+		// carry everyone else's.
+		CommitTimeout:     time.Second,
 		SnapshotThreshold: 1024,
 		SnapshotInterval:  30 * time.Second,
 		TrailingLogs:      1024,
