@@ -64,7 +64,7 @@ func Decide(o Observation) Plan {
 		return plan(fmt.Sprintf("data directory belongs to system %s, the cluster is %s: not touching it",
 			o.DataSystemID, st.Initialize), Action{Kind: ActRefuse})
 	}
-	if o.PG.Running && o.PG.Error != "" {
+	if o.PG.Running && o.PG.Error != "" && !streamFailed(o) {
 		// A failed status query says nothing about the role: never act on
 		// it. A writable server without the lease cannot acknowledge a
 		// commit anyway (the commit gate), and the fencer still runs.
@@ -191,6 +191,18 @@ func decideNoPrimary(o Observation) Plan {
 		return plan("no primary: starting read-only to be a candidate", Action{Kind: ActStartStandby})
 	}
 	return noop("no primary: waiting for an election")
+}
+
+// streamFailed is the one case where a failed status query is acted on:
+// a configured standby of another member that refuses connections
+// because it is not yet consistent, while its walreceiver keeps failing
+// in a way that does not heal (pgmanager.Status.StreamFailing), and that
+// the supervisor has already found not streaming for long
+// (StandbyStartFailed) or beyond pg_rewind's help (RewindFailed). Left
+// alone it would wait for ever; decideFollower rewinds or reclones it.
+func streamFailed(o Observation) bool {
+	return o.PG.StreamFailing && o.PG.InRecovery && o.Standby && (o.StandbyStartFailed || o.RewindFailed) &&
+		o.State.Leader.Holder != "" && o.State.Leader.Holder != o.Member
 }
 
 func decideFollower(o Observation, primary string) Plan {

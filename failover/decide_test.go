@@ -31,6 +31,10 @@ var (
 	primaryPG = pgmanager.Status{Running: true, InRecovery: false, SystemID: sysid}
 	replicaPG = pgmanager.Status{Running: true, InRecovery: true, SystemID: sysid}
 	stoppedPG = pgmanager.Status{}
+	// stuckPG is a standby that refuses connections (not yet consistent)
+	// while its walreceiver keeps failing.
+	stuckPG = pgmanager.Status{Running: true, InRecovery: true, StreamFailing: true,
+		Error: "FATAL: the database system is not yet accepting connections (SQLSTATE 57P03)"}
 )
 
 func obs(me string, st raftstore.State, pg pgmanager.Status, mods ...func(*Observation)) Observation {
@@ -103,6 +107,21 @@ func TestDecide(t *testing.T) {
 		// Part 3 (3): a failed status query is not a role.
 		{"status error is not read as writable", obs("pg2", state("pg1", "pg1", "pg2"),
 			pgmanager.Status{Running: true, Error: "context deadline exceeded"}), []ActionKind{}},
+		// A rewound standby that can never become consistent (its
+		// walreceiver keeps failing) is rewound again, then recloned; a
+		// status error alone, or a standby not yet found stuck, waits.
+		{"stuck standby: status error and stream failing, start failed: rewind", obs("pg2", state("pg1", "pg1", "pg2"),
+			stuckPG, func(o *Observation) { o.Standby, o.StandbyStartFailed = true, true }), []ActionKind{ActFollow}},
+		{"stuck standby beyond rewind: reclone", obs("pg2", state("pg1", "pg1", "pg2"),
+			stuckPG, func(o *Observation) { o.Standby, o.RewindFailed = true, true }), []ActionKind{ActReclone}},
+		{"stream failing but not yet found stuck: wait", obs("pg2", state("pg1", "pg1", "pg2"),
+			stuckPG, func(o *Observation) { o.Standby = true }), []ActionKind{}},
+		{"status error without stream failure: wait even after a failed rewind", obs("pg2", state("pg1", "pg1", "pg2"),
+			pgmanager.Status{Running: true, Error: "57P03"}, func(o *Observation) { o.Standby, o.RewindFailed = true, true }), []ActionKind{}},
+		{"stream failing on the holder: wait", obs("pg1", state("pg1", "pg1", "pg2"),
+			stuckPG, func(o *Observation) { o.Standby, o.RewindFailed = true, true }), []ActionKind{}},
+		{"stream failing while paused: nothing", obs("pg2", paused,
+			stuckPG, func(o *Observation) { o.Standby, o.RewindFailed = true, true }), []ActionKind{}},
 		// #10: starts or promotions that keep failing give the key up.
 		{"holder failing to promote releases", obs("pg1", state("pg1", "pg1", "pg2"), replicaPG, func(o *Observation) { o.Crashes = 3 }),
 			[]ActionKind{ActRelease}},
@@ -133,8 +152,9 @@ func randomObservation(r *rand.Rand) Observation {
 		st.Initialize = ""
 	}
 	st.Config.Pause = r.IntN(4) == 0
-	pgs := []pgmanager.Status{primaryPG, replicaPG, stoppedPG}
-	o := obs(names[r.IntN(3)], st, pgs[r.IntN(3)])
+	pgs := []pgmanager.Status{primaryPG, replicaPG, stoppedPG, stuckPG}
+	o := obs(names[r.IntN(3)], st, pgs[r.IntN(len(pgs))])
+	o.StandbyStartFailed = r.IntN(4) == 0
 	o.HasData = r.IntN(5) != 0
 	o.LeaseValid = r.IntN(2) == 0
 	o.Standby = r.IntN(2) == 0

@@ -417,7 +417,10 @@ func isLoopback(h string) bool {
 // watchStreaming flags a running standby of the current primary that has
 // not streamed for two ttls, so Decide checks it for divergence.
 func (s *Supervisor) watchStreaming(st raftstore.State, pgst pgmanager.Status) {
-	following := pgst.Running && pgst.InRecovery && pgst.Error == "" && s.upstream != "" && s.upstream == st.Leader.Holder
+	// A standby that cannot even become consistent because its
+	// walreceiver keeps failing (StreamFailing) is not streaming either.
+	following := pgst.Running && pgst.InRecovery && (pgst.Error == "" || pgst.StreamFailing) &&
+		s.upstream != "" && s.upstream == st.Leader.Holder
 	now := s.clock.Now()
 	switch {
 	case !following || pgst.WalReceiver == "streaming":

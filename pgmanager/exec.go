@@ -166,13 +166,17 @@ func (t *tailWriter) String() string {
 	return strings.Join(t.lines, " | ")
 }
 
-// streamLines copies r to a line logger until EOF.
-func streamLines(r io.Reader, logger hclog.Logger) {
+// streamLines copies r to a line logger until EOF, and hands every line
+// to each of watch.
+func streamLines(r io.Reader, logger hclog.Logger, watch ...func(string)) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		if l := strings.TrimSpace(sc.Text()); l != "" {
 			logger.Info(l)
+			for _, w := range watch {
+				w(l)
+			}
 		}
 	}
 }

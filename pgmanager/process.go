@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -51,6 +52,9 @@ type postmaster struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 	err  error         // exit status, valid after done
+	// streamFailedAt is when its walreceiver last logged a failure that
+	// does not heal by itself (UnixNano, 0 if none; see noteLine).
+	streamFailedAt atomic.Int64
 }
 
 // startPostmaster runs `postgres -D data_dir` as a direct child with a
@@ -75,7 +79,7 @@ func (m *Manager) startPostmaster() (*postmaster, error) {
 	_ = pw.Close()
 	p := &postmaster{cmd: cmd, done: make(chan struct{})}
 	m.child.Store(p) // at once: Fence must see it from now on
-	go streamLines(pr, m.logger.Named("postgres"))
+	go streamLines(pr, m.logger.Named("postgres"), p.noteLine)
 	go func() {
 		p.err = cmd.Wait()
 		_ = pr.Close()

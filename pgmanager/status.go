@@ -61,6 +61,13 @@ type Status struct {
 	// Gate is the commit gate's row of pg_stat_replication (nil if absent).
 	Gate  *Replica
 	Error string
+	// StreamFailing is set, with Error, on a standby that refuses
+	// connections because it has not reached a consistent state, while
+	// its walreceiver keeps failing in a way that does not heal (the WAL
+	// or timeline history it needs is gone from its upstream): it will
+	// never become consistent by waiting. InRecovery is then true too.
+	// A standby merely replaying a long backlog is not StreamFailing.
+	StreamFailing bool
 }
 
 // connect opens a superuser connection through the Unix socket.
@@ -139,8 +146,16 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 	}
 	err := m.query(ctx, &st)
 	if err != nil {
-		// Nothing half-read: a failed query says nothing about the role.
-		return Status{Running: true, Foreign: st.Foreign, Error: err.Error()}, err
+		// Nothing half-read: a failed query says nothing about the role,
+		// except for a standby still in recovery whose walreceiver cannot
+		// stream (StreamFailing).
+		out := Status{Running: true, Foreign: st.Foreign, Error: err.Error()}
+		var pgErr *pgconn.PgError
+		if p := m.ownChild(); p != nil && p.streamFailingAt(time.Now()) && m.IsStandbyConfigured() &&
+			errors.As(err, &pgErr) && pgErr.Code == cannotConnectNow {
+			out.InRecovery, out.StreamFailing = true, true
+		}
+		return out, err
 	}
 	return st, nil
 }

@@ -1,0 +1,52 @@
+package pgmanager
+
+import (
+	"testing"
+	"time"
+)
+
+func TestStreamFailureLines(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"2026-11-28 18:19:37.661 UTC [14624] FATAL:  could not receive data from WAL stream: ERROR:  requested WAL segment 000000020000000000000009 has already been removed", true},
+		{"FATAL:  could not receive timeline history file from the primary server: ERROR:  could not open file \"pg_wal/00000003.history\": No such file or directory", true},
+		{"FATAL:  could not start WAL streaming: ERROR:  requested starting point 0/9000000 on timeline 2 is not in this server's history", true},
+		{"FATAL:  highest timeline 2 of the primary is behind recovery timeline 3", true},
+		// Healed by a failover or a restart: not a stream failure.
+		{"FATAL:  could not receive data from WAL stream: server closed the connection unexpectedly", false},
+		{"FATAL:  the database system is not yet accepting connections", false},
+		{"FATAL:  terminating walreceiver process due to administrator command", false},
+		{"LOG:  restored log file \"000000020000000000000009\" has already been removed", false}, // not an error
+	} {
+		if got := isStreamFailure(tc.line); got != tc.want {
+			t.Errorf("isStreamFailure(%q) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
+}
+
+func TestStreamFailingExpires(t *testing.T) {
+	t.Parallel()
+	p := &postmaster{}
+	now := time.Now()
+	if p.streamFailingAt(now) {
+		t.Fatal("failing before any failure")
+	}
+	p.noteLine("FATAL:  could not receive data from WAL stream: ERROR:  requested WAL segment 00000002000000000000000A has already been removed")
+	if !p.streamFailingAt(time.Now()) {
+		t.Fatal("not failing right after a failure")
+	}
+	if p.streamFailingAt(time.Now().Add(streamFailing)) {
+		t.Fatalf("still failing %s after the last failure", streamFailing)
+	}
+	p.noteLine("LOG:  restartpoint complete")
+	if !p.streamFailingAt(time.Now()) {
+		t.Fatal("an ordinary line cleared the failure")
+	}
+	p.noteLine("LOG:  started streaming WAL from primary at 0/A000000 on timeline 2")
+	if p.streamFailingAt(time.Now()) {
+		t.Fatal("still failing after streaming started")
+	}
+}
