@@ -17,23 +17,72 @@ import (
 // time for a sub-second failover in synchronous mode. Heartbeats are
 // answered by the follower without touching its disk, so a short deadline
 // does not fail them under load.
+//
+// It also spaces each peer's heartbeats at least spacing apart
+// (Config.HeartbeatSpacing) by holding a heartbeat back until then:
+// Raft's heartbeat loop sends the next one only after this returns.
 type heartbeatTransport struct {
 	*raft.NetworkTransport
-	beats *raft.NetworkTransport
+	beats   *raft.NetworkTransport
+	spacing time.Duration
+
+	mu     sync.Mutex
+	last   map[raft.ServerAddress]time.Time // when the last heartbeat to a peer went out
+	closed chan struct{}
+	once   sync.Once
 }
 
-// AppendEntries routes empty requests (heartbeats) to the short-deadline
-// transport.
+func newHeartbeatTransport(main, beats *raft.NetworkTransport, spacing time.Duration) *heartbeatTransport {
+	return &heartbeatTransport{NetworkTransport: main, beats: beats, spacing: spacing,
+		last: map[raft.ServerAddress]time.Time{}, closed: make(chan struct{})}
+}
+
+// isHeartbeat tells Raft's heartbeats from the replication loop's empty
+// AppendEntries (which carry the previous entry and the commit index).
+func isHeartbeat(args *raft.AppendEntriesRequest) bool {
+	return len(args.Entries) == 0 && args.PrevLogEntry == 0 && args.LeaderCommitIndex == 0
+}
+
+// AppendEntries routes empty requests (heartbeats and commit-index
+// updates) to the short-deadline transport, heartbeats no closer than
+// spacing to the previous one to the same peer.
 func (t *heartbeatTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress,
 	args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	if len(args.Entries) == 0 {
-		return t.beats.AppendEntries(id, target, args, resp)
+	if len(args.Entries) > 0 {
+		return t.NetworkTransport.AppendEntries(id, target, args, resp)
 	}
-	return t.NetworkTransport.AppendEntries(id, target, args, resp)
+	if isHeartbeat(args) {
+		if err := t.space(target, time.Now()); err != nil {
+			return err
+		}
+	}
+	return t.beats.AppendEntries(id, target, args, resp)
+}
+
+// space waits until spacing has passed since the last heartbeat to
+// target, and records this one.
+func (t *heartbeatTransport) space(target raft.ServerAddress, now time.Time) error {
+	t.mu.Lock()
+	wait := t.spacing - now.Sub(t.last[target])
+	t.mu.Unlock()
+	if wait > 0 {
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-t.closed:
+			timer.Stop()
+			return raft.ErrTransportShutdown
+		}
+	}
+	t.mu.Lock()
+	t.last[target] = time.Now()
+	t.mu.Unlock()
+	return nil
 }
 
 // Close closes both transports.
 func (t *heartbeatTransport) Close() error {
+	t.once.Do(func() { close(t.closed) })
 	_ = t.beats.Close()
 	return t.NetworkTransport.Close()
 }

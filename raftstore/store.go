@@ -134,7 +134,7 @@ func (s *Store) Open() (err error) {
 	}()
 	notify := make(chan bool, 1)
 	r, err := raft.NewRaft(s.raftConfig(rlog, notify), s.fsm, logs, bolt, snaps,
-		&heartbeatTransport{NetworkTransport: trans, beats: beats})
+		newHeartbeatTransport(trans, beats, s.cfg.HeartbeatSpacing()))
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
