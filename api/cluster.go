@@ -49,9 +49,10 @@ type ClusterView struct {
 }
 
 // staleAfter is how old a member's last report may be (on the reader's
-// wall clock) before the member is shown as unreachable.
+// wall clock) before the member is shown as unreachable: what the
+// coordinator counts as stale, with room for clock skew between hosts.
 func staleAfter(c raftstore.ClusterConfig) time.Duration {
-	return max(2*c.TTL, 5*time.Second)
+	return max(c.StaleAfter(), 5*time.Second)
 }
 
 // BuildClusterView is /cluster's body from the FSM and the Raft

@@ -126,6 +126,22 @@ func (rc reportClock) fresh(now time.Time, d time.Duration) map[string]bool {
 	return out
 }
 
+// fresh returns the members that count as alive for an election or for
+// Raft leadership: their report changed within StaleAfter, and Raft's
+// heartbeats to them do not fail (this coordinator runs on the Raft
+// leader, so it hears of a lost host long before its reports go stale).
+func (c *Coordinator) fresh(st raftstore.State, seen reportClock, now time.Time) map[string]bool {
+	out := seen.fresh(now, st.Config.StaleAfter())
+	for name, ok := range out {
+		if ok && name != c.member {
+			if _, unreachable := c.store.PeerUnreachable(name); unreachable {
+				out[name] = false
+			}
+		}
+	}
+	return out
+}
+
 func (c *Coordinator) lead(ctx context.Context) error {
 	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := c.store.Barrier(bctx)
@@ -160,7 +176,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			c.elect(ctx, st, seen, now, why)
 		}
 		c.clearFulfilled(ctx, st)
-		if why, to := RaftLeaderPlacement(st, c.member, seen.fresh(now, st.Config.TTL)); why != "" &&
+		if why, to := RaftLeaderPlacement(st, c.member, c.fresh(st, seen, now)); why != "" &&
 			st.Failover == nil && now.Sub(established) > st.Config.TTL && now.Sub(lastMove) >= st.Config.TTL {
 			// Not during a switchover: its hand-over would be cut off.
 			lastMove = now
@@ -265,7 +281,7 @@ func (c *Coordinator) shouldElect(st raftstore.State, sinceChange time.Duration)
 // holder is known to be gone before its lease ended (synchronous mode's
 // fast path, HolderLost).
 func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen reportClock, now time.Time, lost string) {
-	fresh := seen.fresh(now, st.Config.TTL)
+	fresh := c.fresh(st, seen, now)
 	reason := "no primary"
 	switch {
 	case lost != "":

@@ -125,11 +125,13 @@ func TestCoordinatorCountdownRestartsOnRenewalAndNeverElectsBeforeTTL(t *testing
 			t.Fatalf("key after ttl without renewal = %+v, want pg2 at epoch 6", got)
 		}
 	})
-	t.Run("a member only seen when leadership started is not fresh at the first election", func(t *testing.T) {
+	t.Run("a member whose Raft heartbeats fail is not fresh at the first election", func(t *testing.T) {
 		t.Parallel()
 		// pg2 died before this coordinator started: its last report still
-		// says "running replica" and it sorts first by name.
+		// says "running replica" and it sorts first by name, but the Raft
+		// leader's heartbeats to it fail.
 		r := newCoordRig(t, testState("pg1", "pg1", "pg2", "pg3"))
+		r.store.setUnreachable("pg2", r.clock.Now().Add(-time.Second))
 		r.step()
 		for i := 0; i < 3; i++ {
 			r.clock.Advance(time.Second)
@@ -137,7 +139,31 @@ func TestCoordinatorCountdownRestartsOnRenewalAndNeverElectsBeforeTTL(t *testing
 			r.step()
 		}
 		if got := r.holder(); got.Holder != "pg3" {
-			t.Fatalf("key after ttl = %+v, want pg3 (pg2 has not reported since leadership started)", got)
+			t.Fatalf("key after ttl = %+v, want pg3 (pg2 is unreachable over Raft)", got)
+		}
+	})
+	t.Run("a member whose report stopped changing is not fresh after StaleAfter", func(t *testing.T) {
+		t.Parallel()
+		stale := testState("pg1", "pg1", "pg2", "pg3").Config.StaleAfter()
+		for _, tc := range []struct {
+			unchanged time.Duration
+			want      string
+		}{{stale - time.Second, "pg2"}, {stale, "pg3"}} {
+			st := testState("pg1", "pg1", "pg2", "pg3")
+			st.Config.Pause = true // no election while the reports age
+			r := newCoordRig(t, st)
+			r.step()
+			for elapsed := time.Duration(0); elapsed < tc.unchanged; elapsed += time.Second {
+				r.clock.Advance(time.Second)
+				r.store.edit(func(s *raftstore.State) { s.Members["pg3"].Status.ReportedAt = r.clock.Now() })
+				r.step()
+			}
+			r.store.edit(func(s *raftstore.State) { s.Config.Pause = false })
+			r.step()
+			if got := r.holder(); got.Holder != tc.want {
+				t.Errorf("key after pg2's report was unchanged for %s (stale after %s) = %+v, want %s",
+					tc.unchanged, stale, got, tc.want)
+			}
 		}
 	})
 	t.Run("every renewal restarts the countdown", func(t *testing.T) {

@@ -248,11 +248,13 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 	s.report(ctx, pgst)
 	s.publish(s.store.State(), pgst)
 	if s.steady(st, p, pgst) {
-		// Nothing to watch closely: the next round is the next report
-		// (events still wake the loop at once: a change of the leader
-		// key, config or sync set, a request, PostgreSQL exiting; the
-		// holder also wakes for each renewal, below).
-		loopWait = max(loopWait, s.lastReport.Add(st.Config.ReportInterval()).Sub(s.clock.Now()))
+		// Nothing to watch closely: look again at the next report, or
+		// half a report interval on (events still wake the loop at once:
+		// a change of the leader key, config or sync set, a request,
+		// PostgreSQL exiting; the holder also wakes for each renewal,
+		// below).
+		ri := st.Config.ReportInterval()
+		loopWait = max(loopWait, min(ri/2, s.lastReport.Add(ri).Sub(s.clock.Now())))
 	}
 	if f := st.Failover; f != nil && !s.clock.Now().Before(f.ScheduledAt) {
 		// A switchover or failover is under way: its primary waits on
@@ -274,10 +276,10 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 // steady reports whether nothing is going on after this round: nothing
 // was done, PostgreSQL runs in the role the Raft state gives this member
 // (a standby streams from the holder), and no request is pending. The
-// loop then waits for the next report: looking at PostgreSQL every loop_wait
-// when nothing asked was most of an idle agent's own CPU. A standby's
-// state (streaming, its LSNs) then reaches the Raft store at the next
-// report, at most ReportInterval later, as an unchanged one would.
+// loop then looks at PostgreSQL every half report interval (ttl/2) or at
+// the next report, whichever comes first: looking every loop_wait when
+// nothing asked was most of an idle agent's own CPU. A change there
+// (stopped streaming, new LSNs) reaches the Raft store up to ttl/2 later.
 func (s *Supervisor) steady(st raftstore.State, p Plan, pgst pgmanager.Status) bool {
 	if !p.Noop() || st.Failover != nil || !pgst.Running || pgst.Error != "" || s.crash.crashes > 0 {
 		return false

@@ -578,10 +578,11 @@ func TestSwitchoverCandidateFreshnessUsesThisHostsReportClock(t *testing.T) {
 			pgst.Replicas = []pgmanager.Replica{{ApplicationName: "pg2", State: "streaming"}}
 			r := newRig(t, "pg1", st, pgst)
 			start := r.clock.Now()
-			for i := 0; i < 4; i++ { // pg2 reports every second for 3s (= ttl)
+			n := int(st.Config.StaleAfter() / time.Second)
+			for i := 0; i <= n; i++ { // pg2 reports every second for StaleAfter
 				r.store.edit(func(s *raftstore.State) { s.Members["pg2"].Status.ReportedAt = tc.reportedAt(start, i) })
 				r.sup.freshMembers(r.store.State())
-				if i < 3 {
+				if i < n {
 					r.clock.Advance(time.Second)
 				}
 			}

@@ -33,8 +33,8 @@ func (s *Supervisor) switchoverDue(st raftstore.State, now time.Time) bool {
 }
 
 // switchoverCandidate is the requested member, else the best ranked one
-// among fresh members (whose reports this host saw change within ttl: no
-// clocks of other hosts are compared, #18). Lag does not disqualify: the
+// among fresh members (whose reports this host saw change within
+// StaleAfter: no clocks of other hosts are compared, #18). Lag does not disqualify: the
 // hand-over waits until the candidate has everything up to the shutdown
 // checkpoint, so under a steady write load a switchover still succeeds.
 func switchoverCandidate(st raftstore.State, me, requested string, fresh map[string]bool) (string, error) {

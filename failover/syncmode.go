@@ -73,9 +73,10 @@ func (s *Supervisor) syncNames(st raftstore.State) string {
 // streams, else the first streaming member (by name) not tagged nosync or
 // nofailover (a synchronous copy that can never be promoted protects
 // nothing: only Sync members may be elected). Only members in fresh (whose
-// status reached the Raft store within ttl) count: a standby cut off by a
-// partition still looks "streaming" in pg_stat_replication until
-// wal_sender_timeout, and waiting on it would stall every commit.
+// status reached the Raft store within StaleAfter, 2·ttl) count: a
+// standby cut off by a partition still looks "streaming" in
+// pg_stat_replication until wal_sender_timeout, and waiting on it would
+// stall every commit for longer.
 func chooseSync(st raftstore.State, me string, pgst pgmanager.Status, fresh map[string]bool) []string {
 	streamingOK := map[string]bool{}
 	for _, r := range pgst.Replicas {
@@ -207,9 +208,9 @@ func syncConfirmed(pgst pgmanager.Status, member string) (uint64, bool) {
 }
 
 // freshMembers returns the members whose reported status changed within
-// ttl on this host's clock.
+// StaleAfter on this host's clock.
 func (s *Supervisor) freshMembers(st raftstore.State) map[string]bool {
 	now := s.clock.Now()
 	s.seen.observe(st, now)
-	return s.seen.fresh(now, st.Config.TTL)
+	return s.seen.fresh(now, st.Config.StaleAfter())
 }
