@@ -726,10 +726,18 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 	s.upstream = a.Primary
 	s.rewound = a.Rewind
 	if err := s.pg.Start(ctx, d); err != nil {
+		if a.Rewind && errors.Is(err, pgmanager.ErrCannotStream) {
+			// Rewound, but the WAL (or timeline history) it must replay
+			// from is gone from the source: a second rewind would start
+			// from the same checkpoint. Reclone.
+			s.logger.Warn("standby cannot stream after pg_rewind: recloning", "primary", a.Primary, "error", err)
+			s.rewindFailed, s.startFailed = true, true
+			return err
+		}
 		if a.Rewind {
-			// A start that fails after a successful rewind (the WAL it needs
-			// is gone from the source) does not heal by rewinding again:
-			// after two in a row, reclone (#11).
+			// A start that fails after a successful rewind for another
+			// reason does not heal by rewinding again either: after two in
+			// a row, reclone (#11).
 			s.rewoundFails++
 			if s.rewoundFails >= 2 {
 				s.logger.Warn("standby does not start after pg_rewind: recloning", "primary", a.Primary, "tries", s.rewoundFails)

@@ -7,6 +7,7 @@ package failover
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -465,6 +466,30 @@ func TestStandbyFailingToStartAfterRewindsIsRecloned(t *testing.T) {
 	}
 	if n := r.ev.count("pg Rewind"); n != 2 {
 		t.Errorf("rewinds before recloning = %d, want 2", n)
+	}
+}
+
+// A standby whose start after a pg_rewind fails because its walreceiver
+// cannot stream (pgmanager.ErrCannotStream: the WAL it must replay from is
+// gone from the source) is recloned at once: a second rewind would start
+// from the same checkpoint.
+func TestStandbyThatCannotStreamAfterRewindIsReclonedAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newRig(t, "pg2", testState("pg1", "pg1", "pg2"), stopped)
+	r.pg.set(func(p *fakePostgres) {
+		p.standby = false // a former primary
+		p.startErr = fmt.Errorf("start postgres for pg2: %w for 10s: FATAL:  could not receive data from WAL stream: "+
+			"ERROR:  requested WAL segment 000000020000000000000006 has already been removed", pgmanager.ErrCannotStream)
+	})
+	for i := 0; i < 5 && r.ev.count("pg Reclone") == 0; i++ {
+		r.sup.cycle(ctx)
+	}
+	if n := r.ev.count("pg Reclone"); n != 1 {
+		t.Fatalf("reclones = %d, want 1 (events %v)", n, r.ev.all())
+	}
+	if n := r.ev.count("pg Rewind"); n != 1 {
+		t.Errorf("rewinds before recloning = %d, want 1", n)
 	}
 }
 

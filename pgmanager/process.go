@@ -7,7 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -52,9 +52,12 @@ type postmaster struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 	err  error         // exit status, valid after done
-	// streamFailedAt is when its walreceiver last logged a failure that
-	// does not heal by itself (UnixNano, 0 if none; see noteLine).
-	streamFailedAt atomic.Int64
+	// Its walreceiver's failures that do not heal by themselves (see
+	// noteLine): the last one's time and line, and since when they keep
+	// coming.
+	failMu              sync.Mutex
+	failLast, failSince time.Time
+	failLine            string
 }
 
 // startPostmaster runs `postgres -D data_dir` as a direct child with a

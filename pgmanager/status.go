@@ -122,6 +122,11 @@ func (m *Manager) waitReady(ctx context.Context, p *postmaster) error {
 		if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "28") {
 			return fmt.Errorf("postgres is up but refuses raftgres's superuser credentials: %w", err)
 		}
+		if m.IsStandbyConfigured() {
+			if err := p.cannotStream(time.Now()); err != nil {
+				return err
+			}
+		}
 		select {
 		case <-p.done:
 			return fmt.Errorf("postgres exited during start-up: %v", p.err)
@@ -151,7 +156,7 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 		// stream (StreamFailing).
 		out := Status{Running: true, Foreign: st.Foreign, Error: err.Error()}
 		var pgErr *pgconn.PgError
-		if p := m.ownChild(); p != nil && p.streamFailingAt(time.Now()) && m.IsStandbyConfigured() &&
+		if p := m.ownChild(); p != nil && p.streamFailing(time.Now()) && m.IsStandbyConfigured() &&
 			errors.As(err, &pgErr) && pgErr.Code == cannotConnectNow {
 			out.InRecovery, out.StreamFailing = true, true
 		}

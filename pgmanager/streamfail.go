@@ -1,6 +1,8 @@
 package pgmanager
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -25,6 +27,18 @@ var streamFailures = []string{
 // persists is seen again well within it.
 const streamFailing = 15 * time.Second
 
+// cannotStreamAfter is how long a starting standby's walreceiver must
+// have kept failing before Start gives up waiting for it to accept
+// connections (it never will): long enough for a restore_command to
+// fetch what streaming could not.
+const cannotStreamAfter = 10 * time.Second
+
+// ErrCannotStream is returned by Start for a standby that cannot reach a
+// consistent state because its walreceiver keeps failing in a way that
+// does not heal (the WAL or timeline history it needs is gone from its
+// upstream): rewinding it again does not help, a new copy does.
+var ErrCannotStream = errors.New("standby cannot stream from its upstream")
+
 // isStreamFailure reports whether a PostgreSQL log line is one of
 // streamFailures.
 func isStreamFailure(line string) bool {
@@ -40,24 +54,53 @@ func isStreamFailure(line string) bool {
 }
 
 // noteLine records, from the running postmaster's log, when its
-// walreceiver last failed in a way that does not heal by itself; a
-// walreceiver that then starts streaming clears it.
+// walreceiver failed in a way that does not heal by itself: the last
+// time, and since when it has kept failing (failures less than
+// streamFailing apart). The walreceiver logs "started streaming" before
+// each such failure, so that line clears nothing; a streak ends when no
+// failure follows for streamFailing.
 func (p *postmaster) noteLine(line string) {
-	switch {
-	case isStreamFailure(line):
-		p.streamFailedAt.Store(time.Now().UnixNano())
-	case strings.Contains(line, "started streaming WAL"):
-		p.streamFailedAt.Store(0)
+	if !isStreamFailure(line) {
+		return
 	}
+	now := time.Now()
+	p.failMu.Lock()
+	defer p.failMu.Unlock()
+	if p.failLast.IsZero() || now.Sub(p.failLast) >= streamFailing {
+		p.failSince = now
+	}
+	p.failLast, p.failLine = now, line
 }
 
-// streamFailing reports whether the postmaster's walreceiver failed
-// within streamFailing before now.
-func (p *postmaster) streamFailingAt(now time.Time) bool {
-	at := p.streamFailedAt.Load()
-	return at != 0 && now.Sub(time.Unix(0, at)) < streamFailing
+// streamFailingAt reports whether the postmaster's walreceiver failed
+// within streamFailing before now, since when it has kept failing, and
+// the last failure's log line.
+func (p *postmaster) streamFailingAt(now time.Time) (failing bool, since time.Time, line string) {
+	p.failMu.Lock()
+	defer p.failMu.Unlock()
+	if p.failLast.IsZero() || now.Sub(p.failLast) >= streamFailing {
+		return false, time.Time{}, ""
+	}
+	return true, p.failSince, p.failLine
+}
+
+// cannotStream reports whether a starting standby's walreceiver has kept
+// failing for cannotStreamAfter, as an error wrapping ErrCannotStream.
+func (p *postmaster) cannotStream(now time.Time) error {
+	failing, since, line := p.streamFailingAt(now)
+	if !failing || now.Sub(since) < cannotStreamAfter {
+		return nil
+	}
+	return fmt.Errorf("%w for %s: %s", ErrCannotStream, now.Sub(since).Round(time.Second), line)
 }
 
 // cannotConnectNow is SQLSTATE 57P03: the server is starting up (not yet
 // consistent, for a standby) or shutting down.
 const cannotConnectNow = "57P03"
+
+// streamFailing reports whether the walreceiver failed within
+// streamFailing before now.
+func (p *postmaster) streamFailing(now time.Time) bool {
+	failing, _, _ := p.streamFailingAt(now)
+	return failing
+}

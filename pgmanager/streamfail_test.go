@@ -1,6 +1,8 @@
 package pgmanager
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -29,24 +31,42 @@ func TestStreamFailureLines(t *testing.T) {
 
 func TestStreamFailingExpires(t *testing.T) {
 	t.Parallel()
+	const gone = "FATAL:  could not receive data from WAL stream: ERROR:  requested WAL segment 00000002000000000000000A has already been removed"
 	p := &postmaster{}
 	now := time.Now()
-	if p.streamFailingAt(now) {
+	if p.streamFailing(now) || p.cannotStream(now) != nil {
 		t.Fatal("failing before any failure")
 	}
-	p.noteLine("FATAL:  could not receive data from WAL stream: ERROR:  requested WAL segment 00000002000000000000000A has already been removed")
-	if !p.streamFailingAt(time.Now()) {
+	p.noteLine(gone)
+	if !p.streamFailing(time.Now()) {
 		t.Fatal("not failing right after a failure")
 	}
-	if p.streamFailingAt(time.Now().Add(streamFailing)) {
+	if p.streamFailing(time.Now().Add(streamFailing)) {
 		t.Fatalf("still failing %s after the last failure", streamFailing)
 	}
-	p.noteLine("LOG:  restartpoint complete")
-	if !p.streamFailingAt(time.Now()) {
-		t.Fatal("an ordinary line cleared the failure")
-	}
+	// The walreceiver logs "started streaming" before each failure: that
+	// clears nothing.
 	p.noteLine("LOG:  started streaming WAL from primary at 0/A000000 on timeline 2")
-	if p.streamFailingAt(time.Now()) {
-		t.Fatal("still failing after streaming started")
+	if !p.streamFailing(time.Now()) {
+		t.Fatal("a started-streaming line cleared the failure")
+	}
+	// A standby is given up on only once failures kept coming for
+	// cannotStreamAfter.
+	if err := p.cannotStream(time.Now()); err != nil {
+		t.Fatalf("cannotStream right after the first failure = %v", err)
+	}
+	p.failMu.Lock()
+	p.failSince = p.failSince.Add(-cannotStreamAfter)
+	p.failMu.Unlock()
+	if err := p.cannotStream(time.Now()); !errors.Is(err, ErrCannotStream) || !strings.Contains(err.Error(), "00000002000000000000000A") {
+		t.Fatalf("cannotStream after %s of failures = %v, want ErrCannotStream naming the segment", cannotStreamAfter, err)
+	}
+	// A failure after a quiet streamFailing starts a new streak.
+	p.failMu.Lock()
+	p.failLast = p.failLast.Add(-streamFailing)
+	p.failMu.Unlock()
+	p.noteLine(gone)
+	if err := p.cannotStream(time.Now()); err != nil {
+		t.Fatalf("cannotStream on a new streak = %v", err)
 	}
 }
