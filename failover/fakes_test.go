@@ -419,6 +419,7 @@ type fakePostgres struct {
 	ctrlCheck string // "Latest checkpoint location"
 
 	startErr, stopErr, promoteErr, rewindErr, followErr error
+	statusCalls                                         int
 
 	// Hooks run (without the lock) inside the call, before its effect.
 	onPromote func()
@@ -463,6 +464,7 @@ func (p *fakePostgres) set(fn func(p *fakePostgres)) {
 func (p *fakePostgres) Status(context.Context) (pgmanager.Status, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.statusCalls++
 	if !p.running {
 		return pgmanager.Status{}, nil
 	}

@@ -65,6 +65,13 @@ type Supervisor struct {
 	runRole     string      // role of the running postgres last seen: primary, replica, "" stopped
 	lastRole    string      // role it had when it last ran
 
+	// A holder wakes for each renewal; when the round before was steady
+	// and nothing else woke it, it renews only (renewOnly).
+	timerWake bool             // the last wait ended on its timer, nothing else
+	wasSteady bool             // the last full round ended steady
+	lastLook  time.Time        // when the last full round looked at PostgreSQL
+	lastPG    pgmanager.Status // what it saw
+
 	local atomic.Pointer[Local]
 	reqs  chan request
 	wd    *watchdog // nil when watchdog.mode is off (or automatic and unusable)
@@ -124,6 +131,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // on reports would make the members drive each other in a loop.
 // It returns false when ctx ended.
 func (s *Supervisor) waitNext(ctx context.Context, wait time.Duration) bool {
+	s.timerWake = false
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	last := relevant(s.store.State())
@@ -139,6 +147,7 @@ func (s *Supervisor) waitNext(ctx context.Context, wait time.Duration) bool {
 		case <-exited:
 			return true
 		case <-t.C:
+			s.timerWake = true
 			return true
 		case r := <-s.reqs:
 			err := s.serve(ctx, r.Request)
@@ -215,6 +224,9 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		loopWait = time.Second
 	}
 	s.renew(ctx, st)
+	if wait, ok := s.renewOnly(st); ok {
+		return wait
+	}
 	sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, time.Second))
 	pgst, err := s.pg.Status(sctx)
 	cancel()
@@ -247,7 +259,9 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 	s.applyConfig(ctx, st, pgst)
 	s.report(ctx, pgst)
 	s.publish(s.store.State(), pgst)
-	if s.steady(st, p, pgst) {
+	s.lastLook, s.lastPG = s.clock.Now(), pgst
+	s.wasSteady = s.steady(st, p, pgst)
+	if s.wasSteady {
 		// Nothing to watch closely: look again at the next report, or
 		// half a report interval on (events still wake the loop at once:
 		// a change of the leader key, config or sync set, a request,
@@ -288,6 +302,26 @@ func (s *Supervisor) steady(st raftstore.State, p Plan, pgst pgmanager.Status) b
 		return !pgst.InRecovery
 	}
 	return pgst.InRecovery && pgst.WalReceiver == "streaming" && s.upstream == st.Leader.Holder
+}
+
+// renewOnly ends a round right after the renewal when only the renewal
+// timer woke a steady holder and it looked at PostgreSQL less than ttl/2
+// ago: the round would find what the last one found (PostgreSQL exiting,
+// a change of the FSM and requests wake the loop, and a full round
+// follows). It republishes the last status with the new lease, and says
+// how long to wait.
+func (s *Supervisor) renewOnly(st raftstore.State) (time.Duration, bool) {
+	now := s.clock.Now()
+	look := s.lastLook.Add(st.Config.ReportInterval() / 2)
+	if !s.timerWake || !s.wasSteady || st.Leader.Holder != s.cfg.Member || st.Failover != nil || !now.Before(look) {
+		return 0, false
+	}
+	next := s.untilRenewal(st, now)
+	if next == 0 {
+		return 0, false // the renewal failed: a full round, as ever
+	}
+	s.publish(st, s.lastPG)
+	return max(min(next, look.Sub(now)), time.Millisecond), true
 }
 
 // commit commits cmd and folds the command's refusal into the error.

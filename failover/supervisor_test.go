@@ -469,6 +469,54 @@ func TestStandbyFailingToStartAfterRewindsIsRecloned(t *testing.T) {
 	}
 }
 
+// A steady holder woken only by its renewal timer renews without looking
+// at PostgreSQL again until ttl/2 after its last look; anything else that
+// wakes it (or a renewal that failed) gets a full round.
+func TestSteadyHolderRenewsWithoutLookingAtPostgres(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), runningPrimary)
+	statusCalls := func() int {
+		n := 0
+		r.pg.set(func(p *fakePostgres) { n = p.statusCalls })
+		return n
+	}
+	wait := r.sup.cycle(ctx) // a full round: renews, looks, is steady
+	if !r.sup.wasSteady {
+		t.Fatalf("a healthy primary holding the key is not steady")
+	}
+	st := r.store.State()
+	if want := st.Config.RenewInterval(); wait > want {
+		t.Fatalf("steady holder waits %s, want at most the renewal interval %s", wait, want)
+	}
+	looks, renewals, until := statusCalls(), r.ev.count("commit RenewLeader"), r.sup.Local().LeaseUntil
+	r.clock.Advance(wait)
+	r.sup.timerWake = true
+	r.sup.cycle(ctx)
+	if got := r.ev.count("commit RenewLeader"); got != renewals+1 {
+		t.Fatalf("renewals = %d, want %d", got, renewals+1)
+	}
+	if got := statusCalls(); got != looks {
+		t.Errorf("postgres looked at %d times on a renewal-only wake-up, want 0", got-looks)
+	}
+	if l := r.sup.Local(); !l.LeaseUntil.After(until) {
+		t.Errorf("the renewal-only round did not publish the new lease: %s, was %s", l.LeaseUntil, until)
+	}
+	// Woken by anything but the timer: a full round.
+	r.sup.timerWake = false
+	r.sup.cycle(ctx)
+	if got := statusCalls(); got != looks+1 {
+		t.Errorf("postgres looked at %d times on a full round, want 1", got-looks)
+	}
+	// Timer only, but ttl/2 since the last look: a full round.
+	r.clock.Advance(st.Config.ReportInterval() / 2)
+	r.sup.timerWake = true
+	r.sup.cycle(ctx)
+	if got := statusCalls(); got != looks+2 {
+		t.Errorf("postgres not looked at ttl/2 after the last look")
+	}
+}
+
 // A standby whose start after a pg_rewind fails because its walreceiver
 // cannot stream (pgmanager.ErrCannotStream: the WAL it must replay from is
 // gone from the source) is recloned at once: a second rewind would start
