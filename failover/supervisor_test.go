@@ -448,24 +448,39 @@ func TestHolderWhoseStartKeepsFailingReleasesTheKey(t *testing.T) {
 }
 
 // #11: a standby whose start fails right after a successful pg_rewind
-// (the WAL it needs is gone) is recloned after two such failures, instead
-// of looping rewind → start forever.
-func TestStandbyFailingToStartAfterRewindsIsRecloned(t *testing.T) {
+// (the WAL it needs is gone) is recloned instead of looping rewind →
+// start forever: at once when pgmanager says it cannot stream
+// (ErrCannotStream: a second rewind would start from the same
+// checkpoint), after two such failures otherwise.
+func TestStandbyFailingToStartAfterRewindIsRecloned(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	r := newRig(t, "pg2", testState("pg1", "pg1", "pg2"), stopped)
-	r.pg.set(func(p *fakePostgres) {
-		p.standby = false // a former primary
-		p.startErr = errors.New("postgres not accepting connections after 1m0s: requested WAL segment has already been removed")
-	})
-	for i := 0; i < 5 && r.ev.count("pg Reclone") == 0; i++ {
-		r.sup.cycle(ctx)
-	}
-	if n := r.ev.count("pg Reclone"); n != 1 {
-		t.Fatalf("reclones = %d, want 1 (events %v)", n, r.ev.all())
-	}
-	if n := r.ev.count("pg Rewind"); n != 2 {
-		t.Errorf("rewinds before recloning = %d, want 2", n)
+	for _, tc := range []struct {
+		name     string
+		startErr error
+		rewinds  int
+	}{
+		{"start timed out", errors.New("postgres not accepting connections after 1m0s"), 2},
+		{"cannot stream", fmt.Errorf("start postgres for pg2: %w for 10s: FATAL:  could not receive data from WAL stream: "+
+			"ERROR:  requested WAL segment 000000020000000000000006 has already been removed", pgmanager.ErrCannotStream), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			r := newRig(t, "pg2", testState("pg1", "pg1", "pg2"), stopped)
+			r.pg.set(func(p *fakePostgres) {
+				p.standby = false // a former primary
+				p.startErr = tc.startErr
+			})
+			for i := 0; i < 5 && r.ev.count("pg Reclone") == 0; i++ {
+				r.sup.cycle(ctx)
+			}
+			if n := r.ev.count("pg Reclone"); n != 1 {
+				t.Fatalf("reclones = %d, want 1 (events %v)", n, r.ev.all())
+			}
+			if n := r.ev.count("pg Rewind"); n != tc.rewinds {
+				t.Errorf("rewinds before recloning = %d, want %d", n, tc.rewinds)
+			}
+		})
 	}
 }
 
@@ -514,30 +529,6 @@ func TestSteadyHolderRenewsWithoutLookingAtPostgres(t *testing.T) {
 	r.sup.cycle(ctx)
 	if got := statusCalls(); got != looks+2 {
 		t.Errorf("postgres not looked at ttl/2 after the last look")
-	}
-}
-
-// A standby whose start after a pg_rewind fails because its walreceiver
-// cannot stream (pgmanager.ErrCannotStream: the WAL it must replay from is
-// gone from the source) is recloned at once: a second rewind would start
-// from the same checkpoint.
-func TestStandbyThatCannotStreamAfterRewindIsReclonedAtOnce(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	r := newRig(t, "pg2", testState("pg1", "pg1", "pg2"), stopped)
-	r.pg.set(func(p *fakePostgres) {
-		p.standby = false // a former primary
-		p.startErr = fmt.Errorf("start postgres for pg2: %w for 10s: FATAL:  could not receive data from WAL stream: "+
-			"ERROR:  requested WAL segment 000000020000000000000006 has already been removed", pgmanager.ErrCannotStream)
-	})
-	for i := 0; i < 5 && r.ev.count("pg Reclone") == 0; i++ {
-		r.sup.cycle(ctx)
-	}
-	if n := r.ev.count("pg Reclone"); n != 1 {
-		t.Fatalf("reclones = %d, want 1 (events %v)", n, r.ev.all())
-	}
-	if n := r.ev.count("pg Rewind"); n != 1 {
-		t.Errorf("rewinds before recloning = %d, want 1", n)
 	}
 }
 
