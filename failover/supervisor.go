@@ -263,12 +263,12 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 	s.wasSteady = s.steady(st, p, pgst)
 	if s.wasSteady {
 		// Nothing to watch closely: look again at the next report, or
-		// half a report interval on (events still wake the loop at once:
+		// ttl/2 on (events still wake the loop at once:
 		// a change of the leader key, config or sync set, a request,
 		// PostgreSQL exiting; the holder also wakes for each renewal,
 		// below).
 		ri := st.Config.ReportInterval()
-		loopWait = max(loopWait, min(ri/2, s.lastReport.Add(ri).Sub(s.clock.Now())))
+		loopWait = max(loopWait, min(steadyLook(st.Config), s.lastReport.Add(ri).Sub(s.clock.Now())))
 	}
 	if f := st.Failover; f != nil && !s.clock.Now().Before(f.ScheduledAt) {
 		// A switchover or failover is under way: its primary waits on
@@ -290,8 +290,8 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 // steady reports whether nothing is going on after this round: nothing
 // was done, PostgreSQL runs in the role the Raft state gives this member
 // (a standby streams from the holder), and no request is pending. The
-// loop then looks at PostgreSQL every half report interval (ttl/2) or at
-// the next report, whichever comes first: looking every loop_wait when
+// loop then looks at PostgreSQL every ttl/2 (steadyLook) or at the next
+// report, whichever comes first: looking every loop_wait when
 // nothing asked was most of an idle agent's own CPU. A change there
 // (stopped streaming, new LSNs) reaches the Raft store up to ttl/2 later.
 func (s *Supervisor) steady(st raftstore.State, p Plan, pgst pgmanager.Status) bool {
@@ -312,7 +312,7 @@ func (s *Supervisor) steady(st raftstore.State, p Plan, pgst pgmanager.Status) b
 // how long to wait.
 func (s *Supervisor) renewOnly(st raftstore.State) (time.Duration, bool) {
 	now := s.clock.Now()
-	look := s.lastLook.Add(st.Config.ReportInterval() / 2)
+	look := s.lastLook.Add(steadyLook(st.Config))
 	if !s.timerWake || !s.wasSteady || st.Leader.Holder != s.cfg.Member || st.Failover != nil || !now.Before(look) {
 		return 0, false
 	}
@@ -866,3 +866,9 @@ func (s *Supervisor) ensureSlots(ctx context.Context, st raftstore.State) {
 		s.logger.Warn("replication slots", "error", err)
 	}
 }
+
+// steadyLook is how often a steady member looks at PostgreSQL: ttl/2,
+// whatever the report interval, so that a change there (a standby that
+// stopped streaming, seen by the primary) still reaches the Raft store
+// within ttl/2.
+func steadyLook(c raftstore.ClusterConfig) time.Duration { return c.TTL / 2 }

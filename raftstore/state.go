@@ -131,22 +131,22 @@ func (c ClusterConfig) RenewInterval() time.Duration {
 }
 
 // ReportInterval is how often a member reports a status that did not
-// change (a changed one is reported at once): every ttl. Each report is
-// a Raft commit (a disk flush on every host); at ttl/2 they were most of
-// an idle cluster's commits.
+// change (a changed one is reported at once): every 1.5·ttl. Each report
+// is a Raft commit (a disk flush on every host); at ttl/2 they were most
+// of an idle cluster's commits, at ttl a third of them.
 func (c ClusterConfig) ReportInterval() time.Duration {
-	return max(c.LoopWait, c.TTL)
+	return max(c.LoopWait, c.TTL*3/2)
 }
 
 // StaleAfter is how long a member's report may stay unchanged, on the
 // reader's clock, before the member no longer counts as fresh: it is
 // then not elected, not chosen as a synchronous standby, not handed Raft
-// leadership. Two report intervals, so that one late report (a slow
-// commit, a commit index learned late) does not count a live member out.
+// leadership. 2·ttl: a report interval plus ttl/2, so that one report
+// late by a Raft election (about 1s) does not count a live member out.
 // The coordinator also counts out at once a member whose Raft heartbeats
 // fail.
 func (c ClusterConfig) StaleAfter() time.Duration {
-	return 2 * c.ReportInterval()
+	return max(c.ReportInterval()+c.TTL/2, 2*c.TTL)
 }
 
 // Clone returns a deep copy.
