@@ -158,8 +158,8 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	lastChange, lastEpoch, lastRev := established, st.Leader.Epoch, st.Leader.Rev
 	seen := reportClock{}
 	var lastMove time.Time // last attempt to move raft leadership elsewhere
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
 	for {
 		changes, peers := c.store.Changes(), c.store.PeerChanges()
 		st = c.store.State()
@@ -189,14 +189,37 @@ func (c *Coordinator) lead(ctx context.Context) error {
 				c.logger.Info("moved raft leadership", "why", why, "to", to)
 			}
 		}
+		wake.Reset(c.nextWake(st, c.clock.Now(), lastChange))
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changes:
 		case <-peers:
-		case <-tick.C:
+		case <-wake.C:
 		}
 	}
+}
+
+// nextWake is how long the coordinator may sleep when no event (an FSM
+// change, a peer's reachability changing) wakes it: until the holder's
+// lease or the fast path's detection could next fire, and at most
+// loop_wait (kept between 100ms and 1s) for the rest (a retried election,
+// reports going stale, Raft leadership placement). Polling every 100ms
+// was a tenth of the Raft leader host's idle CPU.
+func (c *Coordinator) nextWake(st raftstore.State, now, lastRenewal time.Time) time.Duration {
+	wait := min(max(st.Config.LoopWait, 100*time.Millisecond), time.Second)
+	if st.Config.Pause || st.Initialize == "" || st.Leader.Holder == "" {
+		return wait
+	}
+	deadlines := []time.Time{lastRenewal.Add(st.Config.TTL)}
+	if fastPath(st) {
+		lastContact, unreachable := c.store.PeerUnreachable(st.Leader.Holder)
+		deadlines = append(deadlines, HolderLostAt(st, lastRenewal, unreachable, lastContact))
+	}
+	for _, d := range deadlines {
+		wait = min(wait, d.Sub(now))
+	}
+	return max(wait, time.Millisecond)
 }
 
 // RaftLeaderPlacement says whether the Raft leader (member) should hand
@@ -255,11 +278,10 @@ func (c *Coordinator) holderLost(st raftstore.State, now, lastRenewal time.Time)
 // Outside synchronous mode, when paused, or when no standby is recorded
 // for the holder, the lease is always awaited.
 func HolderLost(st raftstore.State, sinceRenewal time.Duration, unreachable bool, sinceContact time.Duration) (bool, string) {
-	c := st.Config
-	if c.Pause || !c.SynchronousMode || st.Initialize == "" || st.Leader.Holder == "" ||
-		st.Sync.Primary != st.Leader.Holder || len(st.Sync.Standbys) == 0 {
+	if !fastPath(st) {
 		return false, ""
 	}
+	c := st.Config
 	w := c.Detection()
 	switch {
 	case unreachable && sinceContact >= w && sinceRenewal >= w:
@@ -268,6 +290,33 @@ func HolderLost(st raftstore.State, sinceRenewal time.Duration, unreachable bool
 		return true, fmt.Sprintf("%s renewed nothing for %s", st.Leader.Holder, sinceRenewal.Round(time.Millisecond))
 	}
 	return false, ""
+}
+
+// fastPath reports whether synchronous mode's fast path may apply: not
+// paused, a holder, and a synchronous standby recorded for it.
+func fastPath(st raftstore.State) bool {
+	c := st.Config
+	return !c.Pause && c.SynchronousMode && st.Initialize != "" && st.Leader.Holder != "" &&
+		st.Sync.Primary == st.Leader.Holder && len(st.Sync.Standbys) > 0
+}
+
+// HolderLostAt is the earliest time at which HolderLost can turn true
+// with no new renewal and no change of the holder's reachability (the
+// coordinator's wake-up for the fast path; fastPath must hold).
+func HolderLostAt(st raftstore.State, lastRenewal time.Time, unreachable bool, lastContact time.Time) time.Time {
+	c := st.Config
+	w := c.Detection()
+	at := lastRenewal.Add(c.RenewInterval() + c.LoopWait + w)
+	if unreachable {
+		rule1 := lastRenewal
+		if lastContact.After(rule1) {
+			rule1 = lastContact
+		}
+		if rule1 = rule1.Add(w); rule1.Before(at) {
+			at = rule1
+		}
+	}
+	return at
 }
 
 func (c *Coordinator) shouldElect(st raftstore.State, sinceChange time.Duration) bool {

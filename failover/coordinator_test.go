@@ -263,3 +263,38 @@ func TestCoordinatorLogsNoEligibleCandidateAtMostOncePerTTL(t *testing.T) {
 		t.Errorf("key = %+v, want still released", got)
 	}
 }
+
+// The coordinator sleeps until the next deadline it decides on (the lease
+// at ttl, the fast path's detection), and at most loop_wait otherwise.
+func TestCoordinatorNextWake(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name        string
+		st          func() raftstore.State
+		sinceChange time.Duration
+		unreachable time.Duration // > 0: the holder's heartbeats fail since t0+this
+		want        time.Duration
+	}{
+		{"no holder: poll at loop_wait", func() raftstore.State { return testState("", "pg1", "pg2") }, 0, 0, 300 * time.Millisecond},
+		{"async, fresh renewal: loop_wait", func() raftstore.State { return testState("pg1", "pg1", "pg2") }, 0, 0, 300 * time.Millisecond},
+		{"async, lease ends in 100ms", func() raftstore.State { return testState("pg1", "pg1", "pg2") }, 2900 * time.Millisecond, 0, 100 * time.Millisecond},
+		{"async, lease ended", func() raftstore.State { return testState("pg1", "pg1", "pg2") }, 4 * time.Second, 0, time.Millisecond},
+		{"sync, renewal 1.3s ago: detection in 100ms", syncTestState, 1300 * time.Millisecond, 0, 100 * time.Millisecond},
+		{"sync, unreachable: window from last contact", syncTestState, 200 * time.Millisecond, 100 * time.Millisecond, 300 * time.Millisecond},
+		{"sync, unreachable since long: window from the renewal", syncTestState, 200 * time.Millisecond, -time.Second, 200 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := tc.st()
+			st.Config.LoopWait = 300 * time.Millisecond
+			store := newFakeStore(st, &events{})
+			if tc.unreachable != 0 {
+				store.setUnreachable(st.Leader.Holder, t0.Add(tc.unreachable))
+			}
+			c := NewCoordinator("pg3", st.Config, store, hclog.NewNullLogger())
+			if got := c.nextWake(st, t0.Add(tc.sinceChange), t0); got != tc.want {
+				t.Fatalf("nextWake = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

@@ -57,6 +57,40 @@ func TestHolderLost(t *testing.T) {
 	}
 }
 
+// HolderLostAt is exactly where HolderLost turns true, so that the
+// coordinator, sleeping until then, loses no time on the fast path.
+func TestHolderLostAt(t *testing.T) {
+	t.Parallel()
+	st := syncTestState()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name        string
+		unreachable bool
+		contact     time.Duration // last Raft contact, after t0 (the last renewal)
+	}{
+		{"reachable", false, 0},
+		{"unreachable, no contact since the renewal", true, 0},
+		{"unreachable, contact after the renewal", true, 250 * time.Millisecond},
+		{"unreachable, never contacted", true, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			contact := t0.Add(tc.contact)
+			if tc.contact < 0 {
+				contact = time.Time{}
+			}
+			at := HolderLostAt(st, t0, tc.unreachable, contact)
+			lostAt := func(now time.Time) bool {
+				lost, _ := HolderLost(st, now.Sub(t0), tc.unreachable, now.Sub(contact))
+				return lost
+			}
+			if lostAt(at.Add(-time.Millisecond)) || !lostAt(at) {
+				t.Fatalf("HolderLostAt = t0+%s, but HolderLost is %v a millisecond before and %v then",
+					at.Sub(t0), lostAt(at.Add(-time.Millisecond)), lostAt(at))
+			}
+		})
+	}
+}
+
 // The coordinator promotes the recorded synchronous standby once the
 // holder has been unreachable for the detection window, long before the
 // lease (ttl) ends, and never a member outside Sync; in asynchronous mode
