@@ -158,6 +158,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	lastChange, lastEpoch, lastRev := established, st.Leader.Epoch, st.Leader.Rev
 	seen := reportClock{}
 	var lastMove time.Time // last attempt to move raft leadership elsewhere
+	loggedRecovering := false
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
 	for {
@@ -171,7 +172,15 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			lastChange, lastEpoch, lastRev = now, st.Leader.Epoch, st.Leader.Rev
 		}
 		if c.shouldElect(st, now.Sub(lastChange)) {
-			c.elect(ctx, st, seen, now, "")
+			if waiting := Recovering(st); len(waiting) > 0 && now.Sub(established) < st.Config.StaleAfter() {
+				if !loggedRecovering {
+					loggedRecovering = true
+					c.logger.Info("raft store recovered: waiting for the survivors' first reports before electing",
+						"waiting_for", waiting, "at_most", st.Config.StaleAfter()-now.Sub(established))
+				}
+			} else {
+				c.elect(ctx, st, seen, now, "")
+			}
 		} else if lost, why := c.holderLost(st, now, lastChange); lost {
 			c.elect(ctx, st, seen, now, why)
 		}
@@ -290,6 +299,21 @@ func HolderLost(st raftstore.State, sinceRenewal time.Duration, unreachable bool
 		return true, fmt.Sprintf("%s renewed nothing for %s", st.Leader.Holder, sinceRenewal.Round(time.Millisecond))
 	}
 	return false, ""
+}
+
+// Recovering names the members still in the status a Raft recovery gave
+// them (raftstore.StateRecovering): after `raftgres recover`, the first
+// election waits for their reports (at most StaleAfter from taking
+// office) so that the most advanced survivor is promoted, not the first
+// to start.
+func Recovering(st raftstore.State) []string {
+	var out []string
+	for _, name := range st.MemberNames() {
+		if st.Members[name].Status.State == raftstore.StateRecovering {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // fastPath reports whether synchronous mode's fast path may apply: not

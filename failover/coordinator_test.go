@@ -298,3 +298,52 @@ func TestCoordinatorNextWake(t *testing.T) {
 		})
 	}
 }
+
+// After `raftgres recover` the first election waits for every survivor's
+// report, so that the most advanced one is promoted and not the first to
+// start; a survivor that never reports is waited for StaleAfter at most.
+func TestCoordinatorWaitsForRecoveredSurvivors(t *testing.T) {
+	t.Parallel()
+	recovered := func() raftstore.State {
+		st := testState("", "pg1", "pg2", "pg3")
+		st.Config.SynchronousMode = true
+		raftstore.RecoveryEdit(&st, 60, []string{"pg1", "pg2"}, time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC), "test")
+		return st
+	}
+	running := func(s *raftstore.State, name string, lsn uint64, at time.Time) {
+		s.Members[name].Status = raftstore.MemberStatus{Role: "replica", State: "running", SystemID: testSysID,
+			ReceivedLSN: lsn, ReplayedLSN: lsn, ReportedAt: at}
+	}
+	t.Run("the more advanced survivor, reporting second, is elected", func(t *testing.T) {
+		t.Parallel()
+		r := newCoordRig(t, recovered())
+		r.clock.Advance(time.Second)
+		r.store.edit(func(s *raftstore.State) { running(s, "pg1", 0x1000, r.clock.Now()) })
+		r.step()
+		if got := r.holder(); got.Holder != "" {
+			t.Fatalf("elected %+v while pg2 was still recovering", got)
+		}
+		r.clock.Advance(time.Second)
+		r.store.edit(func(s *raftstore.State) { running(s, "pg2", 0x2000, r.clock.Now()) })
+		r.step()
+		if got := r.holder(); got.Holder != "pg2" {
+			t.Fatalf("key = %+v, want pg2 (most WAL)", got)
+		}
+	})
+	t.Run("a survivor that never reports is waited for StaleAfter", func(t *testing.T) {
+		t.Parallel()
+		st := recovered()
+		r := newCoordRig(t, st)
+		for elapsed := time.Duration(0); elapsed < st.Config.StaleAfter(); elapsed += time.Second {
+			if got := r.holder(); got.Holder != "" {
+				t.Fatalf("elected %+v %s after taking office, before StaleAfter (%s)", got, elapsed, st.Config.StaleAfter())
+			}
+			r.clock.Advance(time.Second)
+			r.store.edit(func(s *raftstore.State) { running(s, "pg1", 0x1000, r.clock.Now()) })
+			r.step()
+		}
+		if got := r.holder(); got.Holder != "pg1" {
+			t.Fatalf("key after StaleAfter = %+v, want pg1", got)
+		}
+	})
+}
