@@ -1,0 +1,147 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// runCLIAsAgent runs the binary as the agent's user (postgres when the
+// test runs as root), for the offline commands that touch its files.
+func runCLIAsAgent(t testing.TB, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(binPath, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: agentAs}
+	cmd.Stdin = strings.NewReader("")
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return o.String(), e.String(), code
+}
+
+// destroy loses n's host for good: agent and postmaster killed, its
+// directory (PostgreSQL data, Raft store, config) removed.
+func destroy(t testing.TB, n *Node) {
+	t.Helper()
+	pidFile := filepath.Join(n.PGDataDir(), "postmaster.pid")
+	pg := 0
+	if _, err := os.Stat(pidFile); err == nil {
+		pg = readPID(t, pidFile)
+	}
+	n.Kill9()
+	if pg > 0 {
+		_ = syscall.Kill(pg, syscall.SIGKILL)
+		waitFor(t, 10*time.Second, n.Name+"'s postmaster to die", func() (bool, error) {
+			return syscall.Kill(pg, 0) != nil, nil
+		})
+	}
+	if err := os.RemoveAll(n.Dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecoverAfterLosingTheMajority: three members in synchronous mode,
+// two destroyed after acknowledged writes. `raftgres recover` is refused
+// while the survivor's agent runs and changes nothing; with the agent
+// stopped it rewrites the Raft store, the survivor comes up as primary
+// with every acknowledged write, and two fresh hosts join and stream.
+func TestRecoverAfterLosingTheMajority(t *testing.T) {
+	c := newPGClusterDCS(t, 3, nil, syncDCS)
+	primary := c.waitPrimary(120*time.Second, c.nodes...)
+	c.waitStreaming(primary)
+	ctx := ctxT(t, 5*time.Minute)
+	if err := pgExec(ctx, primary, "CREATE TABLE probe (id int primary key)"); err != nil {
+		t.Fatal(err)
+	}
+	var standby string
+	waitFor(t, 60*time.Second, "a synchronous standby recorded", func() (bool, error) {
+		st, err := c.state()
+		if err != nil || st.Sync.Primary != st.Leader.Holder || len(st.Sync.Standbys) != 1 {
+			return false, err
+		}
+		standby = st.Sync.Standbys[0]
+		return true, nil
+	})
+	// Acknowledged one by one: each commit waited for the standby.
+	const acked = 200
+	for i := 1; i <= acked; i++ {
+		if err := pgExec(ctx, primary, fmt.Sprintf("INSERT INTO probe VALUES (%d)", i)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	survivor := c.byName(standby)
+	for _, n := range c.nodes {
+		if n != survivor {
+			t.Logf("destroying %s", n.Name)
+			destroy(t, n)
+		}
+	}
+
+	// Refused while the agent runs: nothing changes.
+	_, stderr, code := runCLIAsAgent(t, "recover", "-c", survivor.Config, "--force")
+	if code != 1 || !strings.Contains(stderr, "running agent") || !strings.Contains(stderr, "nothing was changed") {
+		t.Fatalf("recover while the agent runs: exit %d, stderr %q", code, stderr)
+	}
+	survivor.Stop()
+	// Asked, not confirmed (empty stdin): nothing changes either.
+	if _, stderr, code := runCLIAsAgent(t, "recover", "-c", survivor.Config); code != 1 || !strings.Contains(stderr, "aborted") {
+		t.Fatalf("unconfirmed recover: exit %d, stderr %q", code, stderr)
+	}
+	out, stderr, code := runCLIAsAgent(t, "recover", "-c", survivor.Config, "--force")
+	if code != 0 {
+		t.Fatalf("recover: exit %d\n%s%s", code, out, stderr)
+	}
+	t.Logf("recover:\n%s", out)
+	for _, want := range []string{"new raft configuration: " + survivor.Name + "=", "leader key", "recovered"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("recover output lacks %q:\n%s", want, out)
+		}
+	}
+
+	survivor.Start()
+	c.nodes = []*Node{survivor}
+	waitFor(t, 90*time.Second, survivor.Name+" primary after the recovery", func() (bool, error) {
+		st, err := c.state()
+		if err != nil || st.Leader.Holder != survivor.Name {
+			return false, err
+		}
+		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return pgExec(wctx, survivor, fmt.Sprintf("INSERT INTO probe VALUES (%d)", acked+1)) == nil, nil
+	})
+	waitCount(t, survivor, acked+1)
+	st, err := c.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Members) != 1 {
+		t.Fatalf("members after the recovery: %v", st.MemberNames())
+	}
+
+	// Two fresh hosts join the recovered cluster and stream.
+	for _, name := range []string{"pg4", "pg5"} {
+		n := newNode(t, c.base, name)
+		n.WriteConfig(NodeOptions{Join: []*Node{survivor}, Postgres: true})
+		n.Start()
+		c.nodes = append(c.nodes, n)
+	}
+	c.waitPrimary(180*time.Second, c.nodes...)
+	c.waitStreaming(survivor)
+	if err := pgExec(ctx, survivor, fmt.Sprintf("INSERT INTO probe VALUES (%d)", acked+2)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.nodes {
+		waitCount(t, n, acked+2)
+	}
+}
