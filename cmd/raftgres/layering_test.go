@@ -13,6 +13,7 @@ var allowedImports = map[string][]string{
 	"raftgres/internal/conf": {},
 	"raftgres/raftstore":     {"raftgres/internal/conf"},
 	"raftgres/pgmanager":     {"raftgres/internal/conf"},
+	"raftgres/backup":        {"raftgres/internal/conf"},
 	"raftgres/failover":      {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/pgmanager"},
 	"raftgres/api":           {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/failover"},
 	"raftgres/integration":   {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/api"},
