@@ -31,18 +31,29 @@ type Options struct {
 	// StartTimeout bounds waiting for a started postgres to accept
 	// connections (default 60s).
 	StartTimeout time.Duration
+	// Archive, when set, turns WAL archiving on with these commands
+	// (the backup package's pgBackRest commands).
+	Archive *Archive
+}
+
+// Archive is WAL archiving: archive_command on a primary, restore_command
+// for a standby or a recovery to fetch WAL from the archive.
+type Archive struct {
+	Command        string
+	RestoreCommand string
 }
 
 // Manager drives one local PostgreSQL data directory. It is the only code
 // in raftgres that touches PostgreSQL.
 type Manager struct {
-	cfg    Config
-	member string
-	scope  string
-	logger hclog.Logger
-	runAs  *syscall.Credential
-	step   time.Duration
-	start  time.Duration
+	cfg     Config
+	member  string
+	scope   string
+	logger  hclog.Logger
+	runAs   *syscall.Credential
+	archive *Archive
+	step    time.Duration
+	start   time.Duration
 
 	// mu serialises Start (held while it waits for readiness). Nothing
 	// that must answer at once (Running, Status, Fence, Stop, Callback)
@@ -67,7 +78,7 @@ func New(cfg Config, member string, logger hclog.Logger, opts Options) (*Manager
 		logger = hclog.NewNullLogger()
 	}
 	m := &Manager{cfg: cfg, member: member, scope: opts.Scope, logger: logger.Named(LoggerName),
-		runAs: opts.RunAs, step: opts.StopStep, start: opts.StartTimeout}
+		runAs: opts.RunAs, archive: opts.Archive, step: opts.StopStep, start: opts.StartTimeout}
 	if m.step == 0 {
 		m.step = 30 * time.Second
 	}
@@ -83,7 +94,12 @@ func (m *Manager) Config() Config { return m.cfg }
 // pgpassPath is the 0600 password file used by every libpq client raftgres
 // starts (pg_basebackup, pg_rewind, walreceiver through passfile=). It sits
 // beside the data directory so clones and rewinds never copy it.
-func (m *Manager) pgpassPath() string { return filepath.Clean(m.cfg.DataDir) + ".pgpass" }
+func (m *Manager) pgpassPath() string { return PgpassPath(m.cfg.DataDir) }
+
+// PgpassPath is the password file of the data directory dataDir (0600,
+// every raftgres credential): other libpq clients of the agent's user
+// (pgBackRest) read it through PGPASSFILE.
+func PgpassPath(dataDir string) string { return filepath.Clean(dataDir) + ".pgpass" }
 
 // writePgpass writes the password file; entries match any host and port.
 func (m *Manager) writePgpass() error {

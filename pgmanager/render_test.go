@@ -109,6 +109,23 @@ func TestBuildSettings(t *testing.T) {
 	}
 }
 
+func TestBuildSettingsWithArchiving(t *testing.T) {
+	t.Parallel()
+	m := testManager(t)
+	if got := m.BuildSettings(Desired{}); got["archive_mode"] != "" || got["restore_command"] != "" {
+		t.Fatalf("archiving set without Options.Archive: %v", got)
+	}
+	m.archive = &Archive{Command: `pgbackrest archive-push "%p"`, RestoreCommand: `pgbackrest archive-get %f "%p"`}
+	m.cfg.Parameters = map[string]string{"archive_mode": "off", "archive_command": "/bin/true"}
+	for _, d := range []Desired{{}, {Standby: &Upstream{Name: "pg2", Host: "10.0.0.2", Port: 5433}}} {
+		got := m.BuildSettings(d)
+		if got["archive_mode"] != "on" || got["archive_command"] != m.archive.Command || got["restore_command"] != m.archive.RestoreCommand {
+			t.Fatalf("standby %v: archive_mode %q, archive_command %q, restore_command %q", d.Standby != nil,
+				got["archive_mode"], got["archive_command"], got["restore_command"])
+		}
+	}
+}
+
 func TestRenderHBA(t *testing.T) {
 	t.Parallel()
 	got := testManager(t).RenderHBA().Text

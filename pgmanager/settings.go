@@ -124,6 +124,11 @@ func (m *Manager) BuildSettings(d Desired) map[string]string {
 	if m.scope != "" {
 		s["cluster_name"] = m.scope
 	}
+	if a := m.archive; a != nil {
+		// Every member archives once it is primary (archive_mode on is
+		// inert on a standby) and fetches missing WAL from the archive.
+		s["archive_mode"], s["archive_command"], s["restore_command"] = "on", a.Command, a.RestoreCommand
+	}
 	if d.Standby != nil {
 		s["primary_conninfo"] = m.replicationConninfo(*d.Standby)
 		s["recovery_target_timeline"] = "latest"
@@ -164,7 +169,10 @@ func (m *Manager) RenderHBA() Rendered {
 // the data directory, so only the postgres OS user can connect through it,
 // no root-owned run directory is needed, and pg_basebackup never meets the
 // socket file.
-func (m *Manager) socketDir() string { return filepath.Clean(m.cfg.DataDir) + ".run" }
+func (m *Manager) socketDir() string { return SocketDir(m.cfg.DataDir) }
+
+// SocketDir is the Unix socket directory of the data directory dataDir.
+func SocketDir(dataDir string) string { return filepath.Clean(dataDir) + ".run" }
 
 // SlotName turns a member name into a valid physical replication slot name
 // (lowercase letters, digits and underscores, at most 63 bytes).
