@@ -176,7 +176,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 				if !loggedRecovering {
 					loggedRecovering = true
 					c.logger.Info("raft store recovered: waiting for the survivors' first reports before electing",
-						"waiting_for", waiting, "at_most", st.Config.StaleAfter()-now.Sub(established))
+						"waiting_for", waiting, "at_most", (st.Config.StaleAfter() - now.Sub(established)).Round(time.Millisecond).String())
 				}
 			} else {
 				c.elect(ctx, st, seen, now, "")

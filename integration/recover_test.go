@@ -30,25 +30,38 @@ func runCLIAsAgent(t testing.TB, args ...string) (stdout, stderr string, code in
 	return o.String(), e.String(), code
 }
 
-// destroy loses n's host for good: agent and postmaster killed, its
-// directory (PostgreSQL data, Raft store, config) removed.
-func destroy(t testing.TB, n *Node) {
+// destroy loses the nodes' hosts for good, all at once: agents and
+// postmasters killed, then their directories (PostgreSQL data, Raft
+// store) removed.
+func destroy(t testing.TB, nodes ...*Node) {
 	t.Helper()
-	pidFile := filepath.Join(n.PGDataDir(), "postmaster.pid")
-	pg := 0
-	if _, err := os.Stat(pidFile); err == nil {
-		pg = readPID(t, pidFile)
+	var pgs []int
+	for _, n := range nodes {
+		if pidFile := filepath.Join(n.PGDataDir(), "postmaster.pid"); fileExists(pidFile) {
+			pgs = append(pgs, readPID(t, pidFile))
+		}
 	}
-	n.Kill9()
-	if pg > 0 {
+	for _, n := range nodes {
+		n.Kill9()
+	}
+	for _, pg := range pgs {
 		_ = syscall.Kill(pg, syscall.SIGKILL)
-		waitFor(t, 10*time.Second, n.Name+"'s postmaster to die", func() (bool, error) {
+	}
+	for _, pg := range pgs {
+		waitFor(t, 10*time.Second, fmt.Sprintf("postmaster %d to die", pg), func() (bool, error) {
 			return syscall.Kill(pg, 0) != nil, nil
 		})
 	}
-	if err := os.RemoveAll(n.Dir); err != nil {
-		t.Fatal(err)
+	for _, n := range nodes {
+		if err := os.RemoveAll(n.Dir); err != nil {
+			t.Fatal(err)
+		}
 	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // TestRecoverAfterLosingTheMajority: three members in synchronous mode,
@@ -81,12 +94,14 @@ func TestRecoverAfterLosingTheMajority(t *testing.T) {
 		}
 	}
 	survivor := c.byName(standby)
+	var lost []*Node
 	for _, n := range c.nodes {
 		if n != survivor {
-			t.Logf("destroying %s", n.Name)
-			destroy(t, n)
+			lost = append(lost, n)
 		}
 	}
+	t.Logf("destroying %s and %s; %s (the synchronous standby) survives", lost[0].Name, lost[1].Name, survivor.Name)
+	destroy(t, lost...)
 
 	// Refused while the agent runs: nothing changes.
 	_, stderr, code := runCLIAsAgent(t, "recover", "-c", survivor.Config, "--force")
