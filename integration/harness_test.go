@@ -176,6 +176,8 @@ type NodeOptions struct {
 	// Raft adds keys to the raft: section, as a flow mapping's contents
 	// ("heartbeat_timeout: 200ms, election_timeout: 200ms").
 	Raft string
+	// Backup is the backup: section as a flow mapping.
+	Backup string
 }
 
 func newNode(t testing.TB, base, name string) *Node {
@@ -288,6 +290,9 @@ postgresql:
 	}
 	if o.Tags != "" {
 		fmt.Fprintf(&b, "tags: %s\n", o.Tags)
+	}
+	if o.Backup != "" {
+		fmt.Fprintf(&b, "backup: %s\n", o.Backup)
 	}
 	b.WriteString("log: {level: debug}\n")
 	if err := os.WriteFile(n.Config, []byte(b.String()), 0o600); err != nil {

@@ -74,9 +74,17 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 	}
 	proposer := api.NewProposer(store, peerOpts, logger)
 	a := &agent{cfg: cfg, store: store, proposer: proposer, peer: peerOpts, logger: logger}
+	br := pgBackRest(cfg, logger)
 	apiOpts := []api.Option{api.WithVersion(version)}
 	if cfg.HasPostgres {
-		pg, err := pgmanager.New(cfg.Postgres, cfg.Name, logger, pgmanager.Options{Scope: cfg.Scope})
+		pgOpts := pgmanager.Options{Scope: cfg.Scope}
+		if br != nil {
+			if err := br.WriteConfig(); err != nil {
+				return err
+			}
+			pgOpts.Archive = &pgmanager.Archive{Command: br.ArchiveCommand(), RestoreCommand: br.RestoreCommand()}
+		}
+		pg, err := pgmanager.New(cfg.Postgres, cfg.Name, logger, pgOpts)
 		if err != nil {
 			return err
 		}
@@ -103,6 +111,12 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		exitIfStuck(logger, stuckShutdownGrace)
 		return err
 	})
+	if br != nil {
+		g.Go(func() error {
+			runStanzaCreate(gctx, store, cfg.Name, br, logger)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		select {
 		case <-store.Removed():

@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"raftgres/api"
+	"raftgres/backup"
 	"raftgres/failover"
 	"raftgres/internal/conf"
 	"raftgres/pgmanager"
@@ -45,6 +46,7 @@ type agentConfig struct {
 	HasPostgres bool
 	Tags        raftstore.Tags
 	Watchdog    failover.WatchdogConfig
+	Backup      backup.Config
 	Log         logConfig
 }
 
@@ -163,6 +165,13 @@ func (f *fileConfig) hasSecrets() bool {
 	for _, u := range f.Bootstrap.Users {
 		secrets = append(secrets, u.Password)
 	}
+	if b := f.Backup; b != nil {
+		for k, v := range b.Options {
+			if backup.SecretOption(k) {
+				secrets = append(secrets, conf.Secret(v))
+			}
+		}
+	}
 	return slices.ContainsFunc(secrets, conf.Secret.IsSet)
 }
 
@@ -209,6 +218,12 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 	}
 	c.Watchdog.Mode = valueOr(f.Watchdog.Mode, c.Watchdog.Mode)
 	c.Watchdog.Device = valueOr(f.Watchdog.Device, c.Watchdog.Device)
+	c.Backup = backup.DefaultConfig()
+	if b := f.Backup; b != nil {
+		c.Backup.Stanza, c.Backup.RepoPath, c.Backup.Options = b.Stanza, b.RepoPath, b.Options
+		c.Backup.Bin = valueOr(b.Bin, c.Backup.Bin)
+		c.Backup.ConfigFile, c.Backup.LogPath = b.ConfigFile, b.LogPath
+	}
 	return c, errs
 }
 
@@ -329,6 +344,10 @@ func (c *agentConfig) validate() []error {
 	}
 	check("tags", c.Tags.Validate())
 	check("watchdog", c.Watchdog.Validate(c.Cluster.TTL))
+	check("backup", c.Backup.Validate())
+	if c.Backup.Enabled() && !c.HasPostgres {
+		check("backup", errors.New("needs a postgresql: section"))
+	}
 	if !hclogLevels[strings.ToLower(c.Log.Level)] {
 		check("log.level", fmt.Errorf("must be trace, debug, info, warn or error, got %q", c.Log.Level))
 	}

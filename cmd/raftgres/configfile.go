@@ -23,10 +23,21 @@ type fileConfig struct {
 	Bootstrap  fileBootstrap `yaml:"bootstrap"`
 	Tags       fileTags      `yaml:"tags"`
 	Watchdog   fileWatchdog  `yaml:"watchdog"`
+	Backup     *fileBackup   `yaml:"backup"`
 	Log        fileLog       `yaml:"log"`
 }
 
 // fileWatchdog is the watchdog: section (mode off|automatic|required).
+// fileBackup is the backup: section (pgBackRest).
+type fileBackup struct {
+	Stanza     string            `yaml:"stanza"`
+	RepoPath   string            `yaml:"repo_path"`
+	Options    map[string]string `yaml:"options"`
+	Bin        string            `yaml:"bin"`
+	ConfigFile string            `yaml:"config_file"`
+	LogPath    string            `yaml:"log_path"`
+}
+
 type fileWatchdog struct {
 	Mode   string `yaml:"mode"`
 	Device string `yaml:"device"`

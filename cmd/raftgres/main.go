@@ -41,7 +41,7 @@ func newApp() *cli.App {
 			"for join/leave/snapshot).",
 		HideHelpCommand: true,
 		Commands: append(append([]*cli.Command{agentCommand(), demoCommand()}, ctlCommands()...),
-			joinCommand(), leaveCommand(), snapshotCommand(), recoverCommand(), versionCommand()),
+			joinCommand(), leaveCommand(), snapshotCommand(), recoverCommand(), backupCommand(), backupsCommand(), versionCommand()),
 	}
 }
 
