@@ -426,7 +426,23 @@ func (n *Node) PID() int {
 // and exit code.
 func runCLI(t testing.TB, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runCLICmd(t, exec.Command(binPath, args...))
+}
+
+// runCLIAsAgent runs the binary as the agent's user (postgres when the
+// test runs as root), with empty stdin, for the offline commands that
+// touch the agent's files.
+func runCLIAsAgent(t testing.TB, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(binPath, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: agentAs}
+	cmd.Stdin = strings.NewReader("")
+	return runCLICmd(t, cmd)
+}
+
+func runCLICmd(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
+	t.Helper()
+	args := cmd.Args[1:]
 	var o, e strings.Builder
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()

@@ -4,31 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// runCLIAsAgent runs the binary as the agent's user (postgres when the
-// test runs as root), for the offline commands that touch its files.
-func runCLIAsAgent(t testing.TB, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	cmd := exec.Command(binPath, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: agentAs}
-	cmd.Stdin = strings.NewReader("")
-	var o, e strings.Builder
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run %v: %v", args, err)
-	}
-	return o.String(), e.String(), code
-}
 
 // destroy loses the nodes' hosts for good, all at once: agents and
 // postmasters killed, then their directories (PostgreSQL data, Raft
