@@ -1,6 +1,8 @@
 package failover
 
 import (
+	"context"
+	"errors"
 	"time"
 
 	"raftgres/pgmanager"
@@ -45,4 +47,22 @@ func (s *Supervisor) publish(st raftstore.State, pgst pgmanager.Status) {
 		l.LeaseUntil, l.Epoch = until, epoch
 	}
 	s.local.Store(l)
+}
+
+// ArchiveStats is PostgreSQL's WAL archiving statistics (pg_stat_archiver).
+type ArchiveStats = pgmanager.ArchiveStats
+
+// archiver is the part of pgmanager.Manager ArchiveStats uses.
+type archiver interface {
+	ArchiveStats(ctx context.Context) (pgmanager.ArchiveStats, error)
+}
+
+// ArchiveStats reads the local PostgreSQL's archiving statistics, for
+// /metrics: a scrape asks, the supervisor's loop never does.
+func (s *Supervisor) ArchiveStats(ctx context.Context) (ArchiveStats, error) {
+	a, ok := s.pg.(archiver)
+	if !ok {
+		return ArchiveStats{}, errors.New("archive statistics: not available from this PostgreSQL adapter")
+	}
+	return a.ArchiveStats(ctx)
 }
