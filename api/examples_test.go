@@ -43,6 +43,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	h := newHistoryMetrics("s", "n")
 	ch := make(chan *prometheus.Desc, 16)
 	h.describe(ch)
+	newArchiveMetrics("s", "n").describe(ch)
 	close(ch)
 	for d := range ch {
 		descs = append(descs, d)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"raftgres/failover"
 )
 
 // metric is one gauge of /metrics: Patroni's names, so existing dashboards
@@ -172,6 +175,63 @@ type collector struct {
 	s       *Server
 	metrics []metric
 	history historyMetrics
+	archive archiveMetrics
+}
+
+// archiveStatser is the member's optional source of WAL archiving
+// statistics (the supervisor reads pg_stat_archiver on request).
+type archiveStatser interface {
+	ArchiveStats(ctx context.Context) (failover.ArchiveStats, error)
+}
+
+// archiveMetrics are pg_stat_archiver's figures, served while the local
+// PostgreSQL runs (a standby archives nothing: its counters stay 0).
+type archiveMetrics struct {
+	archived, failed, lastArchived, lastFailed *prometheus.Desc
+}
+
+func newArchiveMetrics(scope, name string) archiveMetrics {
+	labels := prometheus.Labels{"scope": scope, "name": name}
+	d := func(n, help string) *prometheus.Desc { return prometheus.NewDesc(n, help, nil, labels) }
+	return archiveMetrics{
+		archived:     d("raftgres_postgresql_archived_wal_total", "WAL files archived (pg_stat_archiver.archived_count)."),
+		failed:       d("raftgres_postgresql_archive_failures_total", "Failed attempts to archive a WAL file (pg_stat_archiver.failed_count)."),
+		lastArchived: d("raftgres_postgresql_last_archived_timestamp_seconds", "When the last WAL file was archived (0: never)."),
+		lastFailed:   d("raftgres_postgresql_last_archive_failure_timestamp_seconds", "When archiving last failed (0: never)."),
+	}
+}
+
+func (a archiveMetrics) describe(ch chan<- *prometheus.Desc) {
+	ch <- a.archived
+	ch <- a.failed
+	ch <- a.lastArchived
+	ch <- a.lastFailed
+}
+
+// archiveScrapeTimeout bounds the pg_stat_archiver query of a scrape.
+const archiveScrapeTimeout = time.Second
+
+func (a archiveMetrics) collect(ch chan<- prometheus.Metric, m Member, v nodeView) {
+	src, ok := m.(archiveStatser)
+	if !ok || !v.running() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), archiveScrapeTimeout)
+	st, err := src.ArchiveStats(ctx)
+	cancel()
+	if err != nil {
+		return
+	}
+	ts := func(t time.Time) float64 {
+		if t.IsZero() {
+			return 0
+		}
+		return float64(t.UnixNano()) / 1e9
+	}
+	ch <- prometheus.MustNewConstMetric(a.archived, prometheus.CounterValue, float64(st.ArchivedCount))
+	ch <- prometheus.MustNewConstMetric(a.failed, prometheus.CounterValue, float64(st.FailedCount))
+	ch <- prometheus.MustNewConstMetric(a.lastArchived, prometheus.GaugeValue, ts(st.LastArchivedTime))
+	ch <- prometheus.MustNewConstMetric(a.lastFailed, prometheus.GaugeValue, ts(st.LastFailedTime))
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -179,6 +239,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- m.desc
 	}
 	c.history.describe(ch)
+	c.archive.describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -197,6 +258,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.GaugeValue, m.value(v, in))
 	}
 	c.history.collect(ch, v.st.History)
+	if c.s.member != nil {
+		c.archive.collect(ch, c.s.member, v)
+	}
 }
 
 // versionNum encodes "v1.2.3" as 10203; anything else is 0.
@@ -220,7 +284,7 @@ func versionNum(v string) float64 {
 func (s *Server) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&collector{s: s, metrics: newMetrics(s.scope, s.store.ID()),
-		history: newHistoryMetrics(s.scope, s.store.ID())})
+		history: newHistoryMetrics(s.scope, s.store.ID()), archive: newArchiveMetrics(s.scope, s.store.ID())})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: s.logger.StandardLogger(nil)})
 }

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"raftgres/failover"
 	"raftgres/raftstore"
 )
@@ -143,6 +146,68 @@ func TestMetricsLeaseRemaining(t *testing.T) {
 			}
 			if got := lease.value(v, &metricInput{}); got != tc.want {
 				t.Fatalf("lease remaining %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// archivingMember is a member whose PostgreSQL reports archive statistics.
+type archivingMember struct {
+	fakeMember
+	stats failover.ArchiveStats
+	err   error
+}
+
+func (m *archivingMember) ArchiveStats(context.Context) (failover.ArchiveStats, error) {
+	return m.stats, m.err
+}
+
+// TestMetricsArchive: pg_stat_archiver's figures are served while the
+// local PostgreSQL runs, and nothing (not zeros) when they cannot be read.
+func TestMetricsArchive(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 28, 23, 0, 0, 0, time.UTC)
+	a := newArchiveMetrics("test", "n1")
+	running := nodeView{name: "n1", hasPG: true, local: failover.Local{Member: "n1", HasData: true}}
+	running.local.PG.Running = true
+	for _, tc := range []struct {
+		name string
+		m    *archivingMember
+		v    nodeView
+		want map[string]float64 // empty: no series
+	}{
+		{"archiving", &archivingMember{stats: failover.ArchiveStats{ArchivedCount: 7, FailedCount: 2, LastArchivedTime: at}}, running,
+			map[string]float64{"raftgres_postgresql_archived_wal_total": 7, "raftgres_postgresql_archive_failures_total": 2,
+				"raftgres_postgresql_last_archived_timestamp_seconds":        float64(at.Unix()),
+				"raftgres_postgresql_last_archive_failure_timestamp_seconds": 0}},
+		{"query failed", &archivingMember{err: context.DeadlineExceeded}, running, nil},
+		{"postgres stopped", &archivingMember{stats: failover.ArchiveStats{ArchivedCount: 7}}, nodeView{name: "n1", hasPG: true}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ch := make(chan prometheus.Metric, 8)
+			a.collect(ch, tc.m, tc.v)
+			close(ch)
+			got := map[string]float64{}
+			for m := range ch {
+				var pb dto.Metric
+				if err := m.Write(&pb); err != nil {
+					t.Fatal(err)
+				}
+				name := fqNameRE.FindStringSubmatch(m.Desc().String())[1]
+				if pb.Counter != nil {
+					got[name] = pb.Counter.GetValue()
+				} else {
+					got[name] = pb.Gauge.GetValue()
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("series %v, want %v", got, tc.want)
+			}
+			for k, v := range tc.want {
+				if got[k] != v {
+					t.Errorf("%s = %v, want %v", k, got[k], v)
+				}
 			}
 		})
 	}

@@ -31,8 +31,9 @@ type backupList struct {
 
 // TestBackupsAndArchiving runs pgBackRest under a real cluster: the stanza
 // is created at bootstrap, backups (full, then incremental) run on the
-// primary's host and list, WAL archiving works (pgbackrest check) on the
-// first primary, after a switchover and after a failover; a backup on a
+// primary's host and list, WAL archiving works (pgbackrest check, and
+// /metrics counts it) on the first primary, after a switchover and after a
+// failover; a backup on a
 // replica, an unknown stanza and a missing repository fail with
 // pgBackRest's message and exit 1.
 func TestBackupsAndArchiving(t *testing.T) {
@@ -70,6 +71,12 @@ func TestBackupsAndArchiving(t *testing.T) {
 		return out + stderr
 	}
 	cli(0, "backup", "check", "-c", primary.Config)
+	// check waited for a WAL file in the repository: /metrics counts it.
+	for _, name := range []string{"raftgres_postgresql_archived_wal_total", "raftgres_postgresql_last_archived_timestamp_seconds"} {
+		if v, err := scrapeMetric(primary, name); err != nil || v <= 0 {
+			t.Fatalf("%s on the primary = %v (%v), want > 0", name, v, err)
+		}
+	}
 
 	var replica *Node
 	for _, n := range c.nodes {
