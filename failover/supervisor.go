@@ -47,6 +47,8 @@ type Supervisor struct {
 
 	lease *lease
 	crash crashTracker
+	// retry spaces the retries of a failed initdb, restore or clone.
+	retry retryBackoff
 	sync  syncState
 
 	// Replication intent, derived from PostgreSQL where it can be.
@@ -244,10 +246,19 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 	s.watchStreaming(st, pgst)
 	o := s.observe(ctx, st, pgst)
 	p := Decide(o)
-	if !p.Noop() {
+	retryIn := s.retry.wait(p, s.clock.Now())
+	if retryIn > 0 {
+		s.logger.Debug("retrying a failed action later", "action", p.Steps(), "in", retryIn.Round(time.Millisecond))
+		loopWait = min(loopWait, retryIn)
+	} else if !p.Noop() {
 		s.logger.Info("acting", "action", p.Steps(), "reason", p.Reason, "epoch", st.Leader.Epoch)
-		if err := s.execute(ctx, st, p); err != nil {
+		err := s.execute(ctx, st, p)
+		if err != nil {
 			s.logger.Error("action failed", "action", p.Steps(), "error", err)
+		}
+		s.retry.done(p, err, s.clock.Now())
+		if w := s.retry.wait(p, s.clock.Now()); w > 0 {
+			s.logger.Warn("will retry after a pause", "action", p.Steps(), "in", w, "failures", s.retry.failures)
 		}
 		if after, err := s.pg.Status(ctx); err == nil || !after.Running {
 			pgst = after
