@@ -206,3 +206,67 @@ func (p *PgBackRest) Info(ctx context.Context) (Info, error) {
 	}
 	return Info{}, fmt.Errorf("pgbackrest info: no stanza %q in the repository", p.cfg.Stanza)
 }
+
+// RestoreOptions say what Restore restores.
+type RestoreOptions struct {
+	// Standby restores the newest backup for a standby.
+	Standby bool
+	// TargetTime, TargetLSN or TargetName (at most one) choose the backup
+	// set for a point-in-time recovery: pgBackRest picks, for a time, the
+	// newest set that ended before it. PostgreSQL's recovery settings are
+	// the caller's (raftgres writes its own).
+	TargetTime, TargetLSN, TargetName string
+	// Set is the backup label to restore (default: as above).
+	Set string
+}
+
+// Restore restores a backup of the stanza into dir, an empty directory
+// (pgBackRest's pg1-path is overridden for this command), logging
+// pgBackRest's progress.
+func (p *PgBackRest) Restore(ctx context.Context, dir string, o RestoreOptions) error {
+	args := []string{"--pg1-path=" + dir, "--log-level-console=info"}
+	switch {
+	case o.Standby:
+		args = append(args, "--type=standby")
+	case o.TargetTime != "":
+		args = append(args, "--type=time", "--target="+o.TargetTime, "--target-action=promote")
+	case o.TargetLSN != "":
+		args = append(args, "--type=lsn", "--target="+o.TargetLSN, "--target-action=promote")
+	case o.TargetName != "":
+		args = append(args, "--type=name", "--target="+o.TargetName, "--target-action=promote")
+	}
+	if o.Set != "" {
+		args = append(args, "--set="+o.Set)
+	}
+	w := &lineLogger{logger: p.logger}
+	_, err := p.run(ctx, w, "restore", args...)
+	w.flush()
+	return err
+}
+
+// lineLogger logs pgBackRest's output one line at a time.
+type lineLogger struct {
+	logger hclog.Logger
+	buf    []byte
+}
+
+func (l *lineLogger) Write(b []byte) (int, error) {
+	l.buf = append(l.buf, b...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		if line := strings.TrimSpace(string(l.buf[:i])); line != "" {
+			l.logger.Info(line)
+		}
+		l.buf = l.buf[i+1:]
+	}
+}
+
+func (l *lineLogger) flush() {
+	if line := strings.TrimSpace(string(l.buf)); line != "" {
+		l.logger.Info(line)
+	}
+	l.buf = nil
+}

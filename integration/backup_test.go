@@ -23,8 +23,9 @@ type backupList struct {
 	Name    string
 	Status  string
 	Backups []struct {
-		Label string `json:"label"`
-		Type  string `json:"type"`
+		Label string    `json:"label"`
+		Type  string    `json:"type"`
+		Stop  time.Time `json:"stop"`
 	}
 	WALMin, WALMax string
 }

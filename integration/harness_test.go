@@ -178,6 +178,9 @@ type NodeOptions struct {
 	Raft string
 	// Backup is the backup: section as a flow mapping.
 	Backup string
+	// PostgresKeys and BootstrapKeys are more lines of the postgresql:
+	// and bootstrap: sections ("create_replica_methods: [pgbackrest]").
+	PostgresKeys, BootstrapKeys []string
 }
 
 func newNode(t testing.TB, base, name string) *Node {
@@ -265,6 +268,9 @@ func (n *Node) WriteConfig(o NodeOptions) {
 		dcs = "{ttl: 10, loop_wait: 1, retry_timeout: 3}"
 	}
 	fmt.Fprintf(&b, "bootstrap:\n  dcs: %s\n", dcs)
+	for _, l := range o.BootstrapKeys {
+		fmt.Fprintf(&b, "  %s\n", l)
+	}
 	if o.Postgres {
 		if n.PGPort == 0 {
 			n.PGPort = freePort(n.t)
@@ -286,6 +292,9 @@ postgresql:
 `, n.listenHost(), n.PGPort, n.host(), n.PGPort, n.PGDataDir(), superPassword)
 		if o.Callbacks != "" {
 			fmt.Fprintf(&b, "  callbacks: %s\n", o.Callbacks)
+		}
+		for _, l := range o.PostgresKeys {
+			fmt.Fprintf(&b, "  %s\n", l)
 		}
 	}
 	if o.Tags != "" {

@@ -51,16 +51,27 @@ type Config struct {
 	Initdb         []InitdbOption
 	PgHba          []string
 	Users          map[string]User
+	// ReplicaMethods are postgresql.create_replica_methods: how a new or
+	// recloned member gets its data directory, tried in order until one
+	// works (MethodPgBackRest, MethodBasebackup); nil is basebackup.
+	ReplicaMethods []string
+	// BootstrapMethod is bootstrap.method: how the first member creates
+	// the cluster (BootstrapInitdb, the default, or BootstrapPgBackRest), and
+	// RecoveryTarget (bootstrap.pgbackrest) where a restore stops.
+	BootstrapMethod string
+	RecoveryTarget  RecoveryTarget
 }
 
 // DefaultConfig returns the defaults of the section.
 func DefaultConfig() Config {
 	return Config{
-		BinDir:      "/usr/lib/postgresql/15/bin",
-		Superuser:   Credentials{Username: "postgres"},
-		Replication: Credentials{Username: "replicator"},
-		Rewind:      Credentials{Username: "rewind_user"},
-		Initdb:      []InitdbOption{{Name: "encoding", Value: "UTF8"}, {Name: "data-checksums"}},
+		BinDir:          "/usr/lib/postgresql/15/bin",
+		Superuser:       Credentials{Username: "postgres"},
+		Replication:     Credentials{Username: "replicator"},
+		Rewind:          Credentials{Username: "rewind_user"},
+		Initdb:          []InitdbOption{{Name: "encoding", Value: "UTF8"}, {Name: "data-checksums"}},
+		ReplicaMethods:  []string{MethodBasebackup},
+		BootstrapMethod: BootstrapInitdb,
 	}
 }
 
@@ -135,6 +146,7 @@ func (c Config) Validate() error {
 			add(fmt.Sprintf("^bootstrap.pg_hba[%d]", i), "is not a pg_hba.conf line: %q", l)
 		}
 	}
+	errs = append(errs, c.validateMethods()...)
 	for name, u := range c.Users {
 		if !identRe.MatchString(name) {
 			add("^bootstrap.users."+name, "must be a plain role name")

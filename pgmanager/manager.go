@@ -34,6 +34,9 @@ type Options struct {
 	// Archive, when set, turns WAL archiving on with these commands
 	// (the backup package's pgBackRest commands).
 	Archive *Archive
+	// Restore restores a data directory from the backup repository
+	// (create_replica_methods pgbackrest, bootstrap.method pgbackrest).
+	Restore Restorer
 }
 
 // Archive is WAL archiving: archive_command on a primary, restore_command
@@ -52,6 +55,7 @@ type Manager struct {
 	logger  hclog.Logger
 	runAs   *syscall.Credential
 	archive *Archive
+	restore Restorer
 	step    time.Duration
 	start   time.Duration
 
@@ -74,11 +78,14 @@ func New(cfg Config, member string, logger hclog.Logger, opts Options) (*Manager
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("postgresql config: %w", err)
 	}
+	if cfg.UsesRepository() && opts.Restore == nil {
+		return nil, errors.New("postgresql config: create_replica_methods or bootstrap.method use pgbackrest, but no backup repository is configured (the backup: section)")
+	}
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
 	m := &Manager{cfg: cfg, member: member, scope: opts.Scope, logger: logger.Named(LoggerName),
-		runAs: opts.RunAs, archive: opts.Archive, step: opts.StopStep, start: opts.StartTimeout}
+		runAs: opts.RunAs, archive: opts.Archive, restore: opts.Restore, step: opts.StopStep, start: opts.StartTimeout}
 	if m.step == 0 {
 		m.step = 30 * time.Second
 	}
@@ -193,7 +200,7 @@ func (m *Manager) Configure(d Desired) (ConfigChange, error) {
 	} else if stripped {
 		ch.Files = append(ch.Files, autoConfFile)
 	}
-	if err := m.setSignal(d.IsStandby()); err != nil {
+	if err := m.setSignals(d); err != nil {
 		return ch, err
 	}
 	if ch.Changed() {
@@ -235,20 +242,23 @@ func StripRecoverySettings(conf string) (string, bool) {
 	return b.String(), removed
 }
 
-// setSignal creates or removes standby.signal (and always removes
-// recovery.signal, which raftgres never uses).
-func (m *Manager) setSignal(standby bool) error {
-	path := filepath.Join(m.cfg.DataDir, standbySig)
-	_ = os.Remove(filepath.Join(m.cfg.DataDir, recoverySig))
-	if !standby {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove %s: %w", path, err)
+// setSignals makes standby.signal exist exactly for a standby and
+// recovery.signal exactly for a targeted recovery (d.Recovery).
+func (m *Manager) setSignals(d Desired) error {
+	for _, f := range []struct {
+		name string
+		want bool
+	}{{standbySig, d.IsStandby()}, {recoverySig, d.Recovery != nil && !d.IsStandby()}} {
+		path := filepath.Join(m.cfg.DataDir, f.name)
+		if !f.want {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove %s: %w", path, err)
+			}
+			continue
 		}
-		return nil
-	}
-	_, err := m.writeFile(path, nil, 0o600)
-	if err != nil {
-		return err
+		if _, err := m.writeFile(path, nil, 0o600); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -28,9 +28,10 @@ func InitdbArgs(dataDir, superuser, pwfile string, opts []InitdbOption) []string
 	return args
 }
 
-// Init creates a new cluster with initdb, starts it as a primary with the
-// managed config for d, and creates the replication and rewind roles and
-// bootstrap.users. It returns the system identifier. On failure the data
+// Init creates a new cluster with initdb, or from the backup repository
+// (bootstrap.method pgbackrest), starts it as a primary with the managed
+// config for d, and creates or updates the replication and rewind roles
+// and bootstrap.users. It returns the system identifier. On failure the data
 // directory is removed, so no half-initialised cluster is left behind.
 func (m *Manager) Init(ctx context.Context, d Desired) (sysid string, err error) {
 	if m.HasDataDir() {
@@ -45,22 +46,11 @@ func (m *Manager) Init(ctx context.Context, d Desired) (sysid string, err error)
 			_ = os.RemoveAll(m.cfg.DataDir)
 		}
 	}()
-	pwfile := ""
-	if m.cfg.Superuser.Password.IsSet() {
-		pwfile = filepath.Clean(m.cfg.DataDir) + ".pwfile"
-		if _, err := m.writeFile(pwfile, []byte(m.cfg.Superuser.Password.Reveal()+"\n"), 0o600); err != nil {
+	if m.cfg.BootstrapMethod == BootstrapPgBackRest {
+		if err := m.initFromBackup(ctx, d); err != nil {
 			return "", err
 		}
-		defer os.Remove(pwfile)
-	}
-	if err := m.run(ctx, command{bin: "initdb", args: InitdbArgs(m.cfg.DataDir, m.cfg.Superuser.Username, pwfile, m.cfg.Initdb)}); err != nil {
-		return "", fmt.Errorf("initdb for %s: %w", m.member, err)
-	}
-	base := filepath.Join(m.cfg.DataDir, baseConfFile)
-	if err := os.Rename(filepath.Join(m.cfg.DataDir, confFile), base); err != nil {
-		return "", fmt.Errorf("initdb for %s: keep initdb's config as %s: %w", m.member, baseConfFile, err)
-	}
-	if err := m.Start(ctx, d); err != nil {
+	} else if err := m.initdb(ctx, d); err != nil {
 		return "", err
 	}
 	if err := m.createRoles(ctx); err != nil {
@@ -72,6 +62,27 @@ func (m *Manager) Init(ctx context.Context, d Desired) (sysid string, err error)
 	}
 	m.logger.Info("cluster initialised", "system_id", st.SystemID)
 	return st.SystemID, nil
+}
+
+// initdb creates the data directory with initdb and starts it as a
+// primary with the managed config for d.
+func (m *Manager) initdb(ctx context.Context, d Desired) error {
+	pwfile := ""
+	if m.cfg.Superuser.Password.IsSet() {
+		pwfile = filepath.Clean(m.cfg.DataDir) + ".pwfile"
+		if _, err := m.writeFile(pwfile, []byte(m.cfg.Superuser.Password.Reveal()+"\n"), 0o600); err != nil {
+			return err
+		}
+		defer os.Remove(pwfile)
+	}
+	if err := m.run(ctx, command{bin: "initdb", args: InitdbArgs(m.cfg.DataDir, m.cfg.Superuser.Username, pwfile, m.cfg.Initdb)}); err != nil {
+		return fmt.Errorf("initdb for %s: %w", m.member, err)
+	}
+	base := filepath.Join(m.cfg.DataDir, baseConfFile)
+	if err := os.Rename(filepath.Join(m.cfg.DataDir, confFile), base); err != nil {
+		return fmt.Errorf("initdb for %s: keep initdb's config as %s: %w", m.member, baseConfFile, err)
+	}
+	return m.Start(ctx, d)
 }
 
 // ensureEmptyDir creates dir (0700, owned by RunAs) or checks it is empty.
@@ -178,7 +189,7 @@ func (m *Manager) Promote(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
 		return fmt.Errorf("checkpoint after promoting %s: %w", m.member, err)
 	}
-	if err := m.setSignal(false); err != nil {
+	if err := m.setSignals(Desired{}); err != nil {
 		return err
 	}
 	m.logger.Info("promoted to primary")
@@ -241,10 +252,13 @@ func waitSetting(ctx context.Context, conn *pgx.Conn, name, want string) error {
 	}
 }
 
-// Clone copies the data directory from upstream with pg_basebackup into a
-// temporary directory that is renamed into place only on success, so a
-// failed or killed clone leaves no half data directory. The clone is left
-// stopped and configured as a standby of d.Standby.
+// Clone creates the data directory of a standby of d.Standby with the
+// create_replica_methods in order (a restore from the backup repository,
+// pg_basebackup from the upstream), falling back to the next when one
+// fails. Each writes into a temporary directory that is renamed into
+// place only on success, so a failed or killed clone leaves no half data
+// directory. The clone is left stopped and configured as a standby of
+// d.Standby.
 func (m *Manager) Clone(ctx context.Context, d Desired) error {
 	if d.Standby == nil {
 		return fmt.Errorf("clone for %s: no source given", m.member)
@@ -259,26 +273,35 @@ func (m *Manager) Clone(ctx context.Context, d Desired) error {
 		return err
 	}
 	tmp := filepath.Clean(m.cfg.DataDir) + ".clone-tmp"
-	_ = os.RemoveAll(tmp) // a previous, interrupted clone
-	if err := m.ensureEmptyDir(tmp); err != nil {
-		return err
-	}
 	src := d.Standby
-	args := []string{"-D", tmp, "-X", "stream", "-c", "fast", "--no-password", "-d", Conninfo(map[string]string{
-		"host": src.Host, "port": fmt.Sprint(src.Port), "user": m.cfg.Replication.Username,
-		"application_name": m.member + "-clone", "connect_timeout": "5",
-	})}
-	m.logger.Info("cloning", "source", src.Name, "address", src.Addr())
 	start := time.Now()
-	err := m.run(ctx, command{bin: "pg_basebackup", args: args, env: []string{"PGPASSFILE=" + m.pgpassPath()}})
-	if err != nil {
-		_ = os.RemoveAll(tmp)
-		return fmt.Errorf("clone %s from %s: %w", m.member, src.Name, err)
+	var errs []error
+	method := ""
+	methods := m.cfg.replicaMethods()
+	for i, meth := range methods {
+		var err error
+		switch meth {
+		case MethodPgBackRest:
+			m.logger.Info("creating the replica from the backup repository", "upstream", src.Name)
+			err = m.restoreInto(ctx, tmp, RestoreRequest{Standby: true})
+		default:
+			err = m.basebackup(ctx, tmp, src)
+		}
+		if err == nil {
+			method = meth
+			break
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", meth, err))
+		if ctx.Err() != nil {
+			break
+		}
+		if i+1 < len(methods) {
+			m.logger.Warn("replica creation method failed; trying the next", "method", meth,
+				"next", methods[i+1], "error", err)
+		}
 	}
-	if err := m.fetchHistories(ctx, tmp, src); err != nil {
-		// Not fatal: the clone is good; only a standby that later crosses
-		// those timelines through this member would miss them.
-		m.logger.Warn("could not copy older timeline histories from the clone source", "source", src.Name, "error", err)
+	if method == "" {
+		return fmt.Errorf("clone %s from %s: %w", m.member, src.Name, errors.Join(errs...))
 	}
 	_ = os.Remove(m.cfg.DataDir) // empty dir or nothing
 	if err := os.Rename(tmp, m.cfg.DataDir); err != nil {
@@ -288,7 +311,30 @@ func (m *Manager) Clone(ctx context.Context, d Desired) error {
 	if _, err := m.Configure(d); err != nil {
 		return err
 	}
-	m.logger.Info("clone finished", "source", src.Name, "took", time.Since(start).Round(time.Millisecond))
+	m.logger.Info("clone finished", "method", method, "upstream", src.Name, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// basebackup copies src into tmp (emptied first) with pg_basebackup.
+func (m *Manager) basebackup(ctx context.Context, tmp string, src *Upstream) error {
+	_ = os.RemoveAll(tmp) // a previous, interrupted clone
+	if err := m.ensureEmptyDir(tmp); err != nil {
+		return err
+	}
+	args := []string{"-D", tmp, "-X", "stream", "-c", "fast", "--no-password", "-d", Conninfo(map[string]string{
+		"host": src.Host, "port": fmt.Sprint(src.Port), "user": m.cfg.Replication.Username,
+		"application_name": m.member + "-clone", "connect_timeout": "5",
+	})}
+	m.logger.Info("cloning with pg_basebackup", "source", src.Name, "address", src.Addr())
+	if err := m.run(ctx, command{bin: "pg_basebackup", args: args, env: []string{"PGPASSFILE=" + m.pgpassPath()}}); err != nil {
+		_ = os.RemoveAll(tmp)
+		return err
+	}
+	if err := m.fetchHistories(ctx, tmp, src); err != nil {
+		// Not fatal: the clone is good; only a standby that later crosses
+		// those timelines through this member would miss them.
+		m.logger.Warn("could not copy older timeline histories from the clone source", "source", src.Name, "error", err)
+	}
 	return nil
 }
 

@@ -633,3 +633,61 @@ func TestCloneCopiesOlderTimelineHistories(t *testing.T) {
 		}
 	}
 }
+
+// TestCloneFallsBackToBasebackup: with create_replica_methods [pgbackrest,
+// basebackup], a failing restore leaves nothing behind and the clone goes
+// on with pg_basebackup; a restore-only list fails with the restore's
+// error and no data directory.
+func TestCloneFallsBackToBasebackup(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 3*time.Minute)
+	p := e.initPrimary(t, ctx, "pg1")
+	var calls []RestoreRequest
+	restore := func(_ context.Context, dir string, r RestoreRequest) error {
+		calls = append(calls, r)
+		if entries, err := os.ReadDir(dir); err != nil || len(entries) > 0 {
+			t.Errorf("restore into %s: not an empty directory (%v, %d entries)", dir, err, len(entries))
+		}
+		// What a failed restore may leave: it must not survive.
+		_ = os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte("15\n"), 0o600)
+		return errors.New("no backup set in the repository")
+	}
+	mk := func(name string, methods []string) *Manager {
+		cfg := e.config(t, name)
+		cfg.ReplicaMethods = methods
+		logger := hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: testWriter{t}})
+		m, err := New(cfg, name, logger, Options{Scope: "test", RunAs: e.runAs, Restore: restore})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Stop(context.Background(), StopImmediate) })
+		return m
+	}
+	d := Desired{Standby: upstreamOf(t, "pg1", p)}
+	only := mk("pg2", []string{MethodPgBackRest})
+	if err := only.Clone(ctx, d); err == nil || !strings.Contains(err.Error(), "no backup set") {
+		t.Fatalf("clone with pgbackrest only: %v", err)
+	}
+	if only.HasDataDir() {
+		t.Fatal("a failed restore left a data directory")
+	}
+	r := mk("pg3", []string{MethodPgBackRest, MethodBasebackup})
+	if err := r.Clone(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 2 || !calls[0].Standby || !calls[1].Standby {
+		t.Fatalf("restore calls %+v, want two standby restores", calls)
+	}
+	if err := r.Start(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, p, "pg3")
+	if _, err := New(e.config(t, "pg4"), "pg4", nil, Options{}); err != nil {
+		t.Fatalf("default methods need no repository: %v", err)
+	}
+	cfg := e.config(t, "pg5")
+	cfg.BootstrapMethod = BootstrapPgBackRest
+	if _, err := New(cfg, "pg5", nil, Options{}); err == nil || !strings.Contains(err.Error(), "no backup repository") {
+		t.Fatalf("pgbackrest bootstrap without a repository: %v", err)
+	}
+}

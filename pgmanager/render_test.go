@@ -126,6 +126,50 @@ func TestBuildSettingsWithArchiving(t *testing.T) {
 	}
 }
 
+func TestBuildSettingsForRecovery(t *testing.T) {
+	t.Parallel()
+	m := testManager(t)
+	for _, tc := range []struct {
+		target RecoveryTarget
+		want   map[string]string
+	}{
+		{RecoveryTarget{}, map[string]string{}},
+		{RecoveryTarget{Time: "2026-11-29 01:02:03.5+00"}, map[string]string{"recovery_target_time": "2026-11-29 01:02:03.5+00", "recovery_target_action": "promote"}},
+		{RecoveryTarget{LSN: "0/3000060"}, map[string]string{"recovery_target_lsn": "0/3000060", "recovery_target_action": "promote"}},
+		{RecoveryTarget{Name: "before-upgrade", Set: "20261129-010203F"}, map[string]string{"recovery_target_name": "before-upgrade", "recovery_target_action": "promote"}},
+	} {
+		got := m.BuildSettings(Desired{Recovery: &tc.target})
+		for k := range recoveryParams {
+			if k != "synchronous_standby_names" && got[k] != tc.want[k] {
+				t.Errorf("target %s: %s = %q, want %q", tc.target, k, got[k], tc.want[k])
+			}
+		}
+	}
+}
+
+func TestTargetTime(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{"2026-11-29T01:02:03Z", "2026-11-29 01:02:03+00"},
+		{"2026-11-29T02:02:03.25+01:00", "2026-11-29 01:02:03.25+00"},
+		{"2026-11-29 01:02:03.123456+00", "2026-11-29 01:02:03.123456+00"},
+		{"2026-11-29 03:02:03+02:00", "2026-11-29 01:02:03+00"},
+		{"2026-11-29 01:02:03", ""},
+		{"yesterday", ""},
+	} {
+		tm, err := ParseTargetTime(tc.in)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("%q accepted as %v", tc.in, tm)
+			}
+			continue
+		}
+		if err != nil || FormatTargetTime(tm) != tc.want {
+			t.Errorf("%q: %q, %v; want %q", tc.in, FormatTargetTime(tm), err, tc.want)
+		}
+	}
+}
+
 func TestRenderHBA(t *testing.T) {
 	t.Parallel()
 	got := testManager(t).RenderHBA().Text

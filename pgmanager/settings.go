@@ -77,6 +77,10 @@ type Desired struct {
 	// member (a standby ignores it, so one can carry the commit gate's
 	// setting before its promotion). Empty means no synchronous standby.
 	SyncStandbyNames string
+	// Recovery, when set, makes this a targeted recovery from the WAL
+	// archive (recovery.signal) that promotes itself at the target: a
+	// cluster created from the backup repository, before it is opened.
+	Recovery *RecoveryTarget
 }
 
 // IsStandby reports whether d describes a standby.
@@ -128,6 +132,13 @@ func (m *Manager) BuildSettings(d Desired) map[string]string {
 		// Every member archives once it is primary (archive_mode on is
 		// inert on a standby) and fetches missing WAL from the archive.
 		s["archive_mode"], s["archive_command"], s["restore_command"] = "on", a.Command, a.RestoreCommand
+	}
+	if t := d.Recovery; t != nil {
+		for k, v := range map[string]string{"recovery_target_time": t.Time, "recovery_target_lsn": t.LSN, "recovery_target_name": t.Name} {
+			if v != "" {
+				s[k], s["recovery_target_action"] = v, "promote"
+			}
+		}
 	}
 	if d.Standby != nil {
 		s["primary_conninfo"] = m.replicationConninfo(*d.Standby)

@@ -83,6 +83,7 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 				return err
 			}
 			pgOpts.Archive = &pgmanager.Archive{Command: br.ArchiveCommand(), RestoreCommand: br.RestoreCommand()}
+			pgOpts.Restore = restorer(br)
 		}
 		pg, err := pgmanager.New(cfg.Postgres, cfg.Name, logger, pgOpts)
 		if err != nil {

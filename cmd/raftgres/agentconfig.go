@@ -270,9 +270,16 @@ func (f *fileConfig) convertPostgres(c *agentConfig) {
 		}
 		p.Users[name] = pgmanager.User{Password: u.Password, Options: u.Options}
 	}
+	p.BootstrapMethod = valueOr(f.Bootstrap.Method, p.BootstrapMethod)
+	if t := f.Bootstrap.PgBackRest; t != nil {
+		p.RecoveryTarget = pgmanager.RecoveryTarget{Time: t.TargetTime, LSN: t.TargetLSN, Name: t.TargetName, Set: t.Set}
+	}
 	pg := f.PostgreSQL
 	if pg == nil {
 		return
+	}
+	if pg.CreateReplicaMethods != nil {
+		p.ReplicaMethods = slices.Clone(pg.CreateReplicaMethods)
 	}
 	c.HasPostgres = true
 	p.Listen, p.ConnectAddress, p.DataDir = pg.Listen, pg.ConnectAddress, pg.DataDir
@@ -347,6 +354,14 @@ func (c *agentConfig) validate() []error {
 	check("backup", c.Backup.Validate())
 	if c.Backup.Enabled() && !c.HasPostgres {
 		check("backup", errors.New("needs a postgresql: section"))
+	}
+	if c.HasPostgres && !c.Backup.Enabled() {
+		if slices.Contains(c.Postgres.ReplicaMethods, pgmanager.MethodPgBackRest) {
+			check("postgresql.create_replica_methods", errors.New("pgbackrest needs the backup: section (the repository to restore from)"))
+		}
+		if c.Postgres.BootstrapMethod == pgmanager.BootstrapPgBackRest {
+			check("bootstrap.method", errors.New("pgbackrest needs the backup: section (the repository to restore from)"))
+		}
 	}
 	if !hclogLevels[strings.ToLower(c.Log.Level)] {
 		check("log.level", fmt.Errorf("must be trace, debug, info, warn or error, got %q", c.Log.Level))

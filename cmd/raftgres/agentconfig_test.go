@@ -108,6 +108,28 @@ func TestParseValidConfig(t *testing.T) {
 	}
 }
 
+func TestParseRestoreConfig(t *testing.T) {
+	t.Parallel()
+	y := strings.Replace(strings.Replace(validConfig, "  callbacks:", "  create_replica_methods: [pgbackrest, basebackup]\n  callbacks:", 1),
+		"bootstrap:\n", "bootstrap:\n  method: pgbackrest\n  pgbackrest: {target_time: '2026-11-29T01:02:03Z', set: 20261128-230000F}\n", 1) +
+		"backup: {stanza: main, repo_path: /var/lib/pgbackrest}\n"
+	c, err := parseConfig("pg1.yml", []byte(y), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal(c.Postgres.ReplicaMethods, []string{"pgbackrest", "basebackup"}) || c.Postgres.BootstrapMethod != "pgbackrest" ||
+		c.Postgres.RecoveryTarget != (pgmanager.RecoveryTarget{Time: "2026-11-29T01:02:03Z", Set: "20261128-230000F"}) {
+		t.Errorf("methods %v, bootstrap %q, target %+v", c.Postgres.ReplicaMethods, c.Postgres.BootstrapMethod, c.Postgres.RecoveryTarget)
+	}
+	d, err := parseConfig("pg1.yml", []byte(validConfig), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal(d.Postgres.ReplicaMethods, []string{"basebackup"}) || d.Postgres.BootstrapMethod != "initdb" {
+		t.Errorf("defaults: methods %v, bootstrap %q", d.Postgres.ReplicaMethods, d.Postgres.BootstrapMethod)
+	}
+}
+
 func TestParseConfigErrors(t *testing.T) {
 	t.Parallel()
 	replace := func(old, new string) string {
@@ -161,6 +183,22 @@ func TestParseConfigErrors(t *testing.T) {
 		{"several problems at once", replace("log: {level: debug, format: json}", "log: {level: loud, format: xml}"), 0o600,
 			[]string{"2 problems", "log.level", "log.format"}},
 		{"empty file", "", 0o600, []string{"empty file"}},
+		{"unknown replica method", replace("  callbacks:", "  create_replica_methods: [wal_e, basebackup]\n  callbacks:"), 0o600,
+			[]string{"postgresql.create_replica_methods[0]: must be pgbackrest or basebackup, got \"wal_e\""}},
+		{"pgbackrest replicas without backup:", replace("  callbacks:", "  create_replica_methods: [pgbackrest, basebackup]\n  callbacks:"), 0o600,
+			[]string{"postgresql.create_replica_methods: pgbackrest needs the backup: section"}},
+		{"unknown bootstrap method", replace("bootstrap:\n", "bootstrap:\n  method: wal_g\n"), 0o600,
+			[]string{"bootstrap.method: must be initdb or pgbackrest, got \"wal_g\""}},
+		{"restore target without pgbackrest", replace("bootstrap:\n", "bootstrap:\n  pgbackrest: {target_lsn: 0/3000060}\n"), 0o600,
+			[]string{"bootstrap.pgbackrest: is used only with bootstrap.method: pgbackrest"}},
+		{"restore target time without offset", replace("bootstrap:\n", "bootstrap:\n  method: pgbackrest\n  pgbackrest: {target_time: '2026-11-29 01:02:03'}\n") +
+			"backup: {stanza: main, repo_path: /var/lib/pgbackrest}\n", 0o600,
+			[]string{"bootstrap.pgbackrest.target_time: must be a time with a UTC offset"}},
+		{"two restore targets", replace("bootstrap:\n", "bootstrap:\n  method: pgbackrest\n  pgbackrest: {target_lsn: 0/3000060, target_name: before}\n") +
+			"backup: {stanza: main, repo_path: /var/lib/pgbackrest}\n", 0o600,
+			[]string{"bootstrap.pgbackrest: set at most one of target_time, target_lsn and target_name"}},
+		{"unknown restore key", replace("bootstrap:\n", "bootstrap:\n  method: pgbackrest\n  pgbackrest: {target: x}\n"), 0o600,
+			[]string{"bootstrap.pgbackrest.target: unknown key"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

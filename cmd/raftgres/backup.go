@@ -30,6 +30,14 @@ func pgBackRest(cfg *agentConfig, logger hclog.Logger) *backup.PgBackRest {
 		PassFile: pgmanager.PgpassPath(cfg.Postgres.DataDir)}, logger)
 }
 
+// restorer lets PostgreSQL's manager restore from the repository.
+func restorer(br *backup.PgBackRest) pgmanager.Restorer {
+	return func(ctx context.Context, dir string, r pgmanager.RestoreRequest) error {
+		return br.Restore(ctx, dir, backup.RestoreOptions{Standby: r.Standby, TargetTime: r.Target.Time,
+			TargetLSN: r.Target.LSN, TargetName: r.Target.Name, Set: r.Target.Set})
+	}
+}
+
 // stanzaRetry is how often the primary retries a failed stanza-create.
 const stanzaRetry = 10 * time.Second
 

@@ -88,6 +88,8 @@ type filePostgres struct {
 	Authentication filePGAuth        `yaml:"authentication"`
 	Parameters     map[string]scalar `yaml:"parameters"`
 	Callbacks      fileCallbacks     `yaml:"callbacks"`
+	// CreateReplicaMethods: pgbackrest, basebackup (tried in order).
+	CreateReplicaMethods []string `yaml:"create_replica_methods"`
 }
 
 type filePGAuth struct {
@@ -103,10 +105,22 @@ type fileCallbacks struct {
 }
 
 type fileBootstrap struct {
-	DCS    fileDCS             `yaml:"dcs"`
-	Initdb []initdbEntry       `yaml:"initdb"`
-	PgHba  []string            `yaml:"pg_hba"`
-	Users  map[string]fileUser `yaml:"users"`
+	// Method is initdb (default) or pgbackrest (restore from backup:).
+	Method     string              `yaml:"method"`
+	PgBackRest *fileRestoreTarget  `yaml:"pgbackrest"`
+	DCS        fileDCS             `yaml:"dcs"`
+	Initdb     []initdbEntry       `yaml:"initdb"`
+	PgHba      []string            `yaml:"pg_hba"`
+	Users      map[string]fileUser `yaml:"users"`
+}
+
+// fileRestoreTarget is bootstrap.pgbackrest: where a cluster created from
+// the backup repository stops recovering (none: the end of the archive).
+type fileRestoreTarget struct {
+	TargetTime string `yaml:"target_time"`
+	TargetLSN  string `yaml:"target_lsn"`
+	TargetName string `yaml:"target_name"`
+	Set        string `yaml:"set"`
 }
 
 type fileDCS struct {
