@@ -208,7 +208,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, flagH
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	internal := strings.HasPrefix(path, "/raft/") || path == "/snapshot"
+	internal := strings.HasPrefix(path, "/raft/") || path == "/snapshot" || path == "/backup/endpoint"
 	switch {
 	case internal && c.opts.Token != "":
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
@@ -264,6 +264,12 @@ func get[T any](ctx context.Context, c *Client, path string) (T, error) {
 	var out T
 	err := c.do(ctx, http.MethodGet, path, nil, "", &out)
 	return out, err
+}
+
+// BackupEndpoint reads the member's /backup/endpoint into out (an
+// internal endpoint: it needs the cluster token or a peer certificate).
+func (c *Client) BackupEndpoint(ctx context.Context, out any) error {
+	return c.do(ctx, http.MethodGet, "/backup/endpoint", nil, "", out)
 }
 
 // ClusterView reads /cluster.

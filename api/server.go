@@ -52,6 +52,8 @@ type Server struct {
 	mux      *http.ServeMux
 	member   Member
 	version  string
+	// backupEndpoint is served on GET /backup/endpoint (nil: 404).
+	backupEndpoint any
 }
 
 // Option configures a Server.
@@ -60,6 +62,11 @@ type Option func(*Server)
 // WithMember serves the local PostgreSQL member's health, status and
 // operator requests; without it (a Raft-only agent) health checks fail.
 func WithMember(m Member) Option { return func(s *Server) { s.member = m } }
+
+// WithBackupEndpoint serves v (the backup package's Endpoint: how
+// pgBackRest on another member's host reaches this PostgreSQL) to peers on
+// GET /backup/endpoint.
+func WithBackupEndpoint(v any) Option { return func(s *Server) { s.backupEndpoint = v } }
 
 // WithVersion sets the version /patroni and /metrics report.
 func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
@@ -96,6 +103,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /raft/apply", s.internal(s.handleApply))
 	s.mux.HandleFunc("POST /raft/transfer", s.internal(s.handleTransfer))
 	s.mux.HandleFunc("GET /snapshot", s.internal(s.handleSnapshot))
+	s.mux.HandleFunc("GET /backup/endpoint", s.internal(s.handleBackupEndpoint))
 	s.mux.HandleFunc("GET /cluster", s.handleCluster)
 	s.mux.HandleFunc("GET /history", s.handleHistory)
 	s.mux.HandleFunc("GET /patroni", s.handlePatroni)
@@ -305,6 +313,14 @@ func (s *Server) handleTransfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"transferred_from": s.store.ID()})
+}
+
+func (s *Server) handleBackupEndpoint(w http.ResponseWriter, r *http.Request) {
+	if s.backupEndpoint == nil {
+		writeError(w, fmt.Errorf("%w: this member runs no pgBackRest TLS server (backup.server)", ErrNotFound), "")
+		return
+	}
+	writeJSON(w, http.StatusOK, s.backupEndpoint)
 }
 
 func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {

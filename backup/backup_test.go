@@ -26,6 +26,18 @@ func TestValidate(t *testing.T) {
 		{"an option raftgres owns", func(c *Config) { c.Options = map[string]string{"pg1-path": "/x"} }, "options.pg1-path: is set by raftgres"},
 		{"not an option name", func(c *Config) { c.Options = map[string]string{"Repo1 Path": "/x"} }, "is not a pgBackRest option name"},
 		{"a second line", func(c *Config) { c.Options = map[string]string{"repo1-s3-bucket": "b\n[x]"} }, "must be one line"},
+		{"another member's pg option", func(c *Config) { c.Options = map[string]string{"pg2-host": "x"} }, "options.pg2-host: is set by raftgres"},
+		{"a server option", func(c *Config) { c.Options = map[string]string{"tls-server-auth": "x=y"} }, "options.tls-server-auth: is set by raftgres"},
+		{"server", func(c *Config) {
+			c.Server = ServerConfig{Listen: "pg1.example.net:8432", CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem"}
+		}, ""},
+		{"server without listen", func(c *Config) { c.Server = ServerConfig{CAFile: "/ca.pem"} }, "server.listen: is required"},
+		{"server on any address", func(c *Config) {
+			c.Server = ServerConfig{Listen: "0.0.0.0:8432", CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem"}
+		}, "server.listen: needs a host"},
+		{"server without key", func(c *Config) {
+			c.Server = ServerConfig{Listen: "pg1:8432", CAFile: "/ca.pem", CertFile: "/c.pem"}
+		}, "server.key_file: must be an absolute path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
@@ -64,6 +76,22 @@ func TestRenderAndCommands(t *testing.T) {
 	if got, want := p.ArchiveCommand(), "/usr/bin/pgbackrest --config="+filepath.Join(dir, "pgdata.pgbackrest", "pgbackrest.conf")+
 		` --stanza=demo archive-push "%p"`; got != want {
 		t.Fatalf("archive_command %q, want %q", got, want)
+	}
+	if strings.Contains(text, "tls-server") {
+		t.Fatalf("the main config carries the TLS server's settings:\n%s", text)
+	}
+	ps := New(Config{Stanza: "demo", RepoPath: "/r", Bin: "/usr/bin/pgbackrest",
+		Server: ServerConfig{Listen: "pg1.example.net:8432", CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem"}},
+		Target{DataDir: "/d"}, nil)
+	if !ps.SetClients([]string{"pg2", "pg1"}) || ps.SetClients([]string{"pg1", "pg2"}) {
+		t.Fatal("SetClients: a change not reported, or an unchanged set reported")
+	}
+	server := ps.RenderServer()
+	for _, want := range []string{"tls-server-address=pg1.example.net\n", "tls-server-port=8432\n", "tls-server-ca-file=/ca.pem\n",
+		"tls-server-cert-file=/c.pem\n", "tls-server-key-file=/k.pem\n", "tls-server-auth=pg1=demo\ntls-server-auth=pg2=demo\n"} {
+		if !strings.Contains(server, want) {
+			t.Fatalf("server config lacks %q:\n%s", want, server)
+		}
 	}
 	if got := New(Config{Stanza: "demo", RepoPath: "/r", Bin: "/opt/pg backrest/bin", ConfigFile: "/etc/it's.conf"}, Target{DataDir: "/d"}, nil).
 		RestoreCommand(); got != `'/opt/pg backrest/bin' '--config=/etc/it'\''s.conf' --stanza=demo archive-get %f "%p"` &&

@@ -31,7 +31,27 @@ type Config struct {
 	ConfigFile string
 	// LogPath, LockPath and SpoolPath are pgBackRest's working directories.
 	LogPath string
+	// Server is pgBackRest's TLS server on this host (off when Listen is
+	// empty). It lets a backup run on another member's host read this
+	// member's PostgreSQL: backups from a replica need it on every member.
+	Server ServerConfig
 }
+
+// ServerConfig is backup.server: where pgBackRest's TLS server listens
+// (a host the other members reach) and its certificate. The same
+// certificate is this host's client certificate towards the other
+// members' servers, which accept the cluster's member names as client
+// CNs: issue each member's certificate with its name as CN, for both
+// server and client authentication.
+type ServerConfig struct {
+	Listen   string
+	CAFile   string
+	CertFile string
+	KeyFile  string
+}
+
+// Enabled reports whether the TLS server runs.
+func (s ServerConfig) Enabled() bool { return s.Listen != "" }
 
 // DefaultConfig is the section's defaults; ConfigFile and LogPath default
 // beside the PostgreSQL data directory (Defaults).
@@ -58,12 +78,15 @@ func (c Config) Defaults(dataDir string) Config {
 var (
 	stanzaRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 	optionRe = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+	// pgIndexRe are the pgN-* options: raftgres describes the members.
+	pgIndexRe = regexp.MustCompile(`^pg[0-9]+-`)
 )
 
 // owned are the options raftgres sets itself: the repository path, where
 // PostgreSQL is, and the working directories.
 var owned = []string{"stanza", "config", "repo1-path", "log-path", "lock-path", "spool-path",
-	"pg1-path", "pg1-port", "pg1-socket-path", "pg1-user", "pg1-host"}
+	"pg1-path", "pg1-port", "pg1-socket-path", "pg1-user", "pg1-host", "backup-standby",
+	"tls-server-address", "tls-server-port", "tls-server-auth", "tls-server-ca-file", "tls-server-cert-file", "tls-server-key-file"}
 
 // SecretOption reports whether a pgBackRest option holds a secret (an
 // object store key, an encryption passphrase): a config file that sets one
@@ -100,11 +123,23 @@ func (c Config) Validate() error {
 			errs = append(errs, conf.Errorf(p.key, "must be an absolute path, got %q", p.v))
 		}
 	}
+	if sv := c.Server; sv.Enabled() {
+		if err := conf.CheckHostPort(sv.Listen, false); err != nil {
+			errs = append(errs, &conf.FieldError{Path: "server.listen", Err: err})
+		}
+		for _, p := range []struct{ key, v string }{{"ca_file", sv.CAFile}, {"cert_file", sv.CertFile}, {"key_file", sv.KeyFile}} {
+			if p.v == "" || !filepath.IsAbs(p.v) {
+				errs = append(errs, conf.Errorf("server."+p.key, "must be an absolute path, got %q", p.v))
+			}
+		}
+	} else if c.Server != (ServerConfig{}) {
+		errs = append(errs, conf.Errorf("server.listen", "is required when backup.server is set"))
+	}
 	for k, v := range c.Options {
 		switch {
 		case !optionRe.MatchString(k):
 			errs = append(errs, conf.Errorf("options."+k, "is not a pgBackRest option name"))
-		case slices.Contains(owned, k):
+		case slices.Contains(owned, k) || pgIndexRe.MatchString(k):
 			errs = append(errs, conf.Errorf("options."+k, "is set by raftgres (use repo_path, or the postgresql: section)"))
 		case strings.ContainsAny(v, "\n\r"):
 			errs = append(errs, conf.Errorf("options."+k, "must be one line"))

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -34,6 +36,8 @@ type PgBackRest struct {
 	cfg    Config
 	target Target
 	logger hclog.Logger
+	// clients are the client CNs the TLS server accepts (member names).
+	clients []string
 	// RunAs, when set, runs pgBackRest as this OS user (tests as root).
 	RunAs *syscall.Credential
 }
@@ -73,7 +77,14 @@ func shellQuote(s string) string {
 }
 
 // Render is pgBackRest's config file.
-func (p *PgBackRest) Render() string {
+func (p *PgBackRest) Render() string { return p.render(false) }
+
+// RenderServer is the TLS server's config file: Render's with the
+// server's address, certificate and the client CNs it accepts. Only the
+// agent writes it; commands run by hand never touch it.
+func (p *PgBackRest) RenderServer() string { return p.render(true) }
+
+func (p *PgBackRest) render(server bool) string {
 	var b strings.Builder
 	b.WriteString("# Managed by raftgres: edits are overwritten. Configure the backup: section.\n[global]\n")
 	base := filepath.Dir(p.cfg.ConfigFile)
@@ -83,12 +94,34 @@ func (p *PgBackRest) Render() string {
 		"log-level-console": "warn", "log-level-file": "info", "start-fast": "y",
 	}
 	maps.Copy(global, p.cfg.Options)
+	if sv := p.cfg.Server; server && sv.Enabled() {
+		host, port, _ := net.SplitHostPort(sv.Listen)
+		maps.Copy(global, map[string]string{"tls-server-address": host, "tls-server-port": port,
+			"tls-server-ca-file": sv.CAFile, "tls-server-cert-file": sv.CertFile, "tls-server-key-file": sv.KeyFile})
+	}
 	for _, k := range slices.Sorted(maps.Keys(global)) {
 		fmt.Fprintf(&b, "%s=%s\n", k, global[k])
+	}
+	if server {
+		for _, cn := range p.clients {
+			fmt.Fprintf(&b, "tls-server-auth=%s=%s\n", cn, p.cfg.Stanza)
+		}
 	}
 	fmt.Fprintf(&b, "\n[%s]\npg1-path=%s\npg1-port=%s\npg1-socket-path=%s\npg1-user=%s\n", p.cfg.Stanza,
 		p.target.DataDir, p.target.Port, p.target.SocketDir, p.target.User)
 	return b.String()
+}
+
+// SetClients sets the client CNs the TLS server accepts (the member
+// names, sorted) and reports whether they changed; RunServer writes them
+// into the server's config.
+func (p *PgBackRest) SetClients(names []string) bool {
+	names = slices.Sorted(slices.Values(names))
+	if slices.Equal(names, p.clients) {
+		return false
+	}
+	p.clients = names
+	return true
 }
 
 // WriteConfig writes pgBackRest's config file (0600, atomically) and
@@ -100,13 +133,23 @@ func (p *PgBackRest) WriteConfig() error {
 			return fmt.Errorf("create pgbackrest directory %s: %w", d, err)
 		}
 	}
-	tmp := p.cfg.ConfigFile + ".tmp"
-	if err := os.WriteFile(tmp, []byte(p.Render()), 0o600); err != nil {
+	return writeAtomic(p.cfg.ConfigFile, p.Render())
+}
+
+// serverConfigFile is the TLS server's config file, beside the other.
+func (p *PgBackRest) serverConfigFile() string {
+	return filepath.Join(filepath.Dir(p.cfg.ConfigFile), "pgbackrest-server.conf")
+}
+
+// writeAtomic writes data to path with mode 0600 through a rename.
+func writeAtomic(path, data string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
 		return fmt.Errorf("write pgbackrest config %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, p.cfg.ConfigFile); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("write pgbackrest config %s: %w", p.cfg.ConfigFile, err)
+		return fmt.Errorf("write pgbackrest config %s: %w", path, err)
 	}
 	return nil
 }
@@ -122,16 +165,23 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("pgbackrest %s failed (exit %d): %s", e.Command, e.Code, e.Message)
 }
 
+// env is pgBackRest's environment: no console noise on stderr but
+// errors, and libpq's password file.
+func (p *PgBackRest) env() []string {
+	env := append(os.Environ(), "PGBACKREST_LOG_LEVEL_STDERR=error")
+	if p.target.PassFile != "" {
+		env = append(env, "PGPASSFILE="+p.target.PassFile)
+	}
+	return env
+}
+
 // run runs one pgBackRest command; out, when set, receives its stdout as
 // it comes. A failure returns *Error carrying pgBackRest's message.
 func (p *PgBackRest) run(ctx context.Context, out io.Writer, command string, args ...string) ([]byte, error) {
 	argv := append([]string{"--config=" + p.cfg.ConfigFile, "--stanza=" + p.cfg.Stanza}, args...)
 	argv = append(argv, command)
 	cmd := exec.CommandContext(ctx, p.cfg.Bin, argv...)
-	cmd.Env = append(os.Environ(), "PGBACKREST_LOG_LEVEL_STDERR=error")
-	if p.target.PassFile != "" {
-		cmd.Env = append(cmd.Env, "PGPASSFILE="+p.target.PassFile)
-	}
+	cmd.Env = p.env()
 	if p.RunAs != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.RunAs}
 	}
@@ -175,11 +225,7 @@ var BackupTypes = []string{"full", "diff", "incr"}
 // Backup takes a backup of the local PostgreSQL (which must be the
 // primary) and writes pgBackRest's progress lines to progress.
 func (p *PgBackRest) Backup(ctx context.Context, typ string, progress io.Writer) error {
-	if !slices.Contains(BackupTypes, typ) {
-		return fmt.Errorf("backup type %q: want one of %s", typ, strings.Join(BackupTypes, ", "))
-	}
-	_, err := p.run(ctx, progress, "backup", "--type="+typ, "--log-level-console=info")
-	return err
+	return p.BackupFrom(ctx, typ, progress, Source{})
 }
 
 // Info lists the stanza's backups and WAL archive range.
@@ -269,4 +315,93 @@ func (l *lineLogger) flush() {
 		l.logger.Info(line)
 	}
 	l.buf = nil
+}
+
+// Endpoint is how pgBackRest on another member's host reaches this
+// member's PostgreSQL: through this host's TLS server, which then
+// connects to PostgreSQL on its Unix socket as User.
+type Endpoint struct {
+	Member     string `json:"member"`
+	Server     string `json:"server"` // the TLS server's host:port
+	PGPath     string `json:"pg_path"`
+	PGPort     string `json:"pg_port"`
+	SocketPath string `json:"socket_path"`
+	User       string `json:"user"`
+}
+
+// Endpoint is this member's endpoint (Server empty when the TLS server
+// is off).
+func (p *PgBackRest) Endpoint(member string) Endpoint {
+	return Endpoint{Member: member, Server: p.cfg.Server.Listen, PGPath: p.target.DataDir, PGPort: p.target.Port,
+		SocketPath: p.target.SocketDir, User: p.target.User}
+}
+
+// ServerEnabled reports whether this host runs pgBackRest's TLS server.
+func (p *PgBackRest) ServerEnabled() bool { return p.cfg.Server.Enabled() }
+
+// RunServer runs pgBackRest's TLS server until ctx ends or the server
+// exits (its error then). The server dies with the agent (parent-death
+// signal).
+func (p *PgBackRest) RunServer(ctx context.Context) error {
+	if err := writeAtomic(p.serverConfigFile(), p.RenderServer()); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, p.cfg.Bin, "--config="+p.serverConfigFile(), "--log-level-console=warn", "server")
+	cmd.Env = p.env()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM, Credential: p.RunAs}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	w := &lineLogger{logger: p.logger.Named("server")}
+	cmd.Stdout, cmd.Stderr = w, w
+	p.logger.Info("pgbackrest TLS server starting", "listen", p.cfg.Server.Listen, "clients", strings.Join(p.clients, ","))
+	err := cmd.Run()
+	w.flush()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("pgbackrest TLS server on %s exited: %w", p.cfg.Server.Listen, err)
+}
+
+// Source is one PostgreSQL of a backup: this host's (Remote nil) or
+// another member's, reached through its TLS server.
+type Source struct {
+	Remote *Endpoint
+}
+
+// BackupFrom takes a backup whose primary is sources[0]; with a second
+// source the files are copied from that standby (pgBackRest's
+// backup-standby: the primary only starts and stops the backup). Remote
+// sources need this host's certificate (backup.server).
+func (p *PgBackRest) BackupFrom(ctx context.Context, typ string, progress io.Writer, sources ...Source) error {
+	if !slices.Contains(BackupTypes, typ) {
+		return fmt.Errorf("backup type %q: want one of %s", typ, strings.Join(BackupTypes, ", "))
+	}
+	if len(sources) == 0 || len(sources) > 2 {
+		return fmt.Errorf("backup: %d sources, want a primary and at most one standby", len(sources))
+	}
+	args := []string{"--type=" + typ, "--log-level-console=info"}
+	if len(sources) == 2 {
+		args = append(args, "--backup-standby")
+	}
+	for i, src := range sources {
+		pg := fmt.Sprintf("--pg%d-", i+1)
+		e := src.Remote
+		if e == nil {
+			args = append(args, pg+"path="+p.target.DataDir, pg+"port="+p.target.Port, pg+"socket-path="+p.target.SocketDir,
+				pg+"user="+p.target.User)
+			continue
+		}
+		if !p.cfg.Server.Enabled() {
+			return fmt.Errorf("backup: reading %s's PostgreSQL needs pgBackRest's TLS server and this host's certificate (backup.server)", e.Member)
+		}
+		host, port, err := net.SplitHostPort(e.Server)
+		if err != nil {
+			return fmt.Errorf("backup: %s's pgBackRest TLS server %q: %w", e.Member, e.Server, err)
+		}
+		args = append(args, pg+"host="+host, pg+"host-type=tls", pg+"host-port="+port,
+			pg+"host-ca-file="+p.cfg.Server.CAFile, pg+"host-cert-file="+p.cfg.Server.CertFile, pg+"host-key-file="+p.cfg.Server.KeyFile,
+			pg+"path="+e.PGPath, pg+"port="+e.PGPort, pg+"socket-path="+e.SocketPath, pg+"user="+e.User)
+	}
+	_, err := p.run(ctx, progress, "backup", args...)
+	return err
 }

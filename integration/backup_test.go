@@ -34,9 +34,8 @@ type backupList struct {
 // is created at bootstrap, backups (full, then incremental) run on the
 // primary's host and list, WAL archiving works (pgbackrest check, and
 // /metrics counts it) on the first primary, after a switchover and after a
-// failover; a backup on a
-// replica, an unknown stanza and a missing repository fail with
-// pgBackRest's message and exit 1.
+// failover; a backup from a replica without backup.server, an unknown
+// stanza and a missing repository fail with a clear message and exit 1.
 func TestBackupsAndArchiving(t *testing.T) {
 	requireIntegration(t)
 	requirePgBackRest(t)
@@ -86,10 +85,12 @@ func TestBackupsAndArchiving(t *testing.T) {
 			break
 		}
 	}
-	if out := cli(1, "backup", "-c", replica.Config, "--type", "full"); !strings.Contains(out, "pgbackrest backup failed") {
-		t.Fatalf("backup on a replica: %s", out)
+	// Without backup.server, a backup cannot read another host's
+	// PostgreSQL: from a replica (the default) it says so.
+	if out := cli(1, "backup", "-c", replica.Config, "--type", "full"); !strings.Contains(out, "backup.server") {
+		t.Fatalf("backup on a replica without backup.server: %s", out)
 	}
-	if out := cli(0, "backup", "-c", primary.Config, "--type", "full"); !strings.Contains(out, "backup (full) done") {
+	if out := cli(0, "backup", "-c", primary.Config, "--type", "full", "--from", "primary"); !strings.Contains(out, "backup (full) from "+primary.Name+" done") {
 		t.Fatalf("full backup: %s", out)
 	}
 	ctx := ctxT(t, 5*time.Minute)
@@ -99,7 +100,7 @@ func TestBackupsAndArchiving(t *testing.T) {
 	if err := pgExec(ctx, primary, "INSERT INTO probe SELECT generate_series(1, 100)"); err != nil {
 		t.Fatal(err)
 	}
-	cli(0, "backup", "-c", primary.Config)
+	cli(0, "backup", "-c", primary.Config, "--from", "primary")
 	var list backupList
 	if err := json.Unmarshal([]byte(cli(0, "backups", "-c", primary.Config, "--format", "json")), &list); err != nil {
 		t.Fatal(err)

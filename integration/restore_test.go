@@ -33,6 +33,15 @@ func TestRestoreFromRepository(t *testing.T) {
 	opts := func(peers []*Node, bootstrap ...string) NodeOptions {
 		return NodeOptions{Peers: peers, Postgres: true, DCS: fastDCS, Backup: section, PostgresKeys: methods, BootstrapKeys: bootstrap}
 	}
+	// The first cluster's members run pgBackRest's TLS server, with
+	// certificates whose CN is the member's name.
+	ca := newCA(t, filepath.Dir(repo), "backup")
+	withServer := func(nd *Node, o NodeOptions) NodeOptions {
+		cert, key := ca.issue(t, nd.Name)
+		o.Backup = fmt.Sprintf(`{stanza: itest, repo_path: %s, options: {archive-timeout: "30"}, `+
+			`server: {listen: "localhost:%d", ca_file: %s, cert_file: %s, key_file: %s}}`, repo, freePort(t), ca.caFile, cert, key)
+		return o
+	}
 	cli := func(want int, args ...string) string {
 		t.Helper()
 		out, stderr, code := runCLIAsAgent(t, args...)
@@ -41,7 +50,7 @@ func TestRestoreFromRepository(t *testing.T) {
 		}
 		return out + stderr
 	}
-	a := startCluster(t, 3, func(_ *Node, all []*Node) NodeOptions { return opts(all) })
+	a := startCluster(t, 3, func(nd *Node, all []*Node) NodeOptions { return withServer(nd, opts(all)) })
 	primary := a.waitPrimary(120*time.Second, a.nodes...)
 	a.waitStreaming(primary)
 	waitFor(t, 90*time.Second, "the pgBackRest stanza", func() (bool, error) {
@@ -64,9 +73,18 @@ func TestRestoreFromRepository(t *testing.T) {
 		t.Fatal(err)
 	}
 	insert(primary, 1, 100)
-	cli(0, "backup", "-c", primary.Config, "--type", "full")
+	// On a replica's host, by default: the replica's files, the primary
+	// read through its TLS server; on the primary's host, by default, a
+	// replica's files through the replica's TLS server.
+	replica := a.follower(primary, a.nodes)
+	if out := cli(0, "backup", "-c", replica.Config, "--type", "full"); !strings.Contains(out, "copying "+replica.Name+"'s files, primary "+primary.Name) {
+		t.Fatalf("backup on %s: %s", replica.Name, out)
+	}
+	if out := cli(0, "backup", "-c", primary.Config, "--type", "incr"); strings.Contains(out, "copying "+primary.Name+"'s files") {
+		t.Fatalf("backup on the primary's host copied the primary: %s", out)
+	}
 	var list backupList
-	if err := json.Unmarshal([]byte(cli(0, "backups", "-c", primary.Config, "--format", "json")), &list); err != nil || len(list.Backups) != 1 {
+	if err := json.Unmarshal([]byte(cli(0, "backups", "-c", primary.Config, "--format", "json")), &list); err != nil || len(list.Backups) != 2 {
 		t.Fatalf("backups: %+v (%v)", list, err)
 	}
 	// pgBackRest picks the newest backup whose stop time, in whole
@@ -74,7 +92,7 @@ func TestRestoreFromRepository(t *testing.T) {
 	waitFor(t, 10*time.Second, "the clock past the backup's stop second", func() (bool, error) {
 		var now time.Time
 		err := pgQueryRow(ctx, primary, "SELECT clock_timestamp()", &now)
-		return err == nil && now.After(list.Backups[0].Stop.Add(time.Second)), err
+		return err == nil && now.After(list.Backups[1].Stop.Add(time.Second)), err
 	})
 	insert(primary, 101, 150)
 	var target time.Time
@@ -86,7 +104,7 @@ func TestRestoreFromRepository(t *testing.T) {
 
 	// A fourth member is created from the repository, then streams.
 	n4 := newNode(t, a.base, "pg4")
-	o := opts(nil)
+	o := withServer(n4, opts(nil))
 	o.Join = []*Node{primary}
 	n4.WriteConfig(o)
 	n4.Start()
@@ -98,7 +116,6 @@ func TestRestoreFromRepository(t *testing.T) {
 	waitCount(t, n4, 175)
 
 	// A reinit restores from the repository too.
-	replica := a.follower(primary, a.nodes[:3])
 	if out, stderr, code := runCLI(t, "reinit", "-c", primary.Config, "--force", replica.Name); code != 0 {
 		t.Fatalf("reinit %s: exit %d\n%s%s", replica.Name, code, out, stderr)
 	}

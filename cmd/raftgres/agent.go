@@ -95,6 +95,9 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags, Watchdog: cfg.Watchdog},
 			pg, store, proposer, logger)
 		apiOpts = append(apiOpts, api.WithMember(a.sup))
+		if br != nil && br.ServerEnabled() {
+			apiOpts = append(apiOpts, api.WithBackupEndpoint(br.Endpoint(cfg.Name)))
+		}
 	}
 	server, err := api.New(cfg.API, cfg.Scope, store, proposer, logger, apiOpts...)
 	if err != nil {
@@ -117,6 +120,12 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 			runStanzaCreate(gctx, store, cfg.Name, br, logger)
 			return nil
 		})
+		if br.ServerEnabled() {
+			g.Go(func() error {
+				runBackupServer(gctx, store, br, logger)
+				return nil
+			})
+		}
 	}
 	g.Go(func() error {
 		select {

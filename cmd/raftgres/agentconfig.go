@@ -223,6 +223,9 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 		c.Backup.Stanza, c.Backup.RepoPath, c.Backup.Options = b.Stanza, b.RepoPath, b.Options
 		c.Backup.Bin = valueOr(b.Bin, c.Backup.Bin)
 		c.Backup.ConfigFile, c.Backup.LogPath = b.ConfigFile, b.LogPath
+		if sv := b.Server; sv != nil {
+			c.Backup.Server = backup.ServerConfig{Listen: sv.Listen, CAFile: sv.CAFile, CertFile: sv.CertFile, KeyFile: sv.KeyFile}
+		}
 	}
 	return c, errs
 }

@@ -197,6 +197,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"two restore targets", replace("bootstrap:\n", "bootstrap:\n  method: pgbackrest\n  pgbackrest: {target_lsn: 0/3000060, target_name: before}\n") +
 			"backup: {stanza: main, repo_path: /var/lib/pgbackrest}\n", 0o600,
 			[]string{"bootstrap.pgbackrest: set at most one of target_time, target_lsn and target_name"}},
+		{"backup server without listen", validConfig + "backup: {stanza: main, repo_path: /r, server: {ca_file: /ca.pem}}\n", 0o600,
+			[]string{"backup.server.listen: is required"}},
+		{"unknown backup server key", validConfig + "backup: {stanza: main, repo_path: /r, server: {address: x}}\n", 0o600,
+			[]string{"backup.server.address: unknown key"}},
 		{"unknown restore key", replace("bootstrap:\n", "bootstrap:\n  method: pgbackrest\n  pgbackrest: {target: x}\n"), 0o600,
 			[]string{"bootstrap.pgbackrest.target: unknown key"}},
 	} {

@@ -3,16 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
+	"raftgres/api"
 	"raftgres/backup"
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
@@ -83,6 +86,63 @@ func runStanzaCreate(ctx context.Context, store *raftstore.Store, member string,
 	}
 }
 
+// serverRetry is how long a failed pgBackRest TLS server waits before
+// it is started again.
+const serverRetry = 5 * time.Second
+
+// runBackupServer runs pgBackRest's TLS server while the agent runs. It
+// accepts the cluster's member names as client CNs, so it is restarted
+// when the members change, and after it fails.
+func runBackupServer(ctx context.Context, store *raftstore.Store, br *backup.PgBackRest, logger hclog.Logger) {
+	logger = logger.Named("backup")
+	for ctx.Err() == nil {
+		changes := store.Changes()
+		names := store.State().MemberNames()
+		if len(names) == 0 {
+			select { // not registered yet: no client to accept
+			case <-ctx.Done():
+			case <-changes:
+			}
+			continue
+		}
+		br.SetClients(names)
+		if err := serveBackups(ctx, store, br, names, logger); err != nil {
+			logger.Error("pgbackrest TLS server stopped: backups from other members' hosts cannot read this PostgreSQL",
+				"error", err, "retry_in", serverRetry)
+			select {
+			case <-ctx.Done():
+			case <-time.After(serverRetry):
+			}
+		}
+	}
+}
+
+// serveBackups runs the TLS server until ctx ends (nil), the members
+// differ from names (nil, after stopping it) or it fails (its error).
+func serveBackups(ctx context.Context, store *raftstore.Store, br *backup.PgBackRest, names []string, logger hclog.Logger) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- br.RunServer(sctx) }()
+	for {
+		changes := store.Changes()
+		if now := store.State().MemberNames(); !slices.Equal(now, names) {
+			logger.Info("members changed: restarting the pgbackrest TLS server", "members", strings.Join(now, ","))
+			cancel()
+			<-done
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			cancel()
+			return <-done
+		case err := <-done:
+			return err
+		case <-changes:
+		}
+	}
+}
+
 // localBackups loads -c FILE for the offline backup commands, which run
 // pgBackRest on this host as the agent's user.
 func localBackups(c *cli.Context, what string) (*agentConfig, *backup.PgBackRest, error) {
@@ -106,20 +166,88 @@ func localBackups(c *cli.Context, what string) (*agentConfig, *backup.PgBackRest
 	return cfg, br, nil
 }
 
+// backupFrom says where a backup reads: the primary, and the standby
+// whose files it copies ("" to copy the primary's).
+type backupFrom struct {
+	Primary, Standby string
+}
+
+// planBackup picks the members a backup reads for --from (replica or
+// primary), as seen in view, from the host of member me: a replica copies
+// from this host's member when it is a running replica, else from the
+// running replica with the least lag.
+func planBackup(view api.ClusterView, me, from string) (backupFrom, error) {
+	var out backupFrom
+	var best *api.ClusterMember
+	for i, m := range view.Members {
+		switch {
+		case m.Role == "leader" && m.State == "running":
+			out.Primary = m.Name
+		case (m.Role == "replica" || m.Role == "sync_standby") && m.State == "running" && m.Lag != nil:
+			if best == nil || best.Name != me && (m.Name == me || *m.Lag < *best.Lag) {
+				best = &view.Members[i]
+			}
+		}
+	}
+	if out.Primary == "" {
+		return out, errors.New("no running primary: a backup needs one (it starts and stops the backup)")
+	}
+	switch from {
+	case "primary":
+		return out, nil
+	case "replica":
+		if best == nil {
+			return out, errors.New("no running replica to copy from; take this backup from the primary with --from primary")
+		}
+		out.Standby = best.Name
+		return out, nil
+	}
+	return out, fmt.Errorf("--from must be replica or primary, got %q", from)
+}
+
+// backupSources turns plan into pgBackRest sources: this host's member
+// is read locally, the others through their pgBackRest TLS servers,
+// whose endpoints their APIs give.
+func backupSources(ctx context.Context, cfg *agentConfig, client *api.Client, view api.ClusterView, plan backupFrom) ([]backup.Source, error) {
+	urls := map[string]string{}
+	for _, m := range view.Members {
+		urls[m.Name] = m.APIURL
+	}
+	var out []backup.Source
+	for _, name := range []string{plan.Primary, plan.Standby} {
+		if name == "" {
+			continue
+		}
+		if name == cfg.Name {
+			out = append(out, backup.Source{})
+			continue
+		}
+		var e backup.Endpoint
+		if err := client.With(urls[name]).BackupEndpoint(ctx, &e); err != nil {
+			return nil, fmt.Errorf("ask %s how to reach its PostgreSQL: %w", name, err)
+		}
+		out = append(out, backup.Source{Remote: &e})
+	}
+	return out, nil
+}
+
 func backupCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "backup",
-		Usage: "take a pgBackRest backup of the primary (run on the primary's host)",
+		Usage: "take a pgBackRest backup, copying a replica's files by default",
 		Description: "Runs pgBackRest on this host, as the agent's user, with the config the agent wrote from the\n" +
-			"backup: section, against the local PostgreSQL, which must be the primary (pgBackRest backs up a\n" +
-			"standby only with access to the primary's host, which raftgres does not set up yet). Prints\n" +
-			"pgBackRest's progress; on failure exits 1 with pgBackRest's message.\n" +
-			"  raftgres backup -c FILE [--type full|diff|incr]   (default incr: full if there is none)\n" +
-			"  raftgres backup check -c FILE                      the repository and WAL archiving work",
+			"backup: section. With --from replica (the default) the files are copied from a running replica\n" +
+			"(this host's member when it is one, else the one with the least lag) while the primary only\n" +
+			"starts and stops the backup; --from primary copies the primary's. Members on other hosts are\n" +
+			"read through their pgBackRest TLS servers (backup.server on every member). Prints pgBackRest's\n" +
+			"progress; on failure exits 1 with pgBackRest's message.\n" +
+			"  raftgres backup -c FILE [--type full|diff|incr] [--from replica|primary]\n" +
+			"  raftgres backup check -c FILE     the repository and WAL archiving work (on the primary's host)",
 		// -c is checked in Action: a required flag here would be required
 		// of "backup check" too, before its own -c is parsed.
 		Flags: []cli.Flag{configFlag(false),
-			&cli.StringFlag{Name: "type", Value: "incr", Usage: "backup `TYPE`: full, diff or incr"}},
+			&cli.StringFlag{Name: "type", Value: "incr", Usage: "backup `TYPE`: full, diff or incr (incr: full if there is none)"},
+			&cli.StringFlag{Name: "from", Value: "replica", Usage: "copy the files of a `replica` or of the primary"}},
 		Action: func(c *cli.Context) error {
 			if c.String("config") == "" {
 				return cli.Exit("backup: -c FILE (the agent's config) is required", 2)
@@ -127,15 +255,38 @@ func backupCommand() *cli.Command {
 			if !slices.Contains(backup.BackupTypes, c.String("type")) {
 				return cli.Exit(fmt.Sprintf("backup: --type must be full, diff or incr, got %q", c.String("type")), 2)
 			}
-			_, br, err := localBackups(c, "backup")
+			if f := c.String("from"); f != "replica" && f != "primary" {
+				return cli.Exit(fmt.Sprintf("backup: --from must be replica or primary, got %q", f), 2)
+			}
+			cfg, br, err := localBackups(c, "backup")
 			if err != nil {
 				return err
 			}
-			start := time.Now()
-			if err := br.Backup(c.Context, c.String("type"), c.App.Writer); err != nil {
+			opts, err := peerClientOptions(cfg)
+			if err != nil {
+				return cli.Exit("backup: "+err.Error(), 2)
+			}
+			opts.Timeout = 10 * time.Second
+			client := api.NewClient(cfg.API.BaseURL(), opts)
+			view, err := client.ClusterView(c.Context)
+			if err != nil {
+				return cli.Exit("backup: read the cluster from this host's agent: "+err.Error(), 1)
+			}
+			plan, err := planBackup(view, cfg.Name, c.String("from"))
+			if err != nil {
 				return cli.Exit("backup: "+err.Error(), 1)
 			}
-			fmt.Fprintf(c.App.Writer, "backup (%s) done in %s\n", c.String("type"), time.Since(start).Round(time.Second))
+			sources, err := backupSources(c.Context, cfg, client, view, plan)
+			if err != nil {
+				return cli.Exit("backup: "+err.Error(), 1)
+			}
+			copyFrom := valueOr(plan.Standby, plan.Primary)
+			fmt.Fprintf(c.App.Writer, "backup (%s): copying %s's files, primary %s\n", c.String("type"), copyFrom, plan.Primary)
+			start := time.Now()
+			if err := br.BackupFrom(c.Context, c.String("type"), c.App.Writer, sources...); err != nil {
+				return cli.Exit("backup: "+err.Error(), 1)
+			}
+			fmt.Fprintf(c.App.Writer, "backup (%s) from %s done in %s\n", c.String("type"), copyFrom, time.Since(start).Round(time.Second))
 			return nil
 		},
 		Subcommands: []*cli.Command{{

@@ -36,6 +36,15 @@ type fileBackup struct {
 	Bin        string            `yaml:"bin"`
 	ConfigFile string            `yaml:"config_file"`
 	LogPath    string            `yaml:"log_path"`
+	Server     *fileBackupServer `yaml:"server"`
+}
+
+// fileBackupServer is backup.server: pgBackRest's TLS server on this host.
+type fileBackupServer struct {
+	Listen   string `yaml:"listen"`
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 type fileWatchdog struct {
