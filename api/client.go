@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"raftgres/failover"
 	"raftgres/raftstore"
 )
 
@@ -270,6 +271,11 @@ func get[T any](ctx context.Context, c *Client, path string) (T, error) {
 // internal endpoint: it needs the cluster token or a peer certificate).
 func (c *Client) BackupEndpoint(ctx context.Context, out any) error {
 	return c.do(ctx, http.MethodGet, "/backup/endpoint", nil, "", out)
+}
+
+// Archive reads /archive: the member's WAL archiving statistics.
+func (c *Client) Archive(ctx context.Context) (failover.ArchiveStats, error) {
+	return get[failover.ArchiveStats](ctx, c, "/archive")
 }
 
 // ClusterView reads /cluster.

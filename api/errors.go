@@ -25,6 +25,9 @@ var (
 	ErrPrecondition = errors.New("precondition failed")
 	// ErrConflict is a request that clashes with a pending one.
 	ErrConflict = errors.New("conflict")
+	// ErrUnavailable is something the member cannot answer now
+	// (PostgreSQL stopped or not answering).
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // errorCodes pairs each sentinel with its wire code so that errors.Is works
@@ -55,6 +58,7 @@ var errorCodes = []struct {
 	{ErrPrecondition, "precondition_failed", http.StatusPreconditionFailed},
 	{failover.ErrRequestRefused, "refused", http.StatusPreconditionFailed},
 	{ErrConflict, "conflict", http.StatusConflict},
+	{ErrUnavailable, "unavailable", http.StatusServiceUnavailable},
 	{errRequestFailed, "request_failed", http.StatusInternalServerError},
 	{context.DeadlineExceeded, "timeout", http.StatusGatewayTimeout},
 }

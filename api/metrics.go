@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -184,6 +185,32 @@ type archiveStatser interface {
 	ArchiveStats(ctx context.Context) (failover.ArchiveStats, error)
 }
 
+// archiveTimeout bounds the pg_stat_archiver query of a request.
+const archiveTimeout = time.Second
+
+// handleArchive answers GET /archive: this member's pg_stat_archiver
+// (read now), 404 without a PostgreSQL that reports it, 503 while it is
+// stopped or does not answer.
+func (s *Server) handleArchive(w http.ResponseWriter, r *http.Request) {
+	src, ok := s.member.(archiveStatser)
+	if !ok {
+		writeError(w, fmt.Errorf("%w: no WAL archiving statistics on this member", ErrNotFound), "")
+		return
+	}
+	if !s.view().running() {
+		writeError(w, fmt.Errorf("%w: postgres is not running", ErrUnavailable), "")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), archiveTimeout)
+	defer cancel()
+	st, err := src.ArchiveStats(ctx)
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: read pg_stat_archiver: %v", ErrUnavailable, err), "")
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
 // archiveMetrics are pg_stat_archiver's figures, served while the local
 // PostgreSQL runs (a standby archives nothing: its counters stay 0).
 type archiveMetrics struct {
@@ -208,15 +235,12 @@ func (a archiveMetrics) describe(ch chan<- *prometheus.Desc) {
 	ch <- a.lastFailed
 }
 
-// archiveScrapeTimeout bounds the pg_stat_archiver query of a scrape.
-const archiveScrapeTimeout = time.Second
-
 func (a archiveMetrics) collect(ch chan<- prometheus.Metric, m Member, v nodeView) {
 	src, ok := m.(archiveStatser)
 	if !ok || !v.running() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), archiveScrapeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), archiveTimeout)
 	st, err := src.ArchiveStats(ctx)
 	cancel()
 	if err != nil {

@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -210,5 +212,53 @@ func TestMetricsArchive(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestArchiveEndpoint: GET /archive serves pg_stat_archiver read now, 404
+// without a source, 503 while PostgreSQL is stopped or does not answer;
+// GET /backup/endpoint is internal and 404 without a TLS server.
+func TestArchiveEndpoint(t *testing.T) {
+	st := startStore(t)
+	running := failover.Local{Member: "n1", HasData: true, ObservedAt: time.Now()}
+	running.PG.Running = true
+	at := time.Date(2026, 11, 29, 1, 0, 0, 0, time.UTC)
+	stats := failover.ArchiveStats{ArchivedCount: 5, LastArchivedWAL: "000000010000000000000005", LastArchivedTime: at}
+	for _, tc := range []struct {
+		name   string
+		opts   []Option
+		status int
+	}{
+		{"archiving", []Option{WithMember(&archivingMember{fakeMember: fakeMember{local: running}, stats: stats})}, 200},
+		{"no source", []Option{WithMember(&fakeMember{local: running})}, 404},
+		{"no member", nil, 404},
+		{"stopped", []Option{WithMember(&archivingMember{fakeMember: fakeMember{local: failover.Local{Member: "n1"}}, stats: stats})}, 503},
+		{"query fails", []Option{WithMember(&archivingMember{fakeMember: fakeMember{local: running}, err: context.DeadlineExceeded})}, 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := startAPI(t, st, adminConfig(), tc.opts...)
+			r := call(t, "GET", base+"/archive", "", "", "")
+			if r.status != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.status, tc.status, r.body)
+			}
+			if tc.status == 200 {
+				var got failover.ArchiveStats
+				if err := json.Unmarshal(r.body, &got); err != nil || got != stats {
+					t.Fatalf("body %s (%v), want %+v", r.body, err, stats)
+				}
+			}
+		})
+	}
+	base := startAPI(t, st, adminConfig(), WithBackupEndpoint(map[string]string{"server": "pg1:8432"}))
+	ctx := context.Background()
+	var got map[string]string
+	if err := NewClient(base, ClientOptions{Timeout: 5 * time.Second}).BackupEndpoint(ctx, &got); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("/backup/endpoint without the token: %v", err)
+	}
+	if err := NewClient(base, ClientOptions{Token: testToken, Timeout: 5 * time.Second}).BackupEndpoint(ctx, &got); err != nil || got["server"] != "pg1:8432" {
+		t.Fatalf("/backup/endpoint: %v %v", got, err)
+	}
+	if err := NewClient(startAPI(t, st, adminConfig()), ClientOptions{Token: testToken, Timeout: 5 * time.Second}).BackupEndpoint(ctx, &got); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("/backup/endpoint without a server: %v", err)
 	}
 }

@@ -105,6 +105,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /snapshot", s.internal(s.handleSnapshot))
 	s.mux.HandleFunc("GET /backup/endpoint", s.internal(s.handleBackupEndpoint))
 	s.mux.HandleFunc("GET /cluster", s.handleCluster)
+	s.mux.HandleFunc("GET /archive", s.handleArchive)
 	s.mux.HandleFunc("GET /history", s.handleHistory)
 	s.mux.HandleFunc("GET /patroni", s.handlePatroni)
 	s.mux.Handle("GET /metrics", s.metricsHandler())

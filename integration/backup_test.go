@@ -78,6 +78,10 @@ func TestBackupsAndArchiving(t *testing.T) {
 		}
 	}
 
+	if out := cli(0, "list", "-c", primary.Config); !strings.Contains(out, "WAL archive ("+primary.Name+"): ") || !strings.Contains(out, " archived, last 0000") {
+		t.Fatalf("list shows no WAL archiving:\n%s", out)
+	}
+
 	var replica *Node
 	for _, n := range c.nodes {
 		if n != primary {

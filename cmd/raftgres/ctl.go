@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"raftgres/api"
+	"raftgres/failover"
 	"raftgres/raftstore"
 )
 
@@ -95,7 +96,7 @@ func listCommand() *cli.Command {
 					if st, err := client.MemberStatus(c.Context); err == nil {
 						sysid = st.DatabaseSystemIdentifier
 					}
-					if err := renderList(c.App.Writer, view, sysid); err != nil {
+					if err := renderList(c.App.Writer, view, sysid, primaryArchive(c.Context, client, view)); err != nil {
 						return err
 					}
 				}
@@ -124,8 +125,48 @@ func newTable(w io.Writer) *tablewriter.Table {
 	)
 }
 
-// renderList prints the list table (pure: the golden test feeds it a view).
-func renderList(w io.Writer, view api.ClusterView, sysid string) error {
+// archiveNote is the primary's WAL archiving statistics for list.
+type archiveNote struct {
+	Member string
+	failover.ArchiveStats
+}
+
+// primaryArchive asks the primary for its WAL archiving statistics (nil
+// when it has archived and failed nothing, or does not answer).
+func primaryArchive(ctx context.Context, client *api.Client, view api.ClusterView) *archiveNote {
+	for _, m := range view.Members {
+		if m.Role != "leader" || m.State != "running" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		st, err := client.With(m.APIURL).Archive(ctx)
+		if err != nil || st.ArchivedCount == 0 && st.FailedCount == 0 {
+			return nil
+		}
+		return &archiveNote{Member: m.Name, ArchiveStats: st}
+	}
+	return nil
+}
+
+// String is the note's line under the table.
+func (a archiveNote) String() string {
+	line := fmt.Sprintf(" WAL archive (%s): %d archived", a.Member, a.ArchivedCount)
+	if a.LastArchivedWAL != "" {
+		line += fmt.Sprintf(", last %s at %s", a.LastArchivedWAL, a.LastArchivedTime.UTC().Format(time.RFC3339))
+	}
+	if a.FailedCount > 0 {
+		line += fmt.Sprintf("; %d failed, last %s at %s", a.FailedCount, a.LastFailedWAL, a.LastFailedTime.UTC().Format(time.RFC3339))
+		if a.LastFailedTime.After(a.LastArchivedTime) {
+			line += " (FAILING: raftgres backup check -c FILE on that host says why)"
+		}
+	}
+	return line
+}
+
+// renderList prints the list table (pure: the golden test feeds it a
+// view, and the primary's archiving statistics or nil).
+func renderList(w io.Writer, view api.ClusterView, sysid string, archive *archiveNote) error {
 	title := "Cluster: " + view.Scope
 	if sysid != "" {
 		title += " (" + sysid + ")"
@@ -169,6 +210,9 @@ func renderList(w io.Writer, view api.ClusterView, sysid string) error {
 			line += " at " + s.At.Format(time.RFC3339)
 		}
 		notes = append(notes, line)
+	}
+	if archive != nil {
+		notes = append(notes, archive.String())
 	}
 	for _, n := range notes {
 		fmt.Fprintln(w, n)
