@@ -105,6 +105,12 @@ func fence(o Observation) (Plan, bool) {
 	switch {
 	case holder != o.Member && holder != "":
 		return plan("writable but the leader key is held by "+holder, Action{Kind: ActDemote, Mode: "immediate"}), true
+	case holder == "" && o.State.Initialize == "" && o.HasData:
+		// Adoption (decideUninitialized): a primary that ran before raftgres
+		// (Patroni paused and stopped, or by hand) keeps running while
+		// its member takes the bootstrap key; once anyone holds it, the
+		// case above fences every other writer.
+		return Plan{}, false
 	case holder == "" && !o.State.Config.Pause:
 		return plan("writable but nobody holds the leader key", Action{Kind: ActDemote, Mode: "immediate"}), true
 	case holder == o.Member && !o.LeaseValid:
@@ -124,9 +130,18 @@ func decideUninitialized(o Observation) Plan {
 			acts = append(acts, Action{Kind: ActStartPrimary})
 		}
 		return plan("initialised here but not yet recorded", append(acts, Action{Kind: ActRecordInit})...)
+	case o.HasData && holder != "":
+		return noop("data directory exists: waiting for " + holder + " to record the cluster it adopts")
+	case o.HasData && (o.PG.Running && o.PG.InRecovery || !o.PG.Running && o.Standby):
+		return noop("adopting: this data directory is a standby; waiting for the primary's member to take the bootstrap key")
+	case o.HasData && o.Tags.NoFailover:
+		return noop("adopting: nofailover: waiting for another member to take the bootstrap key")
 	case o.HasData:
-		return plan("data directory exists but the cluster is not initialised: not adopting it",
-			Action{Kind: ActRefuse})
+		// A data directory that is a primary (running writable, or stopped
+		// without standby.signal): adopt it. The first such member to take
+		// the key records its system identifier; the others then follow
+		// it (same system) or are refused (another system).
+		return plan("adopting the existing primary data directory", Action{Kind: ActAcquireBootstrap})
 	case holder == o.Member && !o.LeaseValid:
 		return noop("won the bootstrap race: waiting for a confirmed renewal")
 	case holder == o.Member:

@@ -33,6 +33,22 @@ func parsePidFile(data []byte) (pid int, dataDir string, ok bool) {
 	return pid, strings.TrimSpace(lines[1]), true
 }
 
+// pidFileSocket reads the port (line 4) and first Unix socket directory
+// (line 5) from postmaster.pid; ok is false when either is missing (a
+// server starting up, or one without Unix sockets).
+func pidFileSocket(data []byte) (dir string, port uint16, ok bool) {
+	lines := strings.Split(string(data), "\n")
+	if len(lines) < 5 {
+		return "", 0, false
+	}
+	p, err := strconv.ParseUint(strings.TrimSpace(lines[3]), 10, 16)
+	dir = strings.TrimSpace(lines[4])
+	if err != nil || p == 0 || dir == "" || !filepath.IsAbs(dir) {
+		return "", 0, false
+	}
+	return dir, uint16(p), true
+}
+
 // foreignPID returns the pid of a live postmaster that owns the data
 // directory and is not this Manager's running child. A stale
 // postmaster.pid whose pid now belongs to another process (a reused pid,

@@ -38,6 +38,27 @@ func TestParsePidFile(t *testing.T) {
 }
 
 // TestIsPostmasterOf runs the identity check against fake procfs trees.
+func TestPidFileSocket(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		dir  string
+		port uint16
+		ok   bool
+	}{
+		{"4242\n/var/lib/pg\n1700000000\n5433\n/var/run/postgresql\n127.0.0.1\n  5433001 0\nready   \n", "/var/run/postgresql", 5433, true},
+		{"4242\n/var/lib/pg\n1700000000\n5433\n\n*\n", "", 0, false},
+		{"4242\n/var/lib/pg\n1700000000\n", "", 0, false},
+		{"4242\n/var/lib/pg\n1700000000\nnope\n/tmp\n", "", 0, false},
+		{"4242\n/var/lib/pg\n1700000000\n5433\nrelative\n", "", 0, false},
+		{"", "", 0, false},
+	} {
+		dir, port, ok := pidFileSocket([]byte(tc.in))
+		if dir != tc.dir || port != tc.port || ok != tc.ok {
+			t.Errorf("%q: %q %d %v, want %q %d %v", tc.in, dir, port, ok, tc.dir, tc.port, tc.ok)
+		}
+	}
+}
+
 func TestIsPostmasterOf(t *testing.T) {
 	t.Parallel()
 	dataDir := t.TempDir()

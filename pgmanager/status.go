@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -91,11 +93,19 @@ func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
 
 // socketConfig points cc at the local server's Unix socket as the
 // superuser: no TLS (pointless on a local socket, and libpq does not try
-// it either), no fallback hosts.
+// it either), no fallback hosts. The socket is where postmaster.pid says
+// the running server listens: a server started before raftgres (by
+// Patroni, or by hand, before its agent restarts it) has its own socket
+// directory and maybe port.
 func (m *Manager) socketConfig(cc *pgconn.Config) {
 	_, port, _ := net.SplitHostPort(m.cfg.Listen)
 	p, _ := strconv.Atoi(port)
 	cc.Host, cc.Port = m.socketDir(), uint16(p)
+	if data, err := os.ReadFile(filepath.Join(m.cfg.DataDir, "postmaster.pid")); err == nil {
+		if dir, port, ok := pidFileSocket(data); ok {
+			cc.Host, cc.Port = dir, port
+		}
+	}
 	cc.User = m.cfg.Superuser.Username
 	cc.Password = m.cfg.Superuser.Password.Reveal()
 	cc.ConnectTimeout = 3 * time.Second
