@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 
 	"raftgres/internal/conf"
 )
@@ -29,8 +30,14 @@ type Config struct {
 	Username       string
 	Password       conf.Secret
 	TLS            TLSConfig
-	Token          conf.Secret
-	PeerTLS        PeerTLS
+	// Allowlist (restapi.allowlist) holds the IP addresses and CIDR
+	// networks allowed to call any endpoint; with AllowlistIncludeMembers
+	// (restapi.allowlist_include_members) the members' hosts are allowed
+	// too. Both unset: everyone is.
+	Allowlist               []string
+	AllowlistIncludeMembers bool
+	Token                   conf.Secret
+	PeerTLS                 PeerTLS
 }
 
 // DefaultConfig is an empty section (listen is required).
@@ -56,6 +63,11 @@ func (c Config) Validate() error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, conf.Errorf("tls", "needs both cert_file and key_file"))
+	}
+	for i, e := range c.Allowlist {
+		if _, err := parseAllowEntry(e); err != nil {
+			errs = append(errs, &conf.FieldError{Path: fmt.Sprintf("allowlist[%d]", i), Err: err})
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -19,6 +19,8 @@ var (
 	ErrBadRequest = errors.New("bad request")
 	// ErrNotFound is an unknown endpoint or object.
 	ErrNotFound = errors.New("not found")
+	// ErrNotAllowed is a client address that restapi.allowlist refuses.
+	ErrNotAllowed = errors.New("client not allowed")
 	// ErrForbidden is an endpoint that is disabled by configuration.
 	ErrForbidden = errors.New("forbidden")
 	// ErrPrecondition is a request the cluster's current state refuses.
@@ -54,6 +56,7 @@ var errorCodes = []struct {
 	{ErrUnauthorized, "unauthorized", http.StatusUnauthorized},
 	{ErrBadRequest, "bad_request", http.StatusBadRequest},
 	{ErrNotFound, "not_found", http.StatusNotFound},
+	{ErrNotAllowed, "not_allowed", http.StatusForbidden},
 	{ErrForbidden, "forbidden", http.StatusForbidden},
 	{ErrPrecondition, "precondition_failed", http.StatusPreconditionFailed},
 	{failover.ErrRequestRefused, "refused", http.StatusPreconditionFailed},

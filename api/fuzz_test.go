@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -179,4 +180,24 @@ func TestPatchConfigDurationStrings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParseAllowEntry: parsing never panics, and an accepted entry is a
+// valid masked network without a zone whose own address it admits.
+func FuzzParseAllowEntry(f *testing.F) {
+	for _, s := range []string{"127.0.0.1", "10.0.0.7/24", "::1", "::ffff:10.0.0.0/104", "fe80::1%eth0", "::/0", "a.b", "1.2.3.4/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := parseAllowEntry(s)
+		if err != nil {
+			return
+		}
+		if !p.IsValid() || p != p.Masked() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+			t.Fatalf("parse %q: %v is not a masked, unzoned, unmapped network", s, p)
+		}
+		if !allowed(p.Addr(), allowRule{nets: []netip.Prefix{p}}, nil) {
+			t.Fatalf("parse %q: %v does not admit its own address", s, p)
+		}
+	})
 }

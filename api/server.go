@@ -54,6 +54,11 @@ type Server struct {
 	version  string
 	// backupEndpoint is served on GET /backup/endpoint (nil: 404).
 	backupEndpoint any
+	// handler is mux behind restapi.allowlist.
+	handler http.Handler
+	allow   allowRule
+	// members holds the members' addresses (allowlist_include_members only).
+	members *memberAddrs
 }
 
 // Option configures a Server.
@@ -90,8 +95,17 @@ func New(cfg Config, scope string, store Store, proposer *Proposer, logger hclog
 			return nil, fmt.Errorf("peer ca %s holds no PEM certificate", cfg.PeerTLS.CAFile)
 		}
 	}
+	nets, err := parseAllowlist(cfg.Allowlist)
+	if err != nil {
+		return nil, fmt.Errorf("restapi.%w", err)
+	}
+	s.allow = allowRule{nets: nets, includeMembers: cfg.AllowlistIncludeMembers}
+	if s.allow.includeMembers {
+		s.members = newMemberAddrs(store, s.logger)
+	}
 	s.mux = http.NewServeMux()
 	s.routes()
+	s.handler = s.withAllowlist(s.mux)
 	return s, nil
 }
 
@@ -148,8 +162,9 @@ func (s *Server) handleNoRoute(w http.ResponseWriter, r *http.Request) {
 	writeError(w, fmt.Errorf("%w: %s %s", ErrNotFound, r.Method, r.URL.Path), "")
 }
 
-// Handler returns the server's HTTP handler (for tests).
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler returns the server's HTTP handler, allowlist included (for
+// tests; with allowlist_include_members only Run refreshes the members).
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Run listens on cfg.Listen and serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
@@ -158,7 +173,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen for api on %s: %w", s.cfg.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           s.mux,
+		Handler:           s.handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          s.logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
@@ -174,9 +189,19 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		ln = tls.NewListener(ln, tc)
 	}
+	if s.members != nil {
+		mctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		defer func() { cancel(); <-done }()
+		s.members.refresh(mctx, time.Now())
+		go func() { defer close(done); s.members.run(mctx) }()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.logger.Info("api listening", "listen", s.cfg.Listen, "tls", s.cfg.TLS.CertFile != "")
+	if s.allow.active() {
+		s.logger.Info("api allowlist", "allowlist", s.allow.nets, "include_members", s.allow.includeMembers)
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve api: %w", err)

@@ -178,9 +178,10 @@ type NodeOptions struct {
 	Raft string
 	// Backup is the backup: section as a flow mapping.
 	Backup string
-	// PostgresKeys and BootstrapKeys are more lines of the postgresql:
-	// and bootstrap: sections ("create_replica_methods: [pgbackrest]").
-	PostgresKeys, BootstrapKeys []string
+	// PostgresKeys, BootstrapKeys and RestAPIKeys are more lines of the
+	// postgresql:, bootstrap: and restapi: sections
+	// ("create_replica_methods: [pgbackrest]").
+	PostgresKeys, BootstrapKeys, RestAPIKeys []string
 }
 
 func newNode(t testing.TB, base, name string) *Node {
@@ -263,6 +264,9 @@ func (n *Node) WriteConfig(o NodeOptions) {
 	}
 	fmt.Fprintf(&b, "restapi:\n  listen: %s:%d\n  connect_address: %s\n  authentication: {username: admin, password: adminpw}\n",
 		n.listenHost(), n.APIPort, n.APIAddr())
+	for _, l := range o.RestAPIKeys {
+		fmt.Fprintf(&b, "  %s\n", l)
+	}
 	dcs := o.DCS
 	if dcs == "" {
 		dcs = "{ttl: 10, loop_wait: 1, retry_timeout: 3}"

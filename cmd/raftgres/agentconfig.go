@@ -233,6 +233,7 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 func (f *fileConfig) convertAPI(c *agentConfig) {
 	r := f.RestAPI
 	c.API.Listen, c.API.ConnectAddress, c.API.Token = r.Listen, r.ConnectAddress, f.Raft.Token
+	c.API.Allowlist, c.API.AllowlistIncludeMembers = slices.Clone(r.Allowlist), r.AllowlistIncludeMembers
 	if r.Authentication != nil {
 		c.API.Username, c.API.Password = r.Authentication.Username, r.Authentication.Password
 	}

@@ -30,6 +30,8 @@ restapi:
   listen: 127.0.0.1:8008
   connect_address: 127.0.0.1:8008
   authentication: {username: admin, password: admin-pw}
+  allowlist: [10.0.0.0/24, 127.0.0.1, "::1", "2001:db8::/32"]
+  allowlist_include_members: true
 postgresql:
   listen: 127.0.0.1:5432
   connect_address: 127.0.0.1:5432
@@ -82,6 +84,7 @@ func TestParseValidConfig(t *testing.T) {
 		t.Errorf("cluster (-want +got):\n%s", diff)
 	}
 	wantAPI := api.Config{Listen: "127.0.0.1:8008", ConnectAddress: "127.0.0.1:8008", Username: "admin", Password: "admin-pw",
+		Allowlist: []string{"10.0.0.0/24", "127.0.0.1", "::1", "2001:db8::/32"}, AllowlistIncludeMembers: true,
 		Token: "cluster-token", PeerTLS: api.PeerTLS{CAFile: "/etc/rg/ca.pem", CertFile: "/etc/rg/pg1.pem", KeyFile: "/etc/rg/pg1-key.pem"}}
 	if diff := cmp.Diff(wantAPI, c.API); diff != "" {
 		t.Errorf("api (-want +got):\n%s", diff)
@@ -201,6 +204,20 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{"backup.server.listen: is required"}},
 		{"unknown backup server key", validConfig + "backup: {stanza: main, repo_path: /r, server: {address: x}}\n", 0o600,
 			[]string{"backup.server.address: unknown key"}},
+		{"allowlist entry not an address", replace("127.0.0.1, \"::1\"", "127.0.0.1, db.example.net"), 0o600,
+			[]string{"line 15: restapi.allowlist[2]: must be an IP address or a CIDR network such as 10.0.0.0/24 (host names are not accepted), got \"db.example.net\""}},
+		{"allowlist bad prefix length", replace("10.0.0.0/24,", "10.0.0.0/24, 10.0.0.0/33,"), 0o600,
+			[]string{"restapi.allowlist[1]: must be an IP address or a CIDR network", "got \"10.0.0.0/33\""}},
+		{"allowlist entry with a port", replace("10.0.0.0/24,", "10.0.0.0/24, 10.0.0.1:8008,"), 0o600,
+			[]string{"restapi.allowlist[1]: must be an IP address or a CIDR network"}},
+		{"allowlist entry with a zone", replace("127.0.0.1, \"::1\"", "127.0.0.1, \"fe80::1%eth0\""), 0o600,
+			[]string{"restapi.allowlist[2]: must not have an IPv6 zone"}},
+		{"allowlist not a list", replace("allowlist: [10.0.0.0/24, 127.0.0.1, \"::1\", \"2001:db8::/32\"]", "allowlist: 10.0.0.0/24"), 0o600,
+			[]string{"line 15: restapi.allowlist: must be a list"}},
+		{"allowlist_include_members not a bool", replace("allowlist_include_members: true", "allowlist_include_members: sometimes"), 0o600,
+			[]string{"line 16: restapi.allowlist_include_members: cannot unmarshal"}},
+		{"allowlist key misspelt", replace("allowlist_include_members: true", "allowlist_include_member: true"), 0o600,
+			[]string{"restapi.allowlist_include_member: unknown key (did you mean allowlist_include_members?)"}},
 		{"unknown restore key", replace("bootstrap:\n", "bootstrap:\n  method: pgbackrest\n  pgbackrest: {target: x}\n"), 0o600,
 			[]string{"bootstrap.pgbackrest.target: unknown key"}},
 	} {

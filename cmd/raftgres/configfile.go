@@ -87,6 +87,9 @@ type fileRestAPI struct {
 	ConnectAddress string       `yaml:"connect_address"`
 	Authentication *fileAuth    `yaml:"authentication"`
 	TLS            *fileCertKey `yaml:"tls"`
+	// Allowlist: IP addresses and CIDR networks that may call the API.
+	Allowlist               []string `yaml:"allowlist"`
+	AllowlistIncludeMembers bool     `yaml:"allowlist_include_members"`
 }
 
 type filePostgres struct {
