@@ -201,6 +201,17 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{"backup.server.listen: is required"}},
 		{"unknown backup server key", validConfig + "backup: {stanza: main, repo_path: /r, server: {address: x}}\n", 0o600,
 			[]string{"backup.server.address: unknown key"}},
+		{"ssl without key_file", replace("  callbacks:", "  ssl: {cert_file: /etc/rg/pg1.pem, ca_file: /etc/rg/ca.pem}\n  callbacks:"), 0o600,
+			[]string{"line 25: postgresql.ssl.key_file: is required when ssl is set"}},
+		{"empty ssl section", replace("  callbacks:", "  ssl: {}\n  callbacks:"), 0o600,
+			[]string{"3 problems", "postgresql.ssl.cert_file: is required", "postgresql.ssl.key_file: is required", "postgresql.ssl.ca_file: is required"}},
+		{"relative ssl path", replace("  callbacks:", "  ssl: {cert_file: pg1.pem, key_file: /etc/rg/pg1-key.pem, ca_file: /etc/rg/ca.pem}\n  callbacks:"), 0o600,
+			[]string{`postgresql.ssl.cert_file: must be an absolute path, got "pg1.pem"`}},
+		{"unknown ssl key", replace("  callbacks:", "  ssl: {cert_file: /c.pem, key_file: /k.pem, ca_file: /ca.pem, crl_file: /crl.pem}\n  callbacks:"), 0o600,
+			[]string{"line 25: postgresql.ssl.crl_file: unknown key"}},
+		{"ssl setting in parameters", strings.Replace(replace("  callbacks:", "  ssl: {cert_file: /c.pem, key_file: /k.pem, ca_file: /ca.pem}\n  callbacks:"),
+			"hot_standby_feedback: on}", "hot_standby_feedback: on, ssl_cert_file: /x.pem}", 1), 0o600,
+			[]string{"line 24: postgresql.parameters.ssl_cert_file: is set by raftgres from postgresql.ssl: remove it here"}},
 		{"unknown restore key", replace("bootstrap:\n", "bootstrap:\n  method: pgbackrest\n  pgbackrest: {target: x}\n"), 0o600,
 			[]string{"bootstrap.pgbackrest.target: unknown key"}},
 	} {
@@ -221,6 +232,26 @@ func TestParseConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestParsePostgresSSL(t *testing.T) {
+	t.Parallel()
+	y := strings.Replace(validConfig, "  callbacks:",
+		"  ssl: {cert_file: /etc/rg/pg1.pem, key_file: /etc/rg/pg1-key.pem, ca_file: /etc/rg/ca.pem}\n  callbacks:", 1)
+	c, err := parseConfig("pg1.yml", []byte(y), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &pgmanager.SSL{CertFile: "/etc/rg/pg1.pem", KeyFile: "/etc/rg/pg1-key.pem", CAFile: "/etc/rg/ca.pem"}
+	if diff := cmp.Diff(want, c.Postgres.SSL); diff != "" {
+		t.Errorf("postgresql.ssl (-want +got):\n%s", diff)
+	}
+	for _, y := range []string{validConfig, strings.Replace(validConfig, "  callbacks:", "  ssl:\n  callbacks:", 1)} {
+		c, err := parseConfig("pg1.yml", []byte(y), 0o600)
+		if err != nil || c.Postgres.SSL != nil {
+			t.Errorf("without postgresql.ssl: %+v, %v", c.Postgres.SSL, err)
+		}
 	}
 }
 
