@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,9 +102,16 @@ func TestTLSReplicationCloneRewind(t *testing.T) {
 	bad := good
 	bad.CAFile = other.file
 	p.cfg.SSL = &bad
-	err := p.Rewind(ctx, d)
+	before, err := p.ControlData(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Rewind(ctx, d)
 	if !errors.Is(err, ErrRewindSourceUnavailable) || !strings.Contains(err.Error(), "must be signed by a CA in "+other.file) {
 		t.Fatalf("rewind from a source whose certificate does not verify: %v, want ErrRewindSourceUnavailable with a hint", err)
+	}
+	if after, err := p.ControlData(ctx); err != nil || !maps.Equal(before, after) {
+		t.Fatalf("pg_control changed by a refused rewind (%v):\n%v\n%v", err, before, after)
 	}
 	p.cfg.SSL = &good
 	if err := p.Rewind(ctx, d); err != nil {
