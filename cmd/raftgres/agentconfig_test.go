@@ -292,7 +292,8 @@ func FuzzParseConfig(f *testing.F) {
 }
 
 // TestExampleConfigsLoad keeps examples/ valid: every agent config there
-// loads (copied to a 0600 file, as users must install it).
+// loads (copied to a 0600 file, as users must install it), also with its
+// commented PostgreSQL TLS lines in use.
 func TestExampleConfigsLoad(t *testing.T) {
 	paths, err := filepath.Glob("../../examples/*-node/*.yml")
 	if err != nil || len(paths) < 8 {
@@ -310,5 +311,30 @@ func TestExampleConfigsLoad(t *testing.T) {
 		if _, err := loadConfig(dst); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}
+		c, err := parseConfig(p, []byte(withExampleTLS(string(raw))), 0o600)
+		if err != nil {
+			t.Errorf("%s with its TLS lines: %v", p, err)
+			continue
+		}
+		if c.Postgres.SSL == nil || len(c.Postgres.PgHba) != 4 || !strings.HasPrefix(c.Postgres.PgHba[0], "hostssl ") ||
+			c.Postgres.PgHba[3] != "hostnossl all all all reject" {
+			t.Errorf("%s with its TLS lines: ssl %+v, pg_hba %q", p, c.Postgres.SSL, c.Postgres.PgHba)
+		}
 	}
+}
+
+// withExampleTLS uncomments an example's postgresql.ssl and hostssl lines
+// and drops the plain host lines they replace.
+func withExampleTLS(raw string) string {
+	var out []string
+	for _, l := range strings.Split(raw, "\n") {
+		switch {
+		case strings.HasPrefix(l, "    - host "):
+			continue
+		case strings.HasPrefix(l, "  # ssl: "), strings.HasPrefix(l, "    # - host"):
+			l = strings.Replace(l, "# ", "", 1)
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
 }
