@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -152,6 +153,9 @@ type Node struct {
 	ProbeHost string
 	Dir       string
 	Config    string
+	// PGSSLParams replace sslmode=disable in PGConn's query (set by
+	// WriteConfig with NodeOptions.PGTLS).
+	PGSSLParams string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -182,6 +186,11 @@ type NodeOptions struct {
 	// postgresql:, bootstrap: and restapi: sections
 	// ("create_replica_methods: [pgbackrest]").
 	PostgresKeys, BootstrapKeys, RestAPIKeys []string
+	// PGTLS adds postgresql.ssl with a certificate from this CA, and makes
+	// PGConn connect with sslmode=verify-full.
+	PGTLS *certSet
+	// PgHba replaces the default bootstrap.pg_hba lines.
+	PgHba []string
 }
 
 func newNode(t testing.TB, base, name string) *Node {
@@ -202,7 +211,8 @@ func (n *Node) PGDataDir() string { return filepath.Join(n.Dir, "pgdata") }
 
 // PGConn is a libpq URL for the node's PostgreSQL as superuser.
 func (n *Node) PGConn() string {
-	return fmt.Sprintf("postgres://postgres:%s@%s:%d/postgres?sslmode=disable&connect_timeout=2", superPassword, n.probeHost(), n.PGPort)
+	return fmt.Sprintf("postgres://postgres:%s@%s:%d/postgres?%s&connect_timeout=2", superPassword, n.probeHost(), n.PGPort,
+		valueOr(n.PGSSLParams, "sslmode=disable"))
 }
 
 func (n *Node) host() string { return valueOr(n.Host, "127.0.0.1") }
@@ -279,12 +289,16 @@ func (n *Node) WriteConfig(o NodeOptions) {
 		if n.PGPort == 0 {
 			n.PGPort = freePort(n.t)
 		}
-		fmt.Fprintf(&b, `  pg_hba:
-    - host replication replicator 127.0.0.1/32 scram-sha-256
-    - host all all 127.0.0.1/32 scram-sha-256
-    - host replication replicator 10.213.0.0/24 scram-sha-256
-    - host all all 10.0.0.0/8 scram-sha-256
-postgresql:
+		hba := o.PgHba
+		if hba == nil {
+			hba = []string{"host replication replicator 127.0.0.1/32 scram-sha-256", "host all all 127.0.0.1/32 scram-sha-256",
+				"host replication replicator 10.213.0.0/24 scram-sha-256", "host all all 10.0.0.0/8 scram-sha-256"}
+		}
+		b.WriteString("  pg_hba:\n")
+		for _, l := range hba {
+			fmt.Fprintf(&b, "    - %s\n", l)
+		}
+		fmt.Fprintf(&b, `postgresql:
   listen: %s:%d
   connect_address: %s:%d
   data_dir: %s
@@ -299,6 +313,11 @@ postgresql:
 		}
 		for _, l := range o.PostgresKeys {
 			fmt.Fprintf(&b, "  %s\n", l)
+		}
+		if o.PGTLS != nil {
+			c, k := o.PGTLS.issue(n.t, n.Name)
+			fmt.Fprintf(&b, "  ssl: {cert_file: %s, key_file: %s, ca_file: %s}\n", c, k, o.PGTLS.caFile)
+			n.PGSSLParams = "sslmode=verify-full&sslrootcert=" + url.QueryEscape(o.PGTLS.caFile)
 		}
 	}
 	if o.Tags != "" {

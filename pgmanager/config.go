@@ -60,6 +60,19 @@ type Config struct {
 	// RecoveryTarget (bootstrap.pgbackrest) where a restore stops.
 	BootstrapMethod string
 	RecoveryTarget  RecoveryTarget
+	// SSL is postgresql.ssl (nil: off). When set, PostgreSQL serves TLS
+	// with these files and every connection raftgres makes to another
+	// member verifies it (sslmode=verify-full), see tls.go.
+	SSL *SSL
+}
+
+// SSL is postgresql.ssl: this member's certificate and key (the server's,
+// and the client's towards other members) and the CA that signed every
+// member's certificate. All three are absolute paths.
+type SSL struct {
+	CertFile string
+	KeyFile  string
+	CAFile   string
 }
 
 // DefaultConfig returns the defaults of the section.
@@ -147,6 +160,7 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateMethods()...)
+	errs = append(errs, c.validateSSL()...)
 	for name, u := range c.Users {
 		if !identRe.MatchString(name) {
 			add("^bootstrap.users."+name, "must be a plain role name")

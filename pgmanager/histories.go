@@ -45,7 +45,7 @@ func (m *Manager) fetchHistories(ctx context.Context, dataDir string, src *Upstr
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cfg, err := pgconn.ParseConfig(Conninfo(map[string]string{
+	cfg, err := pgconn.ParseConfig(m.peerConninfo(map[string]string{
 		"host": src.Host, "port": fmt.Sprint(src.Port), "user": m.cfg.Replication.Username,
 		"application_name": m.member + "-clone", "connect_timeout": "5", "replication": "true",
 	}))
@@ -55,7 +55,7 @@ func (m *Manager) fetchHistories(ctx context.Context, dataDir string, src *Upstr
 	cfg.Password = m.cfg.Replication.Password.Reveal()
 	conn, err := pgconn.ConnectConfig(cctx, cfg)
 	if err != nil {
-		return fmt.Errorf("timeline histories from %s: %w", src.Name, err)
+		return m.withTLSHint(fmt.Errorf("timeline histories from %s: %w", src.Name, err), *src)
 	}
 	defer conn.Close(context.Background())
 	var fetched []string

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,6 +72,9 @@ type Manager struct {
 	gateUp atomic.Bool
 	// sess is the kept superuser connection of Status and EnsureSlots.
 	sess session
+	// tlsHintAt is when noteTLSLine last explained a walreceiver's TLS
+	// failure (unix nanoseconds).
+	tlsHintAt atomic.Int64
 }
 
 // New validates cfg and returns a Manager for member. It starts nothing.
@@ -205,11 +209,24 @@ func (m *Manager) Configure(d Desired) (ConfigChange, error) {
 	}
 	if ch.Changed() {
 		m.logger.Info("managed config written", "files", strings.Join(ch.Files, ","), "standby", d.IsStandby())
+		if m.cfg.SSL != nil {
+			var ignored []string
+			for k := range d.ClusterParams {
+				if sslParams[k] {
+					ignored = append(ignored, k)
+				}
+			}
+			if len(ignored) > 0 {
+				slices.Sort(ignored)
+				m.logger.Warn("cluster parameters ignored: postgresql.ssl sets them", "parameters", strings.Join(ignored, ","))
+			}
+		}
 	}
 	return ch, nil
 }
 
-// sanitizeAutoConf removes recovery settings from postgresql.auto.conf.
+// sanitizeAutoConf removes from postgresql.auto.conf the recovery settings
+// and, with postgresql.ssl, the TLS settings it owns.
 func (m *Manager) sanitizeAutoConf() (bool, error) {
 	path := filepath.Join(m.cfg.DataDir, autoConfFile)
 	data, err := os.ReadFile(path)
@@ -219,7 +236,8 @@ func (m *Manager) sanitizeAutoConf() (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", path, err)
 	}
-	out, removed := StripRecoverySettings(string(data))
+	owned := func(name string) bool { return recoveryParams[name] || m.cfg.SSL != nil && sslParams[name] }
+	out, removed := stripSettings(string(data), owned)
 	if !removed {
 		return false, nil
 	}
@@ -229,11 +247,16 @@ func (m *Manager) sanitizeAutoConf() (bool, error) {
 
 // StripRecoverySettings drops lines that set a recovery parameter.
 func StripRecoverySettings(conf string) (string, bool) {
+	return stripSettings(conf, func(name string) bool { return recoveryParams[name] })
+}
+
+// stripSettings drops lines that set a parameter drop names (lowercase).
+func stripSettings(conf string, drop func(name string) bool) (string, bool) {
 	var b strings.Builder
 	removed := false
 	for _, line := range strings.SplitAfter(conf, "\n") {
 		name, _, ok := strings.Cut(strings.TrimSpace(line), "=")
-		if ok && recoveryParams[strings.ToLower(strings.TrimSpace(name))] {
+		if ok && drop(strings.ToLower(strings.TrimSpace(name))) {
 			removed = true
 			continue
 		}
@@ -321,6 +344,9 @@ func (m *Manager) Start(ctx context.Context, d Desired) error {
 	}
 	if _, err := m.Configure(d); err != nil {
 		return err
+	}
+	if err := m.checkSSLKey(); err != nil {
+		return fmt.Errorf("start postgres for %s: %w", m.member, err)
 	}
 	p, err := m.startPostmaster()
 	if err != nil {

@@ -321,14 +321,17 @@ func (m *Manager) basebackup(ctx context.Context, tmp string, src *Upstream) err
 	if err := m.ensureEmptyDir(tmp); err != nil {
 		return err
 	}
-	args := []string{"-D", tmp, "-X", "stream", "-c", "fast", "--no-password", "-d", Conninfo(map[string]string{
+	if err := m.checkSSLKey(); err != nil {
+		return err
+	}
+	args := []string{"-D", tmp, "-X", "stream", "-c", "fast", "--no-password", "-d", m.peerConninfo(map[string]string{
 		"host": src.Host, "port": fmt.Sprint(src.Port), "user": m.cfg.Replication.Username,
 		"application_name": m.member + "-clone", "connect_timeout": "5",
 	})}
-	m.logger.Info("cloning with pg_basebackup", "source", src.Name, "address", src.Addr())
+	m.logger.Info("cloning with pg_basebackup", "source", src.Name, "address", src.Addr(), "tls", m.cfg.SSL != nil)
 	if err := m.run(ctx, command{bin: "pg_basebackup", args: args, env: []string{"PGPASSFILE=" + m.pgpassPath()}}); err != nil {
 		_ = os.RemoveAll(tmp)
-		return err
+		return m.withTLSHint(err, *src)
 	}
 	if err := m.fetchHistories(ctx, tmp, src); err != nil {
 		// Not fatal: the clone is good; only a standby that later crosses

@@ -29,6 +29,8 @@ const pgBin = "/usr/lib/postgresql/15/bin"
 type pgEnv struct {
 	base  string
 	runAs *syscall.Credential
+	// tweak, when set, edits every config that config returns.
+	tweak func(name string, c *Config)
 }
 
 func requirePG(t *testing.T) *pgEnv {
@@ -82,7 +84,7 @@ func (e *pgEnv) config(t *testing.T, name string) Config {
 	t.Helper()
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	return Config{
+	c := Config{
 		Listen: addr, ConnectAddress: addr, DataDir: filepath.Join(e.base, name), BinDir: pgBin,
 		Superuser:   Credentials{Username: "postgres", Password: conf.Secret("super-secret")},
 		Replication: Credentials{Username: "replicator", Password: "repl-secret"},
@@ -95,6 +97,10 @@ func (e *pgEnv) config(t *testing.T, name string) Config {
 		},
 		Users: map[string]User{"app": {Password: "app-pw", Options: []string{"login"}}},
 	}
+	if e.tweak != nil {
+		e.tweak(name, &c)
+	}
+	return c
 }
 
 // initPrimary initialises and starts a primary named name.

@@ -82,7 +82,7 @@ func (m *Manager) startPostmaster() (*postmaster, error) {
 	_ = pw.Close()
 	p := &postmaster{cmd: cmd, done: make(chan struct{})}
 	m.child.Store(p) // at once: Fence must see it from now on
-	go streamLines(pr, m.logger.Named("postgres"), p.noteLine)
+	go streamLines(pr, m.logger.Named("postgres"), p.noteLine, m.noteTLSLine)
 	go func() {
 		p.err = cmd.Wait()
 		_ = pr.Close()

@@ -36,15 +36,22 @@ func (m *Manager) Rewind(ctx context.Context, d Desired) error {
 		// beside them ("lock file postmaster.pid already exists").
 		m.logger.Warn("backends of an earlier postmaster still run in the data directory; rewinding anyway", "pids", fmt.Sprint(left))
 	}
+	if err := m.checkSSLKey(); err != nil {
+		return fmt.Errorf("rewind %s: %w", m.member, err)
+	}
 	src := d.Standby
 	user, password := m.rewindCredentials()
-	if err := probeSource(ctx, *src, user, password); err != nil {
-		return fmt.Errorf("%w: rewind %s from %s: %w", ErrRewindSourceUnavailable, m.member, src.Name, err)
+	probe := m.peerConninfo(map[string]string{
+		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "sslmode": "prefer",
+		"application_name": "raftgres-rewind-probe",
+	})
+	if err := probeSource(ctx, probe, password); err != nil {
+		return m.withTLSHint(fmt.Errorf("%w: rewind %s from %s: %w", ErrRewindSourceUnavailable, m.member, src.Name, err), *src)
 	}
-	args := []string{"-D", m.cfg.DataDir, "--source-server=" + Conninfo(map[string]string{
+	args := []string{"-D", m.cfg.DataDir, "--source-server=" + m.peerConninfo(map[string]string{
 		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "connect_timeout": "5",
 	}), "--config-file=" + filepath.Join(m.cfg.DataDir, confFile)}
-	m.logger.Info("rewinding", "source", src.Name, "address", src.Addr())
+	m.logger.Info("rewinding", "source", src.Name, "address", src.Addr(), "tls", m.cfg.SSL != nil)
 	tail := &tailWriter{max: 200}
 	err := m.run(ctx, command{bin: "pg_rewind", args: args, env: []string{"PGPASSFILE=" + m.pgpassPath()}, tail: tail})
 	if err != nil {
@@ -55,7 +62,7 @@ func (m *Manager) Rewind(ctx context.Context, d Desired) error {
 		if kind == nil {
 			kind = ErrRewindFailed
 		}
-		return fmt.Errorf("%w: rewind %s from %s: %w", kind, m.member, src.Name, err)
+		return m.withTLSHint(fmt.Errorf("%w: rewind %s from %s: %w", kind, m.member, src.Name, err), *src)
 	}
 	if _, err := m.Configure(d); err != nil {
 		return err
@@ -72,13 +79,10 @@ func (m *Manager) rewindCredentials() (string, string) {
 	return m.cfg.Superuser.Username, m.cfg.Superuser.Password.Reveal()
 }
 
-// probeSource logs in to the rewind source as user, as pg_rewind will
-// (TCP, sslmode=prefer).
-func probeSource(ctx context.Context, src Upstream, user, password string) error {
-	cc, err := pgconn.ParseConfig(Conninfo(map[string]string{
-		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "sslmode": "prefer",
-		"application_name": "raftgres-rewind-probe",
-	}))
+// probeSource logs in to the rewind source with conninfo, as pg_rewind
+// will (TCP; sslmode prefer, or verify-full with postgresql.ssl).
+func probeSource(ctx context.Context, conninfo, password string) error {
+	cc, err := pgconn.ParseConfig(conninfo)
 	if err != nil {
 		return err
 	}
@@ -106,6 +110,8 @@ var sourceTrouble = []string{
 	"the database system is starting up", "the database system is shutting down",
 	"the database system is in recovery mode", "timeout expired", "connection refused",
 	"too many connections", "terminating connection",
+	// TLS (postgresql.ssl): libpq checks the certificates before it logs in.
+	"ssl error", "server certificate", "root certificate", "private key file", "certificate present", "does not support ssl",
 }
 
 // classifyRewindFailure reads the output of a failed pg_rewind:

@@ -20,6 +20,14 @@ func TestClassifyRewindFailure(t *testing.T) {
 		{"bad password", []string{`pg_rewind: error: connection to server at "10.0.0.2", port 5432 failed: FATAL:  password authentication failed for user "rewind_user"`}, ErrRewindSourceUnavailable},
 		{"not allowed", []string{`pg_rewind: error: could not connect to server: FATAL:  no pg_hba.conf entry for host "10.0.0.3"`}, ErrRewindSourceUnavailable},
 		{"source starting", []string{"pg_rewind: error: connection to server failed: FATAL:  the database system is starting up"}, ErrRewindSourceUnavailable},
+		{"certificate for another host", []string{`pg_rewind: error: connection to server at "10.0.0.2", port 5432 failed: ` +
+			`server certificate for "pg9.example" does not match host name "10.0.0.2"`}, ErrRewindSourceUnavailable},
+		{"unknown CA", []string{`pg_rewind: error: connection to server at "10.0.0.2", port 5432 failed: SSL error: certificate verify failed`},
+			ErrRewindSourceUnavailable},
+		{"source without TLS", []string{`pg_rewind: error: connection to server at "10.0.0.2", port 5432 failed: ` +
+			`server does not support SSL, but SSL was required`}, ErrRewindSourceUnavailable},
+		{"loose client key", []string{`pg_rewind: error: connection to server at "10.0.0.2", port 5432 failed: ` +
+			`private key file "/etc/raftgres/pg1-key.pem" has group or world access`}, ErrRewindSourceUnavailable},
 		{"different systems", []string{"pg_rewind: error: source and target clusters are from different systems"}, nil},
 		{"wal gone", []string{"pg_rewind: servers diverged at WAL location 0/3000060 on timeline 1",
 			`pg_rewind: error: could not open file "pg_wal/000000010000000000000002": No such file or directory`}, nil},

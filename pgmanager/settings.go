@@ -105,7 +105,7 @@ var enforcedDefaults = map[string]string{
 // BuildSettings returns the settings of the managed postgresql.conf: the
 // enforced defaults, overridden by cluster then local parameters, then the
 // settings raftgres owns (addresses, files, recovery,
-// synchronous_standby_names) on top.
+// synchronous_standby_names, and with postgresql.ssl the TLS files) on top.
 func (m *Manager) BuildSettings(d Desired) map[string]string {
 	s := maps.Clone(enforcedDefaults)
 	maps.Copy(s, d.ClusterParams)
@@ -125,6 +125,7 @@ func (m *Manager) BuildSettings(d Desired) map[string]string {
 	s["hba_file"] = filepath.Join(m.cfg.DataDir, hbaFile)
 	s["unix_socket_directories"] = m.socketDir()
 	s["synchronous_standby_names"] = d.SyncStandbyNames
+	maps.Copy(s, m.cfg.sslSettings())
 	if m.scope != "" {
 		s["cluster_name"] = m.scope
 	}
@@ -205,9 +206,10 @@ func SlotName(member string) string {
 }
 
 // replicationConninfo is primary_conninfo for upstream: the password comes
-// from the 0600 pgpass file, never the conninfo itself.
+// from the 0600 pgpass file, never the conninfo itself; TLS is preferred,
+// and with postgresql.ssl required and verified (peerConninfo).
 func (m *Manager) replicationConninfo(u Upstream) string {
-	return Conninfo(map[string]string{
+	return m.peerConninfo(map[string]string{
 		"host": u.Host, "port": strconv.Itoa(u.Port), "user": m.cfg.Replication.Username,
 		"application_name": m.member, "passfile": m.pgpassPath(), "sslmode": "prefer",
 		"connect_timeout": "3", "target_session_attrs": "read-write",

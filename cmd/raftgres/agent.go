@@ -41,6 +41,13 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return cli.Exit(err.Error(), 2)
 			}
+			if cfg.HasPostgres {
+				// PostgreSQL and the libpq tools run as this user and refuse a
+				// key file that others can read: say so before starting.
+				if err := cfg.Postgres.CheckSSLFiles(os.Geteuid()); err != nil {
+					return cli.Exit(fmt.Sprintf("config %s: %v", cfg.Path, err), 2)
+				}
+			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			logger := newLogger(cfg.Log, os.Stderr).With("node", cfg.Name)

@@ -300,6 +300,9 @@ func (f *fileConfig) convertPostgres(c *agentConfig) {
 		}
 	}
 	p.Parameters = scalars(pg.Parameters)
+	if t := pg.SSL; t != nil {
+		p.SSL = &pgmanager.SSL{CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CAFile}
+	}
 	p.Callbacks = pgmanager.Callbacks{OnStart: pg.Callbacks.OnStart, OnStop: pg.Callbacks.OnStop, OnRoleChange: pg.Callbacks.OnRoleChange}
 }
 

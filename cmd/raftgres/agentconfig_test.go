@@ -218,6 +218,17 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{"line 16: restapi.allowlist_include_members: cannot unmarshal"}},
 		{"allowlist key misspelt", replace("allowlist_include_members: true", "allowlist_include_member: true"), 0o600,
 			[]string{"restapi.allowlist_include_member: unknown key (did you mean allowlist_include_members?)"}},
+		{"ssl without key_file", replace("  callbacks:", "  ssl: {cert_file: /etc/rg/pg1.pem, ca_file: /etc/rg/ca.pem}\n  callbacks:"), 0o600,
+			[]string{"line 27: postgresql.ssl.key_file: is required when ssl is set"}},
+		{"empty ssl section", replace("  callbacks:", "  ssl: {}\n  callbacks:"), 0o600,
+			[]string{"3 problems", "postgresql.ssl.cert_file: is required", "postgresql.ssl.key_file: is required", "postgresql.ssl.ca_file: is required"}},
+		{"relative ssl path", replace("  callbacks:", "  ssl: {cert_file: pg1.pem, key_file: /etc/rg/pg1-key.pem, ca_file: /etc/rg/ca.pem}\n  callbacks:"), 0o600,
+			[]string{`postgresql.ssl.cert_file: must be an absolute path, got "pg1.pem"`}},
+		{"unknown ssl key", replace("  callbacks:", "  ssl: {cert_file: /c.pem, key_file: /k.pem, ca_file: /ca.pem, crl_file: /crl.pem}\n  callbacks:"), 0o600,
+			[]string{"line 27: postgresql.ssl.crl_file: unknown key"}},
+		{"ssl setting in parameters", strings.Replace(replace("  callbacks:", "  ssl: {cert_file: /c.pem, key_file: /k.pem, ca_file: /ca.pem}\n  callbacks:"),
+			"hot_standby_feedback: on}", "hot_standby_feedback: on, ssl_cert_file: /x.pem}", 1), 0o600,
+			[]string{"line 26: postgresql.parameters.ssl_cert_file: is set by raftgres from postgresql.ssl: remove it here"}},
 		{"unknown restore key", replace("bootstrap:\n", "bootstrap:\n  method: pgbackrest\n  pgbackrest: {target: x}\n"), 0o600,
 			[]string{"bootstrap.pgbackrest.target: unknown key"}},
 	} {
@@ -238,6 +249,26 @@ func TestParseConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestParsePostgresSSL(t *testing.T) {
+	t.Parallel()
+	y := strings.Replace(validConfig, "  callbacks:",
+		"  ssl: {cert_file: /etc/rg/pg1.pem, key_file: /etc/rg/pg1-key.pem, ca_file: /etc/rg/ca.pem}\n  callbacks:", 1)
+	c, err := parseConfig("pg1.yml", []byte(y), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &pgmanager.SSL{CertFile: "/etc/rg/pg1.pem", KeyFile: "/etc/rg/pg1-key.pem", CAFile: "/etc/rg/ca.pem"}
+	if diff := cmp.Diff(want, c.Postgres.SSL); diff != "" {
+		t.Errorf("postgresql.ssl (-want +got):\n%s", diff)
+	}
+	for _, y := range []string{validConfig, strings.Replace(validConfig, "  callbacks:", "  ssl:\n  callbacks:", 1)} {
+		c, err := parseConfig("pg1.yml", []byte(y), 0o600)
+		if err != nil || c.Postgres.SSL != nil {
+			t.Errorf("without postgresql.ssl: %+v, %v", c.Postgres.SSL, err)
+		}
 	}
 }
 
@@ -278,7 +309,8 @@ func FuzzParseConfig(f *testing.F) {
 }
 
 // TestExampleConfigsLoad keeps examples/ valid: every agent config there
-// loads (copied to a 0600 file, as users must install it).
+// loads (copied to a 0600 file, as users must install it), also with its
+// commented PostgreSQL TLS lines in use.
 func TestExampleConfigsLoad(t *testing.T) {
 	paths, err := filepath.Glob("../../examples/*-node/*.yml")
 	if err != nil || len(paths) < 8 {
@@ -296,5 +328,30 @@ func TestExampleConfigsLoad(t *testing.T) {
 		if _, err := loadConfig(dst); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}
+		c, err := parseConfig(p, []byte(withExampleTLS(string(raw))), 0o600)
+		if err != nil {
+			t.Errorf("%s with its TLS lines: %v", p, err)
+			continue
+		}
+		if c.Postgres.SSL == nil || len(c.Postgres.PgHba) != 4 || !strings.HasPrefix(c.Postgres.PgHba[0], "hostssl ") ||
+			c.Postgres.PgHba[3] != "hostnossl all all all reject" {
+			t.Errorf("%s with its TLS lines: ssl %+v, pg_hba %q", p, c.Postgres.SSL, c.Postgres.PgHba)
+		}
 	}
+}
+
+// withExampleTLS uncomments an example's postgresql.ssl and hostssl lines
+// and drops the plain host lines they replace.
+func withExampleTLS(raw string) string {
+	var out []string
+	for _, l := range strings.Split(raw, "\n") {
+		switch {
+		case strings.HasPrefix(l, "    - host "):
+			continue
+		case strings.HasPrefix(l, "  # ssl: "), strings.HasPrefix(l, "    # - host"):
+			l = strings.Replace(l, "# ", "", 1)
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
 }

@@ -102,6 +102,9 @@ type filePostgres struct {
 	Callbacks      fileCallbacks     `yaml:"callbacks"`
 	// CreateReplicaMethods: pgbackrest, basebackup (tried in order).
 	CreateReplicaMethods []string `yaml:"create_replica_methods"`
+	// SSL: PostgreSQL serves TLS, and members connect to each other with
+	// sslmode=verify-full.
+	SSL *fileTLS `yaml:"ssl"`
 }
 
 type filePGAuth struct {
