@@ -24,6 +24,19 @@ func TestHoistFlags(t *testing.T) {
 			[]string{"raftgres", "leave", "--", "-weird"}},
 		{"unknown command", []string{"raftgres", "nope", "x", "--y"},
 			[]string{"raftgres", "nope", "x", "--y"}},
+		// Issue 12: patronictl's order, options before the verb.
+		{"config before the verb", []string{"raftgres", "-c", "cfg.yml", "list"},
+			[]string{"raftgres", "list", "-c", "cfg.yml"}},
+		{"long options before the verb", []string{"raftgres", "--config=cfg.yml", "--api", "URL", "list", "--format", "json"},
+			[]string{"raftgres", "list", "--config=cfg.yml", "--api", "URL", "--format", "json"}},
+		{"before the verb and after a member", []string{"raftgres", "-c", "cfg.yml", "restart", "pg2", "--force"},
+			[]string{"raftgres", "restart", "-c", "cfg.yml", "--force", "pg2"}},
+		{"before a subcommand", []string{"raftgres", "-c", "cfg.yml", "backup", "check"},
+			[]string{"raftgres", "backup", "check", "-c", "cfg.yml"}},
+		{"app flags stay", []string{"raftgres", "--help", "list"},
+			[]string{"raftgres", "--help", "list"}},
+		{"no verb", []string{"raftgres", "-c", "cfg.yml"},
+			[]string{"raftgres", "-c", "cfg.yml"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := hoistFlags(app, tc.in); !slices.Equal(got, tc.want) {
