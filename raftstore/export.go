@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -228,7 +229,7 @@ func VerifyExport(b []byte, pub ed25519.PublicKey) (Export, error) {
 	if env.Format == ExportFormatV1 {
 		e, err := verifyV1(b)
 		if err == nil && pub != nil {
-			err = exportErrorf(ErrExportUnsigned, "format %s has no signature (written before raftgres signed exports)", ExportFormatV1)
+			return Export{}, exportErrorf(ErrExportUnsigned, "format %s has no signature (written before raftgres signed exports)", ExportFormatV1)
 		}
 		return e, err
 	}
@@ -287,7 +288,7 @@ func decodeEnvelope(b []byte) (envelope, error) {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return envelope{}, exportErrorf(ErrExportMalformed, "truncated: the file ends after %d bytes, inside its JSON", len(b))
 		}
-		return envelope{}, exportErrorf(ErrExportMalformed, "not a raftgres snapshot export: %v", err)
+		return envelope{}, exportErrorf(ErrExportMalformed, "not a raftgres snapshot export: %s", clip(err))
 	}
 	switch env.Format {
 	case ExportFormat:
@@ -328,6 +329,16 @@ func decodeEnvelope(b []byte) (envelope, error) {
 	return env, nil
 }
 
+// clip shortens a decoding error, which may quote the untrusted file
+// (an unknown field's name), to a length fit for a terminal.
+func clip(err error) string {
+	const limit = 200
+	if s := err.Error(); len(s) > limit {
+		return strings.ToValidUTF8(s[:limit], "") + "…"
+	}
+	return err.Error()
+}
+
 // firstDifference says where got first differs from want, for an error.
 func firstDifference(want, got []byte) string {
 	n := min(len(want), len(got))
@@ -345,7 +356,7 @@ func firstDifference(want, got []byte) string {
 func decodeBody(raw []byte) (ExportBody, error) {
 	var body ExportBody
 	if err := json.Unmarshal(raw, &body); err != nil {
-		return ExportBody{}, exportErrorf(ErrExportMalformed, "body: %v", err)
+		return ExportBody{}, exportErrorf(ErrExportMalformed, "body: %s", clip(err))
 	}
 	var present struct {
 		Scope      *string    `json:"scope"`
@@ -354,7 +365,7 @@ func decodeBody(raw []byte) (ExportBody, error) {
 		RaftTerm   *uint64    `json:"raft_term"`
 	}
 	if err := json.Unmarshal(raw, &present); err != nil {
-		return ExportBody{}, exportErrorf(ErrExportMalformed, "body: %v", err)
+		return ExportBody{}, exportErrorf(ErrExportMalformed, "body: %s", clip(err))
 	}
 	for name, missing := range map[string]bool{"scope": present.Scope == nil, "exported_at": present.ExportedAt == nil,
 		"raft_index": present.RaftIndex == nil, "raft_term": present.RaftTerm == nil} {
@@ -394,7 +405,7 @@ func verifyV1(b []byte) (Export, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
-		return Export{}, exportErrorf(ErrExportMalformed, "not a %s export: %v", ExportFormatV1, err)
+		return Export{}, exportErrorf(ErrExportMalformed, "not a %s export: %s", ExportFormatV1, clip(err))
 	}
 	canon, err := json.Marshal(e.Body)
 	if err != nil {

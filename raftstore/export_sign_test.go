@@ -138,6 +138,8 @@ func TestExportSignVerify(t *testing.T) {
 		{name: "duplicate key", file: replace(signed, `  "sha256"`, `  "format": "raftgres-snapshot/2",`+"\n"+`  "sha256"`),
 			want: ErrExportMalformed},
 		{name: "unknown key", file: replace(signed, `  "sha256"`, `  "x": 1,`+"\n"+`  "sha256"`), want: ErrExportMalformed, wantMsg: "unknown field"},
+		{name: "long unknown key", file: replace(signed, `  "sha256"`, `  "`+strings.Repeat("k", 5000)+`": 1,`+"\n"+`  "sha256"`),
+			want: ErrExportMalformed, wantMsg: "unknown field"},
 		{name: "trailing data", file: append(append([]byte{}, signed...), "{}\n"...), want: ErrExportMalformed},
 		{name: "unknown format", file: replace(signed, ExportFormat, "raftgres-snapshot/9"), want: ErrExportMalformed, wantMsg: "unknown format"},
 		{name: "bad algorithm", file: replace(signed, `"algorithm":"ed25519"`, `"algorithm":"rsa"`), pub: pubOf(keyA),
@@ -164,6 +166,9 @@ func TestExportSignVerify(t *testing.T) {
 			}
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.wantMsg) {
 				t.Fatalf("got %v, want %v mentioning %q", err, tc.want, tc.wantMsg)
+			}
+			if len(err.Error()) > 400 {
+				t.Fatalf("error of %d bytes: it quotes the file at length", len(err.Error()))
 			}
 		})
 	}

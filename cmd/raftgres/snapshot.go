@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/urfave/cli/v2"
 
@@ -54,7 +57,7 @@ func snapshotExportCommand() *cli.Command {
 				sig = "unsigned: set raft.audit_key_file on the agents to sign exports"
 			}
 			fmt.Fprintf(c.App.Writer, "wrote %s (%d bytes, raft index %d, term %d, exported by %s; %s)\n",
-				c.String("out"), len(b), e.Body.RaftIndex, e.Body.RaftTerm, e.Body.ExportedBy, sig)
+				c.String("out"), len(b), e.Body.RaftIndex, e.Body.RaftTerm, printable(e.Body.ExportedBy), sig)
 			return nil
 		},
 	}
@@ -115,7 +118,21 @@ func describeExport(e raftstore.Export) string {
 	}
 	b := e.Body
 	return fmt.Sprintf("%s; scope %s, raft index %d, term %d, %d members, exported by %s at %s (%s)",
-		what, b.Scope, b.RaftIndex, b.RaftTerm, len(b.Members), b.ExportedBy, b.ExportedAt.Format(time.RFC3339), e.Format)
+		what, printable(b.Scope), b.RaftIndex, b.RaftTerm, len(b.Members), printable(b.ExportedBy),
+		b.ExportedAt.Format(time.RFC3339), e.Format)
+}
+
+// printable shows a name from a file as is when it is a plain name, quoted
+// (and shortened) otherwise, so a file cannot send control sequences to
+// the terminal.
+func printable(s string) string {
+	if len(s) <= 128 && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) {
+		return s
+	}
+	if len(s) > 128 {
+		s = strings.ToValidUTF8(s[:128], "") + "…"
+	}
+	return strconv.Quote(s)
 }
 
 func snapshotKeygenCommand() *cli.Command {

@@ -119,6 +119,15 @@ func TestSnapshotKeygenVerify(t *testing.T) {
 	}
 }
 
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{"pg1": "pg1", "": "", "a b": `"a b"`, "x\x1b[2J": `"x\x1b[2J"`,
+		strings.Repeat("a", 200): `"` + strings.Repeat("a", 128) + `…"`} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
 func TestLoadConfigAuditKey(t *testing.T) {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "audit.key")
