@@ -377,6 +377,7 @@ func TestStoreExportSigned(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLeader(t, s)
+	waitFor(t, 5*time.Second, "the bootstrap configuration to apply", func() bool { return s.AppliedIndex() > 0 })
 	b, err := s.Export("demo", t0)
 	if err != nil {
 		t.Fatal(err)
