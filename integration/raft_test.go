@@ -2,6 +2,8 @@ package integration
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -29,14 +31,14 @@ func TestSnapshotExportVerify(t *testing.T) {
 		t.Fatalf("export: exit %d: %s", code, stderr)
 	}
 	stdout, stderr, code := runCLI(t, "snapshot", "verify", out)
-	if code != 0 || !strings.Contains(stdout, "ok (scope itest") {
+	if code != 0 || !strings.Contains(stdout, "digest ok, unsigned") || !strings.Contains(stdout, "scope itest") {
 		t.Fatalf("verify of a fresh export: exit %d: %s %s", code, stdout, stderr)
 	}
 	data, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := raftstore.VerifyExport(data)
+	e, err := raftstore.VerifyExport(data, nil)
 	if err != nil || len(e.Body.Voters) != 3 || len(e.Body.Members) != 3 || e.Body.RaftIndex == 0 || e.Body.Config.Version < 2 {
 		t.Fatalf("export body: %+v (%v)", e.Body, err)
 	}
@@ -50,10 +52,10 @@ func TestSnapshotExportVerify(t *testing.T) {
 			b[len(b)/2] ^= 0x01
 			return b
 		}, "snapshot verify"},
-		{"truncated", func(b []byte) []byte { return b[:len(b)-20] }, "not a raftgres snapshot export"},
+		{"truncated", func(b []byte) []byte { return b[:len(b)-20] }, "truncated or malformed export: truncated"},
 		{"value changed", func(b []byte) []byte {
 			return []byte(strings.Replace(string(b), `"scope": "itest"`, `"scope": "other"`, 1))
-		}, "digest mismatch"},
+		}, "export body modified"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := filepath.Join(c.base, "bad.json")
@@ -66,6 +68,156 @@ func TestSnapshotExportVerify(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSignedSnapshotExport (issue 11): agents with raft.audit_key_file sign
+// the exports they serve; `snapshot verify --pubkey` accepts one with the
+// right public key and refuses, exit 1 with the reason, a modified body, a
+// file checked against another key and a truncated copy. An agent whose
+// key is readable by its group refuses to start.
+func TestSignedSnapshotExport(t *testing.T) {
+	requireIntegration(t)
+	keys := baseDir(t)
+	prefix, otherPrefix := filepath.Join(keys, "audit"), filepath.Join(keys, "other")
+	// The agents' user makes the key, so it owns it (mode 0600).
+	if stdout, stderr, code := runCLIAsAgent(t, "snapshot", "keygen", "--out", prefix); code != 0 {
+		t.Fatalf("keygen: exit %d: %s %s", code, stdout, stderr)
+	}
+	if _, stderr, code := runCLI(t, "snapshot", "keygen", "--out", otherPrefix); code != 0 {
+		t.Fatalf("keygen other: exit %d: %s", code, stderr)
+	}
+	keyID, otherID := pubKeyID(t, prefix+".pub"), pubKeyID(t, otherPrefix+".pub")
+
+	c := startCluster(t, 3, func(_ *Node, all []*Node) NodeOptions {
+		return NodeOptions{Peers: all, Raft: "audit_key_file: " + prefix + ".key"}
+	})
+	leader := c.waitStable(c.nodes, 3)
+	follower := c.follower(leader, c.nodes)
+	out := filepath.Join(c.base, "signed.json")
+	stdout, stderr, code := runCLI(t, "snapshot", "export", "--out", out, "--api", follower.APIURL(), "--token", testToken)
+	if code != 0 || !strings.Contains(stdout, "signed by key "+keyID) {
+		t.Fatalf("export: exit %d: %s %s", code, stdout, stderr)
+	}
+	stdout, stderr, code = runCLI(t, "snapshot", "verify", "--pubkey", prefix+".pub", out)
+	want := "ok, signature verified: signed by key " + keyID + "; scope itest, raft index "
+	if code != 0 || !strings.Contains(stdout, want) || !strings.Contains(stdout, "exported by "+follower.Name) {
+		t.Fatalf("verify with the right key: exit %d: %s %s (want %q)", code, stdout, stderr, want)
+	}
+	t.Logf("verify: %s", stdout)
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := raftstore.ParseAuditPublicKey(mustRead(t, prefix+".pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := raftstore.VerifyExport(data, pub)
+	if err != nil || !e.Verified || e.Body.RaftIndex == 0 || e.Body.RaftTerm == 0 || len(e.Body.Voters) != 3 {
+		t.Fatalf("export: %+v (%v)", e, err)
+	}
+	st, err := status(follower)
+	if err != nil || e.Body.RaftIndex > st.AppliedIndex || e.Body.RaftTerm > st.Term {
+		t.Fatalf("signed index %d term %d, the follower is at %d term %d (%v)", e.Body.RaftIndex, e.Body.RaftTerm, st.AppliedIndex, st.Term, err)
+	}
+	if !strings.Contains(stdout, fmt.Sprintf("raft index %d, term %d", e.Body.RaftIndex, e.Body.RaftTerm)) {
+		t.Fatalf("verify does not print the signed index and term: %s", stdout)
+	}
+
+	by := `"exported_by": "` + follower.Name + `"`
+	for _, tc := range []struct {
+		name   string
+		file   []byte
+		pubkey string
+		want   string
+	}{
+		{"one byte flipped in the body", flipIn(t, data, by), prefix + ".pub",
+			"export body modified: the body does not match its SHA-256 digest"},
+		{"one byte flipped, digest recomputed", redigest(t, flipIn(t, data, by)), prefix + ".pub",
+			"export body modified: the signature by key " + keyID + " does not match the body"},
+		{"another key", data, otherPrefix + ".pub",
+			"export signed by another key: signed by key " + keyID + ", not by " + otherID},
+		{"truncated", data[:len(data)*2/3], prefix + ".pub", "truncated or malformed export: truncated"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := filepath.Join(c.base, "bad.json")
+			if err := os.WriteFile(bad, tc.file, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, code := runCLI(t, "snapshot", "verify", "--pubkey", tc.pubkey, bad)
+			if code != 1 || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stdout %q stderr %q (want exit 1 mentioning %q)", code, stdout, stderr, tc.want)
+			}
+			t.Logf("verify: %s", stderr)
+		})
+	}
+
+	t.Run("group-readable key refused", func(t *testing.T) {
+		loose := filepath.Join(keys, "loose")
+		if _, stderr, code := runCLIAsAgent(t, "snapshot", "keygen", "--out", loose); code != 0 {
+			t.Fatalf("keygen: %s", stderr)
+		}
+		if err := os.Chmod(loose+".key", 0o640); err != nil {
+			t.Fatal(err)
+		}
+		n := newNode(t, c.base, "pg9")
+		n.WriteConfig(NodeOptions{Join: []*Node{leader}, Raft: "audit_key_file: " + loose + ".key"})
+		n.Start()
+		waitFor(t, 20*time.Second, "the agent with a group-readable key to exit", func() (bool, error) {
+			_, exited := n.Exited()
+			return exited, nil
+		})
+		want := "audit key " + loose + ".key is readable by group or others (mode 0640): run chmod 600"
+		if log := n.Log(); !strings.Contains(log, want) || strings.Contains(log, string(mustRead(t, loose+".key")[30:60])) {
+			t.Fatalf("agent log does not say %q (or leaks the key):\n%s", want, log)
+		}
+	})
+}
+
+func pubKeyID(t *testing.T, path string) string {
+	t.Helper()
+	pub, err := raftstore.ParseAuditPublicKey(mustRead(t, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raftstore.KeyID(pub)
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// flipIn flips the low bit of the last byte of the first occurrence of s
+// (a digit or letter inside a JSON string).
+func flipIn(t *testing.T, b []byte, s string) []byte {
+	t.Helper()
+	i := strings.Index(string(b), s)
+	if i < 0 {
+		t.Fatalf("%q not in the export", s)
+	}
+	out := append([]byte{}, b...)
+	out[i+len(s)-2] ^= 0x01
+	return out
+}
+
+// redigest recomputes the body's SHA-256 in a format 2 export, as someone
+// who edits the file would.
+func redigest(t *testing.T, b []byte) []byte {
+	t.Helper()
+	s := string(b)
+	i := strings.Index(s, "\n  \"body\": ")
+	j := strings.Index(s, `"sha256": "`)
+	if i < 0 || j < 0 {
+		t.Fatal("not a format 2 export")
+	}
+	sum := sha256.Sum256([]byte(s[i+len("\n  \"body\": ") : len(s)-len("\n}\n")]))
+	j += len(`"sha256": "`)
+	return []byte(s[:j] + hex.EncodeToString(sum[:]) + s[j+64:])
 }
 
 func TestForeignCAPeerCannotJoin(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"time"
 
 	"raftgres/internal/conf"
@@ -59,6 +60,10 @@ type Config struct {
 	// node has Raft state.
 	BootstrapPeers []Peer
 	TLS            TLSConfig
+	// AuditKeyFile is raft.audit_key_file: a PEM PKCS#8 Ed25519 private
+	// key (mode 0600) that signs the audit exports this member serves.
+	// Empty: exports are unsigned.
+	AuditKeyFile string
 
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
@@ -179,6 +184,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.TLS.Validate(); err != nil {
 		errs = append(errs, conf.Prefix("tls", err))
+	}
+	if c.AuditKeyFile != "" && !filepath.IsAbs(c.AuditKeyFile) {
+		errs = append(errs, conf.Errorf("audit_key_file", "must be an absolute path, got %q", c.AuditKeyFile))
 	}
 	if c.HeartbeatTimeout <= 0 || c.ElectionTimeout < c.HeartbeatTimeout {
 		errs = append(errs, conf.Errorf("election_timeout", "must be at least the heartbeat timeout"))

@@ -38,7 +38,34 @@ var (
 	// ErrJoinRefused means the leader will not add a node (unreachable, TLS
 	// handshake refused, conflicting identity).
 	ErrJoinRefused = errors.New("join refused")
+
+	// ErrExportMalformed means an audit export file is truncated, not
+	// JSON, of an unknown format, or edited outside its body.
+	ErrExportMalformed = errors.New("truncated or malformed export")
+	// ErrExportModified means an export's body does not match its digest
+	// or its signature: it was changed after export.
+	ErrExportModified = errors.New("export body modified")
+	// ErrExportWrongKey means an export was signed by another key than
+	// the one it is checked against.
+	ErrExportWrongKey = errors.New("export signed by another key")
+	// ErrExportUnsigned means a signature was required but the export
+	// carries none.
+	ErrExportUnsigned = errors.New("export unsigned")
 )
+
+// ExportError is one of the ErrExport* sentinels with what was found.
+type ExportError struct {
+	Kind   error
+	Detail string
+}
+
+func (e *ExportError) Error() string { return e.Kind.Error() + ": " + e.Detail }
+
+func (e *ExportError) Unwrap() error { return e.Kind }
+
+func exportErrorf(kind error, format string, args ...any) error {
+	return &ExportError{Kind: kind, Detail: fmt.Sprintf(format, args...)}
+}
 
 // holderLeaveError is ErrHolderLeave naming the member and the key's epoch.
 type holderLeaveError struct {

@@ -6,41 +6,6 @@ import (
 	"time"
 )
 
-func TestExportVerify(t *testing.T) {
-	t.Parallel()
-	a := newApplier(t)
-	a.mustApply(Bootstrap{Config: DefaultClusterConfig(), Actor: "pg1", At: t0})
-	a.register("pg1")
-	st := a.f.State()
-	body := ExportBody{Scope: "demo", ExportedBy: "pg1", ExportedAt: t0, RaftIndex: 3, RaftTerm: 2,
-		Voters: []Server{{ID: "pg1", Address: "127.0.0.1:7001", Suffrage: "Voter"}}, Config: st.Config,
-		Members: st.Members, History: st.History}
-	b, err := EncodeExport(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := VerifyExport(b); err != nil {
-		t.Fatalf("fresh export: %v", err)
-	}
-	// Any single-byte change is caught.
-	for i := range b {
-		m := append([]byte{}, b...)
-		m[i] ^= 0x01
-		if _, err := VerifyExport(m); err == nil {
-			t.Fatalf("flipping byte %d (%q) went unnoticed", i, b[i])
-		}
-	}
-	for name, m := range map[string]string{
-		"truncated":    string(b[:len(b)/2]),
-		"wrong format": strings.Replace(string(b), ExportFormat, "raftgres-snapshot/2", 1),
-		"extra key":    strings.Replace(string(b), `"format"`, `"x": 1, "format"`, 1),
-	} {
-		if _, err := VerifyExport([]byte(m)); err == nil {
-			t.Fatalf("%s: accepted", name)
-		}
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	good := func() Config {
@@ -63,6 +28,8 @@ func TestConfigValidate(t *testing.T) {
 		{"self missing", func(c *Config) { c.BootstrapPeers = c.BootstrapPeers[1:] }, "must list this member"},
 		{"self address differs", func(c *Config) { c.BootstrapPeers[0].Address = "127.0.0.1:7009" }, "differs from its advertise"},
 		{"partial tls", func(c *Config) { c.TLS.CAFile = "/ca" }, "tls.cert_file: is required"},
+		{"audit key absolute", func(c *Config) { c.AuditKeyFile = "/etc/raftgres/audit.key" }, ""},
+		{"audit key relative", func(c *Config) { c.AuditKeyFile = "audit.key" }, "audit_key_file: must be an absolute path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good()

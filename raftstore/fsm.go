@@ -99,6 +99,14 @@ func (f *fsm) State() State {
 	return f.state.Clone()
 }
 
+// stateAndIndex returns a deep copy of the state and the index of the last
+// entry applied to it, read together.
+func (f *fsm) stateAndIndex() (State, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Clone(), f.applied
+}
+
 // requestPending reports whether a failover or switchover request is
 // pending, without copying the state.
 func (f *fsm) requestPending() bool {

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -38,6 +39,7 @@ type Store struct {
 	bolt      *raftboltdb.BoltStore
 	logs      raft.LogStore
 	tls       *tls.Config
+	auditKey  ed25519.PrivateKey // signs exports; never logged
 	stop      chan struct{}
 	done      chan struct{}
 	observer  *raft.Observer
@@ -91,6 +93,12 @@ func (s *Store) Open() (err error) {
 		if s.tls, err = LoadTLS(s.cfg.TLS); err != nil {
 			return err
 		}
+	}
+	if s.cfg.AuditKeyFile != "" {
+		if s.auditKey, err = LoadAuditKey(s.cfg.AuditKeyFile); err != nil {
+			return err
+		}
+		s.logger.Info("audit exports will be signed", "key_id", KeyID(s.auditKey.Public().(ed25519.PublicKey)))
 	}
 	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(s.cfg.Dir, "raft.db")})
 	if err != nil {
@@ -295,6 +303,13 @@ func (s *Store) r() (*raft.Raft, error) {
 	return s.raft, nil
 }
 
+// signingKey is the audit key exports are signed with, or nil.
+func (s *Store) signingKey() ed25519.PrivateKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.auditKey
+}
+
 func (s *Store) logStore() raft.LogStore {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -314,7 +329,12 @@ func (s *Store) State() State { return s.fsm.State() }
 // applied index moves when an entry is queued for the FSM, before State
 // shows it, so it is not used alone.)
 func (s *Store) AppliedIndex() uint64 {
-	idx := s.fsm.AppliedIndex()
+	return s.extendApplied(s.fsm.AppliedIndex())
+}
+
+// extendApplied moves idx, an index the FSM applied, over the no-op and
+// barrier entries Raft applied after it: State at idx is State at the result.
+func (s *Store) extendApplied(idx uint64) uint64 {
 	r, err := s.r()
 	if err != nil {
 		return idx

@@ -10,7 +10,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"raftgres/api"
-	"raftgres/raftstore"
 )
 
 func configFlag(required bool) cli.Flag {
@@ -123,60 +122,6 @@ func leaveCommand() *cli.Command {
 			}
 			fmt.Fprintf(c.App.Writer, "%s left the cluster\n", member)
 			return nil
-		},
-	}
-}
-
-func snapshotCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "snapshot",
-		Usage: "export or verify an audit snapshot of the replicated state",
-		Subcommands: []*cli.Command{
-			{
-				Name:  "export",
-				Usage: "write the cluster state (config, leader key, members, history) to a JSON file with a SHA-256 digest",
-				Flags: append(adminFlags(), &cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output `FILE`", Required: true}),
-				Action: func(c *cli.Context) error {
-					client, err := adminClient(c)
-					if err != nil {
-						return cli.Exit(err.Error(), 2)
-					}
-					b, err := client.Snapshot(c.Context)
-					if err != nil {
-						return cli.Exit("snapshot export: "+err.Error(), 1)
-					}
-					if _, err := raftstore.VerifyExport(b); err != nil {
-						return cli.Exit("snapshot export: the member sent a bad export: "+err.Error(), 1)
-					}
-					if err := writeFileAtomic(c.String("out"), b, 0o600); err != nil {
-						return cli.Exit("snapshot export: "+err.Error(), 1)
-					}
-					fmt.Fprintf(c.App.Writer, "wrote %s (%d bytes)\n", c.String("out"), len(b))
-					return nil
-				},
-			},
-			{
-				Name:      "verify",
-				Usage:     "check an exported snapshot's format and digest (exit 1 if it was modified)",
-				ArgsUsage: "FILE",
-				Action: func(c *cli.Context) error {
-					if c.NArg() != 1 {
-						return cli.Exit("snapshot verify: give exactly one FILE", 2)
-					}
-					b, err := os.ReadFile(c.Args().First())
-					if err != nil {
-						return cli.Exit("snapshot verify: "+err.Error(), 1)
-					}
-					e, err := raftstore.VerifyExport(b)
-					if err != nil {
-						return cli.Exit(fmt.Sprintf("snapshot verify %s: %v", c.Args().First(), err), 1)
-					}
-					fmt.Fprintf(c.App.Writer, "%s: ok (scope %s, raft index %d, term %d, %d members, exported %s)\n",
-						c.Args().First(), e.Body.Scope, e.Body.RaftIndex, e.Body.RaftTerm, len(e.Body.Members),
-						e.Body.ExportedAt.Format(time.RFC3339))
-					return nil
-				},
-			},
 		},
 	}
 }

@@ -60,7 +60,18 @@ func loadConfig(path string) (*agentConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return parseConfig(path, data, fi.Mode())
+	c, err := parseConfig(path, data, fi.Mode())
+	if err != nil {
+		return nil, err
+	}
+	// The files a config names are checked at load too when a bad one
+	// would otherwise only show later, in the running agent.
+	if c.Raft.AuditKeyFile != "" {
+		if _, err := raftstore.LoadAuditKey(c.Raft.AuditKeyFile); err != nil {
+			return nil, fmt.Errorf("config %s: raft.audit_key_file: %w", path, err)
+		}
+	}
+	return c, nil
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
@@ -186,6 +197,7 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 		Log: logConfig{Level: valueOr(f.Log.Level, "info"), Format: valueOr(f.Log.Format, "text")},
 	}
 	c.Raft.NodeID, c.Raft.Listen, c.Raft.Advertise = f.Name, f.Raft.Listen, f.Raft.Advertise
+	c.Raft.AuditKeyFile = f.Raft.AuditKeyFile
 	if f.DataDir != "" {
 		c.Raft.Dir = filepath.Join(f.DataDir, "raft")
 	}

@@ -26,6 +26,7 @@ raft:
   tls: {ca_file: /etc/rg/ca.pem, cert_file: /etc/rg/pg1.pem, key_file: /etc/rg/pg1-key.pem}
   heartbeat_timeout: 700ms
   election_timeout: 800ms
+  audit_key_file: /etc/rg/audit.key
 restapi:
   listen: 127.0.0.1:8008
   connect_address: 127.0.0.1:8008
@@ -71,6 +72,7 @@ func TestParseValidConfig(t *testing.T) {
 	wantRaft.BootstrapPeers = []raftstore.Peer{{ID: "pg1", Address: "127.0.0.1:7001"}, {ID: "pg2", Address: "127.0.0.1:7002"}, {ID: "pg3", Address: "127.0.0.1:7003"}}
 	wantRaft.TLS = raftstore.TLSConfig{CAFile: "/etc/rg/ca.pem", CertFile: "/etc/rg/pg1.pem", KeyFile: "/etc/rg/pg1-key.pem"}
 	wantRaft.HeartbeatTimeout, wantRaft.ElectionTimeout = 700*time.Millisecond, 800*time.Millisecond
+	wantRaft.AuditKeyFile = "/etc/rg/audit.key"
 	if diff := cmp.Diff(wantRaft, c.Raft); diff != "" {
 		t.Errorf("raft (-want +got):\n%s", diff)
 	}
@@ -160,6 +162,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"connect address without host", replace("connect_address: 127.0.0.1:8008", "connect_address: :8008"), 0o600,
 			[]string{"restapi.connect_address: needs a host"}},
 		{"bad duration", replace("ttl: 20", "ttl: soon"), 0o600, []string{"bootstrap.dcs.ttl: must be a duration"}},
+		{"relative audit key", replace("audit_key_file: /etc/rg/audit.key", "audit_key_file: audit.key"), 0o600,
+			[]string{"line 11: raft.audit_key_file: must be an absolute path"}},
 		{"ttl too short", replace("ttl: 20", "ttl: 6"), 0o600, []string{"bootstrap.dcs.ttl: must be at least loop_wait + 2*retry_timeout"}},
 		{"raft leader change outlasts the lease", replace("election_timeout: 800ms", "election_timeout: 6s"), 0o600,
 			[]string{"raft: a Raft leader change can take up to 2·heartbeat_timeout + 2·election_timeout = 13.4s, more than the lease"}},

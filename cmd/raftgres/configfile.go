@@ -59,6 +59,8 @@ type fileRaft struct {
 	Join           []string    `yaml:"join"`
 	Token          conf.Secret `yaml:"token"`
 	TLS            *fileTLS    `yaml:"tls"`
+	// AuditKeyFile signs audit exports (PEM PKCS#8 Ed25519, mode 0600).
+	AuditKeyFile string `yaml:"audit_key_file"`
 	// Raft timings (LAN defaults: raftstore.DefaultConfig).
 	HeartbeatTimeout   *conf.Duration `yaml:"heartbeat_timeout"`
 	ElectionTimeout    *conf.Duration `yaml:"election_timeout"`
