@@ -67,8 +67,12 @@ func listCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "list",
 		Usage: "show the cluster's members, roles, timelines and lag",
-		Description: "Columns: Member, Host, Role (leader, sync_standby, replica), State, TL (timeline),\n" +
-			"LSN, Lag in MB (behind the primary's last report), Pending restart, Tags.",
+		Description: "Columns: Member, Host, Role, State, TL (timeline), LSN, Lag in MB (behind the primary's\n" +
+			"last report), Pending restart, Tags. Roles and states are patronictl's words, in the table and\n" +
+			"with --format json: Leader, Sync Standby, Replica; running, streaming (a replica streaming from\n" +
+			"the primary), stopped, starting, creating replica, ...; a member whose agent stopped reporting\n" +
+			"has no role and state unreachable. (GET /cluster keeps raftgres's words: leader, sync_standby,\n" +
+			"replica.)",
 		Flags: append(adminFlags(),
 			&cli.StringFlag{Name: "format", Value: "table", Usage: "table or json"},
 			&cli.BoolFlag{Name: "watch", Aliases: []string{"W"}, Usage: "refresh until interrupted"},
@@ -87,6 +91,8 @@ func listCommand() *cli.Command {
 				if err != nil {
 					return cli.Exit("list: "+err.Error(), 1)
 				}
+				archive := primaryArchive(c.Context, client, view)
+				view = patroniView(view, streamingReplicas(c.Context, client, view))
 				if c.String("format") == "json" {
 					enc := json.NewEncoder(c.App.Writer)
 					enc.SetIndent("", "  ")
@@ -96,7 +102,7 @@ func listCommand() *cli.Command {
 					if st, err := client.MemberStatus(c.Context); err == nil {
 						sysid = st.DatabaseSystemIdentifier
 					}
-					if err := renderList(c.App.Writer, view, sysid, primaryArchive(c.Context, client, view)); err != nil {
+					if err := renderList(c.App.Writer, view, sysid, archive); err != nil {
 						return err
 					}
 				}
@@ -123,6 +129,61 @@ func newTable(w io.Writer) *tablewriter.Table {
 		tablewriter.WithHeaderAlignment(tw.AlignLeft),
 		tablewriter.WithRowAlignment(tw.AlignLeft),
 	)
+}
+
+// streamingReplicas asks the primary which members stream from it
+// (pg_stat_replication's application names in state streaming); nil when
+// it does not answer.
+func streamingReplicas(ctx context.Context, client *api.Client, view api.ClusterView) map[string]bool {
+	for _, m := range view.Members {
+		if m.Role != "leader" || m.State != "running" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		st, err := client.With(m.APIURL).MemberStatus(ctx)
+		if err != nil {
+			return nil
+		}
+		out := map[string]bool{}
+		for _, r := range st.Replication {
+			if r.State == "streaming" {
+				out[r.ApplicationName] = true
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// patroniView rewrites the members' roles and states in patronictl's
+// words, which scripts grep: Leader, Sync Standby, Replica; running,
+// streaming (a replica streaming from the primary), stopped, starting,
+// creating replica, ... A member that stopped reporting (agent gone) has
+// no role: scripts counting Replica rows must not count it. The API's
+// /cluster keeps raftgres's own words.
+func patroniView(view api.ClusterView, streaming map[string]bool) api.ClusterView {
+	out := view
+	out.Members = slices.Clone(view.Members)
+	for i, m := range out.Members {
+		role := map[string]string{"leader": "Leader", "sync_standby": "Sync Standby"}[m.Role]
+		if role == "" {
+			role = "Replica"
+		}
+		state := m.State
+		switch {
+		case m.State == "unreachable":
+			role = ""
+		case m.State == "running" && m.Role != "leader" && streaming[m.Name]:
+			state = "streaming"
+		case m.State == "cloning":
+			state = "creating replica"
+		case m.Role == "uninitialized" && m.State == "stopped":
+			state = "uninitialized"
+		}
+		out.Members[i].Role, out.Members[i].State = role, state
+	}
+	return out
 }
 
 // archiveNote is the primary's WAL archiving statistics for list.
@@ -184,7 +245,7 @@ func renderList(w io.Writer, view api.ClusterView, sysid string, archive *archiv
 			tl = fmt.Sprint(m.Timeline)
 		}
 		switch {
-		case m.Role == "leader":
+		case m.Role == "Leader":
 		case m.Lag != nil:
 			lag = fmt.Sprint((*m.Lag + (1<<20)/2) / (1 << 20))
 		default:

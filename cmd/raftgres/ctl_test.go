@@ -43,7 +43,7 @@ func TestListGolden(t *testing.T) {
 	archive := &archiveNote{Member: "pg1", ArchiveStats: failover.ArchiveStats{ArchivedCount: 42,
 		LastArchivedWAL: "00000002000000000000002A", LastArchivedTime: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC),
 		FailedCount: 3, LastFailedWAL: "00000002000000000000002B", LastFailedTime: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)}}
-	if err := renderList(&buf, view, "7301234567890123456", archive); err != nil {
+	if err := renderList(&buf, patroniView(view, map[string]bool{"pg2": true}), "7301234567890123456", archive); err != nil {
 		t.Fatal(err)
 	}
 	golden := filepath.Join("testdata", "list.golden")

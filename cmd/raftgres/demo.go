@@ -252,7 +252,7 @@ func printDemo(ctx context.Context, out io.Writer, client *api.Client, members [
 	view, err := client.ClusterView(ctx)
 	if err != nil {
 		fmt.Fprintf(out, "demo: read the cluster: %v\n", err)
-	} else if err := renderList(out, view, "", nil); err != nil {
+	} else if err := renderList(out, patroniView(view, nil), "", nil); err != nil {
 		fmt.Fprintf(out, "demo: %v\n", err)
 	}
 	api0, pgPort, primaryPID := client.Base(), members[0].pgPort, 0
