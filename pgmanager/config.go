@@ -102,6 +102,13 @@ var initdbOptions = map[string]bool{
 	"no-locale": false, "allow-group-access": false,
 }
 
+// InitdbOptionAllowed reports whether bootstrap.initdb may set the initdb
+// option name (raftgres passes --username, --pwfile and --auth itself).
+func InitdbOptionAllowed(name string) bool {
+	_, ok := initdbOptions[name]
+	return ok
+}
+
 // Validate checks the section; paths are relative to postgresql: (the
 // bootstrap parts use "^bootstrap." to mean a path from the top).
 func (c Config) Validate() error {

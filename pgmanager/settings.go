@@ -37,6 +37,10 @@ var recoveryParams = map[string]bool{
 	"synchronous_standby_names": true,
 }
 
+// RecoveryParameter reports whether name is one of the replication and
+// recovery settings raftgres owns (user parameters cannot set them).
+func RecoveryParameter(name string) bool { return recoveryParams[strings.ToLower(name)] }
+
 // Upstream is the member a standby streams from.
 type Upstream struct {
 	Name string // member name (for logs)

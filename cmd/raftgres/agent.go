@@ -51,6 +51,9 @@ func agentCommand() *cli.Command {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			logger := newLogger(cfg.Log, os.Stderr).With("node", cfg.Name)
+			for _, n := range cfg.Notes {
+				logger.Info("config note", "key", n.path, "line", n.line, "note", n.msg)
+			}
 			if err := runAgent(ctx, cfg, logger); err != nil {
 				logger.Error("agent stopped", "error", err)
 				return cli.Exit("", 1)

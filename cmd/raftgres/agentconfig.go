@@ -48,6 +48,20 @@ type agentConfig struct {
 	Watchdog    failover.WatchdogConfig
 	Backup      backup.Config
 	Log         logConfig
+	// Notes are keys accepted for Patroni's sake that have no effect here
+	// (postgresql.pgpass, use_unix_socket): check-config prints them and
+	// the agent logs them once.
+	Notes []*lineError
+}
+
+// configReport is everything the loader found in one file.
+type configReport struct {
+	// Config is the converted config, nil when there are problems.
+	Config *agentConfig
+	// Problems are every reason to refuse the file, in file order.
+	Problems []*lineError
+	// Notes are keys accepted but ignored, in file order.
+	Notes []*lineError
 }
 
 // loadConfig reads, checks and converts the config file at path.
@@ -76,38 +90,56 @@ func loadConfig(path string) (*agentConfig, error) {
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
 
-// parseConfig is the pure core of loadConfig: strict decoding, the
-// password-permission rule, conversion and every section's validation. All
-// problems are reported together, each with its key path and line.
+// parseConfig is the pure core of loadConfig (see checkConfig): the
+// converted config, or every problem in one error.
 func parseConfig(path string, data []byte, mode fs.FileMode) (*agentConfig, error) {
-	var doc yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("config %s: empty file", path)
-	} else if err != nil {
-		return nil, fmt.Errorf("config %s: %s", path, cleanYAMLError(err))
+	r := checkConfig(path, data, mode)
+	if len(r.Problems) > 0 {
+		return nil, configError(path, r.Problems)
 	}
-	if len(doc.Content) == 0 {
-		return nil, fmt.Errorf("config %s: empty file", path)
+	return r.Config, nil
+}
+
+// checkConfig is the static check of a config file (check-config and every
+// load): strict decoding, the password-permission rule, conversion and
+// every section's validation. It reads no other file and no network: paths
+// need not exist. All problems are reported together, each with its key
+// path and line.
+func checkConfig(path string, data []byte, mode fs.FileMode) configReport {
+	var doc yaml.Node
+	err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc)
+	switch {
+	case errors.Is(err, io.EOF) || err == nil && len(doc.Content) == 0:
+		return configReport{Problems: []*lineError{{msg: "empty file"}}}
+	case err != nil:
+		return configReport{Problems: []*lineError{yamlSyntaxError(err)}}
 	}
 	d := &decoder{lines: map[string]int{}}
 	var f fileConfig
 	d.decode(doc.Content[0], reflect.ValueOf(&f).Elem(), "")
-	if len(d.errs) > 0 {
-		return nil, configError(path, d.errs)
-	}
+	problems := d.errs
 	if f.hasSecrets() && mode.Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("config %s holds passwords but is readable by group or others (mode %04o): run chmod 600 %s",
-			path, mode.Perm(), path)
+		problems = append(problems, &lineError{msg: fmt.Sprintf(
+			"holds passwords but is readable by group or others (mode %04o): run chmod 600 %s", mode.Perm(), path)})
+	}
+	notes := annotate(f.notes(), d.lines)
+	sortLineErrors(notes)
+	if len(d.errs) > 0 {
+		sortLineErrors(problems)
+		return configReport{Problems: problems, Notes: notes}
 	}
 	c, errs := f.convert(path)
 	errs = append(errs, c.validate()...)
-	if len(errs) > 0 {
-		return nil, configError(path, annotate(errs, d.lines))
+	problems = append(problems, annotate(errs, d.lines)...)
+	sortLineErrors(problems)
+	if len(problems) > 0 {
+		return configReport{Problems: problems, Notes: notes}
 	}
-	return c, nil
+	c.Notes = notes
+	return configReport{Config: c, Notes: notes}
 }
 
-func configError(path string, errs []error) error {
+func configError(path string, errs []*lineError) error {
 	msgs := make([]string, len(errs))
 	for i, e := range errs {
 		msgs[i] = e.Error()
@@ -120,13 +152,13 @@ func configError(path string, errs []error) error {
 
 // annotate turns FieldErrors into lineErrors, finding the line of the key
 // (or of its nearest parent present in the file).
-func annotate(errs []error, lines map[string]int) []error {
-	var out []error
+func annotate(errs []error, lines map[string]int) []*lineError {
+	var out []*lineError
 	for _, err := range errs {
 		for _, e := range flatten(err) {
 			var fe *conf.FieldError
 			if !errors.As(e, &fe) {
-				out = append(out, e)
+				out = append(out, &lineError{msg: e.Error()})
 				continue
 			}
 			p := strings.TrimPrefix(fe.Path, "^")
@@ -194,7 +226,7 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 		Path: path, Scope: f.Scope, Name: f.Name, DataDir: f.DataDir, Join: f.Raft.Join,
 		Raft: raftstore.DefaultConfig(), Cluster: raftstore.DefaultClusterConfig(), API: api.DefaultConfig(),
 		Postgres: pgmanager.DefaultConfig(), Tags: raftstore.DefaultTags(), Watchdog: failover.DefaultWatchdogConfig(),
-		Log: logConfig{Level: valueOr(f.Log.Level, "info"), Format: valueOr(f.Log.Format, "text")},
+		Log: logConfig{Level: logLevel(valueOr(f.Log.Level, "info")), Format: valueOr(f.Log.Format, "text")},
 	}
 	c.Raft.NodeID, c.Raft.Listen, c.Raft.Advertise = f.Name, f.Raft.Listen, f.Raft.Advertise
 	c.Raft.AuditKeyFile = f.Raft.AuditKeyFile
@@ -220,9 +252,13 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 		c.Raft.TLS = raftstore.TLSConfig{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
 		c.API.PeerTLS = api.PeerTLS{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
 	}
-	f.convertAPI(c)
-	f.convertDCS(c)
-	f.convertPostgres(c)
+	errs = append(errs, f.convertAPI(c)...)
+	hba, err := f.pgHba()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	f.convertDCS(c, hba)
+	f.convertPostgres(c, hba)
 	c.Tags.NoFailover, c.Tags.NoLoadBalance = f.Tags.NoFailover, f.Tags.NoLoadBalance
 	c.Tags.CloneFrom, c.Tags.NoSync = f.Tags.CloneFrom, f.Tags.NoSync
 	if f.Tags.FailoverPriority != nil {
@@ -242,7 +278,7 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 	return c, errs
 }
 
-func (f *fileConfig) convertAPI(c *agentConfig) {
+func (f *fileConfig) convertAPI(c *agentConfig) []error {
 	r := f.RestAPI
 	c.API.Listen, c.API.ConnectAddress, c.API.Token = r.Listen, r.ConnectAddress, f.Raft.Token
 	c.API.Allowlist, c.API.AllowlistIncludeMembers = slices.Clone(r.Allowlist), r.AllowlistIncludeMembers
@@ -252,9 +288,84 @@ func (f *fileConfig) convertAPI(c *agentConfig) {
 	if r.TLS != nil {
 		c.API.TLS = api.TLSConfig{CertFile: r.TLS.CertFile, KeyFile: r.TLS.KeyFile}
 	}
+	// Patroni's restapi.certfile and keyfile are tls.cert_file and key_file.
+	var errs []error
+	for _, a := range []struct {
+		alias, canon string
+		v            string
+		dst          *string
+	}{{"certfile", "cert_file", r.CertFile, &c.API.TLS.CertFile}, {"keyfile", "key_file", r.KeyFile, &c.API.TLS.KeyFile}} {
+		switch {
+		case a.v == "":
+		case *a.dst == "":
+			*a.dst = a.v
+		case *a.dst != a.v:
+			errs = append(errs, conf.Errorf("^restapi."+a.alias, "differs from restapi.tls.%s (the same setting): set only one", a.canon))
+		}
+	}
+	return errs
 }
 
-func (f *fileConfig) convertDCS(c *agentConfig) {
+// pgHba is bootstrap.pg_hba, or Patroni's postgresql.pg_hba in its place:
+// raftgres has one list of pg_hba lines. Both set and different is an error.
+func (f *fileConfig) pgHba() ([]string, error) {
+	hba := f.Bootstrap.PgHba
+	if f.PostgreSQL == nil || len(f.PostgreSQL.PgHba) == 0 {
+		return hba, nil
+	}
+	if len(hba) == 0 {
+		return f.PostgreSQL.PgHba, nil
+	}
+	if !slices.Equal(hba, f.PostgreSQL.PgHba) {
+		return hba, conf.Errorf("^postgresql.pg_hba", "differs from bootstrap.pg_hba: raftgres has one list of pg_hba lines "+
+			"(bootstrap.pg_hba; postgresql.pg_hba is accepted in its place): keep only one")
+	}
+	return hba, nil
+}
+
+// notes are the keys accepted for Patroni's sake that have no effect.
+func (f *fileConfig) notes() []error {
+	pg := f.PostgreSQL
+	if pg == nil {
+		return nil
+	}
+	var notes []error
+	if pg.Pgpass != "" {
+		where := ""
+		if filepath.IsAbs(pg.DataDir) {
+			where = " (" + pgmanager.PgpassPath(pg.DataDir) + ")"
+		}
+		notes = append(notes, conf.Errorf("^postgresql.pgpass",
+			"ignored: raftgres writes its own 0600 pgpass file beside the data directory%s", where))
+	}
+	for key, v := range map[string]*bool{"use_unix_socket": pg.UseUnixSocket, "use_unix_socket_repl": pg.UseUnixSocketRepl} {
+		if v != nil {
+			where := ""
+			if filepath.IsAbs(pg.DataDir) {
+				where = " (" + pgmanager.SocketDir(pg.DataDir) + ")"
+			}
+			notes = append(notes, conf.Errorf("^postgresql."+key,
+				"ignored: raftgres always connects locally through its own socket directory%s", where))
+		}
+	}
+	return notes
+}
+
+// logLevel maps Patroni's level names (DEBUG, INFO, WARNING, ERROR,
+// CRITICAL, any case) onto hclog's; other values are left for validate.
+func logLevel(v string) string {
+	switch l := strings.ToLower(v); l {
+	case "warning":
+		return "warn"
+	case "critical":
+		return "error"
+	case "trace", "debug", "info", "warn", "error":
+		return l
+	}
+	return v
+}
+
+func (f *fileConfig) convertDCS(c *agentConfig, hba []string) {
 	d, cc := f.Bootstrap.DCS, &c.Cluster
 	for dst, src := range map[*time.Duration]*conf.Duration{&cc.TTL: d.TTL, &cc.LoopWait: d.LoopWait, &cc.RetryTimeout: d.RetryTimeout,
 		&cc.DetectionWindow: d.DetectionWindow} {
@@ -268,12 +379,12 @@ func (f *fileConfig) convertDCS(c *agentConfig) {
 	setIf(&cc.PostgreSQL.UsePgRewind, d.PostgreSQL.UsePgRewind)
 	setIf(&cc.PostgreSQL.UseSlots, d.PostgreSQL.UseSlots)
 	cc.PostgreSQL.Parameters = scalars(d.PostgreSQL.Parameters)
-	cc.PostgreSQL.PgHba = slices.Clone(f.Bootstrap.PgHba)
+	cc.PostgreSQL.PgHba = slices.Clone(hba)
 }
 
-func (f *fileConfig) convertPostgres(c *agentConfig) {
+func (f *fileConfig) convertPostgres(c *agentConfig, hba []string) {
 	p := &c.Postgres
-	p.PgHba = slices.Clone(f.Bootstrap.PgHba)
+	p.PgHba = slices.Clone(hba)
 	if len(f.Bootstrap.Initdb) > 0 {
 		p.Initdb = nil
 		for _, e := range f.Bootstrap.Initdb {
@@ -382,8 +493,9 @@ func (c *agentConfig) validate() []error {
 			check("bootstrap.method", errors.New("pgbackrest needs the backup: section (the repository to restore from)"))
 		}
 	}
-	if !hclogLevels[strings.ToLower(c.Log.Level)] {
-		check("log.level", fmt.Errorf("must be trace, debug, info, warn or error, got %q", c.Log.Level))
+	if !hclogLevels[c.Log.Level] {
+		check("log.level", fmt.Errorf("must be trace, debug, info, warn or error (or Patroni's DEBUG, INFO, WARNING, ERROR, CRITICAL), got %q",
+			c.Log.Level))
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		check("log.format", fmt.Errorf("must be text or json, got %q", c.Log.Format))

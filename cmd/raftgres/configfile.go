@@ -1,9 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -27,7 +31,6 @@ type fileConfig struct {
 	Log        fileLog       `yaml:"log"`
 }
 
-// fileWatchdog is the watchdog: section (mode off|automatic|required).
 // fileBackup is the backup: section (pgBackRest).
 type fileBackup struct {
 	Stanza     string            `yaml:"stanza"`
@@ -47,6 +50,7 @@ type fileBackupServer struct {
 	KeyFile  string `yaml:"key_file"`
 }
 
+// fileWatchdog is the watchdog: section (mode off|automatic|required).
 type fileWatchdog struct {
 	Mode   string `yaml:"mode"`
 	Device string `yaml:"device"`
@@ -92,6 +96,10 @@ type fileRestAPI struct {
 	// Allowlist: IP addresses and CIDR networks that may call the API.
 	Allowlist               []string `yaml:"allowlist"`
 	AllowlistIncludeMembers bool     `yaml:"allowlist_include_members"`
+	// CertFile and KeyFile are Patroni's spelling of tls.cert_file and
+	// tls.key_file.
+	CertFile string `yaml:"certfile"`
+	KeyFile  string `yaml:"keyfile"`
 }
 
 type filePostgres struct {
@@ -107,6 +115,14 @@ type filePostgres struct {
 	// SSL: PostgreSQL serves TLS, and members connect to each other with
 	// sslmode=verify-full.
 	SSL *fileTLS `yaml:"ssl"`
+	// Keys Patroni users have. PgHba is Patroni's per-host pg_hba, used
+	// as bootstrap.pg_hba; the others are accepted and ignored (a note):
+	// raftgres writes its own pgpass beside the data directory and always
+	// connects locally through its own socket directory.
+	PgHba             []string `yaml:"pg_hba"`
+	Pgpass            string   `yaml:"pgpass"`
+	UseUnixSocket     *bool    `yaml:"use_unix_socket"`
+	UseUnixSocketRepl *bool    `yaml:"use_unix_socket_repl"`
 }
 
 type filePGAuth struct {
@@ -208,7 +224,7 @@ func (e *initdbEntry) UnmarshalYAML(n *yaml.Node) error {
 // every key for later validation messages.
 type decoder struct {
 	lines map[string]int
-	errs  []error
+	errs  []*lineError
 }
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
@@ -225,10 +241,36 @@ type lineError struct {
 }
 
 func (e *lineError) Error() string {
+	var b strings.Builder
 	if e.line > 0 {
-		return fmt.Sprintf("line %d: %s: %s", e.line, e.path, e.msg)
+		fmt.Fprintf(&b, "line %d: ", e.line)
 	}
-	return fmt.Sprintf("%s: %s", e.path, e.msg)
+	if e.path != "" {
+		b.WriteString(e.path + ": ")
+	}
+	return b.String() + e.msg
+}
+
+// located is the problem as compilers print one: FILE:LINE: PATH: MSG.
+func (e *lineError) located(file string) string {
+	var b strings.Builder
+	b.WriteString(file)
+	if e.line > 0 {
+		fmt.Fprintf(&b, ":%d", e.line)
+	}
+	b.WriteString(": ")
+	if e.path != "" {
+		b.WriteString(e.path + ": ")
+	}
+	return b.String() + e.msg
+}
+
+// sortLineErrors orders problems as they appear in the file (file-level
+// ones, without a line, first).
+func sortLineErrors(errs []*lineError) {
+	slices.SortStableFunc(errs, func(a, b *lineError) int {
+		return cmp.Or(cmp.Compare(a.line, b.line), cmp.Compare(a.path, b.path), cmp.Compare(a.msg, b.msg))
+	})
 }
 
 func join(path, key string) string {
@@ -377,6 +419,19 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+var yamlLineRe = regexp.MustCompile(`^yaml: line ([0-9]+): (.*)$`)
+
+// yamlSyntaxError turns a YAML parser error ("yaml: line 3: mapping values
+// are not allowed in this context") into a problem with its line.
+func yamlSyntaxError(err error) *lineError {
+	msg := strings.TrimSpace(err.Error())
+	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &lineError{line: line, msg: m[2]}
+	}
+	return &lineError{msg: strings.TrimPrefix(msg, "yaml: ")}
 }
 
 // cleanYAMLError drops yaml's "yaml: unmarshal errors:\n  line N: " wrapping.
