@@ -186,6 +186,7 @@ name: %[1]s
 restapi:
   listen: 127.0.0.1:%[2]d
   connect_address: 127.0.0.1:%[2]d
+  authentication: {username: admin, password: adminpw}
 etcd3:
   hosts: %[3]s
 bootstrap:
@@ -224,8 +225,9 @@ postgresql:
 
 // TestMigrateFromPatroni moves a running Patroni 3.0.2 + etcd 3.4 cluster
 // to raftgres with writes running: patronictl pause, Patroni stopped on
-// every host (PostgreSQL keeps running), raftgres started on the same
-// data directories. The member running the primary adopts it (the
+// every host (PostgreSQL keeps running), each patroni.yml converted with
+// convert-patroni and checked with check-config, raftgres started on the
+// same data directories. The member running the primary adopts it (the
 // cluster's system id), the replicas follow it, each PostgreSQL is
 // restarted once under its agent (replicas first, then the primary), and
 // no acknowledged write is lost. The longest write gap is reported.
@@ -324,9 +326,36 @@ func TestMigrateFromPatroni(t *testing.T) {
 	}
 	before := w.count()
 
-	// 2. raftgres on the same data directories, ports and credentials.
+	// 2. raftgres with each host's converted patroni.yml: the same data
+	// directories, ports and credentials, the API where Patroni's was.
+	var peers []string
 	for _, n := range c.nodes {
-		n.WriteConfig(NodeOptions{Peers: c.nodes, Postgres: true, DCS: fastDCS})
+		peers = append(peers, n.Name+"="+n.RaftAddr())
+	}
+	// The harness's clients use the test token: convert with it (a
+	// missing file would get a new random one).
+	tokenFile := filepath.Join(base, "raftgres.token")
+	if err := os.WriteFile(tokenFile, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range c.nodes {
+		out, stderr, code := runCLI(t, "convert-patroni", "--raft-addr", n.RaftAddr(), "--peers", strings.Join(peers, ","),
+			"--data-dir", n.Dir, "--token-file", tokenFile, cfgs[i])
+		if code != 0 {
+			t.Fatalf("convert-patroni %s: exit %d\n%s", cfgs[i], code, stderr)
+		}
+		t.Logf("convert-patroni %s, not converted:\n%s", n.Name, stderr)
+		if strings.Contains(stderr, superPassword) || strings.Contains(stderr, "repl-pw") {
+			t.Fatal("convert-patroni printed a password")
+		}
+		if err := os.WriteFile(n.Config, []byte(out), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		chown(t, n.Config)
+		if out, stderr, code := runCLI(t, "check-config", "-c", n.Config); code != 0 {
+			t.Fatalf("check-config %s: exit %d\n%s%s", n.Config, code, out, stderr)
+		}
+		n.APIPort = rest[n] // raftgres serves the API where Patroni did
 		n.Start()
 	}
 	got := c.waitPrimary(120*time.Second, c.nodes...)
