@@ -46,6 +46,13 @@ type ClusterView struct {
 	SynchronousMode     bool                 `json:"synchronous_mode,omitempty"`
 	LeaderEpoch         uint64               `json:"leader_epoch"`
 	RaftLeader          string               `json:"raft_leader,omitempty"`
+	// AnsweredBy is the member whose view this is, RaftState its Raft
+	// state (Leader, Follower, Candidate) and RaftLastContact how long ago
+	// a follower last heard from the leader: a view from a member cut off
+	// from the leader holds old roles.
+	AnsweredBy      string `json:"answered_by,omitempty"`
+	RaftState       string `json:"raft_state,omitempty"`
+	RaftLastContact string `json:"raft_last_contact,omitempty"`
 }
 
 // staleAfter is how old a member's last report may be (on the reader's
@@ -59,7 +66,8 @@ func staleAfter(c raftstore.ClusterConfig) time.Duration {
 // configuration, as seen at now (wall clock).
 func BuildClusterView(scope string, st raftstore.State, rs raftstore.Status, now time.Time) ClusterView {
 	out := ClusterView{Scope: scope, Members: []ClusterMember{}, Pause: st.Config.Pause,
-		SynchronousMode: st.Config.SynchronousMode, LeaderEpoch: st.Leader.Epoch, RaftLeader: rs.LeaderID}
+		SynchronousMode: st.Config.SynchronousMode, LeaderEpoch: st.Leader.Epoch, RaftLeader: rs.LeaderID,
+		AnsweredBy: rs.ID, RaftState: rs.State, RaftLastContact: rs.LastContact}
 	if f := st.Failover; f != nil {
 		out.ScheduledSwitchover = &ScheduledSwitchover{Kind: f.Kind, At: f.ScheduledAt, From: f.From, To: f.To}
 	}

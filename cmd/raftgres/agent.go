@@ -138,6 +138,10 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		}
 	}
 	g.Go(func() error {
+		recordMembers(gctx, store, membersFile(cfg.DataDir), logger)
+		return nil
+	})
+	g.Go(func() error {
 		select {
 		case <-store.Removed():
 			logger.Info("this member was removed from the cluster: stopping the agent")

@@ -79,9 +79,12 @@ func listCommand() *cli.Command {
 			&cli.DurationFlag{Name: "interval", Aliases: []string{"w"}, Value: 2 * time.Second, Usage: "refresh interval with -W"},
 		),
 		Action: func(c *cli.Context) error {
-			client, err := clientOrExit(c)
+			client, note, err := readClient(c)
 			if err != nil {
 				return err
+			}
+			if note != "" {
+				fmt.Fprintln(c.App.ErrWriter, note)
 			}
 			if f := c.String("format"); f != "table" && f != "json" {
 				return cli.Exit("list: --format must be table or json, got "+f, 2)
@@ -275,6 +278,9 @@ func renderList(w io.Writer, view api.ClusterView, sysid string, archive *archiv
 	if archive != nil {
 		notes = append(notes, archive.String())
 	}
+	if n := staleNote(view); n != "" {
+		notes = append(notes, " "+n)
+	}
 	for _, n := range notes {
 		fmt.Fprintln(w, n)
 	}
@@ -453,9 +459,12 @@ func showConfigCommand() *cli.Command {
 	return &cli.Command{
 		Name: "show-config", Usage: "print the dynamic cluster configuration (YAML)", Flags: adminFlags(),
 		Action: func(c *cli.Context) error {
-			client, err := clientOrExit(c)
+			client, note, err := readClient(c)
 			if err != nil {
 				return err
+			}
+			if note != "" {
+				fmt.Fprintln(c.App.ErrWriter, note)
 			}
 			doc, err := client.Config(c.Context)
 			if err != nil {
@@ -603,9 +612,12 @@ func historyCommand() *cli.Command {
 	return &cli.Command{
 		Name: "history", Usage: fmt.Sprintf("show the cluster's history (failovers, switchovers, members, config; the newest %d events)", raftstore.MaxHistory), Flags: adminFlags(),
 		Action: func(c *cli.Context) error {
-			client, err := clientOrExit(c)
+			client, note, err := readClient(c)
 			if err != nil {
 				return err
+			}
+			if note != "" {
+				fmt.Fprintln(c.App.ErrWriter, note)
 			}
 			evs, err := client.History(c.Context)
 			if err != nil {
@@ -719,9 +731,12 @@ func checkCommand() *cli.Command {
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("CRITICAL: --max-lag %q: %v", c.String("max-lag"), err), checkCritical)
 			}
-			client, err := adminClient(c)
+			client, note, err := readClient(c)
 			if err != nil {
 				return cli.Exit("CRITICAL: "+err.Error(), checkCritical)
+			}
+			if note != "" {
+				fmt.Fprintln(c.App.ErrWriter, note)
 			}
 			ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
 			defer cancel()

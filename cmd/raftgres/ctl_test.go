@@ -233,3 +233,25 @@ func TestBuildPatch(t *testing.T) {
 		})
 	}
 }
+
+func TestStaleNote(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		view api.ClusterView
+		want string
+	}{
+		{"leader", api.ClusterView{AnsweredBy: "pg1", RaftState: "Leader", RaftLeader: "pg1"}, ""},
+		{"fresh follower", api.ClusterView{AnsweredBy: "pg2", RaftState: "Follower", RaftLeader: "pg1", RaftLastContact: "120ms"}, ""},
+		{"old server", api.ClusterView{}, ""},
+		{"cut off follower", api.ClusterView{AnsweredBy: "pg2", RaftState: "Follower", RaftLeader: "pg1", RaftLastContact: "12.345s"},
+			"STALE: pg2 last heard from the Raft leader 12.3s ago"},
+		{"candidate without leader", api.ClusterView{AnsweredBy: "pg3", RaftState: "Candidate"},
+			"STALE: pg3 has no Raft leader (no majority reachable)"},
+	} {
+		got := staleNote(tc.view)
+		if tc.want == "" && got != "" || !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s: %q, want prefix %q", tc.name, got, tc.want)
+		}
+	}
+}
