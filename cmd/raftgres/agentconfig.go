@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -49,9 +50,43 @@ type agentConfig struct {
 	Backup      backup.Config
 	Log         logConfig
 	// Notes are keys accepted for Patroni's sake that have no effect here
-	// (postgresql.pgpass, use_unix_socket): check-config prints them and
-	// the agent logs them once.
+	// (postgresql.pgpass, use_unix_socket), and how a member missing from
+	// its bootstrap_peers joins: check-config prints them and the agent
+	// logs them once.
 	Notes []*lineError
+	// joinNote says that this member joins through its bootstrap_peers.
+	joinNote error
+}
+
+// joinThroughPeers turns the config of a member that is not in its own
+// raft.bootstrap_peers (a member's config copied to a new host, its name
+// and addresses changed: the runbook's way of adding a host) into a join
+// of the existing cluster through those peers' APIs: the peers' hosts
+// with this host's REST API port and scheme (raft.join, when set, wins).
+// The agent then joins as a nonvoter and becomes a voter once caught up.
+func (c *agentConfig) joinThroughPeers() {
+	peers := c.Raft.BootstrapPeers
+	if len(peers) == 0 || slices.ContainsFunc(peers, func(p raftstore.Peer) bool { return p.ID == c.Name }) {
+		return
+	}
+	if len(c.Join) == 0 {
+		base := c.API.BaseURL()
+		scheme, hostport, _ := strings.Cut(base, "://")
+		_, port, err := net.SplitHostPort(hostport)
+		if err != nil {
+			return // restapi's own validation reports it
+		}
+		for _, p := range peers {
+			if host, _, err := net.SplitHostPort(p.Address); err == nil {
+				if u := scheme + "://" + net.JoinHostPort(host, port); !slices.Contains(c.Join, u) {
+					c.Join = append(c.Join, u)
+				}
+			}
+		}
+	}
+	c.Raft.BootstrapPeers = nil
+	c.joinNote = conf.Errorf("^raft.bootstrap_peers", "this member (%s) is not listed: it joins the existing cluster "+
+		"through %s, as a nonvoter first", c.Name, strings.Join(c.Join, ", "))
 }
 
 // configReport is everything the loader found in one file.
@@ -134,6 +169,10 @@ func checkConfig(path string, data []byte, mode fs.FileMode) configReport {
 	sortLineErrors(problems)
 	if len(problems) > 0 {
 		return configReport{Problems: problems, Notes: notes}
+	}
+	if c.joinNote != nil {
+		notes = append(notes, annotate([]error{c.joinNote}, d.lines)...)
+		sortLineErrors(notes)
 	}
 	c.Notes = notes
 	return configReport{Config: c, Notes: notes}
@@ -253,6 +292,7 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 		c.API.PeerTLS = api.PeerTLS{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
 	}
 	errs = append(errs, f.convertAPI(c)...)
+	c.joinThroughPeers()
 	hba, err := f.pgHba()
 	if err != nil {
 		errs = append(errs, err)

@@ -135,6 +135,35 @@ func TestParseRestoreConfig(t *testing.T) {
 	}
 }
 
+// TestJoinThroughPeers: a member's config copied to a new host with only
+// the name and addresses changed joins through the listed peers (issue 12).
+func TestJoinThroughPeers(t *testing.T) {
+	t.Parallel()
+	y := strings.NewReplacer("name: pg1", "name: pg4", "listen: 127.0.0.1:7001", "listen: 10.0.0.4:7001",
+		"pg1=127.0.0.1:7001, pg2=127.0.0.1:7002, pg3=127.0.0.1:7003", "pg1=10.0.0.1:7001, pg2=10.0.0.2:7001, pg3=10.0.0.3:7001",
+		"listen: 127.0.0.1:8008", "listen: 10.0.0.4:8008", "connect_address: 127.0.0.1:8008", "connect_address: 10.0.0.4:8008").Replace(validConfig)
+	r := checkConfig("pg4.yml", []byte(y), 0o600)
+	if len(r.Problems) > 0 {
+		t.Fatalf("problems: %v", r.Problems)
+	}
+	c := r.Config
+	if want := []string{"http://10.0.0.1:8008", "http://10.0.0.2:8008", "http://10.0.0.3:8008"}; !cmp.Equal(c.Join, want) || len(c.Raft.BootstrapPeers) != 0 {
+		t.Fatalf("join %v, bootstrap peers %v; want %v and none", c.Join, c.Raft.BootstrapPeers, want)
+	}
+	found := false
+	for _, n := range r.Notes {
+		found = found || strings.Contains(n.Error(), "raft.bootstrap_peers: this member (pg4) is not listed: it joins the existing cluster through http://10.0.0.1:8008")
+	}
+	if !found {
+		t.Fatalf("no note about joining: %v", r.Notes)
+	}
+	// An explicit raft.join wins.
+	y2 := strings.Replace(y, "token: cluster-token", "token: cluster-token\n  join: [10.0.0.2:8010]", 1)
+	if r := checkConfig("pg4.yml", []byte(y2), 0o600); len(r.Problems) > 0 || !cmp.Equal(r.Config.Join, []string{"10.0.0.2:8010"}) {
+		t.Fatalf("explicit join: %v %v", r.Problems, r.Config)
+	}
+}
+
 func TestParseConfigErrors(t *testing.T) {
 	t.Parallel()
 	replace := func(old, new string) string {
@@ -179,7 +208,6 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{"watchdog.mode: required needs a whole-second watchdog timeout"}},
 		{"malformed peer", replace("pg2=127.0.0.1:7002", "pg2"), 0o600, []string{"raft.bootstrap_peers[1]: must be name=host:port"}},
 		{"duplicate peer", replace("pg3=127.0.0.1:7003", "pg2=127.0.0.1:7004"), 0o600, []string{"member \"pg2\" already listed"}},
-		{"self not a peer", replace("pg1=127.0.0.1:7001, ", ""), 0o600, []string{"raft.bootstrap_peers: must list this member (pg1)"}},
 		{"both join and peers", replace("token: cluster-token", "token: cluster-token\n  join: [127.0.0.1:8009]"), 0o600,
 			[]string{"raft.join: set only one"}},
 		{"no token, no tls", replace("  token: cluster-token\n", ""), 0o600, []string{"raft.token: is required"}},
