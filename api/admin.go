@@ -274,6 +274,12 @@ type RestartRequest struct {
 	Role           string `json:"role,omitempty"`
 }
 
+// RewindRequest is the optional body of POST /rewind.
+type RewindRequest struct {
+	// ReinitOnFailure reclones when pg_rewind cannot work.
+	ReinitOnFailure bool `json:"reinit_on_failure,omitempty"`
+}
+
 func (s *Server) handleLocal(kind failover.RequestKind) func(http.ResponseWriter, *http.Request, string) {
 	return func(w http.ResponseWriter, r *http.Request, actor string) {
 		if s.member == nil {
@@ -293,6 +299,13 @@ func (s *Server) handleLocal(kind failover.RequestKind) func(http.ResponseWriter
 				return
 			}
 			req.OnlyPending = rr.RestartPending
+		case failover.RequestRewind:
+			var rr RewindRequest
+			if err := decodeOptional(r, &rr); err != nil {
+				writeError(w, err, "")
+				return
+			}
+			req.ReinitOnFailure = rr.ReinitOnFailure
 		default:
 			var empty struct {
 				Force bool `json:"force,omitempty"`

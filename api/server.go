@@ -132,6 +132,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /restart", s.admin(s.handleLocal(failover.RequestRestart)))
 	s.mux.HandleFunc("POST /reload", s.admin(s.handleLocal(failover.RequestReload)))
 	s.mux.HandleFunc("POST /reinitialize", s.admin(s.handleLocal(failover.RequestReinit)))
+	s.mux.HandleFunc("POST /rewind", s.admin(s.handleLocal(failover.RequestRewind)))
 	s.mux.HandleFunc("POST /pause", s.admin(s.handlePause(true)))
 	s.mux.HandleFunc("POST /resume", s.admin(s.handlePause(false)))
 	s.mux.HandleFunc("/{$}", s.handleHealth)

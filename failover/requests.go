@@ -19,6 +19,10 @@ const (
 	RequestRestart RequestKind = "restart"
 	RequestReload  RequestKind = "reload"
 	RequestReinit  RequestKind = "reinitialize"
+	// RequestRewind runs pg_rewind from the current primary on a stopped
+	// (stopped here) standby or former primary, then starts it as a
+	// standby; with ReinitOnFailure a rewind that cannot work reclones.
+	RequestRewind RequestKind = "rewind"
 )
 
 // Request is one operator request.
@@ -26,6 +30,8 @@ type Request struct {
 	Kind RequestKind
 	// OnlyPending restarts only when PostgreSQL reports pending_restart.
 	OnlyPending bool
+	// ReinitOnFailure reclones when a rewind fails (RequestRewind).
+	ReinitOnFailure bool
 }
 
 // ErrRequestRefused wraps a request that is not safe or not possible now.
@@ -104,8 +110,55 @@ func (s *Supervisor) serve(ctx context.Context, r Request) error {
 		s.crash.acted(false, s.clock.Now())
 		s.sysid, s.rewindFailed, s.rewoundFails, s.rewound, s.startFailed, s.upstream = "", false, 0, false, false, ""
 		return s.pg.Reclone(ctx, src)
+	case RequestRewind:
+		return s.rewindOnRequest(ctx, st, r.ReinitOnFailure)
 	}
 	return fmt.Errorf("%w: unknown request %q", ErrRequestRefused, r.Kind)
+}
+
+// rewindOnRequest rewinds this member from the current primary and
+// starts it as its standby (raftgres rewind MEMBER). It refuses on the
+// primary and without one; a rewind that fails leaves the member stopped
+// unless reinit reclones it.
+func (s *Supervisor) rewindOnRequest(ctx context.Context, st raftstore.State, reinit bool) error {
+	holder := st.Leader.Holder
+	switch {
+	case holder == s.cfg.Member:
+		return fmt.Errorf("%w: %s holds the leader key (it is the primary): switch over before rewinding it", ErrRequestRefused, s.cfg.Member)
+	case holder == "":
+		return fmt.Errorf("%w: no primary to rewind %s from", ErrRequestRefused, s.cfg.Member)
+	}
+	src, err := s.desired(st, holder, true)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRequestRefused, err)
+	}
+	if err := s.sendReport(ctx, raftstore.MemberStatus{State: "rewinding", Role: "replica", SystemID: s.sysid}); err != nil {
+		s.logger.Warn("report status", "state", "rewinding", "error", err)
+	}
+	s.logger.Warn("rewinding on request: stopping postgres", "from", holder, "reinit_on_failure", reinit)
+	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
+		return err
+	}
+	s.crash.acted(false, s.clock.Now())
+	s.upstream, s.startFailed = "", false
+	if err := s.pg.Rewind(ctx, src); err != nil {
+		if !reinit || errors.Is(err, pgmanager.ErrRewindSourceUnavailable) {
+			return fmt.Errorf("rewind of %s failed (it stays stopped; the supervisor retries on its own, or ask again with --reinit-on-failure to reclone): %w", s.cfg.Member, err)
+		}
+		s.logger.Warn("rewind failed: recloning on request", "from", holder, "error", err)
+		s.sysid, s.rewindFailed, s.rewoundFails, s.rewound = "", false, 0, false
+		if err := s.pg.Reclone(ctx, src); err != nil {
+			return fmt.Errorf("reclone of %s after a failed rewind: %w", s.cfg.Member, err)
+		}
+	} else {
+		s.rewound = true
+	}
+	if err := s.pg.Start(ctx, src); err != nil {
+		return fmt.Errorf("start %s as a standby of %s after the rewind: %w", s.cfg.Member, holder, err)
+	}
+	s.upstream = holder
+	s.logger.Info("rewound on request and started as a standby", "primary", holder)
+	return nil
 }
 
 // applyConfig reloads a running PostgreSQL after the cluster

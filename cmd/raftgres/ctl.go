@@ -50,6 +50,7 @@ func ctlCommands() []*cli.Command {
 		memberCommand("restart", "restart PostgreSQL on MEMBER(s)", "/restart"),
 		memberCommand("reload", "reload PostgreSQL's configuration on MEMBER(s)", "/reload"),
 		memberCommand("reinit", "wipe MEMBER(s)' data directory and clone it again from the primary", "/reinitialize"),
+		memberCommand("rewind", "pg_rewind MEMBER(s) from the current primary, then stream from it (refused on the primary)", "/rewind"),
 		pauseCommand(true), pauseCommand(false),
 		showConfigCommand(), editConfigCommand(), historyCommand(), checkCommand(),
 	}
@@ -390,6 +391,9 @@ func memberCommand(name, usage, path string) *cli.Command {
 		flags = append(flags, &cli.BoolFlag{Name: "pending", Usage: "restart only members with a pending restart"},
 			&cli.StringFlag{Name: "role", Usage: "restart only members with this `ROLE` (primary or replica)"})
 	}
+	if name == "rewind" {
+		flags = append(flags, &cli.BoolFlag{Name: "reinit-on-failure", Usage: "reclone the member when pg_rewind cannot work"})
+	}
 	return &cli.Command{
 		Name: name, Usage: usage, ArgsUsage: "MEMBER...", Flags: flags,
 		Action: func(c *cli.Context) error {
@@ -417,8 +421,11 @@ func memberCommand(name, usage, path string) *cli.Command {
 				return err
 			}
 			var body any
-			if name == "restart" {
+			switch name {
+			case "restart":
 				body = api.RestartRequest{RestartPending: c.Bool("pending"), Role: c.String("role")}
+			case "rewind":
+				body = api.RewindRequest{ReinitOnFailure: c.Bool("reinit-on-failure")}
 			}
 			failed := 0
 			for _, m := range c.Args().Slice() {
