@@ -18,6 +18,17 @@ func requirePgBackRest(t testing.TB) {
 	}
 }
 
+// agentCLI runs the raftgres CLI as the agent's OS user, wants exit
+// status want, and returns stdout and stderr together.
+func agentCLI(t *testing.T, want int, args ...string) string {
+	t.Helper()
+	out, stderr, code := runCLIAsAgent(t, args...)
+	if code != want {
+		t.Fatalf("raftgres %s: exit %d, want %d\n%s%s", strings.Join(args, " "), code, want, out, stderr)
+	}
+	return out + stderr
+}
+
 // backupList is what `raftgres backups --format json` prints.
 type backupList struct {
 	Name    string
@@ -64,11 +75,7 @@ func TestBackupsAndArchiving(t *testing.T) {
 	})
 	cli := func(want int, args ...string) string {
 		t.Helper()
-		out, stderr, code := runCLIAsAgent(t, args...)
-		if code != want {
-			t.Fatalf("raftgres %s: exit %d, want %d\n%s%s", strings.Join(args, " "), code, want, out, stderr)
-		}
-		return out + stderr
+		return agentCLI(t, want, args...)
 	}
 	cli(0, "backup", "check", "-c", primary.Config)
 	// check waited for a WAL file in the repository: /metrics counts it.

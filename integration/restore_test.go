@@ -44,11 +44,7 @@ func TestRestoreFromRepository(t *testing.T) {
 	}
 	cli := func(want int, args ...string) string {
 		t.Helper()
-		out, stderr, code := runCLIAsAgent(t, args...)
-		if code != want {
-			t.Fatalf("raftgres %s: exit %d, want %d\n%s%s", strings.Join(args, " "), code, want, out, stderr)
-		}
-		return out + stderr
+		return agentCLI(t, want, args...)
 	}
 	a := startCluster(t, 3, func(nd *Node, all []*Node) NodeOptions { return withServer(nd, opts(all)) })
 	primary := a.waitPrimary(120*time.Second, a.nodes...)

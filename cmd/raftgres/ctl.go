@@ -139,25 +139,33 @@ func newTable(w io.Writer) *tablewriter.Table {
 // (pg_stat_replication's application names in state streaming); nil when
 // it does not answer.
 func streamingReplicas(ctx context.Context, client *api.Client, view api.ClusterView) map[string]bool {
-	for _, m := range view.Members {
-		if m.Role != "leader" || m.State != "running" {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		st, err := client.With(m.APIURL).MemberStatus(ctx)
-		if err != nil {
-			return nil
-		}
-		out := map[string]bool{}
-		for _, r := range st.Replication {
-			if r.State == "streaming" {
-				out[r.ApplicationName] = true
-			}
-		}
-		return out
+	primary, ok := runningPrimary(view)
+	if !ok {
+		return nil
 	}
-	return nil
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := client.With(primary.APIURL).MemberStatus(ctx)
+	if err != nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, r := range st.Replication {
+		if r.State == "streaming" {
+			out[r.ApplicationName] = true
+		}
+	}
+	return out
+}
+
+// runningPrimary is the view's leader when it runs.
+func runningPrimary(view api.ClusterView) (api.ClusterMember, bool) {
+	for _, m := range view.Members {
+		if m.Role == "leader" && m.State == "running" {
+			return m, true
+		}
+	}
+	return api.ClusterMember{}, false
 }
 
 // patroniView rewrites the members' roles and states in patronictl's
@@ -199,19 +207,17 @@ type archiveNote struct {
 // primaryArchive asks the primary for its WAL archiving statistics (nil
 // when it has archived and failed nothing, or does not answer).
 func primaryArchive(ctx context.Context, client *api.Client, view api.ClusterView) *archiveNote {
-	for _, m := range view.Members {
-		if m.Role != "leader" || m.State != "running" {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		st, err := client.With(m.APIURL).Archive(ctx)
-		if err != nil || st.ArchivedCount == 0 && st.FailedCount == 0 {
-			return nil
-		}
-		return &archiveNote{Member: m.Name, ArchiveStats: st}
+	primary, ok := runningPrimary(view)
+	if !ok {
+		return nil
 	}
-	return nil
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := client.With(primary.APIURL).Archive(ctx)
+	if err != nil || st.ArchivedCount == 0 && st.FailedCount == 0 {
+		return nil
+	}
+	return &archiveNote{Member: primary.Name, ArchiveStats: st}
 }
 
 // String is the note's line under the table.
