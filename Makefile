@@ -2,7 +2,13 @@
 # project's machines; PostgreSQL 15 from Debian's postgresql-15 package.
 export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The version the binary reports (raftgres version, /patroni, the metrics
+# patroni_version and raftgres_build_info): git describe's when a vX.Y.Z tag
+# is reachable (v0.1.0, or v0.1.0-12-gabc1234 after it), otherwise the file
+# VERSION (the release being worked on) as a development build of this
+# commit: v0.1.0-dev-gabc1234. A plain `go build` says "dev".
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || \
+	echo "v$$(cat VERSION)-dev$$(git describe --always --dirty 2>/dev/null | sed 's/^/-g/')")
 
 .PHONY: build test unit integration chaos lint race bench demo clean
 
