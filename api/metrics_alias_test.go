@@ -3,6 +3,7 @@ package api
 import (
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,9 +16,17 @@ import (
 	"github.com/prometheus/common/model"
 
 	"raftgres/failover"
-	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
+
+// addReplica adds a pg_stat_replication row to a primary's status (api
+// may not name pgmanager's types: DESIGN.md's layering).
+func addReplica(l *failover.Local, name string, flush, replay uint64) {
+	n := len(l.PG.Replicas)
+	l.PG.Replicas = slices.Grow(l.PG.Replicas, 1)[:n+1]
+	r := &l.PG.Replicas[n]
+	r.ApplicationName, r.FlushLSN, r.ReplayLSN = name, flush, replay
+}
 
 // TestVersionNum: patroni_version encodes the first X.Y.Z of the version
 // string as Patroni encodes 3.0.2 (30002), and 0 when there is none.
@@ -89,8 +98,8 @@ func TestPlainNumbers(t *testing.T) {
 func TestMetricsTextIntegers(t *testing.T) {
 	st := startStore(t)
 	primary := failover.Local{Member: "n1", HasData: true, ObservedAt: time.Now()}
-	primary.PG = pgmanager.Status{Running: true, Timeline: 3, CurrentLSN: 83886296, Version: "15.4",
-		Replicas: []pgmanager.Replica{{ApplicationName: "n2", FlushLSN: 83886000, ReplayLSN: 83000000}}}
+	primary.PG.Running, primary.PG.Timeline, primary.PG.CurrentLSN, primary.PG.Version = true, 3, 83886296, "15.4"
+	addReplica(&primary, "n2", 83886000, 83000000)
 	base := startAPI(t, st, adminConfig(), WithMember(&fakeMember{local: primary}), WithVersion("v0.3.1-12-gabc1234"))
 	body := scrape(t, base)
 	checkSeries(t, body, []string{
@@ -162,17 +171,15 @@ func TestMetricsTextIntegers(t *testing.T) {
 func TestMetricsAliases(t *testing.T) {
 	t.Parallel()
 	a := newAliasMetrics("test", "n1")
-	primary := nodeView{name: "n1", hasPG: true, st: raftstore.NewState(),
-		local: failover.Local{Member: "n1", HasData: true, PG: pgmanager.Status{Running: true, CurrentLSN: 5000,
-			Replicas: []pgmanager.Replica{
-				{ApplicationName: "n2", FlushLSN: 4000, ReplayLSN: 3000},
-				{ApplicationName: "n3", FlushLSN: 0, ReplayLSN: 4500}, // flush not reported
-				{ApplicationName: "n4", FlushLSN: 5200},               // ahead of the primary's last look
-			}}}}
+	primary := nodeView{name: "n1", hasPG: true, st: raftstore.NewState(), local: failover.Local{Member: "n1", HasData: true}}
+	primary.local.PG.Running, primary.local.PG.CurrentLSN = true, 5000
+	addReplica(&primary.local, "n2", 4000, 3000)
+	addReplica(&primary.local, "n3", 0, 4500)    // flush not reported
+	addReplica(&primary.local, "n4", 5200, 5200) // ahead of the primary's last look
 	primary.st.Leader.Holder = "n1"
-	replica := nodeView{name: "n1", hasPG: true, st: raftstore.NewState(),
-		local: failover.Local{Member: "n1", HasData: true, PG: pgmanager.Status{Running: true, InRecovery: true,
-			ReceivedLSN: 123456789, ReplayedLSN: 123000000}}}
+	replica := nodeView{name: "n1", hasPG: true, st: raftstore.NewState(), local: failover.Local{Member: "n1", HasData: true}}
+	replica.local.PG.Running, replica.local.PG.InRecovery = true, true
+	replica.local.PG.ReceivedLSN, replica.local.PG.ReplayedLSN = 123456789, 123000000
 	stopped := nodeView{name: "n1", hasPG: true, st: raftstore.NewState(), local: failover.Local{Member: "n1", HasData: true}}
 	fresh := nodeView{name: "n1", hasPG: true, st: raftstore.NewState()}
 	raftOnly := nodeView{name: "n1", st: raftstore.NewState()}
