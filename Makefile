@@ -2,20 +2,32 @@
 # project's machines; PostgreSQL 15 from Debian's postgresql-15 package.
 export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The version the binary reports (raftgres version, /patroni, the metrics
+# patroni_version and raftgres_build_info): git describe's when a vX.Y.Z tag
+# is reachable (v0.1.0, or v0.1.0-12-gabc1234 after it), otherwise the file
+# VERSION (the release being worked on) as a development build of this
+# commit: v0.1.0-dev-gabc1234. A plain `go build` says "dev".
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || \
+	echo "v$$(cat VERSION)-dev$$(git describe --always --dirty 2>/dev/null | sed 's/^/-g/')")
 
-.PHONY: build test unit integration chaos lint race bench demo clean
+.PHONY: build deps test unit integration chaos lint race bench demo clean
+
+# Installs what is missing (PostgreSQL 15, HAProxy, pgBackRest, iproute2,
+# make, Patroni and etcd for the migration test) when run as root; otherwise
+# prints the apt-get line to run. Silent when nothing is missing.
+deps:
+	@./scripts/install-deps.sh
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/raftgres ./cmd/raftgres
 
 # What CI runs: unit tests, then the multi-process and real-PostgreSQL suites.
-test: unit integration
+test: deps unit integration
 
 unit:
 	$(GO) test -count=1 ./...
 
-integration:
+integration: deps
 	RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -timeout 30m ./pgmanager/ ./integration/
 
 # The fault test (issue 8): an append workload under random faults (kill -9,
@@ -26,7 +38,7 @@ integration:
 CHAOS_MINUTES ?= 10
 CHAOS_LOG ?= bin/chaos.log
 chaos: SHELL := /bin/bash
-chaos:
+chaos: deps
 	@mkdir -p $(dir $(CHAOS_LOG))
 	@RAFTGRES_INTEGRATION=1 CHAOS_MINUTES=$(CHAOS_MINUTES) $(GO) test -count=1 -v \
 		-timeout $$(awk 'BEGIN { print int(2 * ($(CHAOS_MINUTES) + 10)) }')m \
@@ -39,7 +51,7 @@ lint:
 	$(GO) vet ./...
 
 # The integration suite with agents built by the race detector (slower).
-race:
+race: deps
 	$(GO) test -race -count=1 ./...
 	RAFTGRES_RACE=1 RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -timeout 45m ./integration/
 
@@ -50,11 +62,11 @@ race:
 # BENCH_RUNS (5), BENCH_IDLE_SECONDS (60), BENCH_SOAK_SECONDS (120),
 # BENCH_ONLY (kill9,cut,switchover,raft,pgcrash,idle), BENCH_DCS, BENCH_RAFT,
 # BENCH_PGBENCH_SCALE, BENCH_PGBENCH_RATE, BENCH_GATE_SECONDS.
-bench:
+bench: deps
 	RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime=1x -timeout 30m ./integration/
 
 # A real local 3-member cluster on 127.0.0.1; Ctrl-C stops it.
-demo: build
+demo: deps build
 	./bin/raftgres demo
 
 clean:

@@ -37,13 +37,8 @@ var fqNameRE = regexp.MustCompile(`fqName: "([a-z_:0-9]+)"`)
 func exportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	var descs []*prometheus.Desc
-	for _, m := range newMetrics("s", "n") {
-		descs = append(descs, m.desc)
-	}
-	h := newHistoryMetrics("s", "n")
-	ch := make(chan *prometheus.Desc, 16)
-	h.describe(ch)
-	newArchiveMetrics("s", "n").describe(ch)
+	ch := make(chan *prometheus.Desc, 128)
+	newCollector(nil, "s", "n").Describe(ch)
 	close(ch)
 	for d := range ch {
 		descs = append(descs, d)

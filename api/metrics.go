@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"raftgres/failover"
 )
@@ -48,7 +45,8 @@ func newMetrics(scope, name string) []metric {
 	}
 	pgRunning := func(v nodeView) bool { return v.running() }
 	return []metric{
-		g("patroni_version", "Version of the agent (raftgres) as Patroni encodes it: major*10000+minor*100+patch.",
+		g("patroni_version", "Version of the agent (raftgres) as Patroni encodes its own: major*10000+minor*100+patch "+
+			"(0.3.1 is 301), 0 when the build's version names no X.Y.Z (raftgres_build_info has the string).",
 			func(_ nodeView, m *metricInput) float64 { return m.versionNum }),
 		g("patroni_postgres_running", "1 if PostgreSQL is running, else 0.",
 			func(v nodeView, _ *metricInput) float64 { return b2f(pgRunning(v)) }),
@@ -177,6 +175,7 @@ type collector struct {
 	metrics []metric
 	history historyMetrics
 	archive archiveMetrics
+	alias   aliasMetrics
 }
 
 // archiveStatser is the member's optional source of WAL archiving
@@ -264,6 +263,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	c.history.describe(ch)
 	c.archive.describe(ch)
+	c.alias.describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -282,33 +282,22 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.GaugeValue, m.value(v, in))
 	}
 	c.history.collect(ch, v.st.History)
+	c.alias.collect(ch, v, c.s.version)
 	if c.s.member != nil {
 		c.archive.collect(ch, c.s.member, v)
 	}
 }
 
-// versionNum encodes "v1.2.3" as 10203; anything else is 0.
-func versionNum(v string) float64 {
-	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
-	if len(parts) != 3 {
-		return 0
-	}
-	n := 0
-	for _, p := range parts {
-		p, _, _ = strings.Cut(p, "-")
-		x, err := strconv.Atoi(p)
-		if err != nil {
-			return 0
-		}
-		n = n*100 + x
-	}
-	return float64(n)
+// newCollector builds every series /metrics serves from the cluster
+// (s may be nil to list their descriptions only).
+func newCollector(s *Server, scope, name string) *collector {
+	return &collector{s: s, metrics: newMetrics(scope, name), history: newHistoryMetrics(scope, name),
+		archive: newArchiveMetrics(scope, name), alias: newAliasMetrics(scope, name)}
 }
 
 func (s *Server) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&collector{s: s, metrics: newMetrics(s.scope, s.store.ID()),
-		history: newHistoryMetrics(s.scope, s.store.ID()), archive: newArchiveMetrics(s.scope, s.store.ID())})
+	reg.MustRegister(newCollector(s, s.scope, s.store.ID()))
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: s.logger.StandardLogger(nil)})
+	return s.serveMetrics(reg)
 }

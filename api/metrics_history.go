@@ -28,6 +28,8 @@ const failoverDurationMetric = "raftgres_failover_duration_seconds"
 // with max, not sum.
 type historyMetrics struct {
 	lastFailover, lastSwitchover, duration, electionInfo *prometheus.Desc
+	// lastChange is the alias patroni_postgresql_last_failover_timestamp_seconds.
+	lastChange *prometheus.Desc
 }
 
 func newHistoryMetrics(scope, name string) historyMetrics {
@@ -41,6 +43,10 @@ func newHistoryMetrics(scope, name string) historyMetrics {
 			"Leader changes in History by cause, timed from the previous primary's last renewal to the new primary's "+
 				"first acknowledged renewal (proposers' clocks). Covers the newest History events only: a count drops "+
 				"when an old change leaves History.", []string{"cause"}, labels),
+		lastChange: prometheus.NewDesc("patroni_postgresql_last_failover_timestamp_seconds",
+			"Alias: epoch seconds of the newest failover (automatic or manual) or switchover in History, 0 when there "+
+				"is none: the larger of raftgres_last_failover_timestamp_seconds and raftgres_last_switchover_timestamp_seconds.",
+			nil, labels),
 		electionInfo: prometheus.NewDesc("raftgres_last_election_info",
 			"Always 1: the member the newest leader change in History chose, its cause and why it was chosen.",
 			[]string{"member", "cause", "choice"}, labels),
@@ -52,6 +58,7 @@ func (h historyMetrics) describe(ch chan<- *prometheus.Desc) {
 	ch <- h.lastSwitchover
 	ch <- h.duration
 	ch <- h.electionInfo
+	ch <- h.lastChange
 }
 
 // durationHistogram counts one cause's leader-change durations into buckets.
@@ -114,6 +121,7 @@ func (h historyMetrics) collect(ch chan<- prometheus.Metric, history []raftstore
 	}
 	ch <- prometheus.MustNewConstMetric(h.lastFailover, prometheus.GaugeValue, lastFailover)
 	ch <- prometheus.MustNewConstMetric(h.lastSwitchover, prometheus.GaugeValue, lastSwitchover)
+	ch <- prometheus.MustNewConstMetric(h.lastChange, prometheus.GaugeValue, max(lastFailover, lastSwitchover))
 	for _, cause := range slices.Sorted(maps.Keys(hists)) {
 		d := hists[cause]
 		ch <- prometheus.MustNewConstHistogram(h.duration, d.count, d.sum, d.buckets, cause)

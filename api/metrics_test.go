@@ -69,6 +69,7 @@ func TestMetricsLeaderChanges(t *testing.T) {
 	checkSeries(t, scrape(t, base), []string{
 		`raftgres_last_failover_timestamp_seconds{name="n1",scope="test"} 0`,
 		`raftgres_last_switchover_timestamp_seconds{name="n1",scope="test"} 0`,
+		`patroni_postgresql_last_failover_timestamp_seconds{name="n1",scope="test"} 0`,
 		`raftgres_failover_duration_seconds_count{cause="failover",name="n1",scope="test"} 0`,
 		`raftgres_failover_duration_seconds_count{cause="manual_failover",name="n1",scope="test"} 0`,
 		`raftgres_failover_duration_seconds_count{cause="switchover",name="n1",scope="test"} 0`,
@@ -83,13 +84,19 @@ func TestMetricsLeaderChanges(t *testing.T) {
 	renew("n2", 9900)
 	hand("n1", raftstore.CauseSwitchover, "", 10000)
 	renew("n1", 10300) // 0.4 s
+	// The switchover is the newest change.
+	checkSeries(t, scrape(t, base), []string{
+		`raftgres_last_failover_timestamp_seconds{name="n1",scope="test"} 1700000004`,
+		`patroni_postgresql_last_failover_timestamp_seconds{name="n1",scope="test"} 1700000010`,
+	}, nil)
 	hand("", raftstore.CauseRelease, "", 12000)
 	hand("n2", raftstore.CauseManualFailover, "requested candidate, at 0/4000000", 12500)
 	renew("n2", 13000) // 2.7 s after n1's last renewal, through the release
 
 	checkSeries(t, scrape(t, base), []string{
-		`raftgres_last_failover_timestamp_seconds{name="n1",scope="test"} 1.7000000125e+09`,
-		`raftgres_last_switchover_timestamp_seconds{name="n1",scope="test"} 1.70000001e+09`,
+		`raftgres_last_failover_timestamp_seconds{name="n1",scope="test"} 1700000012.5`,
+		`raftgres_last_switchover_timestamp_seconds{name="n1",scope="test"} 1700000010`,
+		`patroni_postgresql_last_failover_timestamp_seconds{name="n1",scope="test"} 1700000012.5`,
 		`raftgres_failover_duration_seconds_bucket{cause="failover",name="n1",scope="test",le="3"} 0`,
 		`raftgres_failover_duration_seconds_bucket{cause="failover",name="n1",scope="test",le="3.5"} 1`,
 		`raftgres_failover_duration_seconds_bucket{cause="failover",name="n1",scope="test",le="+Inf"} 1`,

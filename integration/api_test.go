@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,7 @@ func TestAPIRolesAdminAndCLI(t *testing.T) {
 		if !strings.Contains(metrics, line) {
 			t.Errorf("/metrics on %s lacks %q", n.Name, line)
 		}
+		checkAliasMetrics(t, c, n, primary, metrics)
 	}
 
 	// Admin endpoints refuse anonymous and wrong credentials.
@@ -218,4 +220,32 @@ func TestAPIRolesAdminAndCLI(t *testing.T) {
 		out, _, code := runCLI(t, "check", "-c", survivor.Config)
 		return code == 2 && strings.HasPrefix(out, "CRITICAL:"), fmt.Errorf("exit %d: %s", code, out)
 	})
+}
+
+// checkAliasMetrics checks a member's alias series (README, Metrics) on a
+// real cluster: its role, a received LSN printed as digits on a replica,
+// and the primary's lag series for every streaming replica.
+func checkAliasMetrics(t *testing.T, c *cluster, n, primary *Node, metrics string) {
+	t.Helper()
+	role := map[bool]string{true: "primary", false: "replica"}[n == primary]
+	want := []string{fmt.Sprintf(`patroni_postgresql_role{name=%q,role=%q,scope="itest"} 1`, n.Name, role),
+		fmt.Sprintf(`patroni_postgresql_state{name=%q,scope="itest",state="running"} 1`, n.Name)}
+	var pattern string
+	if n == primary {
+		for _, r := range c.nodes {
+			if r != primary {
+				want = append(want, fmt.Sprintf(`patroni_postgresql_replication_lag_bytes{application_name=%q,name=%q,scope="itest"} `, r.Name, n.Name))
+			}
+		}
+	} else {
+		pattern = fmt.Sprintf(`(?m)^patroni_postgresql_last_wal_receive_lsn_offset\{name=%q,scope="itest"\} [1-9][0-9]*$`, n.Name)
+	}
+	for _, w := range want {
+		if !strings.Contains(metrics, w) {
+			t.Errorf("/metrics on %s lacks %q", n.Name, w)
+		}
+	}
+	if pattern != "" && !regexp.MustCompile(pattern).MatchString(metrics) {
+		t.Errorf("/metrics on %s has no received LSN in digits (%s)", n.Name, pattern)
+	}
 }
