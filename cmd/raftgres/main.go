@@ -41,7 +41,8 @@ func newApp() *cli.App {
 			"for join/leave/snapshot).",
 		HideHelpCommand: true,
 		Commands: append(append([]*cli.Command{agentCommand(), demoCommand()}, ctlCommands()...),
-			joinCommand(), leaveCommand(), snapshotCommand(), recoverCommand(), backupCommand(), backupsCommand(), versionCommand()),
+			joinCommand(), leaveCommand(), snapshotCommand(), recoverCommand(), backupCommand(), backupsCommand(),
+			rotatePasswordCommand(), versionCommand()),
 	}
 }
 
