@@ -233,6 +233,7 @@ type rotMember struct {
 	url     string
 	primary bool
 	state   string // last state it reported; "" unknown
+	note    string // its last answer's note
 	err     error  // its last step's failure
 }
 
@@ -285,7 +286,7 @@ func runRotation(ctx context.Context, out, warn io.Writer, a rotateAPI, role pgm
 					}
 					return
 				}
-				m.state = st.State
+				m.state, m.note = st.State, st.Note
 			}()
 		}
 		wg.Wait()
@@ -331,7 +332,7 @@ func runRotation(ctx context.Context, out, warn io.Writer, a rotateAPI, role pgm
 // printRotation prints each member's state.
 func printRotation(w io.Writer, role pgmanager.Role, members []*rotMember) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "Member\tRole\t%s password\tLast error\n", role)
+	fmt.Fprintf(tw, "Member\tRole\t%s password\tNote\n", role)
 	for _, m := range members {
 		r := "replica"
 		if m.primary {
@@ -348,7 +349,7 @@ func printRotation(w io.Writer, role pgmanager.Role, members []*rotMember) {
 		case api.RotateStateActive:
 			st = "new in use"
 		}
-		e := ""
+		e := m.note
 		if m.err != nil {
 			e = m.err.Error()
 		}

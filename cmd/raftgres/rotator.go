@@ -118,12 +118,19 @@ func (r *rotator) Rotate(ctx context.Context, req api.RotateRequest) (api.Rotate
 	switch req.Phase {
 	case api.RotateCheck:
 	case api.RotateStage:
-		if st == api.RotateStateOld {
+		switch {
+		case st == api.RotateStateOld:
 			if err := r.update(role, func(e *secretEntry) { e.Staged = req.Password.Reveal() }); err != nil {
 				return out, err
 			}
 			r.pg.StagePassword(role, req.Password)
 			r.logger.Info("new password staged", "role", string(role))
+		case st == api.RotateStateActive && r.ov.get(role).Staged != "":
+			// Already in use; forget an older, unfinished rotation.
+			if err := r.update(role, func(e *secretEntry) { e.Staged = "" }); err != nil {
+				return out, err
+			}
+			r.pg.StagePassword(role, "")
 		}
 	case api.RotateApply:
 		if st == api.RotateStateOld {

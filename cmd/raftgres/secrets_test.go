@@ -218,6 +218,18 @@ func TestRotatorSteps(t *testing.T) {
 	if o, _ := loadOverrides(dir); o.get(pgmanager.RoleReplication) != (secretEntry{Password: newSecret}) {
 		t.Fatalf("override file after activate: %+v", o.get(pgmanager.RoleReplication))
 	}
+	// An unfinished rotation to another password is forgotten when the
+	// one in use is staged again.
+	if _, err := rotate(t, r, api.RotateStage, "abandoned-pw"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := rotate(t, r, api.RotateStage, newSecret); err != nil || st.State != api.RotateStateActive {
+		t.Fatalf("stage of the password in use: %+v, %v", st, err)
+	}
+	if o, _ := loadOverrides(dir); o.get(pgmanager.RoleReplication) != (secretEntry{Password: newSecret}) ||
+		pg.staged[pgmanager.RoleReplication] != "" {
+		t.Fatalf("the abandoned staged password was kept: %+v", o.get(pgmanager.RoleReplication))
+	}
 	// Restarted agent: the override is loaded.
 	pg2 := newFakeCreds(configured())
 	_, logs2 := testRotator(t, dir, pg2)
