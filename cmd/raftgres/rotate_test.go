@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"raftgres/api"
 	"raftgres/pgmanager"
@@ -303,5 +304,89 @@ func TestInsecureURL(t *testing.T) {
 		if got := insecureURL(url); got != want {
 			t.Errorf("insecureURL(%s) = %v, want %v", url, got, want)
 		}
+	}
+}
+
+// openPty returns a pseudo-terminal pair (master, slave).
+func openPty(t *testing.T) (*os.File, *os.File) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { _ = master.Close() })
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Skipf("unlock pty: %v", err)
+	}
+	n, err := unix.IoctlGetUint32(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Skipf("pty number: %v", err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("open pty slave: %v", err)
+	}
+	t.Cleanup(func() { _ = slave.Close() })
+	return master, slave
+}
+
+// typist records the prompts and types on the first one.
+type typist struct {
+	b     bytes.Buffer
+	type_ func()
+}
+
+func (p *typist) Write(b []byte) (int, error) {
+	if p.b.Len() == 0 {
+		defer p.type_()
+	}
+	return p.b.Write(b)
+}
+
+func TestReadSecretTerminal(t *testing.T) {
+	for _, tc := range []struct {
+		name, typed, want, errWant string
+	}{
+		{"same twice", newSecret + "\n" + newSecret + "\n", newSecret, ""},
+		{"differ", newSecret + "\nother\n", "", "differ"},
+		{"bad", "a\x01b\n", "", "printable ASCII"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			master, slave := openPty(t)
+			// Type once the first prompt shows: echo is off by then.
+			prompt := &typist{type_: func() {
+				if _, err := master.WriteString(tc.typed); err != nil {
+					t.Error(err)
+				}
+			}}
+			got, err := readSecretTerminal(slave, prompt, pgmanager.RoleReplication)
+			if tc.errWant != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.errWant) {
+					t.Fatalf("error %v, want %q", err, tc.errWant)
+				}
+			} else if err != nil || got.Reveal() != tc.want {
+				t.Fatalf("read %q, %v", got.Reveal(), err)
+			}
+			if !strings.Contains(prompt.b.String(), "not echoed") || strings.Contains(prompt.b.String(), newSecret) {
+				t.Fatalf("prompt %q", prompt.b.String())
+			}
+			tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+			if err != nil || tio.Lflag&unix.ECHO == 0 {
+				t.Fatalf("echo not restored (%v)", err)
+			}
+			// Nothing typed was echoed back to the terminal.
+			fd := int(master.Fd())
+			if err := unix.SetNonblock(fd, true); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 256)
+			n, _ := unix.Read(fd, buf)
+			if n > 0 && strings.Contains(string(buf[:n]), newSecret) {
+				t.Fatalf("the terminal echoed the password: %q", buf[:n])
+			}
+		})
+	}
+	if _, err := readSecretTerminal(os.NewFile(^uintptr(0), "none"), &bytes.Buffer{}, pgmanager.RoleReplication); err != errNotTerminal {
+		t.Fatalf("not a terminal: %v", err)
 	}
 }
