@@ -209,7 +209,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, flagH
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	internal := strings.HasPrefix(path, "/raft/") || path == "/snapshot" || path == "/backup/endpoint"
+	internal := strings.HasPrefix(path, "/raft/") || path == "/snapshot" || path == "/backup/endpoint" || path == rotatePath
 	switch {
 	case internal && c.opts.Token != "":
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)

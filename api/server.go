@@ -59,6 +59,8 @@ type Server struct {
 	allow   allowRule
 	// members holds the members' addresses (allowlist_include_members only).
 	members *memberAddrs
+	// rotator serves POST /secrets/rotate (nil: 404).
+	rotator SecretRotator
 }
 
 // Option configures a Server.
@@ -118,6 +120,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /raft/transfer", s.internal(s.handleTransfer))
 	s.mux.HandleFunc("GET /snapshot", s.internal(s.handleSnapshot))
 	s.mux.HandleFunc("GET /backup/endpoint", s.internal(s.handleBackupEndpoint))
+	s.mux.HandleFunc("POST "+rotatePath, s.internal(s.handleRotate))
 	s.mux.HandleFunc("GET /cluster", s.handleCluster)
 	s.mux.HandleFunc("GET /archive", s.handleArchive)
 	s.mux.HandleFunc("GET /history", s.handleHistory)

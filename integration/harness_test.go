@@ -156,6 +156,8 @@ type Node struct {
 	// PGSSLParams replace sslmode=disable in PGConn's query (set by
 	// WriteConfig with NodeOptions.PGTLS).
 	PGSSLParams string
+	// SuperPassword replaces superPassword in PGConn (after a rotation).
+	SuperPassword string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -211,7 +213,8 @@ func (n *Node) PGDataDir() string { return filepath.Join(n.Dir, "pgdata") }
 
 // PGConn is a libpq URL for the node's PostgreSQL as superuser.
 func (n *Node) PGConn() string {
-	return fmt.Sprintf("postgres://postgres:%s@%s:%d/postgres?%s&connect_timeout=2", superPassword, n.probeHost(), n.PGPort,
+	return fmt.Sprintf("postgres://%s@%s:%d/postgres?%s&connect_timeout=2",
+		url.UserPassword("postgres", valueOr(n.SuperPassword, superPassword)), n.probeHost(), n.PGPort,
 		valueOr(n.PGSSLParams, "sslmode=disable"))
 }
 

@@ -15,3 +15,7 @@ var ErrRewindSourceUnavailable = errors.New("rewind source unavailable")
 
 // errNotRunning means no postmaster runs on the data directory.
 var errNotRunning = errors.New("postgres is not running")
+
+// ErrNotPrimary means an operation that needs a primary (a role's password
+// change) met a server in recovery.
+var ErrNotPrimary = errors.New("postgres is a standby, not the primary")

@@ -193,7 +193,12 @@ func (g *gate) open(ctx context.Context) (*pgconn.PgConn, pglogrepl.LSN, gateDow
 	}
 	sctx, cancel := context.WithTimeout(ctx, gateSetup)
 	defer cancel()
-	conn, err := pgconn.ConnectConfig(sctx, cc)
+	var conn *pgconn.PgConn
+	err = g.m.tryLocalPasswords(func(pw string) { cc.Password = pw }, func() error {
+		var err error
+		conn, err = pgconn.ConnectConfig(sctx, cc)
+		return err
+	})
 	if err != nil {
 		return nil, 0, gateDown{kind: "connect failed", err: err}
 	}

@@ -52,7 +52,7 @@ func (m *Manager) fetchHistories(ctx context.Context, dataDir string, src *Upstr
 	if err != nil {
 		return fmt.Errorf("timeline histories from %s: %w", src.Name, err)
 	}
-	cfg.Password = m.cfg.Replication.Password.Reveal()
+	cfg.Password = m.creds(RoleReplication).Password.Reveal()
 	conn, err := pgconn.ConnectConfig(cctx, cfg)
 	if err != nil {
 		return m.withTLSHint(fmt.Errorf("timeline histories from %s: %w", src.Name, err), *src)

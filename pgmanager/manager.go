@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"raftgres/internal/conf"
 )
 
 // LoggerName is this package's sub-logger name.
@@ -75,6 +77,17 @@ type Manager struct {
 	// tlsHintAt is when noteTLSLine last explained a walreceiver's TLS
 	// failure (unix nanoseconds).
 	tlsHintAt atomic.Int64
+
+	// credMu guards the passwords set at runtime (credentials.go) and the
+	// pgpass file they are written to.
+	credMu sync.Mutex
+	// override holds SetPassword's passwords, which replace the config
+	// file's; staged the StagePassword ones.
+	override map[Role]conf.Secret
+	staged   map[Role]conf.Secret
+	// localPW is the superuser password the local server accepted last
+	// (nil before the first connection).
+	localPW *string
 }
 
 // New validates cfg and returns a Manager for member. It starts nothing.
@@ -112,17 +125,31 @@ func (m *Manager) pgpassPath() string { return PgpassPath(m.cfg.DataDir) }
 // (pgBackRest) read it through PGPASSFILE.
 func PgpassPath(dataDir string) string { return filepath.Clean(dataDir) + ".pgpass" }
 
-// writePgpass writes the password file; entries match any host and port.
+// writePgpass writes the password file with the passwords in use; entries
+// match any host and port.
 func (m *Manager) writePgpass() error {
+	m.credMu.Lock()
+	defer m.credMu.Unlock()
+	return m.writePgpassLocked()
+}
+
+// writePgpassLocked is writePgpass for a caller holding credMu.
+func (m *Manager) writePgpassLocked() error {
+	_, err := m.writeFile(m.pgpassPath(), []byte(m.renderPgpass()), 0o600)
+	return err
+}
+
+// renderPgpass is the password file's content; the caller holds credMu.
+func (m *Manager) renderPgpass() string {
 	var b strings.Builder
 	esc := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
-	for _, c := range []Credentials{m.cfg.Replication, m.cfg.Rewind, m.cfg.Superuser} {
+	for _, r := range []Role{RoleReplication, RoleRewind, RoleSuperuser} {
+		c := m.credsLocked(r)
 		if c.Username != "" && c.Password.IsSet() {
 			fmt.Fprintf(&b, "*:*:*:%s:%s\n", esc.Replace(c.Username), esc.Replace(c.Password.Reveal()))
 		}
 	}
-	_, err := m.writeFile(m.pgpassPath(), []byte(b.String()), 0o600)
-	return err
+	return b.String()
 }
 
 // writeFile writes data to path (temp file + rename) only when the content

@@ -68,9 +68,9 @@ func (m *Manager) Init(ctx context.Context, d Desired) (sysid string, err error)
 // primary with the managed config for d.
 func (m *Manager) initdb(ctx context.Context, d Desired) error {
 	pwfile := ""
-	if m.cfg.Superuser.Password.IsSet() {
+	if su := m.creds(RoleSuperuser); su.Password.IsSet() {
 		pwfile = filepath.Clean(m.cfg.DataDir) + ".pwfile"
-		if _, err := m.writeFile(pwfile, []byte(m.cfg.Superuser.Password.Reveal()+"\n"), 0o600); err != nil {
+		if _, err := m.writeFile(pwfile, []byte(su.Password.Reveal()+"\n"), 0o600); err != nil {
 			return err
 		}
 		defer os.Remove(pwfile)
@@ -120,11 +120,11 @@ func (m *Manager) createRoles(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.Background())
-	if err := ensureRole(ctx, conn, m.cfg.Replication, "LOGIN REPLICATION"); err != nil {
+	if err := ensureRole(ctx, conn, m.creds(RoleReplication), "LOGIN REPLICATION"); err != nil {
 		return fmt.Errorf("create replication role on %s: %w", m.member, err)
 	}
 	if m.cfg.Rewind.Username != "" && m.cfg.Rewind.Username != m.cfg.Superuser.Username {
-		if err := ensureRole(ctx, conn, m.cfg.Rewind, "LOGIN"); err != nil {
+		if err := ensureRole(ctx, conn, m.creds(RoleRewind), "LOGIN"); err != nil {
 			return fmt.Errorf("create rewind role on %s: %w", m.member, err)
 		}
 		for _, fn := range rewindGrants {

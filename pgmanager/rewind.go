@@ -73,10 +73,11 @@ func (m *Manager) Rewind(ctx context.Context, d Desired) error {
 // rewindCredentials is the role pg_rewind logs in as (the superuser when
 // no rewind role is configured) and its password.
 func (m *Manager) rewindCredentials() (string, string) {
+	c := m.creds(RoleSuperuser)
 	if m.cfg.Rewind.Username != "" {
-		return m.cfg.Rewind.Username, m.cfg.Rewind.Password.Reveal()
+		c = m.creds(RoleRewind)
 	}
-	return m.cfg.Superuser.Username, m.cfg.Superuser.Password.Reveal()
+	return c.Username, c.Password.Reveal()
 }
 
 // probeSource logs in to the rewind source with conninfo, as pg_rewind

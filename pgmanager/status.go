@@ -84,7 +84,12 @@ func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
 	// raftgres's own statements (roles at init, slots, CHECKPOINT) never
 	// wait for a synchronous standby or the commit gate.
 	cc.RuntimeParams["synchronous_commit"] = "local"
-	conn, err := pgx.ConnectConfig(ctx, cc)
+	var conn *pgx.Conn
+	err = m.tryLocalPasswords(func(pw string) { cc.Password = pw }, func() error {
+		var err error
+		conn, err = pgx.ConnectConfig(ctx, cc)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres of %s: %w", m.member, err)
 	}
@@ -107,7 +112,7 @@ func (m *Manager) socketConfig(cc *pgconn.Config) {
 		}
 	}
 	cc.User = m.cfg.Superuser.Username
-	cc.Password = m.cfg.Superuser.Password.Reveal()
+	cc.Password = m.localPasswords()[0] // callers dial through tryLocalPasswords
 	cc.ConnectTimeout = 3 * time.Second
 	cc.TLSConfig = nil
 	cc.Fallbacks = nil

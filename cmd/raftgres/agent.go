@@ -16,6 +16,7 @@ import (
 
 	"raftgres/api"
 	"raftgres/failover"
+	"raftgres/internal/conf"
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
@@ -86,6 +87,7 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 	a := &agent{cfg: cfg, store: store, proposer: proposer, peer: peerOpts, logger: logger}
 	br := pgBackRest(cfg, logger)
 	apiOpts := []api.Option{api.WithVersion(version)}
+	var rot *rotator
 	if cfg.HasPostgres {
 		pgOpts := pgmanager.Options{Scope: cfg.Scope}
 		if br != nil {
@@ -99,6 +101,15 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		if err != nil {
 			return err
 		}
+		rot, err = newRotator(cfg.Name, cfg.DataDir, pg, map[pgmanager.Role]conf.Secret{
+			pgmanager.RoleSuperuser:   cfg.Postgres.Superuser.Password,
+			pgmanager.RoleReplication: cfg.Postgres.Replication.Password,
+			pgmanager.RoleRewind:      cfg.Postgres.Rewind.Password,
+		}, logger)
+		if err != nil {
+			return err
+		}
+		apiOpts = append(apiOpts, api.WithSecretRotator(rot.Rotate))
 		if cfg.Tags, err = cfg.Watchdog.MemberTags(cfg.Tags); err != nil {
 			logger.Error("this member will never be promoted", "device", cfg.Watchdog.Device, "error", err)
 		}
@@ -125,6 +136,9 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		exitIfStuck(logger, stuckShutdownGrace)
 		return err
 	})
+	if rot != nil {
+		g.Go(func() error { return rot.Run(gctx) })
+	}
 	if br != nil {
 		g.Go(func() error {
 			runStanzaCreate(gctx, store, cfg.Name, br, logger)
@@ -218,6 +232,7 @@ var (
 	_ api.Member           = (*failover.Supervisor)(nil)
 	_ raftstore.Applier    = (*api.Proposer)(nil)
 	_ raftstore.Applier    = (*api.Client)(nil)
+	_ credentialStore      = (*pgmanager.Manager)(nil)
 )
 
 // retry calls f until it succeeds, ctx ends, or f fails with an error that
