@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // proc is a helper process of a test (etcd, Patroni). Its output goes to
@@ -138,6 +140,13 @@ func startMigWriter(connstr string) *migWriter {
 			qctx, c := context.WithTimeout(ctx, 2*time.Second)
 			_, err := conn.Exec(qctx, "INSERT INTO mig (id) VALUES ($1)", id)
 			c()
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+				// An earlier attempt at id committed without reaching us
+				// (the client gave up first): not acknowledged, move on.
+				id++
+				continue
+			}
 			if err != nil {
 				_ = conn.Close(context.Background())
 				conn = nil

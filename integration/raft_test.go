@@ -395,10 +395,10 @@ func TestDemoStartsAndStops(t *testing.T) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
-	if n := strings.Count(out.String(), "| leader  | running |"); n != 1 {
+	if n := strings.Count(out.String(), "| Leader  | running |"); n != 1 {
 		t.Fatalf("demo shows %d running leaders, want 1:\n%s", n, out.String())
 	}
-	if n := strings.Count(out.String(), "| replica | running |"); n != 2 {
+	if n := strings.Count(out.String(), "| Replica | running |"); n != 2 {
 		t.Fatalf("demo shows %d running replicas, want 2:\n%s", n, out.String())
 	}
 	_ = cmd.Process.Signal(syscall.SIGINT)
