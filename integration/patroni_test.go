@@ -41,7 +41,8 @@ func startProc(t *testing.T, dir, name string, argv ...string) *proc {
 	}
 	defer f.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: agentAs}
+	// Killed with the test binary too (a timeout's SIGKILL skips cleanup).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: agentAs}
 	cmd.Env = append(os.Environ(), "HOME=/tmp", "PYTHONUNBUFFERED=1")
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
