@@ -91,6 +91,15 @@ func TestAPIRolesAdminAndCLI(t *testing.T) {
 		if !strings.Contains(metrics, line) {
 			t.Errorf("/metrics on %s lacks %q", n.Name, line)
 		}
+		if n == primary {
+			// The lag series come from the supervisor's last look at
+			// pg_stat_replication (every ttl/2 when steady), which may
+			// predate the standbys' streaming that waitStreaming saw.
+			waitFor(t, 10*time.Second, "the primary's replication lag series", func() (bool, error) {
+				_, metrics = httpCode(t, "GET", n.APIURL()+"/metrics", "", "", "")
+				return strings.Count(metrics, "patroni_postgresql_replication_lag_bytes{") == len(c.nodes)-1, nil
+			})
+		}
 		checkAliasMetrics(t, c, n, primary, metrics)
 	}
 

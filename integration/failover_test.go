@@ -104,6 +104,24 @@ func (c *cluster) waitPrimary(timeout time.Duration, replicas ...*Node) *Node {
 	return primary
 }
 
+// waitNewPrimaryWriting waits until a member other than old holds the
+// leader key and accepts the write sql, and returns it.
+func (c *cluster) waitNewPrimaryWriting(old *Node, sql string) *Node {
+	c.t.Helper()
+	var newPrimary *Node
+	waitFor(c.t, 60*time.Second, "a new primary accepting writes", func() (bool, error) {
+		st, err := c.state()
+		if err != nil || st.Leader.Holder == old.Name || st.Leader.Holder == "" {
+			return false, err
+		}
+		newPrimary = c.byName(st.Leader.Holder)
+		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return pgExec(wctx, newPrimary, sql) == nil, nil
+	})
+	return newPrimary
+}
+
 // pgQueryRow runs one query as superuser on n and scans its single row.
 func pgQueryRow(ctx context.Context, n *Node, sql string, dest ...any) error {
 	conn, err := pgx.Connect(ctx, n.PGConn())
@@ -166,17 +184,7 @@ func TestFailoverBootstrapAndKillPrimary(t *testing.T) {
 			others = append(others, n)
 		}
 	}
-	var newPrimary *Node
-	waitFor(t, 60*time.Second, "a new primary accepting writes", func() (bool, error) {
-		st, err := c.state()
-		if err != nil || st.Leader.Holder == primary.Name || st.Leader.Holder == "" {
-			return false, err
-		}
-		newPrimary = c.byName(st.Leader.Holder)
-		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		return pgExec(wctx, newPrimary, "INSERT INTO probe VALUES (1000)") == nil, nil
-	})
+	newPrimary := c.waitNewPrimaryWriting(primary, "INSERT INTO probe VALUES (1000)")
 	t.Logf("failover: kill -9 of %s's agent to first write on %s: %s", primary.Name, newPrimary.Name, time.Since(killedAt).Round(time.Millisecond))
 	st, _ = c.state()
 	if st.Leader.Epoch <= epoch {

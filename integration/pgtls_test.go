@@ -61,17 +61,7 @@ func TestPostgresTLS(t *testing.T) {
 	}
 
 	primary.Kill9()
-	var newPrimary *Node
-	waitFor(t, 60*time.Second, "a new primary accepting writes", func() (bool, error) {
-		st, err := c.state()
-		if err != nil || st.Leader.Holder == primary.Name || st.Leader.Holder == "" {
-			return false, err
-		}
-		newPrimary = c.byName(st.Leader.Holder)
-		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		return pgExec(wctx, newPrimary, "INSERT INTO probe VALUES (1000)") == nil, nil
-	})
+	newPrimary := c.waitNewPrimaryWriting(primary, "INSERT INTO probe VALUES (1000)")
 	c.waitStreaming(newPrimary) // the third member follows the new primary
 	requireTLSStandbys(t, newPrimary, 1)
 

@@ -80,7 +80,7 @@ func listCommand() *cli.Command {
 			&cli.DurationFlag{Name: "interval", Aliases: []string{"w"}, Value: 2 * time.Second, Usage: "refresh interval with -W"},
 		),
 		Action: func(c *cli.Context) error {
-			client, note, err := readClient(c)
+			client, probe, note, err := readClient(c)
 			if err != nil {
 				return err
 			}
@@ -91,8 +91,10 @@ func listCommand() *cli.Command {
 				return cli.Exit("list: --format must be table or json, got "+f, 2)
 			}
 			for {
-				view, err := client.ClusterView(c.Context)
-				if err != nil {
+				var view api.ClusterView
+				if probe != nil { // the first round: what the probe just read
+					view, probe = *probe, nil
+				} else if view, err = client.ClusterView(c.Context); err != nil {
 					return cli.Exit("list: "+err.Error(), 1)
 				}
 				archive := primaryArchive(c.Context, client, view)
@@ -472,7 +474,7 @@ func showConfigCommand() *cli.Command {
 	return &cli.Command{
 		Name: "show-config", Usage: "print the dynamic cluster configuration (YAML)", Flags: adminFlags(),
 		Action: func(c *cli.Context) error {
-			client, note, err := readClient(c)
+			client, _, note, err := readClient(c)
 			if err != nil {
 				return err
 			}
@@ -625,7 +627,7 @@ func historyCommand() *cli.Command {
 	return &cli.Command{
 		Name: "history", Usage: fmt.Sprintf("show the cluster's history (failovers, switchovers, members, config; the newest %d events)", raftstore.MaxHistory), Flags: adminFlags(),
 		Action: func(c *cli.Context) error {
-			client, note, err := readClient(c)
+			client, _, note, err := readClient(c)
 			if err != nil {
 				return err
 			}
@@ -744,20 +746,23 @@ func checkCommand() *cli.Command {
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("CRITICAL: --max-lag %q: %v", c.String("max-lag"), err), checkCritical)
 			}
-			client, note, err := readClient(c)
+			client, probe, note, err := readClient(c)
 			if err != nil {
 				return cli.Exit("CRITICAL: "+err.Error(), checkCritical)
 			}
 			if note != "" {
 				fmt.Fprintln(c.App.ErrWriter, note)
 			}
-			ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
-			defer cancel()
-			view, err := client.ClusterView(ctx)
-			if err != nil {
-				return cli.Exit("CRITICAL: cannot read the cluster: "+err.Error(), checkCritical)
+			if probe == nil { // nobody answered the probe: one more try, for the error
+				ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
+				defer cancel()
+				view, err := client.ClusterView(ctx)
+				if err != nil {
+					return cli.Exit("CRITICAL: cannot read the cluster: "+err.Error(), checkCritical)
+				}
+				probe = &view
 			}
-			code, msg := evaluateCheck(view, c.Int("replicas"), maxLag)
+			code, msg := evaluateCheck(*probe, c.Int("replicas"), maxLag)
 			fmt.Fprintln(c.App.Writer, msg)
 			if code != checkOK {
 				return cli.Exit("", code)

@@ -82,21 +82,26 @@ func unreachable(err error) bool {
 // readClient returns the client of a read-only command: this host's
 // agent (or --api) when it answers, else the first other member that
 // does, from the members this host's agent last recorded and raft.join.
-// note says which member answered instead, for stderr.
-func readClient(c *cli.Context) (*api.Client, string, error) {
-	client, err := adminClient(c)
+// note says which member answered instead, for stderr; view is the
+// cluster as the member that answered the probe saw it (nil when none
+// did), for a caller that needs nothing fresher.
+func readClient(c *cli.Context) (client *api.Client, view *api.ClusterView, note string, err error) {
+	client, err = adminClient(c)
 	if err != nil {
-		return nil, "", cli.Exit(err.Error(), 2)
+		return nil, nil, "", cli.Exit(err.Error(), 2)
 	}
 	ctx, cancel := context.WithTimeout(c.Context, 3*time.Second)
-	_, err = client.ClusterView(ctx)
+	v, err := client.ClusterView(ctx)
 	cancel()
-	if err == nil || !unreachable(err) || c.String("config") == "" {
-		return client, "", nil
+	if err == nil {
+		return client, &v, "", nil
+	}
+	if !unreachable(err) || c.String("config") == "" {
+		return client, nil, "", nil
 	}
 	cfg, cerr := loadConfig(c.String("config"))
 	if cerr != nil {
-		return client, "", nil
+		return client, nil, "", nil
 	}
 	var candidates []knownMember
 	var known knownMembers
@@ -113,13 +118,13 @@ func readClient(c *cli.Context) (*api.Client, string, error) {
 	for _, m := range candidates {
 		other := client.With(m.APIURL)
 		ctx, cancel := context.WithTimeout(c.Context, 3*time.Second)
-		_, oerr := other.ClusterView(ctx)
+		ov, oerr := other.ClusterView(ctx)
 		cancel()
 		if oerr == nil {
-			return other, fmt.Sprintf("this host's agent (%s) does not answer; answered by %s (%s)", client.Base(), m.Name, other.Base()), nil
+			return other, &ov, fmt.Sprintf("this host's agent (%s) does not answer; answered by %s (%s)", client.Base(), m.Name, other.Base()), nil
 		}
 	}
-	return client, "", nil
+	return client, nil, "", nil
 }
 
 // staleNote says when the member that answered has no current contact
