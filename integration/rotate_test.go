@@ -180,7 +180,8 @@ func TestRotatePasswords(t *testing.T) {
 				return false, fmt.Errorf("list: exit %d, %v: %s", code, err, stderr)
 			}
 			for _, m := range view.Members {
-				if m.State != "running" {
+				// patronictl's words: a replica streaming from the primary is "streaming".
+				if m.State != "running" && m.State != "streaming" {
 					return false, fmt.Errorf("%s is %s", m.Name, m.State)
 				}
 			}
