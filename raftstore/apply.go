@@ -13,6 +13,12 @@ type ApplyResult struct {
 	Err   error
 }
 
+// Apply applies cmd, committed at index, to s with the FSM's own rules:
+// what every member's store does with a committed entry. Fakes and the
+// simulator use it so that they can never drift from the real rules.
+// s must own its maps and slices (State.Clone).
+func Apply(s *State, index uint64, cmd Command) error { return applyCommand(s, index, cmd) }
+
 // applyCommand applies cmd, committed at index, to s. It is deterministic:
 // it reads no clock, randomness, network or disk; times come from the
 // proposer inside the command. On error s is unchanged.

@@ -8,15 +8,17 @@ import (
 )
 
 // allowedImports is DESIGN.md's layering: which project packages each
-// project package may import. internal/conf is a leaf every package may use.
+// project package may import. internal/conf is a leaf every package may use;
+// internal/boottime (the lease clock) is a leaf for pgmanager and failover.
 var allowedImports = map[string][]string{
-	"raftgres/internal/conf": {},
-	"raftgres/raftstore":     {"raftgres/internal/conf"},
-	"raftgres/pgmanager":     {"raftgres/internal/conf"},
-	"raftgres/backup":        {"raftgres/internal/conf"},
-	"raftgres/failover":      {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/pgmanager"},
-	"raftgres/api":           {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/failover"},
-	"raftgres/integration":   {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/api"},
+	"raftgres/internal/conf":     {},
+	"raftgres/internal/boottime": {},
+	"raftgres/raftstore":         {"raftgres/internal/conf"},
+	"raftgres/pgmanager":         {"raftgres/internal/conf", "raftgres/internal/boottime"},
+	"raftgres/backup":            {"raftgres/internal/conf"},
+	"raftgres/failover":          {"raftgres/internal/conf", "raftgres/internal/boottime", "raftgres/raftstore", "raftgres/pgmanager"},
+	"raftgres/api":               {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/failover"},
+	"raftgres/integration":       {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/api"},
 }
 
 func TestImportLayering(t *testing.T) {
