@@ -157,7 +157,8 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 	}
 	rctx, cancel := s.leaseBound(ctx, st, st.Config.RetryTimeout)
 	defer cancel()
-	idx, err := s.commit(rctx, raftstore.RenewLeader{Holder: s.cfg.Member, Epoch: st.Leader.Epoch, At: sent.UTC()})
+	idx, err := s.commit(rctx, raftstore.RenewLeader{Holder: s.cfg.Member, Epoch: st.Leader.Epoch, At: sent.UTC(),
+		TTL: st.Config.TTL})
 	if err != nil {
 		s.logger.Warn("leader key renewal failed", "epoch", st.Leader.Epoch, "error", err)
 		return

@@ -639,7 +639,8 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 	switch a.Kind {
 	case ActAcquireBootstrap:
 		return s.apply(ctx, raftstore.SetLeader{Holder: s.cfg.Member, PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev,
-			Reason: "bootstrap: " + reason, Cause: raftstore.CauseBootstrap, Actor: s.cfg.Member, At: now})
+			Reason: "bootstrap: " + reason, Cause: raftstore.CauseBootstrap, Actor: s.cfg.Member, At: now,
+			Rules: raftstore.RulesSyncKey})
 	case ActInit:
 		d, _ := s.desired(st, "", false)
 		id, err := s.pg.Init(ctx, d)
@@ -804,7 +805,8 @@ func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason str
 	}
 	s.lease.forget()
 	err := s.apply(ctx, raftstore.SetLeader{Holder: "", PrevEpoch: epoch, PrevRev: rev,
-		Reason: "released by " + s.cfg.Member + ": " + reason, Cause: raftstore.CauseRelease, Actor: s.cfg.Member, At: s.clock.Now().UTC()})
+		Reason: "released by " + s.cfg.Member + ": " + reason, Cause: raftstore.CauseRelease, Actor: s.cfg.Member, At: s.clock.Now().UTC(),
+		Rules: raftstore.RulesSyncKey})
 	if err != nil {
 		s.logger.Warn("release leader key", "error", err)
 		return
@@ -825,8 +827,29 @@ func (s *Supervisor) apply(ctx context.Context, cmd raftstore.Command) error {
 	}
 	ctx, cancel := s.leaseBound(ctx, st, timeout)
 	defer cancel()
-	_, err := s.commit(ctx, cmd)
-	return err
+	idx, err := s.commit(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	return s.waitApplied(ctx, idx)
+}
+
+// waitApplied waits until the local FSM has applied the entry at idx: the
+// supervisor acts on its own writes (a narrowed synchronous record before
+// changing synchronous_standby_names, a released key) only once its next
+// look at the store shows them, never on a view that still lacks them.
+func (s *Supervisor) waitApplied(ctx context.Context, idx uint64) error {
+	for {
+		changed := s.store.Changes()
+		if s.store.State().Index >= idx {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("committed at index %d but not yet applied here: %w", idx, ctx.Err())
+		case <-changed:
+		}
+	}
 }
 
 // report records the local status in the FSM (and, on a primary, keeps
