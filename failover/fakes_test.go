@@ -353,6 +353,7 @@ type fakePostgres struct {
 	status    pgmanager.Status
 	statusErr error
 	running   bool
+	fenceAt   time.Time // the last deadline handed to the fence keeper
 	hasData   bool
 	standby   bool
 	sysid     string
@@ -606,6 +607,13 @@ func (p *fakePostgres) Fence() bool {
 	p.running = false
 	p.fenceSig <- struct{}{}
 	return was
+}
+
+// FenceAt records the deadline handed to the fence keeper.
+func (p *fakePostgres) FenceAt(until time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fenceAt = until
 }
 
 func (p *fakePostgres) Callback(event, role string) {

@@ -150,3 +150,46 @@ func TestHolderKeepsItsSyncStandbyThroughABlip(t *testing.T) {
 		t.Fatalf("record after pg2 was gone longer than SyncBlip = %v, want none", got)
 	}
 }
+
+// Review #1, #9: every lease end reaches the fence keeper (a process that
+// does not freeze with the agent).
+func TestFencerHandsEveryLeaseEndToTheFenceKeeper(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), runningPrimary)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.sup.runFencer(ctx) }()
+	defer func() { cancel(); <-done }()
+	armed := func() time.Time {
+		r.pg.mu.Lock()
+		defer r.pg.mu.Unlock()
+		return r.pg.fenceAt
+	}
+	waitFenceAt := func(want time.Time, what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !armed().Equal(want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: fence keeper armed at %v, want %v", what, armed(), want)
+			}
+			time.Sleep(time.Millisecond) // polling another goroutine's progress
+		}
+	}
+	r.renew()
+	first := r.sup.lease.End()
+	waitFenceAt(first, "first renewal")
+	r.clock.Advance(time.Second)
+	r.renew()
+	if second := r.sup.lease.End(); !second.After(first) {
+		t.Fatalf("second lease end %v not after the first %v", second, first)
+	}
+	waitFenceAt(r.sup.lease.End(), "second renewal")
+	armedAt := r.sup.lease.End()
+	r.sup.lease.reset()
+	r.clock.Advance(time.Second)
+	r.renew() // a new lease after one that was dropped
+	waitFenceAt(r.sup.lease.End(), "renewal after a reset")
+	if !r.sup.lease.End().After(armedAt) {
+		t.Fatal("renewal after the reset did not move the lease end")
+	}
+}

@@ -736,6 +736,9 @@ func (s *Supervisor) promote(ctx context.Context, st raftstore.State) error {
 			return fmt.Errorf("set the commit gate before promoting: %w", err)
 		}
 	}
+	// The keeper must know this lease's end before the server is
+	// writable (the fencer goroutine hands it over too, but later).
+	s.pg.FenceAt(s.lease.End())
 	s.upstream = ""
 	if err := s.pg.Promote(ctx); err != nil {
 		return err
