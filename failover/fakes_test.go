@@ -354,6 +354,7 @@ type fakePostgres struct {
 	statusErr error
 	running   bool
 	fenceAt   time.Time // the last deadline handed to the fence keeper
+	gateDown  bool      // GateConnected reports false
 	hasData   bool
 	standby   bool
 	sysid     string
@@ -607,6 +608,13 @@ func (p *fakePostgres) Fence() bool {
 	p.running = false
 	p.fenceSig <- struct{}{}
 	return was
+}
+
+// GateConnected is true unless a test set gateDown.
+func (p *fakePostgres) GateConnected() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.gateDown
 }
 
 // FenceAt records the deadline handed to the fence keeper.

@@ -39,6 +39,9 @@ type Postgres interface {
 	// waiting for anything the supervisor loop may hold; it reports whether
 	// it signalled.
 	Fence() bool
+	// GateConnected reports whether the commit gate is streaming from the
+	// local server.
+	GateConnected() bool
 	// FenceAt hands the lease end to the fence keeper, a process apart
 	// from the agent that kills the postmaster's process group at that
 	// instant (on the boot clock) unless a later call moved it; zero

@@ -193,3 +193,42 @@ func TestFencerHandsEveryLeaseEndToTheFenceKeeper(t *testing.T) {
 		t.Fatal("renewal after the reset did not move the lease end")
 	}
 }
+
+// Review #11: a holder whose commit gate cannot connect stops PostgreSQL
+// and releases the key after ttl, instead of letting every commit hang.
+func TestHolderWhoseGateCannotConnectReleasesTheKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	primary := runningPrimary
+	primary.SyncStandbyNames = gateOnly
+	r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), primary)
+	r.pg.set(func(p *fakePostgres) { p.gateDown = true })
+	st := r.store.State()
+	ttl := st.Config.TTL
+	for elapsed := time.Duration(0); elapsed < ttl; elapsed += 500 * time.Millisecond {
+		r.renew()
+		r.sup.watchGate(ctx, r.store.State(), primary)
+		if h := r.store.State().Leader.Holder; h != "pg1" {
+			t.Fatalf("key released after %s of a disconnected gate, before ttl %s", elapsed, ttl)
+		}
+		r.clock.Advance(500 * time.Millisecond)
+	}
+	r.renew()
+	r.sup.watchGate(ctx, r.store.State(), primary)
+	if h := r.store.State().Leader.Holder; h != "" {
+		t.Fatalf("holder after ttl with its gate disconnected = %q, want the key released", h)
+	}
+	if r.ev.count("pg Stop") == 0 {
+		t.Fatalf("postgres not stopped before the release: %v", r.ev.all())
+	}
+	// A connected gate never releases.
+	r2 := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), primary)
+	for i := 0; i < 10; i++ {
+		r2.renew()
+		r2.sup.watchGate(ctx, r2.store.State(), primary)
+		r2.clock.Advance(500 * time.Millisecond)
+	}
+	if h := r2.store.State().Leader.Holder; h != "pg1" {
+		t.Fatalf("holder with a connected gate = %q, want pg1", h)
+	}
+}

@@ -74,6 +74,8 @@ type Supervisor struct {
 	lastLook  time.Time        // when the last full round looked at PostgreSQL
 	lastPG    pgmanager.Status // what it saw
 
+	gateDownSince time.Time // since when this holder's commit gate has not been connected
+
 	local atomic.Pointer[Local]
 	reqs  chan request
 	wd    *watchdog // nil when watchdog.mode is off (or automatic and unusable)
@@ -198,6 +200,37 @@ func (s *Supervisor) shutdown() {
 	}
 }
 
+// watchGate gives the leader key up when the commit gate has not been
+// connected for ttl while this holder's PostgreSQL runs as a primary
+// under a valid lease: every commit waits for the gate, so without it
+// (max_wal_senders exhausted, an hba or password change, a socket it
+// cannot reach) writes would hang for good while the holder renews and
+// /primary answers 200 (review #11). Released, the key goes to a member
+// whose gate can work; paused, nothing is done automatically.
+func (s *Supervisor) watchGate(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
+	now := s.clock.Now()
+	if st.Leader.Holder != s.cfg.Member || st.Config.Pause || !pgst.Running || pgst.InRecovery ||
+		pgst.Error != "" || !s.lease.valid(st, s.cfg.Member, now) || s.pg.GateConnected() {
+		s.gateDownSince = time.Time{}
+		return
+	}
+	if s.gateDownSince.IsZero() {
+		s.gateDownSince = now
+		return
+	}
+	down := now.Sub(s.gateDownSince)
+	if down < st.Config.TTL {
+		return
+	}
+	s.gateDownSince = time.Time{}
+	reason := fmt.Sprintf("commit gate not connected for %s: every commit waits for it", down.Round(time.Millisecond))
+	s.logger.Error("giving up the leader key", "reason", reason,
+		"hint", "check max_wal_senders, pg_hba.conf for the replication user on the local socket, and the gate's log lines")
+	if err := s.stopAndRelease(ctx, st, pgmanager.StopFast, reason); err != nil {
+		s.logger.Error("giving up the leader key", "error", err)
+	}
+}
+
 // stopAndRelease stops PostgreSQL, then gives the leader key up: stopped,
 // then released, always in that order (a released key is elected on at
 // once). When the stop fails the key is kept: the lease then ends on its
@@ -266,6 +299,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		s.crash.acted(pgst.Running, s.clock.Now()) // stops we asked for are not crashes
 	}
 	s.tendWatchdog(ctx, s.store.State(), pgst)
+	s.watchGate(ctx, s.store.State(), pgst)
 	s.callbacks(pgst)
 	s.applyConfig(ctx, st, pgst)
 	s.report(ctx, pgst)
