@@ -434,7 +434,9 @@ func (c *Coordinator) clearFulfilled(ctx context.Context, st raftstore.State) {
 	}
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err := raftstore.Commit(actx, c.store, raftstore.SetFailover{Actor: c.member,
+	// A compare-and-set on the request read: a newer one is never cleared
+	// (review #12).
+	_, err := raftstore.Commit(actx, c.store, raftstore.SetFailover{Actor: c.member, CAS: true, Prev: f,
 		Reason: f.Kind + " done: " + st.Leader.Holder + " holds the key", At: c.clock.Now().UTC()})
 	if err != nil {
 		c.logger.Warn("clear fulfilled switchover", "error", err)
