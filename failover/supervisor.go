@@ -865,10 +865,26 @@ func (s *Supervisor) apply(ctx context.Context, cmd raftstore.Command) error {
 	ctx, cancel := s.leaseBound(ctx, st, timeout)
 	defer cancel()
 	idx, err := s.commit(ctx, cmd)
-	if err != nil {
+	if err != nil || !actedOn(cmd) {
 		return err
 	}
 	return s.waitApplied(ctx, idx)
+}
+
+// actedOn reports whether the supervisor acts on cmd's effect once it is
+// committed (the synchronous record before changing the setting, the
+// leader key, requests, the system identifier): apply then waits until
+// the local store shows it. These are the commands the Raft leader
+// follows with a barrier, so a follower applies them within a round trip.
+// A status report is not waited for: a follower learns its commit up to
+// two CommitTimeouts later, and the loop, which also renews the lease,
+// must not stall on it.
+func actedOn(cmd raftstore.Command) bool {
+	switch cmd.(type) {
+	case raftstore.SetSync, raftstore.SetLeader, raftstore.SetFailover, raftstore.Initialize:
+		return true
+	}
+	return false
 }
 
 // waitApplied waits until the local FSM has applied the entry at idx: the
