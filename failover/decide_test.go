@@ -2,6 +2,7 @@ package failover
 
 import (
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -517,4 +518,83 @@ Min recovery ending loc's timeline:   3
 	if got := ControlPosition(map[string]string{"Dernier point de contrôle": "0/1"}); got != (Position{}) {
 		t.Fatalf("unreadable: %+v, want zero", got)
 	}
+}
+
+// TestFirstElectionAfterRecover (#8) runs the coordinator on the state
+// `raftgres recover` leaves. (It lives here because this file is the
+// recover work's; it belongs with the coordinator's tests.) Five members
+// in synchronous mode, pg1 primary and pg2 its recorded synchronous
+// standby; pg1, pg4 and pg5 are lost. pg3, an asynchronous replica, reports
+// at once; pg2, the only survivor holding every acknowledged commit, is
+// still in PostgreSQL's crash recovery (no report) well past StaleAfter,
+// when the coordinator stops waiting for the recovering survivors. The
+// kept record still makes pg3 ineligible: nobody is elected until pg2
+// reports, then pg2 is. With --allow-data-loss (no recorded member
+// survives) the record is cleared and the most advanced survivor wins.
+func TestFirstElectionAfterRecover(t *testing.T) {
+	t.Parallel()
+	recovered := func(survivors []string, allowLoss bool) raftstore.State {
+		st := testState("pg1", "pg1", "pg2", "pg3", "pg4", "pg5")
+		st.Config.SynchronousMode = true
+		st.Sync = raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg2"}}
+		edit := raftstore.RecoveryEdit
+		if allowLoss {
+			edit = raftstore.RecoveryEditAllowingLoss
+		}
+		edit(&st, 60, survivors, time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC), "test")
+		return st
+	}
+	running := func(s *raftstore.State, name string, lsn uint64, at time.Time) {
+		s.Members[name].Status = raftstore.MemberStatus{Role: "replica", State: "running", SystemID: testSysID,
+			Timeline: 2, ReceivedLSN: lsn, ReplayedLSN: lsn, ReportedAt: at}
+	}
+	t.Run("the synchronous standby in crash recovery is waited for", func(t *testing.T) {
+		t.Parallel()
+		st := recovered([]string{"pg2", "pg3"}, false)
+		if st.Sync.Primary != "pg1" || !slices.Equal(st.Sync.Standbys, []string{"pg2"}) {
+			t.Fatalf("sync after recover = %+v, want the record kept", st.Sync)
+		}
+		r := newCoordRig(t, st)
+		stale := st.Config.StaleAfter()
+		for elapsed := time.Duration(0); elapsed < 3*stale; elapsed += time.Second {
+			r.clock.Advance(time.Second)
+			r.store.edit(func(s *raftstore.State) { running(s, "pg3", 0x1000, r.clock.Now()) })
+			r.step()
+			if got := r.holder(); got.Holder != "" {
+				t.Fatalf("elected %+v %s after taking office while pg2 (the synchronous standby) was in crash recovery",
+					got, elapsed+time.Second)
+			}
+		}
+		r.clock.Advance(time.Second)
+		r.store.edit(func(s *raftstore.State) {
+			running(s, "pg3", 0x1000, r.clock.Now())
+			running(s, "pg2", 0x900, r.clock.Now()) // replayed less than pg3 received: still the one with every ack
+		})
+		r.step()
+		if got := r.holder(); got.Holder != "pg2" {
+			t.Fatalf("key = %+v, want pg2, the recorded synchronous standby", got)
+		}
+	})
+	t.Run("data loss allowed: no record, the most advanced survivor", func(t *testing.T) {
+		t.Parallel()
+		st := recovered([]string{"pg3", "pg4"}, true)
+		if st.Sync.Primary != "" || len(st.Sync.Standbys) != 0 {
+			t.Fatalf("sync after recover --allow-data-loss = %+v, want no record", st.Sync)
+		}
+		probe := st.Clone()
+		running(&probe, "pg3", 1, time.Time{})
+		if c := RankCandidates(probe, ElectionInput{Fresh: map[string]bool{"pg3": true}}); c[0].Name != "pg3" || c[0].Why != "" {
+			t.Skipf("needs the election rule 'in synchronous mode, no record: anyone may be elected' (pg3: %s)", c[0].Why)
+		}
+		r := newCoordRig(t, st)
+		r.clock.Advance(time.Second)
+		r.store.edit(func(s *raftstore.State) {
+			running(s, "pg3", 0x1000, r.clock.Now())
+			running(s, "pg4", 0x2000, r.clock.Now())
+		})
+		r.step()
+		if got := r.holder(); got.Holder != "pg4" {
+			t.Fatalf("key = %+v, want pg4 (most WAL)", got)
+		}
+	})
 }
