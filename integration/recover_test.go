@@ -48,7 +48,8 @@ func fileExists(path string) bool {
 // TestRecoverAfterLosingTheMajority: three members in synchronous mode,
 // two destroyed after acknowledged writes. `raftgres recover` is refused
 // while the survivor's agent runs and changes nothing; with the agent
-// stopped it rewrites the Raft store, the survivor comes up as primary
+// stopped it rewrites the Raft store keeping the synchronous record (the
+// survivor is the recorded standby), the survivor comes up as primary
 // with every acknowledged write, and two fresh hosts join and stream.
 func TestRecoverAfterLosingTheMajority(t *testing.T) {
 	c := newPGClusterDCS(t, 3, nil, syncDCS)
@@ -99,7 +100,8 @@ func TestRecoverAfterLosingTheMajority(t *testing.T) {
 		t.Fatalf("recover: exit %d\n%s%s", code, out, stderr)
 	}
 	t.Logf("recover:\n%s", out)
-	for _, want := range []string{"new raft configuration: " + survivor.Name + "=", "leader key", "recovered"} {
+	for _, want := range []string{"new raft configuration: " + survivor.Name + "=", "leader key",
+		"the synchronous record (primary " + primary.Name + ", standbys " + survivor.Name + ") is kept", "recovered"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("recover output lacks %q:\n%s", want, out)
 		}
@@ -123,6 +125,13 @@ func TestRecoverAfterLosingTheMajority(t *testing.T) {
 	}
 	if len(st.Members) != 1 {
 		t.Fatalf("members after the recovery: %v", st.MemberNames())
+	}
+	recovered := false
+	for _, ev := range st.History {
+		recovered = recovered || ev.Kind == "raft_recover" && strings.Contains(ev.Reason, "synchronous record kept")
+	}
+	if !recovered {
+		t.Fatalf("no raft_recover event saying the synchronous record was kept: %+v", st.History)
 	}
 
 	// Two fresh hosts join the recovered cluster and stream.

@@ -118,9 +118,9 @@ func (p *RecoveryPlan) String() string {
 		fmt.Fprintf(&b, "leader key (held by %s, epoch %d) cleared: the first primary is chosen from the survivors' "+
 			"PostgreSQL (most advanced first)\n", holder, p.Epoch)
 	case !p.SyncLost:
-		fmt.Fprintf(&b, "leader key (held by %s, epoch %d) cleared; the synchronous record (%s) is kept: the first "+
-			"primary is %s, the survivors known to hold every acknowledged commit (the election waits for "+
-			"their PostgreSQL to report as a running replica)\n", holder, p.Epoch, describeSync(p.Sync),
+		fmt.Fprintf(&b, "leader key (held by %s, epoch %d) cleared; the synchronous record (%s) is kept: only %s "+
+			"(known to hold every acknowledged commit) may be the first primary, once its PostgreSQL reports as "+
+			"a running replica (the election waits for it)\n", holder, p.Epoch, describeSync(p.Sync),
 			strings.Join(p.SyncSurvivors, " or "))
 	case p.AllowDataLoss:
 		fmt.Fprintf(&b, "leader key (held by %s, epoch %d) cleared; DATA LOSS ALLOWED: none of the recorded synchronous "+
