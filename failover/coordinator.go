@@ -220,7 +220,7 @@ func (c *Coordinator) nextWake(st raftstore.State, now, lastRenewal time.Time) t
 	if st.Config.Pause || st.Initialize == "" || st.Leader.Holder == "" {
 		return wait
 	}
-	deadlines := []time.Time{lastRenewal.Add(st.Config.TTL)}
+	deadlines := []time.Time{lastRenewal.Add(st.LeaseTTL())}
 	if fastPath(st) {
 		lastContact, unreachable := c.store.PeerUnreachable(st.Leader.Holder)
 		deadlines = append(deadlines, HolderLostAt(st, lastRenewal, unreachable, lastContact))
@@ -347,7 +347,9 @@ func (c *Coordinator) shouldElect(st raftstore.State, sinceChange time.Duration)
 	if st.Config.Pause || st.Initialize == "" {
 		return false
 	}
-	return st.Leader.Holder == "" || sinceChange >= st.Config.TTL
+	// The lease ran under the ttl of its last renewal, which a ttl lowered
+	// since does not shorten (review #2).
+	return st.Leader.Holder == "" || sinceChange >= st.LeaseTTL()
 }
 
 // elect chooses and commits a new primary. lost, when set, says why the

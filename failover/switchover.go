@@ -141,7 +141,8 @@ func (s *Supervisor) waitStreamingFrom(ctx context.Context, target string, timeo
 // while the lease lasts and reads the key back to see what happened.
 func (s *Supervisor) handKey(ctx context.Context, target string, epoch, rev uint64, deadline time.Time) error {
 	cmd := raftstore.SetLeader{Holder: target, PrevEpoch: epoch, PrevRev: rev,
-		Reason: "switchover from " + s.cfg.Member, Cause: raftstore.CauseSwitchover, Actor: s.cfg.Member}
+		Reason: "switchover from " + s.cfg.Member, Cause: raftstore.CauseSwitchover, Actor: s.cfg.Member,
+		Rules: raftstore.RulesSyncKey}
 	for {
 		cmd.At = s.clock.Now().UTC()
 		err := s.apply(ctx, cmd)
