@@ -581,11 +581,6 @@ func TestFirstElectionAfterRecover(t *testing.T) {
 		if st.Sync.Primary != "" || len(st.Sync.Standbys) != 0 {
 			t.Fatalf("sync after recover --allow-data-loss = %+v, want no record", st.Sync)
 		}
-		probe := st.Clone()
-		running(&probe, "pg3", 1, time.Time{})
-		if c := RankCandidates(probe, ElectionInput{Fresh: map[string]bool{"pg3": true}}); c[0].Name != "pg3" || c[0].Why != "" {
-			t.Skipf("needs the election rule 'in synchronous mode, no record: anyone may be elected' (pg3: %s)", c[0].Why)
-		}
 		r := newCoordRig(t, st)
 		r.clock.Advance(time.Second)
 		r.store.edit(func(s *raftstore.State) {

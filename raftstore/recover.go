@@ -33,8 +33,9 @@ var ErrAgentRunning = errors.New("the raft store is locked by a running agent")
 var ErrQuorumReachable = errors.New("a quorum of the current raft configuration is reachable")
 
 // ErrSyncLost means that, in synchronous mode, no member of the recorded
-// synchronous set (Sync.Primary and Sync.Standbys) is among the
-// survivors: nobody left is known to hold every acknowledged commit.
+// synchronous set (those State.Electable accepts once the key is
+// cleared) is among the survivors: nobody left is known to hold every
+// acknowledged commit.
 // Recovering anyway (AllowDataLoss) clears the record.
 var ErrSyncLost = errors.New("no recorded synchronous member survives")
 
@@ -55,18 +56,19 @@ type RecoveryPlan struct {
 	// to it counts as committed after the recovery.
 	LastIndex, LastTerm uint64
 	// SynchronousMode and Sync are the cluster's mode and its recorded
-	// synchronous set as the log has them. The recovery keeps Sync as it
-	// is: after it, as before, only a recorded member may be elected
-	// first, since only those are known to hold every acknowledged
-	// commit (a Sync with no primary and no standbys is no record:
-	// anyone may be).
+	// synchronous set as the log has them. The recovery keeps Sync (see
+	// RecoveryEdit): after it, as before, only a recorded member may be
+	// elected first, since only those are known to hold every
+	// acknowledged commit (Sync.NoRecord: anyone may be).
 	SynchronousMode bool
 	Sync            SyncState
-	// SyncSurvivors are the survivors in the recorded synchronous set.
-	// SyncLost is set in synchronous mode when the set is recorded but
-	// none of its members survives: every acknowledged commit may be
-	// lost. Recover then refuses unless AllowDataLoss, with which it
-	// clears the record (anyone may be elected) and says so in History.
+	// SyncSurvivors are the survivors the kept record lets be elected
+	// (State.Electable with the key cleared: Sync.Primary, Sync.Standbys,
+	// and Sync.Inherited while the last holder never renewed). SyncLost
+	// is set in synchronous mode when there is a record but no survivor
+	// in it: every acknowledged commit may be lost. Recover then refuses
+	// unless AllowDataLoss, with which it clears the record (anyone may
+	// be elected) and says so in History.
 	SyncSurvivors []string
 	SyncLost      bool
 	AllowDataLoss bool
@@ -75,28 +77,35 @@ type RecoveryPlan struct {
 	state State
 }
 
-// SyncMembers is the recorded synchronous set: Sync.Primary and
-// Sync.Standbys, sorted, without duplicates (empty: no record).
-func SyncMembers(s SyncState) []string {
-	var out []string
-	if s.Primary != "" {
-		out = append(out, s.Primary)
+// recoveredKey is the leader key and synchronous record a recovery
+// leaves: the key cleared as a release clears it (epoch kept, the last
+// renewal's time kept), and the record kept as the log had it, except
+// that, as after a release, the members inherited by a holder that
+// renewed are dropped (its renewal already ended their claim).
+func recoveredKey(s State, index uint64) (LeaderKey, SyncState) {
+	sync := s.Sync
+	if s.Leader.Renewed {
+		sync.Inherited = nil
 	}
-	out = append(out, s.Standbys...)
-	slices.Sort(out)
-	return slices.Compact(out)
+	return LeaderKey{Epoch: s.Leader.Epoch, Rev: index, RenewedAt: s.Leader.RenewedAt}, sync
 }
 
-// syncSurvivors returns the survivors among the recorded synchronous set
-// and whether, in synchronous mode, a record exists that none survives.
+// syncSurvivors returns the survivors that may be elected first under the
+// synchronous record the recovery leaves (State.Electable), and whether,
+// in synchronous mode, a record exists that none of them is in: then no
+// survivor is known to hold every acknowledged commit.
 func syncSurvivors(s State, survivors []string) (alive []string, lost bool) {
-	recorded := SyncMembers(s.Sync)
-	for _, name := range recorded {
-		if slices.Contains(survivors, name) {
+	after := s
+	after.Leader, after.Sync = recoveredKey(s, s.Leader.Rev)
+	if !after.Config.SynchronousMode || after.Sync.NoRecord() {
+		return nil, false
+	}
+	for _, name := range survivors {
+		if ok, _ := after.Electable(name); ok {
 			alive = append(alive, name)
 		}
 	}
-	return alive, s.Config.SynchronousMode && len(recorded) > 0 && len(alive) == 0
+	return alive, len(alive) == 0
 }
 
 // String describes the plan for the operator.
@@ -112,9 +121,8 @@ func (p *RecoveryPlan) String() string {
 	if p.Holder != "" {
 		holder = p.Holder
 	}
-	recorded := SyncMembers(p.Sync)
 	switch {
-	case !p.SynchronousMode || len(recorded) == 0:
+	case !p.SynchronousMode || p.Sync.NoRecord():
 		fmt.Fprintf(&b, "leader key (held by %s, epoch %d) cleared: the first primary is chosen from the survivors' "+
 			"PostgreSQL (most advanced first)\n", holder, p.Epoch)
 	case !p.SyncLost:
@@ -144,7 +152,11 @@ func describeSync(s SyncState) string {
 	if len(s.Standbys) > 0 {
 		sb = strings.Join(s.Standbys, ", ")
 	}
-	return "primary " + p + ", standbys " + sb
+	out := "primary " + p + ", standbys " + sb
+	if len(s.Inherited) > 0 {
+		out += ", inherited " + strings.Join(s.Inherited, ", ")
+	}
+	return out
 }
 
 func peerList(ps []Peer) string {
@@ -306,13 +318,15 @@ func (p *RecoveryPlan) Recover(at time.Time, actor string) error {
 // RecoveryEdit is what a recovery does to the replicated state: members
 // that are not survivors leave, the leader key is cleared (its epoch kept,
 // so every later election still compare-and-sets past it), and the
-// survivors' statuses become StateRecovering. Sync is kept exactly as the
-// log had it, even where it names a member that left: in synchronous mode
-// only a recorded member holds every acknowledged commit, so only such a
-// survivor may be elected first (and the election waits for it to report
-// rather than pick a less advanced survivor that reported sooner). When
-// no recorded member survives the cluster then elects nobody:
-// RecoveryEditAllowingLoss is the operator's explicit way out.
+// survivors' statuses become StateRecovering. Sync is kept as the log had
+// it, even where it names a member that left (as after a release, only
+// the members inherited by a holder that renewed are dropped): in
+// synchronous mode only a recorded member holds every acknowledged commit,
+// so only such a survivor may be elected first (State.Electable), and the
+// election waits for it to report rather than pick a less advanced
+// survivor that reported sooner. When no recorded member survives the
+// cluster then elects nobody: RecoveryEditAllowingLoss is the operator's
+// explicit way out.
 func RecoveryEdit(s *State, index uint64, survivors []string, at time.Time, actor string) {
 	recoveryEdit(s, index, survivors, at, actor, false)
 }
@@ -342,11 +356,11 @@ func recoveryEdit(s *State, index uint64, survivors []string, at time.Time, acto
 		}
 	}
 	holder := s.Leader.Holder
-	s.Leader = LeaderKey{Epoch: s.Leader.Epoch, Rev: index, RenewedAt: s.Leader.RenewedAt}
+	alive, lost := syncSurvivors(*s, survivors)
+	s.Leader, s.Sync = recoveredKey(*s, index)
 	s.Failover = nil
 	reason := fmt.Sprintf("raft recovered to %s; removed %s; leader key of %q cleared",
 		strings.Join(survivors, ", "), strings.Join(removed, ", "), holder)
-	alive, lost := syncSurvivors(*s, survivors)
 	switch {
 	case lost && allowDataLoss:
 		reason += fmt.Sprintf("; DATA LOSS ALLOWED (--allow-data-loss): no recorded synchronous member survives (%s), "+

@@ -147,24 +147,34 @@ func TestRecoveryEdit(t *testing.T) {
 		wantSync  SyncState
 		wantLost  bool
 		wantWhy   string
+		renewed   bool
 	}{
 		{"sync standby survives: record kept, lost primary named", true, SyncState{Primary: "s1", Standbys: []string{"s2"}},
-			[]string{"s2", "s4"}, false, SyncState{Primary: "s1", Standbys: []string{"s2"}}, false, "s2 may be elected first"},
+			[]string{"s2", "s4"}, false, SyncState{Primary: "s1", Standbys: []string{"s2"}}, false, "s2 may be elected first", false},
 		{"only the last primary survives: record kept", true, SyncState{Primary: "s1", Standbys: []string{"s2"}},
-			[]string{"s1", "s5"}, false, SyncState{Primary: "s1", Standbys: []string{"s2"}}, false, "s1 may be elected first"},
+			[]string{"s1", "s5"}, false, SyncState{Primary: "s1", Standbys: []string{"s2"}}, false, "s1 may be elected first", false},
 		{"allowing loss changes nothing while a recorded member survives", true, SyncState{Primary: "s1", Standbys: []string{"s2", "s3"}},
-			[]string{"s3", "s4"}, true, SyncState{Primary: "s1", Standbys: []string{"s2", "s3"}}, false, "s3 may be elected first"},
+			[]string{"s3", "s4"}, true, SyncState{Primary: "s1", Standbys: []string{"s2", "s3"}}, false, "s3 may be elected first", false},
 		{"no recorded member survives: kept, nobody electable", true, SyncState{Primary: "s1", Standbys: []string{"s2"}},
-			[]string{"s4", "s5"}, false, SyncState{Primary: "s1", Standbys: []string{"s2"}}, true, "nobody may be elected"},
+			[]string{"s4", "s5"}, false, SyncState{Primary: "s1", Standbys: []string{"s2"}}, true, "nobody may be elected", false},
 		{"no recorded member survives, loss allowed: cleared", true, SyncState{Primary: "s1", Standbys: []string{"s2"}},
-			[]string{"s4", "s5"}, true, SyncState{}, true, "DATA LOSS ALLOWED"},
+			[]string{"s4", "s5"}, true, SyncState{}, true, "DATA LOSS ALLOWED", false},
 		{"no record: nothing to keep, anyone may be elected", true, SyncState{},
-			[]string{"s4", "s5"}, false, SyncState{}, false, "leader key of \"s1\" cleared"},
+			[]string{"s4", "s5"}, false, SyncState{}, false, "leader key of \"s1\" cleared", false},
 		{"asynchronous mode: a stale record is kept, never a reason to refuse", false, SyncState{Primary: "s1", Standbys: []string{"s2"}},
-			[]string{"s4", "s5"}, false, SyncState{Primary: "s1", Standbys: []string{"s2"}}, false, "leader key of \"s1\" cleared"},
+			[]string{"s4", "s5"}, false, SyncState{Primary: "s1", Standbys: []string{"s2"}}, false, "leader key of \"s1\" cleared", false},
+		// The holder s1 took the key from s2 and never renewed: s2 (and
+		// s3, electable then) still hold every acknowledged commit.
+		{"holder never renewed: an inherited survivor is electable", true, SyncState{Primary: "s1", Inherited: []string{"s2", "s3"}},
+			[]string{"s3", "s4"}, false, SyncState{Primary: "s1", Inherited: []string{"s2", "s3"}}, false, "s3 may be elected first", false},
+		// Its renewal ended the inherited members' claim (a release
+		// drops them the same way).
+		{"holder renewed: inherited members are not electable", true, SyncState{Primary: "s1", Standbys: []string{"s5"}, Inherited: []string{"s3"}},
+			[]string{"s3", "s4"}, false, SyncState{Primary: "s1", Standbys: []string{"s5"}}, true, "nobody may be elected", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := base(tc.syncMode, tc.sync)
+			st.Leader.Renewed = tc.renewed
 			if _, lost := syncSurvivors(st, tc.survivors); lost != tc.wantLost {
 				t.Fatalf("syncSurvivors lost = %v, want %v", lost, tc.wantLost)
 			}
@@ -173,7 +183,7 @@ func TestRecoveryEdit(t *testing.T) {
 			} else {
 				RecoveryEdit(&st, 100, tc.survivors, at, "test")
 			}
-			if st.Sync.Primary != tc.wantSync.Primary || !slices.Equal(st.Sync.Standbys, tc.wantSync.Standbys) {
+			if !st.Sync.Equal(tc.wantSync) {
 				t.Fatalf("sync after recovery = %+v, want %+v", st.Sync, tc.wantSync)
 			}
 			if st.Leader.Holder != "" || st.Leader.Epoch != 7 || st.Leader.Rev != 100 {
@@ -186,6 +196,15 @@ func TestRecoveryEdit(t *testing.T) {
 				if ms := st.Members[name].Status; ms.State != StateRecovering || ms.Timeline != 3 || ms.SystemID != "42" {
 					t.Fatalf("%s status after recovery = %+v", name, ms)
 				}
+			}
+			var electable []string
+			for _, name := range tc.survivors {
+				if ok, _ := st.Electable(name); ok {
+					electable = append(electable, name)
+				}
+			}
+			if lostAfter := tc.wantLost && !tc.allow; lostAfter != (len(electable) == 0) {
+				t.Fatalf("electable survivors after recovery: %v (want none: %v)", electable, lostAfter)
 			}
 			ev := st.History[len(st.History)-1]
 			if ev.Kind != EventRecover || !strings.Contains(ev.Reason, tc.wantWhy) {
