@@ -45,6 +45,33 @@ func fileExists(path string) bool {
 	return err == nil
 }
 
+// syncClusterWithAckedWrites starts three members in synchronous mode and
+// writes acked rows one by one, each acknowledged once the recorded
+// synchronous standby had it; it returns the primary and that standby.
+func syncClusterWithAckedWrites(t *testing.T, acked int) (c *cluster, primary, standby *Node) {
+	c = newPGClusterDCS(t, 3, nil, syncDCS)
+	primary = c.waitPrimary(120*time.Second, c.nodes...)
+	c.waitStreaming(primary)
+	ctx := ctxT(t, 5*time.Minute)
+	if err := pgExec(ctx, primary, "CREATE TABLE probe (id int primary key)"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "a synchronous standby recorded", func() (bool, error) {
+		st, err := c.state()
+		if err != nil || st.Sync.Primary != st.Leader.Holder || len(st.Sync.Standbys) != 1 {
+			return false, err
+		}
+		standby = c.byName(st.Sync.Standbys[0])
+		return true, nil
+	})
+	for i := 1; i <= acked; i++ {
+		if err := pgExec(ctx, primary, fmt.Sprintf("INSERT INTO probe VALUES (%d)", i)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	return c, primary, standby
+}
+
 // TestRecoverAfterLosingTheMajority: three members in synchronous mode,
 // two destroyed after acknowledged writes. `raftgres recover` is refused
 // while the survivor's agent runs and changes nothing; with the agent
@@ -52,30 +79,9 @@ func fileExists(path string) bool {
 // survivor is the recorded standby), the survivor comes up as primary
 // with every acknowledged write, and two fresh hosts join and stream.
 func TestRecoverAfterLosingTheMajority(t *testing.T) {
-	c := newPGClusterDCS(t, 3, nil, syncDCS)
-	primary := c.waitPrimary(120*time.Second, c.nodes...)
-	c.waitStreaming(primary)
-	ctx := ctxT(t, 5*time.Minute)
-	if err := pgExec(ctx, primary, "CREATE TABLE probe (id int primary key)"); err != nil {
-		t.Fatal(err)
-	}
-	var standby string
-	waitFor(t, 60*time.Second, "a synchronous standby recorded", func() (bool, error) {
-		st, err := c.state()
-		if err != nil || st.Sync.Primary != st.Leader.Holder || len(st.Sync.Standbys) != 1 {
-			return false, err
-		}
-		standby = st.Sync.Standbys[0]
-		return true, nil
-	})
-	// Acknowledged one by one: each commit waited for the standby.
 	const acked = 200
-	for i := 1; i <= acked; i++ {
-		if err := pgExec(ctx, primary, fmt.Sprintf("INSERT INTO probe VALUES (%d)", i)); err != nil {
-			t.Fatalf("write %d: %v", i, err)
-		}
-	}
-	survivor := c.byName(standby)
+	c, primary, survivor := syncClusterWithAckedWrites(t, acked)
+	ctx := ctxT(t, 5*time.Minute)
 	var lost []*Node
 	for _, n := range c.nodes {
 		if n != survivor {
@@ -148,5 +154,61 @@ func TestRecoverAfterLosingTheMajority(t *testing.T) {
 	}
 	for _, n := range c.nodes {
 		waitCount(t, n, acked+2)
+	}
+}
+
+// TestRecoverRefusesToLoseTheSyncRecord: three members in synchronous
+// mode; the primary and its recorded synchronous standby are destroyed,
+// the asynchronous replica survives. `raftgres recover` refuses (no
+// survivor is known to hold every acknowledged commit) and changes
+// nothing; with --allow-data-loss it clears the record, says so in
+// history, and the survivor becomes primary.
+func TestRecoverRefusesToLoseTheSyncRecord(t *testing.T) {
+	c, primary, standby := syncClusterWithAckedWrites(t, 20)
+	var survivor *Node
+	for _, n := range c.nodes {
+		if n != primary && n != standby {
+			survivor = n
+		}
+	}
+	t.Logf("destroying %s (primary) and %s (synchronous standby); %s survives", primary.Name, standby.Name, survivor.Name)
+	destroy(t, primary, standby)
+	survivor.Stop()
+
+	out, stderr, code := runCLIAsAgent(t, "recover", "-c", survivor.Config, "--force")
+	if code != 1 || !strings.Contains(stderr, "no recorded synchronous member survives") ||
+		!strings.Contains(stderr, "--allow-data-loss") || !strings.Contains(stderr, "nothing was changed") {
+		t.Fatalf("recover without the synchronous standby: exit %d\n%s%s", code, out, stderr)
+	}
+	if !strings.Contains(out, "every acknowledged commit may be lost") {
+		t.Fatalf("refused plan does not warn:\n%s", out)
+	}
+	out, stderr, code = runCLIAsAgent(t, "recover", "-c", survivor.Config, "--force", "--allow-data-loss")
+	if code != 0 || !strings.Contains(out, "DATA LOSS ALLOWED") {
+		t.Fatalf("recover --allow-data-loss: exit %d\n%s%s", code, out, stderr)
+	}
+	t.Logf("recover --allow-data-loss:\n%s", out)
+
+	survivor.Start()
+	c.nodes = []*Node{survivor}
+	waitFor(t, 90*time.Second, survivor.Name+" primary after the recovery", func() (bool, error) {
+		st, err := c.state()
+		if err != nil || st.Leader.Holder != survivor.Name {
+			return false, err
+		}
+		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return pgExec(wctx, survivor, "INSERT INTO probe VALUES (1000)") == nil, nil
+	})
+	st, err := c.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loss := false
+	for _, ev := range st.History {
+		loss = loss || ev.Kind == "raft_recover" && strings.Contains(ev.Reason, "DATA LOSS ALLOWED")
+	}
+	if !loss {
+		t.Fatalf("no raft_recover event recording the allowed data loss: %+v", st.History)
 	}
 }
