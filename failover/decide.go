@@ -99,7 +99,7 @@ func Decide(o Observation) Plan {
 	case "":
 		return decideNoPrimary(o)
 	default:
-		return decideFollower(o, holder)
+		return keepNewerData(o, holder, decideFollower(o, holder))
 	}
 }
 
@@ -233,6 +233,34 @@ func decideNoPrimary(o Observation) Plan {
 	return noop("no primary: waiting for an election")
 }
 
+// keepNewerData refuses a follower's plan that would rewind or reclone a
+// data directory on a newer timeline than the primary's (#7: a stale
+// data directory adopted before this one was seen): newer data is never
+// destroyed to follow an older timeline. Starting or repointing a standby
+// is left alone (PostgreSQL refuses to follow an older timeline, and
+// touches nothing); so is a plan while either timeline is unknown. A
+// primary's reported timeline is its latest checkpoint's, which may lag
+// a promotion until the next checkpoint: a rewind may then wait, never
+// run wrongly.
+func keepNewerData(o Observation, primary string, p Plan) Plan {
+	destroys := false
+	for _, a := range p.Actions {
+		destroys = destroys || a.Kind == ActReclone || a.Kind == ActFollow && a.Rewind
+	}
+	m, ok := o.State.Members[primary]
+	if !destroys || !ok {
+		return p
+	}
+	mine, theirs := localPosition(o), reportedPosition(m.Status)
+	if mine.Timeline == 0 || theirs.Timeline == 0 || mine.Timeline <= theirs.Timeline {
+		return p
+	}
+	return plan(fmt.Sprintf("this data directory (%s) is on a newer timeline than the primary %s's (%s): "+
+		"not rewinding or recloning it (%s); to discard it: raftgres reinit %s; to keep it, stop every agent and "+
+		"make it the only primary data directory (move %s's aside), then start them again",
+		mine, primary, theirs, p.Steps(), o.Member, primary), Action{Kind: ActRefuse})
+}
+
 // streamFailed is the one case where a failed status query is acted on:
 // a configured standby of another member that refuses connections
 // because it is not yet consistent, while its walreceiver keeps failing
@@ -250,19 +278,6 @@ func decideFollower(o Observation, primary string) Plan {
 		// Rewinding against (or streaming from) a member that has not
 		// finished promoting would compare against the old timeline.
 		return noop("waiting for " + primary + " to report itself a running primary")
-	}
-	mine, theirs := localPosition(o), reportedPosition(o.State.Members[primary].Status)
-	if mine.Timeline != 0 && theirs.Timeline != 0 && mine.Timeline > theirs.Timeline &&
-		!(o.PG.Running && o.PG.InRecovery && !o.StandbyStartFailed && !o.RewindFailed) {
-		// Never rewind or reclone newer data onto an older timeline (#7:
-		// a stale data directory adopted before this one was seen). A
-		// running standby that is not failing is left alone: it cannot
-		// follow an older timeline anyway, and the primary's report may
-		// lag its first checkpoint on a new timeline.
-		return plan(fmt.Sprintf("this data directory (%s) is on a newer timeline than the primary %s's (%s): "+
-			"not rewinding or recloning it; to discard it: raftgres reinit %s; to keep it, stop every agent and "+
-			"make it the only primary data directory (move %s's aside), then start them again",
-			mine, primary, theirs, o.Member, primary), Action{Kind: ActRefuse})
 	}
 	switch {
 	case o.RewindFailed:

@@ -480,6 +480,15 @@ func TestDecideAdoption(t *testing.T) {
 			func(o *Observation) { o.RewindFailed = true }), []ActionKind{ActRefuse}},
 		{"newer standby that failed to start is not rewound", obs("pg1", staleHolder, stoppedPG, stopped(3, 0x9000000), standby,
 			func(o *Observation) { o.StandbyStartFailed = true }), []ActionKind{ActRefuse}},
+		{"newer data is not recloned with pg_rewind off", obs("pg1", func() raftstore.State {
+			s := staleHolder.Clone()
+			s.Config.PostgreSQL.UsePgRewind = false
+			return s
+		}(), stoppedPG, stopped(3, 0x9000000), standby, func(o *Observation) { o.StandbyStartFailed = true }), []ActionKind{ActRefuse}},
+		// Starting as a standby touches nothing (PostgreSQL refuses to
+		// follow an older timeline, and the start then counts as failed).
+		{"newer stopped standby may still start as a standby", obs("pg1", staleHolder, stoppedPG, stopped(3, 0x9000000), standby),
+			[]ActionKind{ActStartStandby}},
 		{"older ex-primary is rewound as ever", obs("pg1", staleHolder, stoppedPG, stopped(1, 0x9000000)), []ActionKind{ActFollow}},
 		{"same timeline ex-primary follows as ever", obs("pg1", staleHolder, stoppedPG, stopped(2, 0x4000000)), []ActionKind{ActFollow}},
 		{"position unknown: follows as ever", obs("pg1", staleHolder, stoppedPG), []ActionKind{ActFollow}},
@@ -490,7 +499,7 @@ func TestDecideAdoption(t *testing.T) {
 			if diff := cmp.Diff(tc.want, kinds(got)); diff != "" {
 				t.Fatalf("plan %s\n(-want +got):\n%s", got, diff)
 			}
-			if got.Has(ActRefuse) && !strings.Contains(got.Reason, "raftgres reinit pg1") {
+			if got.Has(ActRefuse) && (!strings.Contains(got.Reason, "raftgres reinit pg1") || !strings.Contains(got.Reason, "newer timeline")) {
 				t.Errorf("refusal %q does not say how to discard the data", got.Reason)
 			}
 		})
