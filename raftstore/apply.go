@@ -47,6 +47,7 @@ func applyCommand(s *State, index uint64, cmd Command) error {
 		err = applySetSync(s, c)
 	case SetFailover:
 		err = applySetFailover(s, index, c)
+	case Barrier:
 	default:
 		return fmt.Errorf("%w %T", ErrUnknownCommand, cmd)
 	}

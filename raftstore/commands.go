@@ -27,6 +27,10 @@ const (
 	CmdSetSync        CommandType = 9
 	CmdSetFailover    CommandType = 10
 	CmdSetPause       CommandType = 11
+	// CmdBarrier changes nothing: committed and applied locally, it shows
+	// that this member's store has applied everything committed before
+	// it (a linearizable read). Older binaries skip it.
+	CmdBarrier CommandType = 12 | SkipUnknownFlag
 )
 
 // Command is a typed, versioned FSM command.
@@ -362,13 +366,28 @@ func (c SetFailover) Validate() error {
 	return nil
 }
 
+// Barrier changes nothing (CmdBarrier).
+type Barrier struct {
+	Actor string `json:"actor,omitempty"`
+}
+
+func (Barrier) Type() CommandType { return CmdBarrier }
+
+// Validate checks the actor's name, if any.
+func (c Barrier) Validate() error {
+	if c.Actor != "" && len(c.Actor) > maxNameLen {
+		return invalid("barrier actor is longer than %d bytes", maxNameLen)
+	}
+	return nil
+}
+
 // String names the command type.
 func (t CommandType) String() string {
 	names := map[CommandType]string{
 		CmdBootstrap: "bootstrap", CmdSetConfig: "set_config", CmdInitialize: "initialize",
 		CmdRegisterMember: "register_member", CmdReportStatus: "report_status", CmdRemoveMember: "remove_member",
 		CmdSetLeader: "set_leader", CmdRenewLeader: "renew_leader", CmdSetSync: "set_sync",
-		CmdSetFailover: "set_failover", CmdSetPause: "set_pause",
+		CmdSetFailover: "set_failover", CmdSetPause: "set_pause", CmdBarrier: "barrier",
 	}
 	if n, ok := names[t]; ok {
 		return n

@@ -185,3 +185,23 @@ func TestMemberNamedLikeTheGateRefused(t *testing.T) {
 		t.Errorf("raftgres_fence2: %v", err)
 	}
 }
+
+// A Barrier round-trips, changes nothing but the index, and an older
+// binary may skip it (its type carries SkipUnknownFlag).
+func TestBarrierChangesNothing(t *testing.T) {
+	t.Parallel()
+	a := syncCluster(t)
+	before := a.f.State()
+	res := a.mustApply(Barrier{Actor: "c"})
+	after := a.f.State()
+	if after.Index != res.Index {
+		t.Fatalf("index after the barrier = %d, want %d", after.Index, res.Index)
+	}
+	after.Index = before.Index
+	if !after.Sync.Equal(before.Sync) || after.Leader != before.Leader || len(after.History) != len(before.History) {
+		t.Fatalf("barrier changed the state: %+v -> %+v", before, after)
+	}
+	if CmdBarrier&SkipUnknownFlag == 0 {
+		t.Fatal("CmdBarrier lacks SkipUnknownFlag: an older binary would stop on it")
+	}
+}
