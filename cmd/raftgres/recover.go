@@ -28,7 +28,9 @@ func recoverCommand() *cli.Command {
 			"  - in synchronous mode keeps the record of the synchronous primary and standbys as it\n" +
 			"    is: only those hold every commit acknowledged to clients, so only a surviving one may\n" +
 			"    be elected first, and the election waits for it (e.g. through PostgreSQL's crash\n" +
-			"    recovery) rather than promote a less advanced survivor.\n" +
+			"    recovery) rather than promote a less advanced survivor; if it cannot come back, stop\n" +
+			"    the agents and recover again without it (and with --allow-data-loss),\n" +
+			"  - records what it did in history (a raft_recover event).\n" +
 			"It refuses while the agent runs (the store is locked), while a majority of the current\n" +
 			"Raft configuration answers on its Raft address, and, in synchronous mode, when none of the\n" +
 			"recorded synchronous members is among the survivors (acknowledged commits may be lost with\n" +
