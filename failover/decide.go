@@ -358,22 +358,27 @@ func (p Position) String() string {
 
 // ControlPosition reads a stopped data directory's Position from
 // pg_controldata's output (pgmanager.ParseControlData): the latest
-// checkpoint's timeline and location, or the minimum recovery ending
-// point when a standby replayed past it. Zero when the fields are
-// missing or unreadable (for instance in another lc_messages).
+// checkpoint's timeline and location, or, when a standby replayed onto a
+// newer timeline than its latest restartpoint's, the minimum recovery
+// ending point on that timeline. On one timeline the checkpoint is the
+// measure every data directory shares: a standby's restartpoints are
+// its primary's checkpoints, so it never looks ahead of its primary
+// (the minimum recovery point, the end of a replayed record, would: past
+// a clean shutdown's checkpoint, by that record's length). Zero when the
+// fields are missing or unreadable (for instance in another lc_messages).
 func ControlPosition(cd map[string]string) Position {
-	var p Position
-	read := func(tlKey, lsnKey string) {
+	read := func(tlKey, lsnKey string) Position {
 		tl, err1 := strconv.ParseUint(cd[tlKey], 10, 32)
 		lsn, err2 := pgmanager.ParseLSN(cd[lsnKey])
 		if err1 != nil || err2 != nil || tl == 0 {
-			return
+			return Position{}
 		}
-		p.Timeline = max(p.Timeline, uint32(tl))
-		p.LSN = max(p.LSN, lsn)
+		return Position{Timeline: uint32(tl), LSN: lsn}
 	}
-	read("Latest checkpoint's TimeLineID", "Latest checkpoint location")
-	read("Min recovery ending loc's timeline", "Minimum recovery ending location")
+	p := read("Latest checkpoint's TimeLineID", "Latest checkpoint location")
+	if m := read("Min recovery ending loc's timeline", "Minimum recovery ending location"); m.Timeline > p.Timeline {
+		return m
+	}
 	return p
 }
 
@@ -433,6 +438,22 @@ func compare(a, b Position) order {
 	return orderSame
 }
 
+// compareReported orders this member's position (mine) against another
+// member's report. A stopped directory's position is its latest
+// checkpoint, a running server's the end of its WAL: on one timeline a
+// running server past this stopped directory's checkpoint does not show
+// it is behind (a standby that received this primary's last records),
+// so that is orderUnknown. Checkpoint against checkpoint compares: a
+// standby's restartpoints are its primary's checkpoints.
+func compareReported(o Observation, mine Position, ms raftstore.MemberStatus) order {
+	theirs := reportedPosition(ms)
+	rel := compare(mine, theirs)
+	if rel == orderBehind && mine.Timeline == theirs.Timeline && ms.State == "running" && !(o.PG.Running && o.PG.Error == "") {
+		return orderUnknown
+	}
+	return rel
+}
+
 // chooseHint tells the operator how to choose which data directory is
 // adopted when raftgres cannot.
 const chooseHint = "to choose, stop the agents of the data directories that must not win and move those " +
@@ -468,7 +489,7 @@ func adoptionCheck(o Observation) (Plan, bool) {
 		}
 		theirs := reportedPosition(ms)
 		why := ""
-		switch compare(mine, theirs) {
+		switch compareReported(o, mine, ms) {
 		case orderAhead, orderSame:
 			continue
 		case orderBehind:
@@ -479,8 +500,9 @@ func adoptionCheck(o Observation) (Plan, bool) {
 			why = fmt.Sprintf("this data directory (%s) and %s's (%s) diverged: each holds WAL the other lacks, "+
 				"so adopting either loses the other's; %s", mine, name, theirs, chooseHint)
 		default:
-			why = fmt.Sprintf("cannot tell whether this data directory (%s) or %s's (%s) is the most advanced: "+
-				"not adopting either; %s", mine, name, theirs, chooseHint)
+			why = fmt.Sprintf("cannot tell whether this data directory (%s) or %s's (%s) is the most advanced "+
+				"(a stopped directory's position is its latest checkpoint; its WAL may go further): not adopting "+
+				"either; %s", mine, name, theirs, chooseHint)
 		}
 		return plan("adopting: "+why, Action{Kind: ActRefuse}), true
 	}
@@ -496,7 +518,7 @@ func newerPeer(o Observation) (string, Position) {
 		if name == o.Member || ms.Role == "uninitialized" || ms.SystemID != "" && o.DataSystemID != "" && ms.SystemID != o.DataSystemID {
 			continue
 		}
-		if theirs := reportedPosition(ms); compare(mine, theirs) == orderBehind {
+		if theirs := reportedPosition(ms); compareReported(o, mine, ms) == orderBehind {
 			return name, theirs
 		}
 	}

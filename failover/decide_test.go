@@ -405,6 +405,19 @@ func TestDecideAdoption(t *testing.T) {
 		{"same timeline: the lower LSN refuses",
 			obs("pg1", cluster("", peer{"pg2", "replica", "stopped", 3, 0x6000000, ""}), stoppedPG, stopped(3, 0x5000000)),
 			[]ActionKind{ActRefuse}, []string{"more advanced"}},
+		// A stopped primary's position is its latest checkpoint; a
+		// running standby that received its last records is past it
+		// without being ahead: cannot tell. A stopped standby's
+		// restartpoint is its primary's checkpoint: comparable.
+		{"running standby past a stopped primary's checkpoint: cannot tell",
+			obs("pg1", cluster("", peer{"pg2", "replica", "running", 3, 0x6000078, ""}), stoppedPG, stopped(3, 0x6000000)),
+			[]ActionKind{ActRefuse}, []string{"cannot tell", "latest checkpoint"}},
+		{"running standby behind a running primary: adopt",
+			obs("pg1", cluster("", peer{"pg2", "replica", "running", 3, 0x6000000, ""}), primaryPG, running(3, 0x6000078)),
+			[]ActionKind{ActAcquireBootstrap}, nil},
+		{"stopped standby at the stopped primary's shutdown checkpoint: adopt",
+			obs("pg1", cluster("", peer{"pg2", "replica", "stopped", 3, 0x6000000, ""}), stoppedPG, stopped(3, 0x6000000)),
+			[]ActionKind{ActAcquireBootstrap}, nil},
 		{"same position: either may adopt",
 			obs("pg1", cluster("", peer{"pg2", "replica", "stopped", 3, 0x6000000, ""}), stoppedPG, stopped(3, 0x6000000)),
 			[]ActionKind{ActAcquireBootstrap}, nil},
@@ -523,6 +536,14 @@ Min recovery ending loc's timeline:   3
 		"Minimum recovery ending location:     0/0\nMin recovery ending loc's timeline:   0\n")
 	if got, want := ControlPosition(pgmanager.ParseControlData(primary)), (Position{Timeline: 4, LSN: 0x1A0000028}); got != want {
 		t.Fatalf("primary: %+v, want %+v", got, want)
+	}
+	// A standby shut down cleanly after replaying its primary's shutdown
+	// checkpoint: its restartpoint is that checkpoint (the minimum
+	// recovery point, the record's end, is not compared on one timeline).
+	clean := []byte("Latest checkpoint location:           0/6000000\nLatest checkpoint's TimeLineID:       3\n" +
+		"Minimum recovery ending location:     0/6000078\nMin recovery ending loc's timeline:   3\n")
+	if got, want := ControlPosition(pgmanager.ParseControlData(clean)), (Position{Timeline: 3, LSN: 0x6000000}); got != want {
+		t.Fatalf("clean standby: %+v, want %+v", got, want)
 	}
 	if got := ControlPosition(map[string]string{"Dernier point de contrôle": "0/1"}); got != (Position{}) {
 		t.Fatalf("unreadable: %+v, want zero", got)
