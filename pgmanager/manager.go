@@ -413,23 +413,44 @@ func (m *Manager) Stop(ctx context.Context, mode StopMode) error {
 	return nil
 }
 
-// Fence stops the running postmaster at once (SIGQUIT: immediate
-// shutdown, no new commit can be acknowledged), whether it is this
-// manager's child or foreign. It takes no lock that Start, Stop, Promote
-// or Rewind hold, so a fencing timer can call it while they run. It
-// reports whether it signalled a postmaster; it does not prevent a later
-// Start.
+// fenceWait bounds how long Fence waits for the killed processes to be
+// gone (raftstore.FenceBudget, which pgmanager may not import).
+const fenceWait = 500 * time.Millisecond
+
+// Fence kills the running postmaster and every process it started at
+// once (killPostmaster: SIGKILL, with no gentler step first, so that a
+// stopped or D-state postmaster does not leave backends that can still
+// acknowledge a commit), whether it is this manager's child or foreign,
+// then waits up to fenceWait for them to be gone. It takes no lock that
+// Start, Stop, Promote or Rewind hold, so a fencing timer can call it
+// while they run. It reports whether it signalled a postmaster; it does
+// not prevent a later Start.
 func (m *Manager) Fence() bool {
-	pid := 0
-	if p := m.ownChild(); p != nil && p.cmd.Process.Signal(syscall.SIGQUIT) == nil {
-		pid = p.pid()
-	} else if fp, ok := m.foreignPID(); ok && syscall.Kill(fp, syscall.SIGQUIT) == nil {
-		pid = fp
+	pm, leader := 0, false
+	if p := m.ownChild(); p != nil {
+		pm, leader = p.pid(), true // started with Setpgid
+	} else if fp, ok := m.foreignPID(); ok {
+		// A foreign postmaster leads its own group only if it was started
+		// that way (by an earlier agent); pg_ctl's does not.
+		g, err := syscall.Getpgid(fp)
+		pm, leader = fp, err == nil && g == fp
 	}
-	if pid == 0 {
+	if pm == 0 {
 		return false
 	}
-	m.logger.Warn("fenced: postgres sent an immediate shutdown", "pid", pid)
+	killed := append(killPostmaster("/proc", pm, leader), pm)
+	deadline := time.Now().Add(fenceWait)
+	left := slices.DeleteFunc(slices.Clone(killed), func(pid int) bool { return !processAlive(pid) })
+	for len(left) > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polling the kernel: nothing to wait on
+		left = slices.DeleteFunc(left, func(pid int) bool { return !processAlive(pid) })
+	}
+	if len(left) > 0 {
+		m.logger.Error("fenced: postgres sent SIGKILL but some of its processes are still there", "pid", pm,
+			"killed", len(killed), "left", fmt.Sprint(left), "waited", fenceWait)
+	} else {
+		m.logger.Warn("fenced: postgres killed (SIGKILL)", "pid", pm, "processes", len(killed))
+	}
 	return true
 }
 

@@ -112,8 +112,8 @@ func (p *postmaster) stop(ctx context.Context, mode StopMode, step time.Duration
 			sig = m.signal()
 		}
 		if sig == syscall.SIGKILL {
-			// The whole process group: backends must not outlive the postmaster.
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			// Every child too: backends must not outlive the postmaster.
+			killPostmaster("/proc", p.pid(), true)
 		} else {
 			_ = p.cmd.Process.Signal(sig)
 		}
