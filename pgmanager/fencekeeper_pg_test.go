@@ -2,11 +2,111 @@ package pgmanager
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"slices"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"raftgres/internal/boottime"
 )
+
+// TestFenceKeeperKillsPostgres: with the keeper armed at now+500ms and
+// nothing more done by the Go code that armed it, the postmaster and all
+// its backends are gone shortly after the deadline; a start after that
+// SIGKILL succeeds.
+func TestFenceKeeperKillsPostgres(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 3*time.Minute)
+	cfg := e.config(t, "pg1")
+	log := &logBuf{}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "pg1", Level: hclog.Info, Output: io.MultiWriter(log, testWriter{t})})
+	m, err := New(cfg, "pg1", logger, Options{Scope: "test", RunAs: e.runAs, StopStep: 10 * time.Second, FenceKeeper: testKeeperCmd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = m.Stop(context.Background(), StopImmediate)
+		m.keeper.close()
+	})
+	if _, err := m.Init(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := m.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A backend busy in a statement, besides the idle one.
+	busy, err := m.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = busy.Exec(context.Background(), "SELECT pg_sleep(60)") }()
+	var backends []int
+	waitFor(t, 10*time.Second, "two client backends", func() (bool, error) {
+		backends = backends[:0]
+		rows, err := conn.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'")
+		if err != nil {
+			return false, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var pid int
+			if err := rows.Scan(&pid); err != nil {
+				return false, err
+			}
+			backends = append(backends, pid)
+		}
+		return len(backends) >= 2, rows.Err()
+	})
+	pm := m.child.Load().pid()
+	procs := orphanBackends("/proc", cfg.DataDir) // every postgres process in the data directory
+	for _, b := range append(backends, pm) {
+		if !slices.Contains(procs, b) {
+			t.Fatalf("backend %d not among the postgres processes %v", b, procs)
+		}
+	}
+	log.wait(t, fmt.Sprintf("postgres runs as pid %d", pm), 10*time.Second)
+
+	deadline := boottime.Now().Add(500 * time.Millisecond)
+	m.FenceAt(deadline)
+	// From here on the test only watches.
+	var goneAt time.Time
+	waitFor(t, 10*time.Second, "every postgres process gone", func() (bool, error) {
+		left := slices.DeleteFunc(slices.Clone(procs), func(pid int) bool { return !processAlive(pid) })
+		if len(left) > 0 {
+			return false, fmt.Errorf("left: %v", left)
+		}
+		goneAt = boottime.Now()
+		return true, nil
+	})
+	late := goneAt.Sub(deadline)
+	t.Logf("postgres (%d processes, %d client backends) gone %s after the deadline (polled every 50ms); keeper's lateness %v",
+		len(procs), len(backends), late, keeperLateness(t, log.String()))
+	if late < 0 {
+		t.Fatalf("postgres gone %s before the deadline", -late)
+	}
+	if late > time.Second {
+		t.Fatalf("postgres gone %s after the deadline, want within 1s", late)
+	}
+	log.wait(t, fmt.Sprintf("killed postmaster %d and its %d processes", pm, len(procs)-1), 5*time.Second)
+	if left := orphanBackends("/proc", cfg.DataDir); len(left) > 0 {
+		t.Fatalf("postgres processes %v in the data directory after the fence", left)
+	}
+
+	// Disarmed, it starts again: nothing of the killed server is in the way.
+	m.FenceAt(time.Time{})
+	waitFor(t, 10*time.Second, "the manager to see postgres exited", func() (bool, error) { return !m.Running(), nil })
+	if err := m.Start(ctx, Desired{}); err != nil {
+		t.Fatalf("start after the fence: %v", err)
+	}
+	if err := m.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // TestFenceKillsAll: Fence SIGKILLs the postmaster and every backend,
 // even with the postmaster stopped (SIGSTOP), and returns once they are

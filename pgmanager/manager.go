@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"raftgres/internal/boottime"
 	"raftgres/internal/conf"
 )
 
@@ -40,6 +42,10 @@ type Options struct {
 	// Restore restores a data directory from the backup repository
 	// (create_replica_methods pgbackrest, bootstrap.method pgbackrest).
 	Restore Restorer
+	// FenceKeeper, when set, returns a fresh command that runs the fence
+	// keeper (RunFenceKeeper; the agent: SelfFenceKeeper). FenceAt needs
+	// it; without it FenceAt only logs.
+	FenceKeeper func() *exec.Cmd
 }
 
 // Archive is WAL archiving: archive_command on a primary, restore_command
@@ -61,6 +67,10 @@ type Manager struct {
 	restore Restorer
 	step    time.Duration
 	start   time.Duration
+	// keeper is the fence keeper process's client (nil without
+	// Options.FenceKeeper); noKeeper warns once that there is none.
+	keeper   *keeperClient
+	noKeeper sync.Once
 
 	// mu serialises Start (held while it waits for readiness). Nothing
 	// that must answer at once (Running, Status, Fence, Stop, Callback)
@@ -108,6 +118,9 @@ func New(cfg Config, member string, logger hclog.Logger, opts Options) (*Manager
 	}
 	if m.start == 0 {
 		m.start = 60 * time.Second
+	}
+	if opts.FenceKeeper != nil {
+		m.keeper = newKeeperClient(opts.FenceKeeper, m.logger.Named("fence-keeper"))
 	}
 	return m, nil
 }
@@ -452,6 +465,37 @@ func (m *Manager) Fence() bool {
 		m.logger.Warn("fenced: postgres killed (SIGKILL)", "pid", pm, "processes", len(killed))
 	}
 	return true
+}
+
+// FenceAt arms the fence keeper: when the boot clock (CLOCK_BOOTTIME)
+// reaches until, a time from boottime.Now() (the lease's end), the keeper
+// process SIGKILLs the postmaster and every process it started
+// (killPostmaster), whatever this agent is doing then (stopped, wedged or
+// dead). A later call moves the deadline;
+// the zero time disarms. The deadline holds for whatever postmaster runs
+// when it comes, including one this Manager starts later (the keeper
+// learns each new postmaster's pid): disarm before starting PostgreSQL
+// again after a lease has ended, or the keeper kills it at once.
+//
+// It never blocks for long: a keeper that died is started again and told
+// the current state; one that does not read its pipe within 100 ms is
+// killed and replaced. Without Options.FenceKeeper it only logs, once.
+func (m *Manager) FenceAt(until time.Time) {
+	if m.keeper == nil {
+		if !until.IsZero() {
+			m.noKeeper.Do(func() {
+				m.logger.Warn("FenceAt: the lease end is not enforced outside the agent", "error", errNoKeeper)
+			})
+		}
+		return
+	}
+	var ns int64
+	if !until.IsZero() {
+		// 0 disarms: a lease end at or before boot (never in practice)
+		// stays armed, as already passed.
+		ns = max(boottime.Nanos(until), 1)
+	}
+	m.keeper.setDeadline(ns)
 }
 
 // Restart stops (fast) and starts again with d.

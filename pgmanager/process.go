@@ -82,11 +82,15 @@ func (m *Manager) startPostmaster() (*postmaster, error) {
 	_ = pw.Close()
 	p := &postmaster{cmd: cmd, done: make(chan struct{})}
 	m.child.Store(p) // at once: Fence must see it from now on
+	m.tellKeeper(cmd.Process.Pid)
 	go streamLines(pr, m.logger.Named("postgres"), p.noteLine, m.noteTLSLine)
 	go func() {
 		p.err = cmd.Wait()
 		_ = pr.Close()
 		close(p.done)
+		if m.keeper != nil {
+			m.keeper.clearTarget(cmd.Process.Pid)
+		}
 	}()
 	m.logger.Info("postgres started", "pid", cmd.Process.Pid, "data_dir", m.cfg.DataDir)
 	return p, nil
@@ -132,4 +136,20 @@ func (p *postmaster) stop(ctx context.Context, mode StopMode, step time.Duration
 			return errors.New("postgres did not exit after SIGKILL")
 		}
 	}
+}
+
+// tellKeeper names the new postmaster pid to the fence keeper, with its
+// start time so that the keeper never kills a process that got the pid
+// later.
+func (m *Manager) tellKeeper(pid int) {
+	if m.keeper == nil {
+		return
+	}
+	st, err := readProcStat("/proc", pid)
+	if err != nil {
+		// Already gone (a postmaster that failed at once): nothing to kill.
+		m.logger.Warn("cannot read the new postmaster's start time; the fence keeper is not told of it", "pid", pid, "error", err)
+		return
+	}
+	m.keeper.setTarget(pid, st.Start)
 }
