@@ -17,11 +17,13 @@ import (
 // TestFenceKeeperKillsPostgres: with the keeper armed at now+500ms and
 // nothing more done by the Go code that armed it, the postmaster and all
 // its backends are gone shortly after the deadline; a start after that
-// SIGKILL succeeds.
+// SIGKILL succeeds. It also checks that lc_messages is pinned to C
+// whatever the user sets.
 func TestFenceKeeperKillsPostgres(t *testing.T) {
 	e := requirePG(t)
 	ctx := ctxT(t, 3*time.Minute)
 	cfg := e.config(t, "pg1")
+	cfg.Parameters["lc_messages"] = "C.UTF-8" // a user's choice, overridden
 	log := &logBuf{}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "pg1", Level: hclog.Info, Output: io.MultiWriter(log, testWriter{t})})
 	m, err := New(cfg, "pg1", logger, Options{Scope: "test", RunAs: e.runAs, StopStep: 10 * time.Second, FenceKeeper: testKeeperCmd})
@@ -38,6 +40,13 @@ func TestFenceKeeperKillsPostgres(t *testing.T) {
 	conn, err := m.connect(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var lcMessages string
+	if err := conn.QueryRow(ctx, "SHOW lc_messages").Scan(&lcMessages); err != nil {
+		t.Fatal(err)
+	}
+	if lcMessages != "C" {
+		t.Errorf("lc_messages = %q, want C (pinned on the command line)", lcMessages)
 	}
 	// A backend busy in a statement, besides the idle one.
 	busy, err := m.connect(ctx)

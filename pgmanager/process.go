@@ -64,8 +64,13 @@ type postmaster struct {
 // parent-death signal (SIGQUIT: immediate shutdown), so a killed agent can
 // never leave an unfenced PostgreSQL behind.
 func (m *Manager) startPostmaster() (*postmaster, error) {
+	// lc_messages=C on the command line, which beats postgresql.conf,
+	// postgresql.base.conf and ALTER SYSTEM: the server's log must be in
+	// English for the walreceiver failures streamfail.go looks for
+	// (isStreamFailure); a user's lc_messages would silently break that
+	// detection. Clients can still choose their own (SET lc_messages).
 	cmd := exec.Command(filepath.Join(m.cfg.BinDir, "postgres"), "-D", m.cfg.DataDir,
-		"--config-file="+filepath.Join(m.cfg.DataDir, confFile))
+		"--config-file="+filepath.Join(m.cfg.DataDir, confFile), "-c", "lc_messages=C")
 	cmd.Env = m.baseEnv()
 	cmd.Dir = m.cfg.DataDir
 	cmd.SysProcAttr = m.sysProcAttr(true)
