@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -151,4 +152,81 @@ func TestFenceKillsAll(t *testing.T) {
 	if err := m.Start(ctx, Desired{}); err != nil {
 		t.Fatalf("start after the fence: %v", err)
 	}
+}
+
+// TestStartWaitsForOrphans: after the postmaster alone was killed -9, a
+// backend busy in a statement that does not check for the postmaster's
+// death still holds the old shared memory; Start waits for it instead of
+// meeting "pre-existing shared memory block is still in use".
+func TestStartWaitsForOrphans(t *testing.T) {
+	e := requirePG(t)
+	ctx := ctxT(t, 3*time.Minute)
+	cfg := e.config(t, "pg1")
+	log := &logBuf{}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "pg1", Level: hclog.Info, Output: io.MultiWriter(log, testWriter{t})})
+	m, err := New(cfg, "pg1", logger, Options{Scope: "test", RunAs: e.runAs, StopStep: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop(context.Background(), StopImmediate) })
+	if _, err := m.Init(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := m.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := m.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var backend int
+	if err := busy.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(backend, syscall.SIGKILL) })
+	// A PL/pgSQL busy loop checks for interrupts (a cancel) but not for
+	// the postmaster's death.
+	go func() { _, _ = busy.Exec(context.Background(), "DO $$BEGIN LOOP END LOOP; END$$") }()
+	waitFor(t, 10*time.Second, "the busy loop running", func() (bool, error) {
+		var state string
+		err := conn.QueryRow(ctx, "SELECT state FROM pg_stat_activity WHERE pid = $1", backend).Scan(&state)
+		return state == "active", err
+	})
+	pm := m.child.Load()
+	if err := syscall.Kill(pm.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-pm.done
+	started := make(chan error, 1)
+	go func() { started <- m.Start(ctx, Desired{}) }()
+	log.wait(t, "waiting for what is left of the previous postgres", 30*time.Second)
+	if !strings.Contains(log.String(), fmt.Sprint(backend)) {
+		t.Errorf("the wait does not name the busy backend %d", backend)
+	}
+	// Still waiting a while later: the backend runs on.
+	hold := time.Now().Add(time.Second)
+	for time.Now().Before(hold) {
+		select {
+		case err := <-started:
+			t.Fatalf("Start returned (%v) while the old backend still held the shared memory", err)
+		case <-time.After(50 * time.Millisecond): // polling interval
+		}
+	}
+	if !processAlive(backend) {
+		t.Fatalf("backend %d exited by itself: the test proves nothing", backend)
+	}
+	// A cancel ends the loop; the backend then sees the postmaster gone.
+	if err := syscall.Kill(backend, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("start after the orphan left: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Start did not return")
+	}
+	log.wait(t, "previous postgres gone", time.Second)
 }

@@ -246,6 +246,22 @@ func TestParseProcStat(t *testing.T) {
 	}
 }
 
+func TestPidFileShm(t *testing.T) {
+	t.Parallel()
+	data := "4242\n/data\n1700000000\n5432\n/run\n*\n  5432001    327691\nready   \n"
+	if got, ok := pidFileShm([]byte(data)); !ok || got != (shmSegment{key: 5432001, id: 327691}) {
+		t.Fatalf("pidFileShm = %+v, %v; want key 5432001, id 327691", got, ok)
+	}
+	for _, bad := range []string{"", "4242\n/data\n", "4242\n/data\n1\n2\n3\n4\n5432001\n", "1\n2\n3\n4\n5\n6\nx 5\n", "1\n2\n3\n4\n5\n6\n5 -1\n"} {
+		if got, ok := pidFileShm([]byte(bad)); ok {
+			t.Errorf("pidFileShm(%q) = %+v", bad, got)
+		}
+	}
+	if n := (shmSegment{key: 1, id: 1 << 30}).attached(); n != 0 {
+		t.Fatalf("a segment that does not exist has %d attached", n)
+	}
+}
+
 func TestChildrenOf(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()

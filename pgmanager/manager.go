@@ -379,9 +379,7 @@ func (m *Manager) Start(ctx context.Context, d Desired) error {
 		return fmt.Errorf("start postgres for %s: a postmaster not started by this agent runs on %s (pid %d); stop it first",
 			m.member, m.cfg.DataDir, pid)
 	}
-	if left := m.waitOrphans(ctx, 5*time.Second); len(left) > 0 {
-		m.logger.Warn("backends of an earlier postmaster still run in the data directory; starting anyway", "pids", fmt.Sprint(left))
-	}
+	m.waitPrevious(ctx)
 	if _, err := m.Configure(d); err != nil {
 		return err
 	}
