@@ -372,8 +372,14 @@ func (k *keeper) run() int {
 		now := k.now()
 		switch keeperNext(k.s, now, k.closed) {
 		case keeperFire:
+			level := "WARN"
+			if k.s.Pid == 0 {
+				// Typically the same lease end again, with the postmaster
+				// this keeper killed gone: the agent's state has it armed.
+				level = "INFO"
+			}
 			what := fireFence(k.s, k.procRoot)
-			k.log.printf("WARN", "lease ended at %s (%s late): %s",
+			k.log.printf(level, "lease ended at %s (%s late): %s",
 				boottime.FromNanos(k.s.Deadline).UTC().Format(time.RFC3339Nano), time.Duration(now-k.s.Deadline), what)
 			k.s.Deadline = 0
 			continue
