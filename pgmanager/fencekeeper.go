@@ -355,7 +355,7 @@ type keeper struct {
 	now      func() int64
 	s        fenceState
 	closed   bool
-	buf      []byte
+	dec      fenceDecoder
 }
 
 func (k *keeper) run() int {
@@ -443,22 +443,42 @@ func (k *keeper) readInput() {
 		k.endInput("the agent closed the pipe (it exited or died)", err)
 		return
 	}
-	k.buf = append(k.buf, b[:n]...)
-	for {
-		i := bytes.IndexByte(k.buf, '\n')
-		if i < 0 {
-			if len(k.buf) > maxFenceLine {
-				k.endInput("protocol error", fmt.Errorf("no newline in %d bytes", len(k.buf)))
-			}
-			return
-		}
-		s, err := parseFenceLine(k.buf[:i])
-		k.buf = k.buf[i+1:]
-		if err != nil {
-			k.endInput("protocol error", err)
-			return
-		}
+	states, err := k.dec.feed(b[:n])
+	for _, s := range states {
 		k.apply(s)
+	}
+	if err != nil {
+		k.endInput("protocol error", err)
+	}
+}
+
+// fenceDecoder cuts the bytes read from the pipe into protocol lines and
+// decodes them.
+type fenceDecoder struct {
+	buf []byte // an incomplete line
+}
+
+// feed takes the next bytes of the stream and returns the states of the
+// lines they complete, in order. After an error (a bad line, or more
+// than maxFenceLine bytes without a newline) the stream is over: the
+// states before it are valid, nothing after it is.
+func (d *fenceDecoder) feed(p []byte) ([]fenceState, error) {
+	d.buf = append(d.buf, p...)
+	var states []fenceState
+	for {
+		i := bytes.IndexByte(d.buf, '\n')
+		if i < 0 {
+			if len(d.buf) > maxFenceLine {
+				return states, fmt.Errorf("no newline in %d bytes", len(d.buf))
+			}
+			return states, nil
+		}
+		s, err := parseFenceLine(d.buf[:i])
+		d.buf = d.buf[i+1:]
+		if err != nil {
+			return states, err
+		}
+		states = append(states, s)
 	}
 }
 
@@ -484,7 +504,6 @@ func (k *keeper) apply(s fenceState) {
 // endInput stops reading stdin: the keeper keeps its last state.
 func (k *keeper) endInput(why string, err error) {
 	k.closed = true
-	k.buf = nil
 	msg := why
 	if err != nil {
 		msg += ": " + err.Error()

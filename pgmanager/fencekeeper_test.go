@@ -94,6 +94,60 @@ func FuzzParseFenceLine(f *testing.F) {
 	})
 }
 
+// FuzzFenceDecoder: the stream decoder gives back exactly the lines
+// written, however the pipe cuts them, and on arbitrary bytes never
+// panics and yields only states whose lines were in the input, in order.
+func FuzzFenceDecoder(f *testing.F) {
+	f.Add([]byte("fence 4242 123456 987654321\nfence 0 0 0\n"), uint8(5))
+	f.Add([]byte("fence 2 5 1\nfence 2 5 x\nfence 3 5 1\n"), uint8(1))
+	f.Add([]byte(strings.Repeat("1", 100)), uint8(7))
+	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
+		n := int(chunk%16) + 1
+		var d fenceDecoder
+		var got []fenceState
+		var err error
+		for i := 0; i < len(in) && err == nil; i += n {
+			var s []fenceState
+			s, err = d.feed(in[i:min(i+n, len(in))])
+			got = append(got, s...)
+		}
+		var want strings.Builder
+		for _, s := range got {
+			want.WriteString(s.line())
+		}
+		if !strings.HasPrefix(string(in), want.String()) {
+			t.Fatalf("decoded %q from %q", want.String(), in)
+		}
+		if err == nil && strings.Count(string(in), "\n") != len(got) {
+			t.Fatalf("%d lines decoded from %q without an error", len(got), in)
+		}
+	})
+}
+
+func TestFenceDecoderChunks(t *testing.T) {
+	t.Parallel()
+	lines := "fence 4242 123456 987654321\nfence 4242 123456 0\nfence 0 0 0\n"
+	for n := 1; n <= len(lines); n++ {
+		var d fenceDecoder
+		var got []fenceState
+		for i := 0; i < len(lines); i += n {
+			s, err := d.feed([]byte(lines[i:min(i+n, len(lines))]))
+			if err != nil {
+				t.Fatalf("chunks of %d: %v", n, err)
+			}
+			got = append(got, s...)
+		}
+		want := []fenceState{{Pid: 4242, Start: 123456, Deadline: 987654321}, {Pid: 4242, Start: 123456}, {}}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("chunks of %d (-want +got):\n%s", n, diff)
+		}
+	}
+	var d fenceDecoder
+	if _, err := d.feed([]byte(strings.Repeat("1", maxFenceLine+1))); err == nil {
+		t.Fatal("a line without end was accepted")
+	}
+}
+
 func TestKeeperNext(t *testing.T) {
 	t.Parallel()
 	pg := fenceState{Pid: 100, Start: 7}
