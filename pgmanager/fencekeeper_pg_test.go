@@ -18,7 +18,8 @@ import (
 // TestFenceKeeperKillsPostgres: with the keeper armed at now+500ms and
 // nothing more done by the Go code that armed it, the postmaster and all
 // its backends are gone shortly after the deadline; a start after that
-// SIGKILL succeeds. It also checks that lc_messages is pinned to C
+// SIGKILL succeeds, and the deadline holds for the postmaster of a later
+// restart. It also checks that lc_messages is pinned to C
 // whatever the user sets.
 func TestFenceKeeperKillsPostgres(t *testing.T) {
 	e := requirePG(t)
@@ -123,6 +124,24 @@ func TestFenceKeeperKillsPostgres(t *testing.T) {
 	if err := m.Exec(ctx, "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
+
+	// The deadline holds across a restart: the keeper learns the new
+	// postmaster and kills that one.
+	deadline = boottime.Now().Add(2 * time.Second)
+	m.FenceAt(deadline)
+	if err := m.Restart(ctx, Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	pm = m.child.Load().pid()
+	if now := boottime.Now(); !now.Before(deadline) {
+		t.Skipf("the restart took until %s past the deadline: too slow to check", now.Sub(deadline))
+	}
+	log.wait(t, fmt.Sprintf("postgres runs as pid %d", pm), 5*time.Second)
+	waitFor(t, 10*time.Second, "the restarted postmaster killed", func() (bool, error) { return !processAlive(pm), nil })
+	if late := boottime.Now().Sub(deadline); late < 0 || late > time.Second {
+		t.Fatalf("the restarted postmaster died %s after the deadline, want within [0, 1s]", late)
+	}
+	log.wait(t, fmt.Sprintf("killed postmaster %d and its", pm), 5*time.Second)
 }
 
 // TestFenceKillsAll: Fence SIGKILLs the postmaster and every backend,
