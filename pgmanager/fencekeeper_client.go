@@ -95,13 +95,13 @@ func (k *keeperClient) sendLocked() {
 		case <-p.done:
 			k.proc = nil
 		default:
-			if err := k.write(p, k.state); err == nil {
+			err := k.write(p, k.state)
+			if err == nil {
 				return
-			} else {
-				k.logger.Error("fence keeper does not read its pipe: replacing it", "pid", p.cmd.Process.Pid, "error", err)
-				_ = p.cmd.Process.Kill()
-				k.proc = nil
 			}
+			k.logger.Error("fence keeper does not read its pipe: replacing it", "pid", p.cmd.Process.Pid, "error", err)
+			_ = p.cmd.Process.Kill()
+			k.proc = nil
 		}
 	}
 	if k.state == (fenceState{}) {
