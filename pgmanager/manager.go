@@ -383,6 +383,13 @@ func (m *Manager) Start(ctx context.Context, d Desired) error {
 	if _, err := m.Configure(d); err != nil {
 		return err
 	}
+	if d.Standby != nil || d.Replica {
+		// A standby acknowledges no commit: an ended lease's deadline
+		// must not kill it (the keeper applies a deadline to whatever
+		// postmaster runs when it comes). A holder arms the keeper again
+		// with its next lease before promoting.
+		m.FenceAt(time.Time{})
+	}
 	if err := m.checkSSLKey(); err != nil {
 		return fmt.Errorf("start postgres for %s: %w", m.member, err)
 	}
@@ -472,8 +479,9 @@ func (m *Manager) Fence() bool {
 // dead). A later call moves the deadline;
 // the zero time disarms. The deadline holds for whatever postmaster runs
 // when it comes, including one this Manager starts later (the keeper
-// learns each new postmaster's pid): disarm before starting PostgreSQL
-// again after a lease has ended, or the keeper kills it at once.
+// learns each new postmaster's pid). Start disarms it before starting a
+// standby; a primary is started only under a lease whose end the
+// supervisor handed over first.
 //
 // It never blocks for long: a keeper that died is started again and told
 // the current state; one that does not read its pipe within 100 ms is
