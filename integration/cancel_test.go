@@ -260,8 +260,11 @@ func testCancelledCommitWaits(t *testing.T, dcs string, syncMode bool) {
 	if bound := stoppedAt.Add(ttl - margin); leaseEnd.After(bound) {
 		t.Errorf("%s's logged lease end %s is after SIGSTOP + ttl − margin = %s", primary.Name, clock(leaseEnd), clock(bound))
 	}
-	if !endedSays.Equal(leaseEnd) {
-		t.Errorf("%s logged `lease ended` with lease_end %s, its renewals end at %s", primary.Name, clock(endedSays), clock(leaseEnd))
+	switch {
+	case endedSays.After(leaseEnd):
+		t.Errorf("%s logged `lease ended` with lease_end %s, after its renewals' latest end %s", primary.Name, clock(endedSays), clock(leaseEnd))
+	case endedSays.Before(leaseEnd): // a renewal acknowledged before the SIGSTOP, applied after the SIGCONT
+		t.Logf("%s logged `lease ended` with lease_end %s; a renewal logged later ends at %s (used)", primary.Name, clock(endedSays), clock(leaseEnd))
 	}
 	final := c.waitPrimary(120*time.Second, c.nodes...)
 	st, _ = c.state()
@@ -271,12 +274,15 @@ func testCancelledCommitWaits(t *testing.T, dcs string, syncMode bool) {
 			elected = e
 		}
 	}
-	if !syncMode && !elected.At.IsZero() && elected.At.Before(leaseEnd.Add(margin)) {
-		t.Errorf("%s elected at %s, less than ttl after %s's last renewal (lease end %s)", elected.Member, clock(elected.At), primary.Name, clock(leaseEnd))
+	// (Each agent reads the boot clock anchored at the wall clock of its
+	// own start: 20ms of tolerance for the NTP slew between two anchors.)
+	if !syncMode && !elected.At.IsZero() && elected.At.Before(leaseEnd.Add(margin-20*time.Millisecond)) {
+		t.Errorf("%s elected at %s, less than ttl after %s's last renewal (lease end %s): the logged lease end is wrong, or the election came early",
+			elected.Member, clock(elected.At), primary.Name, clock(leaseEnd))
 	}
-	t.Logf("%s frozen at %s, lease end %s (SIGSTOP +%s), %s elected at %s (%s), promotion seen at %s, client stopped at %s",
+	t.Logf("%s frozen at %s, lease end %s (SIGSTOP +%s), %s elected at %s (lease end + %s; %s), promotion seen at %s, client stopped at %s",
 		primary.Name, clock(stoppedAt), clock(leaseEnd), leaseEnd.Sub(stoppedAt).Round(time.Millisecond),
-		next.Name, clock(elected.At), elected.Reason, clock(seenAt), clock(clientStopped))
+		next.Name, clock(elected.At), elected.At.Sub(leaseEnd).Round(time.Millisecond), elected.Reason, clock(seenAt), clock(clientStopped))
 
 	have := map[int64]bool{}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
