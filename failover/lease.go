@@ -17,9 +17,9 @@ type Clock interface {
 }
 
 // realClock is CLOCK_BOOTTIME (internal/boottime): unlike Go's monotonic
-// clock it keeps counting while the host is suspended or the VM paused,
-// so a holder that resumes sees its lease as ended, and the commit gate
-// and the fence keeper read the same clock.
+// clock it keeps counting while the host is suspended, so a holder that
+// resumes sees its lease as ended, and the commit gate and the fence
+// keeper read the same clock.
 type realClock struct{}
 
 func (realClock) Now() time.Time { return boottime.Now() }
