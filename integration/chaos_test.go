@@ -942,6 +942,7 @@ func (r *chaosRun) finish() {
 	}
 	offKey := ackedOffKey(writes, st.History, 0)
 	gap, gapAt := maxAckGap(writes)
+	ackSecs, allSecs := ackSeconds(writes, r.start, faultEnd)
 	renewals, ends := 0, 0
 	for _, l := range lines {
 		if l.Ended {
@@ -983,6 +984,8 @@ func (r *chaosRun) finish() {
 		time.Now().Sub(boottime.Now()))
 	r.logf("writes sent after the key had left their member (FSM history) and acked by it: %d", len(offKey))
 	r.logf("max write gap: %s (from %s)", gap.Round(time.Millisecond), clock(gapAt))
+	r.logf("seconds with an acknowledged write, during the faults: %d of %d (%.1f %%)", ackSecs, allSecs,
+		100*float64(ackSecs)/float64(max(allSecs, 1)))
 	if r.sync {
 		r.logf("times the FSM's synchronous standby was not synchronous in PostgreSQL: %d", len(r.syncBroken))
 	}
@@ -1033,6 +1036,8 @@ func (r *chaosRun) finish() {
 	add("no two members acknowledge writes in overlapping intervals (epochs monotone)", len(epochVs) > 0 || (acked > 0 && renewals == 0),
 		epochDetail)
 	add("all members converge (same count and checksum)", convErr != nil, errOrEmpty(convErr))
+	add("writes succeed in at least 90 % of the seconds of the faults", allSecs > 0 && ackSecs*10 < allSecs*9,
+		fmt.Sprintf("%d of %d seconds", ackSecs, allSecs))
 
 	r.explainLost(lostOrdinary, book, st.History)
 	r.explainLostCancelled(lostCancelled, book)
