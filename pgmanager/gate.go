@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -11,18 +12,34 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"raftgres/internal/boottime"
 )
 
 // The commit gate (DESIGN.md, "Commit gate"): the agent is itself a
 // synchronous "standby" of its own PostgreSQL, a physical replication
 // client named GateName on the local socket, listed in the primary's
 // synchronous_standby_names. It acknowledges WAL only while the lease is
-// valid, checked on the monotonic clock right before each reply, so a
-// frozen, wedged or partitioned agent cannot let its PostgreSQL
-// acknowledge a commit after the lease end.
+// valid, checked on the lease clock (internal/boottime) right before each
+// reply, so a frozen, wedged or partitioned agent cannot let its
+// PostgreSQL acknowledge a commit after the lease end.
 
 // GateName is the application_name of the commit gate's replication client.
 const GateName = "raftgres_fence"
+
+// IsGateName reports whether PostgreSQL would take name, as an
+// application_name or in synchronous_standby_names, for GateName: it
+// compares standby names case-insensitively (pg_strcasecmp, ASCII
+// letters). strings.EqualFold folds a few more (Unicode) letters, which
+// only refuses or terminates a little more than needed.
+func IsGateName(name string) bool { return strings.EqualFold(name, GateName) }
+
+// GateMargin is how long before the lease end the gate stops replying:
+// a reply sent at the last moment may be read by a walsender that stalls
+// (CPU starvation, a stopped postmaster) and then releases commits after a
+// new holder is elected. It must equal raftstore.FenceBudget/2 (pgmanager
+// may not import raftstore; cmd/raftgres's tests check the two agree).
+const GateMargin = 250 * time.Millisecond
 
 const (
 	// gateRetry is the pause between connection attempts while there is
@@ -48,13 +65,15 @@ const (
 func (m *Manager) GateConnected() bool { return m.gateUp.Load() }
 
 // RunGate runs the commit gate until ctx ends (returns nil then). Whenever
-// time.Now() is before leaseEnd() and the local postmaster runs and is not
+// boottime.Now() is before leaseEnd() − GateMargin (leaseEnd is a time on
+// the boot clock, internal/boottime) and the local postmaster runs and is not
 // in recovery, it keeps one physical replication connection to it and
 // acknowledges the WAL it receives (write = flush = apply = end of WAL
 // received, starting from the server's WAL end when it connected) after
 // every XLogData message, on keepalives that ask for a reply, and when a
 // read times out (see gateWake, gateFirstWake). It checks the lease
-// immediately before each reply; once the lease has ended it never replies
+// immediately before each reply, on the boot clock and GateMargin before
+// the lease end; once the lease has ended it never replies
 // on that connection again and closes it, and it connects again only when
 // leaseEnd() is in the future again. leaseEnd must be safe to call from
 // this goroutine at any time.
@@ -109,7 +128,11 @@ type gateDown struct {
 	err  error
 }
 
-func (g *gate) leaseValid() bool { return time.Now().Before(g.leaseEnd()) }
+// until is the last instant (exclusive, on the boot clock) at which the
+// gate may reply: GateMargin before the lease end.
+func (g *gate) until() time.Time { return g.leaseEnd().Add(-GateMargin) }
+
+func (g *gate) leaseValid() bool { return boottime.Now().Before(g.until()) }
 
 // session makes one connection attempt and, when it streams, serves it
 // until it ends; it logs state changes.
@@ -269,11 +292,15 @@ func (g *gate) stream(ctx context.Context, conn *pgconn.PgConn, start pglogrepl.
 		if ctx.Err() != nil {
 			return gateDown{kind: "stopping"}
 		}
-		now, end := time.Now(), g.leaseEnd()
-		if !now.Before(end) {
+		left := g.until().Sub(boottime.Now())
+		if left <= 0 {
 			return gateDown{kind: "no valid lease"}
 		}
-		wctx := w.at(ctx, now, end)
+		// The socket's deadline is on the wall clock's monotonic
+		// reading, the lease on the boot clock: only the duration left
+		// crosses from one to the other.
+		now := time.Now()
+		wctx := w.at(ctx, now, now.Add(left))
 		msg, err := conn.ReceiveMessage(wctx)
 		if err != nil {
 			switch {
@@ -318,8 +345,9 @@ type readWindow struct {
 	step   time.Duration
 }
 
-// at returns the read context for a read at now under a lease ending at
-// leaseEnd.
+// at returns the read context for a read at now when the gate may reply
+// until leaseEnd (both on the monotonic clock: leaseEnd is now plus the
+// time left, measured on the boot clock).
 func (w *readWindow) at(parent context.Context, now, leaseEnd time.Time) context.Context {
 	if w.ctx != nil && now.Before(w.end) && !leaseEnd.Before(w.end) {
 		return w.ctx
@@ -344,10 +372,11 @@ func (w *readWindow) close() {
 var errLeaseEnded = errors.New("lease ended")
 
 // reply acknowledges pos as written, flushed and applied, if and only if
-// the lease is still valid at this instant (errLeaseEnded otherwise).
+// the lease is still valid, less GateMargin, at this instant
+// (errLeaseEnded otherwise).
 func (g *gate) reply(conn *pgconn.PgConn, pos pglogrepl.LSN) error {
-	now := time.Now()
-	if !now.Before(g.leaseEnd()) {
+	now := boottime.Now()
+	if !now.Before(g.until()) {
 		return errLeaseEnded
 	}
 	return pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
