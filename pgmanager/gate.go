@@ -243,7 +243,73 @@ func (g *gate) open(ctx context.Context) (*pgconn.PgConn, pglogrepl.LSN, gateDow
 	if err := startPhysical(sctx, conn, sys.XLogPos, sys.Timeline); err != nil {
 		return fail(gateDown{kind: "start replication failed", err: err})
 	}
+	// Before its first reply: no other walsender may pass for the gate.
+	if err := g.evictNamesakes(sctx, conn.PID()); err != nil {
+		return fail(gateDown{kind: "another walsender has the gate's name", err: err})
+	}
 	return conn, sys.XLogPos, gateDown{}
+}
+
+// gateEvictPoll is the interval at which evictNamesakes looks again for
+// walsenders it has terminated.
+const gateEvictPoll = 10 * time.Millisecond
+
+// evictNamesakes terminates every walsender but the gate's own (backend
+// pid self) whose application_name PostgreSQL takes for GateName, and
+// waits until none is left (until ctx ends: an error then). PostgreSQL
+// matches standby names case-insensitively and fills FIRST n from the
+// lowest priority, so such a walsender (the gate's previous connection,
+// not yet gone, or a client named RAFTGRES_FENCE) counts as the gate: if
+// it replies, commits are acknowledged without this gate and its lease.
+func (g *gate) evictNamesakes(ctx context.Context, self uint32) error {
+	conn, err := g.m.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	tick := time.NewTicker(gateEvictPoll)
+	defer tick.Stop()
+	terminated := map[int32]bool{}
+	for {
+		rows, err := conn.Query(ctx, "SELECT pid, coalesce(application_name, '') FROM pg_stat_activity WHERE backend_type = 'walsender' AND pid <> $1", int64(self))
+		if err != nil {
+			return fmt.Errorf("list walsenders: %w", err)
+		}
+		var left []int32
+		var names []string
+		for rows.Next() {
+			var pid int32
+			var name string
+			if err := rows.Scan(&pid, &name); err != nil {
+				rows.Close()
+				return fmt.Errorf("list walsenders: %w", err)
+			}
+			if IsGateName(name) {
+				left, names = append(left, pid), append(names, name)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("list walsenders: %w", err)
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		for i, pid := range left {
+			if terminated[pid] {
+				continue
+			}
+			g.logger.Warn("terminating another walsender with the commit gate's name", "pid", pid, "application_name", names[i])
+			if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+				return fmt.Errorf("terminate walsender %d (%q): %w", pid, names[i], err)
+			}
+			terminated[pid] = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("walsenders %v named %q still running after pg_terminate_backend: %w", left, names, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // startReplicationSQL is the walsender command that streams from pos on
