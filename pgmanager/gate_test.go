@@ -121,36 +121,32 @@ func TestGateConfig(t *testing.T) {
 
 func TestReadWindow(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	now := time.Now()
-	far := now.Add(time.Hour)
 	var w readWindow
-	defer w.close()
-	deadline := func(c context.Context) time.Time { d, _ := c.Deadline(); return d }
-	c1 := w.at(ctx, now, far)
-	if !deadline(c1).Equal(now.Add(gateFirstWake)) {
-		t.Fatalf("first window ends %v after now, want %s", deadline(c1).Sub(now), gateFirstWake)
+	if !w.expired(now) {
+		t.Fatal("a new window is not expired")
 	}
-	if c := w.at(ctx, now.Add(gateFirstWake/2), far.Add(time.Hour)); c != c1 {
-		t.Fatal("a later lease end renewed the window early")
+	if d := w.renew(now, time.Hour); d != gateFirstWake || !w.end.Equal(now.Add(gateFirstWake)) {
+		t.Fatalf("first window %s ending %v after now, want %s", d, w.end.Sub(now), gateFirstWake)
 	}
-	c2 := w.at(ctx, now.Add(gateFirstWake/2), now.Add(gateFirstWake/4*3))
-	if c2 == c1 || !deadline(c2).Equal(now.Add(gateFirstWake/4*3)) {
-		t.Fatalf("an earlier lease end must cut the window: ends %v", deadline(c2))
+	if w.expired(now.Add(gateFirstWake/2)) || !w.expired(now.Add(gateFirstWake)) {
+		t.Fatal("the window expires at its end, not before")
 	}
-	if c1.Err() == nil {
-		t.Fatal("the replaced window was not cancelled")
-	}
-	// Expired windows are replaced by longer ones, up to gateWake.
-	at := now.Add(gateFirstWake)
-	var last time.Duration
+	// Windows double up to gateWake, and never outlast the lease.
+	at, last := now, time.Duration(0)
 	for range 20 {
-		c := w.at(ctx, at, far)
-		last = deadline(c).Sub(at)
-		at = deadline(c)
+		at = at.Add(last)
+		last = w.renew(at, time.Hour)
 	}
 	if last != gateWake {
 		t.Fatalf("windows grow to %s, want %s", last, gateWake)
+	}
+	if d := w.renew(at, gateFirstWake/3); d != gateFirstWake/3 || !w.end.Equal(at.Add(gateFirstWake/3)) {
+		t.Fatalf("a window %s with %s of lease left", d, gateFirstWake/3)
+	}
+	w.expire()
+	if !w.expired(at) {
+		t.Fatal("expire() did not end the window")
 	}
 }
 
