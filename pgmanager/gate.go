@@ -50,9 +50,9 @@ const (
 	// gateRetry is the pause between connection attempts while there is
 	// no lease, no running primary, or a failed attempt.
 	gateRetry = 50 * time.Millisecond
-	// gateWake bounds a blocking read: the gate then rechecks ctx and the
-	// lease (a timed-out read leaves the connection open) and, if the
-	// lease holds, sends an unsolicited status.
+	// gateWake bounds a blocking read: the gate then rechecks the lease
+	// and, if it holds, sends an unsolicited status (ctx's end interrupts
+	// a read at once).
 	gateWake = time.Second
 	// gateFirstWake is the first read bound on a new connection; it
 	// doubles up to gateWake. A walsender ignores acknowledgements until
@@ -74,14 +74,16 @@ func (m *Manager) GateConnected() bool { return m.gateUp.Load() }
 // the boot clock, internal/boottime) and the local postmaster runs and is not
 // in recovery, it keeps one physical replication connection to it and
 // acknowledges the WAL it receives (write = flush = apply = end of WAL
-// received, starting from the server's WAL end when it connected) after
-// every XLogData message, on keepalives that ask for a reply, and when a
-// read times out (see gateWake, gateFirstWake). It checks the lease
-// immediately before each reply, on the boot clock and GateMargin before
-// the lease end; once the lease has ended it never replies
-// on that connection again and closes it, and it connects again only when
-// leaseEnd() is in the future again. leaseEnd must be safe to call from
-// this goroutine at any time.
+// received, starting from the server's WAL end when it connected) once
+// the XLogData messages already received reach the end of what the
+// walsender is sending, on keepalives that ask for a reply, and when a
+// read times out (see gateWake, gateFirstWake). Before its first reply on
+// a connection it terminates every other walsender that PostgreSQL would
+// take for it (evictNamesakes). It checks the lease immediately before
+// each reply, on the boot clock and GateMargin before the lease end; once
+// the lease has ended it never replies on that connection again and
+// closes it, and it connects again only when leaseEnd() is in the future
+// again. leaseEnd must be safe to call from this goroutine at any time.
 //
 // leaseChanged, when not nil, returns a channel closed at the lease's next
 // change: without a valid lease the gate then sleeps until one comes
