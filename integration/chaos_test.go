@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"sort"
@@ -327,17 +326,7 @@ func (r *chaosRun) available() *Node {
 
 // cli runs the raftgres CLI inside member n's namespace (where the
 // members' API addresses are reachable) with n's config.
-func (r *chaosRun) cli(n *Node, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	full := append([]string{"netns", "exec", n.NetNS, binPath}, args...)
-	full = append(full, "-c", n.Config)
-	out, err := exec.CommandContext(ctx, "ip", full...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("raftgres %s via %s: %v: %s", strings.Join(args, " "), n.Name, err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
-}
+func (r *chaosRun) cli(n *Node, args ...string) (string, error) { return netnsCLI(n, args...) }
 
 // operator runs a CLI command through any available member, retrying
 // (a partition may have taken the Raft leader away) until timeout. A
