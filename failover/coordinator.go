@@ -327,7 +327,7 @@ func HolderLost(st raftstore.State, sinceRenewal time.Duration, unreachable bool
 	if !fastPath(st) {
 		return false, ""
 	}
-	c := st.Config
+	c := renewalConfig(st)
 	w := c.Detection()
 	switch {
 	case unreachable && sinceContact >= w && sinceRenewal >= w:
@@ -361,11 +361,21 @@ func fastPath(st raftstore.State) bool {
 		st.Sync.Primary == st.Leader.Holder && len(st.Sync.Standbys) > 0
 }
 
+// renewalConfig is the config whose renewal interval the holder may still
+// be on: the ttl of its last renewal when that is longer than the one in
+// force (it learns a lowered ttl a moment after this coordinator, and a
+// renewal it was late by that much is no sign of its loss).
+func renewalConfig(st raftstore.State) raftstore.ClusterConfig {
+	c := st.Config
+	c.TTL = st.LeaseTTL()
+	return c
+}
+
 // HolderLostAt is the earliest time at which HolderLost can turn true
 // with no new renewal and no change of the holder's reachability (the
 // coordinator's wake-up for the fast path; fastPath must hold).
 func HolderLostAt(st raftstore.State, lastRenewal time.Time, unreachable bool, lastContact time.Time) time.Time {
-	c := st.Config
+	c := renewalConfig(st)
 	w := c.Detection()
 	at := lastRenewal.Add(c.RenewInterval() + c.LoopWait + w)
 	if unreachable {

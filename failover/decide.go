@@ -60,10 +60,11 @@ type Observation struct {
 	Voters []string
 	// PrimaryOverdue is set when the key's holder, another member, has
 	// not reported itself a running primary for ttl since this member
-	// first saw it hold the key (this host's clock): it may never come
-	// up, and a stopped member then starts read-only so that it can be
-	// elected (a replaced primary is electable while the new holder never
-	// renewed, but only as a running replica).
+	// first saw it hold the key, or its reports went stale (this host's
+	// clock): it may never come up or back, and a stopped member then
+	// starts read-only so that it can be elected (a replaced primary is
+	// electable while the new holder never renewed, and anyone in
+	// asynchronous mode, but only as a running replica).
 	PrimaryOverdue bool
 }
 
@@ -289,6 +290,13 @@ func decideFollower(o Observation, primary string) Plan {
 				Action{Kind: ActStartStandby})
 		}
 		return noop("waiting for " + primary + " to report itself a running primary")
+	}
+	if !o.PG.Running && o.PrimaryOverdue {
+		// Its report went stale: following it (a rewind, a clone or a
+		// standby start against it) may never work; read-only, this
+		// member can be elected if it is gone (the simulator's F4).
+		return plan(primary+" has not reported for 2·ttl: starting read-only to be a candidate",
+			Action{Kind: ActStartStandby})
 	}
 	switch {
 	case o.RewindFailed:

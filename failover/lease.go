@@ -35,10 +35,11 @@ func Now() time.Time { return realClock{}.Now() }
 // run in the supervisor loop (and beside long actions).
 type lease struct {
 	mu    sync.Mutex
-	sent  time.Time // send time of the last acknowledged renewal; zero: no lease
-	until time.Time // sent + ttl − margin
-	epoch uint64    // epoch that renewal was for
-	rev   uint64    // Raft index of that renewal: the key's rev after it
+	sent  time.Time     // send time of the last acknowledged renewal; zero: no lease
+	until time.Time     // sent + ttl − margin
+	epoch uint64        // epoch that renewal was for
+	rev   uint64        // Raft index of that renewal: the key's rev after it
+	ttl   time.Duration // the ttl that renewal was made under
 	// changed is closed and replaced whenever until changes, so the fencer
 	// can wait for a new deadline.
 	changed chan struct{}
@@ -50,7 +51,7 @@ func newLease() *lease { return &lease{changed: make(chan struct{})} }
 func (l *lease) renewed(sent time.Time, epoch, rev uint64, ttl time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.sent, l.until, l.epoch, l.rev = sent, sent.Add(ttl-Margin(ttl)), epoch, rev
+	l.sent, l.until, l.epoch, l.rev, l.ttl = sent, sent.Add(ttl-Margin(ttl)), epoch, rev, ttl
 	l.notify()
 }
 
@@ -189,7 +190,22 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 // cluster's Raft commits, and their disk flushes, few.
 func (s *Supervisor) renewDue(st raftstore.State, now time.Time) bool {
 	sent, _, epoch, _ := s.lease.snapshot()
-	return sent.IsZero() || epoch != st.Leader.Epoch || now.Sub(sent) >= st.Config.RenewInterval()
+	return sent.IsZero() || epoch != st.Leader.Epoch || now.Sub(sent) >= s.renewInterval(st)
+}
+
+// renewInterval is the renewal interval for the lease held: that of the
+// shorter of the ttl in force and the ttl the lease was given under. A ttl
+// raised since must not schedule the next renewal after the end of a
+// lease given under the old one (the simulator's finding F3: ttl 3s → 9s
+// fenced a healthy primary).
+func (s *Supervisor) renewInterval(st raftstore.State) time.Duration {
+	c := st.Config
+	s.lease.mu.Lock()
+	if t := s.lease.ttl; t > 0 && t < c.TTL {
+		c.TTL = t
+	}
+	s.lease.mu.Unlock()
+	return c.RenewInterval()
 }
 
 // untilRenewal is how long the holder may wait before its next renewal
@@ -199,7 +215,7 @@ func (s *Supervisor) untilRenewal(st raftstore.State, now time.Time) time.Durati
 	if sent.IsZero() || epoch != st.Leader.Epoch {
 		return 0
 	}
-	return max(st.Config.RenewInterval()-now.Sub(sent), 0)
+	return max(s.renewInterval(st)-now.Sub(sent), 0)
 }
 
 // runFencer stops the local postmaster at the end of every lease that was

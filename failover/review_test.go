@@ -333,3 +333,40 @@ func TestReplacedPrimaryStartsReadOnlyWhenTheNewHolderNeverComesUp(t *testing.T)
 		t.Fatalf("plan of a running standby while pg2 is overdue = %s, want waiting", p)
 	}
 }
+
+// The simulator's F3: ttl raised from 3s to 9s. The lease given under 3s
+// ends 2s after its renewal; the next renewal must come at the 3s
+// interval, not the 9s one (4.7s), or a healthy primary is fenced.
+func TestRaisedTTLKeepsTheRenewalIntervalOfTheLeaseHeld(t *testing.T) {
+	t.Parallel()
+	st := testState("pg1", "pg1", "pg2")
+	st.Config.TTL, st.Config.LoopWait, st.Config.RetryTimeout = 3*time.Second, 300*time.Millisecond, time.Second
+	r := newRig(t, "pg1", st, runningPrimary)
+	r.renew() // under 3s: lease 2s
+	raised := r.store.State()
+	raised.Config.TTL = 9 * time.Second
+	if got, want := r.sup.renewInterval(raised), st.Config.RenewInterval(); got != want {
+		t.Fatalf("renewal interval after raising ttl = %s, want the held lease's %s", got, want)
+	}
+	r.clock.Advance(st.Config.RenewInterval())
+	if !r.sup.renewDue(raised, r.clock.Now()) {
+		t.Fatal("no renewal due at the 3s interval after ttl was raised to 9s")
+	}
+}
+
+// The simulator's F4: the new holder promoted, reported itself primary
+// and was lost for good; a stopped former primary must not wait on a
+// rewind against it for ever once its reports are stale: it starts
+// read-only to be a candidate.
+func TestStoppedMemberStartsReadOnlyWhenThePrimaryWentSilent(t *testing.T) {
+	t.Parallel()
+	st := state("pg2", "pg1", "pg2") // pg2 reports itself a running primary
+	p := Decide(obs("pg1", st, stoppedPG))
+	if len(p.Actions) != 1 || p.Actions[0].Kind != ActFollow || !p.Actions[0].Rewind {
+		t.Fatalf("plan with pg2 fresh = %s, want follow with rewind", p)
+	}
+	p = Decide(obs("pg1", st, stoppedPG, func(o *Observation) { o.PrimaryOverdue = true }))
+	if k := kinds(p); len(k) != 1 || k[0] != ActStartStandby || p.Actions[0].Primary != "" {
+		t.Fatalf("plan with pg2 silent = %s, want a read-only start", p)
+	}
+}

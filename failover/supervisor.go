@@ -563,7 +563,7 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 		}
 		m, ok := st.Members[h]
 		up := ok && m.Status.Role == "primary" && m.Status.State == "running"
-		overdue = !up && now.Sub(s.holderSeen.at) >= st.Config.TTL
+		overdue = (!up || !s.freshMembers(st)[h]) && now.Sub(s.holderSeen.at) >= st.Config.TTL
 	}
 	return Observation{
 		Member: s.cfg.Member, Tags: s.cfg.Tags, State: st, PG: pgst, Data: s.dataPos, Voters: s.voters(st),
