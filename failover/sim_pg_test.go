@@ -61,6 +61,10 @@ type simPG struct {
 	ssn      string
 	sysid    string
 
+	ssnParsed, ssnMethod string
+	ssnNum               int
+	ssnNames             []string
+
 	streaming bool // its walreceiver streams from upstream
 	gateFlush uint64
 	pending   []simCommit
@@ -344,7 +348,9 @@ func (p *simPG) Reclone(ctx context.Context, d pgmanager.Desired) error {
 	return p.Clone(ctx, d)
 }
 
-func (p *simPG) EnsureSlots(context.Context, []string) ([]string, []string, error) { return nil, nil, nil }
+func (p *simPG) EnsureSlots(context.Context, []string) ([]string, []string, error) {
+	return nil, nil, nil
+}
 
 func (p *simPG) ControlData(context.Context) (map[string]string, error) {
 	defer p.lock()()
@@ -385,6 +391,18 @@ func (p *simPG) fenceLocked(by string) bool {
 func (p *simPG) Callback(string, string) {}
 
 // ---------------------------------------------------------------- synchronous replication
+
+// parsed is parseSSN(p.ssn), cached.
+func (p *simPG) parsed() (string, int, []string) {
+	if p.ssnParsed != p.ssn || p.ssnNames == nil {
+		p.ssnMethod, p.ssnNum, p.ssnNames = parseSSN(p.ssn)
+		if p.ssnNames == nil {
+			p.ssnNames = []string{}
+		}
+		p.ssnParsed = p.ssn
+	}
+	return p.ssnMethod, p.ssnNum, p.ssnNames
+}
 
 type simWalsender struct {
 	name      string
@@ -440,7 +458,7 @@ func (w *simWorld) walsenders(p *simPG) []simWalsender {
 			out = append(out, simWalsender{name: s.name, flush: simLSN(len(s.pg.wal))})
 		}
 	}
-	method, num, names := parseSSN(p.ssn)
+	method, num, names := p.parsed()
 	for i := range out {
 		out[i].prio = -1
 		out[i].syncState = "async"
@@ -479,7 +497,7 @@ func (w *simWorld) walsenders(p *simPG) []simWalsender {
 // acked reports whether a commit at lsn is released by the synchronous
 // rule (mu held).
 func (w *simWorld) ackRule(p *simPG, lsn uint64) bool {
-	method, num, _ := parseSSN(p.ssn)
+	method, num, _ := p.parsed()
 	if method == "" || num <= 0 {
 		return true
 	}

@@ -64,6 +64,7 @@ type simMember struct {
 	sup       *Supervisor
 	nextCycle time.Time
 	lastKey   stateKey
+	lastIdx   uint64
 	woken     bool // an event (FSM change, PostgreSQL exit) wakes the loop
 
 	viewIdx     uint64 // the member's FSM has applied the log up to here
@@ -131,7 +132,7 @@ type simWorld struct {
 
 type simStats struct {
 	commits, acks, cancelAcks, elections, fastPaths, renewals, proposals, lostReplies, delayed, dropped int
-	cycles, coordSteps                                                                                   int
+	cycles, coordSteps                                                                                  int
 }
 
 // simTrace collects the readable trace of a rerun.
