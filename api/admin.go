@@ -154,6 +154,14 @@ func (s *Server) handleSwitchover(kind string) func(http.ResponseWriter, *http.R
 			writeError(w, err, "")
 			return
 		}
+		// Validate against a store that has applied everything committed
+		// before this request (a member's reports reach followers up to
+		// a couple of seconds late): a Barrier entry, committed and
+		// applied here first (review #12).
+		if _, err := s.commit(r.Context(), raftstore.Barrier{Actor: actor}); err != nil {
+			writeError(w, fmt.Errorf("read the cluster state before validating the %s: %w", kind, err), "")
+			return
+		}
 		st := s.store.State()
 		if err := validateSwitchover(kind, req, st, time.Now()); err != nil {
 			writeError(w, err, "")
@@ -166,7 +174,9 @@ func (s *Server) handleSwitchover(kind string) func(http.ResponseWriter, *http.R
 		if req.ScheduledAt != "" {
 			fr.ScheduledAt, _ = time.Parse(time.RFC3339, req.ScheduledAt)
 		}
-		idx, err := s.commit(r.Context(), raftstore.SetFailover{Request: fr, Actor: actor, At: time.Now().UTC()})
+		// A compare-and-set: a request committed meanwhile is not
+		// overwritten.
+		idx, err := s.commit(r.Context(), raftstore.SetFailover{Request: fr, CAS: true, Actor: actor, At: time.Now().UTC()})
 		if err != nil {
 			writeError(w, err, "")
 			return
@@ -261,7 +271,8 @@ func (s *Server) handleCancelSwitchover(w http.ResponseWriter, r *http.Request, 
 		writeError(w, fmt.Errorf("%w: no switchover is pending", ErrNotFound), "")
 		return
 	}
-	if _, err := s.commit(r.Context(), raftstore.SetFailover{Actor: actor, Reason: "cancelled by " + actor, At: time.Now().UTC()}); err != nil {
+	if _, err := s.commit(r.Context(), raftstore.SetFailover{Actor: actor, Reason: "cancelled by " + actor, At: time.Now().UTC(),
+		CAS: true, Prev: f}); err != nil {
 		writeError(w, err, "")
 		return
 	}

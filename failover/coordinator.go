@@ -220,7 +220,7 @@ func (c *Coordinator) nextWake(st raftstore.State, now, lastRenewal time.Time) t
 	if st.Config.Pause || st.Initialize == "" || st.Leader.Holder == "" {
 		return wait
 	}
-	deadlines := []time.Time{lastRenewal.Add(st.Config.TTL)}
+	deadlines := []time.Time{lastRenewal.Add(st.LeaseTTL())}
 	if fastPath(st) {
 		lastContact, unreachable := c.store.PeerUnreachable(st.Leader.Holder)
 		deadlines = append(deadlines, HolderLostAt(st, lastRenewal, unreachable, lastContact))
@@ -347,7 +347,9 @@ func (c *Coordinator) shouldElect(st raftstore.State, sinceChange time.Duration)
 	if st.Config.Pause || st.Initialize == "" {
 		return false
 	}
-	return st.Leader.Holder == "" || sinceChange >= st.Config.TTL
+	// The lease ran under the ttl of its last renewal, which a ttl lowered
+	// since does not shorten (review #2).
+	return st.Leader.Holder == "" || sinceChange >= st.LeaseTTL()
 }
 
 // elect chooses and commits a new primary. lost, when set, says why the
@@ -432,7 +434,9 @@ func (c *Coordinator) clearFulfilled(ctx context.Context, st raftstore.State) {
 	}
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err := raftstore.Commit(actx, c.store, raftstore.SetFailover{Actor: c.member,
+	// A compare-and-set on the request read: a newer one is never cleared
+	// (review #12).
+	_, err := raftstore.Commit(actx, c.store, raftstore.SetFailover{Actor: c.member, CAS: true, Prev: f,
 		Reason: f.Kind + " done: " + st.Leader.Holder + " holds the key", At: c.clock.Now().UTC()})
 	if err != nil {
 		c.logger.Warn("clear fulfilled switchover", "error", err)

@@ -41,7 +41,9 @@ type Candidate struct {
 // RankCandidates returns every member with the reason it is not eligible
 // (Why empty means eligible), eligible ones first, best first: highest
 // received/replayed LSN, then failover_priority, then name. In synchronous
-// mode only the recorded synchronous standbys are eligible, and lag is not
+// mode only the members the synchronous record proves complete are
+// eligible (raftstore.State.Electable, the rule the FSM itself applies to
+// the election), and lag is not
 // held against them: they hold every acknowledged commit by construction,
 // while the reported LSNs of a loaded primary and its standby are read at
 // different moments.
@@ -67,8 +69,8 @@ func RankCandidates(st raftstore.State, in ElectionInput) []Candidate {
 			c.Why = "tagged nofailover"
 		case m.Tags.FailoverPriority <= 0 && in.Candidate == "":
 			c.Why = "failover_priority 0"
-		case st.Config.SynchronousMode && !slices.Contains(st.Sync.Standbys, name):
-			c.Why = "not a synchronous standby"
+		case !electable(st, name):
+			_, c.Why = st.Electable(name)
 		case !in.IgnoreLag && !st.Config.SynchronousMode && lastPrimary > c.LSN && int64(lastPrimary-c.LSN) > st.Config.MaximumLagOnFailover:
 			c.Why = fmt.Sprintf("lag %d bytes over maximum_lag_on_failover %d", lastPrimary-c.LSN, st.Config.MaximumLagOnFailover)
 		}
@@ -102,5 +104,11 @@ func Elect(st raftstore.State, in ElectionInput) (raftstore.SetLeader, bool) {
 	return raftstore.SetLeader{
 		Holder: ranked[0].Name, PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev,
 		Reason: in.Reason, Choice: explainChoice(ranked, in), Actor: in.Actor,
+		Rules: raftstore.RulesSyncKey,
 	}, true
+}
+
+func electable(st raftstore.State, name string) bool {
+	ok, _ := st.Electable(name)
+	return ok
 }

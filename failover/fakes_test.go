@@ -178,7 +178,7 @@ func (f *fakeStore) commit(cmd raftstore.Command) raftstore.ApplyResult {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.index++
-	err := applyFake(&f.st, f.index, cmd)
+	err := raftstore.Apply(&f.st, f.index, cmd) // the FSM's own rules
 	if err == nil {
 		f.st.Index = f.index
 		close(f.changes)
@@ -250,64 +250,6 @@ func describe(cmd raftstore.Command) string {
 		return fmt.Sprintf("SetFailover %v", c.Request != nil)
 	}
 	return fmt.Sprintf("%T", cmd)
-}
-
-// applyFake mirrors raftstore/apply.go for the commands these tests use.
-func applyFake(s *raftstore.State, index uint64, cmd raftstore.Command) error {
-	switch c := cmd.(type) {
-	case raftstore.RenewLeader:
-		if s.Leader.Holder != c.Holder || s.Leader.Epoch != c.Epoch {
-			return fmt.Errorf("%w: %s at epoch %d, key is %q at epoch %d",
-				raftstore.ErrNotHolder, c.Holder, c.Epoch, s.Leader.Holder, s.Leader.Epoch)
-		}
-		s.Leader.Rev = index
-	case raftstore.SetLeader:
-		if s.Leader.Epoch != c.PrevEpoch || s.Leader.Rev != c.PrevRev {
-			return fmt.Errorf("%w: expected epoch %d rev %d, have epoch %d rev %d",
-				raftstore.ErrEpochMismatch, c.PrevEpoch, c.PrevRev, s.Leader.Epoch, s.Leader.Rev)
-		}
-		if _, ok := s.Members[c.Holder]; c.Holder != "" && !ok {
-			return fmt.Errorf("%w %s", raftstore.ErrUnknownMember, c.Holder)
-		}
-		cause := c.Cause
-		if cause == "" {
-			cause = raftstore.DefaultCause(s.Leader.Holder, c.Holder)
-		}
-		s.Leader = raftstore.LeaderKey{Holder: c.Holder, Epoch: c.PrevEpoch + 1, Rev: index, Since: c.At}
-		s.History = append(s.History, raftstore.Event{Index: index, Kind: raftstore.EventLeader, Member: c.Holder,
-			Epoch: s.Leader.Epoch, Reason: c.Reason, Cause: cause, Choice: c.Choice})
-	case raftstore.SetSync:
-		if s.Leader.Epoch != c.Epoch {
-			return fmt.Errorf("%w: sync set for epoch %d", raftstore.ErrEpochMismatch, c.Epoch)
-		}
-		s.Sync = raftstore.SyncState{Primary: c.Primary, Standbys: slices.Clone(c.Standbys)}
-	case raftstore.ReportStatus:
-		m, ok := s.Members[c.Name]
-		if !ok {
-			return fmt.Errorf("%w %s", raftstore.ErrUnknownMember, c.Name)
-		}
-		m.Status = c.Status
-	case raftstore.SetFailover:
-		if c.Request == nil {
-			s.Failover = nil
-		} else {
-			r := *c.Request
-			s.Failover = &r
-		}
-	case raftstore.Initialize:
-		if s.Initialize != "" && s.Initialize != c.SystemID {
-			return raftstore.ErrAlreadyInitialized
-		}
-		s.Initialize = c.SystemID
-	case raftstore.Bootstrap:
-		if s.Bootstrap {
-			return raftstore.ErrAlreadyBootstrapped
-		}
-		s.Bootstrap, s.Config = true, c.Config.Clone()
-	default:
-		return fmt.Errorf("%w %T", raftstore.ErrUnknownCommand, cmd)
-	}
-	return nil
 }
 
 // ---------------------------------------------------------------- proposer
@@ -411,6 +353,8 @@ type fakePostgres struct {
 	status    pgmanager.Status
 	statusErr error
 	running   bool
+	fenceAt   time.Time // the last deadline handed to the fence keeper
+	gateDown  bool      // GateConnected reports false
 	hasData   bool
 	standby   bool
 	sysid     string
@@ -664,6 +608,20 @@ func (p *fakePostgres) Fence() bool {
 	p.running = false
 	p.fenceSig <- struct{}{}
 	return was
+}
+
+// GateConnected is true unless a test set gateDown.
+func (p *fakePostgres) GateConnected() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.gateDown
+}
+
+// FenceAt records the deadline handed to the fence keeper.
+func (p *fakePostgres) FenceAt(until time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fenceAt = until
 }
 
 func (p *fakePostgres) Callback(event, role string) {

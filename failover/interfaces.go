@@ -35,9 +35,18 @@ type Postgres interface {
 	// RunGate runs the commit gate until ctx ends: it acknowledges the
 	// primary's WAL only while time.Now() is before leaseEnd().
 	RunGate(ctx context.Context, leaseEnd func() time.Time, leaseChanged func() <-chan struct{}) error
-	// Fence stops the postmaster at once (SIGQUIT) without waiting for
-	// anything the supervisor loop may hold; it reports whether it signalled.
+	// Fence kills the postmaster's process group at once (SIGKILL) without
+	// waiting for anything the supervisor loop may hold; it reports whether
+	// it signalled.
 	Fence() bool
+	// GateConnected reports whether the commit gate is streaming from the
+	// local server.
+	GateConnected() bool
+	// FenceAt hands the lease end to the fence keeper, a process apart
+	// from the agent that kills the postmaster's process group at that
+	// instant (on the boot clock) unless a later call moved it; zero
+	// disarms. It never blocks for long.
+	FenceAt(until time.Time)
 	// Callback runs postgresql.callbacks for event in the background.
 	Callback(event, role string)
 }

@@ -5,20 +5,24 @@ import (
 	"sync"
 	"time"
 
+	"raftgres/internal/boottime"
 	"raftgres/raftstore"
 )
 
 // Clock reads the time. The supervisor and the coordinator read every
 // instant through one, so unit tests can drive lease arithmetic without
-// sleeping. time.Now's monotonic reading is what all lease arithmetic
-// uses.
+// sleeping.
 type Clock interface {
 	Now() time.Time
 }
 
+// realClock is CLOCK_BOOTTIME (internal/boottime): unlike Go's monotonic
+// clock it keeps counting while the host is suspended or the VM paused,
+// so a holder that resumes sees its lease as ended, and the commit gate
+// and the fence keeper read the same clock.
 type realClock struct{}
 
-func (realClock) Now() time.Time { return time.Now() }
+func (realClock) Now() time.Time { return boottime.Now() }
 
 // lease is the holder's own view of its lease on the leader key: it ends
 // ttl − margin after the send time of the last acknowledged renewal, on
@@ -157,7 +161,8 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 	}
 	rctx, cancel := s.leaseBound(ctx, st, st.Config.RetryTimeout)
 	defer cancel()
-	idx, err := s.commit(rctx, raftstore.RenewLeader{Holder: s.cfg.Member, Epoch: st.Leader.Epoch, At: sent.UTC()})
+	idx, err := s.commit(rctx, raftstore.RenewLeader{Holder: s.cfg.Member, Epoch: st.Leader.Epoch, At: sent.UTC(),
+		TTL: st.Config.TTL})
 	if err != nil {
 		s.logger.Warn("leader key renewal failed", "epoch", st.Leader.Epoch, "error", err)
 		return
@@ -194,9 +199,20 @@ func (s *Supervisor) untilRenewal(st raftstore.State, now time.Time) time.Durati
 // waiting for replay, a start in crash recovery, a restart, a frozen
 // report). It owns no decision: the loop still demotes and restarts as
 // usual; this only makes the lease end take effect on time.
+//
+// The fence keeper, a separate process, is handed every new lease end as
+// well (Postgres.FenceAt): it kills PostgreSQL at that moment even when
+// this agent is frozen, wedged or dead, which this goroutine, frozen with
+// it, cannot (review #1).
 func (s *Supervisor) runFencer(ctx context.Context) {
 	for {
 		until, changed := s.lease.watch()
+		if !until.IsZero() {
+			// A lease that ended or was given up leaves the keeper
+			// armed with its end: only PostgreSQL started as a standby
+			// (which acknowledges nothing) disarms it.
+			s.pg.FenceAt(until)
+		}
 		var fire <-chan time.Time
 		var t *time.Timer
 		if !until.IsZero() {

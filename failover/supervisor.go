@@ -74,6 +74,8 @@ type Supervisor struct {
 	lastLook  time.Time        // when the last full round looked at PostgreSQL
 	lastPG    pgmanager.Status // what it saw
 
+	gateDownSince time.Time // since when this holder's commit gate has not been connected
+
 	local atomic.Pointer[Local]
 	reqs  chan request
 	wd    *watchdog // nil when watchdog.mode is off (or automatic and unusable)
@@ -198,6 +200,37 @@ func (s *Supervisor) shutdown() {
 	}
 }
 
+// watchGate gives the leader key up when the commit gate has not been
+// connected for ttl while this holder's PostgreSQL runs as a primary
+// under a valid lease: every commit waits for the gate, so without it
+// (max_wal_senders exhausted, an hba or password change, a socket it
+// cannot reach) writes would hang for good while the holder renews and
+// /primary answers 200 (review #11). Released, the key goes to a member
+// whose gate can work; paused, nothing is done automatically.
+func (s *Supervisor) watchGate(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
+	now := s.clock.Now()
+	if st.Leader.Holder != s.cfg.Member || st.Config.Pause || !pgst.Running || pgst.InRecovery ||
+		pgst.Error != "" || !s.lease.valid(st, s.cfg.Member, now) || s.pg.GateConnected() {
+		s.gateDownSince = time.Time{}
+		return
+	}
+	if s.gateDownSince.IsZero() {
+		s.gateDownSince = now
+		return
+	}
+	down := now.Sub(s.gateDownSince)
+	if down < st.Config.TTL {
+		return
+	}
+	s.gateDownSince = time.Time{}
+	reason := fmt.Sprintf("commit gate not connected for %s: every commit waits for it", down.Round(time.Millisecond))
+	s.logger.Error("giving up the leader key", "reason", reason,
+		"hint", "check max_wal_senders, pg_hba.conf for the replication user on the local socket, and the gate's log lines")
+	if err := s.stopAndRelease(ctx, st, pgmanager.StopFast, reason); err != nil {
+		s.logger.Error("giving up the leader key", "error", err)
+	}
+}
+
 // stopAndRelease stops PostgreSQL, then gives the leader key up: stopped,
 // then released, always in that order (a released key is elected on at
 // once). When the stop fails the key is kept: the lease then ends on its
@@ -266,6 +299,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		s.crash.acted(pgst.Running, s.clock.Now()) // stops we asked for are not crashes
 	}
 	s.tendWatchdog(ctx, s.store.State(), pgst)
+	s.watchGate(ctx, s.store.State(), pgst)
 	s.callbacks(pgst)
 	s.applyConfig(ctx, st, pgst)
 	s.report(ctx, pgst)
@@ -639,7 +673,8 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 	switch a.Kind {
 	case ActAcquireBootstrap:
 		return s.apply(ctx, raftstore.SetLeader{Holder: s.cfg.Member, PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev,
-			Reason: "bootstrap: " + reason, Cause: raftstore.CauseBootstrap, Actor: s.cfg.Member, At: now})
+			Reason: "bootstrap: " + reason, Cause: raftstore.CauseBootstrap, Actor: s.cfg.Member, At: now,
+			Rules: raftstore.RulesSyncKey})
 	case ActInit:
 		d, _ := s.desired(st, "", false)
 		id, err := s.pg.Init(ctx, d)
@@ -735,6 +770,9 @@ func (s *Supervisor) promote(ctx context.Context, st raftstore.State) error {
 			return fmt.Errorf("set the commit gate before promoting: %w", err)
 		}
 	}
+	// The keeper must know this lease's end before the server is
+	// writable (the fencer goroutine hands it over too, but later).
+	s.pg.FenceAt(s.lease.End())
 	s.upstream = ""
 	if err := s.pg.Promote(ctx); err != nil {
 		return err
@@ -804,7 +842,8 @@ func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason str
 	}
 	s.lease.forget()
 	err := s.apply(ctx, raftstore.SetLeader{Holder: "", PrevEpoch: epoch, PrevRev: rev,
-		Reason: "released by " + s.cfg.Member + ": " + reason, Cause: raftstore.CauseRelease, Actor: s.cfg.Member, At: s.clock.Now().UTC()})
+		Reason: "released by " + s.cfg.Member + ": " + reason, Cause: raftstore.CauseRelease, Actor: s.cfg.Member, At: s.clock.Now().UTC(),
+		Rules: raftstore.RulesSyncKey})
 	if err != nil {
 		s.logger.Warn("release leader key", "error", err)
 		return
@@ -825,8 +864,29 @@ func (s *Supervisor) apply(ctx context.Context, cmd raftstore.Command) error {
 	}
 	ctx, cancel := s.leaseBound(ctx, st, timeout)
 	defer cancel()
-	_, err := s.commit(ctx, cmd)
-	return err
+	idx, err := s.commit(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	return s.waitApplied(ctx, idx)
+}
+
+// waitApplied waits until the local FSM has applied the entry at idx: the
+// supervisor acts on its own writes (a narrowed synchronous record before
+// changing synchronous_standby_names, a released key) only once its next
+// look at the store shows them, never on a view that still lacks them.
+func (s *Supervisor) waitApplied(ctx context.Context, idx uint64) error {
+	for {
+		changed := s.store.Changes()
+		if s.store.State().Index >= idx {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("committed at index %d but not yet applied here: %w", idx, ctx.Err())
+		case <-changed:
+		}
+	}
 }
 
 // report records the local status in the FSM (and, on a primary, keeps

@@ -65,12 +65,12 @@ func switchoverCandidate(st raftstore.State, me, requested string, fresh map[str
 func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested string) error {
 	target, err := switchoverCandidate(st, s.cfg.Member, requested, s.freshMembers(st))
 	if err != nil {
-		s.clearFailover(ctx, err.Error())
+		s.clearFailover(ctx, st.Failover, err.Error())
 		return err
 	}
 	if !s.waitStreamingFrom(ctx, target, st.Config.TTL) {
 		reason := fmt.Sprintf("candidate %s is not streaming from %s", target, s.cfg.Member)
-		s.clearFailover(ctx, "refused: "+reason)
+		s.clearFailover(ctx, st.Failover, "refused: "+reason)
 		return fmt.Errorf("%w: %s", ErrNoCandidate, reason)
 	}
 	s.logger.Info("switchover: shutting down cleanly", "candidate", target)
@@ -90,7 +90,7 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 	}
 	if err := s.waitCaughtUp(ctx, target, final, st.Config.TTL); err != nil {
 		s.logger.Warn("switchover aborted: restarting as primary", "candidate", target, "error", err)
-		s.clearFailover(ctx, "aborted: "+err.Error())
+		s.clearFailover(ctx, st.Failover, "aborted: "+err.Error())
 		cur := s.store.State()
 		d, _ := s.desired(cur, "", false)
 		if s.leaseLeft(cur) >= FenceBudget {
@@ -109,7 +109,7 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 	}
 	s.lease.reset()
 	s.handedOver = true
-	s.clearFailover(ctx, "switchover to "+target+" done")
+	s.clearFailover(ctx, st.Failover, "switchover to "+target+" done")
 	s.logger.Info("switchover: leader key handed over", "member", target, "lsn", pgmanager.FormatLSN(final))
 	return nil
 }
@@ -141,7 +141,8 @@ func (s *Supervisor) waitStreamingFrom(ctx context.Context, target string, timeo
 // while the lease lasts and reads the key back to see what happened.
 func (s *Supervisor) handKey(ctx context.Context, target string, epoch, rev uint64, deadline time.Time) error {
 	cmd := raftstore.SetLeader{Holder: target, PrevEpoch: epoch, PrevRev: rev,
-		Reason: "switchover from " + s.cfg.Member, Cause: raftstore.CauseSwitchover, Actor: s.cfg.Member}
+		Reason: "switchover from " + s.cfg.Member, Cause: raftstore.CauseSwitchover, Actor: s.cfg.Member,
+		Rules: raftstore.RulesSyncKey}
 	for {
 		cmd.At = s.clock.Now().UTC()
 		err := s.apply(ctx, cmd)
@@ -184,8 +185,11 @@ func (s *Supervisor) waitCaughtUp(ctx context.Context, target string, lsn uint64
 	}
 }
 
-func (s *Supervisor) clearFailover(ctx context.Context, reason string) {
-	if err := s.apply(ctx, raftstore.SetFailover{Actor: s.cfg.Member, Reason: reason, At: s.clock.Now().UTC()}); err != nil {
+// clearFailover drops the request f this holder acted on, and only that
+// one (a compare-and-set: a newer request stays).
+func (s *Supervisor) clearFailover(ctx context.Context, f *raftstore.FailoverRequest, reason string) {
+	if err := s.apply(ctx, raftstore.SetFailover{Actor: s.cfg.Member, Reason: reason, At: s.clock.Now().UTC(),
+		CAS: f != nil, Prev: f}); err != nil {
 		s.logger.Warn("clear switchover request", "error", err)
 	}
 }

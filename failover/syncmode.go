@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
@@ -45,6 +46,35 @@ type syncState struct {
 	// Sync, the primary's flush LSN read once the setting naming it was
 	// in effect: every commit acknowledged before is at or below it.
 	since map[string]uint64
+	// okAt is when each standby was last seen streaming and fresh: a
+	// recorded standby that stops for less than SyncBlip stays recorded
+	// and in the setting (see keepThroughBlip).
+	okAt map[string]time.Time
+}
+
+// SyncBlip is how long a recorded synchronous standby may stop streaming
+// before the holder narrows it out: ttl/2. Narrowing on every blip left
+// the record empty while PostgreSQL soon waited for the standby again, and
+// a holder cut off then could never record it back: nobody was electable
+// though every acknowledged commit was on that standby. Commits wait for
+// the standby during a blip, as they would for any synchronous standby.
+func SyncBlip(c raftstore.ClusterConfig) time.Duration { return c.TTL / 2 }
+
+// keepThroughBlip adds to want the recorded standbys that stopped
+// streaming less than SyncBlip ago, when want holds none of the recorded
+// ones (the holder keeps one synchronous standby).
+func keepThroughBlip(want, recorded []string, okAt map[string]time.Time, now time.Time, blip time.Duration) []string {
+	for _, r := range recorded {
+		if slices.Contains(want, r) {
+			return want
+		}
+	}
+	for _, r := range recorded {
+		if at, ok := okAt[r]; ok && now.Sub(at) < blip {
+			return []string{r}
+		}
+	}
+	return want
 }
 
 // syncNames is the synchronous_standby_names value this member renders
@@ -123,27 +153,58 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 	if st.Sync.Primary != me {
 		recorded = nil
 	}
+	// Every SetSync compare-and-sets on the record this cycle read, and
+	// apply returns once the local store shows it: a lost reply retried,
+	// or a stale view, can never restore an older record (review #3).
+	prev := st.Sync
 	if !st.Config.SynchronousMode {
-		if st.Sync.Primary != "" || len(st.Sync.Standbys) > 0 {
-			if err := s.apply(ctx, raftstore.SetSync{Epoch: st.Leader.Epoch}); err != nil {
+		if !st.Sync.NoRecord() {
+			if err := s.apply(ctx, raftstore.SetSync{Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {
 				s.logger.Warn("clear sync set", "error", err)
 				return
 			}
 		}
 		recorded = nil
 	} else {
-		want = chooseSync(st, me, pgst, s.freshMembers(st))
+		if st.Sync.Primary != me {
+			// The record is not this holder's (synchronous mode just
+			// turned on, or a state from before the record was reset at
+			// every election): record that this primary has no
+			// synchronous standby yet, so nobody else counts as holding
+			// its commits.
+			if err := s.apply(ctx, raftstore.SetSync{Primary: me, Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {
+				s.logger.Warn("record sync primary", "error", err)
+				return
+			}
+			prev = raftstore.SyncState{Primary: me}
+		}
+		fresh := s.freshMembers(st)
+		want = chooseSync(st, me, pgst, fresh)
+		now := s.clock.Now()
+		if s.sync.okAt == nil {
+			s.sync.okAt = map[string]time.Time{}
+		}
+		for _, r := range pgst.Replicas {
+			if r.State == "streaming" && fresh[r.ApplicationName] {
+				s.sync.okAt[r.ApplicationName] = now
+			}
+		}
+		if kept := keepThroughBlip(want, recorded, s.sync.okAt, now, SyncBlip(st.Config)); !slices.Equal(kept, want) {
+			s.logger.Debug("synchronous standby kept through a blip", "member", kept[0], "was_wanted", strings.Join(want, ","))
+			want = kept
+		}
 	}
 	// Narrow first: drop from Sync whatever is no longer wanted.
 	if len(recorded) > 0 && !slices.Equal(recorded, want) {
 		keep := slices.DeleteFunc(slices.Clone(recorded), func(n string) bool { return !slices.Contains(want, n) })
 		if !slices.Equal(keep, recorded) {
-			if err := s.apply(ctx, raftstore.SetSync{Primary: me, Standbys: keep, Epoch: st.Leader.Epoch}); err != nil {
+			if err := s.apply(ctx, raftstore.SetSync{Primary: me, Standbys: keep, Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {
 				s.logger.Warn("narrow sync set", "error", err)
 				return
 			}
 			s.logger.Info("synchronous standby set narrowed", "standbys", strings.Join(keep, ","))
 			recorded = keep
+			prev = raftstore.SyncState{Primary: me, Standbys: keep, Inherited: prev.Inherited}
 		}
 	}
 	names := GateStandbyNames(want, st.Config.SynchronousMode && st.Config.SynchronousModeStrict)
@@ -180,15 +241,22 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 	}
 	since, ok := s.sync.since[cand]
 	if !ok {
-		// This status was read with the setting in effect.
-		s.sync.since[cand] = pgst.CurrentLSN
+		// This status was read with the setting in effect for new
+		// backends. The walsenders apply it when they handle the reload:
+		// the candidate's shows "sync" only once its own walsender has
+		// (its sync_standby_priority is set by itself), and the gate's
+		// walsender was signalled at the same moment. Only then does
+		// every commit after this LSN wait for the candidate (review #13).
+		if _, confirmed := syncConfirmed(pgst, cand); confirmed {
+			s.sync.since[cand] = pgst.CurrentLSN
+		}
 		return
 	}
 	flush, confirmed := syncConfirmed(pgst, cand)
 	if !confirmed || flush < since {
 		return
 	}
-	if err := s.apply(ctx, raftstore.SetSync{Primary: me, Standbys: want, Epoch: st.Leader.Epoch}); err != nil {
+	if err := s.apply(ctx, raftstore.SetSync{Primary: me, Standbys: want, Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {
 		s.logger.Warn("record sync standby", "member", cand, "error", err)
 		return
 	}

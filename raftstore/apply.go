@@ -46,7 +46,8 @@ func applyCommand(s *State, index uint64, cmd Command) error {
 	case SetSync:
 		err = applySetSync(s, c)
 	case SetFailover:
-		applySetFailover(s, index, c)
+		err = applySetFailover(s, index, c)
+	case Barrier:
 	default:
 		return fmt.Errorf("%w %T", ErrUnknownCommand, cmd)
 	}
@@ -153,6 +154,7 @@ func applyRemoveMember(s *State, index uint64, c RemoveMember) error {
 	}
 	delete(s.Members, c.Name)
 	s.Sync.Standbys = slices.DeleteFunc(slices.Clone(s.Sync.Standbys), func(n string) bool { return n == c.Name })
+	s.Sync.Inherited = slices.DeleteFunc(slices.Clone(s.Sync.Inherited), func(n string) bool { return n == c.Name })
 	appendEvent(s, Event{Index: index, At: c.At, Kind: EventMemberLeave, Actor: c.Actor,
 		Member: c.Name, Reason: c.Reason})
 	return nil
@@ -166,6 +168,26 @@ func applySetLeader(s *State, index uint64, c SetLeader) error {
 	if c.Holder != "" {
 		if _, ok := s.Members[c.Holder]; !ok {
 			return fmt.Errorf("%w %s cannot hold the leader key", ErrUnknownMember, c.Holder)
+		}
+	}
+	if c.Rules >= RulesSyncKey && c.Holder != "" && !takeoverExempt(s, c) {
+		if ok, why := s.Electable(c.Holder); !ok {
+			return fmt.Errorf("%w: %s cannot take the leader key: %s (synchronous record: primary %q, standbys %v, inherited %v)",
+				ErrNotElectable, c.Holder, why, s.Sync.Primary, s.Sync.Standbys, s.Sync.Inherited)
+		}
+	}
+	if c.Rules >= RulesSyncKey {
+		switch {
+		case !s.Config.SynchronousMode:
+			s.Sync = SyncState{}
+		case c.Holder == "":
+			// A release keeps the record: the last holder and its
+			// standbys hold every commit it acknowledged.
+			if s.Leader.Renewed {
+				s.Sync.Inherited = nil
+			}
+		default:
+			s.Sync = s.syncAfterTakeover(c.Holder)
 		}
 	}
 	prev := s.Leader
@@ -191,6 +213,13 @@ func applyRenewLeader(s *State, index uint64, c RenewLeader) error {
 	}
 	s.Leader.Rev = index
 	s.Leader.RenewedAt = c.At
+	s.Leader.Renewed = true
+	s.Leader.TTL = c.TTL
+	if s.Sync.Primary == c.Holder {
+		// From now on the holder may acknowledge commits that only it
+		// and its recorded standbys hold.
+		s.Sync.Inherited = nil
+	}
 	stampFirstRenewal(s, c.Epoch, c.At)
 	return nil
 }
@@ -217,21 +246,59 @@ func applySetSync(s *State, c SetSync) error {
 	if s.Leader.Epoch != c.Epoch {
 		return fmt.Errorf("%w: sync set for epoch %d, key is at epoch %d", ErrEpochMismatch, c.Epoch, s.Leader.Epoch)
 	}
-	s.Sync = SyncState{Primary: c.Primary, Standbys: slices.Clone(c.Standbys)}
+	if c.Prev != nil && !c.Prev.Equal(s.Sync) {
+		return fmt.Errorf("%w: expected primary %q standbys %v inherited %v, have primary %q standbys %v inherited %v",
+			ErrSyncMismatch, c.Prev.Primary, c.Prev.Standbys, c.Prev.Inherited, s.Sync.Primary, s.Sync.Standbys, s.Sync.Inherited)
+	}
+	inherited := s.Sync.Inherited
+	if c.Prev == nil || c.Primary != s.Sync.Primary {
+		inherited = nil // an entry of an older binary, or a record for another primary
+	}
+	s.Sync = SyncState{Primary: c.Primary, Standbys: slices.Clone(c.Standbys), Inherited: slices.Clone(inherited)}
 	return nil
 }
 
-func applySetFailover(s *State, index uint64, c SetFailover) {
+// takeoverExempt: the key's first holder (nobody held it, the cluster is
+// being made) and a switchover proposed by the holder itself (it stopped
+// its PostgreSQL cleanly and waited for the candidate to replay its last
+// WAL, so the candidate holds every acknowledged commit) are not judged by
+// the synchronous record.
+func takeoverExempt(s *State, c SetLeader) bool {
+	switch c.Cause {
+	case CauseBootstrap:
+		return s.Leader.Epoch == 0 || s.Initialize == ""
+	case CauseSwitchover:
+		return s.Leader.Holder != "" && c.Actor == s.Leader.Holder
+	}
+	return false
+}
+
+func applySetFailover(s *State, index uint64, c SetFailover) error {
+	if c.Request == nil && c.CAS && !sameRequest(s.Failover, c.Prev) {
+		return fmt.Errorf("%w: the pending request is not the one being cleared", ErrFailoverPending)
+	}
 	if c.Request == nil {
 		if s.Failover != nil {
 			appendEvent(s, Event{Index: index, At: c.At, Kind: EventFailoverDone, Actor: c.Actor,
 				Reason: c.Reason})
 		}
 		s.Failover = nil
-		return
+		return nil
 	}
 	r := *c.Request
+	if c.CAS && s.Failover != nil {
+		return fmt.Errorf("%w: a %s from %q to %q is pending", ErrFailoverPending, s.Failover.Kind, s.Failover.From, s.Failover.To)
+	}
 	s.Failover = &r
 	appendEvent(s, Event{Index: index, At: c.At, Kind: EventFailoverReq, Actor: c.Actor,
 		Member: r.To, Reason: fmt.Sprintf("%s from %q to %q", r.Kind, r.From, r.To)})
+	return nil
+}
+
+func sameRequest(a, b *FailoverRequest) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Kind == b.Kind && a.From == b.From && a.To == b.To && a.ScheduledAt.Equal(b.ScheduledAt) &&
+		a.RequestedBy == b.RequestedBy && a.RequestedAt.Equal(b.RequestedAt)
 }

@@ -35,6 +35,8 @@ func newCommand(t CommandType) Command {
 		return &SetFailover{}
 	case CmdSetPause:
 		return &SetPause{}
+	case CmdBarrier:
+		return &Barrier{}
 	}
 	return nil
 }
@@ -132,6 +134,8 @@ func deref(c Command) Command {
 	case *SetFailover:
 		return *v
 	case *SetPause:
+		return *v
+	case *Barrier:
 		return *v
 	}
 	return c

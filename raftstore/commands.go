@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -26,6 +27,10 @@ const (
 	CmdSetSync        CommandType = 9
 	CmdSetFailover    CommandType = 10
 	CmdSetPause       CommandType = 11
+	// CmdBarrier changes nothing: committed and applied locally, it shows
+	// that this member's store has applied everything committed before
+	// it (a linearizable read). Older binaries skip it.
+	CmdBarrier CommandType = 12 | SkipUnknownFlag
 )
 
 // Command is a typed, versioned FSM command.
@@ -105,9 +110,13 @@ type SetLeader struct {
 	// (DefaultCause).
 	Cause string `json:"cause,omitempty"`
 	// Choice says why the election chose Holder (failover.Elect fills it).
-	Choice string    `json:"choice,omitempty"`
-	Actor  string    `json:"actor"`
-	At     time.Time `json:"at"`
+	Choice string `json:"choice,omitempty"`
+	// Rules, when RulesSyncKey, makes the apply check Holder against the
+	// synchronous record (State.Electable) and reset the record for it.
+	// Every proposer of this version sets it.
+	Rules int       `json:"rules,omitempty"`
+	Actor string    `json:"actor"`
+	At    time.Time `json:"at"`
 }
 
 // Causes of a leader change (SetLeader.Cause, Event.Cause). A metric label
@@ -151,23 +160,32 @@ type RenewLeader struct {
 	Holder string    `json:"holder"`
 	Epoch  uint64    `json:"epoch"`
 	At     time.Time `json:"at"`
+	// TTL is the ttl the holder counts its lease with (LeaderKey.TTL).
+	TTL time.Duration `json:"ttl,omitempty"`
 }
 
 // SetSync records the synchronous standbys if the leader key epoch is still
-// Epoch (so a stale primary cannot rewrite it).
+// Epoch (so a stale primary cannot rewrite it) and, when Prev is set, the
+// record is still *Prev (so a reply lost and retried, or a stale local
+// view, can never restore an older record).
 type SetSync struct {
-	Primary  string   `json:"primary"`
-	Standbys []string `json:"standbys"`
-	Epoch    uint64   `json:"epoch"`
+	Primary  string     `json:"primary"`
+	Standbys []string   `json:"standbys"`
+	Epoch    uint64     `json:"epoch"`
+	Prev     *SyncState `json:"prev,omitempty"`
 }
 
 // SetFailover records a pending failover/switchover, or clears it when
 // Request is nil.
 type SetFailover struct {
 	Request *FailoverRequest `json:"request"`
-	Actor   string           `json:"actor"`
-	Reason  string           `json:"reason,omitempty"`
-	At      time.Time        `json:"at"`
+	// CAS makes it a compare-and-set: a new Request only when none is
+	// pending; a clear (Request nil) only while the pending one is Prev.
+	CAS    bool             `json:"cas,omitempty"`
+	Prev   *FailoverRequest `json:"prev,omitempty"`
+	Actor  string           `json:"actor"`
+	Reason string           `json:"reason,omitempty"`
+	At     time.Time        `json:"at"`
 }
 
 func (Bootstrap) Type() CommandType      { return CmdBootstrap }
@@ -188,12 +206,25 @@ func invalid(format string, args ...any) error {
 
 const maxNameLen = 128
 
+// GateName is the application_name of the commit gate's replication
+// connection (pgmanager.GateName). PostgreSQL matches
+// synchronous_standby_names case-insensitively, so a member named like it
+// in any letter case would count as the gate: no member may be.
+const GateName = "raftgres_fence"
+
+// CheckMemberName checks a member name: what the FSM accepts, and what
+// check-config, the agent and join refuse before that.
+func CheckMemberName(name string) error { return checkName("member name", name) }
+
 func checkName(what, name string) error {
 	if name == "" {
 		return invalid("%s is empty", what)
 	}
 	if len(name) > maxNameLen {
 		return invalid("%s is longer than %d bytes", what, maxNameLen)
+	}
+	if strings.EqualFold(name, GateName) {
+		return invalid("%s %q is the commit gate's replication name (in any letter case): choose another", what, name)
 	}
 	for _, r := range name {
 		switch {
@@ -265,6 +296,9 @@ func (c SetLeader) Validate() error {
 	if len(c.Choice) > maxChoiceLen {
 		return invalid("choice is longer than %d bytes", maxChoiceLen)
 	}
+	if c.Rules < 0 || c.Rules > RulesSyncKey {
+		return invalid("leader change rules %d unknown", c.Rules)
+	}
 	return nil
 }
 
@@ -274,6 +308,9 @@ func (c RenewLeader) Validate() error {
 	}
 	if c.Epoch == 0 {
 		return invalid("renewal of %s names epoch 0", c.Holder)
+	}
+	if c.TTL < 0 {
+		return invalid("renewal of %s names a negative ttl", c.Holder)
 	}
 	return nil
 }
@@ -289,13 +326,29 @@ func (c SetSync) Validate() error {
 			return err
 		}
 	}
+	if c.Prev != nil {
+		for _, s := range append(append([]string{c.Prev.Primary}, c.Prev.Standbys...), c.Prev.Inherited...) {
+			if s == "" {
+				continue
+			}
+			if err := checkName("previous sync member", s); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
 func (c SetFailover) Validate() error {
 	r := c.Request
 	if r == nil {
+		if c.Prev != nil && !c.CAS {
+			return invalid("prev without cas")
+		}
 		return nil
+	}
+	if c.Prev != nil {
+		return invalid("a new request compares against no pending request: prev must be empty")
 	}
 	if r.Kind != "switchover" && r.Kind != "failover" {
 		return invalid("failover kind %q is not switchover or failover", r.Kind)
@@ -313,13 +366,28 @@ func (c SetFailover) Validate() error {
 	return nil
 }
 
+// Barrier changes nothing (CmdBarrier).
+type Barrier struct {
+	Actor string `json:"actor,omitempty"`
+}
+
+func (Barrier) Type() CommandType { return CmdBarrier }
+
+// Validate checks the actor's name, if any.
+func (c Barrier) Validate() error {
+	if c.Actor != "" && len(c.Actor) > maxNameLen {
+		return invalid("barrier actor is longer than %d bytes", maxNameLen)
+	}
+	return nil
+}
+
 // String names the command type.
 func (t CommandType) String() string {
 	names := map[CommandType]string{
 		CmdBootstrap: "bootstrap", CmdSetConfig: "set_config", CmdInitialize: "initialize",
 		CmdRegisterMember: "register_member", CmdReportStatus: "report_status", CmdRemoveMember: "remove_member",
 		CmdSetLeader: "set_leader", CmdRenewLeader: "renew_leader", CmdSetSync: "set_sync",
-		CmdSetFailover: "set_failover", CmdSetPause: "set_pause",
+		CmdSetFailover: "set_failover", CmdSetPause: "set_pause", CmdBarrier: "barrier",
 	}
 	if n, ok := names[t]; ok {
 		return n

@@ -13,6 +13,14 @@ var (
 	ErrLeadershipLost = errors.New("raft leadership lost while applying")
 	// ErrEpochMismatch is a failed compare-and-set on the leader key.
 	ErrEpochMismatch = errors.New("leader key changed (epoch or revision mismatch)")
+	// ErrNotElectable: a SetLeader named a candidate that the synchronous
+	// record does not prove to hold every acknowledged commit.
+	ErrNotElectable = errors.New("candidate not electable")
+	// ErrSyncMismatch is a failed compare-and-set on the synchronous record.
+	ErrSyncMismatch = errors.New("synchronous record changed")
+	// ErrFailoverPending is a failed compare-and-set on the pending
+	// switchover or failover request.
+	ErrFailoverPending = errors.New("failover request changed")
 	// ErrNotHolder means a renewal came from a member that does not hold the key.
 	ErrNotHolder = errors.New("member does not hold the leader key")
 	// ErrVersionMismatch is a failed compare-and-set on the cluster config version.

@@ -215,13 +215,48 @@ type LeaderKey struct {
 	// A release keeps the released holder's: it is when the last primary
 	// last renewed. Zero in state restored from a snapshot older than it.
 	RenewedAt time.Time `json:"renewed_at,omitzero"`
+	// Renewed is set by the holder's first renewal at this epoch. A holder
+	// acknowledges commits only under a lease, and its lease starts with a
+	// renewal: a holder that never renewed never acknowledged anything, so
+	// the members that held every acknowledged commit before it took the
+	// key (Sync.Inherited) still do.
+	Renewed bool `json:"renewed,omitempty"`
+	// TTL is the ttl the holder's last renewal was made under (its lease
+	// ends ttl − margin after that renewal was sent). A ttl lowered later
+	// does not shorten a lease already given: the coordinator waits for
+	// LeaseTTL, the longer of the two. Zero until the first renewal, and in
+	// logs written before it existed.
+	TTL time.Duration `json:"ttl,omitempty"`
 }
 
-// SyncState is, in synchronous mode, the primary and the standbys that
-// PostgreSQL confirms as synchronous; only these may be promoted.
+// SyncState is, in synchronous mode, the record of who holds every
+// commit acknowledged so far: the primary it was recorded for, the
+// standbys PostgreSQL confirms as synchronous for it, and, until that
+// primary's first renewal, the members that held every acknowledged commit
+// when it took the key. Only these may be promoted (State.Electable). It
+// and the leader key change together: an election resets it to the new
+// holder with no standbys, and every change compare-and-sets on it.
 type SyncState struct {
 	Primary  string   `json:"primary,omitempty"`
 	Standbys []string `json:"standbys,omitempty"`
+	// Inherited: the members electable when Primary took the key (the
+	// replaced holder among them). They stay electable while the key's
+	// holder has not renewed (LeaderKey.Renewed), and the first renewal
+	// clears them.
+	Inherited []string `json:"inherited,omitempty"`
+}
+
+// Equal reports whether s and o record the same members.
+func (s SyncState) Equal(o SyncState) bool {
+	return s.Primary == o.Primary && slices.Equal(s.Standbys, o.Standbys) && slices.Equal(s.Inherited, o.Inherited)
+}
+
+// NoRecord reports whether nothing is recorded: no primary ever recorded
+// a synchronous state in this stretch of synchronous mode (a new cluster,
+// synchronous mode just turned on, or a recovery that gave up the record).
+// Any member may then be elected.
+func (s SyncState) NoRecord() bool {
+	return s.Primary == "" && len(s.Standbys) == 0 && len(s.Inherited) == 0
 }
 
 // FailoverRequest is a pending manual failover or switchover.
@@ -320,6 +355,7 @@ func (s State) Clone() State {
 		out.Members[k] = &c
 	}
 	out.Sync.Standbys = slices.Clone(s.Sync.Standbys)
+	out.Sync.Inherited = slices.Clone(s.Sync.Inherited)
 	if s.Failover != nil {
 		f := *s.Failover
 		out.Failover = &f

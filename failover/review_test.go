@@ -1,0 +1,234 @@
+package failover
+
+// Tests of the findings of the review of 2f0509d that live in the
+// failover package: each fails without its fix.
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"raftgres/pgmanager"
+	"raftgres/raftstore"
+)
+
+// Review #2: a lease renewed under ttl 30s outlives a ttl lowered to 3s
+// later; the coordinator must wait for the renewal's ttl.
+func TestLoweredTTLDoesNotShortenAGivenLease(t *testing.T) {
+	t.Parallel()
+	st := testState("pg1", "pg1", "pg2", "pg3")
+	st.Leader.Renewed, st.Leader.TTL = true, 30*time.Second // renewed under ttl 30s
+	st.Config.TTL = 3 * time.Second                         // then lowered by edit-config
+	r := newCoordRig(t, st)
+	r.advance(0)
+	for elapsed := time.Duration(0); elapsed < 30*time.Second-time.Second; elapsed += time.Second {
+		r.advance(time.Second)
+		if got := r.holder(); got.Holder != "pg1" {
+			t.Fatalf("elected %+v %s after the last renewal, whose lease runs 30s", got, elapsed+time.Second)
+		}
+	}
+	r.advance(time.Second)
+	if got := r.holder(); got.Holder == "pg1" {
+		t.Fatalf("no election once the renewal's 30s passed: key %+v", got)
+	}
+}
+
+// Review #3(c): the coordinator ranked pg2 on a view where Sync held it;
+// the holder's narrowing committed first; the election must not commit.
+func TestElectionOnAStaleSyncViewIsRefused(t *testing.T) {
+	t.Parallel()
+	st := syncTestState()
+	st.Leader.Renewed = true
+	f := newFakeStore(st, &events{})
+	cmd, ok := Elect(st, ElectionInput{Fresh: map[string]bool{"pg2": true, "pg3": true}, Exclude: "pg1", Actor: "pg3"})
+	if !ok || cmd.Holder != "pg2" {
+		t.Fatalf("Elect = %+v, %v; want pg2", cmd, ok)
+	}
+	prev := st.Sync
+	if res := f.commit(raftstore.SetSync{Primary: "pg1", Epoch: st.Leader.Epoch, Prev: &prev}); res.Err != nil {
+		t.Fatalf("narrowing: %v", res.Err)
+	}
+	if res := f.commit(cmd); !errors.Is(res.Err, raftstore.ErrNotElectable) {
+		t.Fatalf("election after the narrowing committed: err %v, want ErrNotElectable", res.Err)
+	}
+}
+
+// Review #10: pg2 was elected (fast path) and wedged before its first
+// renewal; pg1, the replaced primary, now a running replica, holds every
+// acknowledged commit and must be electable. Review #4: once the new
+// holder renewed (it may have acknowledged commits alone), nobody else is.
+func TestLastPrimaryElectableWhileTheNewHolderNeverRenewed(t *testing.T) {
+	t.Parallel()
+	st := syncTestState()
+	st.Leader.Renewed = true
+	f := newFakeStore(st, &events{})
+	cmd, _ := Elect(st, ElectionInput{Fresh: map[string]bool{"pg2": true, "pg3": true}, Exclude: "pg1", Actor: "pg3"})
+	if res := f.commit(cmd); res.Err != nil {
+		t.Fatalf("election of pg2: %v", res.Err)
+	}
+	st = f.State()
+	st.Members["pg1"].Status.Role, st.Members["pg2"].Status.Role = "replica", "primary"
+	fresh := map[string]bool{"pg1": true, "pg3": true}
+	ranked := RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: "pg2"})
+	if ranked[0].Name != "pg1" || ranked[0].Why != "" {
+		t.Fatalf("ranking with pg2 never renewed = %+v, want pg1 eligible first", ranked)
+	}
+	if c := ranked[1]; c.Name == "pg3" && c.Why == "" {
+		t.Fatalf("pg3, never synchronous, eligible: %+v", ranked)
+	}
+	if res := f.commit(raftstore.RenewLeader{Holder: "pg2", Epoch: st.Leader.Epoch, TTL: st.Config.TTL}); res.Err != nil {
+		t.Fatalf("renewal: %v", res.Err)
+	}
+	st = f.State()
+	st.Members["pg1"].Status.Role = "replica"
+	for _, c := range RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: "pg2"}) {
+		if c.Why == "" {
+			t.Fatalf("%s eligible after pg2 renewed with no standby recorded: %+v", c.Name, c)
+		}
+	}
+}
+
+func TestKeepThroughBlip(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	blip := 1500 * time.Millisecond
+	for _, tc := range []struct {
+		name           string
+		want, recorded []string
+		okAgo          time.Duration
+		out            []string
+	}{
+		{"recorded still wanted", []string{"b"}, []string{"b"}, 0, []string{"b"}},
+		{"recorded blipped briefly", nil, []string{"b"}, time.Second, []string{"b"}},
+		{"recorded blipped briefly, another streams", []string{"c"}, []string{"b"}, time.Second, []string{"b"}},
+		{"recorded gone longer than the bound", []string{"c"}, []string{"b"}, 2 * time.Second, []string{"c"}},
+		{"nothing recorded", []string{"c"}, nil, 0, []string{"c"}},
+	} {
+		got := keepThroughBlip(tc.want, tc.recorded, map[string]time.Time{"b": now.Add(-tc.okAgo)}, now, blip)
+		if !slices.Equal(got, tc.out) {
+			t.Errorf("%s: keepThroughBlip = %v, want %v", tc.name, got, tc.out)
+		}
+	}
+}
+
+// The liveness case of a 5-minute sync-mode fault run: the recorded
+// standby blips; the holder must not narrow it out (and so must keep it
+// electable) for less than SyncBlip.
+func TestHolderKeepsItsSyncStandbyThroughABlip(t *testing.T) {
+	t.Parallel()
+	st := syncTestState()
+	st.Leader.Renewed = true
+	gateAndPG2 := GateStandbyNames([]string{"pg2"}, false)
+	streamingPG2 := pgmanager.Status{Running: true, SystemID: testSysID, Timeline: 2, CurrentLSN: 0x3000000,
+		SyncStandbyNames: gateAndPG2,
+		Replicas:         []pgmanager.Replica{{ApplicationName: "pg2", State: "streaming", SyncState: "sync", FlushLSN: 0x3000000}}}
+	r := newRig(t, "pg1", st, streamingPG2)
+	ctx := context.Background()
+	fresh := func() {
+		r.store.edit(func(s *raftstore.State) {
+			for _, m := range s.Members {
+				m.Status.ReportedAt = r.clock.Now()
+			}
+		})
+	}
+	fresh()
+	r.sup.manageSync(ctx, r.store.State(), streamingPG2)
+	blipped := streamingPG2
+	blipped.Replicas = nil
+	r.clock.Advance(1400 * time.Millisecond) // ttl 3s: SyncBlip is 1.5s
+	fresh()
+	r.sup.manageSync(ctx, r.store.State(), blipped)
+	if got := r.store.State().Sync.Standbys; !slices.Equal(got, []string{"pg2"}) {
+		t.Fatalf("record after a blip shorter than SyncBlip = %v, want [pg2]", got)
+	}
+	r.clock.Advance(200 * time.Millisecond)
+	fresh()
+	r.sup.manageSync(ctx, r.store.State(), blipped)
+	if got := r.store.State().Sync.Standbys; len(got) != 0 {
+		t.Fatalf("record after pg2 was gone longer than SyncBlip = %v, want none", got)
+	}
+}
+
+// Review #1, #9: every lease end reaches the fence keeper (a process that
+// does not freeze with the agent).
+func TestFencerHandsEveryLeaseEndToTheFenceKeeper(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), runningPrimary)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.sup.runFencer(ctx) }()
+	defer func() { cancel(); <-done }()
+	armed := func() time.Time {
+		r.pg.mu.Lock()
+		defer r.pg.mu.Unlock()
+		return r.pg.fenceAt
+	}
+	waitFenceAt := func(want time.Time, what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !armed().Equal(want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: fence keeper armed at %v, want %v", what, armed(), want)
+			}
+			time.Sleep(time.Millisecond) // polling another goroutine's progress
+		}
+	}
+	r.renew()
+	first := r.sup.lease.End()
+	waitFenceAt(first, "first renewal")
+	r.clock.Advance(time.Second)
+	r.renew()
+	if second := r.sup.lease.End(); !second.After(first) {
+		t.Fatalf("second lease end %v not after the first %v", second, first)
+	}
+	waitFenceAt(r.sup.lease.End(), "second renewal")
+	armedAt := r.sup.lease.End()
+	r.sup.lease.reset()
+	r.clock.Advance(time.Second)
+	r.renew() // a new lease after one that was dropped
+	waitFenceAt(r.sup.lease.End(), "renewal after a reset")
+	if !r.sup.lease.End().After(armedAt) {
+		t.Fatal("renewal after the reset did not move the lease end")
+	}
+}
+
+// Review #11: a holder whose commit gate cannot connect stops PostgreSQL
+// and releases the key after ttl, instead of letting every commit hang.
+func TestHolderWhoseGateCannotConnectReleasesTheKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	primary := runningPrimary
+	primary.SyncStandbyNames = gateOnly
+	r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), primary)
+	r.pg.set(func(p *fakePostgres) { p.gateDown = true })
+	st := r.store.State()
+	ttl := st.Config.TTL
+	for elapsed := time.Duration(0); elapsed < ttl; elapsed += 500 * time.Millisecond {
+		r.renew()
+		r.sup.watchGate(ctx, r.store.State(), primary)
+		if h := r.store.State().Leader.Holder; h != "pg1" {
+			t.Fatalf("key released after %s of a disconnected gate, before ttl %s", elapsed, ttl)
+		}
+		r.clock.Advance(500 * time.Millisecond)
+	}
+	r.renew()
+	r.sup.watchGate(ctx, r.store.State(), primary)
+	if h := r.store.State().Leader.Holder; h != "" {
+		t.Fatalf("holder after ttl with its gate disconnected = %q, want the key released", h)
+	}
+	if r.ev.count("pg Stop") == 0 {
+		t.Fatalf("postgres not stopped before the release: %v", r.ev.all())
+	}
+	// A connected gate never releases.
+	r2 := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), primary)
+	for i := 0; i < 10; i++ {
+		r2.renew()
+		r2.sup.watchGate(ctx, r2.store.State(), primary)
+		r2.clock.Advance(500 * time.Millisecond)
+	}
+	if h := r2.store.State().Leader.Holder; h != "pg1" {
+		t.Fatalf("holder with a connected gate = %q, want pg1", h)
+	}
+}

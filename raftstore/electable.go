@@ -1,0 +1,87 @@
+package raftstore
+
+import (
+	"slices"
+	"time"
+)
+
+// RulesSyncKey is the value of SetLeader.Rules that makes the election and
+// the synchronous record one object: the apply checks the candidate against
+// State.Electable and resets Sync for the new holder. Entries written
+// without it (older binaries) apply as they always did, so every member
+// replays a log to the same state.
+const RulesSyncKey = 1
+
+// LeaseTTL is how long after its last applied acquire or renewal the
+// holder's lease may still run: the longer of the ttl in force and the
+// ttl that renewal was made under (LeaderKey.TTL). Lowering ttl never
+// shortens a lease already given.
+func (s State) LeaseTTL() time.Duration {
+	return max(s.Config.TTL, s.Leader.TTL)
+}
+
+// Electable reports whether member holds every commit acknowledged so far,
+// as far as the record in Sync proves, and so may take the leader key in
+// synchronous mode; why says what it lacks. It is the one rule both the
+// election (failover.RankCandidates) and the apply of SetLeader use.
+//
+//   - No record (Sync.NoRecord): anyone.
+//   - The holder's recorded standbys (Sync.Primary is the holder, or the key
+//     is released and Sync.Primary was the last holder): every commit the
+//     holder acknowledged waited for them.
+//   - With the key released, the last holder itself (Sync.Primary).
+//   - While the holder has not renewed at its epoch (it never held a lease,
+//     so it acknowledged nothing): the members that were electable when it
+//     took the key (Sync.Inherited), the holder it replaced among them.
+//
+// Outside synchronous mode everyone is electable (lag is judged apart).
+func (s State) Electable(member string) (ok bool, why string) {
+	if !s.Config.SynchronousMode || s.Sync.NoRecord() {
+		return true, ""
+	}
+	holder := s.Leader.Holder
+	if holder == "" && member == s.Sync.Primary {
+		return true, ""
+	}
+	if (holder == "" || holder == s.Sync.Primary) && slices.Contains(s.Sync.Standbys, member) {
+		return true, ""
+	}
+	if !s.Leader.Renewed && slices.Contains(s.Sync.Inherited, member) {
+		return true, ""
+	}
+	if holder != "" && holder != s.Sync.Primary && s.Leader.Renewed {
+		return false, "not a synchronous standby (the synchronous record is not the holder's)"
+	}
+	return false, "not a synchronous standby"
+}
+
+// electableSet returns the members Electable accepts, sorted; every member
+// when there is no record.
+func (s State) electableSet() []string {
+	var out []string
+	for _, name := range s.MemberNames() {
+		if ok, _ := s.Electable(name); ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// syncAfterTakeover is the Sync record once newHolder has taken the key
+// from the current holder: newHolder with no standbys yet, inheriting
+// every member that was electable (newHolder aside) and the replaced
+// holder, which holds every commit it acknowledged itself.
+func (s State) syncAfterTakeover(newHolder string) SyncState {
+	inherit := s.electableSet()
+	if s.Leader.Holder != "" && !slices.Contains(inherit, s.Leader.Holder) {
+		inherit = append(inherit, s.Leader.Holder)
+	}
+	if s.Leader.Holder == "" && s.Sync.Primary != "" && !slices.Contains(inherit, s.Sync.Primary) {
+		if _, ok := s.Members[s.Sync.Primary]; ok {
+			inherit = append(inherit, s.Sync.Primary)
+		}
+	}
+	inherit = slices.DeleteFunc(inherit, func(n string) bool { return n == newHolder })
+	slices.Sort(inherit)
+	return SyncState{Primary: newHolder, Inherited: inherit}
+}
