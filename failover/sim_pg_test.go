@@ -69,6 +69,7 @@ type simPG struct {
 	gateFlush uint64
 	pending   []simCommit
 	epoch     uint64 // epoch under which it became writable
+	keeperAt  time.Time
 	exited    chan struct{}
 }
 
@@ -195,6 +196,7 @@ func (p *simPG) Start(_ context.Context, d pgmanager.Desired) error {
 	p.configure(d)
 	if d.IsStandby() {
 		p.signal = true
+		p.keeperAt = time.Time{} // a standby acknowledges nothing: the keeper is disarmed
 	}
 	p.running, p.recovery, p.streaming = true, p.signal, false
 	w.tracef(p.m.name, "pg: started %s (tl %d, lsn %d, upstream %q, ssn %s)", p.role(), p.timeline, len(p.wal), p.upstream, p.ssn)
@@ -389,6 +391,21 @@ func (p *simPG) fenceLocked(by string) bool {
 }
 
 func (p *simPG) Callback(string, string) {}
+
+func (p *simPG) GateConnected() bool {
+	defer p.lock()()
+	return p.running && !p.recovery && p.m.alive
+}
+
+// FenceAt arms the fence keeper, a process apart from the agent: it kills
+// PostgreSQL at until, even while the agent is frozen (keeperTick).
+func (p *simPG) FenceAt(until time.Time) {
+	defer p.lock()()
+	if !until.Equal(p.keeperAt) {
+		p.m.w.tracef(p.m.name, "fence keeper armed for %.3fs", until.Sub(p.m.w.start).Seconds())
+	}
+	p.keeperAt = until
+}
 
 // ---------------------------------------------------------------- synchronous replication
 

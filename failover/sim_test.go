@@ -576,23 +576,22 @@ func (w *simWorld) run() {
 		if l := w.leader; l != nil && l.coord == nil && l.responsive() {
 			w.startCoord(l)
 		}
-		// Fencers: the agent's (real code) at the lease end; the fence
-		// keeper (a separate process) when the agent is frozen.
+		// Fencers: the agent's (runFencer: fenceIfEnded at the lease
+		// end) and the fence keeper's (a separate process, armed by the
+		// real code through FenceAt, frozen only with the whole host).
 		for _, m := range w.mem {
-			if m.sup == nil || m.suspended {
+			if m.suspended {
 				continue
 			}
-			endAt := m.sup.lease.End()
-			if endAt.IsZero() || w.now.Before(endAt) {
-				continue
-			}
-			if m.responsive() {
-				m.sup.fenceIfEnded(endAt)
-			} else {
-				w.mu.Lock()
+			w.mu.Lock()
+			if k := m.pg.keeperAt; !k.IsZero() && !w.now.Before(k) && m.pg.running {
 				m.pg.fenceLocked("fence keeper")
-				w.mu.Unlock()
 			}
+			w.mu.Unlock()
+			if m.sup == nil || !m.responsive() {
+				continue
+			}
+			w.fencer(m)
 		}
 		w.mu.Lock()
 		w.pgTick()
@@ -624,6 +623,7 @@ func (w *simWorld) run() {
 			w.stats.cycles++
 			wait := m.sup.cycle(ctx)
 			m.nextCycle = w.now.Add(wait)
+			w.fencer(m)
 			w.mu.Lock()
 			m.lastIdx = m.viewIdx
 			m.lastKey = relevant(w.stateAt(m.viewIdx))
@@ -648,6 +648,21 @@ func (w *simWorld) run() {
 	w.mu.Unlock()
 	for _, m := range w.mem {
 		w.stopCoord(m)
+	}
+}
+
+// fencer is runFencer's loop body: it hands every new lease end to the
+// fence keeper, and fences at the end of a lease not renewed in time.
+func (w *simWorld) fencer(m *simMember) {
+	until := m.sup.lease.End()
+	if !until.Equal(m.lastUntil) {
+		m.lastUntil = until
+		if !until.IsZero() {
+			m.pg.FenceAt(until)
+		}
+	}
+	if !until.IsZero() && !w.now.Before(until) {
+		m.sup.fenceIfEnded(until)
 	}
 }
 

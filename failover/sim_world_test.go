@@ -68,6 +68,8 @@ type simMember struct {
 	woken     bool // an event (FSM change, PostgreSQL exit) wakes the loop
 
 	viewIdx     uint64 // the member's FSM has applied the log up to here
+	ownIdx      uint64 // index of its last command committed with a reply
+	lastUntil   time.Time
 	lastContact time.Time
 
 	coord *simCoord
@@ -395,6 +397,9 @@ func (w *simWorld) propose(m *simMember, cmd raftstore.Command) (raftstore.Apply
 		replyLost = true
 	}
 	res := w.commitLocked(cmd, m.name)
+	if !replyLost {
+		m.ownIdx = res.Index
+	}
 	if replyLost {
 		w.stats.lostReplies++
 		return fail(errSimReplyLost)
@@ -440,7 +445,23 @@ func (s simStore) State() raftstore.State {
 	return w.stateAt(s.m.viewIdx).Clone()
 }
 
-func (s simStore) Changes() <-chan struct{} { return simNever }
+// Changes is what Supervisor.waitApplied waits on after a commit: the
+// local FSM applies what the leader committed when this member is in
+// contact with it; cut off from Raft it applies at least up to its own
+// write (the real wait would time out after retry_timeout of real time;
+// with no hook to make that wait virtual, the sim lets the entry apply).
+func (s simStore) Changes() <-chan struct{} {
+	w := s.m.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.leader != nil && w.raftReach(w.leader, s.m):
+		s.m.viewIdx = w.commitIndex()
+	case s.m.ownIdx > s.m.viewIdx:
+		s.m.viewIdx = s.m.ownIdx
+	}
+	return simClosed
+}
 
 type simProposer struct{ m *simMember }
 
@@ -552,6 +573,15 @@ func (w *simWorld) startCoord(m *simMember) {
 	store := simLeaderStore{simStore: simStore{m}, sc: sc}
 	c := NewCoordinator(m.name, w.committed().Config, store, w.logger(m.name+"c"))
 	c.clock = simClock{w}
+	c.SetProbe(func(_ context.Context, member string) error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		o, ok := w.by[member]
+		if !ok || !o.responsive() || !w.bidir(m, o, linkAPI) {
+			return fmt.Errorf("sim: %s's API does not answer", member)
+		}
+		return nil
+	})
 	sc.c = c
 	ctx, cancel := context.WithCancel(context.Background())
 	sc.cancel = cancel
