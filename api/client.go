@@ -278,6 +278,23 @@ func (c *Client) Archive(ctx context.Context) (failover.ArchiveStats, error) {
 	return get[failover.ArchiveStats](ctx, c, "/archive")
 }
 
+// Reachable reports whether the member's API answers at all (any HTTP
+// status): the path its renewals travel (a follower forwards commands to
+// the Raft leader's API) works. The coordinator asks it before the fast
+// path treats a holder that Raft's heartbeats miss as lost.
+func (c *Client) Reachable(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/liveness", nil)
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", c.base, err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", c.base, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	return resp.Body.Close()
+}
+
 // ClusterView reads /cluster.
 func (c *Client) ClusterView(ctx context.Context) (ClusterView, error) {
 	return get[ClusterView](ctx, c, "/cluster")

@@ -31,6 +31,7 @@ type Proposer struct {
 
 	mu      sync.Mutex
 	clients map[string]*Client // by leader API address: connections are kept alive
+	probes  map[string]*Client // by member API address, for Probe
 }
 
 // NewProposer returns a Proposer; opts authenticate it to peers.
@@ -57,6 +58,27 @@ func (p *Proposer) leaderClient(addr string) *Client {
 	c := NewClient(addr, p.client)
 	p.clients[addr] = c
 	return c
+}
+
+// Probe reports whether member's API answers (Client.Reachable), through
+// a kept client: the coordinator's check that a holder Raft cannot reach
+// is really gone before synchronous mode's fast path fires.
+func (p *Proposer) Probe(ctx context.Context, member string) error {
+	m, ok := p.store.State().Members[member]
+	if !ok || m.APIAddr == "" {
+		return fmt.Errorf("probe %s: api address unknown", member)
+	}
+	p.mu.Lock()
+	c, ok := p.probes[m.APIAddr]
+	if !ok {
+		if p.probes == nil {
+			p.probes = map[string]*Client{}
+		}
+		c = NewClient(m.APIAddr, p.client)
+		p.probes[m.APIAddr] = c
+	}
+	p.mu.Unlock()
+	return c.Reachable(ctx)
 }
 
 // Apply commits cmd through the Raft leader, wherever it is. Deterministic

@@ -26,7 +26,18 @@ type Coordinator struct {
 	clock  Clock
 
 	lastNoCandidate time.Time // when "no eligible candidate" was last logged
+
+	// probe, when set, asks whether a member's API answers: the path the
+	// holder's renewals take. Raft's heartbeats missing a holder whose API
+	// answers (only the Raft port cut) do not make it lost.
+	probe       func(ctx context.Context, member string) error
+	probeOKAt   time.Time // when the holder last answered a probe
+	probeLogged time.Time // when "answers over HTTP" was last logged
 }
+
+// SetProbe sets the check that a member's API answers (api.Proposer.Probe
+// in the agent). Call it before Run.
+func (c *Coordinator) SetProbe(probe func(ctx context.Context, member string) error) { c.probe = probe }
 
 // NewCoordinator returns a coordinator; seed is bootstrap.dcs.
 func NewCoordinator(member string, seed raftstore.ClusterConfig, store LeaderStore, logger hclog.Logger) *Coordinator {
@@ -181,7 +192,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			} else {
 				c.elect(ctx, st, seen, now, "")
 			}
-		} else if lost, why := c.holderLost(st, now, lastChange); lost {
+		} else if lost, why := c.holderLost(ctx, st, now, lastChange); lost {
 			c.elect(ctx, st, seen, now, why)
 		}
 		c.clearFulfilled(ctx, st)
@@ -263,12 +274,38 @@ func RaftLeaderPlacement(st raftstore.State, member string, fresh map[string]boo
 // known to be gone before its lease ends, and a recorded synchronous
 // standby may be promoted at once. lastRenewal is when this coordinator
 // applied the key's last acquire or renewal (or took office, if later).
-func (c *Coordinator) holderLost(st raftstore.State, now, lastRenewal time.Time) (bool, string) {
+func (c *Coordinator) holderLost(ctx context.Context, st raftstore.State, now, lastRenewal time.Time) (bool, string) {
 	lastContact, unreachable := time.Time{}, false
 	if st.Leader.Holder != "" {
 		lastContact, unreachable = c.store.PeerUnreachable(st.Leader.Holder)
 	}
-	return HolderLost(st, now.Sub(lastRenewal), unreachable, now.Sub(lastContact))
+	lost, why := HolderLost(st, now.Sub(lastRenewal), unreachable, now.Sub(lastContact))
+	if !lost || !unreachable || c.probe == nil {
+		return lost, why
+	}
+	if renewalsStopped, _ := HolderLost(st, now.Sub(lastRenewal), false, 0); renewalsStopped {
+		return lost, why
+	}
+	// Only Raft's heartbeats say it is gone. Its renewals travel over
+	// the API: if that answers, the holder is cut off from Raft only and
+	// keeps renewing; failing over would be needless (review #12).
+	w := st.Config.Detection()
+	if now.Sub(c.probeOKAt) < w {
+		return false, ""
+	}
+	pctx, cancel := context.WithTimeout(ctx, min(w, 300*time.Millisecond))
+	err := c.probe(pctx, st.Leader.Holder)
+	cancel()
+	if err != nil {
+		return lost, why + "; its API does not answer either"
+	}
+	c.probeOKAt = c.clock.Now()
+	if now.Sub(c.probeLogged) >= st.Config.TTL {
+		c.probeLogged = now
+		c.logger.Warn("holder unreachable over Raft but its API answers: not failing over before its lease ends",
+			"holder", st.Leader.Holder, "raft", why)
+	}
+	return false, ""
 }
 
 // HolderLost is the pure rule of synchronous mode's fast failover. Every

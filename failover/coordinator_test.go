@@ -28,7 +28,7 @@ type coordRig struct {
 	pending chan struct{}
 }
 
-func newCoordRig(t *testing.T, st raftstore.State) *coordRig {
+func newCoordRig(t *testing.T, st raftstore.State, opts ...func(*Coordinator)) *coordRig {
 	t.Helper()
 	r := &coordRig{t: t, clock: newFakeClock(), logs: &syncBuffer{}}
 	r.store = newFakeStore(st, &events{})
@@ -36,6 +36,9 @@ func newCoordRig(t *testing.T, st raftstore.State) *coordRig {
 	logger := hclog.New(&hclog.LoggerOptions{Output: r.logs, Level: hclog.Debug})
 	r.c = NewCoordinator("pg3", st.Config, r.store, logger)
 	r.c.clock = r.clock
+	for _, o := range opts {
+		o(r.c)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

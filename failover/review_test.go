@@ -232,3 +232,53 @@ func TestHolderWhoseGateCannotConnectReleasesTheKey(t *testing.T) {
 		t.Fatalf("holder with a connected gate = %q, want pg1", h)
 	}
 }
+
+// Review #12: only the holder's Raft port is cut; its renewals (which
+// travel over the API) land every RenewInterval, longer than the
+// detection window. The fast path must not fire while its API answers,
+// and must once the API stops answering too.
+func TestFastPathAsksTheRenewalPathBeforeFiring(t *testing.T) {
+	t.Parallel()
+	st := syncTestState()
+	st.Leader.Renewed = true
+	if st.Config.RenewInterval() <= st.Config.Detection() {
+		t.Fatalf("test needs RenewInterval %s > detection %s", st.Config.RenewInterval(), st.Config.Detection())
+	}
+	for _, tc := range []struct {
+		name      string
+		answers   bool
+		wantMoved bool
+	}{{"API answers", true, false}, {"API silent", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var probes int
+			r := newCoordRig(t, st, func(c *Coordinator) {
+				c.SetProbe(func(context.Context, string) error {
+					probes++
+					if tc.answers {
+						return nil
+					}
+					return errors.New("connection refused")
+				})
+			})
+			r.advance(0)
+			r.store.setUnreachable("pg1", r.clock.Now())
+			step := 100 * time.Millisecond
+			for elapsed := time.Duration(0); elapsed < 2*st.Config.RenewInterval(); elapsed += step {
+				if elapsed > 0 && elapsed%st.Config.RenewInterval() < step {
+					if res := r.store.commit(raftstore.RenewLeader{Holder: "pg1", Epoch: 5, TTL: st.Config.TTL}); res.Err != nil {
+						break // the key moved
+					}
+				}
+				r.advance(step)
+			}
+			moved := r.holder().Holder != "pg1"
+			if moved != tc.wantMoved {
+				t.Fatalf("key moved = %v (holder %+v), want %v; %d probes", moved, r.holder(), tc.wantMoved, probes)
+			}
+			if probes == 0 {
+				t.Fatal("the holder's API was never probed")
+			}
+		})
+	}
+}

@@ -125,6 +125,7 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		return err
 	}
 	coordinator := failover.NewCoordinator(cfg.Name, cfg.Cluster, store, logger)
+	coordinator.SetProbe(proposer.Probe)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return server.Run(gctx) })
 	g.Go(func() error { return coordinator.Run(gctx) })
