@@ -42,9 +42,40 @@ import (
 	"raftgres/raftstore"
 )
 
-// simRegressions are seeds that once failed (the finding each matched in
-// the comment). They run before every sweep.
-var simRegressions = []int64{}
+// simRegressions are seeds that once failed, with the finding each
+// showed. They run before every sweep (SIM_NO=regressions skips them).
+var simRegressions = []struct {
+	seed    int64
+	finding string
+}{
+	{169, "review #2: ttl lowered 9s→2.4s while the holder's lease (granted under 9s) runs: b elected at once, a still acknowledges"},
+	{181, "review #2: ttl lowered 9s→2.4s: c elected in the same instant while a's lease runs"},
+	{220, "review #2 (5 members): a acknowledges commits b lacks after b became writable"},
+	{237, "review #2"},
+	{248, "review #3: a raft-cut holder with a stale FSM narrows synchronous_standby_names to the gate alone after b's fast-path election"},
+	{376, "review #3: b narrows to the gate alone on a stale view after a's fast-path election; b acknowledges commits a lacks"},
+	{1024, "review #3"},
+	{1083, "review #3"},
+	{202, "review #10 (sync, old code) / after the #10 fix: the last primary a, demoted, waits stopped for the new holder b (never renewed, lost) to report primary, so it is never a running replica and never elected"},
+	{1719, "as 202, 5 members"},
+}
+
+// simKind names the invariant a violation message breaks.
+func simKind(v string) string {
+	for _, k := range []struct{ sub, kind string }{
+		{"two members can acknowledge", "single-writer-instant"},
+		{"two writers", "single-writer-ack"},
+		{"after its lease ended", "lease-end"},
+		{"acknowledged commit lost", "sync-durability"},
+		{"only copy", "only-copy"},
+		{"liveness", "liveness"},
+	} {
+		if strings.Contains(v, k.sub) {
+			return k.kind
+		}
+	}
+	return "other"
+}
 
 type simParams struct {
 	members     int
@@ -739,8 +770,12 @@ func TestSimSweep(t *testing.T) {
 		}
 		return
 	}
-	for _, seed := range simRegressions {
-		if r := runSim(seed, false); len(r.violations) > 0 {
+	for _, reg := range simRegressions {
+		if simOff("regressions") {
+			break
+		}
+		if r := runSim(reg.seed, false); len(r.violations) > 0 {
+			t.Logf("SIM-FIRST-FAIL seed=%d invariant=%s schedules=0 (regression seed: %s)", reg.seed, simKind(r.violations[0]), reg.finding)
 			simReport(t, r)
 			return
 		}
@@ -753,6 +788,7 @@ func TestSimSweep(t *testing.T) {
 	var total simStats
 	var virtual time.Duration
 	workers := min(runtime.GOMAXPROCS(0), 2)
+	maxFail := int(envInt("SIM_MAX_FAILURES", 5))
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -764,7 +800,7 @@ func TestSimSweep(t *testing.T) {
 					return
 				}
 				mu.Lock()
-				stop := len(failed) >= 5
+				stop := len(failed) >= maxFail
 				mu.Unlock()
 				if stop {
 					return
@@ -796,6 +832,7 @@ func TestSimSweep(t *testing.T) {
 		return
 	}
 	slices.SortFunc(failed, func(a, b simResult) int { return int(a.seed - b.seed) })
+	t.Logf("SIM-FIRST-FAIL seed=%d invariant=%s schedules=%d", failed[0].seed, simKind(failed[0].violations[0]), failed[0].seed-first+1)
 	for _, r := range failed {
 		t.Logf("FAILED seed %d (%d members, sync=%v, ttl %s): %s", r.seed, r.params.members, r.params.sync, r.params.ttl, strings.Join(r.violations, "; "))
 	}
