@@ -514,11 +514,14 @@ func (w *simWorld) walsenders(p *simPG) []simWalsender {
 // acked reports whether a commit at lsn is released by the synchronous
 // rule (mu held).
 func (w *simWorld) ackRule(p *simPG, lsn uint64) bool {
+	return ackRuleWS(p, w.walsenders(p), lsn)
+}
+
+func ackRuleWS(p *simPG, ws []simWalsender, lsn uint64) bool {
 	method, num, _ := p.parsed()
 	if method == "" || num <= 0 {
 		return true
 	}
-	ws := w.walsenders(p)
 	switch method {
 	case "FIRST":
 		n := 0
@@ -572,10 +575,11 @@ func (w *simWorld) pgTick() {
 		if m.alive && !m.paused && m.sup != nil && w.now.Before(m.sup.lease.End()) {
 			p.gateFlush = simLSN(len(p.wal))
 		}
+		ws := w.walsenders(p)
 		keep := p.pending[:0]
 		for _, c := range p.pending {
 			switch {
-			case w.ackRule(p, simLSN(c.pos+1)):
+			case ackRuleWS(p, ws, simLSN(c.pos+1)):
 				w.ack(m, c, true)
 			case !w.now.Before(c.deadline):
 				w.ack(m, c, false)
@@ -589,7 +593,7 @@ func (w *simWorld) pgTick() {
 			w.stats.commits++
 			c := simCommit{id: id, pos: len(p.wal) - 1, issued: w.now,
 				deadline: w.now.Add(time.Duration(100+w.rng.Intn(1900)) * time.Millisecond)}
-			if w.ackRule(p, simLSN(c.pos+1)) {
+			if ackRuleWS(p, ws, simLSN(c.pos+1)) {
 				w.ack(m, c, true)
 			} else {
 				p.pending = append(p.pending, c)

@@ -91,12 +91,12 @@ type simParams struct {
 	maxFaultGap time.Duration
 }
 
-const simTick = 25 * time.Millisecond
+const simTick = 50 * time.Millisecond
 
 var simTTLs = []time.Duration{2400 * time.Millisecond, 3 * time.Second, 4500 * time.Millisecond, 9 * time.Second}
 
 func simDraw(r *rand.Rand) simParams {
-	p := simParams{members: 3, ttl: simTTLs[r.Intn(len(simTTLs))], pCommit: 0.3, maxFaultGap: 5 * time.Second}
+	p := simParams{members: 3, ttl: simTTLs[r.Intn(len(simTTLs))], pCommit: 0.5, maxFaultGap: 5 * time.Second}
 	if r.Intn(10) < 3 {
 		p.members = 5
 	}
