@@ -383,6 +383,16 @@ func (p *simPG) Fence() bool {
 func (p *simPG) fenceLocked(by string) bool {
 	was := p.running
 	if was {
+		w := p.m.w
+		st := w.committed()
+		if by != "parent-death signal" && st.Leader.Holder == p.m.name && w.now.Sub(p.m.disturbedAt) > 2*max(st.Config.TTL, st.Leader.TTL) {
+			// Nothing kept the holder from renewing for two ttls.
+			w.stats.needlessFences++
+			w.tracef(p.m.name, "needless fence: the holder was undisturbed since %.3fs", p.m.disturbedAt.Sub(w.start).Seconds())
+			if simOn("fence") {
+				w.violate("%s fenced by the %s though nothing kept it from renewing since %.3fs", p.m.name, by, p.m.disturbedAt.Sub(w.start).Seconds())
+			}
+		}
 		p.m.w.tracef(p.m.name, "pg: fenced by the %s", by)
 		p.stopLocked("immediate")
 		p.m.woken = true

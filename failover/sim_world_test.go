@@ -76,6 +76,9 @@ type simMember struct {
 	pg    *simPG
 	// stalled stops its walreceiver from receiving (a slow disk or link).
 	stalled bool
+	// disturbedAt is the last instant a fault touched its path to the
+	// Raft leader (frozen, killed, cut, no leader, a failed proposal).
+	disturbedAt time.Time
 }
 
 func (m *simMember) responsive() bool { return m.alive && !m.paused && !m.suspended }
@@ -135,6 +138,7 @@ type simWorld struct {
 type simStats struct {
 	commits, acks, cancelAcks, elections, fastPaths, renewals, proposals, lostReplies, delayed, dropped int
 	cycles, coordSteps                                                                                  int
+	needlessFences                                                                                      int
 }
 
 // simTrace collects the readable trace of a rerun.
@@ -320,6 +324,9 @@ func (w *simWorld) raftTick() {
 	}
 	ci := w.commitIndex()
 	for _, m := range w.mem {
+		if l := w.leader; !m.responsive() || l == nil || !w.hasQuorum(l) || !w.linkOK(m, l, linkAPI) || !w.linkOK(l, m, linkAPI) {
+			m.disturbedAt = w.now
+		}
 		if l := w.leader; l != nil && w.raftReach(l, m) {
 			m.lastContact = w.now
 			if m.viewIdx < ci {
@@ -372,6 +379,7 @@ func (w *simWorld) propose(m *simMember, cmd raftstore.Command) (raftstore.Apply
 	}
 	fail := func(err error) (raftstore.ApplyResult, error) {
 		w.failedAt[key] = w.now
+		m.disturbedAt = w.now
 		w.tracef(m.name, "propose %s: %v", simDescribe(cmd), err)
 		return raftstore.ApplyResult{}, err
 	}
