@@ -80,7 +80,12 @@ func TestSimMutations(t *testing.T) {
 func simGoTest(dir string, env ...string) ([]byte, error) {
 	cmd := exec.Command("go", "test", "-count=1", "-run", "^TestSimSweep$", "./failover/")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "SIM_") {
+			cmd.Env = append(cmd.Env, e)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
 	return cmd.CombinedOutput()
 }
 
