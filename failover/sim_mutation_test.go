@@ -33,8 +33,23 @@ func TestSimMutations(t *testing.T) {
 		schedules = "2000"
 	}
 	first := regexp.MustCompile(`SIM-FIRST-FAIL seed=(\d+) invariant=(\S+) schedules=(\d+)`)
+	// SIM_MUTATION_BASE names patches applied to both copies first (e.g.
+	// testdata/sim/proposals: a proposed fix the mutation is judged on).
+	var basePatches []string
+	if g := os.Getenv("SIM_MUTATION_BASE"); g != "" {
+		basePatches, _ = filepath.Glob(filepath.Join(g, "*.patch"))
+	}
+	applyPatch := func(t *testing.T, dir, p string) {
+		abs, _ := filepath.Abs(p)
+		if out, err := exec.Command("patch", "-p1", "-d", dir, "-i", abs).CombinedOutput(); err != nil {
+			t.Fatalf("patch %s: %v\n%s", p, err, out)
+		}
+	}
 	base := t.TempDir()
 	copyModule(t, root, base)
+	for _, bp := range basePatches {
+		applyPatch(t, base, bp)
+	}
 	for _, p := range patches {
 		name := strings.TrimSuffix(filepath.Base(p), ".patch")
 		if only := os.Getenv("SIM_MUTATION"); only != "" && !strings.Contains(name, only) {
@@ -43,10 +58,10 @@ func TestSimMutations(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			copyModule(t, root, dir)
-			abs, _ := filepath.Abs(p)
-			if out, err := exec.Command("patch", "-p1", "-d", dir, "-i", abs).CombinedOutput(); err != nil {
-				t.Fatalf("patch %s: %v\n%s", name, err, out)
+			for _, bp := range basePatches {
+				applyPatch(t, dir, bp)
 			}
+			applyPatch(t, dir, p)
 			n, _ := strconv.Atoi(schedules)
 			// A seed that fails on the unpatched code too (a finding still
 			// open) proves nothing: go on after it.

@@ -809,15 +809,20 @@ func TestSimSweep(t *testing.T) {
 		}
 		return
 	}
+	var regFailed []simResult
 	for _, reg := range simRegressions {
 		if simOff("regressions") {
 			break
 		}
 		if r := runSim(reg.seed, false); len(r.violations) > 0 {
-			t.Logf("SIM-FIRST-FAIL seed=%d invariant=%s schedules=0 (regression seed: %s)", reg.seed, simKind(r.violations[0]), reg.finding)
-			simReport(t, r)
-			return
+			t.Logf("regression seed %d fails (%s): %s", reg.seed, reg.finding, r.violations[0])
+			regFailed = append(regFailed, r)
 		}
+	}
+	if len(regFailed) > 0 {
+		t.Logf("SIM-FIRST-FAIL seed=%d invariant=%s schedules=0 (a regression seed)", regFailed[0].seed, simKind(regFailed[0].violations[0]))
+		simReport(t, regFailed[0])
+		return
 	}
 	n := envInt("SIM_SCHEDULES", 2000)
 	start := time.Now()
@@ -885,6 +890,17 @@ func TestSimSweep(t *testing.T) {
 		t.Logf("FAILED seed %d (%d members, sync=%v, ttl %s): %s", r.seed, r.params.members, r.params.sync, r.params.ttl, strings.Join(r.violations, "; "))
 	}
 	simReport(t, failed[0])
+}
+
+// TestSimDeterministic runs a few seeds twice, once traced: the same
+// seed must give the same run.
+func TestSimDeterministic(t *testing.T) {
+	for _, seed := range []int64{3, 4, 5} {
+		a, b := runSim(seed, false), runSim(seed, true)
+		if a.stats != b.stats || a.virtual != b.virtual || !slices.Equal(a.violations, b.violations) {
+			t.Errorf("seed %d: %+v %s %q, then %+v %s %q", seed, a.stats, a.virtual, a.violations, b.stats, b.virtual, b.violations)
+		}
+	}
 }
 
 // TestSimParseSSN checks the synchronous_standby_names parser the
