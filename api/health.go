@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"raftgres/failover"
 	"raftgres/raftstore"
 )
 
@@ -98,7 +99,7 @@ func ParseBytes(s string) (int64, error) {
 }
 
 func (s *Server) view() nodeView {
-	v := nodeView{name: s.store.ID(), st: s.store.State(), now: time.Now()}
+	v := nodeView{name: s.store.ID(), st: s.store.State(), now: failover.Now()}
 	if s.member != nil {
 		v.hasPG, v.local = true, s.member.Local()
 	}

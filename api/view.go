@@ -26,7 +26,7 @@ type nodeView struct {
 	st    raftstore.State
 	local failover.Local
 	hasPG bool
-	now   time.Time // monotonic, for the lease
+	now   time.Time // failover.Now: the clock of the lease and Local's times
 }
 
 // holdsValidLease reports whether this node is the primary and may accept

@@ -24,6 +24,10 @@ type realClock struct{}
 
 func (realClock) Now() time.Time { return boottime.Now() }
 
+// Now reads the clock the supervisor stamps Local with (LeaseUntil,
+// ObservedAt): compare those with it, not with time.Now.
+func Now() time.Time { return realClock{}.Now() }
+
 // lease is the holder's own view of its lease on the leader key: it ends
 // ttl − margin after the send time of the last acknowledged renewal, on
 // this host's monotonic clock. It is safe for concurrent use: the commit
