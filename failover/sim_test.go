@@ -90,7 +90,8 @@ var simRegressions = []struct {
 	{1557, "as 586: b promoted without commit 53, acknowledged by a with the gate alone"},
 	// Seeds that find re-introduced findings (testdata/sim/mutations) and
 	// pass on the fixed code:
-	{117, "review #2 (mutation review2-ttl-lowered): ttl lowered while the holder's lease runs under the old ttl"},
+	{117, "review #2 (mutation review2-ttl-lowered, 117 schedules): ttl lowered while the holder's lease runs under the old ttl"},
+	{1037, "review #3 (mutation review3-sync-not-atomic, 1037 schedules): an election not checked against the synchronous record at apply time"},
 }
 
 // simKind names the invariant a violation message breaks.
