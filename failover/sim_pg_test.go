@@ -388,9 +388,10 @@ func (p *simPG) fenceLocked(by string) bool {
 		if by != "parent-death signal" && st.Leader.Holder == p.m.name && w.now.Sub(p.m.disturbedAt) > 2*max(st.Config.TTL, st.Leader.TTL) {
 			// Nothing kept the holder from renewing for two ttls.
 			w.stats.needlessFences++
-			w.tracef(p.m.name, "needless fence: the holder was undisturbed since %.3fs", p.m.disturbedAt.Sub(w.start).Seconds())
+			w.tracef(p.m.name, "needless fence: the holder was undisturbed since %.3fs (ttl %s, its last renewal's %s)",
+				max(p.m.disturbedAt.Sub(w.start), 0).Seconds(), st.Config.TTL, st.Leader.TTL)
 			if simOn("fence") {
-				w.violate("%s fenced by the %s though nothing kept it from renewing since %.3fs", p.m.name, by, p.m.disturbedAt.Sub(w.start).Seconds())
+				w.violate("%s fenced by the %s though nothing kept it from renewing since %.3fs", p.m.name, by, max(p.m.disturbedAt.Sub(w.start), 0).Seconds())
 			}
 		}
 		p.m.w.tracef(p.m.name, "pg: fenced by the %s", by)
