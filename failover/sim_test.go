@@ -627,6 +627,11 @@ func (w *simWorld) run() {
 			w.mu.Unlock()
 			break
 		}
+		if healed && w.committed().Config.Pause && len(w.admins) == 0 {
+			// A pause sent before the heal that committed late: the
+			// operator resumes again.
+			w.admin(simSetPause(false))
+		}
 		w.adminTick()
 		w.deliverPending()
 		w.raftTick()
