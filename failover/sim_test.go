@@ -88,6 +88,8 @@ var simRegressions = []struct {
 	{586, "#3(b) follow-up: a's SetSync recording b times out and commits 1.3s later, after a dropped b from synchronous_standby_names (no record change between, so its compare-and-set still matches); b is elected by the fast path while a acknowledges with the gate alone"},
 	{662, "as 586, 5 members, strict mode: b recorded late, promoted without commit 151 that a acknowledged with e"},
 	{1557, "as 586: b promoted without commit 53, acknowledged by a with the gate alone"},
+	{6591, "as 586: the SetSync commits 1.37s after it was sent (beyond retry_timeout)"},
+	{8703, "as 586: 1.19s late"},
 	// Seeds that find re-introduced findings (testdata/sim/mutations) and
 	// pass on the fixed code:
 	{117, "review #2 (mutation review2-ttl-lowered, 117 schedules): ttl lowered while the holder's lease runs under the old ttl"},
