@@ -3,6 +3,7 @@ package failover
 import (
 	"fmt"
 	"slices"
+	"strconv"
 
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
@@ -47,6 +48,16 @@ type Observation struct {
 	// primary failed, or a running standby has not streamed from it for
 	// two ttls (e.g. its timeline forked before our WAL ends).
 	StandbyStartFailed bool
+	// Data is how far a stopped data directory's WAL goes, from pg_control
+	// (ControlPosition); zero when unknown. A running PostgreSQL's
+	// position is taken from PG instead.
+	Data Position
+	// Voters are the members of the Raft configuration, when known:
+	// adoption waits until each has registered and reported, so that a
+	// stale data directory whose agent started first does not win the
+	// bootstrap key before the newest one is even seen. Nil: only the
+	// registered members are compared.
+	Voters []string
 }
 
 // ActRecordInit records the local system identifier in the FSM (the
@@ -88,7 +99,7 @@ func Decide(o Observation) Plan {
 	case "":
 		return decideNoPrimary(o)
 	default:
-		return decideFollower(o, holder)
+		return keepNewerData(o, holder, decideFollower(o, holder))
 	}
 }
 
@@ -125,6 +136,13 @@ func decideUninitialized(o Observation) Plan {
 	case o.HasData && holder == o.Member && !o.LeaseValid:
 		return noop("initialised here: waiting for a confirmed renewal")
 	case o.HasData && holder == o.Member:
+		if name, theirs := newerPeer(o); name != "" {
+			// A more advanced data directory reported after this one took
+			// the key: give the key up before this system is recorded
+			// and the newer one is made to follow (and rewound).
+			return plan(fmt.Sprintf("adopting: %s's data directory is more advanced (%s; this one: %s): "+
+				"giving the bootstrap key up", name, theirs, localPosition(o)), Action{Kind: ActRelease})
+		}
 		var acts []Action
 		if !o.PG.Running {
 			acts = append(acts, Action{Kind: ActStartPrimary})
@@ -138,10 +156,17 @@ func decideUninitialized(o Observation) Plan {
 		return noop("adopting: nofailover: waiting for another member to take the bootstrap key")
 	case o.HasData:
 		// A data directory that is a primary (running writable, or stopped
-		// without standby.signal): adopt it. The first such member to take
-		// the key records its system identifier; the others then follow
-		// it (same system) or are refused (another system).
-		return plan("adopting the existing primary data directory", Action{Kind: ActAcquireBootstrap})
+		// without standby.signal): adopt it if it is the most advanced
+		// of those that reported (#7): a stale former primary stopped
+		// without standby.signal must not win the key against the live
+		// one, which would then be rewound onto the older timeline. The
+		// member that takes the key records its system identifier; the
+		// others then follow it (same system) or are refused (another
+		// system).
+		if p, ok := adoptionCheck(o); ok {
+			return p
+		}
+		return plan("adopting the existing primary data directory (the most advanced reported)", Action{Kind: ActAcquireBootstrap})
 	case holder == o.Member && !o.LeaseValid:
 		return noop("won the bootstrap race: waiting for a confirmed renewal")
 	case holder == o.Member:
@@ -206,6 +231,34 @@ func decideNoPrimary(o Observation) Plan {
 		return plan("no primary: starting read-only to be a candidate", Action{Kind: ActStartStandby})
 	}
 	return noop("no primary: waiting for an election")
+}
+
+// keepNewerData refuses a follower's plan that would rewind or reclone a
+// data directory on a newer timeline than the primary's (#7: a stale
+// data directory adopted before this one was seen): newer data is never
+// destroyed to follow an older timeline. Starting or repointing a standby
+// is left alone (PostgreSQL refuses to follow an older timeline, and
+// touches nothing); so is a plan while either timeline is unknown. A
+// primary's reported timeline is its latest checkpoint's, which may lag
+// a promotion until the next checkpoint: a rewind may then wait, never
+// run wrongly.
+func keepNewerData(o Observation, primary string, p Plan) Plan {
+	destroys := false
+	for _, a := range p.Actions {
+		destroys = destroys || a.Kind == ActReclone || a.Kind == ActFollow && a.Rewind
+	}
+	m, ok := o.State.Members[primary]
+	if !destroys || !ok {
+		return p
+	}
+	mine, theirs := localPosition(o), reportedPosition(m.Status)
+	if mine.Timeline == 0 || theirs.Timeline == 0 || mine.Timeline <= theirs.Timeline {
+		return p
+	}
+	return plan(fmt.Sprintf("this data directory (%s) is on a newer timeline than the primary %s's (%s): "+
+		"not rewinding or recloning it (%s); to discard it: raftgres reinit %s; to keep it, stop every agent and "+
+		"make it the only primary data directory (move %s's aside), then start them again",
+		mine, primary, theirs, p.Steps(), o.Member, primary), Action{Kind: ActRefuse})
 }
 
 // streamFailed is the one case where a failed status query is acted on:
@@ -282,4 +335,192 @@ func CloneSource(st raftstore.State, me string) string {
 	}
 	slices.SortStableFunc(cs, func(a, b cand) int { return a.rank - b.rank })
 	return cs[0].name
+}
+
+// Position is how far a data directory's WAL goes: a timeline and an LSN
+// on it, each 0 when unknown. The LSN is a lower bound of the end of WAL
+// (a stopped directory's latest checkpoint, a running server's flush or
+// receive position).
+type Position struct {
+	Timeline uint32
+	LSN      uint64
+}
+
+func (p Position) String() string {
+	if p.Timeline == 0 {
+		return "position unknown"
+	}
+	if p.LSN == 0 {
+		return fmt.Sprintf("timeline %d, LSN unknown", p.Timeline)
+	}
+	return fmt.Sprintf("timeline %d, LSN %s", p.Timeline, pgmanager.FormatLSN(p.LSN))
+}
+
+// ControlPosition reads a stopped data directory's Position from
+// pg_controldata's output (pgmanager.ParseControlData): the latest
+// checkpoint's timeline and location, or, when a standby replayed onto a
+// newer timeline than its latest restartpoint's, the minimum recovery
+// ending point on that timeline. On one timeline the checkpoint is the
+// measure every data directory shares: a standby's restartpoints are
+// its primary's checkpoints, so it never looks ahead of its primary
+// (the minimum recovery point, the end of a replayed record, would: past
+// a clean shutdown's checkpoint, by that record's length). Zero when the
+// fields are missing or unreadable (for instance in another lc_messages).
+func ControlPosition(cd map[string]string) Position {
+	read := func(tlKey, lsnKey string) Position {
+		tl, err1 := strconv.ParseUint(cd[tlKey], 10, 32)
+		lsn, err2 := pgmanager.ParseLSN(cd[lsnKey])
+		if err1 != nil || err2 != nil || tl == 0 {
+			return Position{}
+		}
+		return Position{Timeline: uint32(tl), LSN: lsn}
+	}
+	p := read("Latest checkpoint's TimeLineID", "Latest checkpoint location")
+	if m := read("Min recovery ending loc's timeline", "Minimum recovery ending location"); m.Timeline > p.Timeline {
+		return m
+	}
+	return p
+}
+
+// localPosition is this member's own position: the running server's, or
+// the stopped data directory's (Observation.Data).
+func localPosition(o Observation) Position {
+	if !o.PG.Running || o.PG.Error != "" {
+		return o.Data
+	}
+	if o.PG.InRecovery {
+		return Position{Timeline: o.PG.Timeline, LSN: max(o.PG.ReceivedLSN, o.PG.ReplayedLSN)}
+	}
+	return Position{Timeline: o.PG.Timeline, LSN: o.PG.CurrentLSN}
+}
+
+// reportedPosition is a member's position as its last report gives it.
+func reportedPosition(ms raftstore.MemberStatus) Position {
+	return Position{Timeline: ms.Timeline, LSN: max(ms.WrittenLSN, ms.ReceivedLSN, ms.ReplayedLSN)}
+}
+
+// order is how two positions compare.
+type order int
+
+const (
+	orderUnknown  order = iota // a timeline, or the LSNs on one timeline, unknown
+	orderBehind                // the other is more advanced
+	orderSame                  // same timeline and LSN
+	orderAhead                 // more advanced than the other
+	orderDiverged              // each holds WAL the other lacks
+)
+
+// compare orders a against b: the higher timeline first, then on one
+// timeline the higher LSN. A higher timeline with a lower LSN than the
+// other's (both known) means the other wrote past the point where the
+// higher timeline forked from it (the fork is at or before the higher
+// timeline's LSN): the histories diverged, and neither holds everything.
+func compare(a, b Position) order {
+	switch {
+	case a.Timeline == 0 || b.Timeline == 0:
+		return orderUnknown
+	case a.Timeline != b.Timeline:
+		hi, lo, ahead := a, b, orderAhead
+		if b.Timeline > a.Timeline {
+			hi, lo, ahead = b, a, orderBehind
+		}
+		if hi.LSN != 0 && lo.LSN > hi.LSN {
+			return orderDiverged
+		}
+		return ahead
+	case a.LSN == 0 || b.LSN == 0:
+		return orderUnknown
+	case a.LSN > b.LSN:
+		return orderAhead
+	case a.LSN < b.LSN:
+		return orderBehind
+	}
+	return orderSame
+}
+
+// compareReported orders this member's position (mine) against another
+// member's report. A stopped directory's position is its latest
+// checkpoint, a running server's the end of its WAL: on one timeline a
+// running server past this stopped directory's checkpoint does not show
+// it is behind (a standby that received this primary's last records),
+// so that is orderUnknown. Checkpoint against checkpoint compares: a
+// standby's restartpoints are its primary's checkpoints.
+func compareReported(o Observation, mine Position, ms raftstore.MemberStatus) order {
+	theirs := reportedPosition(ms)
+	rel := compare(mine, theirs)
+	if rel == orderBehind && mine.Timeline == theirs.Timeline && ms.State == "running" && !(o.PG.Running && o.PG.Error == "") {
+		return orderUnknown
+	}
+	return rel
+}
+
+// chooseHint tells the operator how to choose which data directory is
+// adopted when raftgres cannot.
+const chooseHint = "to choose, stop the agents of the data directories that must not win and move those " +
+	"directories aside (they are cloned afresh from the one adopted), or, to adopt a standby's data, " +
+	"remove its standby.signal with its agent stopped; then start the agents again"
+
+// adoptionCheck decides whether this member's primary data directory may
+// take the bootstrap key: only when it is at least as advanced as every
+// other member's data directory of the same system that has reported
+// (and every Raft voter has). It returns a plan when it must not: a noop
+// while a report is awaited, a refusal (logged, with how the operator
+// chooses) when another directory is more advanced, when it cannot
+// tell, or when the histories diverged.
+func adoptionCheck(o Observation) (Plan, bool) {
+	st, mine := o.State, localPosition(o)
+	for _, name := range o.Voters {
+		if _, ok := st.Members[name]; !ok && name != o.Member {
+			return noop("adopting: waiting for " + name + " (a Raft voter) to register and report its data directory " +
+				"before choosing which one to adopt (if its host is gone for good: raftgres leave " + name + ")"), true
+		}
+	}
+	for _, name := range st.MemberNames() {
+		m := st.Members[name]
+		ms := m.Status
+		switch {
+		case name == o.Member || ms.Role == "uninitialized":
+			continue
+		case ms.Role == "" && ms.ReportedAt.IsZero():
+			return noop("adopting: waiting for " + name + "'s first report before choosing which data directory to adopt " +
+				"(if its host is gone for good: raftgres leave " + name + ")"), true
+		case ms.SystemID != "" && o.DataSystemID != "" && ms.SystemID != o.DataSystemID:
+			continue // another system: never replicates with this one, whichever is adopted
+		}
+		theirs := reportedPosition(ms)
+		why := ""
+		switch compareReported(o, mine, ms) {
+		case orderAhead, orderSame:
+			continue
+		case orderBehind:
+			why = fmt.Sprintf("%s's data directory is more advanced (%s; this one: %s): not adopting this one, "+
+				"which would rewind %s's newer data; if %s's data directory is a primary's, %s takes the key; "+
+				"otherwise, %s", name, theirs, mine, name, name, name, chooseHint)
+		case orderDiverged:
+			why = fmt.Sprintf("this data directory (%s) and %s's (%s) diverged: each holds WAL the other lacks, "+
+				"so adopting either loses the other's; %s", mine, name, theirs, chooseHint)
+		default:
+			why = fmt.Sprintf("cannot tell whether this data directory (%s) or %s's (%s) is the most advanced "+
+				"(a stopped directory's position is its latest checkpoint; its WAL may go further): not adopting "+
+				"either; %s", mine, name, theirs, chooseHint)
+		}
+		return plan("adopting: "+why, Action{Kind: ActRefuse}), true
+	}
+	return Plan{}, false
+}
+
+// newerPeer names a member whose data directory of this system is known
+// to be more advanced than this member's ("" when none).
+func newerPeer(o Observation) (string, Position) {
+	st, mine := o.State, localPosition(o)
+	for _, name := range st.MemberNames() {
+		ms := st.Members[name].Status
+		if name == o.Member || ms.Role == "uninitialized" || ms.SystemID != "" && o.DataSystemID != "" && ms.SystemID != o.DataSystemID {
+			continue
+		}
+		if theirs := reportedPosition(ms); compareReported(o, mine, ms) == orderBehind {
+			return name, theirs
+		}
+	}
+	return "", Position{}
 }

@@ -282,3 +282,31 @@ func TestFastPathAsksTheRenewalPathBeforeFiring(t *testing.T) {
 		})
 	}
 }
+
+// The holder acts on its own synchronous record only once its store shows
+// it; a status report is never waited for (the loop also renews, and a
+// follower learns a report's commit up to two CommitTimeouts late: waiting
+// on reports made holders miss renewals in a chaos run).
+func TestApplyWaitsForTheLocalStoreOnlyWhereItActs(t *testing.T) {
+	t.Parallel()
+	st := syncTestState()
+	r := newRig(t, "pg1", st, runningPrimary)
+	r.store.mu.Lock()
+	frozen := r.store.st.Clone()
+	r.store.frozen = &frozen // this member's FSM stops applying
+	r.store.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := r.sup.apply(ctx, raftstore.ReportStatus{Name: "pg1", Status: raftstore.MemberStatus{Role: "primary", State: "running"}}); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("a report waited %s for the local store", d)
+	}
+	prev := st.Sync
+	err := r.sup.apply(ctx, raftstore.SetSync{Primary: "pg1", Epoch: st.Leader.Epoch, Prev: &prev})
+	if err == nil {
+		t.Fatal("narrowing returned before the local store showed it")
+	}
+}

@@ -57,6 +57,7 @@ type Supervisor struct {
 	rewoundFails int    // starts that failed, or standbys that never streamed, right after a successful rewind
 	rewound      bool   // the running standby was started right after a pg_rewind
 	sysid        string
+	dataPos      Position  // a stopped data directory's position (pg_control), zero when unknown
 	handedOver   bool      // shut down cleanly in a switchover: follow without rewind
 	startFailed  bool      // the last start as a standby failed: check with pg_rewind
 	notStreaming time.Time // since when a running standby has not been streaming
@@ -540,14 +541,45 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 			s.sysid = id
 		}
 	}
+	// A stopped data directory's position, from pg_control: adoption
+	// compares it (#7), a follower's rewind checks it; reported too.
+	s.dataPos = Position{}
+	if has && (!pgst.Running || pgst.Error != "") && (st.Initialize == "" || st.Leader.Holder != s.cfg.Member) {
+		if cd, err := s.pg.ControlData(ctx); err == nil {
+			s.dataPos = ControlPosition(cd)
+		}
+	}
 	now := s.clock.Now()
 	return Observation{
-		Member: s.cfg.Member, Tags: s.cfg.Tags, State: st, PG: pgst,
+		Member: s.cfg.Member, Tags: s.cfg.Tags, State: st, PG: pgst, Data: s.dataPos, Voters: s.voters(st),
 		HasData: has, DataSystemID: s.sysid, Standby: s.pg.IsStandbyConfigured(), Upstream: s.upstream,
 		LeaseValid:   s.lease.valid(st, s.cfg.Member, now),
 		RewindFailed: s.rewindFailed, Crashes: s.crash.crashes, MaxCrashes: s.cfg.MaxCrashes,
 		SwitchoverDue: s.switchoverDue(st, now.Round(0)), HandedOver: s.handedOver, StandbyStartFailed: s.startFailed,
 	}
+}
+
+// voters names the Raft voters while the cluster is not initialised:
+// adoption waits for each to report its data directory (#7). Nil when
+// the store cannot say.
+func (s *Supervisor) voters(st raftstore.State) []string {
+	rs, ok := s.store.(interface {
+		Status() (raftstore.Status, error)
+	})
+	if st.Initialize != "" || !ok {
+		return nil
+	}
+	status, err := rs.Status()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, srv := range status.Servers {
+		if srv.Suffrage == "Voter" {
+			out = append(out, srv.ID)
+		}
+	}
+	return out
 }
 
 // desired builds the PostgreSQL settings to follow primary ("" = none).
@@ -865,10 +897,26 @@ func (s *Supervisor) apply(ctx context.Context, cmd raftstore.Command) error {
 	ctx, cancel := s.leaseBound(ctx, st, timeout)
 	defer cancel()
 	idx, err := s.commit(ctx, cmd)
-	if err != nil {
+	if err != nil || !actedOn(cmd) {
 		return err
 	}
 	return s.waitApplied(ctx, idx)
+}
+
+// actedOn reports whether the supervisor acts on cmd's effect once it is
+// committed (the synchronous record before changing the setting, the
+// leader key, requests, the system identifier): apply then waits until
+// the local store shows it. These are the commands the Raft leader
+// follows with a barrier, so a follower applies them within a round trip.
+// A status report is not waited for: a follower learns its commit up to
+// two CommitTimeouts later, and the loop, which also renews the lease,
+// must not stall on it.
+func actedOn(cmd raftstore.Command) bool {
+	switch cmd.(type) {
+	case raftstore.SetSync, raftstore.SetLeader, raftstore.SetFailover, raftstore.Initialize:
+		return true
+	}
+	return false
 }
 
 // waitApplied waits until the local FSM has applied the entry at idx: the
@@ -901,6 +949,8 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 		ms.Role = "uninitialized"
 	case pgst.Running && pgst.Error != "":
 		return
+	case !pgst.Running:
+		ms.Timeline, ms.ReplayedLSN = s.dataPos.Timeline, s.dataPos.LSN
 	case pgst.Running:
 		ms.State = "running"
 		ms.Timeline, ms.Version, ms.PendingRestart = pgst.Timeline, pgst.Version, pgst.PendingRestart

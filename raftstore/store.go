@@ -438,12 +438,12 @@ func (s *Store) applyBytes(ctx context.Context, data []byte) (ApplyResult, error
 
 // urgent reports whether followers must see a command's effect at once:
 // changes of the leader key, requests and configuration, which wake
-// supervisors. Renewals and status reports are not, except while a
+// supervisors, and a Barrier entry (whose proposer waits to apply it). Renewals and status reports are not, except while a
 // switchover is pending (Apply checks): the primary then waits on its
 // candidate's reports.
 func urgent(t CommandType) bool {
 	switch t {
-	case CmdSetLeader, CmdSetFailover, CmdSetConfig, CmdSetPause, CmdInitialize, CmdSetSync:
+	case CmdSetLeader, CmdSetFailover, CmdSetConfig, CmdSetPause, CmdInitialize, CmdSetSync, CmdBarrier:
 		return true
 	}
 	return false

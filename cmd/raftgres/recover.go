@@ -24,13 +24,24 @@ func recoverCommand() *cli.Command {
 			"  - removes the other members from the member list,\n" +
 			"  - clears the leader key: the survivors' agents start PostgreSQL read-only and the first\n" +
 			"    election, which waits for every survivor's report (at most 2·ttl), promotes the most\n" +
-			"    advanced one; a member whose system identifier differs is never promoted.\n" +
-			"It refuses while the agent runs (the store is locked) and while a majority of the current\n" +
-			"Raft configuration answers on its Raft address, and says what it will do before doing it.\n" +
+			"    advanced one; a member whose system identifier differs is never promoted,\n" +
+			"  - in synchronous mode keeps the record of the synchronous primary and standbys as it\n" +
+			"    is: only those hold every commit acknowledged to clients, so only a surviving one may\n" +
+			"    be elected first, and the election waits for it (e.g. through PostgreSQL's crash\n" +
+			"    recovery) rather than promote a less advanced survivor; if it cannot come back, stop\n" +
+			"    the agents and recover again without it (and with --allow-data-loss),\n" +
+			"  - records what it did in history (a raft_recover event).\n" +
+			"It refuses while the agent runs (the store is locked), while a majority of the current\n" +
+			"Raft configuration answers on its Raft address, and, in synchronous mode, when none of the\n" +
+			"recorded synchronous members is among the survivors (acknowledged commits may be lost with\n" +
+			"them) unless --allow-data-loss is given. It says what it will do before doing it.\n" +
 			"New hosts then join the recovered cluster with raft.join as usual.",
 		Flags: []cli.Flag{configFlag(true),
 			&cli.StringFlag{Name: "survivors", Usage: "comma-separated `MEMBERS` that make the new configuration " +
 				"(default: this member alone); give the same list on every survivor"},
+			&cli.BoolFlag{Name: "allow-data-loss", Usage: "in synchronous mode, recover even when no recorded synchronous " +
+				"member survives: the record is cleared and the most advanced survivor is elected, so commits " +
+				"acknowledged to clients may be lost (recorded in history); give it on every survivor"},
 			forceFlag(),
 		},
 		Action: func(c *cli.Context) error {
@@ -50,7 +61,7 @@ func recoverCommand() *cli.Command {
 					}
 				}
 			}
-			plan, err := raftstore.PlanRecovery(cfg.Raft, survivors, time.Second)
+			plan, err := raftstore.PlanRecovery(cfg.Raft, survivors, time.Second, c.Bool("allow-data-loss"))
 			if err != nil {
 				if plan != nil {
 					fmt.Fprint(c.App.Writer, plan)
@@ -58,7 +69,11 @@ func recoverCommand() *cli.Command {
 				return cli.Exit("recover: "+err.Error()+"; nothing was changed", 1)
 			}
 			fmt.Fprint(c.App.Writer, plan)
-			if err := confirm(c, "Rewrite this member's Raft store as above (nothing changed so far)?"); err != nil {
+			question := "Rewrite this member's Raft store as above (nothing changed so far)?"
+			if plan.SyncLost {
+				question = "Rewrite this member's Raft store as above, accepting that commits acknowledged to clients may be lost (nothing changed so far)?"
+			}
+			if err := confirm(c, question); err != nil {
 				return err
 			}
 			if err := plan.Recover(time.Now().UTC(), "recover:"+cfg.Name); err != nil {
