@@ -53,14 +53,17 @@ chaos: deps
 # -run TestSimSweep -v ./failover/. Then the mutation proof: each patch in
 # failover/testdata/sim/mutations re-introduces a review finding into a
 # copy of the module, and the short sweep must find it (go test ./failover/
-# runs a 2000-schedule sweep, without the mutations).
+# runs a 2000-schedule sweep, without the mutations). SIM_MUTATION_BASE=dir
+# applies dir's patches (e.g. failover/testdata/sim/proposals) to both the
+# reference and the mutated copies first.
 SIM_SCHEDULES ?= 50000
+SIM_MUTATION_BASE ?=
 SIM_SEED ?= 1
 sim: SHELL := /bin/bash
 sim:
 	SIM_SCHEDULES=$(SIM_SCHEDULES) SIM_SEED=$(SIM_SEED) $(GO) test -count=1 -v -timeout 6h -run '^TestSimSweep$$' ./failover/ | \
 		grep -v '^ \{8,\}[0-9]' | tail -n 40; exit $${PIPESTATUS[0]}
-	SIM_MUTATIONS=1 $(GO) test -count=1 -v -timeout 1h -run '^TestSimMutations$$' ./failover/
+	SIM_MUTATIONS=1 SIM_MUTATION_BASE=$(SIM_MUTATION_BASE) $(GO) test -count=1 -v -timeout 1h -run '^TestSimMutations$$' ./failover/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
