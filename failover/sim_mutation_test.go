@@ -38,7 +38,13 @@ func TestSimMutations(t *testing.T) {
 	// testdata/sim/proposals: a proposed fix the mutation is judged on).
 	var basePatches []string
 	if g := os.Getenv("SIM_MUTATION_BASE"); g != "" {
+		if _, err := os.Stat(g); err != nil {
+			g = filepath.Join(root, g) // relative to the module (make sim)
+		}
 		basePatches, _ = filepath.Glob(filepath.Join(g, "*.patch"))
+		if len(basePatches) == 0 {
+			t.Fatalf("SIM_MUTATION_BASE=%s: no patches", os.Getenv("SIM_MUTATION_BASE"))
+		}
 	}
 	applyPatch := func(t *testing.T, dir, p string) {
 		abs, _ := filepath.Abs(p)
