@@ -101,8 +101,9 @@ var simRegressions = []struct {
 	{8703, "F2: 1.19s late"},
 	// Seeds that found re-introduced findings (testdata/sim/mutations) and
 	// pass on the fixed code:
-	{117, "review #2 (mutation review2-ttl-lowered, 117 schedules on 0f1cb86): ttl lowered while the holder's lease runs under the old ttl"},
-	{1037, "review #3 (mutation review3-sync-not-atomic, 1037 schedules on 0f1cb86): an election not checked against the synchronous record at apply time"},
+	{117, "review #2 (mutation review2-ttl-lowered, 117 schedules on ef7e1f7): ttl lowered while the holder's lease runs under the old ttl"},
+	{1543, "review #3 (mutation review3-sync-not-atomic, 1543 schedules on ef7e1f7): elections not checked against the synchronous record, SetSync not compare-and-set, writes acted on before the local FSM applied them"},
+	{1037, "review #3 (the FSM half of that mutation, 1037 schedules on 0f1cb86)"},
 }
 
 // simKind names the invariant a violation message breaks.
