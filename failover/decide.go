@@ -58,6 +58,13 @@ type Observation struct {
 	// bootstrap key before the newest one is even seen. Nil: only the
 	// registered members are compared.
 	Voters []string
+	// PrimaryOverdue is set when the key's holder, another member, has
+	// not reported itself a running primary for ttl since this member
+	// first saw it hold the key (this host's clock): it may never come
+	// up, and a stopped member then starts read-only so that it can be
+	// elected (a replaced primary is electable while the new holder never
+	// renewed, but only as a running replica).
+	PrimaryOverdue bool
 }
 
 // ActRecordInit records the local system identifier in the FSM (the
@@ -277,6 +284,10 @@ func decideFollower(o Observation, primary string) Plan {
 	if m, ok := o.State.Members[primary]; !ok || m.Status.Role != "primary" || m.Status.State != "running" {
 		// Rewinding against (or streaming from) a member that has not
 		// finished promoting would compare against the old timeline.
+		if !o.PG.Running && o.PrimaryOverdue {
+			return plan(primary+" has not come up as primary within ttl: starting read-only to be a candidate",
+				Action{Kind: ActStartStandby})
+		}
 		return noop("waiting for " + primary + " to report itself a running primary")
 	}
 	switch {

@@ -17,9 +17,9 @@ type Clock interface {
 }
 
 // realClock is CLOCK_BOOTTIME (internal/boottime): unlike Go's monotonic
-// clock it keeps counting while the host is suspended or the VM paused,
-// so a holder that resumes sees its lease as ended, and the commit gate
-// and the fence keeper read the same clock.
+// clock it keeps counting while the host is suspended, so a holder that
+// resumes sees its lease as ended, and the commit gate and the fence
+// keeper read the same clock.
 type realClock struct{}
 
 func (realClock) Now() time.Time { return boottime.Now() }
@@ -173,6 +173,10 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 	}
 	s.lease.renewed(sent, st.Leader.Epoch, idx, st.Config.TTL)
 	_, until, _, _ := s.lease.snapshot()
+	// The keeper learns the new end before anything acts on the lease
+	// (a start or promotion right after this renewal); the fencer
+	// goroutine hands it over too, later.
+	s.pg.FenceAt(until)
 	// lease_end is the wall-clock reading of the monotonic deadline, for
 	// incident reviews and the chaos test's checker.
 	s.logger.Debug("lease renewed", "epoch", st.Leader.Epoch, "lease_end", until.UTC().Format(time.RFC3339Nano))

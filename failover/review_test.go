@@ -310,3 +310,26 @@ func TestApplyWaitsForTheLocalStoreOnlyWhereItActs(t *testing.T) {
 		t.Fatal("narrowing returned before the local store showed it")
 	}
 }
+
+// The simulator's seed 76: b, the replaced primary, is stopped and waits
+// for a (elected, never renewed, then lost) to come up as primary. Within
+// ttl it waits; after it, it starts read-only, so that it runs as a
+// replica and can be elected again (Sync.Inherited).
+func TestReplacedPrimaryStartsReadOnlyWhenTheNewHolderNeverComesUp(t *testing.T) {
+	t.Parallel()
+	st := state("pg2", "pg1", "pg2")
+	st.Members["pg2"].Status.Role = "replica" // elected, not promoted yet
+	p := Decide(obs("pg1", st, stoppedPG))
+	if len(p.Actions) != 0 {
+		t.Fatalf("plan within ttl = %s, want waiting for pg2", p)
+	}
+	p = Decide(obs("pg1", st, stoppedPG, func(o *Observation) { o.PrimaryOverdue = true }))
+	if k := kinds(p); len(k) != 1 || k[0] != ActStartStandby || p.Actions[0].Primary != "" {
+		t.Fatalf("plan once pg2 is overdue = %s, want a read-only start with no upstream", p)
+	}
+	running := stoppedPG
+	running.Running, running.InRecovery = true, true
+	if p := Decide(obs("pg1", st, running, func(o *Observation) { o.PrimaryOverdue = true })); len(p.Actions) != 0 {
+		t.Fatalf("plan of a running standby while pg2 is overdue = %s, want waiting", p)
+	}
+}

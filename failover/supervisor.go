@@ -76,6 +76,12 @@ type Supervisor struct {
 	lastPG    pgmanager.Status // what it saw
 
 	gateDownSince time.Time // since when this holder's commit gate has not been connected
+	// holderSeen is when this member first saw the key's current epoch
+	// held by another member (Observation.PrimaryOverdue).
+	holderSeen struct {
+		epoch uint64
+		at    time.Time
+	}
 
 	local atomic.Pointer[Local]
 	reqs  chan request
@@ -550,10 +556,19 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 		}
 	}
 	now := s.clock.Now()
+	overdue := false
+	if h := st.Leader.Holder; h != "" && h != s.cfg.Member {
+		if s.holderSeen.epoch != st.Leader.Epoch || s.holderSeen.at.IsZero() {
+			s.holderSeen.epoch, s.holderSeen.at = st.Leader.Epoch, now
+		}
+		m, ok := st.Members[h]
+		up := ok && m.Status.Role == "primary" && m.Status.State == "running"
+		overdue = !up && now.Sub(s.holderSeen.at) >= st.Config.TTL
+	}
 	return Observation{
 		Member: s.cfg.Member, Tags: s.cfg.Tags, State: st, PG: pgst, Data: s.dataPos, Voters: s.voters(st),
 		HasData: has, DataSystemID: s.sysid, Standby: s.pg.IsStandbyConfigured(), Upstream: s.upstream,
-		LeaseValid:   s.lease.valid(st, s.cfg.Member, now),
+		LeaseValid: s.lease.valid(st, s.cfg.Member, now), PrimaryOverdue: overdue,
 		RewindFailed: s.rewindFailed, Crashes: s.crash.crashes, MaxCrashes: s.cfg.MaxCrashes,
 		SwitchoverDue: s.switchoverDue(st, now.Round(0)), HandedOver: s.handedOver, StandbyStartFailed: s.startFailed,
 	}

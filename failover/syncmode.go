@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -50,6 +51,9 @@ type syncState struct {
 	// recorded standby that stops for less than SyncBlip stays recorded
 	// and in the setting (see keepThroughBlip).
 	okAt map[string]time.Time
+	// uncertain is set when a SetSync's outcome is unknown (see
+	// applySync).
+	uncertain bool
 }
 
 // SyncBlip is how long a recorded synchronous standby may stop streaming
@@ -159,7 +163,7 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 	prev := st.Sync
 	if !st.Config.SynchronousMode {
 		if !st.Sync.NoRecord() {
-			if err := s.apply(ctx, raftstore.SetSync{Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {
+			if _, err := s.applySync(ctx, raftstore.SetSync{Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {
 				s.logger.Warn("clear sync set", "error", err)
 				return
 			}
@@ -172,11 +176,24 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 			// every election): record that this primary has no
 			// synchronous standby yet, so nobody else counts as holding
 			// its commits.
-			if err := s.apply(ctx, raftstore.SetSync{Primary: me, Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {
+			next, err := s.applySync(ctx, raftstore.SetSync{Primary: me, Epoch: st.Leader.Epoch, Prev: &prev})
+			if err != nil {
 				s.logger.Warn("record sync primary", "error", err)
 				return
 			}
-			prev = raftstore.SyncState{Primary: me}
+			prev = next
+		} else if s.sync.uncertain {
+			// A SetSync of this tenure has an unknown outcome: it may
+			// still commit. Re-record what this view shows (a new Rev):
+			// once that commits, the earlier one never can, and only then
+			// may the setting drop a standby (the simulator's seed 586).
+			next, err := s.applySync(ctx, raftstore.SetSync{Primary: me, Standbys: st.Sync.Standbys, Epoch: st.Leader.Epoch, Prev: &prev})
+			if err != nil {
+				s.logger.Warn("confirm the synchronous record after an unknown outcome", "error", err)
+				return
+			}
+			s.logger.Info("synchronous record confirmed after an unknown outcome", "standbys", strings.Join(next.Standbys, ","))
+			prev = next
 		}
 		fresh := s.freshMembers(st)
 		want = chooseSync(st, me, pgst, fresh)
@@ -198,13 +215,14 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 	if len(recorded) > 0 && !slices.Equal(recorded, want) {
 		keep := slices.DeleteFunc(slices.Clone(recorded), func(n string) bool { return !slices.Contains(want, n) })
 		if !slices.Equal(keep, recorded) {
-			if err := s.apply(ctx, raftstore.SetSync{Primary: me, Standbys: keep, Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {
+			next, err := s.applySync(ctx, raftstore.SetSync{Primary: me, Standbys: keep, Epoch: st.Leader.Epoch, Prev: &prev})
+			if err != nil {
 				s.logger.Warn("narrow sync set", "error", err)
 				return
 			}
 			s.logger.Info("synchronous standby set narrowed", "standbys", strings.Join(keep, ","))
 			recorded = keep
-			prev = raftstore.SyncState{Primary: me, Standbys: keep, Inherited: prev.Inherited}
+			prev = next
 		}
 	}
 	names := GateStandbyNames(want, st.Config.SynchronousMode && st.Config.SynchronousModeStrict)
@@ -256,12 +274,29 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 	if !confirmed || flush < since {
 		return
 	}
-	if err := s.apply(ctx, raftstore.SetSync{Primary: me, Standbys: want, Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {
+	if _, err := s.applySync(ctx, raftstore.SetSync{Primary: me, Standbys: want, Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {
 		s.logger.Warn("record sync standby", "member", cand, "error", err)
 		return
 	}
 	s.logger.Info("synchronous standby recorded", "member", cand, "flush_lsn", pgmanager.FormatLSN(flush),
 		"covers", pgmanager.FormatLSN(since))
+}
+
+// applySync commits a SetSync and returns the record the local store then
+// shows. An error other than a refused compare-and-set leaves the outcome
+// unknown (a lost reply: the entry may still commit, even later than a
+// newer one): the record must then be confirmed before the setting drops
+// a standby (manageSync).
+func (s *Supervisor) applySync(ctx context.Context, cmd raftstore.SetSync) (raftstore.SyncState, error) {
+	err := s.apply(ctx, cmd)
+	if err != nil {
+		if !errors.Is(err, raftstore.ErrSyncMismatch) && !errors.Is(err, raftstore.ErrEpochMismatch) {
+			s.sync.uncertain = true
+		}
+		return raftstore.SyncState{}, err
+	}
+	s.sync.uncertain = false
+	return s.store.State().Sync, nil
 }
 
 // syncConfirmed returns member's flush LSN and whether PostgreSQL reports

@@ -49,12 +49,47 @@ type chaosWrite struct {
 	Server      string // member that acknowledged it (from inet_server_addr)
 	Err         string
 	Notice      string // a NOTICE or WARNING that came with the answer
+	// Deadline is when the client's timeout sends a cancel request (zero:
+	// the writer never sends one). A cancelled commit wait is answered
+	// only after that request arrived, so its ack is no earlier.
+	Deadline time.Time
+	// CancelledWait: the answer came with PostgreSQL's "canceling wait for
+	// synchronous replication" WARNING. A commit acknowledged so is
+	// committed locally only: the commit gate (and in synchronous mode the
+	// standby) had not confirmed it.
+	CancelledWait bool
+}
+
+// cancelledWaitWarning starts the WARNING PostgreSQL sends when a cancel
+// request (or pg_cancel_backend) ends a commit's wait in
+// SyncRepWaitForLSN; COMMIT then succeeds (lc_messages is C here).
+const cancelledWaitWarning = "canceling wait for synchronous replication"
+
+// isCancelledWaitNotice says whether a notice is that WARNING.
+func isCancelledWaitNotice(severity, message string) bool {
+	return severity == "WARNING" && strings.HasPrefix(message, cancelledWaitWarning)
+}
+
+// ackFloor is the earliest time the server can have acknowledged w: an
+// ordinary commit's WAL is written after the INSERT was sent; a cancelled
+// wait ends only when the cancel request arrives, which the client sends
+// at its deadline. (The workload drops a connection after any write that
+// reached its deadline, so no cancel request meant for an earlier write
+// can end a later write's wait.)
+func (w chaosWrite) ackFloor() time.Time {
+	if w.CancelledWait && !w.Deadline.IsZero() && w.Deadline.After(w.Sent) {
+		return w.Deadline
+	}
+	return w.Sent
 }
 
 func (w chaosWrite) String() string {
 	s := fmt.Sprintf("write %d (writer %d seq %d) sent %s, %s %s", w.ID, w.Writer, w.Seq, clock(w.Sent), w.Outcome, clock(w.Done))
 	if w.Server != "" {
 		s += " by " + w.Server
+	}
+	if w.CancelledWait {
+		s += fmt.Sprintf(" with the cancelled-wait WARNING (cancel sent %s)", clock(w.Deadline))
 	}
 	if w.Err != "" {
 		s += ": " + w.Err
@@ -250,22 +285,28 @@ type leaseViolation struct {
 	LateBy time.Duration
 }
 
-// checkLeases applies rule (2): for a write acked by S (sent ts, acked ta),
-// S must have logged, before ta, a renewal whose lease_end is after ts.
+// checkLeases applies rule (2): for a write acked by S (acked ta, not
+// acknowledged by the server before tf = its ackFloor: the send time, or
+// for a cancelled commit wait the cancel), S must have logged, before ta,
+// a renewal whose lease_end is after tf. Else the server acknowledged it
+// after its lease ended: the commit gate never replies then, and at the
+// lease end PostgreSQL must be stopped, or a cancelled wait acknowledges
+// without the gate.
 func checkLeases(writes []chaosWrite, book *leaseBook) []leaseViolation {
 	var out []leaseViolation
 	for _, w := range writes {
 		if w.Outcome != writeAcked {
 			continue
 		}
+		floor := w.ackFloor()
 		r, end, ok := book.at(w.Server, w.Done)
-		if ok && end.After(w.Sent) {
+		if ok && end.After(floor) {
 			continue
 		}
 		v := leaseViolation{W: w, Renewal: r, LeaseEnd: end, Found: ok}
 		rs := book.renewals[w.Server]
 		for i := sort.Search(len(rs), func(i int) bool { return rs[i].Logged.After(w.Done) }); i < len(rs); i++ {
-			if rs[i].End.After(w.Sent) {
+			if rs[i].End.After(floor) {
 				v.LateBy = rs[i].Logged.Sub(w.Done)
 				break
 			}
@@ -337,6 +378,63 @@ func missingAcked(writes []chaosWrite, have map[int64]bool) []chaosWrite {
 		}
 	}
 	return out
+}
+
+// splitCancelled separates acknowledged writes that came with the
+// cancelled-wait WARNING from ordinary ones.
+func splitCancelled(ws []chaosWrite) (ordinary, cancelled []chaosWrite) {
+	for _, w := range ws {
+		if w.CancelledWait {
+			cancelled = append(cancelled, w)
+		} else {
+			ordinary = append(ordinary, w)
+		}
+	}
+	return ordinary, cancelled
+}
+
+// cancelledWaitFigures places the acks of cancelled commit waits against
+// their member's lease. PostgreSQL turns a cancelled wait into a local
+// commit, so such an ack may be lost, but only if it came before the
+// member's lease end: after it, PostgreSQL must already be stopped.
+type cancelledWaitFigures struct {
+	Acks int // acknowledged with the WARNING
+	Lost int // of them, missing at the end
+	// After: acknowledged after the member's lease end (its cancel was
+	// sent after the end, or the member had logged no renewal): rule (2)
+	// violations, also counted by checkLeases.
+	After int
+	// Straddling: cancel sent before the lease end, answer received after
+	// it. The server may have answered before the end (then the answer
+	// only travelled late); allowed.
+	Straddling int
+	// LostAfter: lost and acknowledged after the lease end.
+	LostAfter []chaosWrite
+}
+
+func cancelledWaits(writes []chaosWrite, have map[int64]bool, book *leaseBook) cancelledWaitFigures {
+	var f cancelledWaitFigures
+	for _, w := range writes {
+		if w.Outcome != writeAcked || !w.CancelledWait {
+			continue
+		}
+		f.Acks++
+		lost := !have[w.ID]
+		if lost {
+			f.Lost++
+		}
+		_, end, ok := book.at(w.Server, w.Done)
+		switch {
+		case !ok || !end.After(w.ackFloor()):
+			f.After++
+			if lost {
+				f.LostAfter = append(f.LostAfter, w)
+			}
+		case !end.After(w.Done):
+			f.Straddling++
+		}
+	}
+	return f
 }
 
 // unexplainedLoss returns lost acked writes that a failover does not
@@ -609,5 +707,51 @@ func TestChaosCheckLossAndConvergence(t *testing.T) {
 	}
 	if gap, from := maxAckGap([]chaosWrite{ack(1, "pg1", 0, 100), ack(2, "pg1", 0, 900), ack(3, "pg1", 0, 1000)}); gap != 800*time.Millisecond || !from.Equal(msAt(100)) {
 		t.Fatalf("max gap %s from %s", gap, from)
+	}
+}
+
+// A cancelled commit wait is acknowledged when the cancel arrives: an ack
+// whose cancel was sent after the lease end is a violation even when the
+// INSERT was sent well before it; one acknowledged before may be lost.
+func TestChaosCheckCancelledWaits(t *testing.T) {
+	book := newLeaseBook([]leaseLine{renewal("pg1", 1000, 3000, 5)})
+	cw := func(id int64, sent, deadline, done int) chaosWrite {
+		w := ack(id, "pg1", sent, done)
+		w.Deadline, w.CancelledWait = msAt(deadline), true
+		return w
+	}
+	plainWarned := ack(5, "pg1", 2900, 3200) // the WARNING without a deadline of ours (pg_cancel_backend): straddling
+	plainWarned.CancelledWait = true
+	beatDeadline := ack(6, "pg1", 2950, 2990) // a cancelling writer's ordinary ack
+	beatDeadline.Deadline = msAt(3450)
+	writes := []chaosWrite{
+		ack(1, "pg1", 2900, 3100), // ordinary, sent before the end: fine
+		cw(2, 2000, 2500, 2600),   // cancelled before the end: may be lost
+		cw(3, 2800, 3300, 3400),   // sent before the end, cancelled after it: violation
+		cw(4, 2450, 2950, 3050),   // cancel before the end, answer after it: straddling, allowed
+		plainWarned,
+		beatDeadline,
+		cw(7, 3500, 4000, 4100), // sent after the end: violation
+	}
+	vs := checkLeases(writes, book)
+	var ids []int64
+	for _, v := range vs {
+		ids = append(ids, v.W.ID)
+	}
+	if !slices.Equal(ids, []int64{3, 7}) {
+		t.Fatalf("lease violations %v, want [3 7]", ids)
+	}
+	have := map[int64]bool{1: true, 4: true, 5: true, 6: true, 7: true} // 2 and 3 lost
+	f := cancelledWaits(writes, have, book)
+	if f.Acks != 5 || f.Lost != 2 || f.After != 2 || f.Straddling != 2 || len(f.LostAfter) != 1 || f.LostAfter[0].ID != 3 {
+		t.Fatalf("cancelled-wait figures %+v", f)
+	}
+	lost := missingAcked(writes, have)
+	ord, canc := splitCancelled(lost)
+	if len(ord) != 0 || len(canc) != 2 {
+		t.Fatalf("lost split into %v and %v", ord, canc)
+	}
+	if !strings.Contains(cw(3, 2800, 3300, 3400).String(), "cancelled-wait WARNING") {
+		t.Fatal("a cancelled-wait ack does not say so")
 	}
 }

@@ -28,7 +28,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
+	"raftgres/internal/boottime"
 	"raftgres/raftstore"
 )
 
@@ -36,6 +38,18 @@ import (
 const chaosTTL = 3 * time.Second
 
 const chaosWriters = 4
+
+// chaosCancelWriters more writers cancel each INSERT chaosCancelAfter
+// after sending it, with a cancel request (as JDBC's setQueryTimeout, a
+// pgx context with pgconn.CancelRequestContextWatcherHandler or psql's
+// Ctrl-C do). A cancel that reaches a commit waiting in
+// SyncRepWaitForLSN makes PostgreSQL acknowledge it as committed locally,
+// with a WARNING: that path is counted apart. (The other writers' 2s
+// deadline closes the connection instead, pgx's default: no cancel
+// request, the commit is left waiting and the write is indeterminate.)
+const chaosCancelWriters = 2
+
+const chaosCancelAfter = 500 * time.Millisecond
 
 // chaosPace is each writer's pause between two writes.
 const chaosPace = 5 * time.Millisecond
@@ -127,6 +141,11 @@ func runChaos(t *testing.T, syncMode bool) {
 		mode, dcs = "sync", syncDCS
 	}
 	dur, seed := chaosDuration(t), chaosSeed(t)
+	// The agents log lease_end on the boot clock anchored at the wall clock
+	// of their start; the checker compares it with the clients' wall
+	// clock. Anchored here, before any agent starts, this process's boot
+	// clock drifts from the wall clock at least as much as theirs.
+	boottime.Now()
 	lab := newNetLab(t, 3)
 	placed := false
 	c := startCluster(t, 3, func(nd *Node, all []*Node) NodeOptions {
@@ -654,9 +673,13 @@ func startChaosWorkload(t *testing.T, c *cluster) *chaosWorkload {
 		wl.hosts = append(wl.hosts, hp)
 		wl.byAddr[hp] = n.Name
 	}
-	for w := 1; w <= chaosWriters; w++ {
+	for w := 1; w <= chaosWriters+chaosCancelWriters; w++ {
+		cancelAfter := time.Duration(0)
+		if w > chaosWriters {
+			cancelAfter = chaosCancelAfter
+		}
 		wl.wg.Add(1)
-		go wl.writer(ctx, w)
+		go wl.writer(ctx, w, cancelAfter)
 	}
 	t.Cleanup(wl.stop)
 	return wl
@@ -667,12 +690,16 @@ func (wl *chaosWorkload) stop() { wl.cancel(); wl.wg.Wait() }
 // writer inserts (writer, seq) rows through a multi-host connection that
 // only accepts a read-write server (hosts in random order), reconnecting
 // after any error (at most every 200ms) and every 0.5-1.5s. Every attempt
-// gets a new id.
-func (wl *chaosWorkload) writer(ctx context.Context, w int) {
+// gets a new id. With cancelAfter > 0 each INSERT's deadline is that long
+// and sends a cancel request; a connection is dropped after any write
+// that reached its deadline, so a cancel request can only end the wait of
+// the write it was sent for.
+func (wl *chaosWorkload) writer(ctx context.Context, w int, cancelAfter time.Duration) {
 	defer wl.wg.Done()
 	rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 	var conn *pgx.Conn
 	var notice string
+	var cancelledWait bool
 	defer func() {
 		if conn != nil {
 			_ = conn.Close(context.Background())
@@ -703,7 +730,20 @@ func (wl *chaosWorkload) writer(ctx context.Context, w int) {
 			if err != nil {
 				panic(err)
 			}
-			cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notice = n.Severity + ": " + n.Message }
+			cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+				notice = n.Severity + ": " + n.Message
+				if isCancelledWaitNotice(n.Severity, n.Message) {
+					cancelledWait = true
+				}
+			}
+			if cancelAfter > 0 {
+				cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+					// The cancel request at the deadline; the connection's
+					// own deadline only 2s later, for a server that does
+					// not answer at all.
+					return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 2 * time.Second}
+				}
+			}
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			conn, err = pgx.ConnectConfig(cctx, cfg)
 			cancel()
@@ -716,16 +756,22 @@ func (wl *chaosWorkload) writer(ctx context.Context, w int) {
 		id := int64(w)*1_000_000_000 + int64(seq)
 		wr := chaosWrite{Writer: w, Seq: seq, ID: id}
 		seq++
-		notice = ""
+		notice, cancelledWait = "", false
 		var addr string
 		var port int
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		wr.Sent = time.Now()
+		deadline := wr.Sent.Add(2 * time.Second)
+		if cancelAfter > 0 {
+			deadline = wr.Sent.Add(cancelAfter)
+			wr.Deadline = deadline
+		}
+		wctx, cancel := context.WithDeadline(ctx, deadline)
 		err := conn.QueryRow(wctx, "INSERT INTO chaos (id, writer, seq) VALUES ($1, $2, $3) RETURNING host(inet_server_addr()), inet_server_port()",
 			id, w, wr.Seq).Scan(&addr, &port)
 		wr.Done = time.Now()
+		expired := wctx.Err() != nil
 		cancel()
-		wr.Notice = notice
+		wr.Notice, wr.CancelledWait = notice, cancelledWait
 		if err == nil {
 			wr.Outcome = writeAcked
 			wr.Server = wl.byAddr[fmt.Sprintf("%s:%d", addr, port)]
@@ -735,7 +781,7 @@ func (wl *chaosWorkload) writer(ctx context.Context, w int) {
 		} else { // never retried: the next attempt takes a new id
 			wr.Outcome, wr.Err = writeOutcomeOf(err), err.Error()
 		}
-		if err != nil {
+		if err != nil || expired {
 			_ = conn.Close(context.Background())
 			conn = nil
 		}
@@ -880,8 +926,20 @@ func (r *chaosRun) finish() {
 		}
 	}
 	lost := missingAcked(writes, have)
+	lostOrdinary, lostCancelled := splitCancelled(lost)
+	cw := cancelledWaits(writes, have, book)
 	leaseVs := checkLeases(writes, book)
-	epochVs := checkEpochOrder(writes, epoch)
+	// Cancelled-wait acks are judged by the lease rule alone: synchronous
+	// mode's fast path promotes the standby before the old primary's lease
+	// ends, and PostgreSQL answers a cancelled wait without the gate.
+	ordinaryWrites, _ := splitCancelled(writes)
+	epochVs := checkEpochOrder(ordinaryWrites, epoch)
+	cancelOverlaps := 0
+	for _, v := range checkEpochOrder(writes, epoch) {
+		if v.Earlier.CancelledWait || v.Later.CancelledWait {
+			cancelOverlaps++
+		}
+	}
 	offKey := ackedOffKey(writes, st.History, 0)
 	gap, gapAt := maxAckGap(writes)
 	renewals, ends := 0, 0
@@ -912,13 +970,17 @@ func (r *chaosRun) finish() {
 	r.logf("faults: %d in %s (%s)", len(r.faults), faultEnd.Sub(r.start).Round(time.Second), strings.Join(kl, ", "))
 	r.logf("writes: %d acknowledged (%s), %d failed, %d indeterminate; %d acks came with a warning",
 		acked, strings.Join(sl, ", "), failed, indeterminate, warned)
-	r.logf("lost acknowledged writes: %d", len(lost))
+	r.logf("lost acknowledged writes: %d (%d ordinary, %d with the cancelled-wait warning)", len(lost), len(lostOrdinary), len(lostCancelled))
+	r.logf("cancelled commit waits acknowledged with the warning: %d; lost: %d; acknowledged after the member's lease end: %d (%d of them lost); cancelled before the lease end but answered after it: %d",
+		cw.Acks, cw.Lost, cw.After, len(cw.LostAfter), cw.Straddling)
 	if renewals == 0 {
 		r.logf("writes acknowledged after a lease end: %d (every ack: the agents logged no lease)", len(leaseVs))
 	} else {
 		r.logf("writes acknowledged after a lease end: %d", len(leaseVs))
 	}
-	r.logf("overlapping-epoch violations: %d", len(epochVs))
+	r.logf("overlapping-epoch violations: %d (and %d more involving cancelled-wait acks, left to the lease rule)", len(epochVs), cancelOverlaps)
+	r.logf("wall clock minus boot clock since the agents first started: %s (bounds the error of comparing client times with lease_end)",
+		time.Now().Sub(boottime.Now()))
 	r.logf("writes sent after the key had left their member (FSM history) and acked by it: %d", len(offKey))
 	r.logf("max write gap: %s (from %s)", gap.Round(time.Millisecond), clock(gapAt))
 	if r.sync {
@@ -950,8 +1012,8 @@ func (r *chaosRun) finish() {
 		add("the final primary's rows could be read", true, haveErr.Error())
 	}
 	if r.sync {
-		add("sync: every acknowledged write is on the final primary", len(lost) > 0 || haveErr != nil,
-			fmt.Sprintf("%d lost", len(lost)))
+		add("sync: every acknowledged write is on the final primary, but for cancelled commit waits", len(lostOrdinary) > 0 || haveErr != nil,
+			fmt.Sprintf("%d lost, %d more with the cancelled-wait warning", len(lostOrdinary), len(lostCancelled)))
 	} else {
 		un := unexplainedLoss(lost, epoch, st.History)
 		add("async: acknowledged writes lost only to a failover within the lease", len(un) > 0,
@@ -961,7 +1023,9 @@ func (r *chaosRun) finish() {
 	if renewals == 0 {
 		leaseDetail += "; the agents logged no `lease renewed` line at all (the lease log contract is not implemented by this binary)"
 	}
-	add("no write acknowledged by a member after its lease ended", len(leaseVs) > 0, leaseDetail)
+	add("no write acknowledged by a member after its lease ended (a cancelled wait's ack no earlier than its cancel)", len(leaseVs) > 0, leaseDetail)
+	add("a cancelled commit wait is lost only if acknowledged before its member's lease end", len(cw.LostAfter) > 0 || (cw.Lost > 0 && haveErr != nil),
+		fmt.Sprintf("%d lost of %d, %d of those acknowledged after the lease end", cw.Lost, cw.Acks, len(cw.LostAfter)))
 	epochDetail := fmt.Sprintf("%d writes", len(epochVs))
 	if renewals == 0 {
 		epochDetail = "not checkable: no lease lines, so no epoch for any ack"
@@ -970,7 +1034,8 @@ func (r *chaosRun) finish() {
 		epochDetail)
 	add("all members converge (same count and checksum)", convErr != nil, errOrEmpty(convErr))
 
-	r.explainLost(lost, book, st.History)
+	r.explainLost(lostOrdinary, book, st.History)
+	r.explainLostCancelled(lostCancelled, book)
 	if renewals > 0 {
 		r.explainLeases(leaseVs, book)
 	}
@@ -1094,6 +1159,32 @@ func (r *chaosRun) explainLost(lost []chaosWrite, book *leaseBook, history []raf
 		if r.sync || len(unexplainedLoss([]chaosWrite{e.First.W}, epoch, history)) > 0 {
 			r.agentContext(e.Member, e.First.W.Sent.Add(-30*time.Second), e.LastAck.Add(2*time.Second))
 		}
+	}
+}
+
+// explainLostCancelled prints lost cancelled-wait acks by episode, each
+// placed against its member's lease end (before it: allowed).
+func (r *chaosRun) explainLostCancelled(lost []chaosWrite, book *leaseBook) {
+	var vs []leaseViolation
+	for _, w := range lost {
+		vs = append(vs, leaseViolation{W: w})
+	}
+	for i, e := range leaseEpisodes(vs) {
+		if i == 10 {
+			r.logf("lost with the cancelled-wait warning: more episodes left out")
+			break
+		}
+		before := 0
+		for _, w := range lost {
+			if w.Server != e.Member || w.Done.Before(e.First.W.Done) || w.Done.After(e.LastAck) {
+				continue
+			}
+			if _, end, ok := book.at(w.Server, w.Done); ok && end.After(w.ackFloor()) {
+				before++
+			}
+		}
+		r.logf("lost with the cancelled-wait warning: %d writes acked by %s (%d before its lease end, allowed), acked %s - %s during %s; first: %s",
+			e.N, e.Member, before, clock(e.First.W.Done), clock(e.LastAck), r.faultAt(e.First.W.Done), e.First.W)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"raftgres/internal/boottime"
 	"raftgres/internal/conf"
 )
 
@@ -40,6 +42,10 @@ type Options struct {
 	// Restore restores a data directory from the backup repository
 	// (create_replica_methods pgbackrest, bootstrap.method pgbackrest).
 	Restore Restorer
+	// FenceKeeper, when set, returns a fresh command that runs the fence
+	// keeper (RunFenceKeeper; the agent: SelfFenceKeeper). FenceAt needs
+	// it; without it FenceAt only logs.
+	FenceKeeper func() *exec.Cmd
 }
 
 // Archive is WAL archiving: archive_command on a primary, restore_command
@@ -61,6 +67,10 @@ type Manager struct {
 	restore Restorer
 	step    time.Duration
 	start   time.Duration
+	// keeper is the fence keeper process's client (nil without
+	// Options.FenceKeeper); noKeeper warns once that there is none.
+	keeper   *keeperClient
+	noKeeper sync.Once
 
 	// mu serialises Start (held while it waits for readiness). Nothing
 	// that must answer at once (Running, Status, Fence, Stop, Callback)
@@ -108,6 +118,9 @@ func New(cfg Config, member string, logger hclog.Logger, opts Options) (*Manager
 	}
 	if m.start == 0 {
 		m.start = 60 * time.Second
+	}
+	if opts.FenceKeeper != nil {
+		m.keeper = newKeeperClient(opts.FenceKeeper, m.logger.Named("fence-keeper"))
 	}
 	return m, nil
 }
@@ -366,11 +379,16 @@ func (m *Manager) Start(ctx context.Context, d Desired) error {
 		return fmt.Errorf("start postgres for %s: a postmaster not started by this agent runs on %s (pid %d); stop it first",
 			m.member, m.cfg.DataDir, pid)
 	}
-	if left := m.waitOrphans(ctx, 5*time.Second); len(left) > 0 {
-		m.logger.Warn("backends of an earlier postmaster still run in the data directory; starting anyway", "pids", fmt.Sprint(left))
-	}
+	m.waitPrevious(ctx)
 	if _, err := m.Configure(d); err != nil {
 		return err
+	}
+	if d.Standby != nil || d.Replica {
+		// A standby acknowledges no commit: an ended lease's deadline
+		// must not kill it (the keeper applies a deadline to whatever
+		// postmaster runs when it comes). A holder arms the keeper again
+		// with its next lease before promoting.
+		m.FenceAt(time.Time{})
 	}
 	if err := m.checkSSLKey(); err != nil {
 		return fmt.Errorf("start postgres for %s: %w", m.member, err)
@@ -413,24 +431,77 @@ func (m *Manager) Stop(ctx context.Context, mode StopMode) error {
 	return nil
 }
 
-// Fence stops the running postmaster at once (SIGQUIT: immediate
-// shutdown, no new commit can be acknowledged), whether it is this
-// manager's child or foreign. It takes no lock that Start, Stop, Promote
-// or Rewind hold, so a fencing timer can call it while they run. It
-// reports whether it signalled a postmaster; it does not prevent a later
-// Start.
+// fenceWait bounds how long Fence waits for the killed processes to be
+// gone (raftstore.FenceBudget, which pgmanager may not import).
+const fenceWait = 500 * time.Millisecond
+
+// Fence kills the running postmaster and every process it started at
+// once (killPostmaster: SIGKILL, with no gentler step first, so that a
+// stopped or D-state postmaster does not leave backends that can still
+// acknowledge a commit), whether it is this manager's child or foreign,
+// then waits up to fenceWait for them to be gone. It takes no lock that
+// Start, Stop, Promote or Rewind hold, so a fencing timer can call it
+// while they run. It reports whether it signalled a postmaster; it does
+// not prevent a later Start.
 func (m *Manager) Fence() bool {
-	pid := 0
-	if p := m.ownChild(); p != nil && p.cmd.Process.Signal(syscall.SIGQUIT) == nil {
-		pid = p.pid()
-	} else if fp, ok := m.foreignPID(); ok && syscall.Kill(fp, syscall.SIGQUIT) == nil {
-		pid = fp
+	pm, leader := 0, false
+	if p := m.ownChild(); p != nil {
+		pm, leader = p.pid(), true // started with Setpgid
+	} else if fp, ok := m.foreignPID(); ok {
+		// A foreign postmaster leads its own group only if it was started
+		// that way (by an earlier agent); pg_ctl's does not.
+		g, err := syscall.Getpgid(fp)
+		pm, leader = fp, err == nil && g == fp
 	}
-	if pid == 0 {
+	if pm == 0 {
 		return false
 	}
-	m.logger.Warn("fenced: postgres sent an immediate shutdown", "pid", pid)
+	killed := append(killPostmaster("/proc", pm, leader), pm)
+	deadline := time.Now().Add(fenceWait)
+	left := slices.DeleteFunc(slices.Clone(killed), func(pid int) bool { return !processAlive(pid) })
+	for len(left) > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polling the kernel: nothing to wait on
+		left = slices.DeleteFunc(left, func(pid int) bool { return !processAlive(pid) })
+	}
+	if len(left) > 0 {
+		m.logger.Error("fenced: postgres sent SIGKILL but some of its processes are still there", "pid", pm,
+			"killed", len(killed), "left", fmt.Sprint(left), "waited", fenceWait)
+	} else {
+		m.logger.Warn("fenced: postgres killed (SIGKILL)", "pid", pm, "processes", len(killed))
+	}
 	return true
+}
+
+// FenceAt arms the fence keeper: when the boot clock (CLOCK_BOOTTIME)
+// reaches until, a time from boottime.Now() (the lease's end), the keeper
+// process SIGKILLs the postmaster and every process it started
+// (killPostmaster), whatever this agent is doing then (stopped, wedged or
+// dead). A later call moves the deadline;
+// the zero time disarms. The deadline holds for whatever postmaster runs
+// when it comes, including one this Manager starts later (the keeper
+// learns each new postmaster's pid). Start disarms it before starting a
+// standby; a primary is started only under a lease whose end the
+// supervisor handed over first.
+//
+// It never blocks for long: a keeper that died is started again and told
+// the current state; one that does not read its pipe within 100 ms is
+// killed and replaced. Without Options.FenceKeeper it only logs, once.
+func (m *Manager) FenceAt(until time.Time) {
+	if m.keeper == nil {
+		if !until.IsZero() {
+			m.noKeeper.Do(func() {
+				m.logger.Warn("FenceAt: the lease end is not enforced outside the agent", "error", errNoKeeper)
+			})
+		}
+		return
+	}
+	var ns int64
+	if !until.IsZero() {
+		// 0 disarms: a lease end at or before boot (never in practice)
+		// stays armed, as already passed.
+		ns = max(boottime.Nanos(until), 1)
+	}
+	m.keeper.setDeadline(ns)
 }
 
 // Restart stops (fast) and starts again with d.

@@ -7,9 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // StopMode is PostgreSQL's shutdown mode.
@@ -64,8 +68,13 @@ type postmaster struct {
 // parent-death signal (SIGQUIT: immediate shutdown), so a killed agent can
 // never leave an unfenced PostgreSQL behind.
 func (m *Manager) startPostmaster() (*postmaster, error) {
+	// lc_messages=C on the command line, which beats postgresql.conf,
+	// postgresql.base.conf and ALTER SYSTEM: the server's log must be in
+	// English for the walreceiver failures streamfail.go looks for
+	// (isStreamFailure); a user's lc_messages would silently break that
+	// detection. Clients can still choose their own (SET lc_messages).
 	cmd := exec.Command(filepath.Join(m.cfg.BinDir, "postgres"), "-D", m.cfg.DataDir,
-		"--config-file="+filepath.Join(m.cfg.DataDir, confFile))
+		"--config-file="+filepath.Join(m.cfg.DataDir, confFile), "-c", "lc_messages=C")
 	cmd.Env = m.baseEnv()
 	cmd.Dir = m.cfg.DataDir
 	cmd.SysProcAttr = m.sysProcAttr(true)
@@ -82,11 +91,15 @@ func (m *Manager) startPostmaster() (*postmaster, error) {
 	_ = pw.Close()
 	p := &postmaster{cmd: cmd, done: make(chan struct{})}
 	m.child.Store(p) // at once: Fence must see it from now on
+	m.tellKeeper(cmd.Process.Pid)
 	go streamLines(pr, m.logger.Named("postgres"), p.noteLine, m.noteTLSLine)
 	go func() {
 		p.err = cmd.Wait()
 		_ = pr.Close()
 		close(p.done)
+		if m.keeper != nil {
+			m.keeper.clearTarget(cmd.Process.Pid)
+		}
 	}()
 	m.logger.Info("postgres started", "pid", cmd.Process.Pid, "data_dir", m.cfg.DataDir)
 	return p, nil
@@ -112,8 +125,8 @@ func (p *postmaster) stop(ctx context.Context, mode StopMode, step time.Duration
 			sig = m.signal()
 		}
 		if sig == syscall.SIGKILL {
-			// The whole process group: backends must not outlive the postmaster.
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			// Every child too: backends must not outlive the postmaster.
+			killPostmaster("/proc", p.pid(), true)
 		} else {
 			_ = p.cmd.Process.Signal(sig)
 		}
@@ -132,4 +145,106 @@ func (p *postmaster) stop(ctx context.Context, mode StopMode, step time.Duration
 			return errors.New("postgres did not exit after SIGKILL")
 		}
 	}
+}
+
+// tellKeeper names the new postmaster pid to the fence keeper, with its
+// start time so that the keeper never kills a process that got the pid
+// later.
+func (m *Manager) tellKeeper(pid int) {
+	if m.keeper == nil {
+		return
+	}
+	st, err := readProcStat("/proc", pid)
+	if err != nil {
+		// Already gone (a postmaster that failed at once): nothing to kill.
+		m.logger.Warn("cannot read the new postmaster's start time; the fence keeper is not told of it", "pid", pid, "error", err)
+		return
+	}
+	m.keeper.setTarget(pid, st.Start)
+}
+
+// previousWait bounds how long Start waits for what is left of an
+// earlier postmaster.
+const previousWait = 30 * time.Second
+
+// waitPrevious waits, before a start, until nothing is left of an earlier
+// postmaster that was killed (kill -9, Fence, the fence keeper): its
+// orphaned backends can outlive it for a while (they notice its death
+// only at their next wait, and a SIGKILLed process in uninterruptible
+// sleep exits only when its I/O ends), and while any of them holds the
+// old shared memory segment a new postmaster refuses to start
+// ("pre-existing shared memory block is still in use"). It polls for
+// postgres processes in the data directory (PostgreSQL's children are not
+// in the postmaster's process group: each calls setsid) and for the
+// segment postmaster.pid names to be gone or detached (nattch 0, what
+// PostgreSQL itself checks), for at most previousWait; then it starts
+// anyway (PostgreSQL then says what is in the way).
+func (m *Manager) waitPrevious(ctx context.Context) {
+	// After a crash postmaster.pid stays behind, naming the old segment.
+	data, _ := os.ReadFile(filepath.Join(m.cfg.DataDir, "postmaster.pid"))
+	seg, hasSeg := pidFileShm(data)
+	waitingFor := func() string {
+		var what []string
+		if left := orphanBackends("/proc", m.cfg.DataDir); len(left) > 0 {
+			what = append(what, fmt.Sprintf("postgres processes %v in the data directory", left))
+		}
+		if n := seg.attached(); hasSeg && n > 0 {
+			what = append(what, fmt.Sprintf("shared memory segment %d (key %d), still attached by %d processes", seg.id, seg.key, n))
+		}
+		return strings.Join(what, "; ")
+	}
+	what := waitingFor()
+	if what == "" {
+		return
+	}
+	m.logger.Info("waiting for what is left of the previous postgres before starting", "waiting_for", what)
+	begin := time.Now()
+	for what != "" && time.Since(begin) < previousWait && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond): // polling the kernel
+		}
+		what = waitingFor()
+	}
+	if what != "" {
+		m.logger.Warn("what is left of the previous postgres is still there; starting anyway", "waiting_for", what, "waited", time.Since(begin).Round(time.Millisecond))
+		return
+	}
+	m.logger.Info("previous postgres gone", "waited", time.Since(begin).Round(time.Millisecond))
+}
+
+// shmSegment is the System V shared memory segment a postmaster names
+// in postmaster.pid (line 7: "key id").
+type shmSegment struct {
+	key uint32
+	id  int
+}
+
+// pidFileShm reads the shared memory segment from postmaster.pid; ok is
+// false when there is none.
+func pidFileShm(data []byte) (seg shmSegment, ok bool) {
+	lines := strings.Split(string(data), "\n")
+	if len(lines) < 7 {
+		return shmSegment{}, false
+	}
+	f := strings.Fields(lines[6])
+	if len(f) != 2 {
+		return shmSegment{}, false
+	}
+	key, err1 := strconv.ParseUint(f[0], 10, 32)
+	id, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || id < 0 {
+		return shmSegment{}, false
+	}
+	return shmSegment{key: uint32(key), id: id}, true
+}
+
+// attached is the number of processes attached to the segment: 0 when it
+// is gone, cannot be read, or its id now names another segment.
+func (seg shmSegment) attached() uint64 {
+	var d unix.SysvShmDesc
+	if _, err := unix.SysvShmCtl(seg.id, unix.IPC_STAT, &d); err != nil || uint32(d.Perm.Key) != seg.key {
+		return 0
+	}
+	return d.Nattch
 }

@@ -44,7 +44,7 @@ func applyCommand(s *State, index uint64, cmd Command) error {
 	case RenewLeader:
 		err = applyRenewLeader(s, index, c)
 	case SetSync:
-		err = applySetSync(s, c)
+		err = applySetSync(s, index, c)
 	case SetFailover:
 		err = applySetFailover(s, index, c)
 	case Barrier:
@@ -155,6 +155,7 @@ func applyRemoveMember(s *State, index uint64, c RemoveMember) error {
 	delete(s.Members, c.Name)
 	s.Sync.Standbys = slices.DeleteFunc(slices.Clone(s.Sync.Standbys), func(n string) bool { return n == c.Name })
 	s.Sync.Inherited = slices.DeleteFunc(slices.Clone(s.Sync.Inherited), func(n string) bool { return n == c.Name })
+	s.Sync.Rev = index
 	appendEvent(s, Event{Index: index, At: c.At, Kind: EventMemberLeave, Actor: c.Actor,
 		Member: c.Name, Reason: c.Reason})
 	return nil
@@ -179,15 +180,17 @@ func applySetLeader(s *State, index uint64, c SetLeader) error {
 	if c.Rules >= RulesSyncKey {
 		switch {
 		case !s.Config.SynchronousMode:
-			s.Sync = SyncState{}
+			s.Sync = SyncState{Rev: index}
 		case c.Holder == "":
 			// A release keeps the record: the last holder and its
 			// standbys hold every commit it acknowledged.
 			if s.Leader.Renewed {
 				s.Sync.Inherited = nil
 			}
+			s.Sync.Rev = index
 		default:
 			s.Sync = s.syncAfterTakeover(c.Holder)
+			s.Sync.Rev = index
 		}
 	}
 	prev := s.Leader
@@ -215,10 +218,11 @@ func applyRenewLeader(s *State, index uint64, c RenewLeader) error {
 	s.Leader.RenewedAt = c.At
 	s.Leader.Renewed = true
 	s.Leader.TTL = c.TTL
-	if s.Sync.Primary == c.Holder {
+	if s.Sync.Primary == c.Holder && len(s.Sync.Inherited) > 0 {
 		// From now on the holder may acknowledge commits that only it
 		// and its recorded standbys hold.
 		s.Sync.Inherited = nil
+		s.Sync.Rev = index
 	}
 	stampFirstRenewal(s, c.Epoch, c.At)
 	return nil
@@ -242,7 +246,7 @@ func stampFirstRenewal(s *State, epoch uint64, at time.Time) {
 	}
 }
 
-func applySetSync(s *State, c SetSync) error {
+func applySetSync(s *State, index uint64, c SetSync) error {
 	if s.Leader.Epoch != c.Epoch {
 		return fmt.Errorf("%w: sync set for epoch %d, key is at epoch %d", ErrEpochMismatch, c.Epoch, s.Leader.Epoch)
 	}
@@ -254,7 +258,7 @@ func applySetSync(s *State, c SetSync) error {
 	if c.Prev == nil || c.Primary != s.Sync.Primary {
 		inherited = nil // an entry of an older binary, or a record for another primary
 	}
-	s.Sync = SyncState{Primary: c.Primary, Standbys: slices.Clone(c.Standbys), Inherited: slices.Clone(inherited)}
+	s.Sync = SyncState{Primary: c.Primary, Standbys: slices.Clone(c.Standbys), Inherited: slices.Clone(inherited), Rev: index}
 	return nil
 }
 

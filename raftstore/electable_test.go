@@ -92,8 +92,8 @@ func TestSetSyncComparesAndSets(t *testing.T) {
 	t.Parallel()
 	a := syncCluster(t)
 	old := a.f.State().Sync // {a, [b]}
-	narrowed := SyncState{Primary: "a"}
 	a.mustApply(SetSync{Primary: "a", Epoch: 1, Prev: &old})
+	narrowed := a.f.State().Sync
 	a.mustApply(SetSync{Primary: "a", Standbys: []string{"c"}, Epoch: 1, Prev: &narrowed})
 	if res := a.apply(SetSync{Primary: "a", Standbys: nil, Epoch: 1, Prev: &old}); !errors.Is(res.Err, ErrSyncMismatch) {
 		t.Fatalf("stale SetSync: err %v, want ErrSyncMismatch", res.Err)
@@ -203,5 +203,22 @@ func TestBarrierChangesNothing(t *testing.T) {
 	}
 	if CmdBarrier&SkipUnknownFlag == 0 {
 		t.Fatal("CmdBarrier lacks SkipUnknownFlag: an older binary would stop on it")
+	}
+}
+
+// The simulator's seed 586: the holder's SetSync recording b loses its
+// reply; the holder re-records what it sees (nothing changed) before it
+// drops b from synchronous_standby_names; the late SetSync must then fail
+// although the members it compared against are the same.
+func TestALateSetSyncCannotCommitAfterAConfirmation(t *testing.T) {
+	t.Parallel()
+	a := syncCluster(t)
+	st := a.f.State()
+	a.mustApply(SetSync{Primary: "a", Epoch: 1, Prev: &st.Sync}) // narrowed to none
+	view := a.f.State().Sync
+	late := SetSync{Primary: "a", Standbys: []string{"b"}, Epoch: 1, Prev: &view} // its reply is lost
+	a.mustApply(SetSync{Primary: "a", Epoch: 1, Prev: &view})                     // the confirmation
+	if res := a.apply(late); !errors.Is(res.Err, ErrSyncMismatch) {
+		t.Fatalf("late SetSync after the confirmation: err %v, want ErrSyncMismatch", res.Err)
 	}
 }

@@ -244,11 +244,18 @@ type SyncState struct {
 	// holder has not renewed (LeaderKey.Renewed), and the first renewal
 	// clears them.
 	Inherited []string `json:"inherited,omitempty"`
+	// Rev is the Raft index of the record's last change. SetSync's
+	// compare-and-set includes it, so a SetSync whose reply was lost can
+	// never commit after a later one made from the same view, even one
+	// that changed nothing (the holder confirms the record that way
+	// before it acts on an uncertain outcome).
+	Rev uint64 `json:"rev,omitempty"`
 }
 
-// Equal reports whether s and o record the same members.
+// Equal reports whether s and o are the same record (members and Rev).
 func (s SyncState) Equal(o SyncState) bool {
-	return s.Primary == o.Primary && slices.Equal(s.Standbys, o.Standbys) && slices.Equal(s.Inherited, o.Inherited)
+	return s.Primary == o.Primary && slices.Equal(s.Standbys, o.Standbys) && slices.Equal(s.Inherited, o.Inherited) &&
+		s.Rev == o.Rev
 }
 
 // NoRecord reports whether nothing is recorded: no primary ever recorded

@@ -89,7 +89,7 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 	apiOpts := []api.Option{api.WithVersion(version)}
 	var rot *rotator
 	if cfg.HasPostgres {
-		pgOpts := pgmanager.Options{Scope: cfg.Scope}
+		pgOpts := pgmanager.Options{Scope: cfg.Scope, FenceKeeper: pgmanager.SelfFenceKeeper}
 		if br != nil {
 			if err := br.WriteConfig(); err != nil {
 				return err

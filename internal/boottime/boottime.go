@@ -1,8 +1,11 @@
 // Package boottime is the clock every lease deadline is read on:
-// CLOCK_BOOTTIME, which keeps counting while the host is suspended or the
-// VM is paused (Go's monotonic clock, CLOCK_MONOTONIC, stops then). A host
-// that resumes from a suspend therefore sees its lease as ended, not as
-// still running for the time it slept.
+// CLOCK_BOOTTIME, which keeps counting while the host is suspended (Go's
+// monotonic clock, CLOCK_MONOTONIC, stops then). A host that resumes from
+// a suspend therefore sees its lease as ended, not as still running for
+// the time it slept. A paused QEMU/KVM guest is another matter: kvm-clock
+// stops every guest clock, this one included, while the VM is stopped
+// (stop/cont, savevm/loadvm, migration downtime); see the README's
+// guarantees.
 //
 // Now returns that clock as a time.Time anchored at the wall clock of the
 // moment this process first read it. The value carries no monotonic
