@@ -83,14 +83,14 @@ var simRegressions = []struct {
 	seed    int64
 	finding string
 }{
-	// Open on main at ef7e1f7 (see testdata/sim/FINDINGS.md):
+	// Found on main at ef7e1f7, fixed in 4ea931c (testdata/sim/FINDINGS.md):
 	{2865, "F1: the last primary a, stopped, waits for b (elected, never renewed, lost) to report itself a running primary: never a running replica, never elected"},
 	{4257, "F1 in asynchronous mode: a and b restarted stopped while c, the holder, was fenced; c lost for good; both wait for c for ever"},
 	{4695, "F1"},
 	{4860, "F1"},
 	{8263, "F1"},
 	{6883, "F2 (strict mode): a's SetSync recording b commits 1.1s late, after a set FIRST 2 (gate, *); b elected by the fast path; a acknowledges with the gate and c commits b lacks"},
-	// Open on main at 0f1cb86 (the same findings; on later code these
+	// Found on main at 0f1cb86, fixed in 4ea931c (on later code these
 	// schedules may no longer reach the same states):
 	{76, "F1"},
 	{738, "F1"},
