@@ -54,7 +54,7 @@ chaos: deps
 # failover/testdata/sim/mutations re-introduces a review finding into a
 # copy of the module, and the short sweep must find it (go test ./failover/
 # runs a 2000-schedule sweep, without the mutations). SIM_MUTATION_BASE=dir
-# applies dir's patches (e.g. failover/testdata/sim/proposals) to both the
+# applies the patches in dir (a proposed fix, say) to both the
 # reference and the mutated copies first.
 SIM_SCHEDULES ?= 50000
 SIM_MUTATION_BASE ?=

@@ -35,7 +35,7 @@ func TestSimMutations(t *testing.T) {
 	}
 	first := regexp.MustCompile(`SIM-FIRST-FAIL seed=(\d+) invariant=(\S+) schedules=(\d+)`)
 	// SIM_MUTATION_BASE names patches applied to both copies first (e.g.
-	// testdata/sim/proposals: a proposed fix the mutation is judged on).
+	// a proposed fix the mutation is judged on).
 	var basePatches []string
 	if g := os.Getenv("SIM_MUTATION_BASE"); g != "" {
 		if _, err := os.Stat(g); err != nil {
