@@ -47,8 +47,8 @@ package failover
 //   - only-copy: in synchronous mode no data directory holding the only
 //     copy of an acknowledged commit is rewound or recloned;
 //   - liveness: after the heal a commit is acknowledged within
-//     8·max(ttl, 9s)+6s, when a member that holds every acknowledged
-//     commit is alive (asynchronous mode: always).
+//     8·max(ttl, 9s)+6s (asynchronous mode: always; synchronous mode: when
+//     the last holder that renewed, or its recorded standby, is alive).
 //
 // Not modelled yet: switchover and manual failover (handOver, waitCaughtUp
 // and handKey poll on real timers: they need a clock-driven wait to be
@@ -594,20 +594,22 @@ func (w *simWorld) checkTick() {
 
 // livenessRequired says whether a writable primary must come back after the
 // heal: always in asynchronous mode; in synchronous mode when the last
-// writer, or a recorded synchronous standby of it, is alive.
+// holder that renewed (the newest that may have acknowledged anything) is
+// alive, or a standby recorded for it. A holder elected and lost before its
+// first renewal acknowledged nothing: the one before it counts (review #10).
 func (w *simWorld) livenessRequired() (bool, string) {
 	if !w.cfg.sync {
 		return true, "asynchronous mode"
 	}
-	lw, ok := w.by[w.latestW.member]
-	if ok && !lw.dead {
-		return true, "the last primary " + lw.name + " is alive"
+	lr, ok := w.by[w.lastRenewed]
+	if ok && !lr.dead {
+		return true, "the last holder that renewed, " + lr.name + ", is alive"
 	}
 	st := w.committed()
-	if st.Sync.Primary == w.latestW.member {
+	if st.Sync.Primary == w.lastRenewed {
 		for _, s := range st.Sync.Standbys {
 			if m, ok := w.by[s]; ok && !m.dead {
-				return true, "the last primary's synchronous standby " + s + " is alive"
+				return true, "the synchronous standby " + s + " of the last holder that renewed is alive"
 			}
 		}
 	}

@@ -122,6 +122,9 @@ type simWorld struct {
 	ackIdx     map[uint64]int
 	nextTL     uint32
 	latestW    simWritable
+	// lastRenewed is the last holder that renewed (held a lease): the
+	// newest member that may have acknowledged anything.
+	lastRenewed string
 	lastWriter *simMember
 	stats      simStats
 
@@ -220,6 +223,7 @@ func (w *simWorld) afterCommit(st raftstore.State, cmd raftstore.Command) {
 		}
 	case raftstore.RenewLeader:
 		w.stats.renewals++
+		w.lastRenewed = c.Holder
 	}
 }
 
