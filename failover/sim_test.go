@@ -25,7 +25,9 @@ package failover
 // commits with its reply lost.
 //
 // Faults (drawn per schedule, then all healed; one member may stay lost):
-// kill and restart of an agent (its PostgreSQL dies with it), SIGSTOP of an
+// kill and restart of an agent (its PostgreSQL dies with it; in a quarter
+// of the schedules a newly elected holder's host dies before its first
+// renewal, and may stay lost), SIGSTOP of an
 // agent (loop, Raft peer and gate frozen; the fence keeper, armed through
 // FenceAt, still kills PostgreSQL at the lease end), host suspend (agent and
 // PostgreSQL frozen; the boot clock runs on), partitions of a group from
@@ -124,16 +126,19 @@ func simKind(v string) string {
 }
 
 type simParams struct {
-	members     int
-	sync        bool
-	strict      bool
-	ttl         time.Duration
-	faultPhase  time.Duration
-	pDrop       float64
-	pDelay      float64
-	pLostReply  float64
-	pCommit     float64
-	permanent   bool // one member stays lost after the heal
+	members    int
+	sync       bool
+	strict     bool
+	ttl        time.Duration
+	faultPhase time.Duration
+	pDrop      float64
+	pDelay     float64
+	pLostReply float64
+	pCommit    float64
+	permanent  bool // one member stays lost after the heal
+	// killElected is the chance that a newly elected holder's host dies
+	// at once, before its first renewal.
+	killElected float64
 	maxFaultGap time.Duration
 }
 
@@ -169,6 +174,10 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 	r := rand.New(rand.NewSource(seed))
 	w := &simWorld{rng: r, seed: seed, cfg: simDraw(r), by: map[string]*simMember{}, failedAt: map[string]time.Time{},
 		cut: map[[4]int]int{}, recPos: map[uint64]int{}, nextTL: 2}
+	w.rng2 = rand.New(rand.NewSource(seed*7919 + 1))
+	if w.rng2.Intn(4) == 0 {
+		w.cfg.killElected = 0.3
+	}
 	if traced {
 		w.trace = &simTrace{}
 	}
@@ -206,8 +215,8 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 		m.pg.wal = slices.Clone(w.mem[0].pg.wal)
 		w.startAgent(m)
 	}
-	w.tracef("--", "seed %d: %d members, synchronous_mode=%v strict=%v ttl=%s faults for %s, drop/delay/lost %.3f/%.3f/%.3f, permanent loss %v",
-		seed, w.cfg.members, w.cfg.sync, w.cfg.strict, w.cfg.ttl, w.cfg.faultPhase, w.cfg.pDrop, w.cfg.pDelay, w.cfg.pLostReply, w.cfg.permanent)
+	w.tracef("--", "seed %d: %d members, synchronous_mode=%v strict=%v ttl=%s faults for %s, drop/delay/lost %.3f/%.3f/%.3f, permanent loss %v, new holder dies %.2f",
+		seed, w.cfg.members, w.cfg.sync, w.cfg.strict, w.cfg.ttl, w.cfg.faultPhase, w.cfg.pDrop, w.cfg.pDelay, w.cfg.pLostReply, w.cfg.permanent, w.cfg.killElected)
 	return w
 }
 
@@ -345,6 +354,10 @@ func (w *simWorld) describeCuts(cuts [][4]int) string {
 	return strings.Join(out, ",") + " [" + strings.Join(kn, "+") + "]"
 }
 
+func (w *simWorld) anyDead() bool {
+	return slices.ContainsFunc(w.mem, func(m *simMember) bool { return m.dead })
+}
+
 func (w *simWorld) kill(m *simMember) {
 	if !m.alive {
 		return
@@ -449,7 +462,7 @@ func (w *simWorld) heal() {
 		w.resume(m)
 		w.wake(m)
 	}
-	if w.cfg.permanent {
+	if w.cfg.permanent && !w.anyDead() {
 		m := w.pick()
 		w.kill(m)
 		m.dead = true
@@ -633,6 +646,23 @@ func (w *simWorld) run() {
 			w.tracef("--", "FAULT %s", f.desc)
 			f.do(w)
 		}
+		for _, name := range w.toKill {
+			m := w.by[name]
+			if !m.alive || healed {
+				continue
+			}
+			w.tracef(name, "FAULT the new holder's host dies before its first renewal")
+			w.kill(m)
+			if w.cfg.permanent && !w.anyDead() {
+				m.dead = true
+				w.tracef(name, "lost for good")
+			} else {
+				at := w.elapsed() + time.Duration(500+w.rng2.Intn(8000))*time.Millisecond
+				faults = append(faults, simFault{at: at, desc: "restart agent " + name, do: func(w *simWorld) { w.restart(m) }})
+				slices.SortStableFunc(faults, func(a, b simFault) int { return int(a.at - b.at) })
+			}
+		}
+		w.toKill = nil
 		if !healed && w.elapsed() >= w.cfg.faultPhase {
 			healed = true
 			faults = nil // what was left of the schedule (its heals included)

@@ -87,10 +87,14 @@ func (m *simMember) responsive() bool { return m.alive && !m.paused && !m.suspen
 // goroutines the real code starts (renewWhile's action, the coordinator's
 // loop); the driver never holds mu while calling into the real code.
 type simWorld struct {
-	mu   sync.Mutex
-	rng  *rand.Rand
-	seed int64
-	cfg  simParams
+	mu  sync.Mutex
+	rng *rand.Rand
+	// rng2 draws what later versions added (a stream apart, so that
+	// the schedules of the seeds found before stay as they were).
+	rng2   *rand.Rand
+	toKill []string
+	seed   int64
+	cfg    simParams
 
 	start time.Time
 	now   time.Time
@@ -125,8 +129,8 @@ type simWorld struct {
 	// lastRenewed is the last holder that renewed (held a lease): the
 	// newest member that may have acknowledged anything.
 	lastRenewed string
-	lastWriter *simMember
-	stats      simStats
+	lastWriter  *simMember
+	stats       simStats
 
 	admins []*simAdmin
 
@@ -215,6 +219,10 @@ func (w *simWorld) commitLocked(cmd raftstore.Command, from string) raftstore.Ap
 func (w *simWorld) afterCommit(st raftstore.State, cmd raftstore.Command) {
 	switch c := cmd.(type) {
 	case raftstore.SetLeader:
+		if c.Holder != "" && w.cfg.killElected > 0 && c.Cause != raftstore.CauseBootstrap && w.rng2.Float64() < w.cfg.killElected {
+			// The new holder's host dies before it can renew (#10).
+			w.toKill = append(w.toKill, c.Holder)
+		}
 		if c.Holder != "" {
 			w.stats.elections++
 			if strings.Contains(c.Reason, "before its lease ended") {
