@@ -540,6 +540,27 @@ func maxAckGap(writes []chaosWrite) (time.Duration, time.Time) {
 	return gap, at
 }
 
+// ackSeconds counts the whole seconds of [from, to) in which at least one
+// write was acknowledged, and the seconds in all: the share of seconds the
+// cluster took writes (issue 19's liveness target: 90 %).
+func ackSeconds(writes []chaosWrite, from, to time.Time) (withAck, total int) {
+	total = int(to.Sub(from) / time.Second)
+	if total <= 0 {
+		return 0, 0
+	}
+	seen := make([]bool, total)
+	for _, w := range writes {
+		if w.Outcome != writeAcked || w.Done.Before(from) {
+			continue
+		}
+		if i := int(w.Done.Sub(from) / time.Second); i < total && !seen[i] {
+			seen[i] = true
+			withAck++
+		}
+	}
+	return withAck, total
+}
+
 // leaseEpisode groups lease violations of one member that follow each
 // other closely: one frozen or cut-off primary makes many.
 type leaseEpisode struct {
@@ -753,5 +774,15 @@ func TestChaosCheckCancelledWaits(t *testing.T) {
 	}
 	if !strings.Contains(cw(3, 2800, 3300, 3400).String(), "cancelled-wait WARNING") {
 		t.Fatal("a cancelled-wait ack does not say so")
+	}
+}
+
+func TestChaosCheckAckSeconds(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) chaosWrite { return chaosWrite{Outcome: writeAcked, Done: t0.Add(d)} }
+	writes := []chaosWrite{at(100 * time.Millisecond), at(900 * time.Millisecond), at(2500 * time.Millisecond),
+		at(-time.Second), at(10 * time.Second), {Outcome: writeFailed, Done: t0.Add(3500 * time.Millisecond)}}
+	if got, total := ackSeconds(writes, t0, t0.Add(4*time.Second)); got != 2 || total != 4 {
+		t.Fatalf("ackSeconds = %d of %d, want 2 of 4", got, total)
 	}
 }

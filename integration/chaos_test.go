@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"sort"
@@ -327,17 +326,7 @@ func (r *chaosRun) available() *Node {
 
 // cli runs the raftgres CLI inside member n's namespace (where the
 // members' API addresses are reachable) with n's config.
-func (r *chaosRun) cli(n *Node, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	full := append([]string{"netns", "exec", n.NetNS, binPath}, args...)
-	full = append(full, "-c", n.Config)
-	out, err := exec.CommandContext(ctx, "ip", full...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("raftgres %s via %s: %v: %s", strings.Join(args, " "), n.Name, err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
-}
+func (r *chaosRun) cli(n *Node, args ...string) (string, error) { return netnsCLI(n, args...) }
 
 // operator runs a CLI command through any available member, retrying
 // (a partition may have taken the Raft leader away) until timeout. A
@@ -942,6 +931,7 @@ func (r *chaosRun) finish() {
 	}
 	offKey := ackedOffKey(writes, st.History, 0)
 	gap, gapAt := maxAckGap(writes)
+	ackSecs, allSecs := ackSeconds(writes, r.start, faultEnd)
 	renewals, ends := 0, 0
 	for _, l := range lines {
 		if l.Ended {
@@ -983,6 +973,8 @@ func (r *chaosRun) finish() {
 		time.Now().Sub(boottime.Now()))
 	r.logf("writes sent after the key had left their member (FSM history) and acked by it: %d", len(offKey))
 	r.logf("max write gap: %s (from %s)", gap.Round(time.Millisecond), clock(gapAt))
+	r.logf("seconds with an acknowledged write, during the faults: %d of %d (%.1f %%)", ackSecs, allSecs,
+		100*float64(ackSecs)/float64(max(allSecs, 1)))
 	if r.sync {
 		r.logf("times the FSM's synchronous standby was not synchronous in PostgreSQL: %d", len(r.syncBroken))
 	}
@@ -1033,6 +1025,8 @@ func (r *chaosRun) finish() {
 	add("no two members acknowledge writes in overlapping intervals (epochs monotone)", len(epochVs) > 0 || (acked > 0 && renewals == 0),
 		epochDetail)
 	add("all members converge (same count and checksum)", convErr != nil, errOrEmpty(convErr))
+	add("writes succeed in at least 90 % of the seconds of the faults", allSecs > 0 && ackSecs*10 < allSecs*9,
+		fmt.Sprintf("%d of %d seconds", ackSecs, allSecs))
 
 	r.explainLost(lostOrdinary, book, st.History)
 	r.explainLostCancelled(lostCancelled, book)

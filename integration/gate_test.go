@@ -258,15 +258,7 @@ func TestPausedPrimaryCutOffStopsOnResume(t *testing.T) {
 	if err := pgExec(ctx, primary, "CREATE TABLE windows (node text, seq int)"); err != nil {
 		t.Fatal(err)
 	}
-	var other *Node
-	idx := 0
-	for i, n := range c.nodes {
-		if n == primary {
-			idx = i + 1
-		} else if other == nil {
-			other = n
-		}
-	}
+	idx, other := labIndex(c, primary)
 	setPause := func(pause bool) {
 		t.Helper()
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)

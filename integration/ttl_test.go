@@ -10,8 +10,7 @@ import (
 )
 
 // netnsCLI runs the raftgres CLI inside n's network namespace, against n.
-func netnsCLI(t *testing.T, n *Node, args ...string) (string, error) {
-	t.Helper()
+func netnsCLI(n *Node, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	full := append([]string{"netns", "exec", n.NetNS, binPath}, args...)
@@ -35,20 +34,12 @@ func TestLoweringTTLDuringACutKeepsOneWriter(t *testing.T) {
 	lab, c := startNetnsCluster(t, 3, fastDCS)
 	primary := c.waitPrimary(120*time.Second, c.nodes...)
 	c.waitStreaming(primary)
-	var other *Node
-	idx := 0
-	for i, n := range c.nodes {
-		if n == primary {
-			idx = i + 1
-		} else if other == nil {
-			other = n
-		}
-	}
+	idx, other := labIndex(c, primary)
 	ctx := ctxT(t, 10*time.Second)
 	if err := pgExec(ctx, primary, "CREATE TABLE windows (node text, seq int)"); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := netnsCLI(t, other, "edit-config", "--set", "ttl=12", "--force"); err != nil {
+	if out, err := netnsCLI(other, "edit-config", "--set", "ttl=12", "--force"); err != nil {
 		t.Fatalf("edit-config ttl=12: %v\n%s", err, out)
 	}
 	// Wait for a renewal made under ttl 12s: the lease it gives runs 8s.
@@ -70,7 +61,7 @@ func TestLoweringTTLDuringACutKeepsOneWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := poll(30*time.Second, "edit-config ttl=3 through a member of the majority", func() error {
-		_, err := netnsCLI(t, other, "edit-config", "--set", "ttl=3", "--force")
+		_, err := netnsCLI(other, "edit-config", "--set", "ttl=3", "--force")
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -91,4 +82,17 @@ func TestLoweringTTLDuringACutKeepsOneWriter(t *testing.T) {
 	if o := w.overlaps(); len(o) > 0 {
 		t.Fatalf("two members accepted writes at once:\n%s", strings.Join(o, "\n"))
 	}
+}
+
+// labIndex returns n's link number in its netLab (the cut and heal
+// argument) and another member of c.
+func labIndex(c *cluster, n *Node) (idx int, other *Node) {
+	for i, m := range c.nodes {
+		if m == n {
+			idx = i + 1
+		} else if other == nil {
+			other = m
+		}
+	}
+	return idx, other
 }

@@ -2,8 +2,13 @@ package pgmanager
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -11,26 +16,43 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/sys/unix"
+
+	"raftgres/internal/boottime"
 )
 
 // The commit gate (DESIGN.md, "Commit gate"): the agent is itself a
 // synchronous "standby" of its own PostgreSQL, a physical replication
 // client named GateName on the local socket, listed in the primary's
 // synchronous_standby_names. It acknowledges WAL only while the lease is
-// valid, checked on the monotonic clock right before each reply, so a
-// frozen, wedged or partitioned agent cannot let its PostgreSQL
-// acknowledge a commit after the lease end.
+// valid, checked on the lease clock (internal/boottime) right before each
+// reply, so a frozen, wedged or partitioned agent cannot let its
+// PostgreSQL acknowledge a commit after the lease end.
 
 // GateName is the application_name of the commit gate's replication client.
 const GateName = "raftgres_fence"
+
+// IsGateName reports whether PostgreSQL would take name, as an
+// application_name or in synchronous_standby_names, for GateName: it
+// compares standby names case-insensitively (pg_strcasecmp, ASCII
+// letters). strings.EqualFold folds a few more (Unicode) letters, which
+// only refuses or terminates a little more than needed.
+func IsGateName(name string) bool { return strings.EqualFold(name, GateName) }
+
+// GateMargin is how long before the lease end the gate stops replying:
+// a reply sent at the last moment may be read by a walsender that stalls
+// (CPU starvation, a stopped postmaster) and then releases commits after a
+// new holder is elected. It must equal raftstore.FenceBudget/2 (pgmanager
+// may not import raftstore; cmd/raftgres's tests check the two agree).
+const GateMargin = 250 * time.Millisecond
 
 const (
 	// gateRetry is the pause between connection attempts while there is
 	// no lease, no running primary, or a failed attempt.
 	gateRetry = 50 * time.Millisecond
-	// gateWake bounds a blocking read: the gate then rechecks ctx and the
-	// lease (a timed-out read leaves the connection open) and, if the
-	// lease holds, sends an unsolicited status.
+	// gateWake bounds a blocking read: the gate then rechecks the lease
+	// and, if it holds, sends an unsolicited status (ctx's end interrupts
+	// a read at once).
 	gateWake = time.Second
 	// gateFirstWake is the first read bound on a new connection; it
 	// doubles up to gateWake. A walsender ignores acknowledgements until
@@ -48,16 +70,20 @@ const (
 func (m *Manager) GateConnected() bool { return m.gateUp.Load() }
 
 // RunGate runs the commit gate until ctx ends (returns nil then). Whenever
-// time.Now() is before leaseEnd() and the local postmaster runs and is not
+// boottime.Now() is before leaseEnd() − GateMargin (leaseEnd is a time on
+// the boot clock, internal/boottime) and the local postmaster runs and is not
 // in recovery, it keeps one physical replication connection to it and
 // acknowledges the WAL it receives (write = flush = apply = end of WAL
-// received, starting from the server's WAL end when it connected) after
-// every XLogData message, on keepalives that ask for a reply, and when a
-// read times out (see gateWake, gateFirstWake). It checks the lease
-// immediately before each reply; once the lease has ended it never replies
-// on that connection again and closes it, and it connects again only when
-// leaseEnd() is in the future again. leaseEnd must be safe to call from
-// this goroutine at any time.
+// received, starting from the server's WAL end when it connected) once
+// the XLogData messages already received reach the end of what the
+// walsender is sending, on keepalives that ask for a reply, and when a
+// read times out (see gateWake, gateFirstWake). Before its first reply on
+// a connection it terminates every other walsender that PostgreSQL would
+// take for it (evictNamesakes). It checks the lease immediately before
+// each reply, on the boot clock and GateMargin before the lease end; once
+// the lease has ended it never replies on that connection again and
+// closes it, and it connects again only when leaseEnd() is in the future
+// again. leaseEnd must be safe to call from this goroutine at any time.
 //
 // leaseChanged, when not nil, returns a channel closed at the lease's next
 // change: without a valid lease the gate then sleeps until one comes
@@ -109,7 +135,11 @@ type gateDown struct {
 	err  error
 }
 
-func (g *gate) leaseValid() bool { return time.Now().Before(g.leaseEnd()) }
+// until is the last instant (exclusive, on the boot clock) at which the
+// gate may reply: GateMargin before the lease end.
+func (g *gate) until() time.Time { return g.leaseEnd().Add(-GateMargin) }
+
+func (g *gate) leaseValid() bool { return boottime.Now().Before(g.until()) }
 
 // session makes one connection attempt and, when it streams, serves it
 // until it ends; it logs state changes.
@@ -129,12 +159,19 @@ func (g *gate) session(ctx context.Context) {
 		}
 		return
 	}
+	c, err := takeOver(conn)
+	if err != nil {
+		g.down(gateDown{kind: "connection lost", err: err})
+		return
+	}
+	stop := context.AfterFunc(ctx, c.shutdown) // a blocked read returns
 	g.m.gateUp.Store(true)
 	g.state = "connected"
 	g.logger.Info("commit gate connected", "lsn", start.String())
-	why = g.stream(ctx, conn, start)
+	why = g.stream(ctx, c, start)
 	g.m.gateUp.Store(false)
-	closeConn(conn)
+	stop()
+	c.close()
 	g.down(why)
 }
 
@@ -217,10 +254,81 @@ func (g *gate) open(ctx context.Context) (*pgconn.PgConn, pglogrepl.LSN, gateDow
 	if err != nil {
 		return fail(gateDown{kind: "identify system failed", err: err})
 	}
+	// Nothing left in pgconn's background reader: the stream is taken
+	// over from pgconn later (takeOver).
+	if err := conn.SyncConn(sctx); err != nil {
+		return fail(gateDown{kind: "identify system failed", err: err})
+	}
 	if err := startPhysical(sctx, conn, sys.XLogPos, sys.Timeline); err != nil {
 		return fail(gateDown{kind: "start replication failed", err: err})
 	}
+	// Before its first reply: no other walsender may pass for the gate.
+	if err := g.evictNamesakes(sctx, conn.PID()); err != nil {
+		return fail(gateDown{kind: "another walsender has the gate's name", err: err})
+	}
 	return conn, sys.XLogPos, gateDown{}
+}
+
+// gateEvictPoll is the interval at which evictNamesakes looks again for
+// walsenders it has terminated.
+const gateEvictPoll = 10 * time.Millisecond
+
+// evictNamesakes terminates every walsender but the gate's own (backend
+// pid self) whose application_name PostgreSQL takes for GateName, and
+// waits until none is left (until ctx ends: an error then). PostgreSQL
+// matches standby names case-insensitively and fills FIRST n from the
+// lowest priority, so such a walsender (the gate's previous connection,
+// not yet gone, or a client named RAFTGRES_FENCE) counts as the gate: if
+// it replies, commits are acknowledged without this gate and its lease.
+func (g *gate) evictNamesakes(ctx context.Context, self uint32) error {
+	conn, err := g.m.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	tick := time.NewTicker(gateEvictPoll)
+	defer tick.Stop()
+	terminated := map[int32]bool{}
+	for {
+		rows, err := conn.Query(ctx, "SELECT pid, coalesce(application_name, '') FROM pg_stat_activity WHERE backend_type = 'walsender' AND pid <> $1", int64(self))
+		if err != nil {
+			return fmt.Errorf("list walsenders: %w", err)
+		}
+		var left []int32
+		var names []string
+		for rows.Next() {
+			var pid int32
+			var name string
+			if err := rows.Scan(&pid, &name); err != nil {
+				rows.Close()
+				return fmt.Errorf("list walsenders: %w", err)
+			}
+			if IsGateName(name) {
+				left, names = append(left, pid), append(names, name)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("list walsenders: %w", err)
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		for i, pid := range left {
+			if terminated[pid] {
+				continue
+			}
+			g.logger.Warn("terminating another walsender with the commit gate's name", "pid", pid, "application_name", names[i])
+			if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+				return fmt.Errorf("terminate walsender %d (%q): %w", pid, names[i], err)
+			}
+			terminated[pid] = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("walsenders %v named %q still running after pg_terminate_backend: %w", left, names, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // startReplicationSQL is the walsender command that streams from pos on
@@ -255,104 +363,121 @@ func startPhysical(ctx context.Context, conn *pgconn.PgConn, pos pglogrepl.LSN, 
 
 // stream serves one replication connection until the lease ends, ctx
 // ends, or the connection fails; it returns why it stopped.
-func (g *gate) stream(ctx context.Context, conn *pgconn.PgConn, start pglogrepl.LSN) gateDown {
+//
+// Replies are batched: the gate acknowledges when the walsender has sent
+// all it meant to send (gateStream.handle) and nothing more is already
+// read, so a burst of messages gets one reply, sent after the last. The
+// lease is read on the boot clock right before each reply, and whenever a
+// read window ends (not per message): a lease end that moves earlier is
+// seen by the next reply or window, which is no later than the window's
+// length (at most gateWake) past it; a reply never is.
+func (g *gate) stream(ctx context.Context, c *gateConn, start pglogrepl.LSN) gateDown {
 	st := gateStream{received: start}
 	// Acknowledge the start position at once: commits that waited while
 	// the gate was away are released, if not by this reply then by the
 	// early timed-out reads' (gateFirstWake).
-	if err := g.reply(conn, st.received); err != nil {
+	if err := g.reply(c, st.received); err != nil {
 		return replyFailed(err)
 	}
 	var w readWindow
-	defer w.close()
+	pending := false // a reply is due once nothing more is read
 	for {
 		if ctx.Err() != nil {
 			return gateDown{kind: "stopping"}
 		}
-		now, end := time.Now(), g.leaseEnd()
-		if !now.Before(end) {
-			return gateDown{kind: "no valid lease"}
+		if !c.buffered() {
+			// The next read may block: it waits at most the window's
+			// length, which ends no later than the lease allows.
+			if now := time.Now(); w.expired(now) {
+				left := g.until().Sub(boottime.Now())
+				if left <= 0 {
+					return gateDown{kind: "no valid lease"}
+				}
+				if err := c.setReadTimeout(w.renew(now, left)); err != nil {
+					return gateDown{kind: "connection lost", err: err}
+				}
+			}
 		}
-		wctx := w.at(ctx, now, end)
-		msg, err := conn.ReceiveMessage(wctx)
+		typ, body, err := c.next()
 		if err != nil {
 			switch {
 			case ctx.Err() != nil:
 				return gateDown{kind: "stopping"}
-			case wctx.Err() != nil && !conn.IsClosed():
-				// Idle: pgconn keeps the connection after a read
-				// deadline. Say we are still here, if the lease holds.
-				if err := g.reply(conn, st.received); err != nil {
+			case errors.Is(err, errReadTimeout):
+				// Idle for the window's length: say we are still
+				// here, if the lease holds.
+				w.expire()
+				pending = false
+				if err := g.reply(c, st.received); err != nil {
 					return replyFailed(err)
 				}
 				continue
+			case errors.Is(err, errGateMessage):
+				return gateDown{kind: "protocol error", err: err}
 			}
 			return gateDown{kind: "connection lost", err: err}
 		}
-		switch msg := msg.(type) {
-		case *pgproto3.CopyData:
-			replyNow, err := st.handle(msg.Data)
+		switch typ {
+		case 'd': // CopyData
+			replyNow, err := st.handle(body)
 			if err != nil {
 				return gateDown{kind: "protocol error", err: err}
 			}
-			if replyNow {
-				if err := g.reply(conn, st.received); err != nil {
+			pending = pending || replyNow
+			if pending && !c.buffered() {
+				pending = false
+				if err := g.reply(c, st.received); err != nil {
 					return replyFailed(err)
 				}
 			}
-		case *pgproto3.ErrorResponse:
-			return gateDown{kind: "server error", err: pgconn.ErrorResponseToPgError(msg)}
-		case *pgproto3.CopyDone:
+		case 'E': // ErrorResponse
+			var msg pgproto3.ErrorResponse
+			if err := msg.Decode(body); err != nil {
+				return gateDown{kind: "protocol error", err: fmt.Errorf("%w: %w", errGateMessage, err)}
+			}
+			return gateDown{kind: "server error", err: pgconn.ErrorResponseToPgError(&msg)}
+		case 'c': // CopyDone
 			return gateDown{kind: "server ended streaming"}
 		}
 	}
 }
 
-// readWindow is the deadline of the gate's reads: one context serves many
-// messages. Its length starts at gateFirstWake and doubles up to gateWake;
-// it never ends later than the lease.
+// readWindow paces the gate's blocking reads. Each read waits at most the
+// current window's length, which starts at gateFirstWake, doubles with
+// each new window up to gateWake, and never exceeds the time left to
+// reply (the lease, less GateMargin). Its end is on the monotonic clock.
 type readWindow struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	end    time.Time
-	step   time.Duration
+	end  time.Time
+	step time.Duration
 }
 
-// at returns the read context for a read at now under a lease ending at
-// leaseEnd.
-func (w *readWindow) at(parent context.Context, now, leaseEnd time.Time) context.Context {
-	if w.ctx != nil && now.Before(w.end) && !leaseEnd.Before(w.end) {
-		return w.ctx
-	}
-	w.close()
+// expired reports whether a read at now needs a new window.
+func (w *readWindow) expired(now time.Time) bool { return w.end.IsZero() || !now.Before(w.end) }
+
+// expire ends the window (a read waited its whole length).
+func (w *readWindow) expire() { w.end = time.Time{} }
+
+// renew starts the next window at now, with left to the end of the time
+// the gate may reply, and returns its length.
+func (w *readWindow) renew(now time.Time, left time.Duration) time.Duration {
 	w.step = min(max(2*w.step, gateFirstWake), gateWake)
-	w.end = now.Add(w.step)
-	if leaseEnd.Before(w.end) {
-		w.end = leaseEnd
-	}
-	w.ctx, w.cancel = context.WithDeadline(parent, w.end)
-	return w.ctx
-}
-
-func (w *readWindow) close() {
-	if w.cancel != nil {
-		w.cancel()
-	}
+	d := min(w.step, left)
+	w.end = now.Add(d)
+	return d
 }
 
 // errLeaseEnded: the gate did not reply because the lease has ended.
 var errLeaseEnded = errors.New("lease ended")
 
 // reply acknowledges pos as written, flushed and applied, if and only if
-// the lease is still valid at this instant (errLeaseEnded otherwise).
-func (g *gate) reply(conn *pgconn.PgConn, pos pglogrepl.LSN) error {
-	now := time.Now()
-	if !now.Before(g.leaseEnd()) {
+// the lease is still valid, less GateMargin, at this instant
+// (errLeaseEnded otherwise).
+func (g *gate) reply(c *gateConn, pos pglogrepl.LSN) error {
+	now := boottime.Now()
+	if !now.Before(g.until()) {
 		return errLeaseEnded
 	}
-	return pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
-		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos, ClientTime: now,
-	})
+	return c.sendStatus(pos, now)
 }
 
 // replyFailed turns a failed reply into the reason the stream ends.
@@ -401,4 +526,188 @@ func (s *gateStream) handle(data []byte) (bool, error) {
 		return k.ReplyRequested, nil
 	}
 	return false, nil // a message type of a later protocol: nothing to acknowledge
+}
+
+// gateConn is the gate's end of a streaming replication connection, taken
+// over from pgconn once streaming has started: a blocking socket, outside
+// Go's network poller, that only the gate's goroutine reads and writes.
+// A message is then one read(2) whose waiter the kernel wakes directly,
+// and a reply one write(2) of a reused buffer: no context watcher, no
+// allocation, no hand-off between threads (the gate's cost, TestGateCost).
+type gateConn struct {
+	fd      int
+	buf     []byte // read buffer: buf[r:w] is read and not yet consumed
+	r, w    int
+	timeout time.Duration // the socket's receive timeout (SO_RCVTIMEO)
+	out     [gateStatusLen]byte
+
+	mu     sync.Mutex // orders shutdown against close
+	closed bool
+}
+
+const (
+	// gateStatusLen is a Standby Status Update in a CopyData message:
+	// 'd', length, 'r', three LSNs, the client's time, reply-requested.
+	gateStatusLen = 1 + 4 + 1 + 3*8 + 8 + 1
+	// gateReadBuf is the read buffer's size: one read takes all a
+	// walsender has sent (it sends at most 128 kB of WAL per message).
+	gateReadBuf = 256 << 10
+	// gateMaxMessage bounds a message from the walsender.
+	gateMaxMessage = 64 << 20
+)
+
+// errReadTimeout: a read waited the whole receive timeout.
+var errReadTimeout = errors.New("read timed out")
+
+// takeOver takes the streaming connection from pgconn (conn is unusable
+// afterwards): the messages pgconn has read but not returned stay first in
+// the new buffer, and the socket is a duplicate descriptor in blocking
+// mode, the original being closed (which takes it out of Go's poller).
+func takeOver(conn *pgconn.PgConn) (*gateConn, error) {
+	hc, err := conn.Hijack()
+	if err != nil {
+		closeConn(conn)
+		return nil, fmt.Errorf("take over the replication connection: %w", err)
+	}
+	defer hc.Conn.Close()
+	var pre []byte
+	for hc.Frontend.ReadBufferLen() > 0 {
+		_ = hc.Conn.SetReadDeadline(time.Now().Add(gateSetup)) // only to finish a message begun
+		msg, err := hc.Frontend.Receive()
+		if err != nil {
+			return nil, fmt.Errorf("take over the replication connection: %w", err)
+		}
+		if pre, err = msg.Encode(pre); err != nil {
+			return nil, fmt.Errorf("take over the replication connection: %w", err)
+		}
+	}
+	sc, ok := hc.Conn.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("take over the replication connection: %T has no file descriptor", hc.Conn)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("take over the replication connection: %w", err)
+	}
+	fd := -1
+	var dupErr error
+	if err := raw.Control(func(f uintptr) { fd, dupErr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || dupErr != nil {
+		return nil, fmt.Errorf("take over the replication connection: dup: %w", errors.Join(err, dupErr))
+	}
+	c := &gateConn{fd: fd, buf: make([]byte, max(gateReadBuf, 2*len(pre)))}
+	c.w = copy(c.buf, pre)
+	tv := unix.NsecToTimeval(gateWake.Nanoseconds()) // a reply never waits longer for socket space
+	if err := errors.Join(unix.SetNonblock(fd, false), unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)); err != nil {
+		c.close()
+		return nil, fmt.Errorf("take over the replication connection: %w", err)
+	}
+	return c, nil
+}
+
+// buffered reports whether bytes read are not yet consumed (the next
+// message, or its beginning, is already here).
+func (c *gateConn) buffered() bool { return c.w > c.r }
+
+// next returns the next message's type and body (valid until the next
+// call): errReadTimeout if none came within the receive timeout, io.EOF
+// once the connection is closed or shut down.
+func (c *gateConn) next() (byte, []byte, error) {
+	for {
+		need := 5
+		if n := c.w - c.r; n >= 5 {
+			size := int(binary.BigEndian.Uint32(c.buf[c.r+1:]))
+			if size < 4 || size > gateMaxMessage {
+				return 0, nil, fmt.Errorf("%w: message length %d", errGateMessage, size)
+			}
+			if need = 1 + size; n >= need {
+				typ, body := c.buf[c.r], c.buf[c.r+5:c.r+need]
+				c.r += need
+				return typ, body, nil
+			}
+		}
+		if c.r == c.w {
+			c.r, c.w = 0, 0
+		}
+		if c.r+need > len(c.buf) || len(c.buf)-c.w < 16<<10 { // make room
+			buf := c.buf
+			if need > len(buf) {
+				buf = make([]byte, need+gateReadBuf)
+			}
+			c.w = copy(buf, c.buf[c.r:c.w])
+			c.r, c.buf = 0, buf
+		}
+		k, err := unix.Read(c.fd, c.buf[c.w:])
+		switch {
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return 0, nil, errReadTimeout
+		case err != nil:
+			return 0, nil, fmt.Errorf("read: %w", err)
+		case k == 0:
+			return 0, nil, io.EOF
+		default:
+			c.w += k
+		}
+	}
+}
+
+// setReadTimeout makes the following reads wait at most d (at least 1ms).
+func (c *gateConn) setReadTimeout(d time.Duration) error {
+	d = max(d, time.Millisecond)
+	if d == c.timeout {
+		return nil
+	}
+	tv := unix.NsecToTimeval(d.Nanoseconds())
+	if err := unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("set receive timeout: %w", err)
+	}
+	c.timeout = d
+	return nil
+}
+
+// pgEpochMicros is PostgreSQL's epoch (2000-01-01 UTC) in Unix microseconds.
+const pgEpochMicros = 946_684_800_000_000
+
+// sendStatus sends a Standby Status Update acknowledging pos as written,
+// flushed and applied, stamped now.
+func (c *gateConn) sendStatus(pos pglogrepl.LSN, now time.Time) error {
+	b := c.out[:]
+	b[0] = 'd'
+	binary.BigEndian.PutUint32(b[1:], gateStatusLen-1)
+	b[5] = pglogrepl.StandbyStatusUpdateByteID
+	binary.BigEndian.PutUint64(b[6:], uint64(pos))
+	binary.BigEndian.PutUint64(b[14:], uint64(pos))
+	binary.BigEndian.PutUint64(b[22:], uint64(pos))
+	binary.BigEndian.PutUint64(b[30:], uint64(now.UnixMicro()-pgEpochMicros))
+	b[38] = 0
+	for len(b) > 0 {
+		k, err := unix.Write(c.fd, b)
+		switch {
+		case err == unix.EINTR:
+		case err != nil:
+			return fmt.Errorf("send status: %w", err)
+		default:
+			b = b[k:]
+		}
+	}
+	return nil
+}
+
+// shutdown makes a blocked read return (io.EOF); safe from any goroutine.
+func (c *gateConn) shutdown() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	}
+}
+
+// close closes the socket: the walsender sees the end of its connection.
+func (c *gateConn) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.closed = true
+		_ = unix.Close(c.fd)
+	}
 }

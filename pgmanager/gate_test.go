@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	"raftgres/internal/boottime"
 )
 
 func xlogData(start uint64, n int) []byte {
@@ -119,36 +121,32 @@ func TestGateConfig(t *testing.T) {
 
 func TestReadWindow(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	now := time.Now()
-	far := now.Add(time.Hour)
 	var w readWindow
-	defer w.close()
-	deadline := func(c context.Context) time.Time { d, _ := c.Deadline(); return d }
-	c1 := w.at(ctx, now, far)
-	if !deadline(c1).Equal(now.Add(gateFirstWake)) {
-		t.Fatalf("first window ends %v after now, want %s", deadline(c1).Sub(now), gateFirstWake)
+	if !w.expired(now) {
+		t.Fatal("a new window is not expired")
 	}
-	if c := w.at(ctx, now.Add(gateFirstWake/2), far.Add(time.Hour)); c != c1 {
-		t.Fatal("a later lease end renewed the window early")
+	if d := w.renew(now, time.Hour); d != gateFirstWake || !w.end.Equal(now.Add(gateFirstWake)) {
+		t.Fatalf("first window %s ending %v after now, want %s", d, w.end.Sub(now), gateFirstWake)
 	}
-	c2 := w.at(ctx, now.Add(gateFirstWake/2), now.Add(gateFirstWake/4*3))
-	if c2 == c1 || !deadline(c2).Equal(now.Add(gateFirstWake/4*3)) {
-		t.Fatalf("an earlier lease end must cut the window: ends %v", deadline(c2))
+	if w.expired(now.Add(gateFirstWake/2)) || !w.expired(now.Add(gateFirstWake)) {
+		t.Fatal("the window expires at its end, not before")
 	}
-	if c1.Err() == nil {
-		t.Fatal("the replaced window was not cancelled")
-	}
-	// Expired windows are replaced by longer ones, up to gateWake.
-	at := now.Add(gateFirstWake)
-	var last time.Duration
+	// Windows double up to gateWake, and never outlast the lease.
+	at, last := now, time.Duration(0)
 	for range 20 {
-		c := w.at(ctx, at, far)
-		last = deadline(c).Sub(at)
-		at = deadline(c)
+		at = at.Add(last)
+		last = w.renew(at, time.Hour)
 	}
 	if last != gateWake {
 		t.Fatalf("windows grow to %s, want %s", last, gateWake)
+	}
+	if d := w.renew(at, gateFirstWake/3); d != gateFirstWake/3 || !w.end.Equal(at.Add(gateFirstWake/3)) {
+		t.Fatalf("a window %s with %s of lease left", d, gateFirstWake/3)
+	}
+	w.expire()
+	if !w.expired(at) {
+		t.Fatal("expire() did not end the window")
 	}
 }
 
@@ -175,7 +173,7 @@ func TestRunGateWithoutPostgres(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if err := m.RunGate(ctx, func() time.Time { return time.Now().Add(time.Hour) }, nil); err != nil {
+	if err := m.RunGate(ctx, func() time.Time { return boottime.Now().Add(time.Hour) }, nil); err != nil {
 		t.Fatalf("RunGate: %v", err)
 	}
 	if m.GateConnected() {
@@ -183,7 +181,7 @@ func TestRunGateWithoutPostgres(t *testing.T) {
 	}
 }
 
-// lease is a lease end a test moves.
+// lease is a lease end (on the boot clock) a test moves.
 type lease struct{ end atomic.Pointer[time.Time] }
 
 func newLease(end time.Time) *lease {
@@ -264,7 +262,7 @@ func TestGateLetsCommitsThrough(t *testing.T) {
 		t.Fatal("a commit returned with no gate running")
 	}
 	client = clientConn(ctx, t, p)
-	runGate(t, p, newLease(time.Now().Add(time.Hour)))
+	runGate(t, p, newLease(boottime.Now().Add(time.Hour)))
 	waitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
 	for i := range 20 {
 		start := time.Now()
@@ -312,20 +310,20 @@ func TestGateStopsAtLeaseEnd(t *testing.T) {
 	if err := p.Exec(ctx, "CREATE TABLE t (id int primary key)"); err != nil {
 		t.Fatal(err)
 	}
-	l := newLease(time.Now().Add(time.Hour))
+	l := newLease(boottime.Now().Add(time.Hour))
 	runGate(t, p, l)
 	waitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
-	end := time.Now().Add(2 * time.Second)
+	end := boottime.Now().Add(2 * time.Second)
 	l.set(end)
 	client := clientConn(ctx, t, p)
 	if _, err := client.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
 		t.Fatal(err)
 	}
-	if !time.Now().Before(end) {
+	if !boottime.Now().Before(end.Add(-GateMargin)) {
 		t.Fatal("test too slow: the commit before the lease end ran past it")
 	}
 	waitFor(t, 10*time.Second, "gate to disconnect at the lease end", func() (bool, error) {
-		return !p.GateConnected() && !time.Now().Before(end), nil
+		return !p.GateConnected() && !boottime.Now().Before(end.Add(-GateMargin)), nil
 	})
 	// After the end: the commit waits.
 	cctx, cancel := context.WithCancel(ctx)
@@ -369,7 +367,7 @@ func TestGateStopsAtLeaseEnd(t *testing.T) {
 		err := p.Exec(ctx, "DO $$BEGIN IF (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep') = 0 THEN RAISE 'none'; END IF; END$$")
 		return err == nil, fmt.Errorf("%d waiting: %w", n, err)
 	})
-	l.set(time.Now().Add(time.Hour))
+	l.set(boottime.Now().Add(time.Hour))
 	waitFor(t, 10*time.Second, "gate reconnected", func() (bool, error) { return p.GateConnected(), nil })
 	select {
 	case err := <-done:
@@ -396,7 +394,7 @@ func TestGateWaitsForPromotion(t *testing.T) {
 	if _, err := r.Reload(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	runGate(t, r, newLease(time.Now().Add(time.Hour)))
+	runGate(t, r, newLease(boottime.Now().Add(time.Hour)))
 	time.Sleep(time.Second) // the gate retries meanwhile
 	if r.GateConnected() {
 		t.Fatal("gate connected to a standby")
@@ -426,7 +424,7 @@ func TestGateNoAckAfterLeaseEnd(t *testing.T) {
 	if err := p.Exec(ctx, "CREATE TABLE t (id bigserial primary key, w int)"); err != nil {
 		t.Fatal(err)
 	}
-	l := newLease(time.Now().Add(time.Hour))
+	l := newLease(boottime.Now().Add(time.Hour))
 	runGate(t, p, l)
 	waitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
 	const writers = 4
@@ -434,7 +432,7 @@ func TestGateNoAckAfterLeaseEnd(t *testing.T) {
 	for i := range conns {
 		conns[i] = clientConn(ctx, t, p)
 	}
-	end := time.Now().Add(time.Second)
+	end := boottime.Now().Add(time.Second)
 	l.set(end)
 	wctx, cancel := context.WithCancel(ctx)
 	type result struct {
@@ -450,12 +448,12 @@ func TestGateNoAckAfterLeaseEnd(t *testing.T) {
 					break
 				}
 				r.acked++
-				r.last = time.Now()
+				r.last = boottime.Now()
 			}
 			results <- r
 		}()
 	}
-	time.Sleep(time.Until(end) + 2*time.Second) // writers run across the end
+	time.Sleep(end.Sub(boottime.Now()) + 2*time.Second) // writers run across the end
 	cancel()
 	total, last := 0, time.Time{}
 	for range writers {
@@ -468,12 +466,45 @@ func TestGateNoAckAfterLeaseEnd(t *testing.T) {
 	if total == 0 {
 		t.Fatal("no commit went through before the lease end")
 	}
-	// The gate's last reply left before the end; the client saw its
-	// commit one round trip (and a scheduling delay) later at most.
-	if late := last.Sub(end); late > 100*time.Millisecond {
-		t.Fatalf("a commit was acknowledged %s after the lease end", late)
+	// The gate's last reply left GateMargin before the end; the client
+	// saw its commit one round trip (and a scheduling delay, well under
+	// GateMargin) later at most.
+	if late := last.Sub(end.Add(-GateMargin)); late > 100*time.Millisecond {
+		t.Fatalf("a commit was acknowledged %s after the lease end less GateMargin (%s)", late, GateMargin)
 	}
 	t.Logf("%d commits acknowledged, the last seen by its client at lease end %+v", total, last.Sub(end))
+}
+
+// TestGateReplyMargin: the gate neither counts its lease as valid nor
+// replies within GateMargin of the lease end (the reply is refused before
+// the connection is touched: a nil one would panic), and does both before.
+func TestGateReplyMargin(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		left  time.Duration // from now to the lease end
+		valid bool
+	}{
+		{"ended", -time.Second, false},
+		{"ends now", 0, false},
+		{"within the margin", GateMargin / 2, false},
+		{"just inside the margin", GateMargin - time.Millisecond, false},
+		{"well before the margin", GateMargin + time.Minute, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			end := boottime.Now().Add(tc.left)
+			g := &gate{leaseEnd: func() time.Time { return end }}
+			if got := g.leaseValid(); got != tc.valid {
+				t.Fatalf("leaseValid() = %v, want %v", got, tc.valid)
+			}
+			if !tc.valid {
+				if err := g.reply(nil, 1000); !errors.Is(err, errLeaseEnded) {
+					t.Fatalf("reply = %v, want errLeaseEnded", err)
+				}
+			}
+		})
+	}
 }
 
 // FuzzGateStreamHandle: any payload from the walsender is handled without

@@ -469,6 +469,18 @@ func (f *fileConfig) convertPostgres(c *agentConfig, hba []string) {
 	p.Callbacks = pgmanager.Callbacks{OnStart: pg.Callbacks.OnStart, OnStop: pg.Callbacks.OnStop, OnRoleChange: pg.Callbacks.OnRoleChange}
 }
 
+// checkNotGateName refuses a member name that PostgreSQL would take for
+// the commit gate's (pgmanager.GateName, in any letter case): the member's
+// walsender would then count as the gate in synchronous_standby_names and
+// acknowledge commits whatever the lease.
+func checkNotGateName(name string) error {
+	if pgmanager.IsGateName(name) {
+		return fmt.Errorf("%q is reserved: PostgreSQL would take a member of that name (in any letter case) "+
+			"for the commit gate %q and let it acknowledge commits in the gate's place", name, pgmanager.GateName)
+	}
+	return nil
+}
+
 // validate runs every section's own validation, with section paths.
 func (c *agentConfig) validate() []error {
 	var errs []error
@@ -482,6 +494,14 @@ func (c *agentConfig) validate() []error {
 	}
 	if !nameRe.MatchString(c.Name) {
 		check("name", fmt.Errorf("is required: letters, digits, '.', '_' or '-', got %q", c.Name))
+	}
+	if err := checkNotGateName(c.Name); err != nil {
+		check("name", err)
+	}
+	for i, p := range c.Raft.BootstrapPeers {
+		if err := checkNotGateName(p.ID); err != nil {
+			errs = append(errs, conf.Errorf(fmt.Sprintf("^raft.bootstrap_peers[%d]", i), "%w", err))
+		}
 	}
 	if !filepath.IsAbs(c.DataDir) {
 		check("data_dir", fmt.Errorf("must be an absolute path, got %q", c.DataDir))

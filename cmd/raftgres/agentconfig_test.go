@@ -387,3 +387,61 @@ func withExampleTLS(raw string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestMemberNameNotGateName: a member name that PostgreSQL would take for
+// the commit gate's (in any letter case) is refused, as this member's name
+// and as a bootstrap peer's; names merely close to it are not.
+func TestMemberNameNotGateName(t *testing.T) {
+	t.Parallel()
+	peers := "bootstrap_peers: [pg1=127.0.0.1:7001, pg2=127.0.0.1:7002, pg3=127.0.0.1:7003]"
+	for _, tc := range []struct {
+		name   string
+		member string // replaces pg1 as the name and as the first peer
+		peer3  string // replaces pg3 among the peers
+		want   []string
+	}{
+		{"the gate's name", pgmanager.GateName, "pg3", []string{
+			`name: "raftgres_fence" is reserved`,
+			`raft.bootstrap_peers[0]: "raftgres_fence" is reserved`}},
+		{"upper case", "RAFTGRES_FENCE", "pg3", []string{
+			`name: "RAFTGRES_FENCE" is reserved: PostgreSQL would take a member of that name (in any letter case) for the commit gate "raftgres_fence"`,
+			`raft.bootstrap_peers[0]: "RAFTGRES_FENCE" is reserved`}},
+		{"mixed case", "RaftGres_Fence", "pg3", []string{`name: "RaftGres_Fence" is reserved`, `raft.bootstrap_peers[0]: "RaftGres_Fence" is reserved`}},
+		{"another peer", "pg1", "Raftgres_fence", []string{`raft.bootstrap_peers[2]: "Raftgres_fence" is reserved`}},
+		{"a longer name", "raftgres_fence2", "pg3", nil},
+		{"a dash", "raftgres-fence", "pg3", nil},
+		{"a prefix", "raftgres", "raftgres_fenc", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			y := strings.Replace(validConfig, "name: pg1", "name: "+tc.member, 1)
+			y = strings.Replace(y, peers, strings.NewReplacer("pg1=", tc.member+"=", "pg3=", tc.peer3+"=").Replace(peers), 1)
+			r := checkConfig("pg1.yml", []byte(y), 0o600)
+			var got []string
+			for _, p := range r.Problems {
+				got = append(got, p.Error())
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("problems %q, want %d", got, len(tc.want))
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("problem %d:\n got %s\nwant %s", i, got[i], w)
+				}
+			}
+			if _, err := parseConfig("pg1.yml", []byte(y), 0o600); (err != nil) != (len(tc.want) > 0) {
+				t.Errorf("loading the agent's config: %v, want an error %v", err, len(tc.want) > 0)
+			}
+		})
+	}
+}
+
+// TestGateMarginIsHalfFenceBudget: the commit gate stops replying
+// FenceBudget/2 before the lease end (pgmanager cannot import raftstore,
+// so it carries its own constant; cmd sees both).
+func TestGateMarginIsHalfFenceBudget(t *testing.T) {
+	t.Parallel()
+	if pgmanager.GateMargin != raftstore.FenceBudget/2 {
+		t.Fatalf("pgmanager.GateMargin = %s, want raftstore.FenceBudget/2 = %s", pgmanager.GateMargin, raftstore.FenceBudget/2)
+	}
+}

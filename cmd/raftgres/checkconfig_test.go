@@ -87,6 +87,8 @@ func TestCheckConfigProblems(t *testing.T) {
 		{"log level not Patroni's either", replaceIn(t, validConfig, "level: debug", "level: NOTSET"), 0o600,
 			[]string{":43: log.level: must be trace, debug, info, warn or error (or Patroni's DEBUG, INFO, WARNING, ERROR, CRITICAL), got \"NOTSET\""}},
 		{"empty file", "", 0o600, []string{": empty file"}},
+		{"member named as the commit gate", replaceIn(t, validConfig, "name: pg1", "name: RAFTGRES_FENCE"), 0o600,
+			[]string{`:2: name: "RAFTGRES_FENCE" is reserved: PostgreSQL would take a member of that name (in any letter case) for the commit gate "raftgres_fence"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
