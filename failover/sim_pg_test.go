@@ -583,7 +583,7 @@ func (w *simWorld) pgTick() {
 		if !p.running || p.recovery || m.suspended {
 			continue
 		}
-		if m.alive && !m.paused && m.sup != nil && w.now.Before(m.sup.lease.End()) {
+		if m.alive && !m.paused && m.sup != nil && w.now.Before(m.sup.lease.End().Add(-pgmanager.GateMargin)) {
 			p.gateFlush = simLSN(len(p.wal))
 		}
 		ws := w.walsenders(p)

@@ -38,8 +38,8 @@ package failover
 // Invariants, checked as they can break (every tick, every ack, every
 // promotion, every rewind or clone):
 //   - single-writer-instant: at most one member can acknowledge a commit at
-//     any instant (its gate replies under a valid lease and its synchronous
-//     rule can be met);
+//     any instant (its gate replies, until GateMargin before its lease end,
+//     and its synchronous rule can be met);
 //   - single-writer-ack: no member acknowledges, under an older epoch, a
 //     commit the newest writable primary lacks;
 //   - lease-end: nothing is acknowledged after the acknowledging member's
@@ -573,7 +573,7 @@ func (w *simWorld) dropping(p *simPG, n int, why string) {
 // with every sync walsender caught up (mu held).
 func (w *simWorld) ackable(m *simMember) bool {
 	p := m.pg
-	if !p.running || p.recovery || m.suspended || !m.alive || m.paused || m.sup == nil || !w.now.Before(m.sup.lease.End()) {
+	if !p.running || p.recovery || m.suspended || !m.alive || m.paused || m.sup == nil || !w.now.Before(m.sup.lease.End().Add(-pgmanager.GateMargin)) {
 		return false
 	}
 	method, num, _ := p.parsed()
