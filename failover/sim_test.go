@@ -102,9 +102,10 @@ var simRegressions = []struct {
 	{6591, "F2: 1.37s late (beyond retry_timeout)"},
 	{8703, "F2: 1.19s late"},
 	// Seeds that found re-introduced findings (testdata/sim/mutations) and
-	// pass on the fixed code:
-	{117, "review #2 (mutation review2-ttl-lowered, 117 schedules on ef7e1f7): ttl lowered while the holder's lease runs under the old ttl"},
-	{1543, "review #3 (mutation review3-sync-not-atomic, 1543 schedules on ef7e1f7): elections not checked against the synchronous record, SetSync not compare-and-set, writes acted on before the local FSM applied them"},
+	// pass on the fixed code (counts on main c9a6c5f):
+	{117, "review #2 (mutation review2-ttl-lowered, 117 schedules): ttl lowered while the holder's lease runs under the old ttl"},
+	{1543, "review #3 (mutation review3-sync-not-atomic, 1543 schedules): elections not checked against the synchronous record, SetSync not compare-and-set, writes acted on before the local FSM applied them"},
+	{325, "review #10 (mutation review10-last-primary, 325 schedules): the new holder dies before its first renewal; the last primary must be electable again"},
 	{1037, "review #3 (the FSM half of that mutation, 1037 schedules on 0f1cb86)"},
 }
 
