@@ -85,6 +85,8 @@ var simRegressions = []struct {
 	seed    int64
 	finding string
 }{
+	// Open on main at c9a6c5f (testdata/sim/FINDINGS.md):
+	{4224, "F4 (async): c promoted, renews, reports primary, and its host dies for good; a and b, ex-primaries, must rewind onto c, which is gone: pg_rewind fails for ever, neither runs, no candidate"},
 	// Found on main at ef7e1f7, fixed in 4ea931c (testdata/sim/FINDINGS.md):
 	{2865, "F1: the last primary a, stopped, waits for b (elected, never renewed, lost) to report itself a running primary: never a running replica, never elected"},
 	{4257, "F1 in asynchronous mode: a and b restarted stopped while c, the holder, was fenced; c lost for good; both wait for c for ever"},
