@@ -30,6 +30,10 @@ type Coordinator struct {
 	// probe, when set, asks whether a member's API answers: the path the
 	// holder's renewals take. Raft's heartbeats missing a holder whose API
 	// answers (only the Raft port cut) do not make it lost.
+	// wakeAt is when the leader loop's last wait ends (when nothing
+	// wakes it before): the simulator steps the loop then.
+	wakeAt time.Time
+
 	probe       func(ctx context.Context, member string) error
 	probeOKAt   time.Time // when the holder last answered a probe
 	probeLogged time.Time // when "answers over HTTP" was last logged
@@ -166,7 +170,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	established := c.clock.Now()
 	c.logger.Info("leader duties started")
 	st := c.store.State()
-	lastChange, lastEpoch, lastRev := established, st.Leader.Epoch, st.Leader.Rev
+	lease := startCountdown(st, established)
 	seen := reportClock{}
 	var lastMove time.Time // last attempt to move raft leadership elsewhere
 	loggedRecovering := false
@@ -177,12 +181,9 @@ func (c *Coordinator) lead(ctx context.Context) error {
 		st = c.store.State()
 		now := c.clock.Now()
 		seen.observe(st, now)
-		// The countdown restarts at every applied acquire/renewal, and never
-		// starts before this leadership was established.
-		if st.Leader.Epoch != lastEpoch || st.Leader.Rev != lastRev {
-			lastChange, lastEpoch, lastRev = now, st.Leader.Epoch, st.Leader.Rev
-		}
-		if c.shouldElect(st, now.Sub(lastChange)) {
+		lease.observe(st, now)
+		lastChange := lease.lastChange
+		if c.shouldElect(st, now, lease.until) {
 			if waiting := Recovering(st); len(waiting) > 0 && now.Sub(established) < st.Config.StaleAfter() {
 				if !loggedRecovering {
 					loggedRecovering = true
@@ -209,7 +210,9 @@ func (c *Coordinator) lead(ctx context.Context) error {
 				c.logger.Info("moved raft leadership", "why", why, "to", to)
 			}
 		}
-		wake.Reset(c.nextWake(st, c.clock.Now(), lastChange))
+		wait := c.nextWake(st, c.clock.Now(), lastChange, lease.until)
+		c.wakeAt = c.clock.Now().Add(wait)
+		wake.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -226,12 +229,12 @@ func (c *Coordinator) lead(ctx context.Context) error {
 // loop_wait (kept between 100ms and 1s) for the rest (a retried election,
 // reports going stale, Raft leadership placement). Polling every 100ms
 // was a tenth of the Raft leader host's idle CPU.
-func (c *Coordinator) nextWake(st raftstore.State, now, lastRenewal time.Time) time.Duration {
+func (c *Coordinator) nextWake(st raftstore.State, now, lastRenewal, leaseUntil time.Time) time.Duration {
 	wait := min(max(st.Config.LoopWait, 100*time.Millisecond), time.Second)
 	if st.Config.Pause || st.Initialize == "" || st.Leader.Holder == "" {
 		return wait
 	}
-	deadlines := []time.Time{lastRenewal.Add(st.LeaseTTL())}
+	deadlines := []time.Time{leaseUntil}
 	if fastPath(st) {
 		lastContact, unreachable := c.store.PeerUnreachable(st.Leader.Holder)
 		deadlines = append(deadlines, HolderLostAt(st, lastRenewal, unreachable, lastContact))
@@ -390,13 +393,42 @@ func HolderLostAt(st raftstore.State, lastRenewal time.Time, unreachable bool, l
 	return at
 }
 
-func (c *Coordinator) shouldElect(st raftstore.State, sinceChange time.Duration) bool {
+func (c *Coordinator) shouldElect(st raftstore.State, now, leaseUntil time.Time) bool {
 	if st.Config.Pause || st.Initialize == "" {
 		return false
 	}
-	// The lease ran under the ttl of its last renewal, which a ttl lowered
-	// since does not shorten (review #2).
-	return st.Leader.Holder == "" || sinceChange >= st.LeaseTTL()
+	return st.Leader.Holder == "" || !now.Before(leaseUntil)
+}
+
+// leaseCountdown is the coordinator's count of the holder's lease, on its
+// own clock: a renewal applied at t, made under ttl T, lets the holder's
+// lease run until at most t + T. The countdown ends at the latest such
+// end over the epoch's renewals, and never before this leadership was
+// established plus the longest ttl any renewal of the epoch carried. A
+// ttl lowered later shortens nothing already given (review #2), and
+// neither does a late renewal made under a shorter ttl, committed after
+// one made under a longer ttl (the simulator's seed 9271).
+type leaseCountdown struct {
+	epoch, rev uint64
+	lastChange time.Time // when the key's last acquire or renewal was seen applied
+	until      time.Time // when the holder's lease has ended for certain
+}
+
+func startCountdown(st raftstore.State, established time.Time) leaseCountdown {
+	return leaseCountdown{epoch: st.Leader.Epoch, rev: st.Leader.Rev, lastChange: established,
+		until: established.Add(st.LeaseTTL())}
+}
+
+// observe counts a newly applied acquire or renewal seen at now.
+func (l *leaseCountdown) observe(st raftstore.State, now time.Time) {
+	if st.Leader.Epoch == l.epoch && st.Leader.Rev == l.rev {
+		return
+	}
+	end := now.Add(max(st.Config.TTL, st.Leader.TTL))
+	if st.Leader.Epoch != l.epoch || end.After(l.until) {
+		l.until = end // a new epoch: the old holder's lease is not the new one's
+	}
+	l.epoch, l.rev, l.lastChange = st.Leader.Epoch, st.Leader.Rev, now
 }
 
 // elect chooses and commits a new primary. lost, when set, says why the

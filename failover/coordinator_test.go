@@ -233,7 +233,8 @@ func TestCoordinatorNeverElectsWhilePaused(t *testing.T) {
 	} {
 		s := st.Clone()
 		tc.edit(&s)
-		if got := c.shouldElect(s, tc.since); got != tc.should {
+		t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+		if got := c.shouldElect(s, t0.Add(tc.since), t0.Add(s.LeaseTTL())); got != tc.should {
 			t.Errorf("shouldElect(%s) = %v, want %v", tc.name, got, tc.should)
 		}
 	}
@@ -295,7 +296,7 @@ func TestCoordinatorNextWake(t *testing.T) {
 				store.setUnreachable(st.Leader.Holder, t0.Add(tc.unreachable))
 			}
 			c := NewCoordinator("pg3", st.Config, store, hclog.NewNullLogger())
-			if got := c.nextWake(st, t0.Add(tc.sinceChange), t0); got != tc.want {
+			if got := c.nextWake(st, t0.Add(tc.sinceChange), t0, t0.Add(st.LeaseTTL())); got != tc.want {
 				t.Fatalf("nextWake = %s, want %s", got, tc.want)
 			}
 		})

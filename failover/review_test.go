@@ -370,3 +370,38 @@ func TestStoppedMemberStartsReadOnlyWhenThePrimaryWentSilent(t *testing.T) {
 		t.Fatalf("plan with pg2 silent = %s, want a read-only start", p)
 	}
 }
+
+// The simulator's seed 9271: a renewal made under ttl 9s is applied; a
+// renewal sent earlier under ttl 2.4s commits late, after it, and ttl is
+// lowered to 3s. The lease the first renewal gave runs to its apply + 9s:
+// the late one must not shorten the countdown.
+func TestLateRenewalUnderAShorterTTLDoesNotShortenTheCountdown(t *testing.T) {
+	t.Parallel()
+	st := testState("pg1", "pg1", "pg2", "pg3")
+	st.Config.TTL = 9 * time.Second
+	r := newCoordRig(t, st)
+	r.advance(0)
+	renew := func(ttl time.Duration) {
+		t.Helper()
+		if res := r.store.commit(raftstore.RenewLeader{Holder: "pg1", Epoch: 5, TTL: ttl}); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	r.advance(time.Second)
+	renew(9 * time.Second) // applied at 1s: lease runs to 10s at most
+	r.advance(0)
+	r.store.edit(func(s *raftstore.State) { s.Config.TTL = 3 * time.Second }) // lowered at 1s
+	r.advance(900 * time.Millisecond)
+	renew(2400 * time.Millisecond) // the late one, applied at 1.9s: 1.9s + 3s < 10s
+	r.advance(0)
+	for elapsed := 1900 * time.Millisecond; elapsed < 10*time.Second-100*time.Millisecond; elapsed += 100 * time.Millisecond {
+		r.advance(100 * time.Millisecond)
+		if h := r.holder(); h.Holder != "pg1" {
+			t.Fatalf("elected %+v at %s, before the 9s lease applied at 1s ended", h, elapsed+100*time.Millisecond)
+		}
+	}
+	r.advance(200 * time.Millisecond)
+	if h := r.holder(); h.Holder == "pg1" {
+		t.Fatal("no election once every lease given had ended")
+	}
+}

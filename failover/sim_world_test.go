@@ -504,13 +504,10 @@ type simCoord struct {
 	arrive   chan chan struct{}
 	done     chan struct{}
 	held     chan struct{}
-	stopping bool // Raft leadership lost: stop at the next chance
-	dead     bool // commands fail from now on
-	next     time.Time
-	// What lead itself tracks, followed here to know when it must wake.
-	lastChange         time.Time
-	lastEpoch, lastRev uint64
-	seenIdx            uint64
+	stopping bool      // Raft leadership lost: stop at the next chance
+	dead     bool      // commands fail from now on
+	next     time.Time // when the loop's wait ends (Coordinator.wakeAt)
+	seenIdx  uint64
 }
 
 type simLeaderStore struct {
@@ -611,9 +608,6 @@ func (w *simWorld) startCoord(m *simMember) {
 	}()
 	m.coord = sc
 	w.mu.Lock()
-	sc.lastChange = w.now
-	st := w.stateAt(m.viewIdx)
-	sc.lastEpoch, sc.lastRev = st.Leader.Epoch, st.Leader.Rev
 	sc.next = w.now
 	w.mu.Unlock()
 	sc.wait()
@@ -640,14 +634,7 @@ func (w *simWorld) stepCoord(m *simMember) {
 	sc.held = nil
 	close(h)
 	sc.wait()
-	w.mu.Lock()
-	st := w.stateAt(m.viewIdx)
-	if st.Leader.Epoch != sc.lastEpoch || st.Leader.Rev != sc.lastRev {
-		sc.lastChange, sc.lastEpoch, sc.lastRev = w.now, st.Leader.Epoch, st.Leader.Rev
-	}
-	w.mu.Unlock()
-	wake := sc.c.nextWake(st, w.now, sc.lastChange)
-	sc.next = w.now.Add(wake)
+	sc.next = sc.c.wakeAt // the loop's own wait, read after it parked again
 }
 
 // stopCoord ends m's coordinator: its commands fail from now on, and its

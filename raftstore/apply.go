@@ -218,6 +218,7 @@ func applyRenewLeader(s *State, index uint64, c RenewLeader) error {
 	s.Leader.RenewedAt = c.At
 	s.Leader.Renewed = true
 	s.Leader.TTL = c.TTL
+	s.Leader.MaxTTL = max(s.Leader.MaxTTL, c.TTL)
 	if s.Sync.Primary == c.Holder && len(s.Sync.Inherited) > 0 {
 		// From now on the holder may acknowledge commits that only it
 		// and its recorded standbys hold.

@@ -12,12 +12,15 @@ import (
 // replays a log to the same state.
 const RulesSyncKey = 1
 
-// LeaseTTL is how long after its last applied acquire or renewal the
-// holder's lease may still run: the longer of the ttl in force and the
-// ttl that renewal was made under (LeaderKey.TTL). Lowering ttl never
-// shortens a lease already given.
+// LeaseTTL bounds how long after any applied acquire or renewal of the
+// current epoch the holder's lease may still run: the longest of the ttl
+// in force and the ttls the epoch's renewals were made under
+// (LeaderKey.TTL, MaxTTL). Lowering ttl never shortens a lease already
+// given. A coordinator taking office counts down from then with it; one
+// in office counts each renewal with its own ttl (failover's
+// leaseCountdown).
 func (s State) LeaseTTL() time.Duration {
-	return max(s.Config.TTL, s.Leader.TTL)
+	return max(s.Config.TTL, s.Leader.TTL, s.Leader.MaxTTL)
 }
 
 // Electable reports whether member holds every commit acknowledged so far,

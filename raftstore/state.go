@@ -227,6 +227,10 @@ type LeaderKey struct {
 	// LeaseTTL, the longer of the two. Zero until the first renewal, and in
 	// logs written before it existed.
 	TTL time.Duration `json:"ttl,omitempty"`
+	// MaxTTL is the longest ttl any renewal at this epoch was made under:
+	// a coordinator that takes office counts the lease down from then
+	// with it (State.LeaseTTL).
+	MaxTTL time.Duration `json:"max_ttl,omitempty"`
 }
 
 // SyncState is, in synchronous mode, the record of who holds every
