@@ -150,8 +150,19 @@ func TestLeaseTTLIsTheLongerOfRenewalAndConfig(t *testing.T) {
 		t.Fatalf("LeaseTTL after lowering ttl to 3s = %s, want the renewal's 30s", got)
 	}
 	a.mustApply(RenewLeader{Holder: "a", Epoch: st.Leader.Epoch, At: t0, TTL: 3 * time.Second})
+	// A coordinator taking office now cannot tell when the 30s renewal
+	// was applied: it waits the epoch's longest renewal ttl.
+	if got := a.f.State().LeaseTTL(); got != 30*time.Second {
+		t.Fatalf("LeaseTTL after a renewal under 3s that followed one under 30s = %s, want 30s", got)
+	}
+	if got := a.f.State().Leader.TTL; got != 3*time.Second {
+		t.Fatalf("Leader.TTL after a renewal under 3s = %s, want 3s", got)
+	}
+	// The next epoch starts afresh.
+	a.mustApply(SetLeader{Holder: "b", PrevEpoch: st.Leader.Epoch, PrevRev: a.f.State().Leader.Rev,
+		Cause: CauseSwitchover, Actor: "a", Rules: RulesSyncKey, At: t0})
 	if got := a.f.State().LeaseTTL(); got != 3*time.Second {
-		t.Fatalf("LeaseTTL after a renewal under 3s = %s, want 3s", got)
+		t.Fatalf("LeaseTTL at a new epoch = %s, want the config's 3s", got)
 	}
 }
 
