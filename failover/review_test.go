@@ -405,3 +405,37 @@ func TestLateRenewalUnderAShorterTTLDoesNotShortenTheCountdown(t *testing.T) {
 		t.Fatal("no election once every lease given had ended")
 	}
 }
+
+// Review #13: the LSN a new synchronous standby must cover is read only
+// once the candidate's own walsender applies the new setting (it shows
+// "sync"): a new backend seeing the setting is not enough, the gate's
+// walsender may still release commits by the old, gate-only rule.
+func TestSyncSinceIsReadOnlyOnceTheWalsendersApplyTheSetting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testState("pg1", "pg1", "pg2")
+	st.Config.SynchronousMode = true
+	st.Sync = raftstore.SyncState{Primary: "pg1"}
+	r := newRig(t, "pg1", st, runningPrimary)
+	r.renew()
+	status := func(cur uint64, ssn, syncState string, flush uint64) pgmanager.Status {
+		s := runningPrimary
+		s.CurrentLSN, s.SyncStandbyNames = cur, ssn
+		s.Replicas = []pgmanager.Replica{{ApplicationName: "pg2", State: "streaming", SyncState: syncState, FlushLSN: flush}}
+		return s
+	}
+	gateAndPG2 := GateStandbyNames([]string{"pg2"}, false)
+	r.sup.manageSync(ctx, r.store.State(), status(1000, GateStandbyNames(nil, false), "async", 1000)) // names pg2
+	// New backends see the setting; pg2's walsender has not applied it
+	// yet ("async"): commits up to 1500 may still be released without it.
+	r.sup.manageSync(ctx, r.store.State(), status(1000, gateAndPG2, "async", 1000))
+	r.sup.manageSync(ctx, r.store.State(), status(1500, gateAndPG2, "sync", 1200)) // since read here: 1500
+	r.sup.manageSync(ctx, r.store.State(), status(1500, gateAndPG2, "sync", 1200))
+	if got := r.store.State().Sync.Standbys; len(got) != 0 {
+		t.Fatalf("pg2 recorded with flush 1200 although the walsenders applied the setting only at 1500 (Sync.Standbys = %v)", got)
+	}
+	r.sup.manageSync(ctx, r.store.State(), status(1600, gateAndPG2, "sync", 1500))
+	if got := r.store.State().Sync.Standbys; len(got) != 1 || got[0] != "pg2" {
+		t.Fatalf("pg2 not recorded once its flush covers 1500 (Sync.Standbys = %v)", got)
+	}
+}
