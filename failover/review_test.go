@@ -413,17 +413,7 @@ func TestLateRenewalUnderAShorterTTLDoesNotShortenTheCountdown(t *testing.T) {
 func TestSyncSinceIsReadOnlyOnceTheWalsendersApplyTheSetting(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st := testState("pg1", "pg1", "pg2")
-	st.Config.SynchronousMode = true
-	st.Sync = raftstore.SyncState{Primary: "pg1"}
-	r := newRig(t, "pg1", st, runningPrimary)
-	r.renew()
-	status := func(cur uint64, ssn, syncState string, flush uint64) pgmanager.Status {
-		s := runningPrimary
-		s.CurrentLSN, s.SyncStandbyNames = cur, ssn
-		s.Replicas = []pgmanager.Replica{{ApplicationName: "pg2", State: "streaming", SyncState: syncState, FlushLSN: flush}}
-		return s
-	}
+	r, status := newSyncHolderRig(t)
 	gateAndPG2 := GateStandbyNames([]string{"pg2"}, false)
 	r.sup.manageSync(ctx, r.store.State(), status(1000, GateStandbyNames(nil, false), "async", 1000)) // names pg2
 	// New backends see the setting; pg2's walsender has not applied it

@@ -238,18 +238,7 @@ func TestPausedHolderWithFailingRenewalsIsFenced(t *testing.T) {
 func TestNewSyncStandbyRecordedOnlyWhenItsFlushCoversEarlierCommits(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st := testState("pg1", "pg1", "pg2")
-	st.Config.SynchronousMode = true
-	st.Sync = raftstore.SyncState{Primary: "pg1"}
-	r := newRig(t, "pg1", st, runningPrimary)
-	r.renew()
-
-	status := func(cur uint64, ssn, syncState string, flush uint64) pgmanager.Status {
-		s := runningPrimary
-		s.CurrentLSN, s.SyncStandbyNames = cur, ssn
-		s.Replicas = []pgmanager.Replica{{ApplicationName: "pg2", State: "streaming", SyncState: syncState, FlushLSN: flush}}
-		return s
-	}
+	r, status := newSyncHolderRig(t)
 	steps := []struct {
 		name   string
 		pg     pgmanager.Status
@@ -269,6 +258,24 @@ func TestNewSyncStandbyRecordedOnlyWhenItsFlushCoversEarlierCommits(t *testing.T
 	}
 	if sets := r.pg.desiredOf("SetSynchronousStandbyNames"); len(sets) != 1 || sets[0].SyncStandbyNames != gateAndPG2 {
 		t.Errorf("SetSynchronousStandbyNames calls = %+v, want one with %q", sets, gateAndPG2)
+	}
+}
+
+// newSyncHolderRig is pg1 holding the key in synchronous mode with a
+// fresh lease and nothing recorded yet, and status, which builds pg1's
+// status with pg2 streaming from it.
+func newSyncHolderRig(t *testing.T) (*rig, func(cur uint64, ssn, syncState string, flush uint64) pgmanager.Status) {
+	t.Helper()
+	st := testState("pg1", "pg1", "pg2")
+	st.Config.SynchronousMode = true
+	st.Sync = raftstore.SyncState{Primary: "pg1"}
+	r := newRig(t, "pg1", st, runningPrimary)
+	r.renew()
+	return r, func(cur uint64, ssn, syncState string, flush uint64) pgmanager.Status {
+		s := runningPrimary
+		s.CurrentLSN, s.SyncStandbyNames = cur, ssn
+		s.Replicas = []pgmanager.Replica{{ApplicationName: "pg2", State: "streaming", SyncState: syncState, FlushLSN: flush}}
+		return s
 	}
 }
 
