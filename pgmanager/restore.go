@@ -217,6 +217,12 @@ func (m *Manager) initFromBackup(ctx context.Context, d Desired) error {
 	rd := d
 	rd.Standby, rd.Replica, rd.Recovery = nil, false, &target
 	if err := m.Start(ctx, rd); err != nil {
+		if m.ownChild() == nil {
+			// A short recovery can end (and fail) before the server
+			// first accepted a connection: the same failure as below.
+			return fmt.Errorf("recover %s to %s: postgres exited during recovery (%w): the target may lie beyond the archived WAL "+
+				"or before the backup's end; see its log lines above", m.member, target, err)
+		}
 		return fmt.Errorf("recover %s to %s: %w", m.member, target, err)
 	}
 	if err := m.waitRecoveryEnd(ctx); err != nil {
