@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,10 +53,39 @@ func TestPrimaryWhoseGateCannotConnectGivesUpTheKey(t *testing.T) {
 		held = append(held, conn)
 	}
 	t.Logf("%d idle replication connections hold the free walsender slots (max_wal_senders %d)", len(held), senders)
+	// The gate's slot: its agent is frozen for a moment (well inside its
+	// lease), the gate's walsender terminated and its slot taken by one
+	// more idle connection, then the agent resumes and its gate cannot
+	// connect again.
+	if err := syscall.Kill(primary.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(primary.PID(), syscall.SIGCONT)
+		}
+	}
+	defer resume()
 	killedAt := time.Now()
 	if err := pgExec(ctx, primary, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'raftgres_fence'"); err != nil {
 		t.Fatal(err)
 	}
+	var last error
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		conn, err := pgconn.Connect(ctx, dsn)
+		if err == nil {
+			held = append(held, conn)
+			break
+		}
+		last = err
+		if time.Now().After(deadline) {
+			t.Fatalf("the gate's walsender slot never came free: %v", last)
+		}
+		time.Sleep(10 * time.Millisecond) // polling PostgreSQL's walsender slots: nothing to wait on
+	}
+	resume()
 	next := c.waitNewPrimaryWriting(primary, "INSERT INTO gatedown VALUES (1)")
 	t.Logf("%s took writes %s after %s's gate was cut off", next.Name, time.Since(killedAt).Round(100*time.Millisecond), primary.Name)
 	st, err := c.state()
