@@ -169,13 +169,18 @@ func TestKilledCloneLeavesNoDataDir(t *testing.T) {
 	if _, err := os.Stat(cfg.DataDir); err == nil {
 		t.Fatalf("killed clone left %s", cfg.DataDir)
 	}
-	// A new clone cleans up the leftovers and succeeds.
+	// A new clone cleans up the leftovers (the killed pg_basebackup's
+	// background WAL streamer outlives it, streaming into the temporary
+	// directory) and succeeds.
 	d := Desired{Standby: upstreamOf(t, "pg1", p)}
 	if err := r.Clone(ctx, d); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(tmp); err == nil {
 		t.Fatalf("%s still exists after a successful clone", tmp)
+	}
+	if left := processesNaming(tmp); len(left) > 0 {
+		t.Fatalf("processes of the killed clone still run: %v", left)
 	}
 	if err := r.Start(ctx, d); err != nil {
 		t.Fatal(err)

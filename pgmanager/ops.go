@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -317,6 +319,7 @@ func (m *Manager) Clone(ctx context.Context, d Desired) error {
 
 // basebackup copies src into tmp (emptied first) with pg_basebackup.
 func (m *Manager) basebackup(ctx context.Context, tmp string, src *Upstream) error {
+	m.killLeftoverClones(tmp)
 	_ = os.RemoveAll(tmp) // a previous, interrupted clone
 	if err := m.ensureEmptyDir(tmp); err != nil {
 		return err
@@ -339,6 +342,46 @@ func (m *Manager) basebackup(ctx context.Context, tmp string, src *Upstream) err
 		m.logger.Warn("could not copy older timeline histories from the clone source", "source", src.Name, "error", err)
 	}
 	return nil
+}
+
+// killLeftoverClones SIGKILLs what is left of an interrupted clone into
+// tmp: pg_basebackup dies with a killed agent (parent-death signal), but
+// its background WAL streamer, a forked child, goes on streaming into
+// tmp/pg_wal for good, and would break the next clone into the same
+// directory at its next segment switch. Only processes whose command line
+// names tmp are touched.
+func (m *Manager) killLeftoverClones(tmp string) {
+	for _, pid := range processesNaming(tmp) {
+		if pid == os.Getpid() {
+			continue
+		}
+		m.logger.Warn("killing what is left of an interrupted clone", "pid", pid, "dir", tmp)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// processesNaming returns the pids of processes whose command line has an
+// argument equal to arg.
+func processesNaming(arg string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, a := range strings.Split(string(cmdline), "\x00") {
+			if a == arg {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // RemoveDataDir deletes the data directory (before a reclone).
