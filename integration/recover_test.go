@@ -80,7 +80,7 @@ func syncClusterWithAckedWrites(t *testing.T, acked int) (c *cluster, primary, s
 // with every acknowledged write, and two fresh hosts join and stream.
 func TestRecoverAfterLosingTheMajority(t *testing.T) {
 	const acked = 200
-	c, primary, survivor := syncClusterWithAckedWrites(t, acked)
+	c, _, survivor := syncClusterWithAckedWrites(t, acked)
 	ctx := ctxT(t, 5*time.Minute)
 	var lost []*Node
 	for _, n := range c.nodes {
@@ -106,8 +106,12 @@ func TestRecoverAfterLosingTheMajority(t *testing.T) {
 		t.Fatalf("recover: exit %d\n%s%s", code, out, stderr)
 	}
 	t.Logf("recover:\n%s", out)
+	// The record kept names the survivor as the one that may be first
+	// primary: as primary's synchronous standby, or as the holder itself
+	// when the fast path elected it between the two hosts' destruction
+	// (the other one still gave it a quorum for a moment).
 	for _, want := range []string{"new raft configuration: " + survivor.Name + "=", "leader key",
-		"the synchronous record (primary " + primary.Name + ", standbys " + survivor.Name + ") is kept", "recovered"} {
+		"is kept: only " + survivor.Name + " (known to hold every acknowledged commit)", "recovered"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("recover output lacks %q:\n%s", want, out)
 		}
