@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// TestAdoptionTakesTheNewestDataDirectory (review #7): a stale
+// TestAdoptionTakesTheNewestDataDirectory: a stale
 // ex-primary, killed and never restarted as a standby (no standby.signal),
 // must not win adoption against the newer primary's data directory when
 // every Raft state is lost and it starts first; the newer one is adopted

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// BenchmarkFailover (make bench, issue 9) measures faults under write
+// BenchmarkFailover (make bench) measures faults under write
 // load on 3-member clusters with real PostgreSQL, in synchronous_mode true
 // and false side by side, each fault BENCH_RUNS times (default 5):
 //

@@ -1,6 +1,6 @@
 package integration
 
-// The failover benchmark's load and its measuring client (issue 9):
+// The failover benchmark's load and its measuring client:
 // pgbench in a restart loop, and ackWriter, which writes one sequenced row
 // every ackPace and records every acknowledgement. Both reach the cluster
 // through one multi-host libpq conninfo with target_session_attrs=

@@ -1,6 +1,6 @@
 package integration
 
-// Cancelled commit waits (REVIEW-2f0509d finding #1, issue 19 part 2) on
+// Cancelled commit waits (docs/guarantees.md, "Cancelled commits") on
 // real processes: PostgreSQL answers a cancel request that reaches a
 // commit waiting in SyncRepWaitForLSN with a WARNING and a success, the
 // commit being local only. The commit gate cannot refuse that; only a

@@ -464,7 +464,7 @@ func unexplainedLoss(lost []chaosWrite, epoch func(chaosWrite) uint64, history [
 // is the proposer's, taken before the change committed). The key moves
 // only after the holder's lease ended, or after it stopped (switchover,
 // release), so with slack 0 any such write was sent after its member's
-// lease end; only the synchronous fast failover of DESIGN.md (promotion
+// lease end; only the synchronous fast failover of docs/design.md (promotion
 // before the old lease ends) makes some expected. It needs no agent log:
 // a figure beside rule (2).
 func ackedOffKey(writes []chaosWrite, history []raftstore.Event, slack time.Duration) []chaosWrite {
@@ -542,7 +542,7 @@ func maxAckGap(writes []chaosWrite) (time.Duration, time.Time) {
 
 // ackSeconds counts the whole seconds of [from, to) in which at least one
 // write was acknowledged, and the seconds in all: the share of seconds the
-// cluster took writes (issue 19's liveness target: 90 %).
+// cluster took writes (the liveness target: 90 %).
 func ackSeconds(writes []chaosWrite, from, to time.Time) (withAck, total int) {
 	total = int(to.Sub(from) / time.Second)
 	if total <= 0 {

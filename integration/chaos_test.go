@@ -1,6 +1,6 @@
 package integration
 
-// The project's fault test (issue 8, `make chaos`): an append workload of
+// The project's fault test (`make chaos`): an append workload of
 // concurrent writers through multi-host libpq (target_session_attrs=
 // read-write) against 3 members in network namespaces, under random faults
 // one at a time, then the checks of chaos_check_test.go over what the

@@ -60,7 +60,7 @@ func (s *ssnSampler) values() map[string]int {
 	return s.seen
 }
 
-// TestSyncModeSurvivesAdminActions is finding #1 on real servers: in
+// TestSyncModeSurvivesAdminActions, on real servers: in
 // synchronous mode the primary's synchronous_standby_names names the
 // commit gate and the recorded synchronous standby, and no edit-config,
 // pause, resume, reload or restart ever leaves it without them, not even
@@ -132,7 +132,7 @@ func TestSyncModeSurvivesAdminActions(t *testing.T) {
 	}
 }
 
-// TestFrozenPrimaryAgentAcksNothing is finding #7 on real servers, in
+// TestFrozenPrimaryAgentAcksNothing, on real servers, in
 // asynchronous mode and without a watchdog: after SIGSTOP of the primary's
 // agent, its PostgreSQL acknowledges no commit sent after the agent's
 // lease ended (the commit gate is frozen with the agent), a replica takes
@@ -243,7 +243,7 @@ func TestFrozenPrimaryAgentAcksNothing(t *testing.T) {
 	c.waitPrimary(90*time.Second, c.nodes...)
 }
 
-// TestPausedPrimaryCutOffStopsOnResume is finding #3 on real servers and
+// TestPausedPrimaryCutOffStopsOnResume, on real servers and
 // real partitions: the cluster is paused, the primary's network link is
 // cut, and an operator resumes on the majority side. The majority elects
 // a new primary at once (the old lease is long over); the cut-off primary,

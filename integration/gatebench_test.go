@@ -30,7 +30,7 @@ const (
 	gateWithoutOption = "-c synchronous_commit=local"
 )
 
-// gateBenchTarget is the tps cost (%) allowed per client count (issue 8).
+// gateBenchTarget is the tps cost (%) allowed per client count.
 var gateBenchTarget = map[int]float64{1: 10, 8: 5}
 
 // gateRun is one pgbench run against the primary.
@@ -61,7 +61,7 @@ type gateRun struct {
 	lat []float64 // µs per transaction, sorted
 }
 
-// BenchmarkCommitGate reports the commit gate's cost (issue 8): pgbench
+// BenchmarkCommitGate reports the commit gate's cost: pgbench
 // tpcb-like, scale 10, 1 and 8 clients, each with the gate (the default)
 // and without it (PGOPTIONS='-c synchronous_commit=local', which opts a
 // session out of synchronous replication and so out of the gate) against

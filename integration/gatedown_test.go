@@ -14,7 +14,7 @@ import (
 	"raftgres/raftstore"
 )
 
-// TestPrimaryWhoseGateCannotConnectGivesUpTheKey (review #11): the commit
+// TestPrimaryWhoseGateCannotConnectGivesUpTheKey: the commit
 // gate of the primary is terminated while every walsender slot is taken
 // (max_wal_senders exhausted by idle replication connections), so it
 // cannot connect again and every commit would wait for it for good. The

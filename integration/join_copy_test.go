@@ -8,9 +8,8 @@ import (
 	"time"
 )
 
-// TestJoinByCopyingConfig adds a host the way a Patroni runbook does
-// (issue 12): copy a member's config, change its name and addresses,
-// start it. Every host uses the same ports (each in its own network
+// TestJoinByCopyingConfig adds a host the way a Patroni runbook does:
+// copy a member's config, change its name and addresses, start it. Every host uses the same ports (each in its own network
 // namespace), as real hosts do; the new member is not in
 // raft.bootstrap_peers, so it joins through those peers' APIs as a
 // nonvoter, becomes a voter, clones and streams.

@@ -7,7 +7,7 @@ import (
 )
 
 // TestListLikePatronictl runs the habits of a Patroni user's scripts on a
-// real cluster (issue 12): options before the verb; patronictl's role and
+// real cluster: options before the verb; patronictl's role and
 // state words, so `grep -c Replica` counts streaming replicas; a member
 // whose agent stopped shown with no role; `list -c FILE` on a host whose
 // agent is down answered by another member; and a view from a member

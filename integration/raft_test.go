@@ -70,7 +70,7 @@ func TestSnapshotExportVerify(t *testing.T) {
 	}
 }
 
-// TestSignedSnapshotExport (issue 11): agents with raft.audit_key_file sign
+// TestSignedSnapshotExport: agents with raft.audit_key_file sign
 // the exports they serve; `snapshot verify --pubkey` accepts one with the
 // right public key and refuses, exit 1 with the reason, a modified body, a
 // file checked against another key and a truncated copy. An agent whose

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// TestRewindCommand runs `raftgres rewind MEMBER` (issue 12) on a real
+// TestRewindCommand runs `raftgres rewind MEMBER` on a real
 // cluster: refused on the primary with a reason; on a replica it stops
 // PostgreSQL, runs pg_rewind from the primary, starts it as a standby and
 // it streams again and catches up.

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// BenchmarkRaftSoak (issue 9, "Raft and timing tuned for a LAN"): a
+// BenchmarkRaftSoak (Raft and timing tuned for a LAN): a
 // 3-member synchronous-mode cluster at the product's default timings
 // (Raft heartbeat and election timeouts 500ms) under pgbench (tpcb-like,
 // 4 clients, unthrottled: the 2-core host saturated) for BENCH_SOAK_SECONDS

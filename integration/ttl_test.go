@@ -22,7 +22,7 @@ func netnsCLI(n *Node, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// TestLoweringTTLDuringACutKeepsOneWriter (review #2): the holder renews
+// TestLoweringTTLDuringACutKeepsOneWriter: the holder renews
 // under ttl 12s, its cluster link is cut (clients still reach it), and
 // ttl is lowered to 3s through another member. The lease already given
 // runs 8s (ttl − ttl/3) from that renewal: no other member may be promoted

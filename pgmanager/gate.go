@@ -21,7 +21,7 @@ import (
 	"raftgres/internal/boottime"
 )
 
-// The commit gate (DESIGN.md, "Commit gate"): the agent is itself a
+// The commit gate (docs/design.md, "Commit gate"): the agent is itself a
 // synchronous "standby" of its own PostgreSQL, a physical replication
 // client named GateName on the local socket, listed in the primary's
 // synchronous_standby_names. It acknowledges WAL only while the lease is

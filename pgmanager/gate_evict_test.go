@@ -90,7 +90,7 @@ func walsenderAlive(ctx context.Context, t *testing.T, m *Manager, pid uint32) b
 	return n > 0
 }
 
-// TestGateEvictsNamesakes is review finding #5 on a real server: another
+// TestGateEvictsNamesakes on a real server: another
 // walsender whose name PostgreSQL takes for the gate's (the gate's
 // lingering previous connection, a client named RAFTGRES_FENCE) would
 // acknowledge commits in the gate's place whatever the lease. The gate

@@ -52,8 +52,8 @@ func TestSetLeaderChecksTheSyncRecordAtApply(t *testing.T) {
 
 // An election resets the record to the new holder with no standbys, and
 // what was electable is inherited until the new holder's first renewal
-// (review #10: the last primary is electable again while the new holder
-// never renewed).
+// (the last primary is electable again while the new holder never
+// renewed).
 func TestElectionResetsSyncAndInheritsUntilFirstRenewal(t *testing.T) {
 	t.Parallel()
 	a := syncCluster(t)
@@ -217,7 +217,7 @@ func TestBarrierChangesNothing(t *testing.T) {
 	}
 }
 
-// The simulator's seed 586: the holder's SetSync recording b loses its
+// Found by the simulator: the holder's SetSync recording b loses its
 // reply; the holder re-records what it sees (nothing changed) before it
 // drops b from synchronous_standby_names; the late SetSync must then fail
 // although the members it compared against are the same.

@@ -597,7 +597,7 @@ func leaderEvents(st State) []Event {
 	return out
 }
 
-// TestFSMLeaderChangeTiming (issue 9): the key's RenewedAt follows the
+// TestFSMLeaderChangeTiming: the key's RenewedAt follows the
 // proposers' At; every leader event records the cause, the previous key's
 // RenewedAt and the new holder's first renewal, from which Duration is
 // computed.

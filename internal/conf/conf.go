@@ -4,7 +4,7 @@
 // so the config loader can point at the YAML path and line).
 //
 // It is a leaf: it imports nothing from the project, so every package may
-// import it without bending the layering in DESIGN.md.
+// import it without bending the layering in docs/design.md.
 package conf
 
 import (
