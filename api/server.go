@@ -61,6 +61,8 @@ type Server struct {
 	members *memberAddrs
 	// rotator serves POST /secrets/rotate (nil: 404).
 	rotator SecretRotator
+	// archive serves GET /archive and the archiving series (nil: none).
+	archive ArchiveSource
 }
 
 // Option configures a Server.

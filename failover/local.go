@@ -1,8 +1,6 @@
 package failover
 
 import (
-	"context"
-	"errors"
 	"time"
 
 	"raftgres/pgmanager"
@@ -49,20 +47,7 @@ func (s *Supervisor) publish(st raftstore.State, pgst pgmanager.Status) {
 	s.local.Store(l)
 }
 
-// ArchiveStats is PostgreSQL's WAL archiving statistics (pg_stat_archiver).
+// ArchiveStats is PostgreSQL's WAL archiving statistics (pg_stat_archiver),
+// named here for api, which sees pgmanager's types through failover. The
+// supervisor never reads them: the agent hands pgmanager.Manager to api.
 type ArchiveStats = pgmanager.ArchiveStats
-
-// archiver is the part of pgmanager.Manager ArchiveStats uses.
-type archiver interface {
-	ArchiveStats(ctx context.Context) (pgmanager.ArchiveStats, error)
-}
-
-// ArchiveStats reads the local PostgreSQL's archiving statistics, for
-// /metrics: a scrape asks, the supervisor's loop never does.
-func (s *Supervisor) ArchiveStats(ctx context.Context) (ArchiveStats, error) {
-	a, ok := s.pg.(archiver)
-	if !ok {
-		return ArchiveStats{}, errors.New("archive statistics: not available from this PostgreSQL adapter")
-	}
-	return a.ArchiveStats(ctx)
-}
