@@ -131,18 +131,14 @@ type SwitchoverRequest struct {
 	ScheduledAt string `json:"scheduled_at,omitempty"`
 }
 
-// checkCandidate refuses a candidate that cannot become primary.
+// checkCandidate refuses a candidate that cannot become primary, as
+// failover judges it when it acts on the request (failover.RequestRefusal).
 func checkCandidate(st raftstore.State, name string) error {
-	m, ok := st.Members[name]
-	switch {
-	case !ok:
+	if _, ok := st.Members[name]; !ok {
 		return fmt.Errorf("%w: candidate %s", raftstore.ErrUnknownMember, name)
-	case st.Leader.Holder == name:
-		return fmt.Errorf("%w: candidate %s is already the primary", ErrPrecondition, name)
-	case m.Tags.NoFailover:
-		return fmt.Errorf("%w: candidate %s is tagged nofailover", ErrPrecondition, name)
-	case m.Status.Role != "replica" || m.Status.State != "running":
-		return fmt.Errorf("%w: candidate %s is not a running replica (%s, %s)", ErrPrecondition, name, m.Status.Role, m.Status.State)
+	}
+	if why := failover.RequestRefusal(st, name); why != "" {
+		return fmt.Errorf("%w: candidate %s: %s", ErrPrecondition, name, why)
 	}
 	return nil
 }

@@ -397,6 +397,12 @@ func TestValidateSwitchover(t *testing.T) {
 	pending.Failover = &raftstore.FailoverRequest{Kind: "switchover", From: "pg1", To: "pg2"}
 	headless := st.Clone()
 	headless.Leader.Holder = ""
+	// Synchronous mode: only the synchronous standby pg2 holds every
+	// acknowledged commit; pg5 runs as a replica but is not in the record.
+	syncMode := st.Clone()
+	syncMode.Config.SynchronousMode = true
+	syncMode.Sync = raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg2"}}
+	syncMode.Members["pg5"] = &raftstore.Member{Name: "pg5", Status: running, Tags: raftstore.DefaultTags()}
 	tests := []struct {
 		name string
 		kind string
@@ -416,6 +422,9 @@ func TestValidateSwitchover(t *testing.T) {
 		{"switchover to nofailover", "switchover", SwitchoverRequest{Candidate: "pg3"}, st, ErrPrecondition},
 		{"switchover to stopped", "switchover", SwitchoverRequest{Candidate: "pg4"}, st, ErrPrecondition},
 		{"switchover to ghost", "switchover", SwitchoverRequest{Candidate: "ghost"}, st, raftstore.ErrUnknownMember},
+		{"switchover to the synchronous standby", "switchover", SwitchoverRequest{Candidate: "pg2"}, syncMode, nil},
+		{"switchover to an asynchronous standby in synchronous mode", "switchover", SwitchoverRequest{Candidate: "pg5"}, syncMode, ErrPrecondition},
+		{"failover to an asynchronous standby in synchronous mode", "failover", SwitchoverRequest{Candidate: "pg5"}, syncMode, ErrPrecondition},
 		{"failover without primary", "failover", SwitchoverRequest{Candidate: "pg2"}, headless, nil},
 		{"failover with primary", "failover", SwitchoverRequest{Candidate: "pg2"}, st, nil},
 		{"failover without candidate", "failover", SwitchoverRequest{}, st, ErrBadRequest},
