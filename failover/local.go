@@ -30,12 +30,28 @@ func (l Local) LeaseValid(now time.Time) bool {
 	return !l.LeaseUntil.IsZero() && now.Before(l.LeaseUntil)
 }
 
-// Local returns the latest published view (zero before the first cycle).
+// Local returns the latest published view (zero before the first cycle)
+// with the lease as it is now: renewals are acknowledged at a cycle's
+// start and during long actions, while the view is published at the
+// cycle's end, so a copied lease end would lag the lease the commit gate
+// acknowledges under by up to a cycle, and a slow cycle would make a
+// healthy holder's /primary and patroni_primary drop for a moment. The
+// lease only shortens the published one when it was forgotten or moved on
+// to another epoch, so the view never claims a lease the gate does not
+// hold.
 func (s *Supervisor) Local() Local {
-	if l := s.local.Load(); l != nil {
-		return *l
+	l := s.local.Load()
+	if l == nil {
+		return Local{Member: s.cfg.Member}
 	}
-	return Local{Member: s.cfg.Member}
+	out := *l
+	if !out.LeaseUntil.IsZero() {
+		out.LeaseUntil = time.Time{}
+		if _, until, epoch, _ := s.lease.snapshot(); epoch == out.Epoch {
+			out.LeaseUntil = until
+		}
+	}
+	return out
 }
 
 func (s *Supervisor) publish(st raftstore.State, pgst pgmanager.Status) {
