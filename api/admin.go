@@ -64,16 +64,17 @@ func (s *Server) commit(ctx context.Context, cmd raftstore.Command) (uint64, err
 	if err != nil {
 		return 0, err
 	}
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
 	for {
-		if rs, err := s.store.Status(); err == nil && rs.AppliedIndex >= index {
+		// A command applied without error sets State.Index to its own
+		// index, and later ones only raise it.
+		changes := s.store.Changes()
+		if s.store.State().Index >= index {
 			return index, nil
 		}
 		select {
 		case <-ctx.Done():
 			return index, nil // committed; only the local copy is behind
-		case <-tick.C:
+		case <-changes:
 		}
 	}
 }
@@ -232,9 +233,8 @@ func (s *Server) awaitFailover(ctx context.Context, before raftstore.State, fr *
 	ttl := before.Config.TTL
 	ctx, cancel := context.WithTimeout(ctx, max(4*ttl, 30*time.Second))
 	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
 	for {
+		changes := s.store.Changes()
 		st := s.store.State()
 		h := st.Leader.Holder
 		if h != "" && h != before.Leader.Holder && (fr.To == "" || h == fr.To) {
@@ -256,7 +256,7 @@ func (s *Server) awaitFailover(ctx context.Context, before raftstore.State, fr *
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("%s not finished in time (the request is still pending): %w", fr.Kind, ctx.Err())
-		case <-tick.C:
+		case <-changes:
 		}
 	}
 }
