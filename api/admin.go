@@ -154,7 +154,7 @@ func (s *Server) handleSwitchover(kind string) func(http.ResponseWriter, *http.R
 		// Validate against a store that has applied everything committed
 		// before this request (a member's reports reach followers up to
 		// a couple of seconds late): a Barrier entry, committed and
-		// applied here first (review #12).
+		// applied here first.
 		if _, err := s.commit(r.Context(), raftstore.Barrier{Actor: actor}); err != nil {
 			writeError(w, fmt.Errorf("read the cluster state before validating the %s: %w", kind, err), "")
 			return
