@@ -58,6 +58,13 @@ type Forwarder interface {
 	Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error)
 }
 
+// The agent's implementations.
+var (
+	_ Store      = (*raftstore.Store)(nil)
+	_ LocalStore = (*raftstore.Store)(nil)
+	_ Forwarder  = (*Proposer)(nil)
+)
+
 // Server serves the HTTP API. New starts nothing; Run serves until ctx ends.
 type Server struct {
 	cfg      Config
