@@ -57,6 +57,7 @@ func (f *fakeStore) follow(leader string) {
 	f.leaderID = leader
 }
 
+// leads reports whether this peer leads; f.mu must be held.
 func (f *fakeStore) leads() bool { return f.leaderID == "" || f.leaderID == f.id }
 
 func (f *fakeStore) ID() string { return f.id }
@@ -125,7 +126,10 @@ func (f *fakeStore) Join(context.Context, raftstore.JoinRequest) (uint64, error)
 // is refused with raftstore.ErrHolderLeave); there is no Raft
 // configuration to change.
 func (f *fakeStore) Leave(ctx context.Context, id, actor string) error {
-	if !f.leads() {
+	f.mu.Lock()
+	leads := f.leads()
+	f.mu.Unlock()
+	if !leads {
 		return raftstore.ErrNotLeader
 	}
 	_, err := raftstore.Commit(ctx, f, raftstore.RemoveMember{Name: id, Actor: actor, Reason: "left the cluster", At: time.Now().UTC()})
