@@ -64,16 +64,17 @@ func (s *Server) commit(ctx context.Context, cmd raftstore.Command) (uint64, err
 	if err != nil {
 		return 0, err
 	}
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
 	for {
-		if rs, err := s.store.Status(); err == nil && rs.AppliedIndex >= index {
+		// A command applied without error sets State.Index to its own
+		// index, and later ones only raise it.
+		changes := s.store.Changes()
+		if s.store.State().Index >= index {
 			return index, nil
 		}
 		select {
 		case <-ctx.Done():
 			return index, nil // committed; only the local copy is behind
-		case <-tick.C:
+		case <-changes:
 		}
 	}
 }
@@ -131,18 +132,14 @@ type SwitchoverRequest struct {
 	ScheduledAt string `json:"scheduled_at,omitempty"`
 }
 
-// checkCandidate refuses a candidate that cannot become primary.
+// checkCandidate refuses a candidate that cannot become primary, as
+// failover judges it when it acts on the request (failover.RequestRefusal).
 func checkCandidate(st raftstore.State, name string) error {
-	m, ok := st.Members[name]
-	switch {
-	case !ok:
+	if _, ok := st.Members[name]; !ok {
 		return fmt.Errorf("%w: candidate %s", raftstore.ErrUnknownMember, name)
-	case st.Leader.Holder == name:
-		return fmt.Errorf("%w: candidate %s is already the primary", ErrPrecondition, name)
-	case m.Tags.NoFailover:
-		return fmt.Errorf("%w: candidate %s is tagged nofailover", ErrPrecondition, name)
-	case m.Status.Role != "replica" || m.Status.State != "running":
-		return fmt.Errorf("%w: candidate %s is not a running replica (%s, %s)", ErrPrecondition, name, m.Status.Role, m.Status.State)
+	}
+	if why := failover.RequestRefusal(st, name); why != "" {
+		return fmt.Errorf("%w: candidate %s: %s", ErrPrecondition, name, why)
 	}
 	return nil
 }
@@ -157,7 +154,7 @@ func (s *Server) handleSwitchover(kind string) func(http.ResponseWriter, *http.R
 		// Validate against a store that has applied everything committed
 		// before this request (a member's reports reach followers up to
 		// a couple of seconds late): a Barrier entry, committed and
-		// applied here first (review #12).
+		// applied here first.
 		if _, err := s.commit(r.Context(), raftstore.Barrier{Actor: actor}); err != nil {
 			writeError(w, fmt.Errorf("read the cluster state before validating the %s: %w", kind, err), "")
 			return
@@ -236,9 +233,8 @@ func (s *Server) awaitFailover(ctx context.Context, before raftstore.State, fr *
 	ttl := before.Config.TTL
 	ctx, cancel := context.WithTimeout(ctx, max(4*ttl, 30*time.Second))
 	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
 	for {
+		changes := s.store.Changes()
 		st := s.store.State()
 		h := st.Leader.Holder
 		if h != "" && h != before.Leader.Holder && (fr.To == "" || h == fr.To) {
@@ -260,7 +256,7 @@ func (s *Server) awaitFailover(ctx context.Context, before raftstore.State, fr *
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("%s not finished in time (the request is still pending): %w", fr.Kind, ctx.Err())
-		case <-tick.C:
+		case <-changes:
 		}
 	}
 }

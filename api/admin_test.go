@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -28,44 +27,16 @@ const (
 	adminPass = "s3cret"
 )
 
-// startStore starts a single-node raft store named n1, waits until it
-// leads and seeds the default cluster configuration, as the agent's
-// bootstrap does.
-func startStore(tb testing.TB) *raftstore.Store {
+// startStore is a single-node store named n1 that leads, with the default
+// cluster configuration seeded as the agent's bootstrap does.
+func startStore(tb testing.TB) *fakeStore {
 	tb.Helper()
-	addr := freePort(tb)
-	cfg := raftstore.DefaultConfig()
-	cfg.NodeID, cfg.Dir, cfg.Listen = "n1", filepath.Join(tb.TempDir(), "raft"), addr
-	cfg.BootstrapPeers = []raftstore.Peer{{ID: "n1", Address: addr}}
-	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
-	st, err := raftstore.New(cfg, hclog.NewNullLogger())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := st.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = st.Close() })
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	for !st.IsLeader() {
-		select {
-		case <-st.LeaderChanges():
-		case <-deadline.C:
-			tb.Fatal("no raft leader within 10s")
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := raftstore.Commit(ctx, st, raftstore.SetConfig{Config: raftstore.DefaultClusterConfig(), Actor: "test", At: time.Now().UTC()}); err != nil {
-		tb.Fatalf("seed config: %v", err)
-	}
-	return st
+	return newFakeStore(tb, "n1")
 }
 
 // startAPI serves an API over st with cfg and registers st's member with
 // that API's address.
-func startAPI(tb testing.TB, st *raftstore.Store, cfg Config, opts ...Option) string {
+func startAPI(tb testing.TB, st *fakeStore, cfg Config, opts ...Option) string {
 	tb.Helper()
 	logger := hclog.NewNullLogger()
 	srv, err := New(cfg, "test", st, NewProposer(st, ClientOptions{Token: testToken, Timeout: 5 * time.Second}, logger), logger, opts...)
@@ -255,6 +226,7 @@ func TestHistoryEndpoint(t *testing.T) {
 }
 
 func TestAdminConfig(t *testing.T) {
+	t.Parallel() // its 1 MiB bodies wait out net/http's 500 ms reset-avoidance delay
 	base := newAdminServer(t)
 	big := `{"postgresql":{"parameters":{"x":"` + strings.Repeat("a", maxBody) + `"}}}`
 	tests := []struct {
@@ -397,6 +369,12 @@ func TestValidateSwitchover(t *testing.T) {
 	pending.Failover = &raftstore.FailoverRequest{Kind: "switchover", From: "pg1", To: "pg2"}
 	headless := st.Clone()
 	headless.Leader.Holder = ""
+	// Synchronous mode: only the synchronous standby pg2 holds every
+	// acknowledged commit; pg5 runs as a replica but is not in the record.
+	syncMode := st.Clone()
+	syncMode.Config.SynchronousMode = true
+	syncMode.Sync = raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg2"}}
+	syncMode.Members["pg5"] = &raftstore.Member{Name: "pg5", Status: running, Tags: raftstore.DefaultTags()}
 	tests := []struct {
 		name string
 		kind string
@@ -416,6 +394,9 @@ func TestValidateSwitchover(t *testing.T) {
 		{"switchover to nofailover", "switchover", SwitchoverRequest{Candidate: "pg3"}, st, ErrPrecondition},
 		{"switchover to stopped", "switchover", SwitchoverRequest{Candidate: "pg4"}, st, ErrPrecondition},
 		{"switchover to ghost", "switchover", SwitchoverRequest{Candidate: "ghost"}, st, raftstore.ErrUnknownMember},
+		{"switchover to the synchronous standby", "switchover", SwitchoverRequest{Candidate: "pg2"}, syncMode, nil},
+		{"switchover to an asynchronous standby in synchronous mode", "switchover", SwitchoverRequest{Candidate: "pg5"}, syncMode, ErrPrecondition},
+		{"failover to an asynchronous standby in synchronous mode", "failover", SwitchoverRequest{Candidate: "pg5"}, syncMode, ErrPrecondition},
 		{"failover without primary", "failover", SwitchoverRequest{Candidate: "pg2"}, headless, nil},
 		{"failover with primary", "failover", SwitchoverRequest{Candidate: "pg2"}, st, nil},
 		{"failover without candidate", "failover", SwitchoverRequest{}, st, ErrBadRequest},
@@ -620,4 +601,73 @@ func TestHealthWithMember(t *testing.T) {
 			t.Errorf("status %s", r.body)
 		}
 	})
+}
+
+// TestSwitchoverAwaitsTheOutcome: POST /switchover commits the request,
+// then answers when the state shows its outcome: the key moved to the
+// candidate (200), or the request was dropped (412 with the reason the
+// acting side recorded).
+func TestSwitchoverAwaitsTheOutcome(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		act      func(st raftstore.State) []raftstore.Command
+		want     int
+		contains string
+	}{
+		{"handed over", func(st raftstore.State) []raftstore.Command {
+			return []raftstore.Command{
+				raftstore.SetLeader{Holder: "pg2", PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev, Reason: "switchover",
+					Cause: raftstore.CauseSwitchover, Actor: "pg1", At: time.Now().UTC()},
+				raftstore.SetFailover{CAS: true, Prev: st.Failover, Actor: "pg1", Reason: "done", At: time.Now().UTC()},
+			}
+		}, http.StatusOK, `Successfully switched over to \"pg2\"`},
+		{"dropped", func(st raftstore.State) []raftstore.Command {
+			return []raftstore.Command{raftstore.SetFailover{CAS: true, Prev: st.Failover, Actor: "pg1",
+				Reason: "refused: candidate pg2 is not streaming from pg1", At: time.Now().UTC()}}
+		}, http.StatusPreconditionFailed, "switchover did not happen: refused: candidate pg2 is not streaming from pg1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := newFakeStore(t, "pg1")
+			base := startAPI(t, st, adminConfig())
+			st.commit(t, raftstore.RegisterMember{Name: "pg2", APIAddr: "http://pg2:8008", Tags: raftstore.DefaultTags(), At: time.Now().UTC()})
+			st.commit(t, raftstore.SetLeader{Holder: "pg1", Reason: "test", At: time.Now().UTC()})
+			st.edit(func(s *raftstore.State) {
+				s.Members["pg1"].Status = raftstore.MemberStatus{Role: "primary", State: "running"}
+				s.Members["pg2"].Status = raftstore.MemberStatus{Role: "replica", State: "running"}
+			})
+			type answer struct {
+				status int
+				body   []byte
+				err    error
+			}
+			done := make(chan answer, 1)
+			go func() { // no t.Fatal off the test's goroutine
+				req, _ := http.NewRequest("POST", base+"/switchover", strings.NewReader(`{"candidate":"pg2"}`))
+				req.SetBasicAuth(adminUser, adminPass)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					done <- answer{err: err}
+					return
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				done <- answer{status: resp.StatusCode, body: b, err: err}
+			}()
+			// The acting side (the holder's supervisor) sees the request.
+			pending := st.await(t, "the switchover request committed", func(s raftstore.State) bool { return s.Failover != nil })
+			for _, cmd := range tc.act(pending) {
+				st.commit(t, cmd)
+			}
+			r := <-done
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if r.status != tc.want || !strings.Contains(string(r.body), tc.contains) {
+				t.Fatalf("status %d, want %d with %q: %s", r.status, tc.want, tc.contains, r.body)
+			}
+		})
+	}
 }

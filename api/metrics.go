@@ -178,11 +178,17 @@ type collector struct {
 	alias   aliasMetrics
 }
 
-// archiveStatser is the member's optional source of WAL archiving
-// statistics (the supervisor reads pg_stat_archiver on request).
-type archiveStatser interface {
+// ArchiveSource reads the local PostgreSQL's pg_stat_archiver when asked
+// (pgmanager.Manager in the agent): a scrape or GET /archive reads it
+// straight from PostgreSQL, never through the supervisor's loop.
+type ArchiveSource interface {
 	ArchiveStats(ctx context.Context) (failover.ArchiveStats, error)
 }
+
+// WithArchiveSource serves GET /archive and the raftgres_postgresql_archive*
+// series from src; without it (no postgresql: section) /archive answers
+// 404 and the series are absent.
+func WithArchiveSource(src ArchiveSource) Option { return func(s *Server) { s.archive = src } }
 
 // archiveTimeout bounds the pg_stat_archiver query of a request.
 const archiveTimeout = time.Second
@@ -191,8 +197,8 @@ const archiveTimeout = time.Second
 // (read now), 404 without a PostgreSQL that reports it, 503 while it is
 // stopped or does not answer.
 func (s *Server) handleArchive(w http.ResponseWriter, r *http.Request) {
-	src, ok := s.member.(archiveStatser)
-	if !ok {
+	src := s.archive
+	if src == nil {
 		writeError(w, fmt.Errorf("%w: no WAL archiving statistics on this member", ErrNotFound), "")
 		return
 	}
@@ -234,9 +240,8 @@ func (a archiveMetrics) describe(ch chan<- *prometheus.Desc) {
 	ch <- a.lastFailed
 }
 
-func (a archiveMetrics) collect(ch chan<- prometheus.Metric, m Member, v nodeView) {
-	src, ok := m.(archiveStatser)
-	if !ok || !v.running() {
+func (a archiveMetrics) collect(ch chan<- prometheus.Metric, src ArchiveSource, v nodeView) {
+	if src == nil || !v.running() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), archiveTimeout)
@@ -283,9 +288,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.history.collect(ch, v.st.History)
 	c.alias.collect(ch, v, c.s.version)
-	if c.s.member != nil {
-		c.archive.collect(ch, c.s.member, v)
-	}
+	c.archive.collect(ch, c.s.archive, v)
 }
 
 // newCollector builds every series /metrics serves from the cluster

@@ -68,12 +68,26 @@ func (a aliasMetrics) collect(ch chan<- prometheus.Metric, v nodeView, version s
 		gauge(a.state, b2f(s == state), s)
 	}
 	if pg := v.local.PG; v.running() && !pg.InRecovery {
+		// pg_stat_replication may hold several rows under one
+		// application_name: pg_basebackup's backup and WAL connections, or
+		// a standby's new walsender beside the old one that has not
+		// exited yet. A series per row would be a duplicate, and a
+		// duplicate fails the whole scrape (patroni_primary included):
+		// each name gets one series, from its furthest position.
+		at := map[string]uint64{}
+		var names []string
 		for _, r := range pg.Replicas {
-			lag := uint64(0)
-			if at := max(r.FlushLSN, r.ReplayLSN); at < pg.CurrentLSN {
-				lag = pg.CurrentLSN - at
+			if _, seen := at[r.ApplicationName]; !seen {
+				names = append(names, r.ApplicationName)
 			}
-			gauge(a.replicationLag, float64(lag), r.ApplicationName)
+			at[r.ApplicationName] = max(at[r.ApplicationName], r.FlushLSN, r.ReplayLSN)
+		}
+		for _, name := range names {
+			lag := uint64(0)
+			if at[name] < pg.CurrentLSN {
+				lag = pg.CurrentLSN - at[name]
+			}
+			gauge(a.replicationLag, float64(lag), name)
 		}
 	}
 	if v.isReplica() {

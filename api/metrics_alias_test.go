@@ -100,6 +100,10 @@ func TestMetricsTextIntegers(t *testing.T) {
 	primary := failover.Local{Member: "n1", HasData: true, ObservedAt: time.Now()}
 	primary.PG.Running, primary.PG.Timeline, primary.PG.CurrentLSN, primary.PG.Version = true, 3, 83886296, "15.4"
 	addReplica(&primary, "n2", 83886000, 83000000)
+	// pg_basebackup's two connections: the backup's (no positions) and
+	// its WAL stream's, under one application_name.
+	addReplica(&primary, "n3-clone", 0, 0)
+	addReplica(&primary, "n3-clone", 83886200, 0)
 	base := startAPI(t, st, adminConfig(), WithMember(&fakeMember{local: primary}), WithVersion("v0.3.1-12-gabc1234"))
 	body := scrape(t, base)
 	checkSeries(t, body, []string{
@@ -107,6 +111,7 @@ func TestMetricsTextIntegers(t *testing.T) {
 		`patroni_version{name="n1",scope="test"} 301`,
 		`raftgres_build_info{name="n1",scope="test",version="v0.3.1-12-gabc1234"} 1`,
 		`patroni_postgresql_replication_lag_bytes{application_name="n2",name="n1",scope="test"} 296`,
+		`patroni_postgresql_replication_lag_bytes{application_name="n3-clone",name="n1",scope="test"} 96`,
 		`patroni_postgres_server_version{name="n1",scope="test"} 150004`,
 	}, nil)
 	for _, line := range strings.Split(body, "\n") {
@@ -176,6 +181,8 @@ func TestMetricsAliases(t *testing.T) {
 	addReplica(&primary.local, "n2", 4000, 3000)
 	addReplica(&primary.local, "n3", 0, 4500)    // flush not reported
 	addReplica(&primary.local, "n4", 5200, 5200) // ahead of the primary's last look
+	addReplica(&primary.local, "n5", 0, 0)       // pg_basebackup's backup connection
+	addReplica(&primary.local, "n5", 4900, 0)    // and its WAL stream, under the same name
 	primary.st.Leader.Holder = "n1"
 	replica := nodeView{name: "n1", hasPG: true, st: raftstore.NewState(), local: failover.Local{Member: "n1", HasData: true}}
 	replica.local.PG.Running, replica.local.PG.InRecovery = true, true
@@ -209,6 +216,7 @@ func TestMetricsAliases(t *testing.T) {
 			"patroni_postgresql_replication_lag_bytes{application_name=n2}": 1000,
 			"patroni_postgresql_replication_lag_bytes{application_name=n3}": 500,
 			"patroni_postgresql_replication_lag_bytes{application_name=n4}": 0,
+			"patroni_postgresql_replication_lag_bytes{application_name=n5}": 100,
 		})},
 		{"replica", replica, with(roles("replica"), "running", map[string]float64{
 			"patroni_postgresql_last_wal_receive_lsn_offset{}": 123456789,
@@ -234,7 +242,11 @@ func TestMetricsAliases(t *testing.T) {
 						ls = append(ls, l.GetName()+"="+l.GetValue())
 					}
 				}
-				got[fqNameRE.FindStringSubmatch(m.Desc().String())[1]+"{"+strings.Join(ls, ",")+"}"] = pb.Gauge.GetValue()
+				key := fqNameRE.FindStringSubmatch(m.Desc().String())[1] + "{" + strings.Join(ls, ",") + "}"
+				if _, dup := got[key]; dup {
+					t.Errorf("%s collected twice: the registry refuses the whole scrape", key)
+				}
+				got[key] = pb.Gauge.GetValue()
 			}
 			if d := cmp.Diff(tc.want, got); d != "" {
 				t.Errorf("series (-want +got):\n%s", d)

@@ -160,15 +160,14 @@ func TestMetricsLeaseRemaining(t *testing.T) {
 	}
 }
 
-// archivingMember is a member whose PostgreSQL reports archive statistics.
-type archivingMember struct {
-	fakeMember
+// fakeArchive is a PostgreSQL that reports archive statistics.
+type fakeArchive struct {
 	stats failover.ArchiveStats
 	err   error
 }
 
-func (m *archivingMember) ArchiveStats(context.Context) (failover.ArchiveStats, error) {
-	return m.stats, m.err
+func (a *fakeArchive) ArchiveStats(context.Context) (failover.ArchiveStats, error) {
+	return a.stats, a.err
 }
 
 // TestMetricsArchive: pg_stat_archiver's figures are served while the
@@ -181,21 +180,22 @@ func TestMetricsArchive(t *testing.T) {
 	running.local.PG.Running = true
 	for _, tc := range []struct {
 		name string
-		m    *archivingMember
+		src  ArchiveSource
 		v    nodeView
 		want map[string]float64 // empty: no series
 	}{
-		{"archiving", &archivingMember{stats: failover.ArchiveStats{ArchivedCount: 7, FailedCount: 2, LastArchivedTime: at}}, running,
+		{"archiving", &fakeArchive{stats: failover.ArchiveStats{ArchivedCount: 7, FailedCount: 2, LastArchivedTime: at}}, running,
 			map[string]float64{"raftgres_postgresql_archived_wal_total": 7, "raftgres_postgresql_archive_failures_total": 2,
 				"raftgres_postgresql_last_archived_timestamp_seconds":        float64(at.Unix()),
 				"raftgres_postgresql_last_archive_failure_timestamp_seconds": 0}},
-		{"query failed", &archivingMember{err: context.DeadlineExceeded}, running, nil},
-		{"postgres stopped", &archivingMember{stats: failover.ArchiveStats{ArchivedCount: 7}}, nodeView{name: "n1", hasPG: true}, nil},
+		{"query failed", &fakeArchive{err: context.DeadlineExceeded}, running, nil},
+		{"postgres stopped", &fakeArchive{stats: failover.ArchiveStats{ArchivedCount: 7}}, nodeView{name: "n1", hasPG: true}, nil},
+		{"no source", nil, running, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ch := make(chan prometheus.Metric, 8)
-			a.collect(ch, tc.m, tc.v)
+			a.collect(ch, tc.src, tc.v)
 			close(ch)
 			got := map[string]float64{}
 			for m := range ch {
@@ -236,11 +236,11 @@ func TestArchiveEndpoint(t *testing.T) {
 		opts   []Option
 		status int
 	}{
-		{"archiving", []Option{WithMember(&archivingMember{fakeMember: fakeMember{local: running}, stats: stats})}, 200},
+		{"archiving", []Option{WithMember(&fakeMember{local: running}), WithArchiveSource(&fakeArchive{stats: stats})}, 200},
 		{"no source", []Option{WithMember(&fakeMember{local: running})}, 404},
 		{"no member", nil, 404},
-		{"stopped", []Option{WithMember(&archivingMember{fakeMember: fakeMember{local: failover.Local{Member: "n1"}}, stats: stats})}, 503},
-		{"query fails", []Option{WithMember(&archivingMember{fakeMember: fakeMember{local: running}, err: context.DeadlineExceeded})}, 503},
+		{"stopped", []Option{WithMember(&fakeMember{local: failover.Local{Member: "n1"}}), WithArchiveSource(&fakeArchive{stats: stats})}, 503},
+		{"query fails", []Option{WithMember(&fakeMember{local: running}), WithArchiveSource(&fakeArchive{err: context.DeadlineExceeded})}, 503},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := startAPI(t, st, adminConfig(), tc.opts...)

@@ -85,12 +85,8 @@ func (p *Proposer) Probe(ctx context.Context, member string) error {
 // refusals come back in ApplyResult.Err; the error return means the command
 // was not committed (or its outcome is unknown).
 func (p *Proposer) Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error) {
-	return p.apply(ctx, cmd, false)
-}
-
-func (p *Proposer) apply(ctx context.Context, cmd raftstore.Command, forwarded bool) (raftstore.ApplyResult, error) {
 	res, err := p.store.Apply(ctx, cmd)
-	if !errors.Is(err, raftstore.ErrNotLeader) || forwarded {
+	if !errors.Is(err, raftstore.ErrNotLeader) {
 		return res, err
 	}
 	leaderID, _ := p.store.Leader()

@@ -71,7 +71,7 @@ func (r *recordingRotator) calls() []RotateRequest {
 }
 
 // rotateServer serves an API over st with opts, logging into logs.
-func rotateServer(t *testing.T, st *raftstore.Store, logs *syncBuffer, opts ...Option) string {
+func rotateServer(t *testing.T, st *fakeStore, logs *syncBuffer, opts ...Option) string {
 	t.Helper()
 	logger := hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
 	srv, err := New(adminConfig(), "test", st, NewProposer(st, ClientOptions{Token: testToken}, logger), logger, opts...)

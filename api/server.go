@@ -30,23 +30,47 @@ const LoggerName = "api"
 // maxBody bounds every request body.
 const maxBody = 1 << 20
 
-// Store is what the server needs from the replicated store.
+// Store is what the server needs from the local Raft peer:
+// *raftstore.Store in the agent, a fake over raftstore.Apply in this
+// package's tests.
 type Store interface {
 	ID() string
+	// State returns a copy of the replicated state.
 	State() raftstore.State
+	// Changes returns a channel closed at the next change of State after
+	// the call: waiting on it replaces polling State.
+	Changes() <-chan struct{}
 	Status() (raftstore.Status, error)
+	// Apply commits cmd on this peer: raftstore.ErrNotLeader unless it
+	// leads.
+	Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error)
 	Join(ctx context.Context, req raftstore.JoinRequest) (uint64, error)
 	Leave(ctx context.Context, id, actor string) error
 	Export(scope string, now time.Time) ([]byte, error)
 	TransferLeadership(ctx context.Context) error
 }
 
+// Forwarder commits commands through the Raft leader, wherever it is:
+// *Proposer in the agent. Deterministic refusals come back in
+// ApplyResult.Err; the error return means the command was not committed
+// (or its outcome is unknown).
+type Forwarder interface {
+	Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error)
+}
+
+// The agent's implementations.
+var (
+	_ Store      = (*raftstore.Store)(nil)
+	_ LocalStore = (*raftstore.Store)(nil)
+	_ Forwarder  = (*Proposer)(nil)
+)
+
 // Server serves the HTTP API. New starts nothing; Run serves until ctx ends.
 type Server struct {
 	cfg      Config
 	scope    string
 	store    Store
-	proposer *Proposer
+	proposer Forwarder
 	logger   hclog.Logger
 	peerCAs  *x509.CertPool
 	mux      *http.ServeMux
@@ -61,6 +85,8 @@ type Server struct {
 	members *memberAddrs
 	// rotator serves POST /secrets/rotate (nil: 404).
 	rotator SecretRotator
+	// archive serves GET /archive and the archiving series (nil: none).
+	archive ArchiveSource
 }
 
 // Option configures a Server.
@@ -79,7 +105,7 @@ func WithBackupEndpoint(v any) Option { return func(s *Server) { s.backupEndpoin
 func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
 
 // New builds a Server for store; proposer forwards commands to the leader.
-func New(cfg Config, scope string, store Store, proposer *Proposer, logger hclog.Logger, opts ...Option) (*Server, error) {
+func New(cfg Config, scope string, store Store, proposer Forwarder, logger hclog.Logger, opts ...Option) (*Server, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
@@ -328,7 +354,14 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, "")
 		return
 	}
-	res, err := s.proposer.apply(r.Context(), cmd, r.Header.Get(forwardedHeader) != "")
+	var res raftstore.ApplyResult
+	if r.Header.Get(forwardedHeader) != "" {
+		// Forwarded once already: applied here or refused, so a stale
+		// view of who leads never bounces a command between members.
+		res, err = s.store.Apply(r.Context(), cmd)
+	} else {
+		res, err = s.proposer.Apply(r.Context(), cmd)
+	}
 	if err != nil {
 		writeError(w, err, s.leaderAPI())
 		return

@@ -112,3 +112,22 @@ func electable(st raftstore.State, name string) bool {
 	ok, _ := st.Electable(name)
 	return ok
 }
+
+// RequestRefusal is why the member to cannot take the leader key by an
+// operator's switchover or failover request, judged on st by the rules
+// that later rank it (RankCandidates): "" when it can, "not a member"
+// when st has no such member. Freshness and lag are left to the side
+// that acts on the request, which measures them then: a hand-over waits
+// for its candidate to catch up, and reports age on its own clock.
+func RequestRefusal(st raftstore.State, to string) string {
+	fresh := make(map[string]bool, len(st.Members))
+	for name := range st.Members {
+		fresh[name] = true
+	}
+	for _, c := range RankCandidates(st, ElectionInput{Fresh: fresh, Candidate: to, IgnoreLag: true}) {
+		if c.Name == to {
+			return c.Why
+		}
+	}
+	return "not a member"
+}

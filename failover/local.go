@@ -1,8 +1,6 @@
 package failover
 
 import (
-	"context"
-	"errors"
 	"time"
 
 	"raftgres/pgmanager"
@@ -32,12 +30,28 @@ func (l Local) LeaseValid(now time.Time) bool {
 	return !l.LeaseUntil.IsZero() && now.Before(l.LeaseUntil)
 }
 
-// Local returns the latest published view (zero before the first cycle).
+// Local returns the latest published view (zero before the first cycle)
+// with the lease as it is now: renewals are acknowledged at a cycle's
+// start and during long actions, while the view is published at the
+// cycle's end, so a copied lease end would lag the lease the commit gate
+// acknowledges under by up to a cycle, and a slow cycle would make a
+// healthy holder's /primary and patroni_primary drop for a moment. The
+// lease only shortens the published one when it was forgotten or moved on
+// to another epoch, so the view never claims a lease the gate does not
+// hold.
 func (s *Supervisor) Local() Local {
-	if l := s.local.Load(); l != nil {
-		return *l
+	l := s.local.Load()
+	if l == nil {
+		return Local{Member: s.cfg.Member}
 	}
-	return Local{Member: s.cfg.Member}
+	out := *l
+	if !out.LeaseUntil.IsZero() {
+		out.LeaseUntil = time.Time{}
+		if _, until, epoch, _ := s.lease.snapshot(); epoch == out.Epoch {
+			out.LeaseUntil = until
+		}
+	}
+	return out
 }
 
 func (s *Supervisor) publish(st raftstore.State, pgst pgmanager.Status) {
@@ -49,20 +63,7 @@ func (s *Supervisor) publish(st raftstore.State, pgst pgmanager.Status) {
 	s.local.Store(l)
 }
 
-// ArchiveStats is PostgreSQL's WAL archiving statistics (pg_stat_archiver).
+// ArchiveStats is PostgreSQL's WAL archiving statistics (pg_stat_archiver),
+// named here for api, which sees pgmanager's types through failover. The
+// supervisor never reads them: the agent hands pgmanager.Manager to api.
 type ArchiveStats = pgmanager.ArchiveStats
-
-// archiver is the part of pgmanager.Manager ArchiveStats uses.
-type archiver interface {
-	ArchiveStats(ctx context.Context) (pgmanager.ArchiveStats, error)
-}
-
-// ArchiveStats reads the local PostgreSQL's archiving statistics, for
-// /metrics: a scrape asks, the supervisor's loop never does.
-func (s *Supervisor) ArchiveStats(ctx context.Context) (ArchiveStats, error) {
-	a, ok := s.pg.(archiver)
-	if !ok {
-		return ArchiveStats{}, errors.New("archive statistics: not available from this PostgreSQL adapter")
-	}
-	return a.ArchiveStats(ctx)
-}

@@ -115,7 +115,7 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 		}
 		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags, Watchdog: cfg.Watchdog},
 			pg, store, proposer, logger)
-		apiOpts = append(apiOpts, api.WithMember(a.sup))
+		apiOpts = append(apiOpts, api.WithMember(a.sup), api.WithArchiveSource(pg))
 		if br != nil && br.ServerEnabled() {
 			apiOpts = append(apiOpts, api.WithBackupEndpoint(br.Endpoint(cfg.Name)))
 		}
