@@ -398,7 +398,7 @@ func (m *Manager) Start(ctx context.Context, d Desired) error {
 		return err
 	}
 	if err := m.waitReady(ctx, p); err != nil {
-		_ = p.stop(context.Background(), StopImmediate, m.step)
+		_ = p.stop(context.Background(), StopImmediate, m.step, m.logger, nil)
 		return fmt.Errorf("start postgres for %s: %w", m.member, err)
 	}
 	return nil
@@ -413,7 +413,7 @@ func (m *Manager) Stop(ctx context.Context, mode StopMode) error {
 	}
 	if p := m.ownChild(); p != nil {
 		m.logger.Info("stopping postgres", "mode", mode.String(), "pid", p.pid())
-		if err := p.stop(ctx, mode, m.step); err != nil {
+		if err := p.stop(ctx, mode, m.step, m.logger, m.shutdownCheckpointed); err != nil {
 			return fmt.Errorf("stop postgres of %s: %w", m.member, err)
 		}
 		m.logger.Info("postgres stopped", "mode", mode.String())
@@ -429,6 +429,15 @@ func (m *Manager) Stop(ctx context.Context, mode StopMode) error {
 	}
 	m.logger.Info("postgres stopped", "mode", mode.String(), "pid", pid)
 	return nil
+}
+
+// shutdownCheckpointed reports whether the control file says the cluster
+// is shut down: a fast shutdown has written its shutdown checkpoint.
+func (m *Manager) shutdownCheckpointed() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cd, err := m.ControlData(ctx)
+	return err == nil && cd["Database cluster state"] == "shut down"
 }
 
 // fenceWait bounds how long Fence waits for the killed processes to be

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
 
@@ -117,8 +118,10 @@ func (p *postmaster) exited() bool {
 }
 
 // stop signals the postmaster with mode and escalates (smart → fast →
-// immediate → SIGKILL) when it does not exit within the step's timeout.
-func (p *postmaster) stop(ctx context.Context, mode StopMode, step time.Duration) error {
+// immediate → SIGKILL) when it does not exit within the step's timeout,
+// or, in fast mode, walsenderGrace after checkpointed (nil: never) says
+// the shutdown checkpoint is written.
+func (p *postmaster) stop(ctx context.Context, mode StopMode, step time.Duration, log hclog.Logger, checkpointed func() bool) error {
 	for m := mode; ; m++ {
 		sig := syscall.SIGKILL
 		if m <= StopImmediate {
@@ -131,6 +134,21 @@ func (p *postmaster) stop(ctx context.Context, mode StopMode, step time.Duration
 			_ = p.cmd.Process.Signal(sig)
 		}
 		t := time.NewTimer(step)
+		// A fast shutdown ends when every walsender has had its standby
+		// confirm the shutdown checkpoint: one whose standby stopped
+		// answering (a cut link, a frozen host) holds the shutdown, and
+		// the primary's leader key with it, until TCP or
+		// wal_sender_timeout gives up. Once the checkpoint is written
+		// (the control file says "shut down") nothing is left to save:
+		// after walsenderGrace the stop goes on as immediate, which
+		// leaves the cluster cleanly shut down.
+		var grace <-chan time.Time
+		if m == StopFast && checkpointed != nil {
+			g := time.NewTicker(walsenderGrace)
+			defer g.Stop()
+			grace = g.C
+		}
+	wait:
 		select {
 		case <-p.done:
 			t.Stop()
@@ -139,6 +157,14 @@ func (p *postmaster) stop(ctx context.Context, mode StopMode, step time.Duration
 			t.Stop()
 			_ = p.cmd.Process.Signal(syscall.SIGQUIT)
 			return fmt.Errorf("stop postgres (%s): %w", m, ctx.Err())
+		case <-grace:
+			if !checkpointed() {
+				goto wait
+			}
+			t.Stop()
+			log.Warn("fast shutdown: the shutdown checkpoint is written but postgres still waits (for walsenders whose standbys do not answer): stopping immediately",
+				"waited", walsenderGrace)
+			continue
 		case <-t.C:
 		}
 		if sig == syscall.SIGKILL {
@@ -146,6 +172,11 @@ func (p *postmaster) stop(ctx context.Context, mode StopMode, step time.Duration
 		}
 	}
 }
+
+// walsenderGrace is how long a fast shutdown may wait, once its
+// shutdown checkpoint is written, before it goes on as immediate. A
+// standby that streams confirms the checkpoint within milliseconds.
+const walsenderGrace = 2 * time.Second
 
 // tellKeeper names the new postmaster pid to the fence keeper, with its
 // start time so that the keeper never kills a process that got the pid
