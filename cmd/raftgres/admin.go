@@ -125,17 +125,3 @@ func leaveCommand() *cli.Command {
 		},
 	}
 }
-
-// writeFileAtomic writes to a temporary file beside path and renames it
-// into place, so a failed write never leaves half a file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
-	}
-	return nil
-}

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"raftgres/api"
+	"raftgres/internal/fsutil"
 	"raftgres/raftstore"
 )
 
@@ -52,12 +53,7 @@ func recordMembers(ctx context.Context, store *raftstore.Store, path string, log
 		changes := store.Changes()
 		if now := membersOf(store.State()); len(now) > 0 && !slices.Equal(now, last) {
 			data, _ := json.MarshalIndent(knownMembers{Members: now, WrittenAt: time.Now().UTC()}, "", "  ")
-			tmp := path + ".tmp"
-			err := os.WriteFile(tmp, append(data, '\n'), 0o644)
-			if err == nil {
-				err = os.Rename(tmp, path)
-			}
-			if err != nil {
+			if err := fsutil.WriteFile(path, append(data, '\n'), 0o644); err != nil {
 				logger.Warn("record the members for the CLI", "path", path, "error", err)
 			} else {
 				last = now

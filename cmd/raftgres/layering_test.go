@@ -13,9 +13,10 @@ import (
 var allowedImports = map[string][]string{
 	"raftgres/internal/conf":     {},
 	"raftgres/internal/boottime": {},
+	"raftgres/internal/fsutil":   {},
 	"raftgres/raftstore":         {"raftgres/internal/conf"},
-	"raftgres/pgmanager":         {"raftgres/internal/conf", "raftgres/internal/boottime"},
-	"raftgres/backup":            {"raftgres/internal/conf"},
+	"raftgres/pgmanager":         {"raftgres/internal/conf", "raftgres/internal/boottime", "raftgres/internal/fsutil"},
+	"raftgres/backup":            {"raftgres/internal/conf", "raftgres/internal/fsutil"},
 	"raftgres/failover":          {"raftgres/internal/conf", "raftgres/internal/boottime", "raftgres/raftstore", "raftgres/pgmanager"},
 	"raftgres/api":               {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/failover"},
 	"raftgres/integration": {"raftgres/internal/conf", "raftgres/internal/boottime", "raftgres/raftstore",
