@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"raftgres/api"
+	"raftgres/config"
 )
 
 func configFlag(required bool) cli.Flag {
@@ -38,7 +39,7 @@ func adminClient(c *cli.Context) (*api.Client, error) {
 	var opts api.ClientOptions
 	base := c.String("api")
 	if path := c.String("config"); path != "" {
-		cfg, err := loadConfig(path)
+		cfg, err := config.Load(path)
 		if err != nil {
 			return nil, err
 		}
@@ -68,7 +69,7 @@ func adminClient(c *cli.Context) (*api.Client, error) {
 
 // peerClientOptions authenticate this node to its peers' APIs: the cluster
 // token, and with raft.tls the peer certificate and cluster CA.
-func peerClientOptions(cfg *agentConfig) (api.ClientOptions, error) {
+func peerClientOptions(cfg *config.Agent) (api.ClientOptions, error) {
 	// Peers answer within milliseconds on a LAN; a partitioned one must not
 	// hold a caller for long (callers with a deadline get it anyway).
 	opts := api.ClientOptions{Token: cfg.API.Token.Reveal(), Timeout: 5 * time.Second}

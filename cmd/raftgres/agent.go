@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"raftgres/api"
+	"raftgres/config"
 	"raftgres/failover"
 	"raftgres/internal/conf"
 	"raftgres/pgmanager"
@@ -38,7 +40,7 @@ func agentCommand() *cli.Command {
 				return cli.Exit("the agent must not run as root: PostgreSQL refuses root and so does raftgres; "+
 					"run it as the postgres user, e.g. sudo -u postgres raftgres agent -c "+c.String("config"), 1)
 			}
-			cfg, err := loadConfig(c.String("config"))
+			cfg, err := config.Load(c.String("config"))
 			if err != nil {
 				return cli.Exit(err.Error(), 2)
 			}
@@ -53,7 +55,7 @@ func agentCommand() *cli.Command {
 			defer stop()
 			logger := newLogger(cfg.Log, os.Stderr).With("node", cfg.Name)
 			for _, n := range cfg.Notes {
-				logger.Info("config note", "key", n.path, "line", n.line, "note", n.msg)
+				logger.Info("config note", "key", n.Path, "line", n.Line, "note", n.Msg)
 			}
 			if err := runAgent(ctx, cfg, logger); err != nil {
 				logger.Error("agent stopped", "error", err)
@@ -66,7 +68,7 @@ func agentCommand() *cli.Command {
 
 // runAgent wires the store and the API and runs them until ctx ends, this
 // member is removed from the cluster, or one of them fails.
-func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error {
+func runAgent(ctx context.Context, cfg *config.Agent, logger hclog.Logger) error {
 	store, err := raftstore.New(cfg.Raft, logger)
 	if err != nil {
 		return err
@@ -193,7 +195,7 @@ func exitIfStuck(logger hclog.Logger, grace time.Duration) {
 }
 
 type agent struct {
-	cfg      *agentConfig
+	cfg      *config.Agent
 	store    *raftstore.Store
 	proposer *api.Proposer
 	peer     api.ClientOptions
@@ -213,7 +215,7 @@ func (a *agent) joinAndRegister(ctx context.Context) error {
 		Name: a.cfg.Name, APIAddr: a.cfg.API.BaseURL(), RaftAddr: a.cfg.Raft.AdvertiseAddr(), Tags: a.cfg.Tags,
 	}
 	if a.cfg.HasPostgres {
-		reg.PGAddr = valueOr(a.cfg.Postgres.ConnectAddress, a.cfg.Postgres.Listen)
+		reg.PGAddr = cmp.Or(a.cfg.Postgres.ConnectAddress, a.cfg.Postgres.Listen)
 	}
 	return retry(ctx, a.logger, "register member", func() error {
 		reg.At = time.Now().UTC()

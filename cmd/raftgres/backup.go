@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,13 +18,14 @@ import (
 
 	"raftgres/api"
 	"raftgres/backup"
+	"raftgres/config"
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
 
 // pgBackRest returns the pgBackRest runner of this member's config (nil
 // when backup: is not set).
-func pgBackRest(cfg *agentConfig, logger hclog.Logger) *backup.PgBackRest {
+func pgBackRest(cfg *config.Agent, logger hclog.Logger) *backup.PgBackRest {
 	if !cfg.Backup.Enabled() || !cfg.HasPostgres {
 		return nil
 	}
@@ -145,12 +147,12 @@ func serveBackups(ctx context.Context, store *raftstore.Store, br *backup.PgBack
 
 // localBackups loads -c FILE for the offline backup commands, which run
 // pgBackRest on this host as the agent's user.
-func localBackups(c *cli.Context, what string) (*agentConfig, *backup.PgBackRest, error) {
+func localBackups(c *cli.Context, what string) (*config.Agent, *backup.PgBackRest, error) {
 	if os.Geteuid() == 0 {
 		return nil, nil, cli.Exit(what+" must not run as root: pgBackRest reads the data directory as the agent's user; "+
 			"run it as that user, e.g. sudo -u postgres raftgres "+what+" -c "+c.String("config"), 2)
 	}
-	cfg, err := loadConfig(c.String("config"))
+	cfg, err := config.Load(c.String("config"))
 	if err != nil {
 		return nil, nil, cli.Exit(err.Error(), 2)
 	}
@@ -208,7 +210,7 @@ func planBackup(view api.ClusterView, me, from string) (backupFrom, error) {
 // backupSources turns plan into pgBackRest sources: this host's member
 // is read locally, the others through their pgBackRest TLS servers,
 // whose endpoints their APIs give.
-func backupSources(ctx context.Context, cfg *agentConfig, client *api.Client, view api.ClusterView, plan backupFrom) ([]backup.Source, error) {
+func backupSources(ctx context.Context, cfg *config.Agent, client *api.Client, view api.ClusterView, plan backupFrom) ([]backup.Source, error) {
 	urls := map[string]string{}
 	for _, m := range view.Members {
 		urls[m.Name] = m.APIURL
@@ -280,7 +282,7 @@ func backupCommand() *cli.Command {
 			if err != nil {
 				return cli.Exit("backup: "+err.Error(), 1)
 			}
-			copyFrom := valueOr(plan.Standby, plan.Primary)
+			copyFrom := cmp.Or(plan.Standby, plan.Primary)
 			fmt.Fprintf(c.App.Writer, "backup (%s): copying %s's files, primary %s\n", c.String("type"), copyFrom, plan.Primary)
 			start := time.Now()
 			if err := br.BackupFrom(c.Context, c.String("type"), c.App.Writer, sources...); err != nil {
@@ -334,7 +336,7 @@ func backupsCommand() *cli.Command {
 
 // renderBackups prints the repository's backups as a table.
 func renderBackups(w io.Writer, in backup.Info) error {
-	fmt.Fprintf(w, "+ Stanza: %s (%s), WAL archived: %s .. %s\n", in.Name, in.Status, valueOr(in.WALMin, "none"), valueOr(in.WALMax, "none"))
+	fmt.Fprintf(w, "+ Stanza: %s (%s), WAL archived: %s .. %s\n", in.Name, in.Status, cmp.Or(in.WALMin, "none"), cmp.Or(in.WALMax, "none"))
 	t := newTable(w)
 	t.Header("Label", "Type", "Start", "Stop", "Stop LSN", "Size", "Repo size", "Prior")
 	for _, b := range in.Backups {

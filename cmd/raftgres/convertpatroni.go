@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"raftgres/config"
 	"raftgres/internal/conf"
 	"raftgres/raftstore"
 )
@@ -101,7 +102,7 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "convert-patroni:", err)
 		return 2
 	}
-	if problems := checkConfig("converted config", conv.YAML, 0o600).Problems; len(problems) > 0 {
+	if problems := config.Check("converted config", conv.YAML, 0o600).Problems; len(problems) > 0 {
 		for _, u := range conv.Skipped {
 			fmt.Fprintln(stderr, u.format(f.Source))
 		}
@@ -121,7 +122,7 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 	for _, u := range conv.Skipped {
 		fmt.Fprintln(stderr, u.format(f.Source))
 	}
-	if problems := checkConfig("converted config", conv.YAML, 0o600).Problems; len(problems) > 0 {
+	if problems := config.Check("converted config", conv.YAML, 0o600).Problems; len(problems) > 0 {
 		printConvertProblems(stderr, f.Source, conv, problems)
 		return 1
 	}
@@ -138,7 +139,7 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 
 // printConvertProblems reports why the converted config would not load,
 // at the Patroni line each key came from when there is one.
-func printConvertProblems(w io.Writer, source string, conv *conversion, problems []*lineError) {
+func printConvertProblems(w io.Writer, source string, conv *conversion, problems []*config.LineError) {
 	fmt.Fprintf(w, "convert-patroni: the converted config would not load (%s), nothing written:\n",
 		plural(len(problems), "problem"))
 	from := maps.Clone(conv.From)
@@ -148,10 +149,10 @@ func printConvertProblems(w io.Writer, source string, conv *conversion, problems
 		}
 	}
 	for _, p := range problems {
-		if line := lineOf(p.path, from); line > 0 {
-			fmt.Fprintln(w, (&lineError{line: line, path: p.path, msg: p.msg}).located(source))
+		if line := config.LineOf(p.Path, from); line > 0 {
+			fmt.Fprintln(w, (&config.LineError{Line: line, Path: p.Path, Msg: p.Msg}).Located(source))
 		} else {
-			fmt.Fprintln(w, (&lineError{path: p.path, msg: p.msg}).located("converted config"))
+			fmt.Fprintln(w, (&config.LineError{Path: p.Path, Msg: p.Msg}).Located("converted config"))
 		}
 	}
 }
@@ -159,7 +160,7 @@ func printConvertProblems(w io.Writer, source string, conv *conversion, problems
 // options checks the flags.
 func (f convertFlags) options() (convertOptions, error) {
 	opts := convertOptions{Source: f.Source, Member: f.Member, RaftAddr: f.RaftAddr, DataDir: f.DataDir}
-	if f.Member != "" && !nameRe.MatchString(f.Member) {
+	if f.Member != "" && !config.ValidName(f.Member) {
 		return opts, fmt.Errorf("--member: letters, digits, '.', '_' or '-', got %q", f.Member)
 	}
 	if f.RaftAddr == "" {
@@ -192,7 +193,7 @@ func parsePeers(s string) ([]raftstore.Peer, error) {
 			continue
 		}
 		id, addr, ok := strings.Cut(part, "=")
-		if !ok || !nameRe.MatchString(id) {
+		if !ok || !config.ValidName(id) {
 			return nil, fmt.Errorf("%q: must be NAME=HOST:PORT", part)
 		}
 		if err := conf.CheckHostPort(addr, false); err != nil {

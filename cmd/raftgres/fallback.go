@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"raftgres/api"
+	"raftgres/config"
 	"raftgres/internal/fsutil"
 	"raftgres/raftstore"
 )
@@ -95,7 +97,7 @@ func readClient(c *cli.Context) (client *api.Client, view *api.ClusterView, note
 	if !unreachable(err) || c.String("config") == "" {
 		return client, nil, "", nil
 	}
-	cfg, cerr := loadConfig(c.String("config"))
+	cfg, cerr := config.Load(c.String("config"))
 	if cerr != nil {
 		return client, nil, "", nil
 	}
@@ -126,7 +128,7 @@ func readClient(c *cli.Context) (client *api.Client, view *api.ClusterView, note
 // staleNote says when the member that answered has no current contact
 // with the Raft leader: its roles and states are its last known ones.
 func staleNote(view api.ClusterView) string {
-	who := valueOr(view.AnsweredBy, "the member that answered")
+	who := cmp.Or(view.AnsweredBy, "the member that answered")
 	switch {
 	case view.RaftState == "" || view.RaftState == "Leader":
 		return ""

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"raftgres/api"
+	"raftgres/config"
 	"raftgres/raftstore"
 )
 
@@ -88,7 +89,7 @@ func joinCommand() *cli.Command {
 			"this by itself, so this command is only needed to pre-register a host.",
 		Flags: []cli.Flag{configFlag(true), apiFlag(), tokenFlag()},
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c.String("config"))
+			cfg, err := config.Load(c.String("config"))
 			if err != nil {
 				return cli.Exit(err.Error(), 2)
 			}

@@ -19,6 +19,8 @@ var allowedImports = map[string][]string{
 	"raftgres/backup":            {"raftgres/internal/conf", "raftgres/internal/fsutil"},
 	"raftgres/failover":          {"raftgres/internal/conf", "raftgres/internal/boottime", "raftgres/raftstore", "raftgres/pgmanager"},
 	"raftgres/api":               {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/failover"},
+	"raftgres/config": {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup",
+		"raftgres/failover", "raftgres/api"}, // the file converts into each package's Config
 	"raftgres/integration": {"raftgres/internal/conf", "raftgres/internal/boottime", "raftgres/raftstore",
 		"raftgres/failover", "raftgres/api"}, // failover: its timing formulas (Margin); boottime: the lease clock's drift
 }

@@ -10,6 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"raftgres/config"
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
@@ -246,7 +247,7 @@ var overrideOrder = []struct {
 func convertPatroni(src []byte, opts convertOptions) (*conversion, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(src, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %s", opts.Source, yamlSyntaxError(err))
+		return nil, fmt.Errorf("%s: %s", opts.Source, config.YAMLSyntaxError(err))
 	}
 	if len(doc.Content) == 0 || resolveAlias(doc.Content[0]).Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("%s: not a Patroni config (a YAML mapping of keys)", opts.Source)
@@ -763,6 +764,14 @@ func sortMapping(m *yaml.Node, path string) {
 	m.Content = m.Content[:0]
 	for _, p := range ps {
 		m.Content = append(m.Content, p.k, p.v)
-		sortMapping(p.v, join(path, p.k.Value))
+		sortMapping(p.v, keyPath(path, p.k.Value))
 	}
+}
+
+// keyPath is the dotted path of key under path.
+func keyPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }

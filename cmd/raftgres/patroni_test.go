@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
 
+	"raftgres/config"
 	"raftgres/raftstore"
 )
 
@@ -274,7 +275,7 @@ func TestConvertPatroniMappings(t *testing.T) {
 					t.Errorf("%s: unexpectedly not converted: %s", path, got[path])
 				}
 			}
-			problems := checkConfig("out.yml", conv.YAML, 0o600).Problems
+			problems := config.Check("out.yml", conv.YAML, 0o600).Problems
 			if (len(problems) > 0) != tc.invalid {
 				t.Errorf("problems %v, want invalid=%v; output:\n%s", problems, tc.invalid, conv.YAML)
 			}
@@ -360,7 +361,7 @@ func TestConvertPatroniGolden(t *testing.T) {
 				}
 			}
 			if g.code == 0 {
-				r := checkConfig("converted.yml", stdout.Bytes(), 0o600)
+				r := config.Check("converted.yml", stdout.Bytes(), 0o600)
 				if len(r.Problems) > 0 || len(r.Notes) > 0 {
 					t.Errorf("the output does not load cleanly: problems %v, notes %v", r.Problems, r.Notes)
 				}
@@ -386,7 +387,7 @@ func TestConvertPatroniOutputLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := parseConfig("converted.yml", conv.YAML, 0o600)
+	c, err := config.Parse("converted.yml", conv.YAML, 0o600)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, conv.YAML)
 	}
@@ -416,7 +417,7 @@ func TestConvertPatroniOutputLoads(t *testing.T) {
 		{"users", c.Postgres.Users["app"].Password.Reveal(), "app-S3cret"},
 		{"tags", c.Tags, raftstore.Tags{CloneFrom: true, FailoverPriority: 2}},
 		{"watchdog", c.Watchdog.Mode + " " + c.Watchdog.Device, "required /dev/watchdog"},
-		{"log", c.Log, logConfig{Level: "warn", Format: "text"}},
+		{"log", c.Log, config.Log{Level: "warn", Format: "text"}},
 	} {
 		if !cmp.Equal(ck.got, ck.want) {
 			t.Errorf("%s: %v, want %v", ck.what, ck.got, ck.want)
@@ -619,8 +620,8 @@ func FuzzConvertPatroni(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, p := range checkConfig("out.yml", conv.YAML, 0o600).Problems {
-			if p.path == "" {
+		for _, p := range config.Check("out.yml", conv.YAML, 0o600).Problems {
+			if p.Path == "" {
 				t.Fatalf("the output is not a config: %v\n%s", p, conv.YAML)
 			}
 		}
@@ -630,4 +631,11 @@ func FuzzConvertPatroni(f *testing.F) {
 			}
 		}
 	})
+}
+
+func valueOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }
