@@ -21,6 +21,7 @@ import (
 	"raftgres/internal/conf"
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
+	"raftgres/secrets"
 )
 
 func agentCommand() *cli.Command {
@@ -89,7 +90,7 @@ func runAgent(ctx context.Context, cfg *config.Agent, logger hclog.Logger) error
 	a := &agent{cfg: cfg, store: store, proposer: proposer, peer: peerOpts, logger: logger}
 	br := pgBackRest(cfg, logger)
 	apiOpts := []api.Option{api.WithVersion(version)}
-	var rot *rotator
+	var rot *secrets.Rotator
 	if cfg.HasPostgres {
 		pgOpts := pgmanager.Options{Scope: cfg.Scope, FenceKeeper: pgmanager.SelfFenceKeeper}
 		if br != nil {
@@ -103,7 +104,7 @@ func runAgent(ctx context.Context, cfg *config.Agent, logger hclog.Logger) error
 		if err != nil {
 			return err
 		}
-		rot, err = newRotator(cfg.Name, cfg.DataDir, pg, map[pgmanager.Role]conf.Secret{
+		rot, err = secrets.NewRotator(cfg.Name, cfg.DataDir, pg, map[pgmanager.Role]conf.Secret{
 			pgmanager.RoleSuperuser:   cfg.Postgres.Superuser.Password,
 			pgmanager.RoleReplication: cfg.Postgres.Replication.Password,
 			pgmanager.RoleRewind:      cfg.Postgres.Rewind.Password,
@@ -229,13 +230,13 @@ func (a *agent) joinAndRegister(ctx context.Context) error {
 
 // The adapters satisfy the interfaces failover declares.
 var (
-	_ failover.Postgres    = (*pgmanager.Manager)(nil)
-	_ failover.LeaderStore = (*raftstore.Store)(nil)
-	_ failover.Proposer    = (*api.Proposer)(nil)
-	_ api.Member           = (*failover.Supervisor)(nil)
-	_ raftstore.Applier    = (*api.Proposer)(nil)
-	_ raftstore.Applier    = (*api.Client)(nil)
-	_ credentialStore      = (*pgmanager.Manager)(nil)
+	_ failover.Postgres       = (*pgmanager.Manager)(nil)
+	_ failover.LeaderStore    = (*raftstore.Store)(nil)
+	_ failover.Proposer       = (*api.Proposer)(nil)
+	_ api.Member              = (*failover.Supervisor)(nil)
+	_ raftstore.Applier       = (*api.Proposer)(nil)
+	_ raftstore.Applier       = (*api.Client)(nil)
+	_ secrets.CredentialStore = (*pgmanager.Manager)(nil)
 )
 
 // retry calls f until it succeeds, ctx ends, or f fails with an error that

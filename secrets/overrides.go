@@ -1,4 +1,7 @@
-package main
+// Package secrets is password rotation without downtime: the override file
+// in the agent's data_dir (secrets.yml), each member's Rotator (the api's
+// SecretRotator) and Rotate, which drives the steps on every member.
+package secrets
 
 import (
 	"errors"
@@ -15,9 +18,9 @@ import (
 	"raftgres/pgmanager"
 )
 
-// secretsFileName is the password override file in the agent's data_dir,
+// FileName is the password override file in the agent's data_dir,
 // written by raftgres rotate-password.
-const secretsFileName = "secrets.yml"
+const FileName = "secrets.yml"
 
 // secretsHeader opens the override file.
 const secretsHeader = `# Written by raftgres rotate-password: PostgreSQL passwords that replace the
@@ -39,7 +42,7 @@ type secretOverrides struct {
 	roles map[pgmanager.Role]secretEntry
 }
 
-func secretsPath(dataDir string) string { return filepath.Join(dataDir, secretsFileName) }
+func secretsPath(dataDir string) string { return filepath.Join(dataDir, FileName) }
 
 // loadOverrides reads the override file of dataDir (none: empty). A file
 // that group or others can read, an unknown role or key, or a password
