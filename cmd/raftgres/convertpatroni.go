@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"raftgres/config"
+	"raftgres/config/patroni"
 	"raftgres/internal/conf"
 	"raftgres/raftstore"
 )
@@ -97,14 +98,14 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 	}
 	// A dry run first: a config that cannot be made creates no token file.
 	opts.Token = tokenPlaceholder
-	conv, err := convertPatroni(src, opts)
+	conv, err := patroni.Convert(src, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "convert-patroni:", err)
 		return 2
 	}
 	if problems := config.Check("converted config", conv.YAML, 0o600).Problems; len(problems) > 0 {
 		for _, u := range conv.Skipped {
-			fmt.Fprintln(stderr, u.format(f.Source))
+			fmt.Fprintln(stderr, u.Format(f.Source))
 		}
 		printConvertProblems(stderr, f.Source, conv, problems)
 		return 1
@@ -115,12 +116,12 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 		return 2
 	}
 	opts.Token = token
-	if conv, err = convertPatroni(src, opts); err != nil {
+	if conv, err = patroni.Convert(src, opts); err != nil {
 		fmt.Fprintln(stderr, "convert-patroni:", err)
 		return 2
 	}
 	for _, u := range conv.Skipped {
-		fmt.Fprintln(stderr, u.format(f.Source))
+		fmt.Fprintln(stderr, u.Format(f.Source))
 	}
 	if problems := config.Check("converted config", conv.YAML, 0o600).Problems; len(problems) > 0 {
 		printConvertProblems(stderr, f.Source, conv, problems)
@@ -139,13 +140,13 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 
 // printConvertProblems reports why the converted config would not load,
 // at the Patroni line each key came from when there is one.
-func printConvertProblems(w io.Writer, source string, conv *conversion, problems []*config.LineError) {
+func printConvertProblems(w io.Writer, source string, conv *patroni.Conversion, problems []*config.LineError) {
 	fmt.Fprintf(w, "convert-patroni: the converted config would not load (%s), nothing written:\n",
 		plural(len(problems), "problem"))
 	from := maps.Clone(conv.From)
 	for _, u := range conv.Skipped { // a key missing because it was not converted
-		if _, ok := from[u.path]; !ok {
-			from[u.path] = u.line
+		if _, ok := from[u.Path]; !ok {
+			from[u.Path] = u.Line
 		}
 	}
 	for _, p := range problems {
@@ -158,8 +159,8 @@ func printConvertProblems(w io.Writer, source string, conv *conversion, problems
 }
 
 // options checks the flags.
-func (f convertFlags) options() (convertOptions, error) {
-	opts := convertOptions{Source: f.Source, Member: f.Member, RaftAddr: f.RaftAddr, DataDir: f.DataDir}
+func (f convertFlags) options() (patroni.Options, error) {
+	opts := patroni.Options{Source: f.Source, Member: f.Member, RaftAddr: f.RaftAddr, DataDir: f.DataDir}
 	if f.Member != "" && !config.ValidName(f.Member) {
 		return opts, fmt.Errorf("--member: letters, digits, '.', '_' or '-', got %q", f.Member)
 	}

@@ -21,7 +21,8 @@ var allowedImports = map[string][]string{
 	"raftgres/api":               {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/failover"},
 	"raftgres/config": {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup",
 		"raftgres/failover", "raftgres/api"}, // the file converts into each package's Config
-	"raftgres/secrets": {"raftgres/internal/conf", "raftgres/internal/fsutil", "raftgres/pgmanager", "raftgres/api"},
+	"raftgres/config/patroni": {"raftgres/config", "raftgres/internal/conf", "raftgres/raftstore", "raftgres/pgmanager"},
+	"raftgres/secrets":        {"raftgres/internal/conf", "raftgres/internal/fsutil", "raftgres/pgmanager", "raftgres/api"},
 	"raftgres/integration": {"raftgres/internal/conf", "raftgres/internal/boottime", "raftgres/raftstore",
 		"raftgres/failover", "raftgres/api"}, // failover: its timing formulas (Margin); boottime: the lease clock's drift
 }

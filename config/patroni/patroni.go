@@ -1,4 +1,7 @@
-package main
+// Package patroni converts a Patroni 3 or 4 configuration file (patroni.yml)
+// into a raftgres config file, naming each key it does not carry over.
+// raftgres convert-patroni checks the result with config.Check.
+package patroni
 
 import (
 	"bytes"
@@ -15,8 +18,8 @@ import (
 	"raftgres/raftstore"
 )
 
-// convertOptions are convert-patroni's flags, already checked.
-type convertOptions struct {
+// Options are convert-patroni's flags, already checked.
+type Options struct {
 	Source   string           // the Patroni file's name, for the header and messages
 	Member   string           // this member's name; "" takes Patroni's name
 	RaftAddr string           // raft.listen
@@ -25,22 +28,23 @@ type convertOptions struct {
 	Token    string           // raft.token
 }
 
-// unconverted is a Patroni key convert-patroni did not carry over. It names
+// Unconverted is a Patroni key convert-patroni did not carry over. It names
 // the key, never its value (passwords).
-type unconverted struct {
-	line int
-	path string
-	why  string
+type Unconverted struct {
+	Line int    // in the Patroni file
+	Path string // the Patroni key
+	Why  string
 }
 
-func (u unconverted) format(source string) string {
-	return fmt.Sprintf("%s:%d: %s: not converted: %s", source, u.line, u.path, u.why)
+// Format is the key as a compiler prints a warning: SOURCE:LINE: KEY: why.
+func (u Unconverted) Format(source string) string {
+	return fmt.Sprintf("%s:%d: %s: not converted: %s", source, u.Line, u.Path, u.Why)
 }
 
-// conversion is a raftgres config made from a patroni.yml.
-type conversion struct {
+// Conversion is a raftgres config made from a patroni.yml.
+type Conversion struct {
 	YAML    []byte
-	Skipped []unconverted // in file order
+	Skipped []Unconverted // in file order
 	// From maps a raftgres key path to the line of the Patroni key it was
 	// made from (keys set from flags have none).
 	From map[string]int
@@ -62,7 +66,7 @@ type patroniConverter struct {
 	rules   map[string]patroniRule
 	out     *yaml.Node // the raftgres config: a mapping
 	from    map[string]int
-	skipped []unconverted
+	skipped []Unconverted
 	// Read before the walk: the custom bootstrap method and the replica
 	// methods, whose sections are named after them.
 	bootstrapMethod string
@@ -244,7 +248,7 @@ var overrideOrder = []struct {
 // An error means the input or the options cannot be converted at all; keys
 // that cannot be converted are listed in Skipped. The result is not yet
 // validated (see runConvertPatroni).
-func convertPatroni(src []byte, opts convertOptions) (*conversion, error) {
+func Convert(src []byte, opts Options) (*Conversion, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(src, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %s", opts.Source, config.YAMLSyntaxError(err))
@@ -308,10 +312,10 @@ func convertPatroni(src []byte, opts convertOptions) (*conversion, error) {
 		}
 		b.WriteString(line)
 	}
-	slices.SortStableFunc(c.skipped, func(a, b unconverted) int {
-		return cmp.Or(cmp.Compare(a.line, b.line), cmp.Compare(a.path, b.path))
+	slices.SortStableFunc(c.skipped, func(a, b Unconverted) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Path, b.Path))
 	})
-	return &conversion{YAML: b.Bytes(), Skipped: c.skipped, From: c.from}, nil
+	return &Conversion{YAML: b.Bytes(), Skipped: c.skipped, From: c.from}, nil
 }
 
 // oneLine keeps a comment on its line: control characters become '?'.
@@ -399,7 +403,7 @@ func (c *patroniConverter) fallback(k patroniKey) {
 }
 
 func (c *patroniConverter) skip(k patroniKey, why string) {
-	c.skipped = append(c.skipped, unconverted{line: k.line, path: k.String(), why: why})
+	c.skipped = append(c.skipped, Unconverted{Line: k.line, Path: k.String(), Why: why})
 }
 
 // set puts v at path in the output, creating the sections on the way, and
