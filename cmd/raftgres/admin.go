@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"os"
 	"time"
@@ -43,7 +41,7 @@ func adminClient(c *cli.Context) (*api.Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		if opts, err = peerClientOptions(cfg); err != nil {
+		if opts, err = cfg.PeerClientOptions(); err != nil {
 			return nil, err
 		}
 		if base == "" {
@@ -65,38 +63,6 @@ func adminClient(c *cli.Context) (*api.Client, error) {
 	}
 	opts.Timeout = 30 * time.Second
 	return api.NewClient(base, opts), nil
-}
-
-// peerClientOptions authenticate this node to its peers' APIs: the cluster
-// token, and with raft.tls the peer certificate and cluster CA.
-func peerClientOptions(cfg *config.Agent) (api.ClientOptions, error) {
-	// Peers answer within milliseconds on a LAN; a partitioned one must not
-	// hold a caller for long (callers with a deadline get it anyway).
-	opts := api.ClientOptions{Token: cfg.API.Token.Reveal(), Timeout: 5 * time.Second}
-	p := cfg.API.PeerTLS
-	if p.CAFile == "" && p.CertFile == "" {
-		return opts, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if p.CAFile != "" {
-		pem, err := os.ReadFile(p.CAFile)
-		if err != nil {
-			return opts, fmt.Errorf("read peer ca %s: %w", p.CAFile, err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return opts, fmt.Errorf("peer ca %s holds no PEM certificate", p.CAFile)
-		}
-	}
-	if p.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
-		if err != nil {
-			return opts, fmt.Errorf("load peer certificate %s: %w", p.CertFile, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	opts.TLS = tc
-	return opts, nil
 }
 
 func leaveCommand() *cli.Command {

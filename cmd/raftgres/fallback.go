@@ -8,66 +8,14 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
-	"slices"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
+	"raftgres/agent"
 	"raftgres/api"
 	"raftgres/config"
-	"raftgres/internal/fsutil"
-	"raftgres/raftstore"
 )
-
-// knownMembers is the members' API addresses as this host's agent last
-// saw them: read-only commands fall back to them when the agent does not
-// answer (patronictl reads the DCS from any host; this is the raftgres
-// equivalent).
-type knownMembers struct {
-	Members   []knownMember `json:"members"`
-	WrittenAt time.Time     `json:"written_at"`
-}
-
-type knownMember struct {
-	Name   string `json:"name"`
-	APIURL string `json:"api_url"`
-}
-
-// membersFile is where the agent keeps knownMembers, in its data_dir.
-func membersFile(dataDir string) string { return filepath.Join(dataDir, "members.json") }
-
-// membersOf lists st's members and their API addresses, by name.
-func membersOf(st raftstore.State) []knownMember {
-	var out []knownMember
-	for _, name := range st.MemberNames() {
-		out = append(out, knownMember{Name: name, APIURL: st.Members[name].APIAddr})
-	}
-	return out
-}
-
-// recordMembers keeps membersFile current: written (0644, atomically; it
-// holds no secret) whenever the members or their API addresses change.
-func recordMembers(ctx context.Context, store *raftstore.Store, path string, logger hclog.Logger) {
-	var last []knownMember
-	for {
-		changes := store.Changes()
-		if now := membersOf(store.State()); len(now) > 0 && !slices.Equal(now, last) {
-			data, _ := json.MarshalIndent(knownMembers{Members: now, WrittenAt: time.Now().UTC()}, "", "  ")
-			if err := fsutil.WriteFile(path, append(data, '\n'), 0o644); err != nil {
-				logger.Warn("record the members for the CLI", "path", path, "error", err)
-			} else {
-				last = now
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changes:
-		}
-	}
-}
 
 // unreachable reports whether err means nothing answered at all (as
 // opposed to an HTTP error answer).
@@ -101,9 +49,9 @@ func readClient(c *cli.Context) (client *api.Client, view *api.ClusterView, note
 	if cerr != nil {
 		return client, nil, "", nil
 	}
-	var candidates []knownMember
-	var known knownMembers
-	if b, rerr := os.ReadFile(membersFile(cfg.DataDir)); rerr == nil && json.Unmarshal(b, &known) == nil {
+	var candidates []agent.KnownMember
+	var known agent.KnownMembers
+	if b, rerr := os.ReadFile(agent.MembersFile(cfg.DataDir)); rerr == nil && json.Unmarshal(b, &known) == nil {
 		for _, m := range known.Members {
 			if m.Name != cfg.Name {
 				candidates = append(candidates, m)
@@ -111,7 +59,7 @@ func readClient(c *cli.Context) (client *api.Client, view *api.ClusterView, note
 		}
 	}
 	for _, j := range cfg.Join {
-		candidates = append(candidates, knownMember{Name: "raft.join", APIURL: j})
+		candidates = append(candidates, agent.KnownMember{Name: "raft.join", APIURL: j})
 	}
 	for _, m := range candidates {
 		other := client.With(m.APIURL)

@@ -21,8 +21,10 @@ var allowedImports = map[string][]string{
 	"raftgres/api":               {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/failover"},
 	"raftgres/config": {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup",
 		"raftgres/failover", "raftgres/api"}, // the file converts into each package's Config
-	"raftgres/config/patroni": {"raftgres/config", "raftgres/internal/conf", "raftgres/raftstore", "raftgres/pgmanager"},
+	"raftgres/config/patroni": {"raftgres/config", "raftgres/raftstore", "raftgres/pgmanager"},
 	"raftgres/secrets":        {"raftgres/internal/conf", "raftgres/internal/fsutil", "raftgres/pgmanager", "raftgres/api"},
+	"raftgres/agent": {"raftgres/internal/conf", "raftgres/internal/fsutil", "raftgres/raftstore", "raftgres/pgmanager",
+		"raftgres/backup", "raftgres/failover", "raftgres/api", "raftgres/config", "raftgres/secrets"}, // wires every component
 	"raftgres/integration": {"raftgres/internal/conf", "raftgres/internal/boottime", "raftgres/raftstore",
 		"raftgres/failover", "raftgres/api"}, // failover: its timing formulas (Margin); boottime: the lease clock's drift
 }
