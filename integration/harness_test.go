@@ -6,15 +6,7 @@ package integration
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -28,6 +20,7 @@ import (
 	"time"
 
 	"raftgres/api"
+	"raftgres/internal/testutil"
 )
 
 const testToken = "integration-token"
@@ -112,31 +105,8 @@ func baseDir(t testing.TB) string {
 	return dir
 }
 
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)
-
-// freePort returns a port free on 127.0.0.1 that this test process has not
-// handed out before: ports are chosen before the agents bind them, so two
-// calls must never return the same one.
-func freePort(t testing.TB) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-		if !portsUsed[p] {
-			portsUsed[p] = true
-			return p
-		}
-	}
-}
+// freePort is a port free on 127.0.0.1, never handed out twice.
+func freePort(t testing.TB) int { return testutil.FreePort(t) }
 
 // Node is one agent: its ports, files and process.
 type Node struct {
@@ -272,8 +242,8 @@ func (n *Node) WriteConfig(o NodeOptions) {
 		}
 	}
 	if o.TLS != nil {
-		c, k := o.TLS.issue(n.t, n.Name)
-		fmt.Fprintf(&b, "  tls: {ca_file: %s, cert_file: %s, key_file: %s}\n", o.TLS.caFile, c, k)
+		c, k := issueNode(n.t, o.TLS, n.Name)
+		fmt.Fprintf(&b, "  tls: {ca_file: %s, cert_file: %s, key_file: %s}\n", o.TLS.File, c, k)
 	}
 	fmt.Fprintf(&b, "restapi:\n  listen: %s:%d\n  connect_address: %s\n  authentication: {username: admin, password: adminpw}\n",
 		n.listenHost(), n.APIPort, n.APIAddr())
@@ -318,9 +288,9 @@ func (n *Node) WriteConfig(o NodeOptions) {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}
 		if o.PGTLS != nil {
-			c, k := o.PGTLS.issue(n.t, n.Name)
-			fmt.Fprintf(&b, "  ssl: {cert_file: %s, key_file: %s, ca_file: %s}\n", c, k, o.PGTLS.caFile)
-			n.PGSSLParams = "sslmode=verify-full&sslrootcert=" + url.QueryEscape(o.PGTLS.caFile)
+			c, k := issueNode(n.t, o.PGTLS, n.Name)
+			fmt.Fprintf(&b, "  ssl: {cert_file: %s, key_file: %s, ca_file: %s}\n", c, k, o.PGTLS.File)
+			n.PGSSLParams = "sslmode=verify-full&sslrootcert=" + url.QueryEscape(o.PGTLS.File)
 		}
 	}
 	if o.Tags != "" {
@@ -492,21 +462,7 @@ func runCLICmd(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
 // waitFor polls cond every 50ms until it holds or timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		if err != nil {
-			last = err
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-	}
+	testutil.WaitFor(t, timeout, what, cond)
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {
@@ -515,70 +471,18 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-// certSet is a test CA that issues node certificates.
-type certSet struct {
-	dir    string
-	caFile string
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-}
+// certSet is a test CA that issues node certificates, owned by the agents'
+// user.
+type certSet = testutil.CA
 
 func newCA(t testing.TB, dir, name string) *certSet {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	cs := &certSet{dir: dir, caFile: filepath.Join(dir, name+"-ca.pem"), ca: ca, caKey: key}
-	writePEM(t, cs.caFile, "CERTIFICATE", der)
-	return cs
+	return testutil.NewCA(t, dir, name, agentAs)
 }
 
-var serial int64 = 100
-
-func (c *certSet) issue(t testing.TB, node string) (certFile, keyFile string) {
+// issueNode issues node's certificate, good for 127.0.0.1, node and
+// localhost.
+func issueNode(t testing.TB, ca *certSet, node string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: node},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{node, "localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.ca, &key.PublicKey, c.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := filepath.Join(c.dir, c.ca.Subject.CommonName+"-"+node)
-	certFile, keyFile = prefix+".pem", prefix+"-key.pem"
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func writePEM(t testing.TB, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	chown(t, path)
+	return ca.Issue(t, node, testutil.CertOpts{IPs: []string{"127.0.0.1"}, DNS: []string{node, "localhost"}})
 }
