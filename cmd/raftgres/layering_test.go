@@ -32,8 +32,9 @@ var allowedImports = map[string][]string{
 	"raftgres/agent": {leafConf, leafFsutil, "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover",
 		"raftgres/api", "raftgres/config", "raftgres/secrets"},
 
-	// failover: its timing formulas (Margin); boottime: the lease clock's drift.
-	"raftgres/integration": {leafConf, leafBoottime, leafTestutil, "raftgres/raftstore", "raftgres/failover", "raftgres/api"},
+	// failover: its timing formulas (Margin); boottime: the lease clock's drift;
+	// config: the harness builds the agents' config files.
+	"raftgres/integration": {leafConf, leafBoottime, leafTestutil, "raftgres/raftstore", "raftgres/failover", "raftgres/api", "raftgres/config"},
 }
 
 const (
