@@ -5,28 +5,28 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"math"
 	"slices"
-	"strconv"
 	"time"
 
+	"raftgres/internal/conf"
 	"raftgres/raftstore"
 )
 
 // ConfigDoc is the dynamic configuration as /config shows and takes it,
 // in patroni.yml's terms: durations in seconds (a number, or a string
-// such as "300ms"), PostgreSQL parameters as strings, numbers or booleans.
+// such as "300ms": conf.Duration's JSON), PostgreSQL parameters as
+// strings, numbers or booleans.
 type ConfigDoc struct {
-	TTL                   *Seconds     `json:"ttl,omitempty"`
-	LoopWait              *Seconds     `json:"loop_wait,omitempty"`
-	RetryTimeout          *Seconds     `json:"retry_timeout,omitempty"`
-	DetectionWindow       *Seconds     `json:"detection_window,omitempty"`
-	MaximumLagOnFailover  *int64       `json:"maximum_lag_on_failover,omitempty"`
-	SynchronousMode       *bool        `json:"synchronous_mode,omitempty"`
-	SynchronousModeStrict *bool        `json:"synchronous_mode_strict,omitempty"`
-	Pause                 *bool        `json:"pause,omitempty"`
-	PostgreSQL            *PGConfigDoc `json:"postgresql,omitempty"`
-	Version               *uint64      `json:"version,omitempty"` // read only
+	TTL                   *conf.Duration `json:"ttl,omitempty"`
+	LoopWait              *conf.Duration `json:"loop_wait,omitempty"`
+	RetryTimeout          *conf.Duration `json:"retry_timeout,omitempty"`
+	DetectionWindow       *conf.Duration `json:"detection_window,omitempty"`
+	MaximumLagOnFailover  *int64         `json:"maximum_lag_on_failover,omitempty"`
+	SynchronousMode       *bool          `json:"synchronous_mode,omitempty"`
+	SynchronousModeStrict *bool          `json:"synchronous_mode_strict,omitempty"`
+	Pause                 *bool          `json:"pause,omitempty"`
+	PostgreSQL            *PGConfigDoc   `json:"postgresql,omitempty"`
+	Version               *uint64        `json:"version,omitempty"` // read only
 }
 
 // PGConfigDoc is the postgresql: part of ConfigDoc.
@@ -35,45 +35,6 @@ type PGConfigDoc struct {
 	UseSlots    *bool            `json:"use_slots,omitempty"`
 	Parameters  map[string]Param `json:"parameters,omitempty"`
 	PgHba       []string         `json:"pg_hba,omitempty"`
-}
-
-// Seconds is a duration written as seconds or as a Go duration string.
-type Seconds time.Duration
-
-// MarshalJSON writes whole seconds as an integer, else a decimal.
-func (s Seconds) MarshalJSON() ([]byte, error) {
-	return []byte(strconv.FormatFloat(time.Duration(s).Seconds(), 'f', -1, 64)), nil
-}
-
-// UnmarshalJSON takes 3, 0.3 or "300ms".
-func (s *Seconds) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		var str string
-		if err := json.Unmarshal(b, &str); err != nil {
-			return err
-		}
-		if d, err := time.ParseDuration(str); err == nil {
-			return s.fromFloat(d.Seconds()) // same range and rounding as a number
-		}
-		f, err := strconv.ParseFloat(str, 64)
-		if err != nil {
-			return fmt.Errorf("%q is neither seconds nor a duration like 300ms", str)
-		}
-		return s.fromFloat(f)
-	}
-	var f float64
-	if err := json.Unmarshal(b, &f); err != nil {
-		return fmt.Errorf("%s is not a number of seconds", b)
-	}
-	return s.fromFloat(f)
-}
-
-func (s *Seconds) fromFloat(f float64) error {
-	if math.IsNaN(f) || f < 0 || f > 86400 {
-		return fmt.Errorf("%v seconds is out of range (0 to 86400)", f)
-	}
-	*s = Seconds(time.Duration(f * float64(time.Second)).Round(time.Millisecond))
-	return nil
 }
 
 // Param is a PostgreSQL parameter value: JSON string, number or boolean.
@@ -105,7 +66,7 @@ func (p *Param) UnmarshalJSON(b []byte) error {
 
 // DocOf is c as /config shows it.
 func DocOf(c raftstore.ClusterConfig) ConfigDoc {
-	ttl, lw, rt, dw := Seconds(c.TTL), Seconds(c.LoopWait), Seconds(c.RetryTimeout), Seconds(c.Detection())
+	ttl, lw, rt, dw := conf.Duration(c.TTL), conf.Duration(c.LoopWait), conf.Duration(c.RetryTimeout), conf.Duration(c.Detection())
 	lag, sm, sms, pause, ver := c.MaximumLagOnFailover, c.SynchronousMode, c.SynchronousModeStrict, c.Pause, c.Version
 	rw, slots := c.PostgreSQL.UsePgRewind, c.PostgreSQL.UseSlots
 	pg := &PGConfigDoc{UsePgRewind: &rw, UseSlots: &slots, PgHba: slices.Clone(c.PostgreSQL.PgHba)}
@@ -123,7 +84,7 @@ func DocOf(c raftstore.ClusterConfig) ConfigDoc {
 // their defaults (PUT semantics).
 func configFromDoc(d ConfigDoc) raftstore.ClusterConfig {
 	c := raftstore.DefaultClusterConfig()
-	set := func(dst *time.Duration, s *Seconds) {
+	set := func(dst *time.Duration, s *conf.Duration) {
 		if s != nil {
 			*dst = time.Duration(*s)
 		}
