@@ -410,20 +410,8 @@ func logLevel(v string) string {
 }
 
 func (f *File) convertDCS(c *Agent, hba []string) {
-	d, cc := f.Bootstrap.DCS, &c.Cluster
-	for dst, src := range map[*time.Duration]*conf.Duration{&cc.TTL: d.TTL, &cc.LoopWait: d.LoopWait, &cc.RetryTimeout: d.RetryTimeout,
-		&cc.DetectionWindow: d.DetectionWindow} {
-		if src != nil {
-			*dst = src.D()
-		}
-	}
-	setIf(&cc.MaximumLagOnFailover, d.MaximumLagOnFailover)
-	setIf(&cc.SynchronousMode, d.SynchronousMode)
-	setIf(&cc.SynchronousModeStrict, d.SynchronousModeStrict)
-	setIf(&cc.PostgreSQL.UsePgRewind, d.PostgreSQL.UsePgRewind)
-	setIf(&cc.PostgreSQL.UseSlots, d.PostgreSQL.UseSlots)
-	cc.PostgreSQL.Parameters = scalars(d.PostgreSQL.Parameters)
-	cc.PostgreSQL.PgHba = slices.Clone(hba)
+	c.Cluster = f.Bootstrap.DCS.Config()
+	c.Cluster.PostgreSQL.PgHba = slices.Clone(hba)
 }
 
 func (f *File) convertPostgres(c *Agent, hba []string) {
@@ -568,12 +556,6 @@ func (c *Agent) validate() []error {
 }
 
 var hclogLevels = map[string]bool{"trace": true, "debug": true, "info": true, "warn": true, "error": true}
-
-func setIf[T any](dst *T, src *T) {
-	if src != nil {
-		*dst = *src
-	}
-}
 
 func scalars(m map[string]Scalar) map[string]string {
 	if len(m) == 0 {

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"raftgres/internal/conf"
+	"raftgres/raftstore"
 )
 
 // File is the config file as written (DESIGN.md "Config file"). Pointers
@@ -140,12 +141,12 @@ type Callbacks struct {
 
 type Bootstrap struct {
 	// Method is initdb (default) or pgbackrest (restore from backup:).
-	Method     string          `yaml:"method,omitempty"`
-	PgBackRest *RestoreTarget  `yaml:"pgbackrest,omitempty"`
-	DCS        DCS             `yaml:"dcs,omitempty"`
-	Initdb     []InitdbEntry   `yaml:"initdb,omitempty"`
-	PgHba      []string        `yaml:"pg_hba,omitempty"`
-	Users      map[string]User `yaml:"users,omitempty"`
+	Method     string              `yaml:"method,omitempty"`
+	PgBackRest *RestoreTarget      `yaml:"pgbackrest,omitempty"`
+	DCS        raftstore.ConfigDoc `yaml:"dcs,omitempty"`
+	Initdb     []InitdbEntry       `yaml:"initdb,omitempty"`
+	PgHba      []string            `yaml:"pg_hba,omitempty"`
+	Users      map[string]User     `yaml:"users,omitempty"`
 }
 
 // RestoreTarget is bootstrap.pgbackrest: where a cluster created from
@@ -155,23 +156,6 @@ type RestoreTarget struct {
 	TargetLSN  string `yaml:"target_lsn,omitempty"`
 	TargetName string `yaml:"target_name,omitempty"`
 	Set        string `yaml:"set,omitempty"`
-}
-
-type DCS struct {
-	TTL                   *conf.Duration `yaml:"ttl,omitempty"`
-	LoopWait              *conf.Duration `yaml:"loop_wait,omitempty"`
-	RetryTimeout          *conf.Duration `yaml:"retry_timeout,omitempty"`
-	DetectionWindow       *conf.Duration `yaml:"detection_window,omitempty"`
-	MaximumLagOnFailover  *int64         `yaml:"maximum_lag_on_failover,omitempty"`
-	SynchronousMode       *bool          `yaml:"synchronous_mode,omitempty"`
-	SynchronousModeStrict *bool          `yaml:"synchronous_mode_strict,omitempty"`
-	PostgreSQL            DCSPostgres    `yaml:"postgresql,omitempty"`
-}
-
-type DCSPostgres struct {
-	UsePgRewind *bool             `yaml:"use_pg_rewind,omitempty"`
-	UseSlots    *bool             `yaml:"use_slots,omitempty"`
-	Parameters  map[string]Scalar `yaml:"parameters,omitempty"`
 }
 
 type User struct {
@@ -342,7 +326,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	t := v.Type()
 	fields := map[string]int{}
 	for i := range t.NumField() {
-		fields[strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]] = i
+		if name := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]; name != "-" {
+			fields[name] = i // "-": not a key of the file (raftstore.ConfigDoc's /config-only keys)
+		}
 	}
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {

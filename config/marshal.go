@@ -65,6 +65,9 @@ func value(v reflect.Value) (*yaml.Node, error) {
 		m := &yaml.Node{Kind: yaml.MappingNode}
 		for i := range v.NumField() {
 			key, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
+			if key == "-" {
+				continue
+			}
 			c, err := node(v.Field(i))
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", key, err)

@@ -10,6 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"raftgres/internal/conf"
+	"raftgres/raftstore"
 )
 
 // decodeFile reads a config file's text into a File the way Check does.
@@ -57,7 +58,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 func TestMarshalKeepsSecretsAndFalse(t *testing.T) {
 	no, prio := false, 0
 	f := &File{Scope: "s", Raft: Raft{Token: conf.Secret("tok-en"), HeartbeatTimeout: ptr(conf.Duration(1500e6))},
-		Bootstrap: Bootstrap{DCS: DCS{SynchronousMode: &no}, Initdb: []InitdbEntry{{Name: "data-checksums"}, {Name: "encoding", Value: "UTF8"}}},
+		Bootstrap: Bootstrap{DCS: raftstore.ConfigDoc{SynchronousMode: &no}, Initdb: []InitdbEntry{{Name: "data-checksums"}, {Name: "encoding", Value: "UTF8"}}},
 		Tags:      Tags{FailoverPriority: &prio}}
 	out, err := Marshal(f)
 	if err != nil {
