@@ -557,7 +557,7 @@ func (c *Agent) validate() []error {
 
 var hclogLevels = map[string]bool{"trace": true, "debug": true, "info": true, "warn": true, "error": true}
 
-func scalars(m map[string]Scalar) map[string]string {
+func scalars(m map[string]raftstore.Param) map[string]string {
 	if len(m) == 0 {
 		return nil
 	}

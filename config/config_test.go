@@ -169,7 +169,7 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{"raft.election_timeout: must be at least the heartbeat timeout"}},
 		{"detection window over ttl", replace("detection_window: 600ms", "detection_window: 30s"), 0o600,
 			[]string{"bootstrap.dcs.detection_window: must be between 50ms and ttl (20s), got 30s"}},
-		{"list where Scalar", replace("name: pg1", "name: [pg1]"), 0o600, []string{"name: must be a single value"}},
+		{"list where scalar", replace("name: pg1", "name: [pg1]"), 0o600, []string{"name: must be a single value"}},
 		{"bad watchdog mode", replace("name: pg1", "name: pg1\nwatchdog: {mode: always}"), 0o600,
 			[]string{"line 3: watchdog.mode: must be off, automatic or required"}},
 		{"watchdog needs a longer ttl", strings.Replace(replace("ttl: 20", "ttl: 4"), "retry_timeout: 5", "retry_timeout: 1", 1) +

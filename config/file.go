@@ -105,13 +105,13 @@ type RestAPI struct {
 }
 
 type Postgres struct {
-	Listen         string            `yaml:"listen,omitempty"`
-	ConnectAddress string            `yaml:"connect_address,omitempty"`
-	DataDir        string            `yaml:"data_dir,omitempty"`
-	BinDir         string            `yaml:"bin_dir,omitempty"`
-	Authentication PGAuth            `yaml:"authentication,omitempty"`
-	Parameters     map[string]Scalar `yaml:"parameters,omitempty"`
-	Callbacks      Callbacks         `yaml:"callbacks,omitempty"`
+	Listen         string                     `yaml:"listen,omitempty"`
+	ConnectAddress string                     `yaml:"connect_address,omitempty"`
+	DataDir        string                     `yaml:"data_dir,omitempty"`
+	BinDir         string                     `yaml:"bin_dir,omitempty"`
+	Authentication PGAuth                     `yaml:"authentication,omitempty"`
+	Parameters     map[string]raftstore.Param `yaml:"parameters,omitempty"`
+	Callbacks      Callbacks                  `yaml:"callbacks,omitempty"`
 	// CreateReplicaMethods: pgbackrest, basebackup (tried in order).
 	CreateReplicaMethods []string `yaml:"create_replica_methods,omitempty"`
 	// SSL: PostgreSQL serves TLS, and members connect to each other with
@@ -174,18 +174,6 @@ type Tags struct {
 type Log struct {
 	Level  string `yaml:"level,omitempty"`
 	Format string `yaml:"format,omitempty"`
-}
-
-// Scalar is a YAML Scalar kept as its text (PostgreSQL parameters: 100,
-// on, '64MB' all become strings).
-type Scalar string
-
-func (s *Scalar) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return errors.New("must be a single value")
-	}
-	*s = Scalar(n.Value)
-	return nil
 }
 
 // InitdbEntry is one bootstrap.initdb item: "data-checksums" or

@@ -24,6 +24,7 @@ import (
 	"raftgres/api"
 	"raftgres/config"
 	"raftgres/internal/testutil"
+	"raftgres/raftstore"
 )
 
 const testToken = "integration-token"
@@ -261,7 +262,7 @@ func (n *Node) WriteConfig(o NodeOptions) {
 				Replication: &config.Auth{Username: "replicator", Password: "repl-pw"},
 				Rewind:      &config.Auth{Username: "rewind_user", Password: "rewind-pw"},
 			},
-			Parameters: map[string]config.Scalar{"shared_buffers": "16MB", "max_connections": "40", "fsync": "off", "wal_keep_size": "64MB"},
+			Parameters: map[string]raftstore.Param{"shared_buffers": "16MB", "max_connections": "40", "fsync": "off", "wal_keep_size": "64MB"},
 		}
 		n.overlay(&f.PostgreSQL.Callbacks, o.Callbacks)
 		n.overlay(f.PostgreSQL, strings.Join(o.PostgresKeys, "\n"))

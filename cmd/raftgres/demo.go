@@ -18,6 +18,7 @@ import (
 
 	"raftgres/api"
 	"raftgres/config"
+	"raftgres/raftstore"
 )
 
 const (
@@ -194,7 +195,7 @@ func demoConfig(m *demoMember, dataDir string, peers []string, binDir string) *c
 				Replication: &config.Auth{Username: "replicator", Password: "demo-repl"},
 				Rewind:      &config.Auth{Username: "rewind_user", Password: "demo-rewind"},
 			},
-			Parameters: map[string]config.Scalar{"shared_buffers": "32MB", "max_connections": "50"},
+			Parameters: map[string]raftstore.Param{"shared_buffers": "32MB", "max_connections": "50"},
 		},
 		Bootstrap: config.Bootstrap{PgHba: []string{
 			"host replication replicator 127.0.0.1/32 scram-sha-256",
