@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,11 +102,11 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "convert-patroni:", err)
 		return 2
 	}
-	if problems := config.Check("converted config", conv.YAML, 0o600).Problems; len(problems) > 0 {
+	if problems := conv.Check(); len(problems) > 0 {
 		for _, u := range conv.Skipped {
 			fmt.Fprintln(stderr, u.Format(f.Source))
 		}
-		printConvertProblems(stderr, f.Source, conv, problems)
+		printConvertProblems(stderr, f.Source, problems)
 		return 1
 	}
 	token, created, err := clusterToken(f.TokenFile, stderr)
@@ -123,8 +122,8 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 	for _, u := range conv.Skipped {
 		fmt.Fprintln(stderr, u.Format(f.Source))
 	}
-	if problems := config.Check("converted config", conv.YAML, 0o600).Problems; len(problems) > 0 {
-		printConvertProblems(stderr, f.Source, conv, problems)
+	if problems := conv.Check(); len(problems) > 0 {
+		printConvertProblems(stderr, f.Source, problems)
 		return 1
 	}
 	if _, err := stdout.Write(conv.YAML); err != nil {
@@ -140,20 +139,14 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 
 // printConvertProblems reports why the converted config would not load,
 // at the Patroni line each key came from when there is one.
-func printConvertProblems(w io.Writer, source string, conv *patroni.Conversion, problems []*config.LineError) {
+func printConvertProblems(w io.Writer, source string, problems []*config.LineError) {
 	fmt.Fprintf(w, "convert-patroni: the converted config would not load (%s), nothing written:\n",
 		plural(len(problems), "problem"))
-	from := maps.Clone(conv.From)
-	for _, u := range conv.Skipped { // a key missing because it was not converted
-		if _, ok := from[u.Path]; !ok {
-			from[u.Path] = u.Line
-		}
-	}
 	for _, p := range problems {
-		if line := config.LineOf(p.Path, from); line > 0 {
-			fmt.Fprintln(w, (&config.LineError{Line: line, Path: p.Path, Msg: p.Msg}).Located(source))
+		if p.Line > 0 {
+			fmt.Fprintln(w, p.Located(source))
 		} else {
-			fmt.Fprintln(w, (&config.LineError{Path: p.Path, Msg: p.Msg}).Located("converted config"))
+			fmt.Fprintln(w, p.Located("converted config"))
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -48,6 +49,29 @@ type Conversion struct {
 	// From maps a raftgres key path to the line of the Patroni key it was
 	// made from (keys set from flags have none).
 	From map[string]int
+}
+
+// Check loads the converted config with config.Check and returns its
+// problems (none: it loads). Each is placed at the line of the Patroni key
+// it was made from, or of the key that was not converted and left it
+// missing; a problem with Line 0 is about a key the options set, in the
+// converted config.
+func (c *Conversion) Check() []*config.LineError {
+	problems := config.Check("converted config", c.YAML, 0o600).Problems
+	from := maps.Clone(c.From)
+	if from == nil {
+		from = map[string]int{}
+	}
+	for _, u := range c.Skipped { // a key missing because it was not converted
+		if _, ok := from[u.Path]; !ok {
+			from[u.Path] = u.Line
+		}
+	}
+	out := make([]*config.LineError, len(problems))
+	for i, p := range problems {
+		out[i] = &config.LineError{Line: config.LineOf(p.Path, from), Path: p.Path, Msg: p.Msg}
+	}
+	return out
 }
 
 // patroniKey is one key of the Patroni file being converted.
