@@ -8,6 +8,11 @@ import (
 	"path/filepath"
 )
 
+// TempSuffix names the temporary file beside the one being written: a name
+// no other program uses (PostgreSQL's own ALTER SYSTEM writes
+// postgresql.auto.conf.tmp in the data directory).
+const TempSuffix = ".raftgres-tmp"
+
 // WriteFile writes data to path through a temporary file beside it: the
 // temporary file is written, given perm, synced and renamed over path, then
 // the directory is synced so the rename itself survives a crash.
@@ -19,7 +24,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 // before the rename (to chown it, say). An error from prepare removes the
 // temporary file and leaves path as it was.
 func WriteFileWith(path string, data []byte, perm os.FileMode, prepare func(tmp string) error) error {
-	tmp := path + ".tmp"
+	tmp := path + TempSuffix
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", tmp, err)

@@ -21,7 +21,7 @@ func TestWriteFile(t *testing.T) {
 		if fi.Mode().Perm() != 0o640 {
 			t.Fatalf("mode %v, want 0640", fi.Mode().Perm())
 		}
-		if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
+		if _, err := os.Stat(path + TempSuffix); !os.IsNotExist(err) {
 			t.Fatalf("temporary file left behind: %v", err)
 		}
 	}
@@ -55,7 +55,7 @@ func TestWriteFileWithPrepareFailureKeepsOld(t *testing.T) {
 	if got, _ := os.ReadFile(path); string(got) != "old" {
 		t.Fatalf("path holds %q after a failed write, want old", got)
 	}
-	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
+	if _, err := os.Stat(path + TempSuffix); !os.IsNotExist(err) {
 		t.Fatalf("temporary file left behind: %v", err)
 	}
 }
