@@ -11,7 +11,6 @@ import (
 	"raftgres/backup"
 	"raftgres/config"
 	"raftgres/pgmanager"
-	"raftgres/raftstore"
 )
 
 // pgBackRest returns the pgBackRest runner of this member's config (nil
@@ -40,7 +39,7 @@ const stanzaRetry = 10 * time.Second
 // no-op on a stanza that matches. It runs beside the supervisor, never
 // in its loop: a slow repository must not delay a renewal.
 type stanzaCreator struct {
-	store  *raftstore.Store
+	store  stateWatcher
 	member string
 	br     *backup.PgBackRest
 	logger hclog.Logger
@@ -94,7 +93,7 @@ const serverRetry = 5 * time.Second
 // accepts the cluster's member names as client CNs, so it is restarted
 // when the members change, and after it fails.
 type backupServer struct {
-	store  *raftstore.Store
+	store  stateWatcher
 	br     *backup.PgBackRest
 	logger hclog.Logger
 }
@@ -128,7 +127,7 @@ func (s *backupServer) Run(ctx context.Context) error {
 
 // serveBackups runs the TLS server until ctx ends (nil), the members
 // differ from names (nil, after stopping it) or it fails (its error).
-func serveBackups(ctx context.Context, store *raftstore.Store, br *backup.PgBackRest, names []string, logger hclog.Logger) error {
+func serveBackups(ctx context.Context, store stateWatcher, br *backup.PgBackRest, names []string, logger hclog.Logger) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)

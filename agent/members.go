@@ -40,10 +40,17 @@ func membersOf(st raftstore.State) []KnownMember {
 	return out
 }
 
+// stateWatcher is the part of the Raft store the side loops read: the
+// FSM's state, and a channel closed at its next change.
+type stateWatcher interface {
+	State() raftstore.State
+	Changes() <-chan struct{}
+}
+
 // membersRecorder keeps MembersFile current: written (0644, atomically; it
 // holds no secret) whenever the members or their API addresses change.
 type membersRecorder struct {
-	store  *raftstore.Store
+	store  stateWatcher
 	path   string
 	logger hclog.Logger
 }

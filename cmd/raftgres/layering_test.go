@@ -29,7 +29,7 @@ var allowedImports = map[string][]string{
 	"raftgres/config/patroni": {"raftgres/config", "raftgres/raftstore", "raftgres/pgmanager"},
 	"raftgres/secrets":        {leafConf, leafFsutil, "raftgres/pgmanager", "raftgres/api"},
 	// The agent wires every component.
-	"raftgres/agent": {leafConf, leafFsutil, "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover",
+	"raftgres/agent": {leafConf, leafFsutil, leafTestutil, "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover",
 		"raftgres/api", "raftgres/config", "raftgres/secrets"},
 
 	// failover: its timing formulas (Margin); boottime: the lease clock's drift;
