@@ -101,7 +101,7 @@ func TestParseRestoreConfig(t *testing.T) {
 }
 
 // TestJoinThroughPeers: a member's config copied to a new host with only
-// the name and addresses changed joins through the listed peers (issue 12).
+// the name and addresses changed joins through the listed peers.
 func TestJoinThroughPeers(t *testing.T) {
 	t.Parallel()
 	y := strings.NewReplacer("name: pg1", "name: pg4", "listen: 127.0.0.1:7001", "listen: 10.0.0.4:7001",
