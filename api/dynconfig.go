@@ -5,162 +5,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"math"
-	"slices"
-	"strconv"
-	"time"
 
 	"raftgres/raftstore"
 )
 
-// ConfigDoc is the dynamic configuration as /config shows and takes it,
-// in patroni.yml's terms: durations in seconds (a number, or a string
-// such as "300ms"), PostgreSQL parameters as strings, numbers or booleans.
-type ConfigDoc struct {
-	TTL                   *Seconds     `json:"ttl,omitempty"`
-	LoopWait              *Seconds     `json:"loop_wait,omitempty"`
-	RetryTimeout          *Seconds     `json:"retry_timeout,omitempty"`
-	DetectionWindow       *Seconds     `json:"detection_window,omitempty"`
-	MaximumLagOnFailover  *int64       `json:"maximum_lag_on_failover,omitempty"`
-	SynchronousMode       *bool        `json:"synchronous_mode,omitempty"`
-	SynchronousModeStrict *bool        `json:"synchronous_mode_strict,omitempty"`
-	Pause                 *bool        `json:"pause,omitempty"`
-	PostgreSQL            *PGConfigDoc `json:"postgresql,omitempty"`
-	Version               *uint64      `json:"version,omitempty"` // read only
-}
+// ConfigDoc is the dynamic configuration as /config shows and takes it
+// (raftstore.ConfigDoc's JSON form: the config file's bootstrap.dcs is
+// the same document).
+type ConfigDoc = raftstore.ConfigDoc
 
 // PGConfigDoc is the postgresql: part of ConfigDoc.
-type PGConfigDoc struct {
-	UsePgRewind *bool            `json:"use_pg_rewind,omitempty"`
-	UseSlots    *bool            `json:"use_slots,omitempty"`
-	Parameters  map[string]Param `json:"parameters,omitempty"`
-	PgHba       []string         `json:"pg_hba,omitempty"`
-}
-
-// Seconds is a duration written as seconds or as a Go duration string.
-type Seconds time.Duration
-
-// MarshalJSON writes whole seconds as an integer, else a decimal.
-func (s Seconds) MarshalJSON() ([]byte, error) {
-	return []byte(strconv.FormatFloat(time.Duration(s).Seconds(), 'f', -1, 64)), nil
-}
-
-// UnmarshalJSON takes 3, 0.3 or "300ms".
-func (s *Seconds) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		var str string
-		if err := json.Unmarshal(b, &str); err != nil {
-			return err
-		}
-		if d, err := time.ParseDuration(str); err == nil {
-			return s.fromFloat(d.Seconds()) // same range and rounding as a number
-		}
-		f, err := strconv.ParseFloat(str, 64)
-		if err != nil {
-			return fmt.Errorf("%q is neither seconds nor a duration like 300ms", str)
-		}
-		return s.fromFloat(f)
-	}
-	var f float64
-	if err := json.Unmarshal(b, &f); err != nil {
-		return fmt.Errorf("%s is not a number of seconds", b)
-	}
-	return s.fromFloat(f)
-}
-
-func (s *Seconds) fromFloat(f float64) error {
-	if math.IsNaN(f) || f < 0 || f > 86400 {
-		return fmt.Errorf("%v seconds is out of range (0 to 86400)", f)
-	}
-	*s = Seconds(time.Duration(f * float64(time.Second)).Round(time.Millisecond))
-	return nil
-}
+type PGConfigDoc = raftstore.PGConfigDoc
 
 // Param is a PostgreSQL parameter value: JSON string, number or boolean.
-type Param string
-
-// UnmarshalJSON takes a string, a number or a boolean (on/off).
-func (p *Param) UnmarshalJSON(b []byte) error {
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
-		return err
-	}
-	switch x := v.(type) {
-	case string:
-		*p = Param(x)
-	case json.Number:
-		*p = Param(x.String())
-	case bool:
-		*p = "off"
-		if x {
-			*p = "on"
-		}
-	default:
-		return fmt.Errorf("parameter value %s is not a string, number or boolean", b)
-	}
-	return nil
-}
+type Param = raftstore.Param
 
 // DocOf is c as /config shows it.
-func DocOf(c raftstore.ClusterConfig) ConfigDoc {
-	ttl, lw, rt, dw := Seconds(c.TTL), Seconds(c.LoopWait), Seconds(c.RetryTimeout), Seconds(c.Detection())
-	lag, sm, sms, pause, ver := c.MaximumLagOnFailover, c.SynchronousMode, c.SynchronousModeStrict, c.Pause, c.Version
-	rw, slots := c.PostgreSQL.UsePgRewind, c.PostgreSQL.UseSlots
-	pg := &PGConfigDoc{UsePgRewind: &rw, UseSlots: &slots, PgHba: slices.Clone(c.PostgreSQL.PgHba)}
-	if len(c.PostgreSQL.Parameters) > 0 {
-		pg.Parameters = map[string]Param{}
-		for k, v := range c.PostgreSQL.Parameters {
-			pg.Parameters[k] = Param(v)
-		}
-	}
-	return ConfigDoc{TTL: &ttl, LoopWait: &lw, RetryTimeout: &rt, DetectionWindow: &dw, MaximumLagOnFailover: &lag,
-		SynchronousMode: &sm, SynchronousModeStrict: &sms, Pause: &pause, PostgreSQL: pg, Version: &ver}
-}
-
-// configFromDoc builds a ClusterConfig: keys the document leaves out take
-// their defaults (PUT semantics).
-func configFromDoc(d ConfigDoc) raftstore.ClusterConfig {
-	c := raftstore.DefaultClusterConfig()
-	set := func(dst *time.Duration, s *Seconds) {
-		if s != nil {
-			*dst = time.Duration(*s)
-		}
-	}
-	set(&c.TTL, d.TTL)
-	set(&c.LoopWait, d.LoopWait)
-	set(&c.RetryTimeout, d.RetryTimeout)
-	set(&c.DetectionWindow, d.DetectionWindow)
-	if d.MaximumLagOnFailover != nil {
-		c.MaximumLagOnFailover = *d.MaximumLagOnFailover
-	}
-	if d.SynchronousMode != nil {
-		c.SynchronousMode = *d.SynchronousMode
-	}
-	if d.SynchronousModeStrict != nil {
-		c.SynchronousModeStrict = *d.SynchronousModeStrict
-	}
-	if d.Pause != nil {
-		c.Pause = *d.Pause
-	}
-	if p := d.PostgreSQL; p != nil {
-		if p.UsePgRewind != nil {
-			c.PostgreSQL.UsePgRewind = *p.UsePgRewind
-		}
-		if p.UseSlots != nil {
-			c.PostgreSQL.UseSlots = *p.UseSlots
-		}
-		if len(p.Parameters) > 0 {
-			c.PostgreSQL.Parameters = map[string]string{}
-			for k, v := range p.Parameters {
-				c.PostgreSQL.Parameters[k] = string(v)
-			}
-		}
-		c.PostgreSQL.PgHba = slices.Clone(p.PgHba)
-	}
-	return c
-}
+func DocOf(c raftstore.ClusterConfig) ConfigDoc { return raftstore.DocOf(c) }
 
 // decodeConfigDoc strictly decodes a whole document (PUT /config).
 func decodeConfigDoc(b []byte) (raftstore.ClusterConfig, error) {
@@ -173,7 +34,7 @@ func decodeConfigDoc(b []byte) (raftstore.ClusterConfig, error) {
 	if dec.More() {
 		return raftstore.ClusterConfig{}, fmt.Errorf("%w: config: trailing data after json body", ErrBadRequest)
 	}
-	c := configFromDoc(d)
+	c := d.Config()
 	if err := c.Validate(); err != nil {
 		return c, fmt.Errorf("%w: config: %w", ErrBadRequest, err)
 	}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"raftgres/internal/fsutil"
 )
 
 // Target is the local PostgreSQL pgBackRest works on.
@@ -141,15 +143,10 @@ func (p *PgBackRest) serverConfigFile() string {
 	return filepath.Join(filepath.Dir(p.cfg.ConfigFile), "pgbackrest-server.conf")
 }
 
-// writeAtomic writes data to path with mode 0600 through a rename.
+// writeAtomic writes a pgBackRest config file, mode 0600, atomically.
 func writeAtomic(path, data string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
-		return fmt.Errorf("write pgbackrest config %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write pgbackrest config %s: %w", path, err)
+	if err := fsutil.WriteFile(path, []byte(data), 0o600); err != nil {
+		return fmt.Errorf("write pgbackrest config: %w", err)
 	}
 	return nil
 }

@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"raftgres/config"
 )
 
 func requirePgBackRest(t testing.TB) {
@@ -162,9 +166,20 @@ func TestBackupsAndArchiving(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := strings.Replace(string(b), "backup: "+section, "backup: "+tc.section, 1)
+		var f config.File
+		if err := yaml.Unmarshal(b, &f); err != nil {
+			t.Fatal(err)
+		}
+		f.Backup = &config.Backup{}
+		if err := yaml.Unmarshal([]byte(tc.section), f.Backup); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Marshal(&f)
+		if err != nil {
+			t.Fatal(err)
+		}
 		path := filepath.Join(base, strings.ReplaceAll(tc.name, " ", "-")+".yml")
-		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		if err := os.WriteFile(path, cfg, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		chown(t, path)

@@ -17,7 +17,7 @@ func TestConvertPatroniCLI(t *testing.T) {
 	requireIntegration(t)
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "cluster.token")
-	patroni := filepath.Join("..", "cmd", "raftgres", "testdata", "patroni-pg1.yml")
+	patroni := filepath.Join("..", "config", "patroni", "testdata", "patroni-pg1.yml")
 	peers := "pg1=10.0.0.11:7001,pg2=10.0.0.12:7001,pg3=10.0.0.13:7001"
 
 	out, stderr, code := runCLI(t, "convert-patroni", "--raft-addr", "10.0.0.11:7001", "--peers", peers,

@@ -6,15 +6,7 @@ package integration
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -27,7 +19,12 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"raftgres/api"
+	"raftgres/config"
+	"raftgres/internal/testutil"
+	"raftgres/raftstore"
 )
 
 const testToken = "integration-token"
@@ -112,31 +109,8 @@ func baseDir(t testing.TB) string {
 	return dir
 }
 
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)
-
-// freePort returns a port free on 127.0.0.1 that this test process has not
-// handed out before: ports are chosen before the agents bind them, so two
-// calls must never return the same one.
-func freePort(t testing.TB) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-		if !portsUsed[p] {
-			portsUsed[p] = true
-			return p
-		}
-	}
-}
+// freePort is a port free on 127.0.0.1, never handed out twice.
+func freePort(t testing.TB) int { return testutil.FreePort(t) }
 
 // Node is one agent: its ports, files and process.
 type Node struct {
@@ -247,93 +221,85 @@ func (n *Node) Client() *api.Client {
 	return api.NewClient(n.APIURL(), api.ClientOptions{Token: testToken, Timeout: 5 * time.Second})
 }
 
-// WriteConfig writes the node's YAML config (mode 0600, owned by postgres).
+// WriteConfig writes the node's YAML config (mode 0600, owned by postgres),
+// built as a config.File: o's typed options first, then its YAML snippets
+// decoded into their sections.
 func (n *Node) WriteConfig(o NodeOptions) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "scope: itest\nname: %s\ndata_dir: %s\nraft:\n  listen: %s\n", n.Name, n.Dir, n.RaftAddr())
-	if len(o.Peers) > 0 {
-		var ps []string
-		for _, p := range o.Peers {
-			ps = append(ps, p.Name+"="+p.RaftAddr())
-		}
-		fmt.Fprintf(&b, "  bootstrap_peers: [%s]\n", strings.Join(ps, ", "))
+	f := &config.File{Scope: "itest", Name: n.Name, DataDir: n.Dir,
+		Raft: config.Raft{Listen: n.RaftAddr(), Token: testToken},
+		RestAPI: config.RestAPI{Listen: fmt.Sprintf("%s:%d", n.listenHost(), n.APIPort), ConnectAddress: n.APIAddr(),
+			Authentication: &config.Auth{Username: "admin", Password: "adminpw"}},
+		Log: config.Log{Level: "debug"},
 	}
-	if len(o.Join) > 0 {
-		var js []string
-		for _, j := range o.Join {
-			js = append(js, j.APIAddr())
-		}
-		fmt.Fprintf(&b, "  join: [%s]\n", strings.Join(js, ", "))
+	for _, p := range o.Peers {
+		f.Raft.BootstrapPeers = append(f.Raft.BootstrapPeers, p.Name+"="+p.RaftAddr())
 	}
-	fmt.Fprintf(&b, "  token: %s\n", testToken)
-	for _, kv := range strings.Split(o.Raft, ",") {
-		if kv = strings.TrimSpace(kv); kv != "" {
-			fmt.Fprintf(&b, "  %s\n", kv)
-		}
+	for _, j := range o.Join {
+		f.Raft.Join = append(f.Raft.Join, j.APIAddr())
 	}
+	n.overlay(&f.Raft, "{"+o.Raft+"}")
 	if o.TLS != nil {
-		c, k := o.TLS.issue(n.t, n.Name)
-		fmt.Fprintf(&b, "  tls: {ca_file: %s, cert_file: %s, key_file: %s}\n", o.TLS.caFile, c, k)
+		c, k := issueNode(n.t, o.TLS, n.Name)
+		f.Raft.TLS = &config.TLS{CAFile: o.TLS.File, CertFile: c, KeyFile: k}
 	}
-	fmt.Fprintf(&b, "restapi:\n  listen: %s:%d\n  connect_address: %s\n  authentication: {username: admin, password: adminpw}\n",
-		n.listenHost(), n.APIPort, n.APIAddr())
-	for _, l := range o.RestAPIKeys {
-		fmt.Fprintf(&b, "  %s\n", l)
-	}
-	dcs := o.DCS
-	if dcs == "" {
-		dcs = "{ttl: 10, loop_wait: 1, retry_timeout: 3}"
-	}
-	fmt.Fprintf(&b, "bootstrap:\n  dcs: %s\n", dcs)
-	for _, l := range o.BootstrapKeys {
-		fmt.Fprintf(&b, "  %s\n", l)
-	}
+	n.overlay(&f.RestAPI, strings.Join(o.RestAPIKeys, "\n"))
+	n.overlay(&f.Bootstrap.DCS, valueOr(o.DCS, "{ttl: 10, loop_wait: 1, retry_timeout: 3}"))
+	n.overlay(&f.Bootstrap, strings.Join(o.BootstrapKeys, "\n"))
 	if o.Postgres {
 		if n.PGPort == 0 {
 			n.PGPort = freePort(n.t)
 		}
-		hba := o.PgHba
-		if hba == nil {
-			hba = []string{"host replication replicator 127.0.0.1/32 scram-sha-256", "host all all 127.0.0.1/32 scram-sha-256",
+		f.Bootstrap.PgHba = o.PgHba
+		if f.Bootstrap.PgHba == nil {
+			f.Bootstrap.PgHba = []string{"host replication replicator 127.0.0.1/32 scram-sha-256", "host all all 127.0.0.1/32 scram-sha-256",
 				"host replication replicator 10.213.0.0/24 scram-sha-256", "host all all 10.0.0.0/8 scram-sha-256"}
 		}
-		b.WriteString("  pg_hba:\n")
-		for _, l := range hba {
-			fmt.Fprintf(&b, "    - %s\n", l)
+		f.PostgreSQL = &config.Postgres{
+			Listen: fmt.Sprintf("%s:%d", n.listenHost(), n.PGPort), ConnectAddress: fmt.Sprintf("%s:%d", n.host(), n.PGPort),
+			DataDir: n.PGDataDir(),
+			Authentication: config.PGAuth{
+				Superuser:   &config.Auth{Username: "postgres", Password: superPassword},
+				Replication: &config.Auth{Username: "replicator", Password: "repl-pw"},
+				Rewind:      &config.Auth{Username: "rewind_user", Password: "rewind-pw"},
+			},
+			Parameters: map[string]raftstore.Param{"shared_buffers": "16MB", "max_connections": "40", "fsync": "off", "wal_keep_size": "64MB"},
 		}
-		fmt.Fprintf(&b, `postgresql:
-  listen: %s:%d
-  connect_address: %s:%d
-  data_dir: %s
-  authentication:
-    superuser: {username: postgres, password: %s}
-    replication: {username: replicator, password: repl-pw}
-    rewind: {username: rewind_user, password: rewind-pw}
-  parameters: {shared_buffers: 16MB, max_connections: 40, fsync: "off", wal_keep_size: 64MB}
-`, n.listenHost(), n.PGPort, n.host(), n.PGPort, n.PGDataDir(), superPassword)
-		if o.Callbacks != "" {
-			fmt.Fprintf(&b, "  callbacks: %s\n", o.Callbacks)
-		}
-		for _, l := range o.PostgresKeys {
-			fmt.Fprintf(&b, "  %s\n", l)
-		}
+		n.overlay(&f.PostgreSQL.Callbacks, o.Callbacks)
+		n.overlay(f.PostgreSQL, strings.Join(o.PostgresKeys, "\n"))
 		if o.PGTLS != nil {
-			c, k := o.PGTLS.issue(n.t, n.Name)
-			fmt.Fprintf(&b, "  ssl: {cert_file: %s, key_file: %s, ca_file: %s}\n", c, k, o.PGTLS.caFile)
-			n.PGSSLParams = "sslmode=verify-full&sslrootcert=" + url.QueryEscape(o.PGTLS.caFile)
+			c, k := issueNode(n.t, o.PGTLS, n.Name)
+			f.PostgreSQL.SSL = &config.TLS{CertFile: c, KeyFile: k, CAFile: o.PGTLS.File}
+			n.PGSSLParams = "sslmode=verify-full&sslrootcert=" + url.QueryEscape(o.PGTLS.File)
 		}
 	}
-	if o.Tags != "" {
-		fmt.Fprintf(&b, "tags: %s\n", o.Tags)
-	}
+	n.overlay(&f.Tags, o.Tags)
 	if o.Backup != "" {
-		fmt.Fprintf(&b, "backup: %s\n", o.Backup)
+		f.Backup = &config.Backup{}
+		n.overlay(f.Backup, o.Backup)
 	}
-	b.WriteString("log: {level: debug}\n")
-	if err := os.WriteFile(n.Config, []byte(b.String()), 0o600); err != nil {
+	data, err := config.Marshal(f)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if err := os.WriteFile(n.Config, data, 0o600); err != nil {
 		n.t.Fatal(err)
 	}
 	chown(n.t, n.Config)
+}
+
+// overlay decodes the YAML snippet (a mapping, or nothing) into the config
+// section dst: the keys it names replace dst's, an unknown key fails the
+// test.
+func (n *Node) overlay(dst any, snippet string) {
+	n.t.Helper()
+	if strings.Trim(snippet, "{} \n") == "" {
+		return
+	}
+	dec := yaml.NewDecoder(strings.NewReader(snippet))
+	dec.KnownFields(true)
+	if err := dec.Decode(dst); err != nil {
+		n.t.Fatalf("config snippet %q: %v", snippet, err)
+	}
 }
 
 // Start runs the agent as the postgres user; its output goes to the test
@@ -492,21 +458,7 @@ func runCLICmd(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
 // waitFor polls cond every 50ms until it holds or timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		if err != nil {
-			last = err
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-	}
+	testutil.WaitFor(t, timeout, what, cond)
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {
@@ -515,70 +467,18 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-// certSet is a test CA that issues node certificates.
-type certSet struct {
-	dir    string
-	caFile string
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-}
+// certSet is a test CA that issues node certificates, owned by the agents'
+// user.
+type certSet = testutil.CA
 
 func newCA(t testing.TB, dir, name string) *certSet {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	cs := &certSet{dir: dir, caFile: filepath.Join(dir, name+"-ca.pem"), ca: ca, caKey: key}
-	writePEM(t, cs.caFile, "CERTIFICATE", der)
-	return cs
+	return testutil.NewCA(t, dir, name, agentAs)
 }
 
-var serial int64 = 100
-
-func (c *certSet) issue(t testing.TB, node string) (certFile, keyFile string) {
+// issueNode issues node's certificate, good for 127.0.0.1, node and
+// localhost.
+func issueNode(t testing.TB, ca *certSet, node string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: node},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{node, "localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.ca, &key.PublicKey, c.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := filepath.Join(c.dir, c.ca.Subject.CommonName+"-"+node)
-	certFile, keyFile = prefix+".pem", prefix+"-key.pem"
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func writePEM(t testing.TB, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	chown(t, path)
+	return ca.Issue(t, node, testutil.CertOpts{IPs: []string{"127.0.0.1"}, DNS: []string{node, "localhost"}})
 }

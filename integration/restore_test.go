@@ -37,9 +37,9 @@ func TestRestoreFromRepository(t *testing.T) {
 	// certificates whose CN is the member's name.
 	ca := newCA(t, filepath.Dir(repo), "backup")
 	withServer := func(nd *Node, o NodeOptions) NodeOptions {
-		cert, key := ca.issue(t, nd.Name)
+		cert, key := issueNode(t, ca, nd.Name)
 		o.Backup = fmt.Sprintf(`{stanza: itest, repo_path: %s, options: {archive-timeout: "30"}, `+
-			`server: {listen: "localhost:%d", ca_file: %s, cert_file: %s, key_file: %s}}`, repo, freePort(t), ca.caFile, cert, key)
+			`server: {listen: "localhost:%d", ca_file: %s, cert_file: %s, key_file: %s}}`, repo, freePort(t), ca.File, cert, key)
 		return o
 	}
 	cli := func(want int, args ...string) string {

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"raftgres/internal/conf"
+	"raftgres/internal/testutil"
 )
 
 // credManager is a Manager over a temporary directory (no PostgreSQL),
@@ -232,7 +233,7 @@ func TestRotatePasswordsOnRealPostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 30*time.Second, "the replica's catalog holding the new replication password", func() (bool, error) {
+	testutil.WaitFor(t, 30*time.Second, "the replica's catalog holding the new replication password", func() (bool, error) {
 		return r.PasswordMatches(ctx, RoleReplication, "repl-new")
 	})
 	if ok, err := r.PasswordMatches(ctx, RoleReplication, "repl-secret"); err != nil || ok {
@@ -251,7 +252,7 @@ func TestRotatePasswordsOnRealPostgres(t *testing.T) {
 	if err := p.Exec(ctx, "INSERT INTO t VALUES (1002)"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the replica replaying after its restart", func() (bool, error) {
+	testutil.WaitFor(t, 30*time.Second, "the replica replaying after its restart", func() (bool, error) {
 		return r.count(ctx, t) == 102, nil
 	})
 
@@ -264,7 +265,7 @@ func TestRotatePasswordsOnRealPostgres(t *testing.T) {
 	if err := p.SetPassword(RoleSuperuser, "super-new"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the replica's catalog holding the new superuser password", func() (bool, error) {
+	testutil.WaitFor(t, 30*time.Second, "the replica's catalog holding the new superuser password", func() (bool, error) {
 		return r.PasswordMatches(ctx, RoleSuperuser, "super-new")
 	})
 	conn, err := r.connect(ctx)

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"raftgres/internal/boottime"
+	"raftgres/internal/testutil"
 )
 
 // TestFenceKeeperKillsPostgres: with the keeper armed at now+500ms and
@@ -61,7 +62,7 @@ func TestFenceKeeperKillsPostgres(t *testing.T) {
 	go func() { _, _ = busy.Exec(context.Background(), "SELECT pg_sleep(60)") }()
 	defer busy.Close(context.Background())
 	var backends []int
-	waitFor(t, 10*time.Second, "two client backends", func() (bool, error) {
+	testutil.WaitFor(t, 10*time.Second, "two client backends", func() (bool, error) {
 		backends = backends[:0]
 		rows, err := conn.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'")
 		if err != nil {
@@ -117,7 +118,7 @@ func TestFenceKeeperKillsPostgres(t *testing.T) {
 
 	// Disarmed, it starts again: nothing of the killed server is in the way.
 	m.FenceAt(time.Time{})
-	waitFor(t, 10*time.Second, "the manager to see postgres exited", func() (bool, error) { return !m.Running(), nil })
+	testutil.WaitFor(t, 10*time.Second, "the manager to see postgres exited", func() (bool, error) { return !m.Running(), nil })
 	if err := m.Start(ctx, Desired{}); err != nil {
 		t.Fatalf("start after the fence: %v", err)
 	}
@@ -137,7 +138,7 @@ func TestFenceKeeperKillsPostgres(t *testing.T) {
 		t.Skipf("the restart took until %s past the deadline: too slow to check", now.Sub(deadline))
 	}
 	log.wait(t, fmt.Sprintf("postgres runs as pid %d", pm), 5*time.Second)
-	waitFor(t, 10*time.Second, "the restarted postmaster killed", func() (bool, error) { return !processAlive(pm), nil })
+	testutil.WaitFor(t, 10*time.Second, "the restarted postmaster killed", func() (bool, error) { return !processAlive(pm), nil })
 	if late := boottime.Now().Sub(deadline); late < 0 || late > time.Second {
 		t.Fatalf("the restarted postmaster died %s after the deadline, want within [0, 1s]", late)
 	}
@@ -158,7 +159,7 @@ func TestFenceKillsAll(t *testing.T) {
 	go func() { _, _ = busy.Exec(context.Background(), "SELECT pg_sleep(60)") }()
 	pm := m.child.Load().pid()
 	var procs []int
-	waitFor(t, 10*time.Second, "a busy backend", func() (bool, error) {
+	testutil.WaitFor(t, 10*time.Second, "a busy backend", func() (bool, error) {
 		procs = orphanBackends("/proc", m.cfg.DataDir)
 		return len(procs) >= 7, nil // postmaster, 5 auxiliaries, the backend
 	})
@@ -174,7 +175,7 @@ func TestFenceKillsAll(t *testing.T) {
 		t.Fatalf("Fence returned after %s with %v still alive", took, left)
 	}
 	t.Logf("Fence returned after %s with all %d processes gone", took, len(procs))
-	waitFor(t, 5*time.Second, "the manager to see postgres exited", func() (bool, error) { return !m.Running(), nil })
+	testutil.WaitFor(t, 5*time.Second, "the manager to see postgres exited", func() (bool, error) { return !m.Running(), nil })
 	if err := m.Start(ctx, Desired{}); err != nil {
 		t.Fatalf("start after the fence: %v", err)
 	}
@@ -214,7 +215,7 @@ func TestStartWaitsForOrphans(t *testing.T) {
 	// A PL/pgSQL busy loop checks for interrupts (a cancel) but not for
 	// the postmaster's death.
 	go func() { _, _ = busy.Exec(context.Background(), "DO $$BEGIN LOOP END LOOP; END$$") }()
-	waitFor(t, 10*time.Second, "the busy loop running", func() (bool, error) {
+	testutil.WaitFor(t, 10*time.Second, "the busy loop running", func() (bool, error) {
 		var state string
 		err := conn.QueryRow(ctx, "SELECT state FROM pg_stat_activity WHERE pid = $1", backend).Scan(&state)
 		return state == "active", err

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"raftgres/internal/boottime"
+	"raftgres/internal/testutil"
 )
 
 // These tests run a real fence keeper (this test binary, see init in
@@ -58,7 +59,7 @@ func (b *logBuf) String() string {
 // waitLog polls until the log holds want.
 func (b *logBuf) wait(t *testing.T, want string, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, timeout, fmt.Sprintf("log line %q", want), func() (bool, error) {
+	testutil.WaitFor(t, timeout, fmt.Sprintf("log line %q", want), func() (bool, error) {
 		return strings.Contains(b.String(), want), nil
 	})
 }
@@ -121,7 +122,7 @@ func startDummyGroup(t *testing.T) *dummyGroup {
 		t.Fatal(err)
 	}
 	g.start = st.Start
-	waitFor(t, 5*time.Second, "the dummy's two children, one in its own session", func() (bool, error) {
+	testutil.WaitFor(t, 5*time.Second, "the dummy's two children, one in its own session", func() (bool, error) {
 		kids := childrenOf("/proc", g.pgid)
 		g.pids = []int{g.pgid}
 		own := 0
@@ -150,7 +151,7 @@ func (g *dummyGroup) killedAt(t *testing.T, timeout time.Duration) int64 {
 	case <-time.After(timeout):
 		t.Fatalf("dummy postmaster %d not killed within %s", g.pgid, timeout)
 	}
-	waitFor(t, 5*time.Second, "every process of the dummy gone", func() (bool, error) {
+	testutil.WaitFor(t, 5*time.Second, "every process of the dummy gone", func() (bool, error) {
 		left := g.alive()
 		return len(left) == 0, fmt.Errorf("left: %v", left)
 	})
@@ -293,7 +294,7 @@ func TestFenceKeeperRestarted(t *testing.T) {
 	k.mu.Unlock()
 	_ = first.cmd.Process.Kill()
 	<-first.done
-	waitFor(t, 5*time.Second, "a new keeper", func() (bool, error) {
+	testutil.WaitFor(t, 5*time.Second, "a new keeper", func() (bool, error) {
 		k.mu.Lock()
 		defer k.mu.Unlock()
 		return k.proc != nil && k.proc != first, nil
@@ -361,7 +362,7 @@ func TestFenceKeeperAgentStopped(t *testing.T) {
 	if err := syscall.Kill(-agent.Process.Pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the stand-in agent stopped", func() (bool, error) {
+	testutil.WaitFor(t, 5*time.Second, "the stand-in agent stopped", func() (bool, error) {
 		st, err := readProcStat("/proc", agent.Process.Pid)
 		return err == nil && st.State == 'T', err
 	})

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"raftgres/internal/testutil"
 )
 
 func TestParsePidFile(t *testing.T) {
@@ -158,7 +160,7 @@ func startByHand(t *testing.T, e *pgEnv, m *Manager) *exec.Cmd {
 	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-done })
 	ctx := ctxT(t, time.Minute)
-	waitFor(t, 30*time.Second, "the hand-started postgres to accept connections", func() (bool, error) {
+	testutil.WaitFor(t, 30*time.Second, "the hand-started postgres to accept connections", func() (bool, error) {
 		conn, err := m.connect(ctx)
 		if err == nil {
 			_ = conn.Close(ctx)
@@ -208,7 +210,7 @@ func TestForeignPostmaster(t *testing.T) {
 	if _, err := m.Reload(ctx, Desired{SyncStandbyNames: `"nobody"`}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the foreign postmaster to reload", func() (bool, error) {
+	testutil.WaitFor(t, 10*time.Second, "the foreign postmaster to reload", func() (bool, error) {
 		st, err := m.Status(ctx)
 		return st.SyncStandbyNames == `"nobody"`, err
 	})
@@ -228,7 +230,7 @@ func TestForeignPostmaster(t *testing.T) {
 	if !m.Fence() {
 		t.Fatal("Fence found nothing to signal")
 	}
-	waitFor(t, 20*time.Second, "the fenced postmaster to exit", func() (bool, error) {
+	testutil.WaitFor(t, 20*time.Second, "the fenced postmaster to exit", func() (bool, error) {
 		return !processAlive(byHand.Process.Pid) && !m.Running(), nil
 	})
 	if cd, err := m.ControlData(ctx); err != nil || cd["Database cluster state"] != "in production" {
@@ -260,7 +262,7 @@ func TestFenceDuringStart(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- m.Start(ctx, Desired{}) }()
 	var fenced bool
-	waitFor(t, 30*time.Second, "Fence to find the starting postmaster", func() (bool, error) {
+	testutil.WaitFor(t, 30*time.Second, "Fence to find the starting postmaster", func() (bool, error) {
 		fenced = m.Fence()
 		return fenced, nil
 	})
@@ -268,7 +270,7 @@ func TestFenceDuringStart(t *testing.T) {
 	case err := <-errc:
 		if err == nil {
 			// Start won the race and returned before the SIGQUIT landed.
-			waitFor(t, 20*time.Second, "fenced postmaster to exit", func() (bool, error) { return !m.Running(), nil })
+			testutil.WaitFor(t, 20*time.Second, "fenced postmaster to exit", func() (bool, error) { return !m.Running(), nil })
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Start did not return after Fence")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"raftgres/internal/boottime"
+	"raftgres/internal/testutil"
 )
 
 // TestGateCost measures the commit gate alone on one real primary (no
@@ -47,7 +48,7 @@ func TestGateCost(t *testing.T) {
 	ctx := ctxT(t, time.Duration(secs)*4*time.Second+5*time.Minute)
 	p := e.initPrimaryWith(t, ctx, "pg1", gateOnly)
 	runGate(t, p, newLease(boottime.Now().Add(time.Hour)))
-	waitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
+	testutil.WaitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
 
 	cc, err := p.gateConfig()
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"raftgres/internal/boottime"
+	"raftgres/internal/testutil"
 )
 
 // impostor is a replication client of m named name that acknowledges all
@@ -119,7 +120,7 @@ func TestGateEvictsNamesakes(t *testing.T) {
 		gctx, stop := context.WithCancel(ctx)
 		gateDone := make(chan error, 1)
 		go func() { gateDone <- p.RunGate(gctx, l.get, nil) }()
-		waitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
+		testutil.WaitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
 		if walsenderAlive(ctx, t, p, im.pid) {
 			t.Fatalf("impostor %q (walsender %d) still runs once the gate is connected", name, im.pid)
 		}
@@ -140,7 +141,7 @@ func TestGateEvictsNamesakes(t *testing.T) {
 		}
 		// The gate's lease ends: nobody acknowledges any more.
 		l.set(boottime.Now())
-		waitFor(t, 10*time.Second, "gate disconnected", func() (bool, error) { return !p.GateConnected(), nil })
+		testutil.WaitFor(t, 10*time.Second, "gate disconnected", func() (bool, error) { return !p.GateConnected(), nil })
 		cctx, cancel = context.WithTimeout(ctx, time.Second)
 		_, err = client.Exec(cctx, "INSERT INTO t VALUES ($1)", 10*i+2)
 		cancel()
@@ -196,7 +197,7 @@ func TestGateWaitsForStoppedNamesake(t *testing.T) {
 		t.Fatal("the stopped walsender is gone: the test proves nothing")
 	}
 	cont() // the pending SIGTERM ends it
-	waitFor(t, 20*time.Second, "gate connected once the namesake is gone", func() (bool, error) { return p.GateConnected(), nil })
+	testutil.WaitFor(t, 20*time.Second, "gate connected once the namesake is gone", func() (bool, error) { return p.GateConnected(), nil })
 	select {
 	case err := <-done:
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"raftgres/internal/boottime"
+	"raftgres/internal/testutil"
 )
 
 func xlogData(start uint64, n int) []byte {
@@ -263,7 +264,7 @@ func TestGateLetsCommitsThrough(t *testing.T) {
 	}
 	client = clientConn(ctx, t, p)
 	runGate(t, p, newLease(boottime.Now().Add(time.Hour)))
-	waitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
+	testutil.WaitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
 	for i := range 20 {
 		start := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -312,7 +313,7 @@ func TestGateStopsAtLeaseEnd(t *testing.T) {
 	}
 	l := newLease(boottime.Now().Add(time.Hour))
 	runGate(t, p, l)
-	waitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
+	testutil.WaitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
 	end := boottime.Now().Add(2 * time.Second)
 	l.set(end)
 	client := clientConn(ctx, t, p)
@@ -322,7 +323,7 @@ func TestGateStopsAtLeaseEnd(t *testing.T) {
 	if !boottime.Now().Before(end.Add(-GateMargin)) {
 		t.Fatal("test too slow: the commit before the lease end ran past it")
 	}
-	waitFor(t, 10*time.Second, "gate to disconnect at the lease end", func() (bool, error) {
+	testutil.WaitFor(t, 10*time.Second, "gate to disconnect at the lease end", func() (bool, error) {
 		return !p.GateConnected() && !boottime.Now().Before(end.Add(-GateMargin)), nil
 	})
 	// After the end: the commit waits.
@@ -362,13 +363,13 @@ func TestGateStopsAtLeaseEnd(t *testing.T) {
 		_, err := client.Exec(ctx, "INSERT INTO t VALUES (3)")
 		done <- err
 	}()
-	waitFor(t, 10*time.Second, "the commit to wait for the gate", func() (bool, error) {
+	testutil.WaitFor(t, 10*time.Second, "the commit to wait for the gate", func() (bool, error) {
 		var n int
 		err := p.Exec(ctx, "DO $$BEGIN IF (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep') = 0 THEN RAISE 'none'; END IF; END$$")
 		return err == nil, fmt.Errorf("%d waiting: %w", n, err)
 	})
 	l.set(boottime.Now().Add(time.Hour))
-	waitFor(t, 10*time.Second, "gate reconnected", func() (bool, error) { return p.GateConnected(), nil })
+	testutil.WaitFor(t, 10*time.Second, "gate reconnected", func() (bool, error) { return p.GateConnected(), nil })
 	select {
 	case err := <-done:
 		if err != nil {
@@ -402,7 +403,7 @@ func TestGateWaitsForPromotion(t *testing.T) {
 	if err := r.Promote(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "gate connected after promotion", func() (bool, error) { return r.GateConnected(), nil })
+	testutil.WaitFor(t, 10*time.Second, "gate connected after promotion", func() (bool, error) { return r.GateConnected(), nil })
 	client := clientConn(ctx, t, r)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -426,7 +427,7 @@ func TestGateNoAckAfterLeaseEnd(t *testing.T) {
 	}
 	l := newLease(boottime.Now().Add(time.Hour))
 	runGate(t, p, l)
-	waitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
+	testutil.WaitFor(t, 10*time.Second, "gate connected", func() (bool, error) { return p.GateConnected(), nil })
 	const writers = 4
 	conns := make([]*pgx.Conn, writers)
 	for i := range conns {

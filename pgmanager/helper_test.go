@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"raftgres/internal/conf"
+	"raftgres/internal/testutil"
 )
 
 // The test binary doubles as a stand-in agent process: with
@@ -131,12 +132,12 @@ func TestKilledAgentStopsPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = helper.Wait()
-	waitFor(t, 20*time.Second, fmt.Sprintf("postgres (pid %d) to exit after its agent was killed", pgPID), func() (bool, error) {
+	testutil.WaitFor(t, 20*time.Second, fmt.Sprintf("postgres (pid %d) to exit after its agent was killed", pgPID), func() (bool, error) {
 		return !alive(pgPID), nil
 	})
 	// Backends are gone too: nothing listens on the port any more.
 	m := e.manager(t, "pg1", cfg)
-	waitFor(t, 20*time.Second, "postmaster.pid released", func() (bool, error) {
+	testutil.WaitFor(t, 20*time.Second, "postmaster.pid released", func() (bool, error) {
 		_, running := m.foreignPID()
 		return !running, nil
 	})
@@ -154,7 +155,7 @@ func TestKilledCloneLeavesNoDataDir(t *testing.T) {
 	cfg.Superuser = p.cfg.Superuser
 	helper, _, _ := startHelper(t, helperSpec{Mode: "clone", Config: cfg, Source: upstreamOf(t, "pg1", p), RunAs: e.runAs})
 	tmp := filepath.Clean(cfg.DataDir) + ".clone-tmp"
-	waitFor(t, 30*time.Second, "clone to start writing", func() (bool, error) {
+	testutil.WaitFor(t, 30*time.Second, "clone to start writing", func() (bool, error) {
 		entries, err := os.ReadDir(tmp)
 		return len(entries) > 0, err
 	})

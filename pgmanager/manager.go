@@ -19,6 +19,7 @@ import (
 
 	"raftgres/internal/boottime"
 	"raftgres/internal/conf"
+	"raftgres/internal/fsutil"
 )
 
 // LoggerName is this package's sub-logger name.
@@ -165,25 +166,14 @@ func (m *Manager) renderPgpass() string {
 	return b.String()
 }
 
-// writeFile writes data to path (temp file + rename) only when the content
+// writeFile writes data to path (atomically, fsutil.WriteFile) only when the content
 // differs, owned by RunAs when set. It reports whether it wrote.
 func (m *Manager) writeFile(path string, data []byte, mode os.FileMode) (bool, error) {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
 		return false, nil
 	}
-	tmp := path + ".raftgres-tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return false, fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return false, fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := m.chown(tmp); err != nil {
+	if err := fsutil.WriteFileWith(path, data, mode, m.chown); err != nil {
 		return false, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return false, fmt.Errorf("rename %s: %w", tmp, err)
 	}
 	return true, nil
 }

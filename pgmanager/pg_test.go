@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -18,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"raftgres/internal/conf"
+	"raftgres/internal/testutil"
 )
 
 // These tests run real PostgreSQL 15. They need RAFTGRES_INTEGRATION=1
@@ -70,19 +70,9 @@ func requirePG(t *testing.T) *pgEnv {
 	return env
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func (e *pgEnv) config(t *testing.T, name string) Config {
 	t.Helper()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	c := Config{
 		Listen: addr, ConnectAddress: addr, DataDir: filepath.Join(e.base, name), BinDir: pgBin,
@@ -151,22 +141,6 @@ func upstreamOf(t *testing.T, name string, m *Manager) *Upstream {
 	return &u
 }
 
-// waitFor polls cond every 50ms until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-	}
-	t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
-}
-
 func (m *Manager) count(ctx context.Context, t *testing.T) int {
 	t.Helper()
 	conn, err := m.connect(ctx)
@@ -218,7 +192,7 @@ func newPrimaryAndReplicaWith(t *testing.T, e *pgEnv, pd Desired) (*Manager, *Ma
 func waitStreaming(t *testing.T, primary *Manager, standby string) {
 	t.Helper()
 	ctx := ctxT(t, time.Minute)
-	waitFor(t, 30*time.Second, standby+" streaming from "+primary.member, func() (bool, error) {
+	testutil.WaitFor(t, 30*time.Second, standby+" streaming from "+primary.member, func() (bool, error) {
 		st, err := primary.Status(ctx)
 		if err != nil {
 			return false, err
@@ -293,7 +267,7 @@ func TestReplicaPromoteRewind(t *testing.T) {
 	if err := p.Exec(ctx, "INSERT INTO t SELECT generate_series(101, 200)"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "replica replays 200 rows", func() (bool, error) { return r.count(ctx, t) == 200, nil })
+	testutil.WaitFor(t, 30*time.Second, "replica replays 200 rows", func() (bool, error) { return r.count(ctx, t) == 200, nil })
 	rs, err := r.Status(ctx)
 	if err != nil || !rs.InRecovery || rs.WalReceiver != "streaming" || rs.ReplayedLSN == 0 {
 		t.Fatalf("replica status: %+v (%v)", rs, err)
@@ -336,7 +310,7 @@ func TestReplicaPromoteRewind(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStreaming(t, r, "pg1")
-	waitFor(t, 30*time.Second, "rewound pg1 has pg2's 201 rows and none of its own diverged ones", func() (bool, error) {
+	testutil.WaitFor(t, 30*time.Second, "rewound pg1 has pg2's 201 rows and none of its own diverged ones", func() (bool, error) {
 		return p.count(ctx, t) == 201, nil
 	})
 	ps, err := p.Status(ctx)
@@ -389,7 +363,7 @@ func TestPendingRestart(t *testing.T) {
 	if err != nil || !ch.Changed() {
 		t.Fatalf("reload with a change: %v (%v)", ch.Files, err)
 	}
-	waitFor(t, 10*time.Second, "pending_restart after max_connections change", func() (bool, error) {
+	testutil.WaitFor(t, 10*time.Second, "pending_restart after max_connections change", func() (bool, error) {
 		st, err := m.Status(ctx)
 		return st.PendingRestart, err
 	})
@@ -430,7 +404,7 @@ func TestSlotsAndSynchronousStandby(t *testing.T) {
 	if err := p.SetSynchronousStandbyNames(ctx, sync); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "pg2 reported as sync", func() (bool, error) {
+	testutil.WaitFor(t, 30*time.Second, "pg2 reported as sync", func() (bool, error) {
 		st, err := p.Status(ctx)
 		for _, rep := range st.Replicas {
 			if rep.ApplicationName == "pg2" && rep.SyncState == "sync" {
@@ -469,7 +443,7 @@ func TestSlotsAndSynchronousStandby(t *testing.T) {
 	if err := r.Stop(ctx, StopFast); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "pg2's slot dropped once inactive", func() (bool, error) {
+	testutil.WaitFor(t, 30*time.Second, "pg2's slot dropped once inactive", func() (bool, error) {
 		_, dropped, err := p.EnsureSlots(ctx, nil)
 		return len(dropped) == 1 && dropped[0] == "pg2", err
 	})
@@ -564,7 +538,7 @@ func TestFollowReloadsAStandby(t *testing.T) {
 	if err := r.Exec(ctx, "INSERT INTO t VALUES (4242)"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "pg3 replays pg2's new row", func() (bool, error) { return r3.count(ctx, t) == 101, nil })
+	testutil.WaitFor(t, 30*time.Second, "pg3 replays pg2's new row", func() (bool, error) { return r3.count(ctx, t) == 101, nil })
 	after, err := r3.Status(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"raftgres/internal/testutil"
 )
 
 func TestClassifyRewindFailure(t *testing.T) {
@@ -65,7 +67,7 @@ func TestRewindSourceUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	down := Upstream{Name: "down", Host: "127.0.0.1", Port: freePort(t)}
+	down := Upstream{Name: "down", Host: "127.0.0.1", Port: testutil.FreePort(t)}
 	err = p.Rewind(ctx, Desired{Standby: &down})
 	if !errors.Is(err, ErrRewindSourceUnavailable) || errors.Is(err, ErrRewindFailed) {
 		t.Fatalf("rewind from a source that is down: %v, want only ErrRewindSourceUnavailable", err)
@@ -91,5 +93,5 @@ func TestRewindSourceUnavailable(t *testing.T) {
 	if err := p.Start(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "rewound pg1 drops its diverged row", func() (bool, error) { return p.count(ctx, t) == 100, nil })
+	testutil.WaitFor(t, 30*time.Second, "rewound pg1 drops its diverged row", func() (bool, error) { return p.count(ctx, t) == 100, nil })
 }

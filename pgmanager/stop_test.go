@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"raftgres/internal/testutil"
 )
 
 // TestFastStopDoesNotWaitForSilentStandbys: a replication client that
@@ -62,7 +64,7 @@ func TestFastStopDoesNotWaitForSilentStandbys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the silent walsender streaming", func() (bool, error) {
+	testutil.WaitFor(t, 10*time.Second, "the silent walsender streaming", func() (bool, error) {
 		var n int
 		err := q.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'silent' AND state = 'streaming'").Scan(&n)
 		return n == 1, err

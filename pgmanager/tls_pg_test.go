@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"raftgres/internal/testutil"
 )
 
 // tlsOnlyHBA accepts TCP connections only over TLS, with a client
@@ -36,11 +38,11 @@ func TestTLSReplicationCloneRewind(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ca := newTestCA(t, dir, "ca", e.runAs)
-	other := newTestCA(t, dir, "other", e.runAs)
+	ca := testutil.NewCA(t, dir, "ca", e.runAs)
+	other := testutil.NewCA(t, dir, "other", e.runAs)
 	e.tweak = func(name string, c *Config) {
-		cert, key := ca.issue(t, name, certOpts{IPs: []string{"127.0.0.1"}, DNS: []string{"localhost"}})
-		c.SSL = &SSL{CertFile: cert, KeyFile: key, CAFile: ca.file}
+		cert, key := ca.Issue(t, name, testutil.CertOpts{IPs: []string{"127.0.0.1"}, DNS: []string{"localhost"}})
+		c.SSL = &SSL{CertFile: cert, KeyFile: key, CAFile: ca.File}
 		c.PgHba = tlsOnlyHBA
 	}
 	p, r := newPrimaryAndReplica(t, e) // pg_basebackup and streaming over TLS
@@ -59,17 +61,17 @@ func TestTLSReplicationCloneRewind(t *testing.T) {
 	// needs the CA and a certificate of its own.
 	port := strings.Split(p.cfg.Listen, ":")[1]
 	base := fmt.Sprintf("host=127.0.0.1 port=%s dbname=postgres connect_timeout=5 ", port)
-	appCert, appKey := ca.issue(t, "app", certOpts{})
+	appCert, appKey := ca.Issue(t, "app", testutil.CertOpts{})
 	for _, tc := range []struct {
 		name, conninfo, want string
 	}{
 		{"plain", base + "user=app password=app-pw sslmode=disable", "no encryption"},
 		{"plain replication", base + "user=replicator password=repl-secret replication=true sslmode=disable", "no encryption"},
-		{"TLS without a client certificate", base + "user=app password=app-pw sslmode=verify-full sslrootcert=" + ca.file,
+		{"TLS without a client certificate", base + "user=app password=app-pw sslmode=verify-full sslrootcert=" + ca.File,
 			"certificate"},
-		{"TLS with a certificate of another CA", base + "user=app password=app-pw sslmode=verify-full sslrootcert=" + other.file,
+		{"TLS with a certificate of another CA", base + "user=app password=app-pw sslmode=verify-full sslrootcert=" + other.File,
 			"certificate signed by unknown authority"},
-		{"TLS", base + "user=app password=app-pw sslmode=verify-full sslrootcert=" + ca.file + " sslcert=" + appCert + " sslkey=" + appKey, ""},
+		{"TLS", base + "user=app password=app-pw sslmode=verify-full sslrootcert=" + ca.File + " sslcert=" + appCert + " sslkey=" + appKey, ""},
 	} {
 		conn, err := pgconn.Connect(ctx, tc.conninfo)
 		if err == nil {
@@ -100,14 +102,14 @@ func TestTLSReplicationCloneRewind(t *testing.T) {
 	d := Desired{Standby: upstreamOf(t, "pg2", r), Slot: SlotName("pg1")}
 	good := *p.cfg.SSL
 	bad := good
-	bad.CAFile = other.file
+	bad.CAFile = other.File
 	p.cfg.SSL = &bad
 	before, err := p.ControlData(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = p.Rewind(ctx, d)
-	if !errors.Is(err, ErrRewindSourceUnavailable) || !strings.Contains(err.Error(), "must be signed by a CA in "+other.file) {
+	if !errors.Is(err, ErrRewindSourceUnavailable) || !strings.Contains(err.Error(), "must be signed by a CA in "+other.File) {
 		t.Fatalf("rewind from a source whose certificate does not verify: %v, want ErrRewindSourceUnavailable with a hint", err)
 	}
 	if after, err := p.ControlData(ctx); err != nil || !maps.Equal(before, after) {
@@ -122,7 +124,7 @@ func TestTLSReplicationCloneRewind(t *testing.T) {
 	}
 	waitStreaming(t, r, "pg1")
 	requireTLSWalsender(t, ctx, r, "pg1")
-	waitFor(t, 30*time.Second, "rewound pg1 drops its diverged row", func() (bool, error) { return p.count(ctx, t) == 100, nil })
+	testutil.WaitFor(t, 30*time.Second, "rewound pg1 drops its diverged row", func() (bool, error) { return p.count(ctx, t) == 100, nil })
 
 	// A clone's timeline-history fetch (a replication connection of the
 	// agent itself) goes over TLS too: a data directory on timeline 3

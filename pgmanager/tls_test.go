@@ -1,117 +1,18 @@
 package pgmanager
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/go-hclog"
+
+	"raftgres/internal/testutil"
 )
-
-// testCA issues certificates for the TLS tests; every file it writes is
-// owned by owner when set (the postgres OS user when tests run as root).
-type testCA struct {
-	dir   string
-	file  string
-	cert  *x509.Certificate
-	key   *ecdsa.PrivateKey
-	owner *syscall.Credential
-}
-
-var testSerial atomic.Int64
-
-func newTestCA(t *testing.T, dir, name string, owner *syscall.Credential) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(testSerial.Add(1)), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{dir: dir, file: filepath.Join(dir, name+"-ca.pem"), cert: cert, key: key, owner: owner}
-	ca.write(t, ca.file, "CERTIFICATE", der)
-	return ca
-}
-
-// certOpts shape an issued certificate.
-type certOpts struct {
-	IPs      []string
-	DNS      []string
-	Expired  bool
-	Filename string // default: <ca>-<cn>
-}
-
-// issue writes a certificate for cn (signed by the CA) and its key (0600).
-func (c *testCA) issue(t *testing.T, cn string, o certOpts) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(testSerial.Add(1)), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:    o.DNS,
-	}
-	if o.Expired {
-		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
-	}
-	for _, ip := range o.IPs {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := o.Filename
-	if name == "" {
-		name = c.cert.Subject.CommonName + "-" + cn
-	}
-	certFile, keyFile = filepath.Join(c.dir, name+".pem"), filepath.Join(c.dir, name+"-key.pem")
-	c.write(t, certFile, "CERTIFICATE", der)
-	c.write(t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func (c *testCA) write(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if c.owner != nil {
-		if err := os.Chown(path, int(c.owner.Uid), int(c.owner.Gid)); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
 
 func sslTestConfig() Config {
 	c := DefaultConfig()
@@ -367,13 +268,13 @@ func TestCheckKeyFile(t *testing.T) {
 func TestCheckSSLFiles(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "ca", nil)
-	other := newTestCA(t, dir, "other", nil)
-	ipCert, ipKey := ca.issue(t, "pg1", certOpts{IPs: []string{"10.0.0.1"}})
-	dnsCert, dnsKey := ca.issue(t, "pg1dns", certOpts{DNS: []string{"pg1.example.net"}})
-	cnCert, cnKey := ca.issue(t, "10.0.0.1", certOpts{}) // host only in the CN
-	oldCert, oldKey := ca.issue(t, "old", certOpts{IPs: []string{"10.0.0.1"}, Expired: true})
-	strangerCert, strangerKey := other.issue(t, "pg1", certOpts{IPs: []string{"10.0.0.1"}})
+	ca := testutil.NewCA(t, dir, "ca", nil)
+	other := testutil.NewCA(t, dir, "other", nil)
+	ipCert, ipKey := ca.Issue(t, "pg1", testutil.CertOpts{IPs: []string{"10.0.0.1"}})
+	dnsCert, dnsKey := ca.Issue(t, "pg1dns", testutil.CertOpts{DNS: []string{"pg1.example.net"}})
+	cnCert, cnKey := ca.Issue(t, "10.0.0.1", testutil.CertOpts{}) // host only in the CN
+	oldCert, oldKey := ca.Issue(t, "old", testutil.CertOpts{IPs: []string{"10.0.0.1"}, Expired: true})
+	strangerCert, strangerKey := other.Issue(t, "pg1", testutil.CertOpts{IPs: []string{"10.0.0.1"}})
 	loose := filepath.Join(dir, "loose-key.pem")
 	data, _ := os.ReadFile(ipKey)
 	if err := os.WriteFile(loose, data, 0o644); err != nil {
@@ -389,18 +290,18 @@ func TestCheckSSLFiles(t *testing.T) {
 		connect string
 		want    string // substring of the error; "" means accepted
 	}{
-		{"ip SAN", &SSL{CertFile: ipCert, KeyFile: ipKey, CAFile: ca.file}, "10.0.0.1:5432", ""},
-		{"dns SAN", &SSL{CertFile: dnsCert, KeyFile: dnsKey, CAFile: ca.file}, "pg1.example.net:5432", ""},
+		{"ip SAN", &SSL{CertFile: ipCert, KeyFile: ipKey, CAFile: ca.File}, "10.0.0.1:5432", ""},
+		{"dns SAN", &SSL{CertFile: dnsCert, KeyFile: dnsKey, CAFile: ca.File}, "pg1.example.net:5432", ""},
 		{"off", nil, "10.0.0.9:5432", ""},
-		{"another host", &SSL{CertFile: ipCert, KeyFile: ipKey, CAFile: ca.file}, "10.0.0.2:5432",
+		{"another host", &SSL{CertFile: ipCert, KeyFile: ipKey, CAFile: ca.File}, "10.0.0.2:5432",
 			`does not carry "10.0.0.2", the host of postgresql.connect_address, as a subject alternative name (it has DNS names [] and IP addresses [10.0.0.1])`},
-		{"host only in the common name", &SSL{CertFile: cnCert, KeyFile: cnKey, CAFile: ca.file}, "10.0.0.1:5432", `does not carry "10.0.0.1"`},
-		{"expired", &SSL{CertFile: oldCert, KeyFile: oldKey, CAFile: ca.file}, "10.0.0.1:5432", "expired"},
-		{"another CA", &SSL{CertFile: strangerCert, KeyFile: strangerKey, CAFile: ca.file}, "10.0.0.1:5432",
-			"postgresql.ssl.cert_file: " + strangerCert + " does not verify against ca_file " + ca.file},
-		{"key of another certificate", &SSL{CertFile: dnsCert, KeyFile: ipKey, CAFile: ca.file}, "10.0.0.1:5432", "do not load as a pair"},
-		{"loose key", &SSL{CertFile: ipCert, KeyFile: loose, CAFile: ca.file}, "10.0.0.1:5432", "run chmod 600 " + loose},
-		{"missing key", &SSL{CertFile: ipCert, KeyFile: filepath.Join(dir, "none.pem"), CAFile: ca.file}, "10.0.0.1:5432",
+		{"host only in the common name", &SSL{CertFile: cnCert, KeyFile: cnKey, CAFile: ca.File}, "10.0.0.1:5432", `does not carry "10.0.0.1"`},
+		{"expired", &SSL{CertFile: oldCert, KeyFile: oldKey, CAFile: ca.File}, "10.0.0.1:5432", "expired"},
+		{"another CA", &SSL{CertFile: strangerCert, KeyFile: strangerKey, CAFile: ca.File}, "10.0.0.1:5432",
+			"postgresql.ssl.cert_file: " + strangerCert + " does not verify against ca_file " + ca.File},
+		{"key of another certificate", &SSL{CertFile: dnsCert, KeyFile: ipKey, CAFile: ca.File}, "10.0.0.1:5432", "do not load as a pair"},
+		{"loose key", &SSL{CertFile: ipCert, KeyFile: loose, CAFile: ca.File}, "10.0.0.1:5432", "run chmod 600 " + loose},
+		{"missing key", &SSL{CertFile: ipCert, KeyFile: filepath.Join(dir, "none.pem"), CAFile: ca.File}, "10.0.0.1:5432",
 			"postgresql.ssl.key_file: "},
 		{"CA file without a certificate", &SSL{CertFile: ipCert, KeyFile: ipKey, CAFile: notPEM}, "10.0.0.1:5432",
 			"postgresql.ssl.ca_file: " + notPEM + " holds no PEM certificate"},

@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/go-hclog"
+
+	"raftgres/internal/testutil"
 )
 
 // testLogWriter writes through t.Log until the test's cleanups have run, so
@@ -80,18 +82,11 @@ func newTestStore(t *testing.T, id string, bootstrap bool) *Store {
 	return s
 }
 
-// waitFor polls cond until it holds or timeout passes.
+// waitFor polls cond every 10ms (elections here take tens of
+// milliseconds) until it holds or timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
+	testutil.WaitEvery(t, timeout, 10*time.Millisecond, what, func() (bool, error) { return cond(), nil })
 }
 
 // waitLeader returns the one store among stores that leads.

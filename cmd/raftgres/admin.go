@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"os"
 	"time"
@@ -10,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"raftgres/api"
+	"raftgres/config"
 )
 
 func configFlag(required bool) cli.Flag {
@@ -38,11 +37,11 @@ func adminClient(c *cli.Context) (*api.Client, error) {
 	var opts api.ClientOptions
 	base := c.String("api")
 	if path := c.String("config"); path != "" {
-		cfg, err := loadConfig(path)
+		cfg, err := config.Load(path)
 		if err != nil {
 			return nil, err
 		}
-		if opts, err = peerClientOptions(cfg); err != nil {
+		if opts, err = cfg.PeerClientOptions(); err != nil {
 			return nil, err
 		}
 		if base == "" {
@@ -64,38 +63,6 @@ func adminClient(c *cli.Context) (*api.Client, error) {
 	}
 	opts.Timeout = 30 * time.Second
 	return api.NewClient(base, opts), nil
-}
-
-// peerClientOptions authenticate this node to its peers' APIs: the cluster
-// token, and with raft.tls the peer certificate and cluster CA.
-func peerClientOptions(cfg *agentConfig) (api.ClientOptions, error) {
-	// Peers answer within milliseconds on a LAN; a partitioned one must not
-	// hold a caller for long (callers with a deadline get it anyway).
-	opts := api.ClientOptions{Token: cfg.API.Token.Reveal(), Timeout: 5 * time.Second}
-	p := cfg.API.PeerTLS
-	if p.CAFile == "" && p.CertFile == "" {
-		return opts, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if p.CAFile != "" {
-		pem, err := os.ReadFile(p.CAFile)
-		if err != nil {
-			return opts, fmt.Errorf("read peer ca %s: %w", p.CAFile, err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return opts, fmt.Errorf("peer ca %s holds no PEM certificate", p.CAFile)
-		}
-	}
-	if p.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
-		if err != nil {
-			return opts, fmt.Errorf("load peer certificate %s: %w", p.CertFile, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	opts.TLS = tc
-	return opts, nil
 }
 
 func leaveCommand() *cli.Command {
@@ -124,18 +91,4 @@ func leaveCommand() *cli.Command {
 			return nil
 		},
 	}
-}
-
-// writeFileAtomic writes to a temporary file beside path and renames it
-// into place, so a failed write never leaves half a file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
-	}
-	return nil
 }

@@ -1,163 +1,38 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
 	"raftgres/api"
 	"raftgres/backup"
-	"raftgres/pgmanager"
-	"raftgres/raftstore"
+	"raftgres/config"
 )
-
-// pgBackRest returns the pgBackRest runner of this member's config (nil
-// when backup: is not set).
-func pgBackRest(cfg *agentConfig, logger hclog.Logger) *backup.PgBackRest {
-	if !cfg.Backup.Enabled() || !cfg.HasPostgres {
-		return nil
-	}
-	_, port, _ := net.SplitHostPort(cfg.Postgres.Listen)
-	return backup.New(cfg.Backup, backup.Target{DataDir: cfg.Postgres.DataDir, Port: port,
-		SocketDir: pgmanager.SocketDir(cfg.Postgres.DataDir), User: cfg.Postgres.Superuser.Username,
-		PassFile: pgmanager.PgpassPath(cfg.Postgres.DataDir)}, logger)
-}
-
-// restorer lets PostgreSQL's manager restore from the repository.
-func restorer(br *backup.PgBackRest) pgmanager.Restorer {
-	return func(ctx context.Context, dir string, r pgmanager.RestoreRequest) error {
-		return br.Restore(ctx, dir, backup.RestoreOptions{Standby: r.Standby, TargetTime: r.Target.Time,
-			TargetLSN: r.Target.LSN, TargetName: r.Target.Name, Set: r.Target.Set})
-	}
-}
-
-// stanzaRetry is how often the primary retries a failed stanza-create.
-const stanzaRetry = 10 * time.Second
-
-// runStanzaCreate creates the pgBackRest stanza once this member is a
-// running primary holding the leader key (at bootstrap, and on the first
-// primary after backups are configured); pgBackRest's stanza-create is a
-// no-op on a stanza that matches. It runs beside the supervisor, never
-// in its loop: a slow repository must not delay a renewal.
-func runStanzaCreate(ctx context.Context, store *raftstore.Store, member string, br *backup.PgBackRest, logger hclog.Logger) {
-	logger = logger.Named("backup")
-	lastErr := ""
-	for {
-		changes := store.Changes()
-		st := store.State()
-		m, ok := st.Members[member]
-		if st.Leader.Holder == member && ok && m.Status.Role == "primary" && m.Status.State == "running" {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-			err := br.StanzaCreate(cctx)
-			cancel()
-			if err == nil {
-				logger.Info("pgbackrest stanza ready", "stanza", br.Stanza())
-				return
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			if err.Error() != lastErr {
-				logger.Error("pgbackrest stanza-create failed: backups and WAL archiving do not work", "stanza", br.Stanza(), "error", err)
-				lastErr = err.Error()
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(stanzaRetry):
-			}
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changes:
-		}
-	}
-}
-
-// serverRetry is how long a failed pgBackRest TLS server waits before
-// it is started again.
-const serverRetry = 5 * time.Second
-
-// runBackupServer runs pgBackRest's TLS server while the agent runs. It
-// accepts the cluster's member names as client CNs, so it is restarted
-// when the members change, and after it fails.
-func runBackupServer(ctx context.Context, store *raftstore.Store, br *backup.PgBackRest, logger hclog.Logger) {
-	logger = logger.Named("backup")
-	for ctx.Err() == nil {
-		changes := store.Changes()
-		names := store.State().MemberNames()
-		if len(names) == 0 {
-			select { // not registered yet: no client to accept
-			case <-ctx.Done():
-			case <-changes:
-			}
-			continue
-		}
-		br.SetClients(names)
-		if err := serveBackups(ctx, store, br, names, logger); err != nil {
-			logger.Error("pgbackrest TLS server stopped: backups from other members' hosts cannot read this PostgreSQL",
-				"error", err, "retry_in", serverRetry)
-			select {
-			case <-ctx.Done():
-			case <-time.After(serverRetry):
-			}
-		}
-	}
-}
-
-// serveBackups runs the TLS server until ctx ends (nil), the members
-// differ from names (nil, after stopping it) or it fails (its error).
-func serveBackups(ctx context.Context, store *raftstore.Store, br *backup.PgBackRest, names []string, logger hclog.Logger) error {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- br.RunServer(sctx) }()
-	for {
-		changes := store.Changes()
-		if now := store.State().MemberNames(); !slices.Equal(now, names) {
-			logger.Info("members changed: restarting the pgbackrest TLS server", "members", strings.Join(now, ","))
-			cancel()
-			<-done
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			cancel()
-			return <-done
-		case err := <-done:
-			return err
-		case <-changes:
-		}
-	}
-}
 
 // localBackups loads -c FILE for the offline backup commands, which run
 // pgBackRest on this host as the agent's user.
-func localBackups(c *cli.Context, what string) (*agentConfig, *backup.PgBackRest, error) {
+func localBackups(c *cli.Context, what string) (*config.Agent, *backup.PgBackRest, error) {
 	if os.Geteuid() == 0 {
 		return nil, nil, cli.Exit(what+" must not run as root: pgBackRest reads the data directory as the agent's user; "+
 			"run it as that user, e.g. sudo -u postgres raftgres "+what+" -c "+c.String("config"), 2)
 	}
-	cfg, err := loadConfig(c.String("config"))
+	cfg, err := config.Load(c.String("config"))
 	if err != nil {
 		return nil, nil, cli.Exit(err.Error(), 2)
 	}
-	br := pgBackRest(cfg, nil)
-	if br == nil {
+	if !cfg.Backup.Enabled() || !cfg.HasPostgres {
 		return nil, nil, cli.Exit(what+": no backup: section in "+c.String("config"), 2)
 	}
+	br := backup.New(cfg.Backup, cfg.BackupTarget(), nil)
 	// The file is a function of the config: writing it here too keeps a
 	// command run before the agent, or after an edit, consistent.
 	if err := br.WriteConfig(); err != nil {
@@ -208,7 +83,7 @@ func planBackup(view api.ClusterView, me, from string) (backupFrom, error) {
 // backupSources turns plan into pgBackRest sources: this host's member
 // is read locally, the others through their pgBackRest TLS servers,
 // whose endpoints their APIs give.
-func backupSources(ctx context.Context, cfg *agentConfig, client *api.Client, view api.ClusterView, plan backupFrom) ([]backup.Source, error) {
+func backupSources(ctx context.Context, cfg *config.Agent, client *api.Client, view api.ClusterView, plan backupFrom) ([]backup.Source, error) {
 	urls := map[string]string{}
 	for _, m := range view.Members {
 		urls[m.Name] = m.APIURL
@@ -262,7 +137,7 @@ func backupCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			opts, err := peerClientOptions(cfg)
+			opts, err := cfg.PeerClientOptions()
 			if err != nil {
 				return cli.Exit("backup: "+err.Error(), 2)
 			}
@@ -280,7 +155,7 @@ func backupCommand() *cli.Command {
 			if err != nil {
 				return cli.Exit("backup: "+err.Error(), 1)
 			}
-			copyFrom := valueOr(plan.Standby, plan.Primary)
+			copyFrom := cmp.Or(plan.Standby, plan.Primary)
 			fmt.Fprintf(c.App.Writer, "backup (%s): copying %s's files, primary %s\n", c.String("type"), copyFrom, plan.Primary)
 			start := time.Now()
 			if err := br.BackupFrom(c.Context, c.String("type"), c.App.Writer, sources...); err != nil {
@@ -334,7 +209,7 @@ func backupsCommand() *cli.Command {
 
 // renderBackups prints the repository's backups as a table.
 func renderBackups(w io.Writer, in backup.Info) error {
-	fmt.Fprintf(w, "+ Stanza: %s (%s), WAL archived: %s .. %s\n", in.Name, in.Status, valueOr(in.WALMin, "none"), valueOr(in.WALMax, "none"))
+	fmt.Fprintf(w, "+ Stanza: %s (%s), WAL archived: %s .. %s\n", in.Name, in.Status, cmp.Or(in.WALMin, "none"), cmp.Or(in.WALMax, "none"))
 	t := newTable(w)
 	t.Header("Label", "Type", "Start", "Stop", "Stop LSN", "Size", "Repo size", "Prior")
 	for _, b := range in.Backups {

@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/urfave/cli/v2"
+
+	"raftgres/config"
 )
 
 func checkConfigCommand() *cli.Command {
@@ -56,7 +58,7 @@ func runCheckConfig(path string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return 1
 	}
-	r := checkConfig(path, data, fi.Mode())
+	r := config.Check(path, data, fi.Mode())
 	printReport(stderr, path, r)
 	if len(r.Problems) > 0 {
 		fmt.Fprintf(stderr, "%s: %s\n", path, plural(len(r.Problems), "problem"))
@@ -67,14 +69,14 @@ func runCheckConfig(path string, stdout, stderr io.Writer) int {
 }
 
 // printReport prints problems and notes in file order.
-func printReport(w io.Writer, path string, r configReport) {
-	all := append([]*lineError(nil), r.Problems...)
+func printReport(w io.Writer, path string, r config.Report) {
+	all := append([]*config.LineError(nil), r.Problems...)
 	for _, n := range r.Notes {
-		all = append(all, &lineError{line: n.line, path: n.path, msg: "note: " + n.msg})
+		all = append(all, &config.LineError{Line: n.Line, Path: n.Path, Msg: "note: " + n.Msg})
 	}
-	sortLineErrors(all)
+	config.SortLineErrors(all)
 	for _, e := range all {
-		fmt.Fprintln(w, e.located(path))
+		fmt.Fprintln(w, e.Located(path))
 	}
 }
 

@@ -10,9 +10,20 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"raftgres/config"
 )
 
 // writeConfig writes a config file with mode into a temporary directory.
+// validConfig is a config that loads, naming every section.
+var validConfig = func() string {
+	b, err := os.ReadFile("../../config/testdata/valid.yml")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
+
 func writeConfig(t *testing.T, text string, mode fs.FileMode) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "raftgres.yml")
@@ -170,7 +181,7 @@ func TestCheckConfigPatroniKeys(t *testing.T) {
 
 func TestParsePatroniKeys(t *testing.T) {
 	t.Parallel()
-	c, err := parseConfig("pg1.yml", []byte(patroniKeysConfig), 0o600)
+	c, err := config.Parse("pg1.yml", []byte(patroniKeysConfig), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +197,7 @@ func TestParsePatroniKeys(t *testing.T) {
 	}
 	var notes []string
 	for _, n := range c.Notes {
-		notes = append(notes, n.path)
+		notes = append(notes, n.Path)
 	}
 	if want := []string{"postgresql.pgpass", "postgresql.use_unix_socket", "postgresql.use_unix_socket_repl"}; !cmp.Equal(notes, want) {
 		t.Errorf("notes %q, want %q", notes, want)
@@ -198,24 +209,24 @@ func TestParseConfigPatroniMappings(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		yaml  string
-		check func(c *agentConfig) bool
+		check func(c *config.Agent) bool
 	}{
-		{"log DEBUG", replaceIn(t, validConfig, "level: debug", "level: DEBUG"), func(c *agentConfig) bool { return c.Log.Level == "debug" }},
-		{"log Info", replaceIn(t, validConfig, "level: debug", "level: Info"), func(c *agentConfig) bool { return c.Log.Level == "info" }},
-		{"log warning", replaceIn(t, validConfig, "level: debug", "level: warning"), func(c *agentConfig) bool { return c.Log.Level == "warn" }},
-		{"log ERROR", replaceIn(t, validConfig, "level: debug", "level: ERROR"), func(c *agentConfig) bool { return c.Log.Level == "error" }},
-		{"log CRITICAL", replaceIn(t, validConfig, "level: debug", "level: CRITICAL"), func(c *agentConfig) bool { return c.Log.Level == "error" }},
-		{"log trace stays", replaceIn(t, validConfig, "level: debug", "level: trace"), func(c *agentConfig) bool { return c.Log.Level == "trace" }},
+		{"log DEBUG", replaceIn(t, validConfig, "level: debug", "level: DEBUG"), func(c *config.Agent) bool { return c.Log.Level == "debug" }},
+		{"log Info", replaceIn(t, validConfig, "level: debug", "level: Info"), func(c *config.Agent) bool { return c.Log.Level == "info" }},
+		{"log warning", replaceIn(t, validConfig, "level: debug", "level: warning"), func(c *config.Agent) bool { return c.Log.Level == "warn" }},
+		{"log ERROR", replaceIn(t, validConfig, "level: debug", "level: ERROR"), func(c *config.Agent) bool { return c.Log.Level == "error" }},
+		{"log CRITICAL", replaceIn(t, validConfig, "level: debug", "level: CRITICAL"), func(c *config.Agent) bool { return c.Log.Level == "error" }},
+		{"log trace stays", replaceIn(t, validConfig, "level: debug", "level: trace"), func(c *config.Agent) bool { return c.Log.Level == "trace" }},
 		{"certfile equal to tls.cert_file", replaceIn(t, validConfig, "  authentication: {username: admin, password: admin-pw}\n",
 			"  authentication: {username: admin, password: admin-pw}\n  tls: {cert_file: /a.pem, key_file: /k.pem}\n  certfile: /a.pem\n"),
-			func(c *agentConfig) bool { return c.API.TLS.CertFile == "/a.pem" && c.API.TLS.KeyFile == "/k.pem" }},
+			func(c *config.Agent) bool { return c.API.TLS.CertFile == "/a.pem" && c.API.TLS.KeyFile == "/k.pem" }},
 		{"pg_hba in both places, the same", replaceIn(t, validConfig, "  callbacks:",
 			"  pg_hba: ['host replication replicator 127.0.0.1/32 scram-sha-256']\n  callbacks:"),
-			func(c *agentConfig) bool { return len(c.Postgres.PgHba) == 1 && len(c.Notes) == 0 }},
+			func(c *config.Agent) bool { return len(c.Postgres.PgHba) == 1 && len(c.Notes) == 0 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := parseConfig("pg1.yml", []byte(tc.yaml), 0o600)
+			c, err := config.Parse("pg1.yml", []byte(tc.yaml), 0o600)
 			if err != nil {
 				t.Fatal(err)
 			}

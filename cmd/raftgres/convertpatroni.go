@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"raftgres/config"
+	"raftgres/config/patroni"
 	"raftgres/internal/conf"
 	"raftgres/raftstore"
 )
@@ -96,16 +97,16 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 	}
 	// A dry run first: a config that cannot be made creates no token file.
 	opts.Token = tokenPlaceholder
-	conv, err := convertPatroni(src, opts)
+	conv, err := patroni.Convert(src, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "convert-patroni:", err)
 		return 2
 	}
-	if problems := checkConfig("converted config", conv.YAML, 0o600).Problems; len(problems) > 0 {
+	if problems := conv.Check(); len(problems) > 0 {
 		for _, u := range conv.Skipped {
-			fmt.Fprintln(stderr, u.format(f.Source))
+			fmt.Fprintln(stderr, u.Format(f.Source))
 		}
-		printConvertProblems(stderr, f.Source, conv, problems)
+		printConvertProblems(stderr, f.Source, problems)
 		return 1
 	}
 	token, created, err := clusterToken(f.TokenFile, stderr)
@@ -114,15 +115,15 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 		return 2
 	}
 	opts.Token = token
-	if conv, err = convertPatroni(src, opts); err != nil {
+	if conv, err = patroni.Convert(src, opts); err != nil {
 		fmt.Fprintln(stderr, "convert-patroni:", err)
 		return 2
 	}
 	for _, u := range conv.Skipped {
-		fmt.Fprintln(stderr, u.format(f.Source))
+		fmt.Fprintln(stderr, u.Format(f.Source))
 	}
-	if problems := checkConfig("converted config", conv.YAML, 0o600).Problems; len(problems) > 0 {
-		printConvertProblems(stderr, f.Source, conv, problems)
+	if problems := conv.Check(); len(problems) > 0 {
+		printConvertProblems(stderr, f.Source, problems)
 		return 1
 	}
 	if _, err := stdout.Write(conv.YAML); err != nil {
@@ -138,28 +139,22 @@ func runConvertPatroni(f convertFlags, stdout, stderr io.Writer) int {
 
 // printConvertProblems reports why the converted config would not load,
 // at the Patroni line each key came from when there is one.
-func printConvertProblems(w io.Writer, source string, conv *conversion, problems []*lineError) {
+func printConvertProblems(w io.Writer, source string, problems []*config.LineError) {
 	fmt.Fprintf(w, "convert-patroni: the converted config would not load (%s), nothing written:\n",
 		plural(len(problems), "problem"))
-	from := maps.Clone(conv.From)
-	for _, u := range conv.Skipped { // a key missing because it was not converted
-		if _, ok := from[u.path]; !ok {
-			from[u.path] = u.line
-		}
-	}
 	for _, p := range problems {
-		if line := lineOf(p.path, from); line > 0 {
-			fmt.Fprintln(w, (&lineError{line: line, path: p.path, msg: p.msg}).located(source))
+		if p.Line > 0 {
+			fmt.Fprintln(w, p.Located(source))
 		} else {
-			fmt.Fprintln(w, (&lineError{path: p.path, msg: p.msg}).located("converted config"))
+			fmt.Fprintln(w, p.Located("converted config"))
 		}
 	}
 }
 
 // options checks the flags.
-func (f convertFlags) options() (convertOptions, error) {
-	opts := convertOptions{Source: f.Source, Member: f.Member, RaftAddr: f.RaftAddr, DataDir: f.DataDir}
-	if f.Member != "" && !nameRe.MatchString(f.Member) {
+func (f convertFlags) options() (patroni.Options, error) {
+	opts := patroni.Options{Source: f.Source, Member: f.Member, RaftAddr: f.RaftAddr, DataDir: f.DataDir}
+	if f.Member != "" && !config.ValidName(f.Member) {
 		return opts, fmt.Errorf("--member: letters, digits, '.', '_' or '-', got %q", f.Member)
 	}
 	if f.RaftAddr == "" {
@@ -192,7 +187,7 @@ func parsePeers(s string) ([]raftstore.Peer, error) {
 			continue
 		}
 		id, addr, ok := strings.Cut(part, "=")
-		if !ok || !nameRe.MatchString(id) {
+		if !ok || !config.ValidName(id) {
 			return nil, fmt.Errorf("%q: must be NAME=HOST:PORT", part)
 		}
 		if err := conf.CheckHostPort(addr, false); err != nil {

@@ -11,13 +11,14 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"raftgres/api"
+	"raftgres/config"
+	"raftgres/raftstore"
 )
 
 const (
@@ -166,32 +167,11 @@ func writeDemoConfigs(dir string, raftPort, apiPort, pgPort int, binDir string, 
 		if err := chownTo(data, cred); err != nil {
 			return nil, err
 		}
-		cfg := fmt.Sprintf(`scope: demo
-name: %s
-data_dir: %s
-raft:
-  listen: 127.0.0.1:%d
-  bootstrap_peers: [%s]
-  token: %s
-restapi:
-  listen: 127.0.0.1:%d
-  authentication: {username: admin, password: %s}
-postgresql:
-  listen: 127.0.0.1:%d
-  data_dir: %s/pgdata
-  bin_dir: %s
-  authentication:
-    superuser: {username: postgres, password: %s}
-    replication: {username: replicator, password: demo-repl}
-    rewind: {username: rewind_user, password: demo-rewind}
-  parameters: {shared_buffers: 32MB, max_connections: 50}
-bootstrap:
-  pg_hba:
-    - host replication replicator 127.0.0.1/32 scram-sha-256
-    - host all all 127.0.0.1/32 scram-sha-256
-log: {level: info}
-`, m.name, data, m.raftPort, strings.Join(peers, ", "), demoToken, m.apiPort, demoAdmin, m.pgPort, data, binDir, demoPassword)
-		if err := os.WriteFile(m.config, []byte(cfg), 0o600); err != nil {
+		cfg, err := config.Marshal(demoConfig(m, data, peers, binDir))
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(m.config, cfg, 0o600); err != nil {
 			return nil, err
 		}
 		if err := chownTo(m.config, cred); err != nil {
@@ -199,6 +179,30 @@ log: {level: info}
 		}
 	}
 	return members, nil
+}
+
+// demoConfig is member m's config: a three-member cluster on 127.0.0.1.
+func demoConfig(m *demoMember, dataDir string, peers []string, binDir string) *config.File {
+	return &config.File{
+		Scope: "demo", Name: m.name, DataDir: dataDir,
+		Raft: config.Raft{Listen: fmt.Sprintf("127.0.0.1:%d", m.raftPort), BootstrapPeers: peers, Token: demoToken},
+		RestAPI: config.RestAPI{Listen: fmt.Sprintf("127.0.0.1:%d", m.apiPort),
+			Authentication: &config.Auth{Username: "admin", Password: demoAdmin}},
+		PostgreSQL: &config.Postgres{
+			Listen: fmt.Sprintf("127.0.0.1:%d", m.pgPort), DataDir: dataDir + "/pgdata", BinDir: binDir,
+			Authentication: config.PGAuth{
+				Superuser:   &config.Auth{Username: "postgres", Password: demoPassword},
+				Replication: &config.Auth{Username: "replicator", Password: "demo-repl"},
+				Rewind:      &config.Auth{Username: "rewind_user", Password: "demo-rewind"},
+			},
+			Parameters: map[string]raftstore.Param{"shared_buffers": "32MB", "max_connections": "50"},
+		},
+		Bootstrap: config.Bootstrap{PgHba: []string{
+			"host replication replicator 127.0.0.1/32 scram-sha-256",
+			"host all all 127.0.0.1/32 scram-sha-256",
+		}},
+		Log: config.Log{Level: "info"},
+	}
 }
 
 func startDemoMember(exe string, m *demoMember, cred *syscall.Credential) error {

@@ -1,75 +1,21 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
-	"slices"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
+	"raftgres/agent"
 	"raftgres/api"
-	"raftgres/raftstore"
+	"raftgres/config"
 )
-
-// knownMembers is the members' API addresses as this host's agent last
-// saw them: read-only commands fall back to them when the agent does not
-// answer (patronictl reads the DCS from any host; this is the raftgres
-// equivalent).
-type knownMembers struct {
-	Members   []knownMember `json:"members"`
-	WrittenAt time.Time     `json:"written_at"`
-}
-
-type knownMember struct {
-	Name   string `json:"name"`
-	APIURL string `json:"api_url"`
-}
-
-// membersFile is where the agent keeps knownMembers, in its data_dir.
-func membersFile(dataDir string) string { return filepath.Join(dataDir, "members.json") }
-
-// membersOf lists st's members and their API addresses, by name.
-func membersOf(st raftstore.State) []knownMember {
-	var out []knownMember
-	for _, name := range st.MemberNames() {
-		out = append(out, knownMember{Name: name, APIURL: st.Members[name].APIAddr})
-	}
-	return out
-}
-
-// recordMembers keeps membersFile current: written (0644, atomically; it
-// holds no secret) whenever the members or their API addresses change.
-func recordMembers(ctx context.Context, store *raftstore.Store, path string, logger hclog.Logger) {
-	var last []knownMember
-	for {
-		changes := store.Changes()
-		if now := membersOf(store.State()); len(now) > 0 && !slices.Equal(now, last) {
-			data, _ := json.MarshalIndent(knownMembers{Members: now, WrittenAt: time.Now().UTC()}, "", "  ")
-			tmp := path + ".tmp"
-			err := os.WriteFile(tmp, append(data, '\n'), 0o644)
-			if err == nil {
-				err = os.Rename(tmp, path)
-			}
-			if err != nil {
-				logger.Warn("record the members for the CLI", "path", path, "error", err)
-			} else {
-				last = now
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changes:
-		}
-	}
-}
 
 // unreachable reports whether err means nothing answered at all (as
 // opposed to an HTTP error answer).
@@ -99,13 +45,13 @@ func readClient(c *cli.Context) (client *api.Client, view *api.ClusterView, note
 	if !unreachable(err) || c.String("config") == "" {
 		return client, nil, "", nil
 	}
-	cfg, cerr := loadConfig(c.String("config"))
+	cfg, cerr := config.Load(c.String("config"))
 	if cerr != nil {
 		return client, nil, "", nil
 	}
-	var candidates []knownMember
-	var known knownMembers
-	if b, rerr := os.ReadFile(membersFile(cfg.DataDir)); rerr == nil && json.Unmarshal(b, &known) == nil {
+	var candidates []agent.KnownMember
+	var known agent.KnownMembers
+	if b, rerr := os.ReadFile(agent.MembersFile(cfg.DataDir)); rerr == nil && json.Unmarshal(b, &known) == nil {
 		for _, m := range known.Members {
 			if m.Name != cfg.Name {
 				candidates = append(candidates, m)
@@ -113,7 +59,7 @@ func readClient(c *cli.Context) (client *api.Client, view *api.ClusterView, note
 		}
 	}
 	for _, j := range cfg.Join {
-		candidates = append(candidates, knownMember{Name: "raft.join", APIURL: j})
+		candidates = append(candidates, agent.KnownMember{Name: "raft.join", APIURL: j})
 	}
 	for _, m := range candidates {
 		other := client.With(m.APIURL)
@@ -130,7 +76,7 @@ func readClient(c *cli.Context) (client *api.Client, view *api.ClusterView, note
 // staleNote says when the member that answered has no current contact
 // with the Raft leader: its roles and states are its last known ones.
 func staleNote(view api.ClusterView) string {
-	who := valueOr(view.AnsweredBy, "the member that answered")
+	who := cmp.Or(view.AnsweredBy, "the member that answered")
 	switch {
 	case view.RaftState == "" || view.RaftState == "Leader":
 		return ""

@@ -8,39 +8,64 @@ import (
 )
 
 // allowedImports is DESIGN.md's layering: which project packages each
-// project package may import. internal/conf is a leaf every package may use;
-// internal/boottime (the lease clock) is a leaf for pgmanager and failover.
+// project package may import. Imports flow one way: internal/* are leaves;
+// config may import each package it converts the file into; agent imports
+// config and everything it wires; nothing but cmd/raftgres imports agent,
+// and nothing imports cmd/raftgres. internal/testutil is for tests only.
 var allowedImports = map[string][]string{
 	"raftgres/internal/conf":     {},
 	"raftgres/internal/boottime": {},
-	"raftgres/raftstore":         {"raftgres/internal/conf"},
-	"raftgres/pgmanager":         {"raftgres/internal/conf", "raftgres/internal/boottime"},
-	"raftgres/backup":            {"raftgres/internal/conf"},
-	"raftgres/failover":          {"raftgres/internal/conf", "raftgres/internal/boottime", "raftgres/raftstore", "raftgres/pgmanager"},
-	"raftgres/api":               {"raftgres/internal/conf", "raftgres/raftstore", "raftgres/failover"},
-	"raftgres/integration": {"raftgres/internal/conf", "raftgres/internal/boottime", "raftgres/raftstore",
-		"raftgres/failover", "raftgres/api"}, // failover: its timing formulas (Margin); boottime: the lease clock's drift
+	"raftgres/internal/fsutil":   {},
+	"raftgres/internal/testutil": {},
+
+	"raftgres/raftstore": {leafConf, leafTestutil},
+	"raftgres/pgmanager": {leafConf, leafBoottime, leafFsutil, leafTestutil},
+	"raftgres/backup":    {leafConf, leafFsutil},
+	"raftgres/failover":  {leafConf, leafBoottime, "raftgres/raftstore", "raftgres/pgmanager"},
+	"raftgres/api":       {leafConf, "raftgres/raftstore", "raftgres/failover"},
+
+	// The file converts into each package's Config.
+	"raftgres/config":         {leafConf, "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover", "raftgres/api"},
+	"raftgres/config/patroni": {"raftgres/config", "raftgres/raftstore", "raftgres/pgmanager"},
+	"raftgres/secrets":        {leafConf, leafFsutil, "raftgres/pgmanager", "raftgres/api"},
+	// The agent wires every component.
+	"raftgres/agent": {leafConf, leafFsutil, leafTestutil, "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover",
+		"raftgres/api", "raftgres/config", "raftgres/secrets"},
+
+	// failover: its timing formulas (Margin); boottime: the lease clock's drift;
+	// config: the harness builds the agents' config files.
+	"raftgres/integration": {leafConf, leafBoottime, leafTestutil, "raftgres/raftstore", "raftgres/failover", "raftgres/api", "raftgres/config"},
 }
+
+const (
+	leafConf     = "raftgres/internal/conf"
+	leafBoottime = "raftgres/internal/boottime"
+	leafFsutil   = "raftgres/internal/fsutil"
+	leafTestutil = "raftgres/internal/testutil"
+)
 
 func TestImportLayering(t *testing.T) {
 	out, err := exec.Command("go", "list", "-e", "-f",
-		`{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}`, "raftgres/...").CombinedOutput()
+		`{{.ImportPath}}|{{join .Imports " "}}|{{join .TestImports " "}} {{join .XTestImports " "}}`, "raftgres/...").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		fields := strings.Fields(line)
-		pkg, imports := fields[0], fields[1:]
+		parts := strings.Split(line, "|")
+		pkg, imports, testImports := parts[0], strings.Fields(parts[1]), strings.Fields(parts[2])
+		if slices.Contains(imports, leafTestutil) {
+			t.Errorf("%s imports %s outside its tests", pkg, leafTestutil)
+		}
 		if pkg == "raftgres/cmd/raftgres" {
-			continue // cmd wires everything
+			continue // the CLI may use every package
 		}
 		allowed, known := allowedImports[pkg]
 		if !known {
 			t.Errorf("package %s is not in the layering table of DESIGN.md (add it here and there)", pkg)
 			continue
 		}
-		for _, imp := range imports {
-			if strings.HasPrefix(imp, "raftgres/") && !slices.Contains(allowed, imp) {
+		for _, imp := range append(imports, testImports...) {
+			if strings.HasPrefix(imp, "raftgres/") && imp != pkg && !slices.Contains(allowed, imp) {
 				t.Errorf("%s imports %s: not allowed by DESIGN.md's layering", pkg, imp)
 			}
 		}

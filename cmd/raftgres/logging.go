@@ -4,10 +4,12 @@ import (
 	"io"
 
 	"github.com/hashicorp/go-hclog"
+
+	"raftgres/config"
 )
 
 // newLogger builds the root logger from the log: section.
-func newLogger(cfg logConfig, out io.Writer) hclog.Logger {
+func newLogger(cfg config.Log, out io.Writer) hclog.Logger {
 	level := hclog.LevelFromString(cfg.Level)
 	if level == hclog.NoLevel {
 		level = hclog.Info

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"raftgres/config"
 	"raftgres/raftstore"
 )
 
@@ -49,7 +50,7 @@ func recoverCommand() *cli.Command {
 				return cli.Exit("recover must not run as root: the Raft files belong to the agent's user; "+
 					"run it as that user, e.g. sudo -u postgres raftgres recover -c "+c.String("config"), 2)
 			}
-			cfg, err := loadConfig(c.String("config"))
+			cfg, err := config.Load(c.String("config"))
 			if err != nil {
 				return cli.Exit(err.Error(), 2)
 			}

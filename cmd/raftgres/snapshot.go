@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"raftgres/internal/fsutil"
 	"raftgres/raftstore"
 )
 
@@ -49,7 +50,7 @@ func snapshotExportCommand() *cli.Command {
 			if err != nil {
 				return cli.Exit("snapshot export: the member sent a bad export: "+err.Error(), 1)
 			}
-			if err := writeFileAtomic(c.String("out"), b, 0o600); err != nil {
+			if err := fsutil.WriteFile(c.String("out"), b, 0o600); err != nil {
 				return cli.Exit("snapshot export: "+err.Error(), 1)
 			}
 			sig := "signed by key " + e.KeyID

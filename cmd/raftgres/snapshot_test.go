@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"raftgres/config"
 	"raftgres/raftstore"
 )
 
@@ -138,7 +139,7 @@ func TestLoadConfigAuditKey(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(strings.Replace(validConfig, "/etc/rg/audit.key", key, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := loadConfig(cfg)
+	c, err := config.Load(cfg)
 	if err != nil || c.Raft.AuditKeyFile != key {
 		t.Fatalf("load with a 0600 key: %v", err)
 	}
@@ -146,7 +147,7 @@ func TestLoadConfigAuditKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "raft.audit_key_file: audit key " + key + " is readable by group or others (mode 0640): run chmod 600 " + key
-	if _, err := loadConfig(cfg); err == nil || !strings.Contains(err.Error(), want) {
+	if _, err := config.Load(cfg); err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("load with a 0640 key: %v, want %q", err, want)
 	}
 	if err := os.WriteFile(key, []byte("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAgB3nCAGc/noNnEOXY+Gs0WhzRqLC6lTCa0/qOzIyDTY=\n-----END PUBLIC KEY-----\n"), 0o600); err != nil {
@@ -155,7 +156,7 @@ func TestLoadConfigAuditKey(t *testing.T) {
 	if err := os.Chmod(key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadConfig(cfg); err == nil || !strings.Contains(err.Error(), "this is a public key") {
+	if _, err := config.Load(cfg); err == nil || !strings.Contains(err.Error(), "this is a public key") {
 		t.Fatalf("load with a public key: %v", err)
 	}
 }

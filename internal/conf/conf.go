@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -74,7 +75,7 @@ func redact(s Secret) string {
 
 // Duration is a time.Duration that YAML and JSON read either as a number of
 // seconds (Patroni's style: `ttl: 30`) or as a Go duration string
-// (`loop_wait: 500ms`). It encodes as a Go duration string.
+// (`loop_wait: 500ms`). JSON (the REST API's /config) writes it in seconds.
 type Duration time.Duration
 
 // D returns the value as a time.Duration.
@@ -118,24 +119,45 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// MarshalJSON implements json.Marshaler.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+// MarshalJSON writes the duration in seconds, as the REST API's /config
+// shows it: whole seconds as an integer, else a decimal.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(strconv.FormatFloat(time.Duration(d).Seconds(), 'f', -1, 64)), nil
+}
 
-// UnmarshalJSON implements json.Unmarshaler (number of seconds or string).
+// MaxJSONSeconds bounds a duration read from JSON (the REST API's /config).
+const MaxJSONSeconds = 86400
+
+// UnmarshalJSON takes seconds (3, 0.3) or a string of seconds or of a Go
+// duration ("300ms"), from 0 to MaxJSONSeconds, rounded to the
+// millisecond.
 func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		var f json.Number
-		if err2 := json.Unmarshal(b, &f); err2 != nil {
-			return errors.New("must be a duration such as 10 (seconds) or \"500ms\"")
+	if len(b) > 0 && b[0] == '"' {
+		var str string
+		if err := json.Unmarshal(b, &str); err != nil {
+			return err
 		}
-		s = f.String()
+		if v, err := time.ParseDuration(str); err == nil {
+			return d.fromSeconds(v.Seconds()) // same range and rounding as a number
+		}
+		f, err := strconv.ParseFloat(str, 64)
+		if err != nil {
+			return fmt.Errorf("%q is neither seconds nor a duration like 300ms", str)
+		}
+		return d.fromSeconds(f)
 	}
-	v, err := ParseDuration(s)
-	if err != nil {
-		return err
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("%s is not a number of seconds", b)
 	}
-	*d = v
+	return d.fromSeconds(f)
+}
+
+func (d *Duration) fromSeconds(f float64) error {
+	if math.IsNaN(f) || f < 0 || f > MaxJSONSeconds {
+		return fmt.Errorf("%v seconds is out of range (0 to %d)", f, MaxJSONSeconds)
+	}
+	*d = Duration(time.Duration(f * float64(time.Second)).Round(time.Millisecond))
 	return nil
 }
 

@@ -1,4 +1,7 @@
-package main
+// Package secrets is password rotation without downtime: the override file
+// in the agent's data_dir (secrets.yml), each member's Rotator (the api's
+// SecretRotator) and Rotate, which drives the steps on every member.
+package secrets
 
 import (
 	"errors"
@@ -11,12 +14,13 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"raftgres/internal/conf"
+	"raftgres/internal/fsutil"
 	"raftgres/pgmanager"
 )
 
-// secretsFileName is the password override file in the agent's data_dir,
+// FileName is the password override file in the agent's data_dir,
 // written by raftgres rotate-password.
-const secretsFileName = "secrets.yml"
+const FileName = "secrets.yml"
 
 // secretsHeader opens the override file.
 const secretsHeader = `# Written by raftgres rotate-password: PostgreSQL passwords that replace the
@@ -38,7 +42,7 @@ type secretOverrides struct {
 	roles map[pgmanager.Role]secretEntry
 }
 
-func secretsPath(dataDir string) string { return filepath.Join(dataDir, secretsFileName) }
+func secretsPath(dataDir string) string { return filepath.Join(dataDir, FileName) }
 
 // loadOverrides reads the override file of dataDir (none: empty). A file
 // that group or others can read, an unknown role or key, or a password
@@ -152,7 +156,7 @@ func (o *secretOverrides) save() error {
 		if err := os.Remove(o.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove password overrides: %w", err)
 		}
-		return syncDir(filepath.Dir(o.path))
+		return fsutil.SyncDir(filepath.Dir(o.path))
 	}
 	var names []string
 	for r := range o.roles {
@@ -171,47 +175,5 @@ func (o *secretOverrides) save() error {
 	if err != nil {
 		return fmt.Errorf("encode password overrides: %w", err)
 	}
-	return writeSynced(o.path, append([]byte(secretsHeader), body...), 0o600)
-}
-
-// writeSynced writes data to path through a synced temporary file renamed
-// into place, then syncs the directory: after a crash the file is either
-// the old or the new one, whole.
-func writeSynced(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return fsutil.WriteFile(o.path, append([]byte(secretsHeader), body...), 0o600)
 }

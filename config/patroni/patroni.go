@@ -1,21 +1,26 @@
-package main
+// Package patroni converts a Patroni 3 or 4 configuration file (patroni.yml)
+// into a raftgres config file, naming each key it does not carry over.
+// raftgres convert-patroni checks the result with config.Check.
+package patroni
 
 import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
+	"raftgres/config"
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
 
-// convertOptions are convert-patroni's flags, already checked.
-type convertOptions struct {
+// Options are convert-patroni's flags, already checked.
+type Options struct {
 	Source   string           // the Patroni file's name, for the header and messages
 	Member   string           // this member's name; "" takes Patroni's name
 	RaftAddr string           // raft.listen
@@ -24,25 +29,49 @@ type convertOptions struct {
 	Token    string           // raft.token
 }
 
-// unconverted is a Patroni key convert-patroni did not carry over. It names
+// Unconverted is a Patroni key convert-patroni did not carry over. It names
 // the key, never its value (passwords).
-type unconverted struct {
-	line int
-	path string
-	why  string
+type Unconverted struct {
+	Line int    // in the Patroni file
+	Path string // the Patroni key
+	Why  string
 }
 
-func (u unconverted) format(source string) string {
-	return fmt.Sprintf("%s:%d: %s: not converted: %s", source, u.line, u.path, u.why)
+// Format is the key as a compiler prints a warning: SOURCE:LINE: KEY: why.
+func (u Unconverted) Format(source string) string {
+	return fmt.Sprintf("%s:%d: %s: not converted: %s", source, u.Line, u.Path, u.Why)
 }
 
-// conversion is a raftgres config made from a patroni.yml.
-type conversion struct {
+// Conversion is a raftgres config made from a patroni.yml.
+type Conversion struct {
 	YAML    []byte
-	Skipped []unconverted // in file order
+	Skipped []Unconverted // in file order
 	// From maps a raftgres key path to the line of the Patroni key it was
 	// made from (keys set from flags have none).
 	From map[string]int
+}
+
+// Check loads the converted config with config.Check and returns its
+// problems (none: it loads). Each is placed at the line of the Patroni key
+// it was made from, or of the key that was not converted and left it
+// missing; a problem with Line 0 is about a key the options set, in the
+// converted config.
+func (c *Conversion) Check() []*config.LineError {
+	problems := config.Check("converted config", c.YAML, 0o600).Problems
+	from := maps.Clone(c.From)
+	if from == nil {
+		from = map[string]int{}
+	}
+	for _, u := range c.Skipped { // a key missing because it was not converted
+		if _, ok := from[u.Path]; !ok {
+			from[u.Path] = u.Line
+		}
+	}
+	out := make([]*config.LineError, len(problems))
+	for i, p := range problems {
+		out[i] = &config.LineError{Line: config.LineOf(p.Path, from), Path: p.Path, Msg: p.Msg}
+	}
+	return out
 }
 
 // patroniKey is one key of the Patroni file being converted.
@@ -61,7 +90,7 @@ type patroniConverter struct {
 	rules   map[string]patroniRule
 	out     *yaml.Node // the raftgres config: a mapping
 	from    map[string]int
-	skipped []unconverted
+	skipped []Unconverted
 	// Read before the walk: the custom bootstrap method and the replica
 	// methods, whose sections are named after them.
 	bootstrapMethod string
@@ -243,10 +272,10 @@ var overrideOrder = []struct {
 // An error means the input or the options cannot be converted at all; keys
 // that cannot be converted are listed in Skipped. The result is not yet
 // validated (see runConvertPatroni).
-func convertPatroni(src []byte, opts convertOptions) (*conversion, error) {
+func Convert(src []byte, opts Options) (*Conversion, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(src, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %s", opts.Source, yamlSyntaxError(err))
+		return nil, fmt.Errorf("%s: %s", opts.Source, config.YAMLSyntaxError(err))
 	}
 	if len(doc.Content) == 0 || resolveAlias(doc.Content[0]).Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("%s: not a Patroni config (a YAML mapping of keys)", opts.Source)
@@ -307,10 +336,10 @@ func convertPatroni(src []byte, opts convertOptions) (*conversion, error) {
 		}
 		b.WriteString(line)
 	}
-	slices.SortStableFunc(c.skipped, func(a, b unconverted) int {
-		return cmp.Or(cmp.Compare(a.line, b.line), cmp.Compare(a.path, b.path))
+	slices.SortStableFunc(c.skipped, func(a, b Unconverted) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Path, b.Path))
 	})
-	return &conversion{YAML: b.Bytes(), Skipped: c.skipped, From: c.from}, nil
+	return &Conversion{YAML: b.Bytes(), Skipped: c.skipped, From: c.from}, nil
 }
 
 // oneLine keeps a comment on its line: control characters become '?'.
@@ -398,7 +427,7 @@ func (c *patroniConverter) fallback(k patroniKey) {
 }
 
 func (c *patroniConverter) skip(k patroniKey, why string) {
-	c.skipped = append(c.skipped, unconverted{line: k.line, path: k.String(), why: why})
+	c.skipped = append(c.skipped, Unconverted{Line: k.line, Path: k.String(), Why: why})
 }
 
 // set puts v at path in the output, creating the sections on the way, and
@@ -763,6 +792,14 @@ func sortMapping(m *yaml.Node, path string) {
 	m.Content = m.Content[:0]
 	for _, p := range ps {
 		m.Content = append(m.Content, p.k, p.v)
-		sortMapping(p.v, join(path, p.k.Value))
+		sortMapping(p.v, keyPath(path, p.k.Value))
 	}
+}
+
+// keyPath is the dotted path of key under path.
+func keyPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }

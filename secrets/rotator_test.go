@@ -1,4 +1,4 @@
-package main
+package secrets
 
 import (
 	"bytes"
@@ -97,7 +97,7 @@ func TestOverridesFileRefusals(t *testing.T) {
 	}
 }
 
-// fakeCreds is a credentialStore without PostgreSQL.
+// fakeCreds is a CredentialStore without PostgreSQL.
 type fakeCreds struct {
 	mu        sync.Mutex
 	inUse     map[pgmanager.Role]conf.Secret
@@ -155,17 +155,17 @@ func configured() map[pgmanager.Role]conf.Secret {
 		pgmanager.RoleRewind: "rewind-old"}
 }
 
-func testRotator(t *testing.T, dir string, pg credentialStore) (*rotator, *bytes.Buffer) {
+func testRotator(t *testing.T, dir string, pg CredentialStore) (*Rotator, *bytes.Buffer) {
 	t.Helper()
 	var logs bytes.Buffer
-	r, err := newRotator("pg1", dir, pg, configured(), hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Trace}))
+	r, err := NewRotator("pg1", dir, pg, configured(), hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Trace}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r, &logs
 }
 
-func rotate(t *testing.T, r *rotator, phase string, pw conf.Secret) (api.RotateStatus, error) {
+func rotate(t *testing.T, r *Rotator, phase string, pw conf.Secret) (api.RotateStatus, error) {
 	t.Helper()
 	return r.Rotate(context.Background(), api.RotateRequest{Role: "replication", Phase: phase, Password: pw})
 }

@@ -1,4 +1,4 @@
-package main
+package secrets
 
 import (
 	"context"
@@ -19,8 +19,8 @@ import (
 // arrived here).
 const rotatorCheckEvery = 2 * time.Second
 
-// credentialStore is what the rotator needs from pgmanager.Manager.
-type credentialStore interface {
+// CredentialStore is what the Rotator needs from pgmanager.Manager.
+type CredentialStore interface {
 	Rotatable(r pgmanager.Role) error
 	Password(r pgmanager.Role) conf.Secret
 	SetPassword(r pgmanager.Role, p conf.Secret) error
@@ -29,12 +29,12 @@ type credentialStore interface {
 	PasswordMatches(ctx context.Context, r pgmanager.Role, p conf.Secret) (bool, error)
 }
 
-// rotator carries out this member's steps of raftgres rotate-password (the
+// Rotator carries out this member's steps of raftgres rotate-password (the
 // api's SecretRotator) and keeps the override file in the agent's
 // data_dir. Steps run one at a time.
-type rotator struct {
+type Rotator struct {
 	member string
-	pg     credentialStore
+	pg     CredentialStore
 	// configured is the config file's password of each role.
 	configured map[pgmanager.Role]conf.Secret
 	logger     hclog.Logger
@@ -43,16 +43,16 @@ type rotator struct {
 	ov *secretOverrides
 }
 
-// newRotator loads the override file of dataDir and applies it to pg: an
+// NewRotator loads the override file of dataDir and applies it to pg: an
 // entry equal to the config file's password is dropped (the operator has
 // updated the config), the others replace the config's password.
-func newRotator(member, dataDir string, pg credentialStore, configured map[pgmanager.Role]conf.Secret,
-	logger hclog.Logger) (*rotator, error) {
+func NewRotator(member, dataDir string, pg CredentialStore, configured map[pgmanager.Role]conf.Secret,
+	logger hclog.Logger) (*Rotator, error) {
 	ov, err := loadOverrides(dataDir)
 	if err != nil {
 		return nil, err
 	}
-	r := &rotator{member: member, pg: pg, configured: configured, logger: logger.Named("rotate"), ov: ov}
+	r := &Rotator{member: member, pg: pg, configured: configured, logger: logger.Named("rotate"), ov: ov}
 	changed := false
 	for _, role := range pgmanager.Roles() {
 		e := ov.get(role)
@@ -86,7 +86,7 @@ func newRotator(member, dataDir string, pg credentialStore, configured map[pgman
 }
 
 // state is this member's state for password p of role.
-func (r *rotator) state(role pgmanager.Role, p conf.Secret) string {
+func (r *Rotator) state(role pgmanager.Role, p conf.Secret) string {
 	switch {
 	case r.pg.Password(role) == p:
 		return api.RotateStateActive
@@ -97,7 +97,7 @@ func (r *rotator) state(role pgmanager.Role, p conf.Secret) string {
 }
 
 // Rotate is the api.SecretRotator.
-func (r *rotator) Rotate(ctx context.Context, req api.RotateRequest) (api.RotateStatus, error) {
+func (r *Rotator) Rotate(ctx context.Context, req api.RotateRequest) (api.RotateStatus, error) {
 	role, err := pgmanager.ParseRole(req.Role)
 	if err != nil {
 		return api.RotateStatus{}, fmt.Errorf("%w: %w", api.ErrBadRequest, err)
@@ -161,7 +161,7 @@ func (r *rotator) Rotate(ctx context.Context, req api.RotateRequest) (api.Rotate
 
 // activate makes p role's password in use: the override file first (so a
 // restart keeps it), then pgmanager (pgpass). The caller holds mu.
-func (r *rotator) activate(role pgmanager.Role, p conf.Secret, how string) error {
+func (r *Rotator) activate(role pgmanager.Role, p conf.Secret, how string) error {
 	err := r.update(role, func(e *secretEntry) {
 		e.Staged, e.Password = "", p.Reveal()
 		if p == r.configured[role] {
@@ -180,7 +180,7 @@ func (r *rotator) activate(role pgmanager.Role, p conf.Secret, how string) error
 
 // update edits role's entry and saves the file, or leaves both as they
 // were when the save fails. The caller holds mu.
-func (r *rotator) update(role pgmanager.Role, edit func(*secretEntry)) error {
+func (r *Rotator) update(role pgmanager.Role, edit func(*secretEntry)) error {
 	old := r.ov.get(role)
 	e := old
 	edit(&e)
@@ -196,7 +196,7 @@ func (r *rotator) update(role pgmanager.Role, edit func(*secretEntry)) error {
 // holds it (the primary changed the role, and the step that activates it
 // here never came: the CLI was interrupted, or this member was briefly
 // unreachable), until ctx ends.
-func (r *rotator) Run(ctx context.Context) error {
+func (r *Rotator) Run(ctx context.Context) error {
 	tick := time.NewTicker(rotatorCheckEvery)
 	defer tick.Stop()
 	for {
@@ -210,7 +210,7 @@ func (r *rotator) Run(ctx context.Context) error {
 }
 
 // checkStaged is one pass of Run.
-func (r *rotator) checkStaged(ctx context.Context) {
+func (r *Rotator) checkStaged(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, role := range pgmanager.Roles() {

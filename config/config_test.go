@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"fmt"
@@ -16,54 +16,19 @@ import (
 	"raftgres/raftstore"
 )
 
-const validConfig = `scope: demo
-name: pg1
-data_dir: /var/lib/raftgres
-raft:
-  listen: 127.0.0.1:7001
-  bootstrap_peers: [pg1=127.0.0.1:7001, pg2=127.0.0.1:7002, pg3=127.0.0.1:7003]
-  token: cluster-token
-  tls: {ca_file: /etc/rg/ca.pem, cert_file: /etc/rg/pg1.pem, key_file: /etc/rg/pg1-key.pem}
-  heartbeat_timeout: 700ms
-  election_timeout: 800ms
-  audit_key_file: /etc/rg/audit.key
-restapi:
-  listen: 127.0.0.1:8008
-  connect_address: 127.0.0.1:8008
-  authentication: {username: admin, password: admin-pw}
-  allowlist: [10.0.0.0/24, 127.0.0.1, "::1", "2001:db8::/32"]
-  allowlist_include_members: true
-postgresql:
-  listen: 127.0.0.1:5432
-  connect_address: 127.0.0.1:5432
-  data_dir: /var/lib/postgresql/15/main
-  bin_dir: /usr/lib/postgresql/15/bin
-  authentication:
-    superuser: {username: postgres, password: super-pw}
-    replication: {username: replicator, password: repl-pw}
-    rewind: {username: rewind_user, password: rewind-pw}
-  parameters: {max_connections: 200, shared_buffers: 256MB, hot_standby_feedback: on}
-  callbacks: {on_role_change: /usr/local/bin/notify}
-bootstrap:
-  dcs:
-    ttl: 20
-    loop_wait: 500ms
-    retry_timeout: 5
-    detection_window: 600ms
-    maximum_lag_on_failover: 1048576
-    synchronous_mode: true
-    postgresql: {use_pg_rewind: true, use_slots: false, parameters: {wal_keep_size: 1GB}}
-  initdb: [{encoding: UTF8}, data-checksums]
-  pg_hba:
-    - host replication replicator 127.0.0.1/32 scram-sha-256
-  users: {app: {password: app-pw, options: [login, createdb]}}
-tags: {nofailover: true, noloadbalance: false, clonefrom: true, nosync: false, failover_priority: 3}
-log: {level: debug, format: json}
-`
+// validConfig is testdata/valid.yml: a config that loads, naming every
+// section (the CLI's tests use it too).
+var validConfig = func() string {
+	b, err := os.ReadFile("testdata/valid.yml")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 func TestParseValidConfig(t *testing.T) {
 	t.Parallel()
-	c, err := parseConfig("pg1.yml", []byte(validConfig), 0o600)
+	c, err := Parse("pg1.yml", []byte(validConfig), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +65,7 @@ func TestParseValidConfig(t *testing.T) {
 	if want := (raftstore.Tags{NoFailover: true, CloneFrom: true, FailoverPriority: 3}); c.Tags != want {
 		t.Errorf("tags %+v, want %+v", c.Tags, want)
 	}
-	if c.Log != (logConfig{Level: "debug", Format: "json"}) {
+	if c.Log != (Log{Level: "debug", Format: "json"}) {
 		t.Errorf("log %+v", c.Log)
 	}
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
@@ -118,7 +83,7 @@ func TestParseRestoreConfig(t *testing.T) {
 	y := strings.Replace(strings.Replace(validConfig, "  callbacks:", "  create_replica_methods: [pgbackrest, basebackup]\n  callbacks:", 1),
 		"bootstrap:\n", "bootstrap:\n  method: pgbackrest\n  pgbackrest: {target_time: '2026-11-29T01:02:03Z', set: 20261128-230000F}\n", 1) +
 		"backup: {stanza: main, repo_path: /var/lib/pgbackrest}\n"
-	c, err := parseConfig("pg1.yml", []byte(y), 0o600)
+	c, err := Parse("pg1.yml", []byte(y), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +91,7 @@ func TestParseRestoreConfig(t *testing.T) {
 		c.Postgres.RecoveryTarget != (pgmanager.RecoveryTarget{Time: "2026-11-29T01:02:03Z", Set: "20261128-230000F"}) {
 		t.Errorf("methods %v, bootstrap %q, target %+v", c.Postgres.ReplicaMethods, c.Postgres.BootstrapMethod, c.Postgres.RecoveryTarget)
 	}
-	d, err := parseConfig("pg1.yml", []byte(validConfig), 0o600)
+	d, err := Parse("pg1.yml", []byte(validConfig), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,13 +101,13 @@ func TestParseRestoreConfig(t *testing.T) {
 }
 
 // TestJoinThroughPeers: a member's config copied to a new host with only
-// the name and addresses changed joins through the listed peers (issue 12).
+// the name and addresses changed joins through the listed peers.
 func TestJoinThroughPeers(t *testing.T) {
 	t.Parallel()
 	y := strings.NewReplacer("name: pg1", "name: pg4", "listen: 127.0.0.1:7001", "listen: 10.0.0.4:7001",
 		"pg1=127.0.0.1:7001, pg2=127.0.0.1:7002, pg3=127.0.0.1:7003", "pg1=10.0.0.1:7001, pg2=10.0.0.2:7001, pg3=10.0.0.3:7001",
 		"listen: 127.0.0.1:8008", "listen: 10.0.0.4:8008", "connect_address: 127.0.0.1:8008", "connect_address: 10.0.0.4:8008").Replace(validConfig)
-	r := checkConfig("pg4.yml", []byte(y), 0o600)
+	r := Check("pg4.yml", []byte(y), 0o600)
 	if len(r.Problems) > 0 {
 		t.Fatalf("problems: %v", r.Problems)
 	}
@@ -159,7 +124,7 @@ func TestJoinThroughPeers(t *testing.T) {
 	}
 	// An explicit raft.join wins.
 	y2 := strings.Replace(y, "token: cluster-token", "token: cluster-token\n  join: [10.0.0.2:8010]", 1)
-	if r := checkConfig("pg4.yml", []byte(y2), 0o600); len(r.Problems) > 0 || !cmp.Equal(r.Config.Join, []string{"10.0.0.2:8010"}) {
+	if r := Check("pg4.yml", []byte(y2), 0o600); len(r.Problems) > 0 || !cmp.Equal(r.Config.Join, []string{"10.0.0.2:8010"}) {
 		t.Fatalf("explicit join: %v %v", r.Problems, r.Config)
 	}
 }
@@ -183,6 +148,10 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{"line 8: raft.tls.crt: unknown key"}},
 		{"unknown dcs.postgresql key", replace("use_slots: false,", "use_slot: false,"), 0o600,
 			[]string{"bootstrap.dcs.postgresql.use_slot: unknown key (did you mean use_slots?)"}},
+		{"/config-only keys in bootstrap.dcs", replace("    synchronous_mode: true\n", "    synchronous_mode: true\n    pause: true\n    version: 3\n    -: x\n"), 0o600,
+			[]string{"line 37: bootstrap.dcs.pause: unknown key", "line 38: bootstrap.dcs.version: unknown key", "line 39: bootstrap.dcs.-: unknown key"}},
+		{"pg_hba in bootstrap.dcs.postgresql", replace("use_slots: false,", "use_slots: false, pg_hba: [x],"), 0o600,
+			[]string{"bootstrap.dcs.postgresql.pg_hba: unknown key"}},
 		{"duplicate key", replace("name: pg1", "name: pg1\nname: pg2"), 0o600, []string{"line 3: name: key already defined at line 2"}},
 		{"bad listen", replace("listen: 127.0.0.1:7001", "listen: nope"), 0o600, []string{"line 5: raft.listen: must be host:port"}},
 		{"port out of range", replace("listen: 127.0.0.1:8008", "listen: 127.0.0.1:70000"), 0o600, []string{"restapi.listen: port must be 1-65535"}},
@@ -266,7 +235,7 @@ func TestParseConfigErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := parseConfig("pg1.yml", []byte(tc.yaml), tc.mode)
+			_, err := Parse("pg1.yml", []byte(tc.yaml), tc.mode)
 			if err == nil {
 				t.Fatalf("accepted")
 			}
@@ -288,7 +257,7 @@ func TestParsePostgresSSL(t *testing.T) {
 	t.Parallel()
 	y := strings.Replace(validConfig, "  callbacks:",
 		"  ssl: {cert_file: /etc/rg/pg1.pem, key_file: /etc/rg/pg1-key.pem, ca_file: /etc/rg/ca.pem}\n  callbacks:", 1)
-	c, err := parseConfig("pg1.yml", []byte(y), 0o600)
+	c, err := Parse("pg1.yml", []byte(y), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +266,7 @@ func TestParsePostgresSSL(t *testing.T) {
 		t.Errorf("postgresql.ssl (-want +got):\n%s", diff)
 	}
 	for _, y := range []string{validConfig, strings.Replace(validConfig, "  callbacks:", "  ssl:\n  callbacks:", 1)} {
-		c, err := parseConfig("pg1.yml", []byte(y), 0o600)
+		c, err := Parse("pg1.yml", []byte(y), 0o600)
 		if err != nil || c.Postgres.SSL != nil {
 			t.Errorf("without postgresql.ssl: %+v, %v", c.Postgres.SSL, err)
 		}
@@ -317,7 +286,7 @@ restapi:
   listen: 127.0.0.1:8008
   tls: {cert_file: /api.pem, key_file: /api-key.pem}
 `
-	if _, err := parseConfig("x.yml", []byte(cfg), 0o644); err != nil {
+	if _, err := Parse("x.yml", []byte(cfg), 0o644); err != nil {
 		t.Fatalf("a config without passwords may be world readable: %v", err)
 	}
 }
@@ -330,7 +299,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("postgresql: {parameters: {a: {b: c}}}")
 	f.Add("a: &x {b: *x}")
 	f.Fuzz(func(t *testing.T, s string) {
-		c, err := parseConfig("fuzz.yml", []byte(s), 0o600)
+		c, err := Parse("fuzz.yml", []byte(s), 0o600)
 		if err != nil {
 			return
 		}
@@ -344,7 +313,7 @@ func FuzzParseConfig(f *testing.F) {
 // loads (copied to a 0600 file, as users must install it), also with its
 // commented PostgreSQL TLS lines in use.
 func TestExampleConfigsLoad(t *testing.T) {
-	paths, err := filepath.Glob("../../examples/*-node/*.yml")
+	paths, err := filepath.Glob("../examples/*-node/*.yml")
 	if err != nil || len(paths) < 8 {
 		t.Fatalf("example configs: %v %v", paths, err)
 	}
@@ -357,10 +326,10 @@ func TestExampleConfigsLoad(t *testing.T) {
 		if err := os.WriteFile(dst, raw, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := loadConfig(dst); err != nil {
+		if _, err := Load(dst); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}
-		c, err := parseConfig(p, []byte(withExampleTLS(string(raw))), 0o600)
+		c, err := Parse(p, []byte(withExampleTLS(string(raw))), 0o600)
 		if err != nil {
 			t.Errorf("%s with its TLS lines: %v", p, err)
 			continue
@@ -416,7 +385,7 @@ func TestMemberNameNotGateName(t *testing.T) {
 			t.Parallel()
 			y := strings.Replace(validConfig, "name: pg1", "name: "+tc.member, 1)
 			y = strings.Replace(y, peers, strings.NewReplacer("pg1=", tc.member+"=", "pg3=", tc.peer3+"=").Replace(peers), 1)
-			r := checkConfig("pg1.yml", []byte(y), 0o600)
+			r := Check("pg1.yml", []byte(y), 0o600)
 			var got []string
 			for _, p := range r.Problems {
 				got = append(got, p.Error())
@@ -429,7 +398,7 @@ func TestMemberNameNotGateName(t *testing.T) {
 					t.Errorf("problem %d:\n got %s\nwant %s", i, got[i], w)
 				}
 			}
-			if _, err := parseConfig("pg1.yml", []byte(y), 0o600); (err != nil) != (len(tc.want) > 0) {
+			if _, err := Parse("pg1.yml", []byte(y), 0o600); (err != nil) != (len(tc.want) > 0) {
 				t.Errorf("loading the agent's config: %v, want an error %v", err, len(tc.want) > 0)
 			}
 		})

@@ -1,7 +1,11 @@
-package main
+// Package config is the agent's config file: its schema (File), the strict
+// decoder that names the key and line of every problem, Check and Load,
+// and the conversion of the file into each package's own Config (Agent).
+package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -25,15 +29,9 @@ import (
 	"raftgres/raftstore"
 )
 
-// logConfig is the log: section.
-type logConfig struct {
-	Level  string
-	Format string
-}
-
-// agentConfig is the loaded, validated config file, converted into each
+// Agent is the loaded, validated config file, converted into each
 // package's own Config.
-type agentConfig struct {
+type Agent struct {
 	Path    string
 	Scope   string
 	Name    string
@@ -48,12 +46,12 @@ type agentConfig struct {
 	Tags        raftstore.Tags
 	Watchdog    failover.WatchdogConfig
 	Backup      backup.Config
-	Log         logConfig
+	Log         Log
 	// Notes are keys accepted for Patroni's sake that have no effect here
 	// (postgresql.pgpass, use_unix_socket), and how a member missing from
 	// its bootstrap_peers joins: check-config prints them and the agent
 	// logs them once.
-	Notes []*lineError
+	Notes []*LineError
 	// joinNote says that this member joins through its bootstrap_peers.
 	joinNote error
 }
@@ -64,7 +62,7 @@ type agentConfig struct {
 // of the existing cluster through those peers' APIs: the peers' hosts
 // with this host's REST API port and scheme (raft.join, when set, wins).
 // The agent then joins as a nonvoter and becomes a voter once caught up.
-func (c *agentConfig) joinThroughPeers() {
+func (c *Agent) joinThroughPeers() {
 	peers := c.Raft.BootstrapPeers
 	if len(peers) == 0 || slices.ContainsFunc(peers, func(p raftstore.Peer) bool { return p.ID == c.Name }) {
 		return
@@ -89,18 +87,18 @@ func (c *agentConfig) joinThroughPeers() {
 		"through %s, as a nonvoter first", c.Name, strings.Join(c.Join, ", "))
 }
 
-// configReport is everything the loader found in one file.
-type configReport struct {
+// Report is everything the loader found in one file.
+type Report struct {
 	// Config is the converted config, nil when there are problems.
-	Config *agentConfig
+	Config *Agent
 	// Problems are every reason to refuse the file, in file order.
-	Problems []*lineError
+	Problems []*LineError
 	// Notes are keys accepted but ignored, in file order.
-	Notes []*lineError
+	Notes []*LineError
 }
 
-// loadConfig reads, checks and converts the config file at path.
-func loadConfig(path string) (*agentConfig, error) {
+// Load reads, checks and converts the config file at path.
+func Load(path string) (*Agent, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -109,7 +107,7 @@ func loadConfig(path string) (*agentConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c, err := parseConfig(path, data, fi.Mode())
+	c, err := Parse(path, data, fi.Mode())
 	if err != nil {
 		return nil, err
 	}
@@ -125,60 +123,64 @@ func loadConfig(path string) (*agentConfig, error) {
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
 
-// parseConfig is the pure core of loadConfig (see checkConfig): the
+// ValidName reports whether s is a valid scope or member name: 1 to 128
+// letters, digits, '.', '_' or '-'.
+func ValidName(s string) bool { return nameRe.MatchString(s) }
+
+// Parse is the pure core of Load (see Check): the
 // converted config, or every problem in one error.
-func parseConfig(path string, data []byte, mode fs.FileMode) (*agentConfig, error) {
-	r := checkConfig(path, data, mode)
+func Parse(path string, data []byte, mode fs.FileMode) (*Agent, error) {
+	r := Check(path, data, mode)
 	if len(r.Problems) > 0 {
 		return nil, configError(path, r.Problems)
 	}
 	return r.Config, nil
 }
 
-// checkConfig is the static check of a config file (check-config and every
+// Check is the static check of a config file (check-config and every
 // load): strict decoding, the password-permission rule, conversion and
 // every section's validation. It reads no other file and no network: paths
 // need not exist. All problems are reported together, each with its key
 // path and line.
-func checkConfig(path string, data []byte, mode fs.FileMode) configReport {
+func Check(path string, data []byte, mode fs.FileMode) Report {
 	var doc yaml.Node
 	err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc)
 	switch {
 	case errors.Is(err, io.EOF) || err == nil && len(doc.Content) == 0:
-		return configReport{Problems: []*lineError{{msg: "empty file"}}}
+		return Report{Problems: []*LineError{{Msg: "empty file"}}}
 	case err != nil:
-		return configReport{Problems: []*lineError{yamlSyntaxError(err)}}
+		return Report{Problems: []*LineError{YAMLSyntaxError(err)}}
 	}
 	d := &decoder{lines: map[string]int{}}
-	var f fileConfig
+	var f File
 	d.decode(doc.Content[0], reflect.ValueOf(&f).Elem(), "")
 	problems := d.errs
 	if f.hasSecrets() && mode.Perm()&0o077 != 0 {
-		problems = append(problems, &lineError{msg: fmt.Sprintf(
+		problems = append(problems, &LineError{Msg: fmt.Sprintf(
 			"holds passwords but is readable by group or others (mode %04o): run chmod 600 %s", mode.Perm(), path)})
 	}
 	notes := annotate(f.notes(), d.lines)
-	sortLineErrors(notes)
+	SortLineErrors(notes)
 	if len(d.errs) > 0 {
-		sortLineErrors(problems)
-		return configReport{Problems: problems, Notes: notes}
+		SortLineErrors(problems)
+		return Report{Problems: problems, Notes: notes}
 	}
 	c, errs := f.convert(path)
 	errs = append(errs, c.validate()...)
 	problems = append(problems, annotate(errs, d.lines)...)
-	sortLineErrors(problems)
+	SortLineErrors(problems)
 	if len(problems) > 0 {
-		return configReport{Problems: problems, Notes: notes}
+		return Report{Problems: problems, Notes: notes}
 	}
 	if c.joinNote != nil {
 		notes = append(notes, annotate([]error{c.joinNote}, d.lines)...)
-		sortLineErrors(notes)
+		SortLineErrors(notes)
 	}
 	c.Notes = notes
-	return configReport{Config: c, Notes: notes}
+	return Report{Config: c, Notes: notes}
 }
 
-func configError(path string, errs []*lineError) error {
+func configError(path string, errs []*LineError) error {
 	msgs := make([]string, len(errs))
 	for i, e := range errs {
 		msgs[i] = e.Error()
@@ -191,17 +193,17 @@ func configError(path string, errs []*lineError) error {
 
 // annotate turns FieldErrors into lineErrors, finding the line of the key
 // (or of its nearest parent present in the file).
-func annotate(errs []error, lines map[string]int) []*lineError {
-	var out []*lineError
+func annotate(errs []error, lines map[string]int) []*LineError {
+	var out []*LineError
 	for _, err := range errs {
 		for _, e := range flatten(err) {
 			var fe *conf.FieldError
 			if !errors.As(e, &fe) {
-				out = append(out, &lineError{msg: e.Error()})
+				out = append(out, &LineError{Msg: e.Error()})
 				continue
 			}
 			p := strings.TrimPrefix(fe.Path, "^")
-			out = append(out, &lineError{line: lineOf(p, lines), path: p, msg: fe.Err.Error()})
+			out = append(out, &LineError{Line: LineOf(p, lines), Path: p, Msg: fe.Err.Error()})
 		}
 	}
 	return out
@@ -218,7 +220,9 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
-func lineOf(p string, lines map[string]int) int {
+// LineOf is the line of key path p in a file whose keys are at lines, or
+// of its nearest parent found there; 0 if none is.
+func LineOf(p string, lines map[string]int) int {
 	for p != "" {
 		if l, ok := lines[p]; ok {
 			return l
@@ -232,13 +236,13 @@ func lineOf(p string, lines map[string]int) int {
 	return 0
 }
 
-func (f *fileConfig) hasSecrets() bool {
+func (f *File) hasSecrets() bool {
 	secrets := []conf.Secret{f.Raft.Token}
 	if a := f.RestAPI.Authentication; a != nil {
 		secrets = append(secrets, a.Password)
 	}
 	if pg := f.PostgreSQL; pg != nil {
-		for _, a := range []*fileAuth{pg.Authentication.Superuser, pg.Authentication.Replication, pg.Authentication.Rewind} {
+		for _, a := range []*Auth{pg.Authentication.Superuser, pg.Authentication.Replication, pg.Authentication.Rewind} {
 			if a != nil {
 				secrets = append(secrets, a.Password)
 			}
@@ -259,13 +263,13 @@ func (f *fileConfig) hasSecrets() bool {
 
 // convert builds each package's Config from the file. Errors here are
 // about values that cannot even be converted (a malformed peer).
-func (f *fileConfig) convert(path string) (*agentConfig, []error) {
+func (f *File) convert(path string) (*Agent, []error) {
 	var errs []error
-	c := &agentConfig{
+	c := &Agent{
 		Path: path, Scope: f.Scope, Name: f.Name, DataDir: f.DataDir, Join: f.Raft.Join,
 		Raft: raftstore.DefaultConfig(), Cluster: raftstore.DefaultClusterConfig(), API: api.DefaultConfig(),
 		Postgres: pgmanager.DefaultConfig(), Tags: raftstore.DefaultTags(), Watchdog: failover.DefaultWatchdogConfig(),
-		Log: logConfig{Level: logLevel(valueOr(f.Log.Level, "info")), Format: valueOr(f.Log.Format, "text")},
+		Log: Log{Level: logLevel(cmp.Or(f.Log.Level, "info")), Format: cmp.Or(f.Log.Format, "text")},
 	}
 	c.Raft.NodeID, c.Raft.Listen, c.Raft.Advertise = f.Name, f.Raft.Listen, f.Raft.Advertise
 	c.Raft.AuditKeyFile = f.Raft.AuditKeyFile
@@ -304,12 +308,12 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 	if f.Tags.FailoverPriority != nil {
 		c.Tags.FailoverPriority = *f.Tags.FailoverPriority
 	}
-	c.Watchdog.Mode = valueOr(f.Watchdog.Mode, c.Watchdog.Mode)
-	c.Watchdog.Device = valueOr(f.Watchdog.Device, c.Watchdog.Device)
+	c.Watchdog.Mode = cmp.Or(f.Watchdog.Mode, c.Watchdog.Mode)
+	c.Watchdog.Device = cmp.Or(f.Watchdog.Device, c.Watchdog.Device)
 	c.Backup = backup.DefaultConfig()
 	if b := f.Backup; b != nil {
 		c.Backup.Stanza, c.Backup.RepoPath, c.Backup.Options = b.Stanza, b.RepoPath, b.Options
-		c.Backup.Bin = valueOr(b.Bin, c.Backup.Bin)
+		c.Backup.Bin = cmp.Or(b.Bin, c.Backup.Bin)
 		c.Backup.ConfigFile, c.Backup.LogPath = b.ConfigFile, b.LogPath
 		if sv := b.Server; sv != nil {
 			c.Backup.Server = backup.ServerConfig{Listen: sv.Listen, CAFile: sv.CAFile, CertFile: sv.CertFile, KeyFile: sv.KeyFile}
@@ -318,7 +322,7 @@ func (f *fileConfig) convert(path string) (*agentConfig, []error) {
 	return c, errs
 }
 
-func (f *fileConfig) convertAPI(c *agentConfig) []error {
+func (f *File) convertAPI(c *Agent) []error {
 	r := f.RestAPI
 	c.API.Listen, c.API.ConnectAddress, c.API.Token = r.Listen, r.ConnectAddress, f.Raft.Token
 	c.API.Allowlist, c.API.AllowlistIncludeMembers = slices.Clone(r.Allowlist), r.AllowlistIncludeMembers
@@ -348,7 +352,7 @@ func (f *fileConfig) convertAPI(c *agentConfig) []error {
 
 // pgHba is bootstrap.pg_hba, or Patroni's postgresql.pg_hba in its place:
 // raftgres has one list of pg_hba lines. Both set and different is an error.
-func (f *fileConfig) pgHba() ([]string, error) {
+func (f *File) pgHba() ([]string, error) {
 	hba := f.Bootstrap.PgHba
 	if f.PostgreSQL == nil || len(f.PostgreSQL.PgHba) == 0 {
 		return hba, nil
@@ -364,7 +368,7 @@ func (f *fileConfig) pgHba() ([]string, error) {
 }
 
 // notes are the keys accepted for Patroni's sake that have no effect.
-func (f *fileConfig) notes() []error {
+func (f *File) notes() []error {
 	pg := f.PostgreSQL
 	if pg == nil {
 		return nil
@@ -405,24 +409,12 @@ func logLevel(v string) string {
 	return v
 }
 
-func (f *fileConfig) convertDCS(c *agentConfig, hba []string) {
-	d, cc := f.Bootstrap.DCS, &c.Cluster
-	for dst, src := range map[*time.Duration]*conf.Duration{&cc.TTL: d.TTL, &cc.LoopWait: d.LoopWait, &cc.RetryTimeout: d.RetryTimeout,
-		&cc.DetectionWindow: d.DetectionWindow} {
-		if src != nil {
-			*dst = src.D()
-		}
-	}
-	setIf(&cc.MaximumLagOnFailover, d.MaximumLagOnFailover)
-	setIf(&cc.SynchronousMode, d.SynchronousMode)
-	setIf(&cc.SynchronousModeStrict, d.SynchronousModeStrict)
-	setIf(&cc.PostgreSQL.UsePgRewind, d.PostgreSQL.UsePgRewind)
-	setIf(&cc.PostgreSQL.UseSlots, d.PostgreSQL.UseSlots)
-	cc.PostgreSQL.Parameters = scalars(d.PostgreSQL.Parameters)
-	cc.PostgreSQL.PgHba = slices.Clone(hba)
+func (f *File) convertDCS(c *Agent, hba []string) {
+	c.Cluster = f.Bootstrap.DCS.Config()
+	c.Cluster.PostgreSQL.PgHba = slices.Clone(hba)
 }
 
-func (f *fileConfig) convertPostgres(c *agentConfig, hba []string) {
+func (f *File) convertPostgres(c *Agent, hba []string) {
 	p := &c.Postgres
 	p.PgHba = slices.Clone(hba)
 	if len(f.Bootstrap.Initdb) > 0 {
@@ -437,7 +429,7 @@ func (f *fileConfig) convertPostgres(c *agentConfig, hba []string) {
 		}
 		p.Users[name] = pgmanager.User{Password: u.Password, Options: u.Options}
 	}
-	p.BootstrapMethod = valueOr(f.Bootstrap.Method, p.BootstrapMethod)
+	p.BootstrapMethod = cmp.Or(f.Bootstrap.Method, p.BootstrapMethod)
 	if t := f.Bootstrap.PgBackRest; t != nil {
 		p.RecoveryTarget = pgmanager.RecoveryTarget{Time: t.TargetTime, LSN: t.TargetLSN, Name: t.TargetName, Set: t.Set}
 	}
@@ -453,7 +445,7 @@ func (f *fileConfig) convertPostgres(c *agentConfig, hba []string) {
 	if pg.BinDir != "" {
 		p.BinDir = pg.BinDir
 	}
-	for dst, src := range map[*pgmanager.Credentials]*fileAuth{&p.Superuser: pg.Authentication.Superuser,
+	for dst, src := range map[*pgmanager.Credentials]*Auth{&p.Superuser: pg.Authentication.Superuser,
 		&p.Replication: pg.Authentication.Replication, &p.Rewind: pg.Authentication.Rewind} {
 		if src != nil {
 			if src.Username != "" {
@@ -482,7 +474,7 @@ func checkNotGateName(name string) error {
 }
 
 // validate runs every section's own validation, with section paths.
-func (c *agentConfig) validate() []error {
+func (c *Agent) validate() []error {
 	var errs []error
 	check := func(prefix string, err error) {
 		if err != nil {
@@ -565,13 +557,7 @@ func (c *agentConfig) validate() []error {
 
 var hclogLevels = map[string]bool{"trace": true, "debug": true, "info": true, "warn": true, "error": true}
 
-func setIf[T any](dst *T, src *T) {
-	if src != nil {
-		*dst = *src
-	}
-}
-
-func scalars(m map[string]scalar) map[string]string {
+func scalars(m map[string]raftstore.Param) map[string]string {
 	if len(m) == 0 {
 		return nil
 	}
@@ -580,11 +566,4 @@ func scalars(m map[string]scalar) map[string]string {
 		out[k] = string(v)
 	}
 	return out
-}
-
-func valueOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }

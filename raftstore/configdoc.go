@@ -1,0 +1,129 @@
+package raftstore
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"raftgres/internal/conf"
+)
+
+// ConfigDoc is the dynamic configuration as people write it, in
+// patroni.yml's terms: the config file's bootstrap.dcs (YAML) and the REST
+// API's /config (JSON). Durations are seconds (a number, or a string such
+// as "300ms"); PostgreSQL parameters are strings, numbers or booleans. A
+// key left out takes its default (Config). Pause and Version exist only
+// in /config (Version is read only).
+type ConfigDoc struct {
+	TTL                   *conf.Duration `yaml:"ttl,omitempty" json:"ttl,omitempty"`
+	LoopWait              *conf.Duration `yaml:"loop_wait,omitempty" json:"loop_wait,omitempty"`
+	RetryTimeout          *conf.Duration `yaml:"retry_timeout,omitempty" json:"retry_timeout,omitempty"`
+	DetectionWindow       *conf.Duration `yaml:"detection_window,omitempty" json:"detection_window,omitempty"`
+	MaximumLagOnFailover  *int64         `yaml:"maximum_lag_on_failover,omitempty" json:"maximum_lag_on_failover,omitempty"`
+	SynchronousMode       *bool          `yaml:"synchronous_mode,omitempty" json:"synchronous_mode,omitempty"`
+	SynchronousModeStrict *bool          `yaml:"synchronous_mode_strict,omitempty" json:"synchronous_mode_strict,omitempty"`
+	Pause                 *bool          `yaml:"-" json:"pause,omitempty"`
+	PostgreSQL            *PGConfigDoc   `yaml:"postgresql,omitempty" json:"postgresql,omitempty"`
+	Version               *uint64        `yaml:"-" json:"version,omitempty"`
+}
+
+// PGConfigDoc is the postgresql: part of ConfigDoc. The config file has
+// its pg_hba lines in bootstrap.pg_hba, not here.
+type PGConfigDoc struct {
+	UsePgRewind *bool            `yaml:"use_pg_rewind,omitempty" json:"use_pg_rewind,omitempty"`
+	UseSlots    *bool            `yaml:"use_slots,omitempty" json:"use_slots,omitempty"`
+	Parameters  map[string]Param `yaml:"parameters,omitempty" json:"parameters,omitempty"`
+	PgHba       []string         `yaml:"-" json:"pg_hba,omitempty"`
+}
+
+// Param is a PostgreSQL parameter value, kept as its text: a YAML scalar
+// (100, on, '64MB'), or a JSON string, number or boolean (on/off).
+type Param string
+
+// UnmarshalYAML takes any scalar.
+func (p *Param) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return errors.New("must be a single value")
+	}
+	*p = Param(n.Value)
+	return nil
+}
+
+// UnmarshalJSON takes a string, a number or a boolean (on/off).
+func (p *Param) UnmarshalJSON(b []byte) error {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return err
+	}
+	switch x := v.(type) {
+	case string:
+		*p = Param(x)
+	case json.Number:
+		*p = Param(x.String())
+	case bool:
+		*p = "off"
+		if x {
+			*p = "on"
+		}
+	default:
+		return fmt.Errorf("parameter value %s is not a string, number or boolean", b)
+	}
+	return nil
+}
+
+// DocOf is c as a document with every key set (what /config shows).
+func DocOf(c ClusterConfig) ConfigDoc {
+	ttl, lw, rt, dw := conf.Duration(c.TTL), conf.Duration(c.LoopWait), conf.Duration(c.RetryTimeout), conf.Duration(c.Detection())
+	lag, sm, sms, pause, ver := c.MaximumLagOnFailover, c.SynchronousMode, c.SynchronousModeStrict, c.Pause, c.Version
+	rw, slots := c.PostgreSQL.UsePgRewind, c.PostgreSQL.UseSlots
+	pg := &PGConfigDoc{UsePgRewind: &rw, UseSlots: &slots, PgHba: slices.Clone(c.PostgreSQL.PgHba)}
+	if len(c.PostgreSQL.Parameters) > 0 {
+		pg.Parameters = map[string]Param{}
+		for k, v := range c.PostgreSQL.Parameters {
+			pg.Parameters[k] = Param(v)
+		}
+	}
+	return ConfigDoc{TTL: &ttl, LoopWait: &lw, RetryTimeout: &rt, DetectionWindow: &dw, MaximumLagOnFailover: &lag,
+		SynchronousMode: &sm, SynchronousModeStrict: &sms, Pause: &pause, PostgreSQL: pg, Version: &ver}
+}
+
+// Config is the ClusterConfig the document describes: keys it leaves out
+// take their defaults (DefaultClusterConfig). Version is not taken over.
+func (d ConfigDoc) Config() ClusterConfig {
+	c := DefaultClusterConfig()
+	for dst, src := range map[*time.Duration]*conf.Duration{&c.TTL: d.TTL, &c.LoopWait: d.LoopWait,
+		&c.RetryTimeout: d.RetryTimeout, &c.DetectionWindow: d.DetectionWindow} {
+		if src != nil {
+			*dst = src.D()
+		}
+	}
+	setIf(&c.MaximumLagOnFailover, d.MaximumLagOnFailover)
+	setIf(&c.SynchronousMode, d.SynchronousMode)
+	setIf(&c.SynchronousModeStrict, d.SynchronousModeStrict)
+	setIf(&c.Pause, d.Pause)
+	if p := d.PostgreSQL; p != nil {
+		setIf(&c.PostgreSQL.UsePgRewind, p.UsePgRewind)
+		setIf(&c.PostgreSQL.UseSlots, p.UseSlots)
+		if len(p.Parameters) > 0 {
+			c.PostgreSQL.Parameters = map[string]string{}
+			for k, v := range p.Parameters {
+				c.PostgreSQL.Parameters[k] = string(v)
+			}
+		}
+		c.PostgreSQL.PgHba = slices.Clone(p.PgHba)
+	}
+	return c
+}
+
+func setIf[T any](dst, src *T) {
+	if src != nil {
+		*dst = *src
+	}
+}
