@@ -563,7 +563,7 @@ func TestRaftOnlyEndpoints(t *testing.T) {
 
 func TestHealthWithMember(t *testing.T) {
 	st := startStore(t)
-	// The api package may not import pgmanager (DESIGN.md): fill PG field by field.
+	// The api package may not import pgmanager (docs/design.md): fill PG field by field.
 	local := failover.Local{Member: "n1", HasData: true, ObservedAt: time.Now()}
 	local.PG.Running, local.PG.InRecovery, local.PG.Timeline, local.PG.Version = true, true, 4, "16.2"
 	local.PG.ReceivedLSN, local.PG.ReplayedLSN = 0x3000060, 0x3000000

@@ -20,7 +20,7 @@ import (
 )
 
 // addReplica adds a pg_stat_replication row to a primary's status (api
-// may not name pgmanager's types: DESIGN.md's layering).
+// may not name pgmanager's types: docs/design.md's layering).
 func addReplica(l *failover.Local, name string, flush, replay uint64) {
 	n := len(l.PG.Replicas)
 	l.PG.Replicas = slices.Grow(l.PG.Replicas, 1)[:n+1]

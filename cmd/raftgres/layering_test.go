@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// allowedImports is DESIGN.md's layering: which project packages each
+// allowedImports is docs/design.md's layering: which project packages each
 // project package may import. Imports flow one way: internal/* are leaves;
 // config may import each package it converts the file into; agent imports
 // config and everything it wires; nothing but cmd/raftgres imports agent,
@@ -61,12 +61,12 @@ func TestImportLayering(t *testing.T) {
 		}
 		allowed, known := allowedImports[pkg]
 		if !known {
-			t.Errorf("package %s is not in the layering table of DESIGN.md (add it here and there)", pkg)
+			t.Errorf("package %s is not in the layering table of docs/design.md (add it here and there)", pkg)
 			continue
 		}
 		for _, imp := range append(imports, testImports...) {
 			if strings.HasPrefix(imp, "raftgres/") && imp != pkg && !slices.Contains(allowed, imp) {
-				t.Errorf("%s imports %s: not allowed by DESIGN.md's layering", pkg, imp)
+				t.Errorf("%s imports %s: not allowed by docs/design.md's layering", pkg, imp)
 			}
 		}
 	}
