@@ -16,7 +16,7 @@ import (
 	"raftgres/raftstore"
 )
 
-// File is the config file as written (docs/design.md, "Config file"). Pointers
+// File is the config file as written (docs/configuration.md). Pointers
 // mark keys whose absence means "use the default"; omitempty lets a File
 // built in Go (the demo, the tests) marshal into a file that loads.
 type File struct {
