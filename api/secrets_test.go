@@ -17,6 +17,7 @@ import (
 
 	"raftgres/failover"
 	"raftgres/internal/conf"
+	"raftgres/internal/testutil"
 	"raftgres/raftstore"
 )
 
@@ -71,7 +72,7 @@ func (r *recordingRotator) calls() []RotateRequest {
 }
 
 // rotateServer serves an API over st with opts, logging into logs.
-func rotateServer(t *testing.T, st *fakeStore, logs *syncBuffer, opts ...Option) string {
+func rotateServer(t *testing.T, st *fakeStore, logs *testutil.SyncBuffer, opts ...Option) string {
 	t.Helper()
 	logger := hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
 	srv, err := New(adminConfig(), "test", st, NewProposer(st, ClientOptions{Token: testToken}, logger), logger, opts...)
@@ -81,23 +82,6 @@ func rotateServer(t *testing.T, st *fakeStore, logs *syncBuffer, opts ...Option)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return hs.URL
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestRotateEndpoint(t *testing.T) {
@@ -151,7 +135,7 @@ func TestRotateEndpoint(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs testutil.SyncBuffer
 			rot := &recordingRotator{err: tc.rotErr}
 			var opts []Option
 			if tc.local != nil {
@@ -200,7 +184,7 @@ func TestRotateEndpoint(t *testing.T) {
 func TestClientRotateSecret(t *testing.T) {
 	st := startStore(t)
 	rot := &recordingRotator{}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	base := rotateServer(t, st, &logs, WithSecretRotator(rot.rotate))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

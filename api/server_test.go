@@ -5,46 +5,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"raftgres/internal/conf"
+	"raftgres/internal/testutil"
 	"raftgres/raftstore"
 )
 
 const testToken = "t0ken"
 
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[string]bool{}
-)
-
 // freePort returns a free 127.0.0.1 address never handed out before in
 // this process: ports are chosen before the stores bind them.
 func freePort(t testing.TB) string {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		_ = ln.Close()
-		if !portsUsed[addr] {
-			portsUsed[addr] = true
-			return addr
-		}
-	}
+	return fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 }
 
 // newRealNode starts a single-node raft store over real TCP, with its API

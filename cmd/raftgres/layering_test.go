@@ -22,7 +22,7 @@ var allowedImports = map[string][]string{
 	"raftgres/pgmanager": {leafConf, leafBoottime, leafFsutil, leafTestutil},
 	"raftgres/backup":    {leafConf, leafFsutil},
 	"raftgres/failover":  {leafConf, leafBoottime, "raftgres/raftstore", "raftgres/pgmanager"},
-	"raftgres/api":       {leafConf, "raftgres/raftstore", "raftgres/failover"},
+	"raftgres/api":       {leafConf, "raftgres/raftstore", "raftgres/failover", "raftgres/internal/testutil"},
 
 	// The file converts into each package's Config.
 	"raftgres/config":         {leafConf, "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover", "raftgres/api"},
