@@ -43,6 +43,9 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
+// After waits on real time: unit tests move the clock themselves.
+func (c *fakeClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

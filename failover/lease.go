@@ -9,11 +9,16 @@ import (
 	"raftgres/raftstore"
 )
 
-// Clock reads the time. The supervisor and the coordinator read every
-// instant through one, so unit tests can drive lease arithmetic without
-// sleeping.
+// Clock reads the time and paces waits. The supervisor and the
+// coordinator read every instant through one, so unit tests can drive
+// lease arithmetic without sleeping; the supervisor's waits inside an
+// action (renewWhile's pacing, a switchover's polling and deadlines) wait
+// through After, so the simulator runs them on its virtual clock
+// (TestSimSweep drives switchover and manual failover through them).
 type Clock interface {
 	Now() time.Time
+	// After delivers the time once d has passed.
+	After(d time.Duration) <-chan time.Time
 }
 
 // realClock is CLOCK_BOOTTIME (internal/boottime): unlike Go's monotonic
@@ -23,6 +28,10 @@ type Clock interface {
 type realClock struct{}
 
 func (realClock) Now() time.Time { return boottime.Now() }
+
+// After paces polling on Go's timers: a deadline is always checked
+// against Now, so a suspend that stretches one wait ends no lease late.
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Now reads the clock the supervisor stamps Local with (LeaseUntil,
 // ObservedAt): compare those with it, not with time.Now.

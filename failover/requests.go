@@ -182,29 +182,44 @@ func (s *Supervisor) applyConfig(ctx context.Context, st raftstore.State, pgst p
 	}
 }
 
-// renewWhile runs f in another goroutine and, when holder, keeps renewing
-// the leader key every loop_wait from this one until f returns: a primary
-// restarting on request keeps its key instead of being failed over. The
-// supervisor's own state is touched only here.
+// renewWhile runs f beside the loop (runAction) and, when holder, keeps
+// renewing the leader key every loop_wait from this goroutine until f
+// returns: a primary restarting on request keeps its key instead of being
+// failed over. The supervisor's own state is touched only here.
 func (s *Supervisor) renewWhile(ctx context.Context, holder bool, f func() error) error {
 	if !holder {
 		return f()
 	}
-	done := make(chan error, 1)
-	go func() { done <- f() }()
+	done := s.runAction(f)
 	for {
 		st := s.store.State()
 		if st.Leader.Holder != s.cfg.Member {
 			return <-done
 		}
 		s.renew(ctx, st)
+		select {
+		case err := <-done: // already over: no wait on the clock
+			return err
+		default:
+		}
 		// Renew at least every loop_wait and well inside the lease.
-		t := time.NewTimer(max(min(st.Config.LoopWait, Margin(st.Config.TTL)/2), 10*time.Millisecond))
 		select {
 		case err := <-done:
-			t.Stop()
 			return err
-		case <-t.C:
+		case <-s.clock.After(max(min(st.Config.LoopWait, Margin(st.Config.TTL)/2), 10*time.Millisecond)):
 		}
 	}
+}
+
+// runAction runs f in a goroutine of its own and delivers its result
+// (the simulator's act runs f at once instead: its PostgreSQL answers in
+// no time, and a goroutine would make a schedule's replay depend on the
+// Go scheduler).
+func (s *Supervisor) runAction(f func() error) <-chan error {
+	if s.act != nil {
+		return s.act(f)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	return done
 }

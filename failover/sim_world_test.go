@@ -683,3 +683,6 @@ func (w *simWorld) logger(name string) hclog.Logger {
 	var out io.Writer = simLogWriter{w: w, name: name}
 	return hclog.New(&hclog.LoggerOptions{Output: out, Level: hclog.Info, DisableTime: true})
 }
+
+// After waits on real time (no supervisor wait is simulated yet).
+func (c simClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -85,7 +85,10 @@ type Supervisor struct {
 
 	local atomic.Pointer[Local]
 	reqs  chan request
-	wd    *watchdog // nil when watchdog.mode is off (or automatic and unusable)
+	// act, when set, runs renewWhile's action instead of a goroutine
+	// (runAction).
+	act func(f func() error) <-chan error
+	wd  *watchdog // nil when watchdog.mode is off (or automatic and unusable)
 }
 
 // NewSupervisor returns a supervisor; Run starts it.

@@ -130,7 +130,7 @@ func (s *Supervisor) waitStreamingFrom(ctx context.Context, target string, timeo
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(50 * time.Millisecond): // polling pg_stat_replication
+		case <-s.clock.After(50 * time.Millisecond): // polling pg_stat_replication
 		}
 	}
 }
@@ -159,28 +159,29 @@ func (s *Supervisor) handKey(ctx context.Context, target string, epoch, rev uint
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-s.clock.After(50 * time.Millisecond):
 		}
 	}
 }
 
-// waitCaughtUp waits until target reports WAL received past lsn, renewing
-// the key meanwhile so the coordinator does not elect someone else.
+// waitCaughtUp waits up to timeout (on the supervisor's clock) until
+// target reports WAL received past lsn, renewing the key meanwhile so the
+// coordinator does not elect someone else.
 func (s *Supervisor) waitCaughtUp(ctx context.Context, target string, lsn uint64, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
+	deadline := s.clock.Now().Add(timeout)
 	for {
 		st := s.store.State()
 		if m, ok := st.Members[target]; ok && max(m.Status.ReceivedLSN, m.Status.ReplayedLSN) > lsn {
 			return nil
 		}
+		if !s.clock.Now().Before(deadline) {
+			return fmt.Errorf("%s did not receive WAL past %s within %s", target, pgmanager.FormatLSN(lsn), timeout)
+		}
 		s.renew(ctx, st)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s did not receive WAL past %s: %w", target, pgmanager.FormatLSN(lsn), ctx.Err())
-		case <-tick.C:
+		case <-s.clock.After(20 * time.Millisecond):
 		}
 	}
 }
