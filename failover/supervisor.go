@@ -29,8 +29,11 @@ type Config struct {
 	// MaxCrashes is how many unexpected PostgreSQL exits in a row the
 	// holder tolerates before releasing the leader key.
 	MaxCrashes int
-	// Watchdog arms a Linux watchdog while this member is primary.
+	// Watchdog arms a hardware watchdog while this member is primary.
 	Watchdog WatchdogConfig
+	// WatchdogDevice is that watchdog (internal/watchdog's Linux driver in
+	// the agent); unused when Watchdog.Mode is off.
+	WatchdogDevice Watchdog
 }
 
 // Supervisor runs on every node: observe → decide → act → report. Its
@@ -88,7 +91,7 @@ type Supervisor struct {
 	// act, when set, runs renewWhile's action instead of a goroutine
 	// (runAction).
 	act func(f func() error) <-chan error
-	wd  *watchdog // nil when watchdog.mode is off (or automatic and unusable)
+	wd  Watchdog // nil when watchdog.mode is off (or automatic and unusable)
 }
 
 // NewSupervisor returns a supervisor; Run starts it.
@@ -102,7 +105,10 @@ func NewSupervisor(cfg Config, pg Postgres, store Store, proposer Proposer, logg
 	sup := &Supervisor{cfg: cfg, pg: pg, store: store, proposer: proposer, logger: logger.Named(SupervisorLoggerName),
 		clock: realClock{}, lease: newLease(), reqs: make(chan request), seen: reportClock{}}
 	if m := cfg.Watchdog.Mode; m == WatchdogAutomatic || m == WatchdogRequired {
-		sup.wd = &watchdog{device: cfg.Watchdog.Device}
+		sup.wd = cfg.WatchdogDevice
+		if sup.wd == nil {
+			sup.wd = noWatchdog{}
+		}
 	}
 	return sup
 }
@@ -204,8 +210,8 @@ func (s *Supervisor) shutdown() {
 	} else if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
 		s.logger.Error("stop postgres on shutdown", "error", err)
 	}
-	if s.wd != nil && s.wd.armed() && !s.pg.Running() {
-		s.wd.disarm()
+	if s.wd != nil && s.wd.Armed() && !s.pg.Running() {
+		s.wd.Disarm()
 		s.logger.Info("watchdog disarmed: postgres stopped")
 	}
 }
@@ -421,14 +427,14 @@ func (s *Supervisor) callbacks(pgst pgmanager.Status) {
 // one that freezes is reset before anyone else may be promoted
 // (WatchdogTimeout). A renewal slower than FenceBudget/2 feeds nothing.
 func (s *Supervisor) feedWatchdog(st raftstore.State) {
-	if s.wd == nil || !s.wd.armed() {
+	if s.wd == nil || !s.wd.Armed() {
 		return
 	}
 	sent, _, _, _ := s.lease.snapshot()
 	if !s.lease.valid(st, s.cfg.Member, s.clock.Now()) || s.clock.Now().Sub(sent) > FenceBudget/2 {
 		return
 	}
-	if err := s.wd.keepalive(); err != nil {
+	if err := s.wd.Keepalive(); err != nil {
 		s.logger.Error("watchdog keepalive failed", "error", err)
 	}
 }
@@ -443,18 +449,18 @@ func (s *Supervisor) tendWatchdog(ctx context.Context, st raftstore.State, pgst 
 	}
 	primary := st.Leader.Holder == s.cfg.Member && pgst.Running && !pgst.InRecovery
 	switch {
-	case !primary && s.wd.armed():
-		s.wd.disarm()
+	case !primary && s.wd.Armed():
+		s.wd.Disarm()
 		s.logger.Info("watchdog disarmed: not primary any more")
-	case primary && s.lease.valid(st, s.cfg.Member, s.clock.Now()) && !s.wd.armed():
+	case primary && s.lease.valid(st, s.cfg.Member, s.clock.Now()) && !s.wd.Armed():
 		timeout, ok := WatchdogTimeout(st.Config.TTL)
 		err := fmt.Errorf("%w: ttl %s leaves no whole-second timeout (use ttl ≥ 5s)", ErrWatchdog, st.Config.TTL)
 		if ok {
-			err = s.wd.arm(timeout)
+			err = s.wd.Arm(timeout)
 		}
 		if err == nil {
 			s.feedWatchdog(st)
-			s.logger.Info("watchdog armed", "device", s.wd.device, "timeout", timeout)
+			s.logger.Info("watchdog armed", "device", s.wd.String(), "timeout", timeout)
 			return
 		}
 		if s.cfg.Watchdog.Mode == WatchdogRequired {
@@ -798,7 +804,7 @@ var ErrLeaseShort = errors.New("lease too short")
 // this member's lease.
 func (s *Supervisor) promote(ctx context.Context, st raftstore.State) error {
 	if s.wd != nil && s.cfg.Watchdog.Mode == WatchdogRequired {
-		if err := WatchdogUsable(s.wd.device); err != nil {
+		if err := s.wd.Usable(); err != nil {
 			if rerr := s.stopAndRelease(ctx, st, pgmanager.StopFast, "watchdog required: "+err.Error()); rerr != nil {
 				s.logger.Error("giving up the leader key", "error", rerr)
 			}

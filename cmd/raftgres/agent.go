@@ -17,6 +17,7 @@ import (
 	"raftgres/api"
 	"raftgres/failover"
 	"raftgres/internal/conf"
+	"raftgres/internal/watchdog"
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
@@ -110,10 +111,11 @@ func runAgent(ctx context.Context, cfg *agentConfig, logger hclog.Logger) error 
 			return err
 		}
 		apiOpts = append(apiOpts, api.WithSecretRotator(rot.Rotate))
-		if cfg.Tags, err = cfg.Watchdog.MemberTags(cfg.Tags); err != nil {
+		wd := watchdog.New(cfg.Watchdog.Device)
+		if cfg.Tags, err = cfg.Watchdog.MemberTags(cfg.Tags, wd); err != nil {
 			logger.Error("this member will never be promoted", "device", cfg.Watchdog.Device, "error", err)
 		}
-		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags, Watchdog: cfg.Watchdog},
+		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags, Watchdog: cfg.Watchdog, WatchdogDevice: wd},
 			pg, store, proposer, logger)
 		apiOpts = append(apiOpts, api.WithMember(a.sup))
 		if br != nil && br.ServerEnabled() {

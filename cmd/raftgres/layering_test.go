@@ -13,6 +13,7 @@ import (
 var allowedImports = map[string][]string{
 	"raftgres/internal/conf":     {},
 	"raftgres/internal/boottime": {},
+	"raftgres/internal/watchdog": {}, // the Linux watchdog driver; only cmd wires it
 	"raftgres/raftstore":         {"raftgres/internal/conf"},
 	"raftgres/pgmanager":         {"raftgres/internal/conf", "raftgres/internal/boottime"},
 	"raftgres/backup":            {"raftgres/internal/conf"},
