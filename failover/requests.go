@@ -66,7 +66,7 @@ func (s *Supervisor) serve(ctx context.Context, r Request) error {
 	if !s.pg.HasDataDir() && r.Kind != RequestReinit {
 		return fmt.Errorf("%w: %s of %s: no data directory yet", ErrRequestRefused, r.Kind, s.cfg.Member)
 	}
-	upstream := s.upstream
+	upstream := s.standby.upstream
 	if !holder && upstream == "" {
 		upstream = st.Leader.Holder
 	}
@@ -108,7 +108,7 @@ func (s *Supervisor) serve(ctx context.Context, r Request) error {
 			return err
 		}
 		s.crash.acted(false, s.clock.Now())
-		s.sysid, s.rewindFailed, s.rewoundFails, s.rewound, s.startFailed, s.upstream = "", false, 0, false, false, ""
+		s.sysid, s.standby.rewindFailed, s.standby.rewoundFails, s.standby.rewound, s.standby.startFailed, s.standby.upstream = "", false, 0, false, false, ""
 		return s.pg.Reclone(ctx, src)
 	case RequestRewind:
 		return s.rewindOnRequest(ctx, st, r.ReinitOnFailure)
@@ -140,23 +140,23 @@ func (s *Supervisor) rewindOnRequest(ctx context.Context, st raftstore.State, re
 		return err
 	}
 	s.crash.acted(false, s.clock.Now())
-	s.upstream, s.startFailed = "", false
+	s.standby.upstream, s.standby.startFailed = "", false
 	if err := s.pg.Rewind(ctx, src); err != nil {
 		if !reinit || errors.Is(err, pgmanager.ErrRewindSourceUnavailable) {
 			return fmt.Errorf("rewind of %s failed (it stays stopped; the supervisor retries on its own, or ask again with --reinit-on-failure to reclone): %w", s.cfg.Member, err)
 		}
 		s.logger.Warn("rewind failed: recloning on request", "from", holder, "error", err)
-		s.sysid, s.rewindFailed, s.rewoundFails, s.rewound = "", false, 0, false
+		s.sysid, s.standby.rewindFailed, s.standby.rewoundFails, s.standby.rewound = "", false, 0, false
 		if err := s.pg.Reclone(ctx, src); err != nil {
 			return fmt.Errorf("reclone of %s after a failed rewind: %w", s.cfg.Member, err)
 		}
 	} else {
-		s.rewound = true
+		s.standby.rewound = true
 	}
 	if err := s.pg.Start(ctx, src); err != nil {
 		return fmt.Errorf("start %s as a standby of %s after the rewind: %w", s.cfg.Member, holder, err)
 	}
-	s.upstream = holder
+	s.standby.upstream = holder
 	s.logger.Info("rewound on request and started as a standby", "primary", holder)
 	return nil
 }
@@ -164,10 +164,10 @@ func (s *Supervisor) rewindOnRequest(ctx context.Context, st raftstore.State, re
 // applyConfig reloads a running PostgreSQL after the cluster
 // configuration changed (parameters, pg_hba).
 func (s *Supervisor) applyConfig(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
-	if !pgst.Running || pgst.Error != "" || st.Config.Version == s.confVersion || (pgst.InRecovery && s.upstream == "") {
+	if !pgst.Running || pgst.Error != "" || st.Config.Version == s.confVersion || (pgst.InRecovery && s.standby.upstream == "") {
 		return
 	}
-	d, err := s.desired(st, s.upstream, pgst.InRecovery)
+	d, err := s.desired(st, s.standby.upstream, pgst.InRecovery)
 	if err != nil {
 		return
 	}

@@ -785,7 +785,7 @@ func (w *simWorld) run() {
 			if !m.woken && !changed && w.now.Before(m.nextCycle) {
 				continue
 			}
-			m.sup.timerWake = !m.woken && !changed
+			m.sup.pacer.timerWake = !m.woken && !changed
 			m.woken = false
 			w.stats.cycles++
 			w.startCycle(m, ctx)

@@ -511,7 +511,7 @@ func TestSteadyHolderRenewsWithoutLookingAtPostgres(t *testing.T) {
 		return n
 	}
 	wait := r.sup.cycle(ctx) // a full round: renews, looks, is steady
-	if !r.sup.wasSteady {
+	if !r.sup.pacer.wasSteady {
 		t.Fatalf("a healthy primary holding the key is not steady")
 	}
 	st := r.store.State()
@@ -520,7 +520,7 @@ func TestSteadyHolderRenewsWithoutLookingAtPostgres(t *testing.T) {
 	}
 	looks, renewals, until := statusCalls(), r.ev.count("commit RenewLeader"), r.sup.Local().LeaseUntil
 	r.clock.Advance(wait)
-	r.sup.timerWake = true
+	r.sup.pacer.timerWake = true
 	r.sup.cycle(ctx)
 	if got := r.ev.count("commit RenewLeader"); got != renewals+1 {
 		t.Fatalf("renewals = %d, want %d", got, renewals+1)
@@ -532,14 +532,14 @@ func TestSteadyHolderRenewsWithoutLookingAtPostgres(t *testing.T) {
 		t.Errorf("the renewal-only round did not publish the new lease: %s, was %s", l.LeaseUntil, until)
 	}
 	// Woken by anything but the timer: a full round.
-	r.sup.timerWake = false
+	r.sup.pacer.timerWake = false
 	r.sup.cycle(ctx)
 	if got := statusCalls(); got != looks+1 {
 		t.Errorf("postgres looked at %d times on a full round, want 1", got-looks)
 	}
 	// Timer only, but ttl/2 since the last look: a full round.
 	r.clock.Advance(st.Config.ReportInterval() / 2)
-	r.sup.timerWake = true
+	r.sup.pacer.timerWake = true
 	r.sup.cycle(ctx)
 	if got := statusCalls(); got != looks+2 {
 		t.Errorf("postgres not looked at ttl/2 after the last look")

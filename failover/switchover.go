@@ -34,9 +34,11 @@ func (s *Supervisor) switchoverDue(st raftstore.State, now time.Time) bool {
 
 // switchoverCandidate is the requested member, else the best ranked one
 // among fresh members (whose reports this host saw change within
-// StaleAfter: no clocks of other hosts are compared, #18). Lag does not disqualify: the
-// hand-over waits until the candidate has everything up to the shutdown
-// checkpoint, so under a steady write load a switchover still succeeds.
+// StaleAfter: no clocks of other hosts are compared;
+// TestSwitchoverCandidateFreshnessUsesThisHostsReportClock). Lag does not
+// disqualify: the hand-over waits until the candidate has everything up to
+// the shutdown checkpoint, so under a steady write load a switchover still
+// succeeds.
 func switchoverCandidate(st raftstore.State, me, requested string, fresh map[string]bool) (string, error) {
 	ranked := RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: me, Candidate: requested, IgnoreLag: true})
 	if len(ranked) == 0 || ranked[0].Why != "" {
@@ -101,14 +103,14 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 	// From the first attempt on, the outcome may be that the key moved:
 	// the lease is over for this member (the gate acknowledges nothing,
 	// and a later cycle starts nothing as primary) until a fresh renewal
-	// confirms the key is still ours (#8).
+	// confirms the key is still ours (TestLostHandOverReplyLeavesNoLeaseToStartOn).
 	_, until, epoch, rev := s.lease.snapshot()
 	s.lease.forget()
 	if err := s.handKey(ctx, target, epoch, rev, until.Add(-FenceBudget)); err != nil {
 		return fmt.Errorf("switchover: hand the key to %s: %w", target, err)
 	}
 	s.lease.reset()
-	s.handedOver = true
+	s.standby.handedOver = true
 	s.clearFailover(ctx, st.Failover, "switchover to "+target+" done")
 	s.logger.Info("switchover: leader key handed over", "member", target, "lsn", pgmanager.FormatLSN(final))
 	return nil
