@@ -370,6 +370,36 @@ func TestStrictModeHolderStartsAndPromotesWithAStandbyRequired(t *testing.T) {
 // holder cut off from the Raft leader, its local FSM still naming it)
 // forgets the lease before the first attempt, so the next cycle starts
 // nothing as primary without a fresh renewal.
+// A holder elected away while frozen (the key moved on in its view by the
+// time its hand-over waits for the candidate to stream) gives the
+// hand-over up at once, leaves the request to the coordinator and does
+// not stop PostgreSQL for it: the next cycle demotes. Waiting out the ttl
+// instead kept a primary, its lease forgotten, acknowledging cancelled
+// commits (the simulator's finding F6).
+func TestHandOverStopsWaitingWhenTheKeyMoves(t *testing.T) {
+	t.Parallel()
+	st := testState("pg1", "pg1", "pg2")
+	st.Failover = &raftstore.FailoverRequest{Kind: "switchover", From: "pg1", To: "pg2"}
+	r := newRig(t, "pg1", st, runningPrimary) // pg2 not streaming
+	r.renew()
+	before := r.store.State()
+	r.store.edit(func(s *raftstore.State) {
+		s.Leader.Holder, s.Leader.Epoch = "pg2", s.Leader.Epoch+1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := r.sup.handOver(ctx, before, "pg2")
+	if !errors.Is(err, errKeyMoved) {
+		t.Fatalf("handOver = %v, want errKeyMoved", err)
+	}
+	if n := r.ev.count("pg Stop"); n != 0 {
+		t.Errorf("postgres stopped %d times by a hand-over the key moved away from", n)
+	}
+	if n := r.prop.count(func(c raftstore.Command) bool { _, ok := c.(raftstore.SetFailover); return ok }); n != 0 {
+		t.Errorf("%d SetFailover proposed: the request is the coordinator's to drop", n)
+	}
+}
+
 func TestLostHandOverReplyLeavesNoLeaseToStartOn(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -70,7 +70,13 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 		s.clearFailover(ctx, st.Failover, err.Error())
 		return err
 	}
-	if !s.waitStreamingFrom(ctx, target, st.Config.TTL) {
+	if !s.waitStreamingFrom(ctx, target, st.Leader.Epoch, st.Config.TTL) {
+		if s.keyMoved(st.Leader.Epoch) {
+			// Elected away meanwhile (this holder was cut off or
+			// frozen): the next cycle demotes at once; the coordinator
+			// drops the request it overtook.
+			return errKeyMoved
+		}
 		reason := fmt.Sprintf("candidate %s is not streaming from %s", target, s.cfg.Member)
 		s.clearFailover(ctx, st.Failover, "refused: "+reason)
 		return fmt.Errorf("%w: %s", ErrNoCandidate, reason)
@@ -116,12 +122,29 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 	return nil
 }
 
+// errKeyMoved means a hand-over found the leader key moved on from the
+// epoch it started under.
+var errKeyMoved = errors.New("switchover: the leader key moved on")
+
+// keyMoved reports whether this member's view shows the leader key no
+// longer its own at epoch.
+func (s *Supervisor) keyMoved(epoch uint64) bool {
+	k := s.store.State().Leader
+	return k.Holder != s.cfg.Member || k.Epoch != epoch
+}
+
 // waitStreamingFrom waits up to timeout (renewing the key meanwhile) until
 // target streams from the local primary: right after a restart the
-// standbys need a moment to reconnect.
-func (s *Supervisor) waitStreamingFrom(ctx context.Context, target string, timeout time.Duration) bool {
+// standbys need a moment to reconnect. It gives up at once when the key
+// moved on from epoch: the primary, elected away, must not run on until
+// the timeout with its lease forgotten
+// (TestHandOverStopsWaitingWhenTheKeyMoves).
+func (s *Supervisor) waitStreamingFrom(ctx context.Context, target string, epoch uint64, timeout time.Duration) bool {
 	deadline := s.clock.Now().Add(timeout)
 	for {
+		if s.keyMoved(epoch) {
+			return false
+		}
 		if pgst, err := s.pg.Status(ctx); err == nil && streaming(pgst, target) {
 			return true
 		}
