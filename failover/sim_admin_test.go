@@ -154,10 +154,13 @@ func (w *simWorld) leave(m *simMember) {
 	if m.left || m.dead {
 		return
 	}
-	w.admin(simAdmin{desc: "leave " + m.name, build: func(st raftstore.State) (raftstore.Command, bool) {
+	w.admin(simAdmin{desc: "leave " + m.name, build: func(raftstore.State) (raftstore.Command, bool) {
+		// raftstore.Store.Leave checks on the Raft leader, after a
+		// barrier: the committed state.
+		st := w.committed()
 		others := slices.ContainsFunc(w.mem, func(o *simMember) bool { return o != m && !o.left })
-		if _, ok := st.Members[m.name]; !ok || st.Leader.Holder == m.name || m.left || m.dead || !others {
-			return nil, false // refused (raftstore.Leave: the holder, the last voter)
+		if _, ok := st.Members[m.name]; !ok || st.CheckLeave(m.name) != nil || m.left || m.dead || !others {
+			return nil, false // refused (Store.Leave: State.CheckLeave, the last voter)
 		}
 		return raftstore.RemoveMember{Name: m.name, Actor: "admin"}, true
 	}})
@@ -276,6 +279,13 @@ func (w *simWorld) recoverRaft() {
 			w.startAgent(m)
 		}
 	}
+}
+
+// lastVoter reports whether m is the only voter not lost for good: the
+// others left, and losing it too would leave nobody to recover on (mu
+// held).
+func (w *simWorld) lastVoter(m *simMember) bool {
+	return !m.left && !slices.ContainsFunc(w.mem, func(o *simMember) bool { return o != m && !o.left && !o.dead })
 }
 
 // quorumPossible reports whether the voters not lost for good make a

@@ -483,10 +483,11 @@ func (w *simWorld) heal() {
 		w.wake(m)
 	}
 	if w.cfg.permanent && !w.anyDead() {
-		m := w.pick()
-		w.kill(m)
-		m.dead = true
-		w.tracef(m.name, "lost for good")
+		if m := w.pick(); !w.lastVoter(m) {
+			w.kill(m)
+			m.dead = true
+			w.tracef(m.name, "lost for good")
+		}
 	}
 	w.admins = nil
 	for _, m := range w.mem {
@@ -695,7 +696,7 @@ func (w *simWorld) run() {
 			}
 			w.tracef(name, "FAULT the new holder's host dies before its first renewal")
 			w.kill(m)
-			if w.cfg.permanent && !w.anyDead() {
+			if w.cfg.permanent && !w.anyDead() && !w.lastVoter(m) {
 				m.dead = true
 				w.tracef(name, "lost for good")
 			} else {
