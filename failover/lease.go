@@ -205,8 +205,8 @@ func (s *Supervisor) renewDue(st raftstore.State, now time.Time) bool {
 // renewInterval is the renewal interval for the lease held: that of the
 // shorter of the ttl in force and the ttl the lease was given under. A ttl
 // raised since must not schedule the next renewal after the end of a
-// lease given under the old one (the simulator's finding F3: ttl 3s → 9s
-// fenced a healthy primary).
+// lease given under the old one: ttl 3s → 9s fenced a healthy primary
+// (TestRaisedTTLKeepsTheRenewalIntervalOfTheLeaseHeld).
 func (s *Supervisor) renewInterval(st raftstore.State) time.Duration {
 	c := st.Config
 	s.lease.mu.Lock()
@@ -236,7 +236,7 @@ func (s *Supervisor) untilRenewal(st raftstore.State, now time.Time) time.Durati
 // The fence keeper, a separate process, is handed every new lease end as
 // well (Postgres.FenceAt): it kills PostgreSQL at that moment even when
 // this agent is frozen, wedged or dead, which this goroutine, frozen with
-// it, cannot (review #1).
+// it, cannot (TestFencerHandsEveryLeaseEndToTheFenceKeeper).
 func (s *Supervisor) runFencer(ctx context.Context) {
 	for {
 		until, changed := s.lease.watch()

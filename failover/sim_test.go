@@ -101,6 +101,9 @@ var simRegressions = []struct {
 }{
 	// Open on main at c9a6c5f (testdata/sim/FINDINGS.md):
 	{4224, "F4 (async): c promoted, renews, reports primary, and its host dies for good; a and b, ex-primaries, must rewind onto c, which is gone: pg_rewind fails for ever, neither runs, no candidate"},
+	// Found with the admin operations (592618c), fixed after it:
+	{8381, "F6: b, frozen while holder, elected away by the fast path; resumed, it starts a requested hand-over and polls for the candidate with its PostgreSQL a primary and its lease forgotten: cancelled commits acknowledged with no lease"},
+	{2247, "F7: b, handed the key by a switchover, dies before its first renewal; a (inherited) leaves and joins again, dropped from the record: nobody electable"},
 	// Found on main at ef7e1f7, fixed in 4ea931c (testdata/sim/FINDINGS.md):
 	{2865, "F1: the last primary a, stopped, waits for b (elected, never renewed, lost) to report itself a running primary: never a running replica, never elected"},
 	{4257, "F1 in asynchronous mode: a and b restarted stopped while c, the holder, was fenced; c lost for good; both wait for c for ever"},

@@ -96,8 +96,8 @@ func (s State) syncAfterTakeover(newHolder string) SyncState {
 // as one that may be elected (ErrSyncLeave): it may then hold the only
 // copy of acknowledged commits besides a lost holder, and RemoveMember
 // drops it from the record for good, so a later election could find
-// nobody, even after it joins again (TestCheckLeave; the simulator's
-// finding F7). With a holder that renewed, that holder has every
+// nobody, even after it joins again (TestCheckLeave; TestSimSweep drives
+// leave and join). With a holder that renewed, that holder has every
 // acknowledged commit itself, and a standby may leave.
 func (s State) CheckLeave(member string) error {
 	if s.Leader.Holder == member {
