@@ -60,11 +60,20 @@ type pacer struct {
 	lastPG    pgmanager.Status // what it saw
 }
 
+// reporter is the report step's state: when this member's own report was
+// last acknowledged (a steady member reports every ReportInterval), and
+// when each member's report last changed on this host's clock (freshness,
+// TestSwitchoverCandidateFreshnessUsesThisHostsReportClock).
+type reporter struct {
+	last time.Time
+	seen reportClock
+}
+
 // Supervisor runs on every node: observe → decide → act → report, in one
 // goroutine. Its state is grouped by owner: the lease (lease.go, shared
 // with the commit gate and the fencer), crash accounting (crash.go),
 // synchronous replication (syncmode.go), the replication intent
-// (standby), the loop's pacing (pacer), reports and callbacks (below).
+// (standby), the loop's pacing (pacer), reports (reporter) and callbacks.
 type Supervisor struct {
 	cfg      Config
 	pg       Postgres
@@ -82,11 +91,10 @@ type Supervisor struct {
 	standby standby
 	sysid   string
 
-	confVersion uint64      // cluster config version last applied to postgres
-	seen        reportClock // when each member's report last changed
-	lastReport  time.Time   // when this member's last report was acknowledged
-	runRole     string      // role of the running postgres last seen: primary, replica, "" stopped
-	lastRole    string      // role it had when it last ran
+	confVersion uint64 // cluster config version last applied to postgres
+	reporter    reporter
+	runRole     string // role of the running postgres last seen: primary, replica, "" stopped
+	lastRole    string // role it had when it last ran
 
 	pacer pacer
 
@@ -115,7 +123,8 @@ func NewSupervisor(cfg Config, pg Postgres, store Store, proposer Proposer, logg
 		cfg.MaxCrashes = 3
 	}
 	sup := &Supervisor{cfg: cfg, pg: pg, store: store, proposer: proposer, logger: logger.Named(SupervisorLoggerName),
-		clock: realClock{}, lease: newLease(), reqs: make(chan request), seen: reportClock{}}
+		clock: realClock{}, lease: newLease(), reqs: make(chan request),
+		reporter: reporter{seen: reportClock{}}}
 	if m := cfg.Watchdog.Mode; m == WatchdogAutomatic || m == WatchdogRequired {
 		sup.wd = cfg.WatchdogDevice
 		if sup.wd == nil {
@@ -341,7 +350,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		// PostgreSQL exiting; the holder also wakes for each renewal,
 		// below).
 		ri := st.Config.ReportInterval()
-		loopWait = max(loopWait, min(steadyLook(st.Config), s.lastReport.Add(ri).Sub(s.clock.Now())))
+		loopWait = max(loopWait, min(steadyLook(st.Config), s.reporter.last.Add(ri).Sub(s.clock.Now())))
 	}
 	if f := st.Failover; f != nil && !s.clock.Now().Before(f.ScheduledAt) {
 		// A switchover or failover is under way: its primary waits on
@@ -709,7 +718,7 @@ func (s *Supervisor) sendReport(ctx context.Context, ms raftstore.MemberStatus) 
 	if err := s.apply(ctx, raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}); err != nil {
 		return err
 	}
-	s.lastReport = now
+	s.reporter.last = now
 	return nil
 }
 
@@ -719,7 +728,7 @@ func (s *Supervisor) sendReport(ctx context.Context, ms raftstore.MemberStatus) 
 // Unchanged reports are otherwise skipped: each is a Raft commit.
 func (s *Supervisor) reportDue(st raftstore.State, ms raftstore.MemberStatus, now time.Time) bool {
 	m, ok := st.Members[s.cfg.Member]
-	if !ok || s.lastReport.IsZero() || now.Sub(s.lastReport) >= st.Config.ReportInterval() {
+	if !ok || s.reporter.last.IsZero() || now.Sub(s.reporter.last) >= st.Config.ReportInterval() {
 		return true
 	}
 	cur := m.Status
