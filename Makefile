@@ -48,7 +48,9 @@ chaos: deps
 
 # The deterministic simulator of the failover brain (issue 19 part 3): the
 # real supervisor and coordinator on a virtual clock against a simulated
-# store and PostgreSQL under random faults: SIM_SCHEDULES schedules
+# store and PostgreSQL under random faults and admin operations (edit-config,
+# pause, switchover, manual failover, leave/join, recover after a lost
+# majority): SIM_SCHEDULES schedules
 # (50000) from SIM_SEED (1). One seed with its trace: SIM_SEED=N go test
 # -run TestSimSweep -v ./failover/. Then the mutation proof: each patch in
 # failover/testdata/sim/mutations re-introduces a review finding into a

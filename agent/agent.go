@@ -18,6 +18,7 @@ import (
 	"raftgres/config"
 	"raftgres/failover"
 	"raftgres/internal/conf"
+	"raftgres/internal/watchdog"
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
 	"raftgres/secrets"
@@ -73,10 +74,11 @@ func Run(ctx context.Context, cfg *config.Agent, logger hclog.Logger, version st
 			return err
 		}
 		apiOpts = append(apiOpts, api.WithSecretRotator(rot.Rotate))
-		if cfg.Tags, err = cfg.Watchdog.MemberTags(cfg.Tags); err != nil {
+		wd := watchdog.New(cfg.Watchdog.Device)
+		if cfg.Tags, err = cfg.Watchdog.MemberTags(cfg.Tags, wd); err != nil {
 			logger.Error("this member will never be promoted", "device", cfg.Watchdog.Device, "error", err)
 		}
-		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags, Watchdog: cfg.Watchdog},
+		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags, Watchdog: cfg.Watchdog, WatchdogDevice: wd},
 			pg, store, proposer, logger)
 		apiOpts = append(apiOpts, api.WithMember(a.sup), api.WithArchiveSource(pg))
 		if br != nil && br.ServerEnabled() {

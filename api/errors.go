@@ -49,6 +49,7 @@ var errorCodes = []struct {
 	{raftstore.ErrSyncMismatch, "sync_mismatch", http.StatusConflict},
 	{raftstore.ErrFailoverPending, "failover_pending", http.StatusConflict},
 	{raftstore.ErrHolderLeave, "holder_leave", http.StatusConflict},
+	{raftstore.ErrSyncLeave, "sync_leave", http.StatusConflict},
 	{raftstore.ErrVersionMismatch, "version_mismatch", http.StatusConflict},
 	{raftstore.ErrAlreadyInitialized, "already_initialized", http.StatusConflict},
 	{raftstore.ErrAlreadyBootstrapped, "already_bootstrapped", http.StatusConflict},

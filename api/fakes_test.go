@@ -122,15 +122,18 @@ func (f *fakeStore) Join(context.Context, raftstore.JoinRequest) (uint64, error)
 	return 0, fmt.Errorf("%w: the fake store has no raft configuration", raftstore.ErrJoinRefused)
 }
 
-// Leave removes the member from the state with the FSM's rules (a holder
-// is refused with raftstore.ErrHolderLeave); there is no Raft
-// configuration to change.
+// Leave removes the member from the state with the store's rules
+// (State.CheckLeave, then the FSM's); there is no Raft configuration to
+// change.
 func (f *fakeStore) Leave(ctx context.Context, id, actor string) error {
 	f.mu.Lock()
 	leads := f.leads()
 	f.mu.Unlock()
 	if !leads {
 		return raftstore.ErrNotLeader
+	}
+	if err := f.State().CheckLeave(id); err != nil {
+		return err
 	}
 	_, err := raftstore.Commit(ctx, f, raftstore.RemoveMember{Name: id, Actor: actor, Reason: "left the cluster", At: time.Now().UTC()})
 	return err

@@ -234,6 +234,30 @@ func TestErrorWireRoundTrip(t *testing.T) {
 	}
 }
 
+// TestLeaveOfOnlySyncCopyRefused: in synchronous mode with no holder
+// that renewed, leave of a member the synchronous record names is refused
+// (raftstore.ErrSyncLeave, 409 through the client) and the member stays:
+// it may hold the only copy of acknowledged commits.
+func TestLeaveOfOnlySyncCopyRefused(t *testing.T) {
+	t.Parallel()
+	peers := newFakeCluster(t, 3)
+	leader, asker, standby := peers[0], peers[1], peers[2]
+	leader.store.edit(func(st *raftstore.State) {
+		st.Config.SynchronousMode = true
+		st.Leader = raftstore.LeaderKey{Epoch: st.Leader.Epoch + 1}
+		st.Sync = raftstore.SyncState{Primary: leader.store.ID(), Standbys: []string{standby.store.ID()}, Rev: 1}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := NewClient(asker.url, ClientOptions{Token: testToken}).Leave(ctx, standby.store.ID())
+	if !errors.Is(err, raftstore.ErrSyncLeave) {
+		t.Fatalf("leave of the recorded synchronous standby: %v, want ErrSyncLeave", err)
+	}
+	if _, ok := leader.store.State().Members[standby.store.ID()]; !ok {
+		t.Fatal("the refused leave removed the member")
+	}
+}
+
 // TestLeaveOfHolderRefused: leave of the member that holds the leader key,
 // asked of a follower, reaches the leader and comes back through the
 // client as raftstore.ErrHolderLeave, readable, and the member stays.

@@ -43,10 +43,70 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
+// After waits on real time: unit tests move the clock themselves.
+func (c *fakeClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+}
+
+// ---------------------------------------------------------------- watchdog
+
+// fakeWatchdog is a Watchdog that counts keepalives; unusable makes
+// Usable and Arm fail.
+type fakeWatchdog struct {
+	mu         sync.Mutex
+	unusable   error
+	armed      bool
+	keepalives int
+}
+
+func (w *fakeWatchdog) Usable() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.unusable
+}
+
+func (w *fakeWatchdog) Arm(time.Duration) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.unusable != nil {
+		return w.unusable
+	}
+	w.armed = true
+	return nil
+}
+
+func (w *fakeWatchdog) Keepalive() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.armed {
+		return ErrWatchdog
+	}
+	w.keepalives++
+	return nil
+}
+
+func (w *fakeWatchdog) Disarm() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.armed = false
+}
+
+func (w *fakeWatchdog) Armed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.armed
+}
+
+func (w *fakeWatchdog) String() string { return "fake" }
+
+func (w *fakeWatchdog) fed() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.keepalives
 }
 
 // ---------------------------------------------------------------- event log
@@ -92,9 +152,8 @@ func (e *events) count(prefix string) int {
 
 // ---------------------------------------------------------------- store
 
-// fakeStore holds the cluster's committed State. It applies commands like
-// the raftstore FSM (compare-and-set rules copied from raftstore/apply.go
-// for the commands the supervisor and coordinator propose). A frozen view
+// fakeStore holds the cluster's committed State. It applies commands with
+// the raftstore FSM's own rules (raftstore.Apply). A frozen view
 // makes State return what the local FSM had when frozen (a member cut off
 // from the Raft leader), while commits still reach the cluster's state.
 type fakeStore struct {

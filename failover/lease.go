@@ -9,11 +9,16 @@ import (
 	"raftgres/raftstore"
 )
 
-// Clock reads the time. The supervisor and the coordinator read every
-// instant through one, so unit tests can drive lease arithmetic without
-// sleeping.
+// Clock reads the time and paces waits. The supervisor and the
+// coordinator read every instant through one, so unit tests can drive
+// lease arithmetic without sleeping; the supervisor's waits inside an
+// action (renewWhile's pacing, a switchover's polling and deadlines) wait
+// through After, so the simulator runs them on its virtual clock
+// (TestSimSweep drives switchover and manual failover through them).
 type Clock interface {
 	Now() time.Time
+	// After delivers the time once d has passed.
+	After(d time.Duration) <-chan time.Time
 }
 
 // realClock is CLOCK_BOOTTIME (internal/boottime): unlike Go's monotonic
@@ -23,6 +28,10 @@ type Clock interface {
 type realClock struct{}
 
 func (realClock) Now() time.Time { return boottime.Now() }
+
+// After paces polling on Go's timers: a deadline is always checked
+// against Now, so a suspend that stretches one wait ends no lease late.
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Now reads the clock the supervisor stamps Local with (LeaseUntil,
 // ObservedAt): compare those with it, not with time.Now.
@@ -196,8 +205,8 @@ func (s *Supervisor) renewDue(st raftstore.State, now time.Time) bool {
 // renewInterval is the renewal interval for the lease held: that of the
 // shorter of the ttl in force and the ttl the lease was given under. A ttl
 // raised since must not schedule the next renewal after the end of a
-// lease given under the old one (the simulator's finding F3: ttl 3s → 9s
-// fenced a healthy primary).
+// lease given under the old one: ttl 3s → 9s fenced a healthy primary
+// (TestRaisedTTLKeepsTheRenewalIntervalOfTheLeaseHeld).
 func (s *Supervisor) renewInterval(st raftstore.State) time.Duration {
 	c := st.Config
 	s.lease.mu.Lock()
@@ -227,7 +236,7 @@ func (s *Supervisor) untilRenewal(st raftstore.State, now time.Time) time.Durati
 // The fence keeper, a separate process, is handed every new lease end as
 // well (Postgres.FenceAt): it kills PostgreSQL at that moment even when
 // this agent is frozen, wedged or dead, which this goroutine, frozen with
-// it, cannot (review #1).
+// it, cannot (TestFencerHandsEveryLeaseEndToTheFenceKeeper).
 func (s *Supervisor) runFencer(ctx context.Context) {
 	for {
 		until, changed := s.lease.watch()

@@ -56,7 +56,7 @@ func (s *Supervisor) Local() Local {
 
 func (s *Supervisor) publish(st raftstore.State, pgst pgmanager.Status) {
 	now := s.clock.Now()
-	l := &Local{Member: s.cfg.Member, PG: pgst, HasData: s.pg.HasDataDir(), Upstream: s.upstream, ObservedAt: now}
+	l := &Local{Member: s.cfg.Member, PG: pgst, HasData: s.pg.HasDataDir(), Upstream: s.standby.upstream, ObservedAt: now}
 	if _, until, epoch, _ := s.lease.snapshot(); st.Leader.Holder == s.cfg.Member && epoch == st.Leader.Epoch && !until.IsZero() {
 		l.LeaseUntil, l.Epoch = until, epoch
 	}

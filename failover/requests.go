@@ -66,7 +66,7 @@ func (s *Supervisor) serve(ctx context.Context, r Request) error {
 	if !s.pg.HasDataDir() && r.Kind != RequestReinit {
 		return fmt.Errorf("%w: %s of %s: no data directory yet", ErrRequestRefused, r.Kind, s.cfg.Member)
 	}
-	upstream := s.upstream
+	upstream := s.standby.upstream
 	if !holder && upstream == "" {
 		upstream = st.Leader.Holder
 	}
@@ -108,7 +108,7 @@ func (s *Supervisor) serve(ctx context.Context, r Request) error {
 			return err
 		}
 		s.crash.acted(false, s.clock.Now())
-		s.sysid, s.rewindFailed, s.rewoundFails, s.rewound, s.startFailed, s.upstream = "", false, 0, false, false, ""
+		s.sysid, s.standby.rewindFailed, s.standby.rewoundFails, s.standby.rewound, s.standby.startFailed, s.standby.upstream = "", false, 0, false, false, ""
 		return s.pg.Reclone(ctx, src)
 	case RequestRewind:
 		return s.rewindOnRequest(ctx, st, r.ReinitOnFailure)
@@ -140,23 +140,23 @@ func (s *Supervisor) rewindOnRequest(ctx context.Context, st raftstore.State, re
 		return err
 	}
 	s.crash.acted(false, s.clock.Now())
-	s.upstream, s.startFailed = "", false
+	s.standby.upstream, s.standby.startFailed = "", false
 	if err := s.pg.Rewind(ctx, src); err != nil {
 		if !reinit || errors.Is(err, pgmanager.ErrRewindSourceUnavailable) {
 			return fmt.Errorf("rewind of %s failed (it stays stopped; the supervisor retries on its own, or ask again with --reinit-on-failure to reclone): %w", s.cfg.Member, err)
 		}
 		s.logger.Warn("rewind failed: recloning on request", "from", holder, "error", err)
-		s.sysid, s.rewindFailed, s.rewoundFails, s.rewound = "", false, 0, false
+		s.sysid, s.standby.rewindFailed, s.standby.rewoundFails, s.standby.rewound = "", false, 0, false
 		if err := s.pg.Reclone(ctx, src); err != nil {
 			return fmt.Errorf("reclone of %s after a failed rewind: %w", s.cfg.Member, err)
 		}
 	} else {
-		s.rewound = true
+		s.standby.rewound = true
 	}
 	if err := s.pg.Start(ctx, src); err != nil {
 		return fmt.Errorf("start %s as a standby of %s after the rewind: %w", s.cfg.Member, holder, err)
 	}
-	s.upstream = holder
+	s.standby.upstream = holder
 	s.logger.Info("rewound on request and started as a standby", "primary", holder)
 	return nil
 }
@@ -164,10 +164,10 @@ func (s *Supervisor) rewindOnRequest(ctx context.Context, st raftstore.State, re
 // applyConfig reloads a running PostgreSQL after the cluster
 // configuration changed (parameters, pg_hba).
 func (s *Supervisor) applyConfig(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
-	if !pgst.Running || pgst.Error != "" || st.Config.Version == s.confVersion || (pgst.InRecovery && s.upstream == "") {
+	if !pgst.Running || pgst.Error != "" || st.Config.Version == s.confVersion || (pgst.InRecovery && s.standby.upstream == "") {
 		return
 	}
-	d, err := s.desired(st, s.upstream, pgst.InRecovery)
+	d, err := s.desired(st, s.standby.upstream, pgst.InRecovery)
 	if err != nil {
 		return
 	}
@@ -182,29 +182,44 @@ func (s *Supervisor) applyConfig(ctx context.Context, st raftstore.State, pgst p
 	}
 }
 
-// renewWhile runs f in another goroutine and, when holder, keeps renewing
-// the leader key every loop_wait from this one until f returns: a primary
-// restarting on request keeps its key instead of being failed over. The
-// supervisor's own state is touched only here.
+// renewWhile runs f beside the loop (runAction) and, when holder, keeps
+// renewing the leader key every loop_wait from this goroutine until f
+// returns: a primary restarting on request keeps its key instead of being
+// failed over. The supervisor's own state is touched only here.
 func (s *Supervisor) renewWhile(ctx context.Context, holder bool, f func() error) error {
 	if !holder {
 		return f()
 	}
-	done := make(chan error, 1)
-	go func() { done <- f() }()
+	done := s.runAction(f)
 	for {
 		st := s.store.State()
 		if st.Leader.Holder != s.cfg.Member {
 			return <-done
 		}
 		s.renew(ctx, st)
+		select {
+		case err := <-done: // already over: no wait on the clock
+			return err
+		default:
+		}
 		// Renew at least every loop_wait and well inside the lease.
-		t := time.NewTimer(max(min(st.Config.LoopWait, Margin(st.Config.TTL)/2), 10*time.Millisecond))
 		select {
 		case err := <-done:
-			t.Stop()
 			return err
-		case <-t.C:
+		case <-s.clock.After(max(min(st.Config.LoopWait, Margin(st.Config.TTL)/2), 10*time.Millisecond)):
 		}
 	}
+}
+
+// runAction runs f in a goroutine of its own and delivers its result
+// (the simulator's act runs f at once instead: its PostgreSQL answers in
+// no time, and a goroutine would make a schedule's replay depend on the
+// Go scheduler).
+func (s *Supervisor) runAction(f func() error) <-chan error {
+	if s.act != nil {
+		return s.act(f)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	return done
 }

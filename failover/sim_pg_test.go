@@ -39,6 +39,9 @@ type simAck struct {
 	at     time.Time
 	epoch  uint64
 	full   bool // the synchronous rule held; false: a cancelled wait ("committed locally")
+	// waived: acknowledged before a recover --allow-data-loss, which
+	// cleared the record of who holds it; the durability checks skip it.
+	waived bool
 }
 
 // simWritable is a member's PostgreSQL becoming writable.

@@ -14,10 +14,14 @@ package failover
 //	SIM_SCHEDULES=50000 go test -run TestSimSweep ./failover/
 //	SIM_SEED=1234 go test -run TestSimSweep -v ./failover/ # one seed, traced
 //
-// How the real code is driven: Supervisor.cycle is called directly at the
-// time its last call asked for (or at once when the member's FSM view
-// changes in a way relevant() sees, or its PostgreSQL was fenced), with
-// timerWake set as waitNext would; the fencer is fenceIfEnded at the lease
+// How the real code is driven: Supervisor.cycle is called at the time its
+// last call asked for (or at once when the member's FSM view changes in a
+// way relevant() sees, or its PostgreSQL was fenced), with timerWake set
+// as waitNext would; a cycle runs in a goroutine of its own and parks at
+// each wait on the clock (Clock.After: renewWhile's pacing, a switchover's
+// polling and deadlines) until the virtual clock reaches its end, the rest
+// of the world running meanwhile (sim_admin_test.go); renewWhile's action
+// runs at once (Supervisor.act); the fencer is fenceIfEnded at the lease
 // end; Coordinator.lead runs in a goroutine parked at Changes() and is
 // stepped one loop iteration at a time, woken at nextWake or on a change of
 // the leader's FSM view. Commands never take virtual time: a proposal fails
@@ -33,7 +37,14 @@ package failover
 // PostgreSQL frozen; the boot clock runs on), partitions of a group from
 // the rest over Raft, the API, PostgreSQL or all, both ways or one way, a
 // stalled walreceiver, edit-config ttl (2.4s…9s), cluster pause/resume, and
-// a lossy proposer (lost, late or reply-lost commands).
+// a lossy proposer (lost, late or reply-lost commands). Admin operations
+// (drawn from a second source, sim_admin_test.go): switchover to a named
+// member or to any, manual failover to a named member, leave (the member's
+// agent stops, it leaves the members and the Raft voters) and join again,
+// and, in one schedule in eight, a majority lost for good followed by
+// `raftgres recover` on the survivors (raftstore.RecoveryEdit; with
+// --allow-data-loss when no recorded synchronous member survives). A
+// member left while another is lost for good is recovered at the heal too.
 //
 // Invariants, checked as they can break (every tick, every ack, every
 // promotion, every rewind or clone):
@@ -48,16 +59,19 @@ package failover
 //     every newly writable primary;
 //   - only-copy: in synchronous mode no data directory holding the only
 //     copy of an acknowledged commit is rewound or recloned;
+//     (these two skip exactly the commits acknowledged before a recover
+//     --allow-data-loss, which clears the record of who holds them:
+//     simAck.waived);
 //   - liveness: after the heal a commit is acknowledged within
 //     8·max(ttl, 9s)+6s (asynchronous mode: always; synchronous mode: when
-//     the last holder that renewed, or its recorded standby, is alive).
+//     the last holder that renewed, or its recorded standby, is alive, or
+//     after a recover, unless strict mode is left with one member).
 //
-// Not modelled yet: switchover and manual failover (handOver, waitCaughtUp
-// and handKey poll on real timers: they need a clock-driven wait to be
-// stepped), leave/join, recover, a command that takes virtual time (the
-// supervisor's apply timing out after retry_timeout; waitApplied's wait on
-// a member cut off from Raft lets its own entry apply instead of timing
-// out), clock-rate drift.
+// Not modelled yet: a command that takes virtual time (the supervisor's
+// apply and waitApplied still time out on real-time context deadlines: a
+// proposal fails or commits at once, and waitApplied's wait on a member
+// cut off from Raft lets its own entry apply instead of timing out), a
+// scheduled switchover, clock-rate drift.
 
 import (
 	"context"
@@ -87,6 +101,9 @@ var simRegressions = []struct {
 }{
 	// Open on main at c9a6c5f (testdata/sim/FINDINGS.md):
 	{4224, "F4 (async): c promoted, renews, reports primary, and its host dies for good; a and b, ex-primaries, must rewind onto c, which is gone: pg_rewind fails for ever, neither runs, no candidate"},
+	// Found with the admin operations (592618c), fixed after it:
+	{8381, "F6: b, frozen while holder, elected away by the fast path; resumed, it starts a requested hand-over and polls for the candidate with its PostgreSQL a primary and its lease forgotten: cancelled commits acknowledged with no lease"},
+	{2247, "F7: b, handed the key by a switchover, dies before its first renewal; a (inherited) leaves and joins again, dropped from the record: nobody electable"},
 	// Found on main at ef7e1f7, fixed in 4ea931c (testdata/sim/FINDINGS.md):
 	{2865, "F1: the last primary a, stopped, waits for b (elected, never renewed, lost) to report itself a running primary: never a running replica, never elected"},
 	{4257, "F1 in asynchronous mode: a and b restarted stopped while c, the holder, was fenced; c lost for good; both wait for c for ever"},
@@ -228,7 +245,8 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 func (w *simWorld) startAgent(m *simMember) {
 	m.alive, m.paused = true, false
 	m.sup = NewSupervisor(Config{Member: m.name, Tags: raftstore.DefaultTags(), MaxCrashes: 3}, m.pg, simStore{m}, simProposer{m}, w.logger(m.name))
-	m.sup.clock = simClock{w}
+	m.sup.clock = simClock{w: w, m: m}
+	m.sup.act = simActNow
 	m.nextCycle = w.now
 	m.woken = true
 }
@@ -282,6 +300,7 @@ func (w *simWorld) schedule() []simFault {
 			add(t+d, "resume cluster", func(w *simWorld) { w.admin(simSetPause(false)) })
 		}
 	}
+	fs = append(fs, w.scheduleAdmin()...)
 	slices.SortStableFunc(fs, func(a, b simFault) int { return int(a.at - b.at) })
 	return fs
 }
@@ -367,11 +386,12 @@ func (w *simWorld) kill(m *simMember) {
 	}
 	m.alive, m.paused, m.suspended = false, false, false
 	m.pg.fenceLocked("parent-death signal")
+	w.abandonCycle(m)
 	m.sup = nil
 }
 
 func (w *simWorld) restart(m *simMember) {
-	if m.alive || m.dead {
+	if m.alive || m.dead || m.left {
 		return
 	}
 	w.startAgent(m)
@@ -466,15 +486,24 @@ func (w *simWorld) heal() {
 		w.wake(m)
 	}
 	if w.cfg.permanent && !w.anyDead() {
-		m := w.pick()
-		w.kill(m)
-		m.dead = true
-		w.tracef(m.name, "lost for good")
+		if m := w.pick(); !w.lastVoter(m) {
+			w.kill(m)
+			m.dead = true
+			w.tracef(m.name, "lost for good")
+		}
 	}
+	w.admins = nil
 	for _, m := range w.mem {
 		w.restart(m)
 	}
-	w.admins = nil
+	if !w.quorumPossible() {
+		// A member left and another is lost for good: the operator
+		// recovers on the survivors (sim_admin_test.go).
+		w.recoverRaft()
+	}
+	for _, m := range w.mem {
+		w.join(m)
+	}
 	w.admin(simSetPause(false))
 }
 
@@ -500,7 +529,7 @@ func (w *simWorld) becameWritable(p *simPG) {
 		return
 	}
 	for _, a := range w.acks {
-		if a.full && !w.has(p.wal, a.id) {
+		if a.full && !a.waived && !w.has(p.wal, a.id) {
 			w.violate("acknowledged commit lost: %s became writable at epoch %d without commit %d (acknowledged by %s at %.3fs, epoch %d)",
 				p.m.name, epoch, a.id, a.member, a.at.Sub(w.start).Seconds(), a.epoch)
 			return
@@ -554,7 +583,7 @@ func (w *simWorld) dropping(p *simPG, n int, why string) {
 		return
 	}
 	for _, a := range w.acks {
-		if !a.full || !w.has(p.wal, a.id) || w.recPos[a.id] < n {
+		if !a.full || a.waived || !w.has(p.wal, a.id) || w.recPos[a.id] < n {
 			continue
 		}
 		elsewhere := false
@@ -617,6 +646,20 @@ func (w *simWorld) livenessRequired() (bool, string) {
 	if !w.cfg.sync {
 		return true, "asynchronous mode"
 	}
+	if w.recovered {
+		// The kept record names a survivor, or --allow-data-loss
+		// cleared it; strict mode needs a standby besides.
+		alive := 0
+		for _, m := range w.mem {
+			if !m.dead {
+				alive++
+			}
+		}
+		if w.cfg.strict && alive < 2 {
+			return false, ""
+		}
+		return true, "raftgres recover left the survivors a record naming one of them, or none"
+	}
 	lr, ok := w.by[w.lastRenewed]
 	if ok && !lr.dead {
 		return true, "the last holder that renewed, " + lr.name + ", is alive"
@@ -656,7 +699,7 @@ func (w *simWorld) run() {
 			}
 			w.tracef(name, "FAULT the new holder's host dies before its first renewal")
 			w.kill(m)
-			if w.cfg.permanent && !w.anyDead() {
+			if w.cfg.permanent && !w.anyDead() && !w.lastVoter(m) {
 				m.dead = true
 				w.tracef(name, "lost for good")
 			} else {
@@ -729,6 +772,14 @@ func (w *simWorld) run() {
 			if !m.responsive() || m.sup == nil {
 				continue
 			}
+			if m.cyc != nil {
+				// A cycle parked at a wait on the clock runs on when
+				// the wait ends; no other cycle starts meanwhile.
+				if !w.now.Before(m.cyc.due) {
+					w.resumeCycle(m)
+				}
+				continue
+			}
 			changed := false
 			if m.viewIdx != m.lastIdx {
 				w.mu.Lock()
@@ -738,16 +789,10 @@ func (w *simWorld) run() {
 			if !m.woken && !changed && w.now.Before(m.nextCycle) {
 				continue
 			}
-			m.sup.timerWake = !m.woken && !changed
+			m.sup.pacer.timerWake = !m.woken && !changed
 			m.woken = false
 			w.stats.cycles++
-			wait := m.sup.cycle(ctx)
-			m.nextCycle = w.now.Add(wait)
-			w.fencer(m)
-			w.mu.Lock()
-			m.lastIdx = m.viewIdx
-			m.lastKey = relevant(w.stateAt(m.viewIdx))
-			w.mu.Unlock()
+			w.startCycle(m, ctx)
 		}
 		w.mu.Lock()
 		w.checkTick()
@@ -767,6 +812,7 @@ func (w *simWorld) run() {
 	w.stopped = true
 	w.mu.Unlock()
 	for _, m := range w.mem {
+		w.abandonCycle(m)
 		w.stopCoord(m)
 	}
 }
@@ -807,8 +853,9 @@ func runSim(seed int64, traced bool) simResult {
 }
 
 // simOff reports whether SIM_NO (a comma list) turns off a fault or a
-// check: ttl (no ttl edits), liveness, instant (the per-instant check of
-// two members able to acknowledge). Meant for hunting one bug while
+// check: ttl (no ttl edits), admin (no switchover, failover, leave, join
+// or recover), liveness, instant (the per-instant check of two members
+// able to acknowledge). Meant for hunting one bug while
 // another is known; the sweep checks everything by default.
 func simOff(what string) bool {
 	return slices.Contains(strings.Split(os.Getenv("SIM_NO"), ","), what)
@@ -919,6 +966,12 @@ func TestSimSweep(t *testing.T) {
 				total.cycles += r.stats.cycles
 				total.coordSteps += r.stats.coordSteps
 				total.needlessFences += r.stats.needlessFences
+				total.switchovers += r.stats.switchovers
+				total.manualFailovers += r.stats.manualFailovers
+				total.leaves += r.stats.leaves
+				total.joins += r.stats.joins
+				total.recovers += r.stats.recovers
+				total.waits += r.stats.waits
 				if r.stats.needlessFences > 0 && len(fenceSeeds) < 10 {
 					fenceSeeds = append(fenceSeeds, r.seed)
 				}
@@ -933,6 +986,8 @@ func TestSimSweep(t *testing.T) {
 	t.Logf("%d schedules from seed %d in %s (%.0f/s), %s virtual; %d commits, %d acknowledged, %d after a cancelled wait, %d elections (%d fast path), %d supervisor cycles, %d coordinator steps",
 		ran, first, el.Round(time.Millisecond), float64(ran)/el.Seconds(), virtual.Round(time.Second), total.commits, total.acks,
 		total.cancelAcks, total.elections, total.fastPaths, total.cycles, total.coordSteps)
+	t.Logf("admin operations: %d switchovers and %d manual failovers carried out, %d leaves, %d joins, %d recovers; %d supervisor waits on the clock",
+		total.switchovers, total.manualFailovers, total.leaves, total.joins, total.recovers, total.waits)
 	if total.needlessFences > 0 {
 		slices.Sort(fenceSeeds)
 		t.Logf("%d needless fences (a holder nothing kept from renewing lost its lease; SIM_STRICT=fence fails on them), seeds %v", total.needlessFences, fenceSeeds)

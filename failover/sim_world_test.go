@@ -60,8 +60,10 @@ type simMember struct {
 	paused    bool // SIGSTOP of the agent: its loop, its Raft peer, its gate
 	suspended bool // host suspended: agent and PostgreSQL frozen
 	dead      bool // permanently lost in the heal phase
+	left      bool // removed from the members and the Raft voters (leave; lost and recovered without)
 
 	sup       *Supervisor
+	cyc       *simCycle // a cycle parked at a wait on the clock (sim_admin_test.go)
 	nextCycle time.Time
 	lastKey   stateKey
 	lastIdx   uint64
@@ -132,7 +134,8 @@ type simWorld struct {
 	lastWriter  *simMember
 	stats       simStats
 
-	admins []*simAdmin
+	admins    []*simAdmin
+	recovered bool // raftgres recover ran
 
 	healAt     time.Time
 	ackAfter   bool // a full ack happened after healAt
@@ -146,6 +149,8 @@ type simStats struct {
 	commits, acks, cancelAcks, elections, fastPaths, renewals, proposals, lostReplies, delayed, dropped int
 	cycles, coordSteps                                                                                  int
 	needlessFences                                                                                      int
+	// Admin operations carried out, and supervisor waits on the clock.
+	switchovers, manualFailovers, leaves, joins, recovers, waits int
 }
 
 // simTrace collects the readable trace of a rerun.
@@ -176,7 +181,12 @@ func (w *simWorld) violate(format string, args ...any) {
 
 // ---------------------------------------------------------------- clock
 
-type simClock struct{ w *simWorld }
+// simClock is a member's clock (m nil: the coordinator's, which never
+// waits through After).
+type simClock struct {
+	w *simWorld
+	m *simMember
+}
 
 func (c simClock) Now() time.Time {
 	c.w.mu.Lock()
@@ -223,6 +233,12 @@ func (w *simWorld) afterCommit(st raftstore.State, cmd raftstore.Command) {
 			// The new holder's host dies before it can renew (#10).
 			w.toKill = append(w.toKill, c.Holder)
 		}
+		switch c.Cause {
+		case raftstore.CauseSwitchover:
+			w.stats.switchovers++
+		case raftstore.CauseManualFailover:
+			w.stats.manualFailovers++
+		}
 		if c.Holder != "" {
 			w.stats.elections++
 			if strings.Contains(c.Reason, "before its lease ended") {
@@ -232,6 +248,8 @@ func (w *simWorld) afterCommit(st raftstore.State, cmd raftstore.Command) {
 	case raftstore.RenewLeader:
 		w.stats.renewals++
 		w.lastRenewed = c.Holder
+	case raftstore.RemoveMember, raftstore.RegisterMember:
+		w.membershipCommitted(cmd)
 	}
 }
 
@@ -271,27 +289,33 @@ func (w *simWorld) bidir(a, b *simMember, kind int) bool {
 
 // raftReach: a leader and a peer exchange AppendEntries and replies.
 func (w *simWorld) raftReach(l, m *simMember) bool {
-	return m == l || (m.responsive() && w.bidir(l, m, linkRaft))
+	return m == l || (!m.left && m.responsive() && w.bidir(l, m, linkRaft))
 }
 
+// hasQuorum: l reaches a majority of the voters (the members that did
+// not leave).
 func (w *simWorld) hasQuorum(l *simMember) bool {
-	if !l.responsive() {
+	if !l.responsive() || l.left {
 		return false
 	}
-	n := 0
+	n, voters := 0, 0
 	for _, m := range w.mem {
+		if m.left {
+			continue
+		}
+		voters++
 		if w.raftReach(l, m) {
 			n++
 		}
 	}
-	return n >= len(w.mem)/2+1
+	return n >= voters/2+1
 }
 
 // raftTick moves Raft leadership and the members' FSM views.
 func (w *simWorld) raftTick() {
 	if l := w.leader; l != nil {
 		switch {
-		case !l.alive:
+		case !l.alive || l.left:
 			w.depose("leader died")
 		case w.hasQuorum(l):
 			w.weakSince = time.Time{}
@@ -306,7 +330,7 @@ func (w *simWorld) raftTick() {
 		w.transferTo = nil
 		var cand *simMember
 		for _, m := range w.mem {
-			if (to == "" && m != w.leader || m.name == to) && w.raftReach(w.leader, m) && m != w.leader {
+			if (to == "" && m != w.leader || m.name == to) && w.raftReach(w.leader, m) && m != w.leader && !m.left {
 				cand = m
 				break
 			}
@@ -589,7 +613,7 @@ func (w *simWorld) startCoord(m *simMember) {
 	sc := &simCoord{m: m, arrive: make(chan chan struct{}), done: make(chan struct{})}
 	store := simLeaderStore{simStore: simStore{m}, sc: sc}
 	c := NewCoordinator(m.name, w.committed().Config, store, w.logger(m.name+"c"))
-	c.clock = simClock{w}
+	c.clock = simClock{w: w}
 	c.SetProbe(func(_ context.Context, member string) error {
 		w.mu.Lock()
 		defer w.mu.Unlock()

@@ -29,14 +29,51 @@ type Config struct {
 	// MaxCrashes is how many unexpected PostgreSQL exits in a row the
 	// holder tolerates before releasing the leader key.
 	MaxCrashes int
-	// Watchdog arms a Linux watchdog while this member is primary.
+	// Watchdog arms a hardware watchdog while this member is primary.
 	Watchdog WatchdogConfig
+	// WatchdogDevice is that watchdog (internal/watchdog's Linux driver in
+	// the agent); unused when Watchdog.Mode is off.
+	WatchdogDevice Watchdog
 }
 
-// Supervisor runs on every node: observe → decide → act → report. Its
-// state is grouped by concern: the lease (lease.go, shared with the commit
-// gate and the fencer), crash accounting (crash.go), synchronous
-// replication (syncmode.go), replication intent and callbacks (below).
+// standby is the replication intent of the local server, derived from
+// PostgreSQL where it can be; act (follow, promote, handOver, requests)
+// sets it, and Decide reads it through the Observation.
+type standby struct {
+	upstream     string    // member the local standby follows ("" unknown)
+	rewindFailed bool      // pg_rewind cannot bring the data onto the primary's timeline: reclone
+	rewoundFails int       // starts that failed, or standbys that never streamed, right after a successful rewind
+	rewound      bool      // the running standby was started right after a pg_rewind
+	dataPos      Position  // a stopped data directory's position (pg_control), zero when unknown
+	handedOver   bool      // shut down cleanly in a switchover: follow without rewind
+	startFailed  bool      // the last start as a standby failed: check with pg_rewind
+	notStreaming time.Time // since when a running standby has not been streaming
+}
+
+// pacer paces the loop: a holder wakes for each renewal; when the round
+// before was steady and nothing else woke it, it renews only (renewOnly,
+// TestSteadyHolderRenewsWithoutLookingAtPostgres).
+type pacer struct {
+	timerWake bool             // the last wait ended on its timer, nothing else
+	wasSteady bool             // the last full round ended steady
+	lastLook  time.Time        // when the last full round looked at PostgreSQL
+	lastPG    pgmanager.Status // what it saw
+}
+
+// reporter is the report step's state: when this member's own report was
+// last acknowledged (a steady member reports every ReportInterval), and
+// when each member's report last changed on this host's clock (freshness,
+// TestSwitchoverCandidateFreshnessUsesThisHostsReportClock).
+type reporter struct {
+	last time.Time
+	seen reportClock
+}
+
+// Supervisor runs on every node: observe → decide → act → report, in one
+// goroutine. Its state is grouped by owner: the lease (lease.go, shared
+// with the commit gate and the fencer), crash accounting (crash.go),
+// synchronous replication (syncmode.go), the replication intent
+// (standby), the loop's pacing (pacer), reports (reporter) and callbacks.
 type Supervisor struct {
 	cfg      Config
 	pg       Postgres
@@ -51,29 +88,15 @@ type Supervisor struct {
 	retry retryBackoff
 	sync  syncState
 
-	// Replication intent, derived from PostgreSQL where it can be.
-	upstream     string // member the local standby follows ("" unknown)
-	rewindFailed bool   // pg_rewind cannot bring the data onto the primary's timeline: reclone
-	rewoundFails int    // starts that failed, or standbys that never streamed, right after a successful rewind
-	rewound      bool   // the running standby was started right after a pg_rewind
-	sysid        string
-	dataPos      Position  // a stopped data directory's position (pg_control), zero when unknown
-	handedOver   bool      // shut down cleanly in a switchover: follow without rewind
-	startFailed  bool      // the last start as a standby failed: check with pg_rewind
-	notStreaming time.Time // since when a running standby has not been streaming
+	standby standby
+	sysid   string
 
-	confVersion uint64      // cluster config version last applied to postgres
-	seen        reportClock // when each member's report last changed
-	lastReport  time.Time   // when this member's last report was acknowledged
-	runRole     string      // role of the running postgres last seen: primary, replica, "" stopped
-	lastRole    string      // role it had when it last ran
+	confVersion uint64 // cluster config version last applied to postgres
+	reporter    reporter
+	runRole     string // role of the running postgres last seen: primary, replica, "" stopped
+	lastRole    string // role it had when it last ran
 
-	// A holder wakes for each renewal; when the round before was steady
-	// and nothing else woke it, it renews only (renewOnly).
-	timerWake bool             // the last wait ended on its timer, nothing else
-	wasSteady bool             // the last full round ended steady
-	lastLook  time.Time        // when the last full round looked at PostgreSQL
-	lastPG    pgmanager.Status // what it saw
+	pacer pacer
 
 	gateDownSince time.Time // since when this holder's commit gate has not been connected
 	// holderSeen is when this member first saw the key's current epoch
@@ -85,7 +108,10 @@ type Supervisor struct {
 
 	local atomic.Pointer[Local]
 	reqs  chan request
-	wd    *watchdog // nil when watchdog.mode is off (or automatic and unusable)
+	// act, when set, runs renewWhile's action instead of a goroutine
+	// (runAction).
+	act func(f func() error) <-chan error
+	wd  Watchdog // nil when watchdog.mode is off (or automatic and unusable)
 }
 
 // NewSupervisor returns a supervisor; Run starts it.
@@ -97,9 +123,13 @@ func NewSupervisor(cfg Config, pg Postgres, store Store, proposer Proposer, logg
 		cfg.MaxCrashes = 3
 	}
 	sup := &Supervisor{cfg: cfg, pg: pg, store: store, proposer: proposer, logger: logger.Named(SupervisorLoggerName),
-		clock: realClock{}, lease: newLease(), reqs: make(chan request), seen: reportClock{}}
+		clock: realClock{}, lease: newLease(), reqs: make(chan request),
+		reporter: reporter{seen: reportClock{}}}
 	if m := cfg.Watchdog.Mode; m == WatchdogAutomatic || m == WatchdogRequired {
-		sup.wd = &watchdog{device: cfg.Watchdog.Device}
+		sup.wd = cfg.WatchdogDevice
+		if sup.wd == nil {
+			sup.wd = noWatchdog{}
+		}
 	}
 	return sup
 }
@@ -142,7 +172,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // on reports would make the members drive each other in a loop.
 // It returns false when ctx ended.
 func (s *Supervisor) waitNext(ctx context.Context, wait time.Duration) bool {
-	s.timerWake = false
+	s.pacer.timerWake = false
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	last := relevant(s.store.State())
@@ -158,7 +188,7 @@ func (s *Supervisor) waitNext(ctx context.Context, wait time.Duration) bool {
 		case <-exited:
 			return true
 		case <-t.C:
-			s.timerWake = true
+			s.pacer.timerWake = true
 			return true
 		case r := <-s.reqs:
 			err := s.serve(ctx, r.Request)
@@ -201,8 +231,8 @@ func (s *Supervisor) shutdown() {
 	} else if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
 		s.logger.Error("stop postgres on shutdown", "error", err)
 	}
-	if s.wd != nil && s.wd.armed() && !s.pg.Running() {
-		s.wd.disarm()
+	if s.wd != nil && s.wd.Armed() && !s.pg.Running() {
+		s.wd.Disarm()
 		s.logger.Info("watchdog disarmed: postgres stopped")
 	}
 }
@@ -311,16 +341,16 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 	s.applyConfig(ctx, st, pgst)
 	s.report(ctx, pgst)
 	s.publish(s.store.State(), pgst)
-	s.lastLook, s.lastPG = s.clock.Now(), pgst
-	s.wasSteady = s.steady(st, p, pgst)
-	if s.wasSteady {
+	s.pacer.lastLook, s.pacer.lastPG = s.clock.Now(), pgst
+	s.pacer.wasSteady = s.steady(st, p, pgst)
+	if s.pacer.wasSteady {
 		// Nothing to watch closely: look again at the next report, or
 		// ttl/2 on (events still wake the loop at once:
 		// a change of the leader key, config or sync set, a request,
 		// PostgreSQL exiting; the holder also wakes for each renewal,
 		// below).
 		ri := st.Config.ReportInterval()
-		loopWait = max(loopWait, min(steadyLook(st.Config), s.lastReport.Add(ri).Sub(s.clock.Now())))
+		loopWait = max(loopWait, min(steadyLook(st.Config), s.reporter.last.Add(ri).Sub(s.clock.Now())))
 	}
 	if f := st.Failover; f != nil && !s.clock.Now().Before(f.ScheduledAt) {
 		// A switchover or failover is under way: its primary waits on
@@ -353,7 +383,7 @@ func (s *Supervisor) steady(st raftstore.State, p Plan, pgst pgmanager.Status) b
 	if st.Leader.Holder == s.cfg.Member {
 		return !pgst.InRecovery
 	}
-	return pgst.InRecovery && pgst.WalReceiver == "streaming" && s.upstream == st.Leader.Holder
+	return pgst.InRecovery && pgst.WalReceiver == "streaming" && s.standby.upstream == st.Leader.Holder
 }
 
 // renewOnly ends a round right after the renewal when only the renewal
@@ -364,15 +394,15 @@ func (s *Supervisor) steady(st raftstore.State, p Plan, pgst pgmanager.Status) b
 // how long to wait.
 func (s *Supervisor) renewOnly(st raftstore.State) (time.Duration, bool) {
 	now := s.clock.Now()
-	look := s.lastLook.Add(steadyLook(st.Config))
-	if !s.timerWake || !s.wasSteady || st.Leader.Holder != s.cfg.Member || st.Failover != nil || !now.Before(look) {
+	look := s.pacer.lastLook.Add(steadyLook(st.Config))
+	if !s.pacer.timerWake || !s.pacer.wasSteady || st.Leader.Holder != s.cfg.Member || st.Failover != nil || !now.Before(look) {
 		return 0, false
 	}
 	next := s.untilRenewal(st, now)
 	if next == 0 {
 		return 0, false // the renewal failed: a full round, as ever
 	}
-	s.publish(st, s.lastPG)
+	s.publish(st, s.pacer.lastPG)
 	return max(min(next, look.Sub(now)), time.Millisecond), true
 }
 
@@ -418,14 +448,14 @@ func (s *Supervisor) callbacks(pgst pgmanager.Status) {
 // one that freezes is reset before anyone else may be promoted
 // (WatchdogTimeout). A renewal slower than FenceBudget/2 feeds nothing.
 func (s *Supervisor) feedWatchdog(st raftstore.State) {
-	if s.wd == nil || !s.wd.armed() {
+	if s.wd == nil || !s.wd.Armed() {
 		return
 	}
 	sent, _, _, _ := s.lease.snapshot()
 	if !s.lease.valid(st, s.cfg.Member, s.clock.Now()) || s.clock.Now().Sub(sent) > FenceBudget/2 {
 		return
 	}
-	if err := s.wd.keepalive(); err != nil {
+	if err := s.wd.Keepalive(); err != nil {
 		s.logger.Error("watchdog keepalive failed", "error", err)
 	}
 }
@@ -440,18 +470,18 @@ func (s *Supervisor) tendWatchdog(ctx context.Context, st raftstore.State, pgst 
 	}
 	primary := st.Leader.Holder == s.cfg.Member && pgst.Running && !pgst.InRecovery
 	switch {
-	case !primary && s.wd.armed():
-		s.wd.disarm()
+	case !primary && s.wd.Armed():
+		s.wd.Disarm()
 		s.logger.Info("watchdog disarmed: not primary any more")
-	case primary && s.lease.valid(st, s.cfg.Member, s.clock.Now()) && !s.wd.armed():
+	case primary && s.lease.valid(st, s.cfg.Member, s.clock.Now()) && !s.wd.Armed():
 		timeout, ok := WatchdogTimeout(st.Config.TTL)
 		err := fmt.Errorf("%w: ttl %s leaves no whole-second timeout (use ttl ≥ 5s)", ErrWatchdog, st.Config.TTL)
 		if ok {
-			err = s.wd.arm(timeout)
+			err = s.wd.Arm(timeout)
 		}
 		if err == nil {
 			s.feedWatchdog(st)
-			s.logger.Info("watchdog armed", "device", s.wd.device, "timeout", timeout)
+			s.logger.Info("watchdog armed", "device", s.wd.String(), "timeout", timeout)
 			return
 		}
 		if s.cfg.Watchdog.Mode == WatchdogRequired {
@@ -473,13 +503,13 @@ func (s *Supervisor) readUpstream(st raftstore.State, pgst pgmanager.Status) {
 	if !pgst.Running || !pgst.InRecovery || pgst.Error != "" {
 		return
 	}
-	s.upstream = ""
+	s.standby.upstream = ""
 	if pgst.UpstreamAddr == "" {
 		return
 	}
 	for _, name := range st.MemberNames() {
 		if addr := st.Members[name].PGAddr; addr != "" && sameAddr(addr, pgst.UpstreamAddr) {
-			s.upstream = name
+			s.standby.upstream = name
 			return
 		}
 	}
@@ -508,29 +538,29 @@ func (s *Supervisor) watchStreaming(st raftstore.State, pgst pgmanager.Status) {
 	// A standby that cannot even become consistent because its
 	// walreceiver keeps failing (StreamFailing) is not streaming either.
 	following := pgst.Running && pgst.InRecovery && (pgst.Error == "" || pgst.StreamFailing) &&
-		s.upstream != "" && s.upstream == st.Leader.Holder
+		s.standby.upstream != "" && s.standby.upstream == st.Leader.Holder
 	now := s.clock.Now()
 	switch {
 	case !following || pgst.WalReceiver == "streaming":
-		s.notStreaming = time.Time{}
+		s.standby.notStreaming = time.Time{}
 		if following {
-			s.rewoundFails, s.rewound = 0, false
+			s.standby.rewoundFails, s.standby.rewound = 0, false
 		}
-	case s.notStreaming.IsZero():
-		s.notStreaming = now
-	case now.Sub(s.notStreaming) > 2*st.Config.TTL && !s.startFailed:
-		s.logger.Warn("standby is not streaming from the primary", "primary", s.upstream,
-			"for", now.Sub(s.notStreaming).Round(time.Millisecond))
-		s.startFailed = true
-		if s.rewound {
+	case s.standby.notStreaming.IsZero():
+		s.standby.notStreaming = now
+	case now.Sub(s.standby.notStreaming) > 2*st.Config.TTL && !s.standby.startFailed:
+		s.logger.Warn("standby is not streaming from the primary", "primary", s.standby.upstream,
+			"for", now.Sub(s.standby.notStreaming).Round(time.Millisecond))
+		s.standby.startFailed = true
+		if s.standby.rewound {
 			// Started after a successful pg_rewind but never streams
 			// (typically: the WAL it needs is gone from the new
 			// primary): rewinding again does not heal that; after two
 			// such rounds, reclone (as for a start that fails).
-			s.rewoundFails++
-			if s.rewoundFails >= 2 {
-				s.logger.Warn("standby does not stream after pg_rewind: recloning", "primary", s.upstream, "tries", s.rewoundFails)
-				s.rewindFailed = true
+			s.standby.rewoundFails++
+			if s.standby.rewoundFails >= 2 {
+				s.logger.Warn("standby does not stream after pg_rewind: recloning", "primary", s.standby.upstream, "tries", s.standby.rewoundFails)
+				s.standby.rewindFailed = true
 			}
 		}
 	}
@@ -549,10 +579,10 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 	}
 	// A stopped data directory's position, from pg_control: adoption
 	// compares it (#7), a follower's rewind checks it; reported too.
-	s.dataPos = Position{}
+	s.standby.dataPos = Position{}
 	if has && (!pgst.Running || pgst.Error != "") && (st.Initialize == "" || st.Leader.Holder != s.cfg.Member) {
 		if cd, err := s.pg.ControlData(ctx); err == nil {
-			s.dataPos = ControlPosition(cd)
+			s.standby.dataPos = ControlPosition(cd)
 		}
 	}
 	now := s.clock.Now()
@@ -566,11 +596,11 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 		overdue = (!up || !s.freshMembers(st)[h]) && now.Sub(s.holderSeen.at) >= st.Config.TTL
 	}
 	return Observation{
-		Member: s.cfg.Member, Tags: s.cfg.Tags, State: st, PG: pgst, Data: s.dataPos, Voters: s.voters(st),
-		HasData: has, DataSystemID: s.sysid, Standby: s.pg.IsStandbyConfigured(), Upstream: s.upstream,
+		Member: s.cfg.Member, Tags: s.cfg.Tags, State: st, PG: pgst, Data: s.standby.dataPos, Voters: s.voters(st),
+		HasData: has, DataSystemID: s.sysid, Standby: s.pg.IsStandbyConfigured(), Upstream: s.standby.upstream,
 		LeaseValid: s.lease.valid(st, s.cfg.Member, now), PrimaryOverdue: overdue,
-		RewindFailed: s.rewindFailed, Crashes: s.crash.crashes, MaxCrashes: s.cfg.MaxCrashes,
-		SwitchoverDue: s.switchoverDue(st, now.Round(0)), HandedOver: s.handedOver, StandbyStartFailed: s.startFailed,
+		RewindFailed: s.standby.rewindFailed, Crashes: s.crash.crashes, MaxCrashes: s.cfg.MaxCrashes,
+		SwitchoverDue: s.switchoverDue(st, now.Round(0)), HandedOver: s.standby.handedOver, StandbyStartFailed: s.standby.startFailed,
 	}
 }
 
@@ -688,7 +718,7 @@ func (s *Supervisor) sendReport(ctx context.Context, ms raftstore.MemberStatus) 
 	if err := s.apply(ctx, raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}); err != nil {
 		return err
 	}
-	s.lastReport = now
+	s.reporter.last = now
 	return nil
 }
 
@@ -698,7 +728,7 @@ func (s *Supervisor) sendReport(ctx context.Context, ms raftstore.MemberStatus) 
 // Unchanged reports are otherwise skipped: each is a Raft commit.
 func (s *Supervisor) reportDue(st raftstore.State, ms raftstore.MemberStatus, now time.Time) bool {
 	m, ok := st.Members[s.cfg.Member]
-	if !ok || s.lastReport.IsZero() || now.Sub(s.lastReport) >= st.Config.ReportInterval() {
+	if !ok || s.reporter.last.IsZero() || now.Sub(s.reporter.last) >= st.Config.ReportInterval() {
 		return true
 	}
 	cur := m.Status
@@ -741,7 +771,7 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 		if err != nil {
 			return err
 		}
-		s.sysid, s.rewindFailed, s.rewoundFails, s.rewound = "", false, 0, false
+		s.sysid, s.standby.rewindFailed, s.standby.rewoundFails, s.standby.rewound = "", false, 0, false
 		if a.Kind == ActReclone {
 			if err := s.pg.Stop(ctx, pgmanager.StopImmediate); err != nil {
 				return err
@@ -756,13 +786,13 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 			return fmt.Errorf("%w: %s of lease left, need %s to start as primary", ErrLeaseShort, left, FenceBudget)
 		}
 		d, _ := s.desired(st, "", false)
-		s.upstream = ""
+		s.standby.upstream = ""
 		return s.pg.Start(ctx, d)
 	case ActStartStandby:
 		d := s.desiredOrReadOnly(st, a.Primary)
-		s.upstream = a.Primary
+		s.standby.upstream = a.Primary
 		err := s.pg.Start(ctx, d)
-		s.startFailed = err != nil && a.Primary != ""
+		s.standby.startFailed = err != nil && a.Primary != ""
 		return err
 	case ActPromote:
 		return s.promote(ctx, st)
@@ -795,7 +825,7 @@ var ErrLeaseShort = errors.New("lease too short")
 // this member's lease.
 func (s *Supervisor) promote(ctx context.Context, st raftstore.State) error {
 	if s.wd != nil && s.cfg.Watchdog.Mode == WatchdogRequired {
-		if err := WatchdogUsable(s.wd.device); err != nil {
+		if err := s.wd.Usable(); err != nil {
 			if rerr := s.stopAndRelease(ctx, st, pgmanager.StopFast, "watchdog required: "+err.Error()); rerr != nil {
 				s.logger.Error("giving up the leader key", "error", rerr)
 			}
@@ -820,7 +850,7 @@ func (s *Supervisor) promote(ctx context.Context, st raftstore.State) error {
 	// The keeper must know this lease's end before the server is
 	// writable (the fencer goroutine hands it over too, but later).
 	s.pg.FenceAt(s.lease.End())
-	s.upstream = ""
+	s.standby.upstream = ""
 	if err := s.pg.Promote(ctx); err != nil {
 		return err
 	}
@@ -838,43 +868,43 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 		return err
 	}
 	if s.pg.Running() && !a.Rewind {
-		s.upstream = a.Primary
+		s.standby.upstream = a.Primary
 		return s.pg.Follow(ctx, d)
 	}
-	s.handedOver, s.startFailed, s.notStreaming = false, false, time.Time{}
+	s.standby.handedOver, s.standby.startFailed, s.standby.notStreaming = false, false, time.Time{}
 	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
 		return err
 	}
 	if a.Rewind {
 		if err := s.pg.Rewind(ctx, d); err != nil {
 			if errors.Is(err, pgmanager.ErrRewindFailed) {
-				s.rewindFailed = true
+				s.standby.rewindFailed = true
 			}
 			return err
 		}
 	}
-	s.upstream = a.Primary
-	s.rewound = a.Rewind
+	s.standby.upstream = a.Primary
+	s.standby.rewound = a.Rewind
 	if err := s.pg.Start(ctx, d); err != nil {
 		if a.Rewind && errors.Is(err, pgmanager.ErrCannotStream) {
 			// Rewound, but the WAL (or timeline history) it must replay
 			// from is gone from the source: a second rewind would start
 			// from the same checkpoint. Reclone.
 			s.logger.Warn("standby cannot stream after pg_rewind: recloning", "primary", a.Primary, "error", err)
-			s.rewindFailed, s.startFailed = true, true
+			s.standby.rewindFailed, s.standby.startFailed = true, true
 			return err
 		}
 		if a.Rewind {
 			// A start that fails after a successful rewind for another
 			// reason does not heal by rewinding again either: after two in
 			// a row, reclone (#11).
-			s.rewoundFails++
-			if s.rewoundFails >= 2 {
-				s.logger.Warn("standby does not start after pg_rewind: recloning", "primary", a.Primary, "tries", s.rewoundFails)
-				s.rewindFailed = true
+			s.standby.rewoundFails++
+			if s.standby.rewoundFails >= 2 {
+				s.logger.Warn("standby does not start after pg_rewind: recloning", "primary", a.Primary, "tries", s.standby.rewoundFails)
+				s.standby.rewindFailed = true
 			}
 		}
-		s.startFailed = true
+		s.standby.startFailed = true
 		return err
 	}
 	return nil
@@ -965,7 +995,7 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 	case pgst.Running && pgst.Error != "":
 		return
 	case !pgst.Running:
-		ms.Timeline, ms.ReplayedLSN = s.dataPos.Timeline, s.dataPos.LSN
+		ms.Timeline, ms.ReplayedLSN = s.standby.dataPos.Timeline, s.standby.dataPos.LSN
 	case pgst.Running:
 		ms.State = "running"
 		ms.Timeline, ms.Version, ms.PendingRestart = pgst.Timeline, pgst.Version, pgst.PendingRestart

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -371,6 +370,36 @@ func TestStrictModeHolderStartsAndPromotesWithAStandbyRequired(t *testing.T) {
 // holder cut off from the Raft leader, its local FSM still naming it)
 // forgets the lease before the first attempt, so the next cycle starts
 // nothing as primary without a fresh renewal.
+// A holder elected away while frozen (the key moved on in its view by the
+// time its hand-over waits for the candidate to stream) gives the
+// hand-over up at once, leaves the request to the coordinator and does
+// not stop PostgreSQL for it: the next cycle demotes. Waiting out the ttl
+// instead kept a primary, its lease forgotten, acknowledging cancelled
+// commits (the simulator's finding F6).
+func TestHandOverStopsWaitingWhenTheKeyMoves(t *testing.T) {
+	t.Parallel()
+	st := testState("pg1", "pg1", "pg2")
+	st.Failover = &raftstore.FailoverRequest{Kind: "switchover", From: "pg1", To: "pg2"}
+	r := newRig(t, "pg1", st, runningPrimary) // pg2 not streaming
+	r.renew()
+	before := r.store.State()
+	r.store.edit(func(s *raftstore.State) {
+		s.Leader.Holder, s.Leader.Epoch = "pg2", s.Leader.Epoch+1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := r.sup.handOver(ctx, before, "pg2")
+	if !errors.Is(err, errKeyMoved) {
+		t.Fatalf("handOver = %v, want errKeyMoved", err)
+	}
+	if n := r.ev.count("pg Stop"); n != 0 {
+		t.Errorf("postgres stopped %d times by a hand-over the key moved away from", n)
+	}
+	if n := r.prop.count(func(c raftstore.Command) bool { _, ok := c.(raftstore.SetFailover); return ok }); n != 0 {
+		t.Errorf("%d SetFailover proposed: the request is the coordinator's to drop", n)
+	}
+}
+
 func TestLostHandOverReplyLeavesNoLeaseToStartOn(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -512,7 +541,7 @@ func TestSteadyHolderRenewsWithoutLookingAtPostgres(t *testing.T) {
 		return n
 	}
 	wait := r.sup.cycle(ctx) // a full round: renews, looks, is steady
-	if !r.sup.wasSteady {
+	if !r.sup.pacer.wasSteady {
 		t.Fatalf("a healthy primary holding the key is not steady")
 	}
 	st := r.store.State()
@@ -521,7 +550,7 @@ func TestSteadyHolderRenewsWithoutLookingAtPostgres(t *testing.T) {
 	}
 	looks, renewals, until := statusCalls(), r.ev.count("commit RenewLeader"), r.sup.Local().LeaseUntil
 	r.clock.Advance(wait)
-	r.sup.timerWake = true
+	r.sup.pacer.timerWake = true
 	r.sup.cycle(ctx)
 	if got := r.ev.count("commit RenewLeader"); got != renewals+1 {
 		t.Fatalf("renewals = %d, want %d", got, renewals+1)
@@ -533,24 +562,22 @@ func TestSteadyHolderRenewsWithoutLookingAtPostgres(t *testing.T) {
 		t.Errorf("the renewal-only round did not publish the new lease: %s, was %s", l.LeaseUntil, until)
 	}
 	// Woken by anything but the timer: a full round.
-	r.sup.timerWake = false
+	r.sup.pacer.timerWake = false
 	r.sup.cycle(ctx)
 	if got := statusCalls(); got != looks+1 {
 		t.Errorf("postgres looked at %d times on a full round, want 1", got-looks)
 	}
 	// Timer only, but ttl/2 since the last look: a full round.
 	r.clock.Advance(st.Config.ReportInterval() / 2)
-	r.sup.timerWake = true
+	r.sup.pacer.timerWake = true
 	r.sup.cycle(ctx)
 	if got := statusCalls(); got != looks+2 {
 		t.Errorf("postgres not looked at ttl/2 after the last look")
 	}
 }
 
-// #14: a renewal from a switchover's wait (and from an operator restart)
-// feeds an armed watchdog. The device type is concrete (watchdog.go), so
-// the test arms it on a plain file: the keepalive ioctl then fails, and
-// its logged failure shows a keepalive was sent.
+// A renewal from a switchover's wait (and from an operator restart) feeds
+// an armed watchdog.
 func TestRenewalsDuringLongWaitsFeedTheWatchdog(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -567,12 +594,8 @@ func TestRenewalsDuringLongWaitsFeedTheWatchdog(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := newRig(t, "pg1", testState("pg1", "pg1", "pg2"), runningPrimary)
-			f, err := os.CreateTemp(t.TempDir(), "watchdog")
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.sup.wd = &watchdog{device: f.Name(), f: f, timeout: 2 * time.Second}
-			t.Cleanup(r.sup.wd.disarm)
+			wd := &fakeWatchdog{armed: true}
+			r.sup.wd = wd
 			// pg2 catches up, and the restart ends, only after a renewal.
 			r.prop.setScript(func(cmd raftstore.Command) outcome {
 				if _, ok := cmd.(raftstore.RenewLeader); ok {
@@ -586,7 +609,7 @@ func TestRenewalsDuringLongWaitsFeedTheWatchdog(t *testing.T) {
 			if err := tc.wait(r); err != nil {
 				t.Fatalf("wait = %v", err)
 			}
-			if !strings.Contains(r.logs.String(), "watchdog keepalive failed") {
+			if wd.fed() == 0 {
 				t.Errorf("no keepalive sent to the armed watchdog after a renewal (log:\n%s)", r.logs.String())
 			}
 		})
@@ -696,7 +719,7 @@ func TestFailedStopNeverReleasesTheKey(t *testing.T) {
 		}},
 		{"watchdog required but unusable", func(r *rig) {
 			r.sup.cfg.Watchdog = WatchdogConfig{Mode: WatchdogRequired, Device: "/nonexistent/watchdog"}
-			r.sup.wd = &watchdog{device: "/nonexistent/watchdog"}
+			r.sup.wd = &fakeWatchdog{unusable: fmt.Errorf("%w: /nonexistent/watchdog is not writable", ErrWatchdog)}
 			r.sup.cycle(context.Background())
 		}},
 	} {

@@ -34,9 +34,11 @@ func (s *Supervisor) switchoverDue(st raftstore.State, now time.Time) bool {
 
 // switchoverCandidate is the requested member, else the best ranked one
 // among fresh members (whose reports this host saw change within
-// StaleAfter: no clocks of other hosts are compared, #18). Lag does not disqualify: the
-// hand-over waits until the candidate has everything up to the shutdown
-// checkpoint, so under a steady write load a switchover still succeeds.
+// StaleAfter: no clocks of other hosts are compared;
+// TestSwitchoverCandidateFreshnessUsesThisHostsReportClock). Lag does not
+// disqualify: the hand-over waits until the candidate has everything up to
+// the shutdown checkpoint, so under a steady write load a switchover still
+// succeeds.
 func switchoverCandidate(st raftstore.State, me, requested string, fresh map[string]bool) (string, error) {
 	ranked := RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: me, Candidate: requested, IgnoreLag: true})
 	if len(ranked) == 0 || ranked[0].Why != "" {
@@ -68,7 +70,13 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 		s.clearFailover(ctx, st.Failover, err.Error())
 		return err
 	}
-	if !s.waitStreamingFrom(ctx, target, st.Config.TTL) {
+	if !s.waitStreamingFrom(ctx, target, st.Leader.Epoch, st.Config.TTL) {
+		if s.keyMoved(st.Leader.Epoch) {
+			// Elected away meanwhile (this holder was cut off or
+			// frozen): the next cycle demotes at once; the coordinator
+			// drops the request it overtook.
+			return errKeyMoved
+		}
 		reason := fmt.Sprintf("candidate %s is not streaming from %s", target, s.cfg.Member)
 		s.clearFailover(ctx, st.Failover, "refused: "+reason)
 		return fmt.Errorf("%w: %s", ErrNoCandidate, reason)
@@ -101,25 +109,42 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 	// From the first attempt on, the outcome may be that the key moved:
 	// the lease is over for this member (the gate acknowledges nothing,
 	// and a later cycle starts nothing as primary) until a fresh renewal
-	// confirms the key is still ours (#8).
+	// confirms the key is still ours (TestLostHandOverReplyLeavesNoLeaseToStartOn).
 	_, until, epoch, rev := s.lease.snapshot()
 	s.lease.forget()
 	if err := s.handKey(ctx, target, epoch, rev, until.Add(-FenceBudget)); err != nil {
 		return fmt.Errorf("switchover: hand the key to %s: %w", target, err)
 	}
 	s.lease.reset()
-	s.handedOver = true
+	s.standby.handedOver = true
 	s.clearFailover(ctx, st.Failover, "switchover to "+target+" done")
 	s.logger.Info("switchover: leader key handed over", "member", target, "lsn", pgmanager.FormatLSN(final))
 	return nil
 }
 
+// errKeyMoved means a hand-over found the leader key moved on from the
+// epoch it started under.
+var errKeyMoved = errors.New("switchover: the leader key moved on")
+
+// keyMoved reports whether this member's view shows the leader key no
+// longer its own at epoch.
+func (s *Supervisor) keyMoved(epoch uint64) bool {
+	k := s.store.State().Leader
+	return k.Holder != s.cfg.Member || k.Epoch != epoch
+}
+
 // waitStreamingFrom waits up to timeout (renewing the key meanwhile) until
 // target streams from the local primary: right after a restart the
-// standbys need a moment to reconnect.
-func (s *Supervisor) waitStreamingFrom(ctx context.Context, target string, timeout time.Duration) bool {
+// standbys need a moment to reconnect. It gives up at once when the key
+// moved on from epoch: the primary, elected away, must not run on until
+// the timeout with its lease forgotten
+// (TestHandOverStopsWaitingWhenTheKeyMoves).
+func (s *Supervisor) waitStreamingFrom(ctx context.Context, target string, epoch uint64, timeout time.Duration) bool {
 	deadline := s.clock.Now().Add(timeout)
 	for {
+		if s.keyMoved(epoch) {
+			return false
+		}
 		if pgst, err := s.pg.Status(ctx); err == nil && streaming(pgst, target) {
 			return true
 		}
@@ -130,7 +155,7 @@ func (s *Supervisor) waitStreamingFrom(ctx context.Context, target string, timeo
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(50 * time.Millisecond): // polling pg_stat_replication
+		case <-s.clock.After(50 * time.Millisecond): // polling pg_stat_replication
 		}
 	}
 }
@@ -159,28 +184,29 @@ func (s *Supervisor) handKey(ctx context.Context, target string, epoch, rev uint
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-s.clock.After(50 * time.Millisecond):
 		}
 	}
 }
 
-// waitCaughtUp waits until target reports WAL received past lsn, renewing
-// the key meanwhile so the coordinator does not elect someone else.
+// waitCaughtUp waits up to timeout (on the supervisor's clock) until
+// target reports WAL received past lsn, renewing the key meanwhile so the
+// coordinator does not elect someone else.
 func (s *Supervisor) waitCaughtUp(ctx context.Context, target string, lsn uint64, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
+	deadline := s.clock.Now().Add(timeout)
 	for {
 		st := s.store.State()
 		if m, ok := st.Members[target]; ok && max(m.Status.ReceivedLSN, m.Status.ReplayedLSN) > lsn {
 			return nil
 		}
+		if !s.clock.Now().Before(deadline) {
+			return fmt.Errorf("%s did not receive WAL past %s within %s", target, pgmanager.FormatLSN(lsn), timeout)
+		}
 		s.renew(ctx, st)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s did not receive WAL past %s: %w", target, pgmanager.FormatLSN(lsn), ctx.Err())
-		case <-tick.C:
+		case <-s.clock.After(20 * time.Millisecond):
 		}
 	}
 }

@@ -314,6 +314,6 @@ func syncConfirmed(pgst pgmanager.Status, member string) (uint64, bool) {
 // StaleAfter on this host's clock.
 func (s *Supervisor) freshMembers(st raftstore.State) map[string]bool {
 	now := s.clock.Now()
-	s.seen.observe(st, now)
-	return s.seen.fresh(now, st.Config.StaleAfter())
+	s.reporter.seen.observe(st, now)
+	return s.reporter.seen.fresh(now, st.Config.StaleAfter())
 }

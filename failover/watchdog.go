@@ -4,10 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"raftgres/internal/conf"
 	"raftgres/raftstore"
@@ -69,84 +66,55 @@ func WatchdogTimeout(ttl time.Duration) (time.Duration, bool) {
 	return t, t <= hi && t >= time.Second
 }
 
-// watchdog drives a Linux watchdog device (/dev/watchdog): opening arms it,
-// WDIOC_KEEPALIVE feeds it, writing "V" before close disarms it.
-type watchdog struct {
-	device  string
-	f       *os.File
-	timeout time.Duration
+// Watchdog is the hardware watchdog the supervisor arms while this member
+// runs as primary under a valid lease and feeds after each acknowledged
+// renewal (internal/watchdog drives Linux's /dev/watchdog; the agent hands
+// it in through Config.WatchdogDevice). Only the supervisor's loop drives
+// it.
+type Watchdog interface {
+	// Usable reports why the device cannot be used, without arming it.
+	Usable() error
+	// Arm arms it with timeout (whole seconds), or re-sets the timeout;
+	// a device that does not take it is left disarmed.
+	Arm(timeout time.Duration) error
+	// Keepalive feeds the armed device.
+	Keepalive() error
+	// Disarm disarms it (a clean close).
+	Disarm()
+	Armed() bool
+	// String names the device for the log.
+	String() string
 }
 
-// ErrWatchdog wraps a watchdog that cannot be armed or fed.
+// ErrWatchdog wraps a watchdog that cannot be armed, fed or used.
 var ErrWatchdog = errors.New("watchdog")
 
-// arm opens the device with timeout (whole seconds), or re-sets the timeout
-// if it is armed with another one.
-func (w *watchdog) arm(timeout time.Duration) error {
-	if w.f != nil && w.timeout == timeout {
-		return nil
-	}
-	if w.f == nil {
-		f, err := os.OpenFile(w.device, os.O_WRONLY, 0)
-		if err != nil {
-			return fmt.Errorf("%w: open %s: %w", ErrWatchdog, w.device, err)
-		}
-		w.f = f
-	}
-	secs := int(timeout / time.Second)
-	if err := unix.IoctlSetPointerInt(int(w.f.Fd()), unix.WDIOC_SETTIMEOUT, secs); err != nil {
-		w.disarm()
-		return fmt.Errorf("%w: set %s timeout to %ds: %w", ErrWatchdog, w.device, secs, err)
-	}
-	got, err := unix.IoctlGetInt(int(w.f.Fd()), unix.WDIOC_GETTIMEOUT)
-	if err != nil || got != secs {
-		w.disarm()
-		return fmt.Errorf("%w: %s took timeout %ds, want %ds (%v)", ErrWatchdog, w.device, got, secs, err)
-	}
-	w.timeout = timeout
-	return nil
-}
+// noWatchdog stands for a device the agent did not hand in while the mode
+// asks for one: never usable, so required mode never promotes without one.
+type noWatchdog struct{}
 
-func (w *watchdog) keepalive() error {
-	if w.f == nil {
-		return fmt.Errorf("%w: not armed", ErrWatchdog)
-	}
-	if _, err := unix.IoctlGetInt(int(w.f.Fd()), unix.WDIOC_KEEPALIVE); err != nil {
-		return fmt.Errorf("%w: keepalive %s: %w", ErrWatchdog, w.device, err)
-	}
-	return nil
+func (noWatchdog) Usable() error {
+	return fmt.Errorf("%w: no watchdog device given to the supervisor", ErrWatchdog)
 }
-
-// disarm writes the magic close character and closes the device.
-func (w *watchdog) disarm() {
-	if w.f == nil {
-		return
-	}
-	_, _ = w.f.Write([]byte("V"))
-	_ = w.f.Close()
-	w.f, w.timeout = nil, 0
-}
-
-func (w *watchdog) armed() bool { return w.f != nil }
+func (w noWatchdog) Arm(time.Duration) error { return w.Usable() }
+func (w noWatchdog) Keepalive() error        { return w.Usable() }
+func (noWatchdog) Disarm()                   {}
+func (noWatchdog) Armed() bool               { return false }
+func (noWatchdog) String() string            { return "none" }
 
 // MemberTags returns the tags this member registers with: in required mode
 // a watchdog that cannot be used makes it nofailover (it must never be
 // primary without one), and err says why.
-func (c WatchdogConfig) MemberTags(tags raftstore.Tags) (raftstore.Tags, error) {
+func (c WatchdogConfig) MemberTags(tags raftstore.Tags, wd Watchdog) (raftstore.Tags, error) {
 	if c.Mode != WatchdogRequired || tags.NoFailover {
 		return tags, nil
 	}
-	if err := WatchdogUsable(c.Device); err != nil {
+	if wd == nil {
+		wd = noWatchdog{}
+	}
+	if err := wd.Usable(); err != nil {
 		tags.NoFailover = true
 		return tags, fmt.Errorf("watchdog.mode is required but the watchdog is unusable: registered as nofailover: %w", err)
 	}
 	return tags, nil
-}
-
-// WatchdogUsable reports why the device cannot be used, without arming it.
-func WatchdogUsable(device string) error {
-	if err := unix.Access(device, unix.W_OK); err != nil {
-		return fmt.Errorf("%w: %s is not writable by this user: %w", ErrWatchdog, device, err)
-	}
-	return nil
 }

@@ -1,9 +1,6 @@
 package failover
 
 import (
-	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,36 +62,18 @@ func TestWatchdogConfigValidate(t *testing.T) {
 	}
 }
 
-// TestWatchdogArmRefusesNonDevice: a file that takes no watchdog ioctls
-// is refused with ErrWatchdog and left closed.
-func TestWatchdogArmRefusesNonDevice(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "watchdog")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	w := &watchdog{device: path}
-	if err := w.arm(4 * time.Second); !errors.Is(err, ErrWatchdog) {
-		t.Fatalf("arm on a regular file: %v, want ErrWatchdog", err)
-	}
-	if w.armed() {
-		t.Fatal("left armed after a failed arm")
-	}
-	if err := (&watchdog{device: filepath.Join(t.TempDir(), "missing")}).arm(4 * time.Second); !errors.Is(err, ErrWatchdog) {
-		t.Fatalf("arm on a missing device: %v", err)
-	}
-	if err := WatchdogUsable(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, ErrWatchdog) {
-		t.Fatalf("WatchdogUsable on a missing device: %v", err)
-	}
-}
-
 func TestWatchdogMemberTags(t *testing.T) {
-	missing := filepath.Join(t.TempDir(), "missing")
-	tags, err := WatchdogConfig{Mode: WatchdogRequired, Device: missing}.MemberTags(raftstore.DefaultTags())
+	missing := &fakeWatchdog{unusable: ErrWatchdog}
+	tags, err := WatchdogConfig{Mode: WatchdogRequired, Device: "/dev/missing"}.MemberTags(raftstore.DefaultTags(), missing)
 	if err == nil || !tags.NoFailover {
 		t.Fatalf("required without a device: tags %+v, err %v; want nofailover and an error", tags, err)
 	}
-	tags, err = WatchdogConfig{Mode: WatchdogAutomatic, Device: missing}.MemberTags(raftstore.DefaultTags())
+	tags, err = WatchdogConfig{Mode: WatchdogAutomatic, Device: "/dev/missing"}.MemberTags(raftstore.DefaultTags(), missing)
 	if err != nil || tags.NoFailover {
 		t.Fatalf("automatic without a device: tags %+v, err %v; want them unchanged", tags, err)
+	}
+	// Required mode with no device handed in is never usable.
+	if tags, err := (WatchdogConfig{Mode: WatchdogRequired, Device: "/dev/watchdog"}).MemberTags(raftstore.DefaultTags(), nil); err == nil || !tags.NoFailover {
+		t.Fatalf("required with no device given: tags %+v, err %v; want nofailover", tags, err)
 	}
 }

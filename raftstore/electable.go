@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"fmt"
 	"slices"
 	"time"
 )
@@ -87,4 +88,26 @@ func (s State) syncAfterTakeover(newHolder string) SyncState {
 	inherit = slices.DeleteFunc(inherit, func(n string) bool { return n == newHolder })
 	slices.Sort(inherit)
 	return SyncState{Primary: newHolder, Inherited: inherit}
+}
+
+// CheckLeave says why member may not leave the cluster now: it holds the
+// leader key (ErrHolderLeave), or, in synchronous mode while no holder has
+// renewed the key (none, or a new one that never did), the record names it
+// as one that may be elected (ErrSyncLeave): it may then hold the only
+// copy of acknowledged commits besides a lost holder, and RemoveMember
+// drops it from the record for good, so a later election could find
+// nobody, even after it joins again (TestCheckLeave; TestSimSweep drives
+// leave and join). With a holder that renewed, that holder has every
+// acknowledged commit itself, and a standby may leave.
+func (s State) CheckLeave(member string) error {
+	if s.Leader.Holder == member {
+		return &holderLeaveError{member: member, epoch: s.Leader.Epoch}
+	}
+	if !s.Config.SynchronousMode || s.Sync.NoRecord() || s.Leader.Holder != "" && s.Leader.Renewed {
+		return nil
+	}
+	if ok, _ := s.Electable(member); ok {
+		return fmt.Errorf("%w (%s)", ErrSyncLeave, member)
+	}
+	return nil
 }

@@ -233,3 +233,34 @@ func TestALateSetSyncCannotCommitAfterAConfirmation(t *testing.T) {
 		t.Fatalf("late SetSync after the confirmation: err %v, want ErrSyncMismatch", res.Err)
 	}
 }
+
+// CheckLeave: the holder never leaves; a synchronous standby may leave
+// while its holder has renewed; while a new holder never renewed, the
+// replaced holder (inherited) may not: it may hold the only copy of
+// acknowledged commits besides a holder that is lost, and RemoveMember
+// would drop that claim for good.
+func TestCheckLeave(t *testing.T) {
+	t.Parallel()
+	a := syncCluster(t)
+	st := a.f.State()
+	if err := st.CheckLeave("a"); !errors.Is(err, ErrHolderLeave) {
+		t.Fatalf("holder leaves: %v, want ErrHolderLeave", err)
+	}
+	for _, m := range []string{"b", "c"} {
+		if err := st.CheckLeave(m); err != nil {
+			t.Fatalf("%s leaves while a renewed: %v, want nil", m, err)
+		}
+	}
+	elect(a, "b", CauseSwitchover)
+	st = a.f.State()
+	if err := st.CheckLeave("a"); !errors.Is(err, ErrSyncLeave) {
+		t.Fatalf("inherited a leaves while b never renewed: %v, want ErrSyncLeave", err)
+	}
+	if err := st.CheckLeave("c"); err != nil {
+		t.Fatalf("c, never synchronous, leaves: %v, want nil", err)
+	}
+	a.mustApply(RenewLeader{Holder: "b", Epoch: st.Leader.Epoch, At: t0, TTL: time.Second})
+	if err := a.f.State().CheckLeave("a"); err != nil {
+		t.Fatalf("a leaves after b renewed: %v, want nil", err)
+	}
+}

@@ -32,6 +32,10 @@ var (
 	// ErrHolderLeave refuses to remove the member that holds the leader key:
 	// a switchover must move the key first.
 	ErrHolderLeave = errors.New("member holds the leader key: switch over first")
+	// ErrSyncLeave refuses to remove, in synchronous mode while no holder
+	// has renewed the key, a member the synchronous record names as holding
+	// every acknowledged commit (State.CheckLeave).
+	ErrSyncLeave = errors.New("member may hold the only copy of acknowledged commits: wait until a primary renews the leader key")
 	// ErrUnknownMember names a member the FSM does not know.
 	ErrUnknownMember = errors.New("unknown member")
 	// ErrInvalidCommand means a command failed validation or decoding.

@@ -147,7 +147,9 @@ func (s *Store) probe(addr string) error {
 
 // Leave removes a member from the FSM, then from the Raft configuration.
 // Leader only. The member holding the leader key is refused (ErrHolderLeave)
-// before anything changes: switch over first. A leader asked to remove
+// before anything changes: switch over first; so is, in synchronous mode,
+// a member whose claim to every acknowledged commit the election may need
+// (ErrSyncLeave, State.CheckLeave). A leader asked to remove
 // itself first hands leadership to another voter and answers ErrNotLeader,
 // so the caller retries at the new leader.
 func (s *Store) Leave(ctx context.Context, id, actor string) error {
@@ -164,8 +166,8 @@ func (s *Store) Leave(ctx context.Context, id, actor string) error {
 	if err := s.Barrier(ctx); err != nil {
 		return fmt.Errorf("barrier before leave of %s: %w", id, err)
 	}
-	if k := s.State().Leader; k.Holder == id {
-		return &holderLeaveError{member: id, epoch: k.Epoch}
+	if err := s.State().CheckLeave(id); err != nil {
+		return err
 	}
 	f := r.GetConfiguration()
 	if err := f.Error(); err != nil {

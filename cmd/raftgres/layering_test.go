@@ -17,6 +17,7 @@ var allowedImports = map[string][]string{
 	"raftgres/internal/boottime": {},
 	"raftgres/internal/fsutil":   {},
 	"raftgres/internal/testutil": {},
+	"raftgres/internal/watchdog": {}, // the Linux watchdog driver; only the agent wires it
 
 	"raftgres/raftstore": {leafConf, leafTestutil},
 	"raftgres/pgmanager": {leafConf, leafBoottime, leafFsutil, leafTestutil},
@@ -29,7 +30,7 @@ var allowedImports = map[string][]string{
 	"raftgres/config/patroni": {"raftgres/config", "raftgres/raftstore", "raftgres/pgmanager"},
 	"raftgres/secrets":        {leafConf, leafFsutil, "raftgres/pgmanager", "raftgres/api"},
 	// The agent wires every component.
-	"raftgres/agent": {leafConf, leafFsutil, leafTestutil, "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover",
+	"raftgres/agent": {leafConf, leafFsutil, leafTestutil, "raftgres/internal/watchdog", "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover",
 		"raftgres/api", "raftgres/config", "raftgres/secrets"},
 
 	// failover: its timing formulas (Margin); boottime: the lease clock's drift;
