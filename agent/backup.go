@@ -11,6 +11,7 @@ import (
 	"raftgres/backup"
 	"raftgres/config"
 	"raftgres/pgmanager"
+	"raftgres/raftstore"
 )
 
 // pgBackRest returns the pgBackRest runner of this member's config (nil
@@ -55,7 +56,7 @@ func (s *stanzaCreator) Run(ctx context.Context) error {
 		changes := store.Changes()
 		st := store.State()
 		m, ok := st.Members[member]
-		if st.Leader.Holder == member && ok && m.Status.Role == "primary" && m.Status.State == "running" {
+		if st.Leader.Holder == member && ok && m.Status.Role == raftstore.RolePrimary && m.Status.State == raftstore.StateRunning {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 			err := br.StanzaCreate(cctx)
 			cancel()

@@ -144,7 +144,7 @@ func checkCandidate(st raftstore.State, name string) error {
 	return nil
 }
 
-func (s *Server) handleSwitchover(kind string) func(http.ResponseWriter, *http.Request, string) {
+func (s *Server) handleSwitchover(kind raftstore.FailoverKind) func(http.ResponseWriter, *http.Request, string) {
 	return func(w http.ResponseWriter, r *http.Request, actor string) {
 		var req SwitchoverRequest
 		if err := decodeOptional(r, &req); err != nil {
@@ -165,7 +165,7 @@ func (s *Server) handleSwitchover(kind string) func(http.ResponseWriter, *http.R
 			return
 		}
 		fr := &raftstore.FailoverRequest{Kind: kind, From: req.Leader, To: req.Candidate, RequestedBy: actor, RequestedAt: time.Now().UTC()}
-		if kind == "switchover" && fr.From == "" {
+		if kind == raftstore.KindSwitchover && fr.From == "" {
 			fr.From = st.Leader.Holder
 		}
 		if req.ScheduledAt != "" {
@@ -178,7 +178,7 @@ func (s *Server) handleSwitchover(kind string) func(http.ResponseWriter, *http.R
 			writeError(w, err, "")
 			return
 		}
-		s.logger.Info(kind+" requested", "actor", actor, "from", fr.From, "to", fr.To, "scheduled_at", req.ScheduledAt)
+		s.logger.Info(string(kind)+" requested", "actor", actor, "from", fr.From, "to", fr.To, "scheduled_at", req.ScheduledAt)
 		if !fr.ScheduledAt.IsZero() {
 			writeJSON(w, http.StatusAccepted, Message{fmt.Sprintf("%s scheduled at %s", kind, fr.ScheduledAt.Format(time.RFC3339))})
 			return
@@ -188,22 +188,22 @@ func (s *Server) handleSwitchover(kind string) func(http.ResponseWriter, *http.R
 			writeError(w, err, "")
 			return
 		}
-		writeJSON(w, http.StatusOK, Message{fmt.Sprintf("Successfully %s to %q", map[string]string{"switchover": "switched over", "failover": "failed over"}[kind], holder)})
+		writeJSON(w, http.StatusOK, Message{fmt.Sprintf("Successfully %s to %q", map[raftstore.FailoverKind]string{raftstore.KindSwitchover: "switched over", raftstore.KindFailover: "failed over"}[kind], holder)})
 	}
 }
 
-func validateSwitchover(kind string, req SwitchoverRequest, st raftstore.State, now time.Time) error {
+func validateSwitchover(kind raftstore.FailoverKind, req SwitchoverRequest, st raftstore.State, now time.Time) error {
 	if st.Failover != nil {
 		return fmt.Errorf("%w: a %s is already pending (from %q to %q); cancel it with DELETE /switchover",
 			ErrConflict, st.Failover.Kind, st.Failover.From, st.Failover.To)
 	}
-	if kind == "failover" && req.Candidate == "" {
+	if kind == raftstore.KindFailover && req.Candidate == "" {
 		return fmt.Errorf("%w: failover needs a candidate", ErrBadRequest)
 	}
-	if kind == "failover" && req.ScheduledAt != "" {
+	if kind == raftstore.KindFailover && req.ScheduledAt != "" {
 		return fmt.Errorf("%w: a failover cannot be scheduled; use switchover", ErrBadRequest)
 	}
-	if kind == "switchover" && st.Leader.Holder == "" {
+	if kind == raftstore.KindSwitchover && st.Leader.Holder == "" {
 		return fmt.Errorf("%w: there is no primary to switch over from; use failover", ErrPrecondition)
 	}
 	if req.Leader != "" && req.Leader != st.Leader.Holder {
@@ -272,7 +272,7 @@ func (s *Server) handleCancelSwitchover(w http.ResponseWriter, r *http.Request, 
 		writeError(w, err, "")
 		return
 	}
-	writeJSON(w, http.StatusOK, Message{"scheduled " + f.Kind + " cancelled"})
+	writeJSON(w, http.StatusOK, Message{"scheduled " + string(f.Kind) + " cancelled"})
 }
 
 // RestartRequest is the body of POST /restart.
@@ -301,7 +301,7 @@ func (s *Server) handleLocal(kind failover.RequestKind) func(http.ResponseWriter
 				writeError(w, err, "")
 				return
 			}
-			if rr.Role != "" && rr.Role != s.view().role() {
+			if rr.Role != "" && raftstore.Role(rr.Role) != s.view().role() {
 				writeError(w, fmt.Errorf("%w: role %q asked, this member is %s", ErrPrecondition, rr.Role, s.view().role()), "")
 				return
 			}

@@ -377,7 +377,7 @@ func TestValidateSwitchover(t *testing.T) {
 	syncMode.Members["pg5"] = &raftstore.Member{Name: "pg5", Status: running, Tags: raftstore.DefaultTags()}
 	tests := []struct {
 		name string
-		kind string
+		kind raftstore.FailoverKind
 		req  SwitchoverRequest
 		st   raftstore.State
 		want error // nil: accepted

@@ -11,17 +11,17 @@ import (
 
 // ClusterMember is one member in GET /cluster (Patroni's shape).
 type ClusterMember struct {
-	Name           string         `json:"name"`
-	Role           string         `json:"role"`
-	State          string         `json:"state"`
-	APIURL         string         `json:"api_url"`
-	Host           string         `json:"host,omitempty"`
-	Port           int            `json:"port,omitempty"`
-	Timeline       uint32         `json:"timeline,omitempty"`
-	LSN            string         `json:"lsn,omitempty"`
-	Lag            *int64         `json:"lag,omitempty"`
-	PendingRestart bool           `json:"pending_restart,omitempty"`
-	Tags           raftstore.Tags `json:"tags"`
+	Name           string            `json:"name"`
+	Role           ClusterRole       `json:"role"`
+	State          raftstore.PGState `json:"state"`
+	APIURL         string            `json:"api_url"`
+	Host           string            `json:"host,omitempty"`
+	Port           int               `json:"port,omitempty"`
+	Timeline       uint32            `json:"timeline,omitempty"`
+	LSN            string            `json:"lsn,omitempty"`
+	Lag            *int64            `json:"lag,omitempty"`
+	PendingRestart bool              `json:"pending_restart,omitempty"`
+	Tags           raftstore.Tags    `json:"tags"`
 	// Raft is this member's place in the Raft configuration: leader,
 	// voter, nonvoter, or "" when it is not in it.
 	Raft string `json:"raft,omitempty"`
@@ -31,10 +31,10 @@ type ClusterMember struct {
 
 // ScheduledSwitchover is a pending switchover or failover request.
 type ScheduledSwitchover struct {
-	Kind string    `json:"kind"`
-	At   time.Time `json:"at,omitzero"`
-	From string    `json:"from,omitempty"`
-	To   string    `json:"to,omitempty"`
+	Kind raftstore.FailoverKind `json:"kind"`
+	At   time.Time              `json:"at,omitzero"`
+	From string                 `json:"from,omitempty"`
+	To   string                 `json:"to,omitempty"`
 }
 
 // ClusterView is GET /cluster.
@@ -62,6 +62,27 @@ func staleAfter(c raftstore.ClusterConfig) time.Duration {
 	return max(c.StaleAfter(), 5*time.Second)
 }
 
+// ClusterRole is a member's role in /cluster, in Patroni's words.
+type ClusterRole string
+
+// The roles /cluster shows.
+const (
+	ClusterLeader        ClusterRole = "leader"
+	ClusterReplica       ClusterRole = "replica"
+	ClusterSyncStandby   ClusterRole = "sync_standby"
+	ClusterUninitialized ClusterRole = "uninitialized"
+)
+
+// States /cluster shows beside those members report: no report yet, or
+// the last one too old.
+const (
+	StateUnknown     raftstore.PGState = "unknown"
+	StateUnreachable raftstore.PGState = "unreachable"
+	// StateUninitialized is /patroni's state of a member with no data
+	// directory yet.
+	StateUninitialized raftstore.PGState = "uninitialized"
+)
+
 // BuildClusterView is /cluster's body from the FSM and the Raft
 // configuration, as seen at now (wall clock).
 func BuildClusterView(scope string, st raftstore.State, rs raftstore.Status, now time.Time) ClusterView {
@@ -86,28 +107,28 @@ func BuildClusterView(scope string, st raftstore.State, rs raftstore.Status, now
 	for _, name := range st.MemberNames() {
 		m := st.Members[name]
 		ms := m.Status
-		cm := ClusterMember{Name: name, Role: "replica", State: ms.State, APIURL: m.APIAddr + "/patroni",
+		cm := ClusterMember{Name: name, Role: ClusterReplica, State: ms.State, APIURL: m.APIAddr + "/patroni",
 			Timeline: ms.Timeline, PendingRestart: ms.PendingRestart, Tags: m.Tags, Raft: raftRole[name],
 			ReportedAt: ms.ReportedAt}
 		cm.Host, cm.Port = splitHostPort(m.PGAddr)
 		switch {
 		case st.Leader.Holder == name:
-			cm.Role = "leader"
+			cm.Role = ClusterLeader
 		case st.Config.SynchronousMode && slices.Contains(st.Sync.Standbys, name):
-			cm.Role = "sync_standby"
-		case ms.Role == "uninitialized":
-			cm.Role = "uninitialized"
+			cm.Role = ClusterSyncStandby
+		case ms.Role == raftstore.RoleUninitialized:
+			cm.Role = ClusterUninitialized
 		}
 		if cm.State == "" {
-			cm.State = "unknown"
+			cm.State = StateUnknown
 		}
 		if ms.ReportedAt.IsZero() || now.Sub(ms.ReportedAt) > staleAfter(st.Config) {
-			cm.State = "unreachable"
+			cm.State = StateUnreachable
 		}
-		if cm.State == "running" {
+		if cm.State == raftstore.StateRunning {
 			lsn := max(ms.WrittenLSN, ms.ReceivedLSN, ms.ReplayedLSN)
 			cm.LSN = formatLSN(lsn)
-			if cm.Role != "leader" {
+			if cm.Role != ClusterLeader {
 				lag := int64(0)
 				if plsn > lsn {
 					lag = int64(plsn - lsn)

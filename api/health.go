@@ -144,22 +144,22 @@ func (s *Server) handlePatroni(w http.ResponseWriter, r *http.Request) {
 // MemberStatus is the status JSON of /, /patroni and the health
 // endpoints, in Patroni's shape plus a raftgres section.
 type MemberStatus struct {
-	State                    string          `json:"state"`
-	PostmasterStartTime      string          `json:"postmaster_start_time,omitempty"`
-	Role                     string          `json:"role"`
-	ServerVersion            int             `json:"server_version,omitempty"`
-	Xlog                     *XlogStatus     `json:"xlog,omitempty"`
-	Timeline                 uint32          `json:"timeline,omitempty"`
-	Replication              []Replication   `json:"replication,omitempty"`
-	SyncStandby              bool            `json:"sync_standby,omitempty"`
-	ClusterUnlocked          bool            `json:"cluster_unlocked,omitempty"`
-	Pause                    bool            `json:"pause,omitempty"`
-	PendingRestart           bool            `json:"pending_restart,omitempty"`
-	DCSLastSeen              int64           `json:"dcs_last_seen,omitempty"`
-	DatabaseSystemIdentifier string          `json:"database_system_identifier,omitempty"`
-	Tags                     *raftstore.Tags `json:"tags,omitempty"`
-	Patroni                  PatroniInfo     `json:"patroni"`
-	Raftgres                 RaftgresInfo    `json:"raftgres"`
+	State                    raftstore.PGState `json:"state"`
+	PostmasterStartTime      string            `json:"postmaster_start_time,omitempty"`
+	Role                     raftstore.Role    `json:"role"`
+	ServerVersion            int               `json:"server_version,omitempty"`
+	Xlog                     *XlogStatus       `json:"xlog,omitempty"`
+	Timeline                 uint32            `json:"timeline,omitempty"`
+	Replication              []Replication     `json:"replication,omitempty"`
+	SyncStandby              bool              `json:"sync_standby,omitempty"`
+	ClusterUnlocked          bool              `json:"cluster_unlocked,omitempty"`
+	Pause                    bool              `json:"pause,omitempty"`
+	PendingRestart           bool              `json:"pending_restart,omitempty"`
+	DCSLastSeen              int64             `json:"dcs_last_seen,omitempty"`
+	DatabaseSystemIdentifier string            `json:"database_system_identifier,omitempty"`
+	Tags                     *raftstore.Tags   `json:"tags,omitempty"`
+	Patroni                  PatroniInfo       `json:"patroni"`
+	Raftgres                 RaftgresInfo      `json:"raftgres"`
 }
 
 // XlogStatus is the WAL position part of MemberStatus.

@@ -101,11 +101,11 @@ func newMetrics(scope, name string) []metric {
 			func(v nodeView, _ *metricInput) float64 { return b2f(v.isReplica() && v.local.PG.ReplayPaused) }),
 		g("patroni_postgres_streaming", "1 if this replica streams from the primary, else 0.",
 			func(v nodeView, _ *metricInput) float64 {
-				return b2f(v.isReplica() && v.local.PG.WalReceiver == "streaming")
+				return b2f(v.isReplica() && v.local.PG.WalReceiver == failover.Streaming)
 			}),
 		g("patroni_postgres_in_archive_recovery", "1 if this replica replays WAL without streaming, else 0.",
 			func(v nodeView, _ *metricInput) float64 {
-				return b2f(v.isReplica() && v.local.PG.WalReceiver != "streaming")
+				return b2f(v.isReplica() && v.local.PG.WalReceiver != failover.Streaming)
 			}),
 		g("patroni_postgres_server_version", "PostgreSQL version as server_version_num.",
 			func(v nodeView, _ *metricInput) float64 {

@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"raftgres/raftstore"
 )
 
 // Alias series: names that runbooks and alert rules written for other
@@ -17,8 +19,8 @@ import (
 // patroni_postgresql_state have one series per value, 1 for the current
 // one and 0 for the rest, so a change of role never makes a series vanish.
 var (
-	postgresqlRoles  = []string{"primary", "replica", "uninitialized"}
-	postgresqlStates = []string{"running", "stopped", "uninitialized"}
+	postgresqlRoles  = []raftstore.Role{raftstore.RolePrimary, raftstore.RoleReplica, raftstore.RoleUninitialized}
+	postgresqlStates = []raftstore.PGState{raftstore.StateRunning, raftstore.StateStopped, StateUninitialized}
 )
 
 // aliasMetrics are the alias series read from the local view (the one
@@ -62,10 +64,10 @@ func (a aliasMetrics) collect(ch chan<- prometheus.Metric, v nodeView, version s
 	}
 	role, state := v.role(), v.state()
 	for _, r := range postgresqlRoles {
-		gauge(a.role, b2f(r == role), r)
+		gauge(a.role, b2f(r == role), string(r))
 	}
 	for _, s := range postgresqlStates {
-		gauge(a.state, b2f(s == state), s)
+		gauge(a.state, b2f(s == state), string(s))
 	}
 	if pg := v.local.PG; v.running() && !pg.InRecovery {
 		// pg_stat_replication may hold several rows under one

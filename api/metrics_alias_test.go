@@ -190,16 +190,16 @@ func TestMetricsAliases(t *testing.T) {
 	stopped := nodeView{name: "n1", hasPG: true, st: raftstore.NewState(), local: failover.Local{Member: "n1", HasData: true}}
 	fresh := nodeView{name: "n1", hasPG: true, st: raftstore.NewState()}
 	raftOnly := nodeView{name: "n1", st: raftstore.NewState()}
-	roles := func(current string) map[string]float64 {
+	roles := func(current raftstore.Role) map[string]float64 {
 		out := map[string]float64{}
 		for _, r := range postgresqlRoles {
-			out["patroni_postgresql_role{role="+r+"}"] = b2f(r == current)
+			out["patroni_postgresql_role{role="+string(r)+"}"] = b2f(r == current)
 		}
 		return out
 	}
-	with := func(m map[string]float64, state string, more map[string]float64) map[string]float64 {
+	with := func(m map[string]float64, state raftstore.PGState, more map[string]float64) map[string]float64 {
 		for _, s := range postgresqlStates {
-			m["patroni_postgresql_state{state="+s+"}"] = b2f(s == state)
+			m["patroni_postgresql_state{state="+string(s)+"}"] = b2f(s == state)
 		}
 		m["raftgres_build_info{version=v9.9.9}"] = 1
 		for k, v := range more {

@@ -75,32 +75,34 @@ func (v nodeView) lag() int64 {
 }
 
 // role is the Patroni role of this node: primary, replica or uninitialized.
-func (v nodeView) role() string {
+func (v nodeView) role() raftstore.Role {
 	switch {
 	case !v.hasPG:
-		return "uninitialized"
+		return raftstore.RoleUninitialized
 	case v.local.PG.Running && !v.local.PG.InRecovery:
-		return "primary"
+		return raftstore.RolePrimary
 	case v.local.PG.Running:
-		return "replica"
+		return raftstore.RoleReplica
 	case !v.local.HasData:
-		return "uninitialized"
+		return raftstore.RoleUninitialized
 	case v.st.Leader.Holder == v.name:
-		return "primary"
+		return raftstore.RolePrimary
 	}
-	return "replica"
+	return raftstore.RoleReplica
 }
 
-func (v nodeView) state() string {
+// state is the Patroni state of this node's PostgreSQL: running, stopped
+// or, with no data directory yet, uninitialized.
+func (v nodeView) state() raftstore.PGState {
 	switch {
 	case !v.hasPG:
-		return "stopped"
+		return raftstore.StateStopped
 	case v.local.PG.Running:
-		return "running"
+		return raftstore.StateRunning
 	case !v.local.HasData:
-		return "uninitialized"
+		return StateUninitialized
 	}
-	return "stopped"
+	return raftstore.StateStopped
 }
 
 // serverVersionNum turns "15.4 (Debian 15.4-1)" into 150004, as Patroni

@@ -445,7 +445,7 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 	}
 	in := ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder, Reason: reason, Actor: c.member}
 	cmd, ok := raftstore.SetLeader{}, false
-	if f := st.Failover; f != nil && f.Kind == "failover" && f.To != "" {
+	if f := st.Failover; f != nil && f.Kind == raftstore.KindFailover && f.To != "" {
 		// A manual failover names the member to promote; if it cannot be
 		// promoted safely, the ordinary election decides.
 		req := in
@@ -507,7 +507,7 @@ func (c *Coordinator) clearFulfilled(ctx context.Context, st raftstore.State) {
 	}
 	switch {
 	case f.From != "" && st.Leader.Holder != f.From:
-	case f.Kind == "failover" && f.To != "" && st.Leader.Holder == f.To:
+	case f.Kind == raftstore.KindFailover && f.To != "" && st.Leader.Holder == f.To:
 	default:
 		return
 	}
@@ -516,7 +516,7 @@ func (c *Coordinator) clearFulfilled(ctx context.Context, st raftstore.State) {
 	// A compare-and-set on the request read: a newer one is never cleared
 	// (review #12).
 	_, err := raftstore.Commit(actx, c.store, raftstore.SetFailover{Actor: c.member, CAS: true, Prev: f,
-		Reason: f.Kind + " done: " + st.Leader.Holder + " holds the key", At: c.clock.Now().UTC()})
+		Reason: string(f.Kind) + " done: " + st.Leader.Holder + " holds the key", At: c.clock.Now().UTC()})
 	if err != nil {
 		c.logger.Warn("clear fulfilled switchover", "error", err)
 	}

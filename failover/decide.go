@@ -282,7 +282,7 @@ func streamFailed(o Observation) bool {
 }
 
 func decideFollower(o Observation, primary string) Plan {
-	if m, ok := o.State.Members[primary]; !ok || m.Status.Role != "primary" || m.Status.State != "running" {
+	if m, ok := o.State.Members[primary]; !ok || m.Status.Role != raftstore.RolePrimary || m.Status.State != raftstore.StateRunning {
 		// Rewinding against (or streaming from) a member that has not
 		// finished promoting would compare against the old timeline.
 		if !o.PG.Running && o.PrimaryOverdue {
@@ -337,14 +337,14 @@ func CloneSource(st raftstore.State, me string) string {
 	var cs []cand
 	for _, name := range st.MemberNames() {
 		m := st.Members[name]
-		if name == me || m.Status.State != "running" {
+		if name == me || m.Status.State != raftstore.StateRunning {
 			continue
 		}
 		rank := 2
 		switch {
 		case m.Tags.CloneFrom:
 			rank = 0
-		case name != st.Leader.Holder && m.Status.Role == "replica":
+		case name != st.Leader.Holder && m.Status.Role == raftstore.RoleReplica:
 			rank = 1
 		}
 		cs = append(cs, cand{name, rank})
@@ -467,7 +467,7 @@ func compare(a, b Position) order {
 func compareReported(o Observation, mine Position, ms raftstore.MemberStatus) order {
 	theirs := reportedPosition(ms)
 	rel := compare(mine, theirs)
-	if rel == orderBehind && mine.Timeline == theirs.Timeline && ms.State == "running" && !(o.PG.Running && o.PG.Error == "") {
+	if rel == orderBehind && mine.Timeline == theirs.Timeline && ms.State == raftstore.StateRunning && !(o.PG.Running && o.PG.Error == "") {
 		return orderUnknown
 	}
 	return rel
@@ -498,7 +498,7 @@ func adoptionCheck(o Observation) (Plan, bool) {
 		m := st.Members[name]
 		ms := m.Status
 		switch {
-		case name == o.Member || ms.Role == "uninitialized":
+		case name == o.Member || ms.Role == raftstore.RoleUninitialized:
 			continue
 		case ms.Role == "" && ms.ReportedAt.IsZero():
 			return noop("adopting: waiting for " + name + "'s first report before choosing which data directory to adopt " +
@@ -534,7 +534,7 @@ func newerPeer(o Observation) (string, Position) {
 	st, mine := o.State, localPosition(o)
 	for _, name := range st.MemberNames() {
 		ms := st.Members[name].Status
-		if name == o.Member || ms.Role == "uninitialized" || ms.SystemID != "" && o.DataSystemID != "" && ms.SystemID != o.DataSystemID {
+		if name == o.Member || ms.Role == raftstore.RoleUninitialized || ms.SystemID != "" && o.DataSystemID != "" && ms.SystemID != o.DataSystemID {
 			continue
 		}
 		if theirs := reportedPosition(ms); compareReported(o, mine, ms) == orderBehind {

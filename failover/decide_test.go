@@ -23,9 +23,9 @@ func state(holder string, members ...string) raftstore.State {
 	st.Leader = raftstore.LeaderKey{Holder: holder, Epoch: 3, Rev: 10}
 	st.Config = raftstore.DefaultClusterConfig()
 	for _, m := range members {
-		role := "replica"
+		role := raftstore.RoleReplica
 		if m == holder {
-			role = "primary"
+			role = raftstore.RolePrimary
 		}
 		st.Members[m] = &raftstore.Member{Name: m, Tags: raftstore.DefaultTags(), Status: raftstore.MemberStatus{Role: role, State: "running"}}
 	}
@@ -341,10 +341,12 @@ func TestDecideAdoption(t *testing.T) {
 	// a running replica (received/replayed), or a stopped data directory
 	// with its pg_control position.
 	type peer struct {
-		name, role, state string
-		tl                uint32
-		lsn               uint64
-		sysid             string
+		name  string
+		role  raftstore.Role
+		state raftstore.PGState
+		tl    uint32
+		lsn   uint64
+		sysid string
 	}
 	cluster := func(holder string, peers ...peer) raftstore.State {
 		st := raftstore.NewState()

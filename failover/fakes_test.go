@@ -743,9 +743,9 @@ func testState(holder string, members ...string) raftstore.State {
 	st.Leader = raftstore.LeaderKey{Holder: holder, Epoch: 5, Rev: 50}
 	st.Index = 50
 	for i, m := range members {
-		role := "replica"
+		role := raftstore.RoleReplica
 		if m == holder {
-			role = "primary"
+			role = raftstore.RolePrimary
 		}
 		st.Members[m] = &raftstore.Member{Name: m, PGAddr: fmt.Sprintf("10.0.0.%d:5432", i+1), Tags: raftstore.DefaultTags(),
 			Status: raftstore.MemberStatus{Role: role, State: "running", SystemID: testSysID,

@@ -63,6 +63,10 @@ func (s *Supervisor) publish(st raftstore.State, pgst pgmanager.Status) {
 	s.local.Store(l)
 }
 
+// Streaming is the walreceiver status of a standby that streams WAL
+// (pgmanager.Streaming), for those that read Local.PG.
+const Streaming = pgmanager.Streaming
+
 // ArchiveStats is PostgreSQL's WAL archiving statistics (pg_stat_archiver),
 // named here for api, which sees pgmanager's types through failover. The
 // supervisor never reads them: the agent hands pgmanager.Manager to api.

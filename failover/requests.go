@@ -132,8 +132,8 @@ func (s *Supervisor) rewindOnRequest(ctx context.Context, st raftstore.State, re
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRequestRefused, err)
 	}
-	if err := s.sendReport(ctx, raftstore.MemberStatus{State: "rewinding", Role: "replica", SystemID: s.sysid}); err != nil {
-		s.logger.Warn("report status", "state", "rewinding", "error", err)
+	if err := s.sendReport(ctx, raftstore.MemberStatus{State: raftstore.StateRewinding, Role: raftstore.RoleReplica, SystemID: s.sysid}); err != nil {
+		s.logger.Warn("report status", "state", raftstore.StateRewinding, "error", err)
 	}
 	s.logger.Warn("rewinding on request: stopping postgres", "from", holder, "reinit_on_failure", reinit)
 	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {

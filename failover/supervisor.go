@@ -93,8 +93,8 @@ type Supervisor struct {
 
 	confVersion uint64 // cluster config version last applied to postgres
 	reporter    reporter
-	runRole     string // role of the running postgres last seen: primary, replica, "" stopped
-	lastRole    string // role it had when it last ran
+	runRole     raftstore.Role // role of the running postgres last seen: primary, replica, "" stopped
+	lastRole    raftstore.Role // role it had when it last ran
 
 	pacer pacer
 
@@ -383,7 +383,7 @@ func (s *Supervisor) steady(st raftstore.State, p Plan, pgst pgmanager.Status) b
 	if st.Leader.Holder == s.cfg.Member {
 		return !pgst.InRecovery
 	}
-	return pgst.InRecovery && pgst.WalReceiver == "streaming" && s.standby.upstream == st.Leader.Holder
+	return pgst.InRecovery && pgst.WalReceiver == pgmanager.Streaming && s.standby.upstream == st.Leader.Holder
 }
 
 // renewOnly ends a round right after the renewal when only the renewal
@@ -417,26 +417,26 @@ func (s *Supervisor) commit(ctx context.Context, cmd raftstore.Command) (uint64,
 // before (promoted, or back as a replica after a demotion). A status that
 // could not be read says nothing about the role.
 func (s *Supervisor) callbacks(pgst pgmanager.Status) {
-	role := ""
+	var role raftstore.Role
 	switch {
 	case !pgst.Running:
 	case pgst.Error != "" || pgst.SystemID == "":
 		return
 	case pgst.InRecovery:
-		role = "replica"
+		role = raftstore.RoleReplica
 	default:
-		role = "primary"
+		role = raftstore.RolePrimary
 	}
 	prev := s.runRole
 	s.runRole = role
 	switch {
 	case role == prev:
 	case role == "":
-		s.pg.Callback(pgmanager.OnStop, prev)
+		s.pg.Callback(pgmanager.OnStop, string(prev))
 	case prev == "" && (s.lastRole == "" || s.lastRole == role):
-		s.pg.Callback(pgmanager.OnStart, role)
+		s.pg.Callback(pgmanager.OnStart, string(role))
 	default:
-		s.pg.Callback(pgmanager.OnRoleChange, role)
+		s.pg.Callback(pgmanager.OnRoleChange, string(role))
 	}
 	if role != "" {
 		s.lastRole = role
@@ -541,7 +541,7 @@ func (s *Supervisor) watchStreaming(st raftstore.State, pgst pgmanager.Status) {
 		s.standby.upstream != "" && s.standby.upstream == st.Leader.Holder
 	now := s.clock.Now()
 	switch {
-	case !following || pgst.WalReceiver == "streaming":
+	case !following || pgst.WalReceiver == pgmanager.Streaming:
 		s.standby.notStreaming = time.Time{}
 		if following {
 			s.standby.rewoundFails, s.standby.rewound = 0, false
@@ -592,7 +592,7 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 			s.holderSeen.epoch, s.holderSeen.at = st.Leader.Epoch, now
 		}
 		m, ok := st.Members[h]
-		up := ok && m.Status.Role == "primary" && m.Status.State == "running"
+		up := ok && m.Status.Role == raftstore.RolePrimary && m.Status.State == raftstore.StateRunning
 		overdue = (!up || !s.freshMembers(st)[h]) && now.Sub(s.holderSeen.at) >= st.Config.TTL
 	}
 	return Observation{
@@ -693,19 +693,19 @@ func (s *Supervisor) execute(ctx context.Context, st raftstore.State, p Plan) er
 // replaces the local server, that this member cannot be promoted now, so
 // an election does not pick a member busy in pg_rewind or a clone.
 func (s *Supervisor) reportBusy(ctx context.Context, p Plan) {
-	state := ""
+	var state raftstore.PGState
 	for _, a := range p.Actions {
 		switch {
 		case a.Kind == ActFollow && a.Rewind:
-			state = "rewinding"
+			state = raftstore.StateRewinding
 		case a.Kind == ActReclone:
-			state = "cloning"
+			state = raftstore.StateCloning
 		}
 	}
 	if state == "" {
 		return
 	}
-	ms := raftstore.MemberStatus{State: state, Role: "replica", SystemID: s.sysid}
+	ms := raftstore.MemberStatus{State: state, Role: raftstore.RoleReplica, SystemID: s.sysid}
 	if err := s.sendReport(ctx, ms); err != nil {
 		s.logger.Warn("report status", "state", state, "error", err)
 	}
@@ -988,20 +988,20 @@ func (s *Supervisor) waitApplied(ctx context.Context, idx uint64) error {
 // nothing about the role: nothing is reported then.
 func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 	st := s.store.State()
-	ms := raftstore.MemberStatus{State: "stopped", Role: "replica", SystemID: s.sysid}
+	ms := raftstore.MemberStatus{State: raftstore.StateStopped, Role: raftstore.RoleReplica, SystemID: s.sysid}
 	switch {
 	case !s.pg.HasDataDir():
-		ms.Role = "uninitialized"
+		ms.Role = raftstore.RoleUninitialized
 	case pgst.Running && pgst.Error != "":
 		return
 	case !pgst.Running:
 		ms.Timeline, ms.ReplayedLSN = s.standby.dataPos.Timeline, s.standby.dataPos.LSN
 	case pgst.Running:
-		ms.State = "running"
+		ms.State = raftstore.StateRunning
 		ms.Timeline, ms.Version, ms.PendingRestart = pgst.Timeline, pgst.Version, pgst.PendingRestart
 		ms.ReceivedLSN, ms.ReplayedLSN = pgst.ReceivedLSN, pgst.ReplayedLSN
 		if !pgst.InRecovery {
-			ms.Role, ms.WrittenLSN = "primary", pgst.CurrentLSN
+			ms.Role, ms.WrittenLSN = raftstore.RolePrimary, pgst.CurrentLSN
 			s.ensureSlots(ctx, st)
 			if st.Leader.Holder == s.cfg.Member {
 				s.manageSync(ctx, st, pgst)

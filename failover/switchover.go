@@ -23,7 +23,7 @@ func (s *Supervisor) switchoverDue(st raftstore.State, now time.Time) bool {
 	}
 	// A manual failover aimed at a healthy primary is carried out as a
 	// switchover to its candidate: nothing is lost that way.
-	if f.Kind == "failover" && (f.To == "" || f.To == s.cfg.Member) {
+	if f.Kind == raftstore.KindFailover && (f.To == "" || f.To == s.cfg.Member) {
 		return false
 	}
 	if f.From != "" && f.From != s.cfg.Member {
@@ -222,7 +222,7 @@ func (s *Supervisor) clearFailover(ctx context.Context, f *raftstore.FailoverReq
 
 func streaming(st pgmanager.Status, member string) bool {
 	for _, r := range st.Replicas {
-		if r.ApplicationName == member && r.State == "streaming" {
+		if r.ApplicationName == member && r.State == pgmanager.Streaming {
 			return true
 		}
 	}

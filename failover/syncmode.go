@@ -114,7 +114,7 @@ func (s *Supervisor) syncNames(st raftstore.State) string {
 func chooseSync(st raftstore.State, me string, pgst pgmanager.Status, fresh map[string]bool) []string {
 	streamingOK := map[string]bool{}
 	for _, r := range pgst.Replicas {
-		if m, ok := st.Members[r.ApplicationName]; ok && r.State == "streaming" && fresh[r.ApplicationName] &&
+		if m, ok := st.Members[r.ApplicationName]; ok && r.State == pgmanager.Streaming && fresh[r.ApplicationName] &&
 			!m.Tags.NoSync && !m.Tags.NoFailover && r.ApplicationName != me {
 			streamingOK[r.ApplicationName] = true
 		}
@@ -202,7 +202,7 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 			s.sync.okAt = map[string]time.Time{}
 		}
 		for _, r := range pgst.Replicas {
-			if r.State == "streaming" && fresh[r.ApplicationName] {
+			if r.State == pgmanager.Streaming && fresh[r.ApplicationName] {
 				s.sync.okAt[r.ApplicationName] = now
 			}
 		}

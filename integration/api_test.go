@@ -77,7 +77,7 @@ func TestAPIRolesAdminAndCLI(t *testing.T) {
 				}
 				if m == http.MethodGet && rc.path != "/liveness" {
 					var st api.MemberStatus
-					if err := json.Unmarshal([]byte(body), &st); err != nil || st.Role != role || st.Patroni.Name != n.Name {
+					if err := json.Unmarshal([]byte(body), &st); err != nil || string(st.Role) != role || st.Patroni.Name != n.Name {
 						t.Errorf("GET %s on %s: role %q name %q (%v), want %s", rc.path, n.Name, st.Role, st.Patroni.Name, err, role)
 					}
 				} else if m != http.MethodGet && body != "" {

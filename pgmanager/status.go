@@ -15,6 +15,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
+// Streaming is the state PostgreSQL shows for a replication connection
+// that streams WAL: pg_stat_replication.state on the primary,
+// pg_stat_wal_receiver.status on the standby.
+const Streaming = "streaming"
+
 // Replica is one row of pg_stat_replication.
 type Replica struct {
 	ApplicationName string

@@ -350,7 +350,7 @@ func (c SetFailover) Validate() error {
 	if c.Prev != nil {
 		return invalid("a new request compares against no pending request: prev must be empty")
 	}
-	if r.Kind != "switchover" && r.Kind != "failover" {
+	if r.Kind != KindSwitchover && r.Kind != KindFailover {
 		return invalid("failover kind %q is not switchover or failover", r.Kind)
 	}
 	if r.From == "" && r.To == "" {

@@ -20,7 +20,7 @@ import (
 // replica, so nobody is elected on a report from before the disaster, and
 // the coordinator waits for the survivors' first reports (up to
 // StaleAfter) so that the most advanced one is promoted.
-const StateRecovering = "recovering"
+const StateRecovering PGState = "recovering"
 
 // EventRecover is the history event Recover writes.
 const EventRecover = "raft_recover"

@@ -189,10 +189,32 @@ type Member struct {
 	Registered time.Time `json:"registered"`
 }
 
+// Role is what a member's PostgreSQL is, as its supervisor reports it.
+type Role string
+
+// Roles a member reports.
+const (
+	RolePrimary       Role = "primary"
+	RoleReplica       Role = "replica"
+	RoleUninitialized Role = "uninitialized" // no data directory yet
+)
+
+// PGState is whether a member's PostgreSQL runs, or what is being done to
+// it, as its supervisor reports it.
+type PGState string
+
+// States a member reports (StateRecovering is written by Recover).
+const (
+	StateRunning   PGState = "running"
+	StateStopped   PGState = "stopped"
+	StateRewinding PGState = "rewinding"
+	StateCloning   PGState = "cloning"
+)
+
 // MemberStatus is what a member's supervisor last observed of its PostgreSQL.
 type MemberStatus struct {
-	Role           string    `json:"role,omitempty"`  // primary, replica, uninitialized, …
-	State          string    `json:"state,omitempty"` // running, stopped, starting, …
+	Role           Role      `json:"role,omitempty"`
+	State          PGState   `json:"state,omitempty"`
 	Timeline       uint32    `json:"timeline,omitempty"`
 	WrittenLSN     uint64    `json:"written_lsn,omitempty"`
 	ReceivedLSN    uint64    `json:"received_lsn,omitempty"`
@@ -270,14 +292,25 @@ func (s SyncState) NoRecord() bool {
 	return s.Primary == "" && len(s.Standbys) == 0 && len(s.Inherited) == 0
 }
 
+// FailoverKind says whether a request is a switchover (the holder hands
+// the key over) or a manual failover (the coordinator elects the named
+// candidate).
+type FailoverKind string
+
+// The kinds of FailoverRequest.
+const (
+	KindSwitchover FailoverKind = "switchover"
+	KindFailover   FailoverKind = "failover"
+)
+
 // FailoverRequest is a pending manual failover or switchover.
 type FailoverRequest struct {
-	Kind        string    `json:"kind"` // "switchover" or "failover"
-	From        string    `json:"from,omitempty"`
-	To          string    `json:"to,omitempty"`
-	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
-	RequestedBy string    `json:"requested_by,omitempty"`
-	RequestedAt time.Time `json:"requested_at"`
+	Kind        FailoverKind `json:"kind"`
+	From        string       `json:"from,omitempty"`
+	To          string       `json:"to,omitempty"`
+	ScheduledAt time.Time    `json:"scheduled_at,omitzero"`
+	RequestedBy string       `json:"requested_by,omitempty"`
+	RequestedAt time.Time    `json:"requested_at"`
 }
 
 // Event kinds recorded in History.

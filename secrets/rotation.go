@@ -59,7 +59,7 @@ func Rotate(ctx context.Context, out, warn io.Writer, a Cluster, role pgmanager.
 		if m.Host == "" {
 			continue // a Raft-only member: no PostgreSQL, no password
 		}
-		rm := &rotMember{name: m.Name, url: m.APIURL, primary: m.Role == "leader"}
+		rm := &rotMember{name: m.Name, url: m.APIURL, primary: m.Role == api.ClusterLeader}
 		members = append(members, rm)
 		if rm.primary {
 			primary = rm

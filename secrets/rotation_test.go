@@ -33,9 +33,9 @@ func newFakeCluster(t *testing.T, names ...string) *fakeCluster {
 	c := &fakeCluster{view: api.ClusterView{Scope: "demo"}, creds: map[string]*fakeCreds{}, rots: map[string]*Rotator{},
 		down: map[string]bool{}, failPhase: map[string]string{}}
 	for i, n := range names {
-		role := "replica"
+		role := api.ClusterReplica
 		if i == 0 {
-			role = "leader"
+			role = api.ClusterLeader
 		}
 		c.view.Members = append(c.view.Members, api.ClusterMember{Name: n, Role: role, Host: "10.0.0.1",
 			APIURL: "https://" + n + ":8008/patroni"})

@@ -16,6 +16,7 @@ import (
 	"raftgres/api"
 	"raftgres/backup"
 	"raftgres/config"
+	"raftgres/raftstore"
 )
 
 // localBackups loads -c FILE for the offline backup commands, which run
@@ -56,9 +57,9 @@ func planBackup(view api.ClusterView, me, from string) (backupFrom, error) {
 	var best *api.ClusterMember
 	for i, m := range view.Members {
 		switch {
-		case m.Role == "leader" && m.State == "running":
+		case m.Role == api.ClusterLeader && m.State == raftstore.StateRunning:
 			out.Primary = m.Name
-		case (m.Role == "replica" || m.Role == "sync_standby") && m.State == "running" && m.Lag != nil:
+		case (m.Role == api.ClusterReplica || m.Role == api.ClusterSyncStandby) && m.State == raftstore.StateRunning && m.Lag != nil:
 			if best == nil || best.Name != me && (m.Name == me || *m.Lag < *best.Lag) {
 				best = &view.Members[i]
 			}

@@ -18,6 +18,7 @@ import (
 
 	"raftgres/api"
 	"raftgres/failover"
+	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
 
@@ -153,7 +154,7 @@ func streamingReplicas(ctx context.Context, client *api.Client, view api.Cluster
 	}
 	out := map[string]bool{}
 	for _, r := range st.Replication {
-		if r.State == "streaming" {
+		if r.State == pgmanager.Streaming {
 			out[r.ApplicationName] = true
 		}
 	}
@@ -163,7 +164,7 @@ func streamingReplicas(ctx context.Context, client *api.Client, view api.Cluster
 // runningPrimary is the view's leader when it runs.
 func runningPrimary(view api.ClusterView) (api.ClusterMember, bool) {
 	for _, m := range view.Members {
-		if m.Role == "leader" && m.State == "running" {
+		if m.Role == api.ClusterLeader && m.State == raftstore.StateRunning {
 			return m, true
 		}
 	}
@@ -180,22 +181,23 @@ func patroniView(view api.ClusterView, streaming map[string]bool) api.ClusterVie
 	out := view
 	out.Members = slices.Clone(view.Members)
 	for i, m := range out.Members {
-		role := map[string]string{"leader": "Leader", "sync_standby": "Sync Standby"}[m.Role]
+		role := map[api.ClusterRole]string{api.ClusterLeader: "Leader", api.ClusterSyncStandby: "Sync Standby"}[m.Role]
 		if role == "" {
 			role = "Replica"
 		}
-		state := m.State
+		state := string(m.State)
 		switch {
-		case m.State == "unreachable":
+		case m.State == api.StateUnreachable:
 			role = ""
-		case m.State == "running" && m.Role != "leader" && streaming[m.Name]:
+		case m.State == raftstore.StateRunning && m.Role != api.ClusterLeader && streaming[m.Name]:
 			state = "streaming"
-		case m.State == "cloning":
+		case m.State == raftstore.StateCloning:
 			state = "creating replica"
-		case m.Role == "uninitialized" && m.State == "stopped":
+		case m.Role == api.ClusterUninitialized && m.State == raftstore.StateStopped:
 			state = "uninitialized"
 		}
-		out.Members[i].Role, out.Members[i].State = role, state
+		// patronictl's words, for display only.
+		out.Members[i].Role, out.Members[i].State = api.ClusterRole(role), raftstore.PGState(state)
 	}
 	return out
 }
@@ -691,11 +693,11 @@ func evaluateCheck(view api.ClusterView, wantReplicas int, maxLag int64) (int, s
 	maxSeen := int64(0)
 	for _, m := range view.Members {
 		switch {
-		case m.Role == "leader" && m.State == "running":
+		case m.Role == api.ClusterLeader && m.State == raftstore.StateRunning:
 			primary = m.Name
-		case m.Role == "leader":
+		case m.Role == api.ClusterLeader:
 			problems = append(problems, fmt.Sprintf("primary %s is %s", m.Name, m.State))
-		case m.State == "running":
+		case m.State == raftstore.StateRunning:
 			replicas = append(replicas, m.Name)
 			if m.Lag != nil {
 				maxSeen = max(maxSeen, *m.Lag)

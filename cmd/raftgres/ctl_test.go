@@ -117,7 +117,7 @@ func TestFormatTags(t *testing.T) {
 	}
 }
 
-func member(name, role, state string, lagBytes *int64) api.ClusterMember {
+func member(name string, role api.ClusterRole, state raftstore.PGState, lagBytes *int64) api.ClusterMember {
 	return api.ClusterMember{Name: name, Role: role, State: state, Lag: lagBytes, Tags: raftstore.DefaultTags()}
 }
 

@@ -232,11 +232,11 @@ func waitDemoReady(ctx context.Context, client *api.Client) error {
 		if err == nil && st.Initialize != "" && len(st.Members) == 3 {
 			running := 0
 			for _, m := range st.Members {
-				if m.Status.State == "running" {
+				if m.Status.State == raftstore.StateRunning {
 					running++
 				}
 			}
-			if running == 3 && st.Members[st.Leader.Holder] != nil && st.Members[st.Leader.Holder].Status.Role == "primary" {
+			if running == 3 && st.Members[st.Leader.Holder] != nil && st.Members[st.Leader.Holder].Status.Role == raftstore.RolePrimary {
 				return nil
 			}
 		}
@@ -262,7 +262,7 @@ func printDemo(ctx context.Context, out io.Writer, client *api.Client, members [
 	api0, pgPort, primaryPID := client.Base(), members[0].pgPort, 0
 	for _, m := range members {
 		for _, vm := range view.Members {
-			if vm.Name == m.name && vm.Role == "leader" {
+			if vm.Name == m.name && vm.Role == api.ClusterLeader {
 				pgPort, primaryPID = m.pgPort, m.cmd.Process.Pid
 			}
 		}
