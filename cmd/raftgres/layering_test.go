@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -69,6 +72,38 @@ func TestImportLayering(t *testing.T) {
 			if strings.HasPrefix(imp, "raftgres/") && imp != pkg && !slices.Contains(allowed, imp) {
 				t.Errorf("%s imports %s: not allowed by docs/design.md's layering", pkg, imp)
 			}
+		}
+	}
+}
+
+// maxPackageShare is the most of the project's non-test Go lines one
+// package may hold: past it, a package has grown more than one job.
+const maxPackageShare = 0.25
+
+// TestNoPackageOutgrowsItsShare counts the non-test lines of every package
+// (go list's GoFiles) and fails when one holds over maxPackageShare of all.
+func TestNoPackageOutgrowsItsShare(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}|{{.Dir}}|{{join .GoFiles " "}}`, "raftgres/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	lines := map[string]int{}
+	total := 0
+	for _, row := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		parts := strings.Split(row, "|")
+		for _, f := range strings.Fields(parts[2]) {
+			b, err := os.ReadFile(filepath.Join(parts[1], f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := bytes.Count(b, []byte("\n"))
+			lines[parts[0]] += n
+			total += n
+		}
+	}
+	for pkg, n := range lines {
+		if share := float64(n) / float64(total); share > maxPackageShare {
+			t.Errorf("%s holds %d of %d non-test lines (%.1f%%, over %.0f%%): split it by job", pkg, n, total, 100*share, 100*maxPackageShare)
 		}
 	}
 }
