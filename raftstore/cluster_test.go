@@ -274,3 +274,34 @@ func TestCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestHaltedStoreProposesNothing: once a committed entry from a newer
+// release halts the FSM, the store refuses every proposal (ErrHalted), so
+// the member renews no lease and its coordinator acts on nothing, and it
+// says so through Halted.
+func TestHaltedStoreProposesNothing(t *testing.T) {
+	t.Parallel()
+	s := newTestStore(t, "n1", true)
+	waitLeader(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := Commit(ctx, s, RegisterMember{Name: "n1", APIAddr: "http://n1", Tags: DefaultTags(), At: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	future := []byte{byte(CmdRegisterMember)}
+	future = append(future, []byte(`{"name":"n2","api_addr":"http://n2","tags":{},"at":"2026-01-01T00:00:00Z","field_from_the_future":1}`)...)
+	res, err := s.applyBytes(ctx, future)
+	var h *Halt
+	if err != nil || !errors.As(res.Err, &h) {
+		t.Fatalf("entry from a newer release: %+v, %v: want it committed and halting the FSM", res, err)
+	}
+	if got, halted := s.Halted(); !halted || got.Index != res.Index {
+		t.Fatalf("Halted() = %+v, %v", got, halted)
+	}
+	if _, err := s.Apply(ctx, RenewLeader{Holder: "n1", Epoch: 1, At: time.Now().UTC()}); !errors.Is(err, ErrHalted) {
+		t.Fatalf("proposal on a halted store: %v, want ErrHalted", err)
+	}
+	if _, ok := s.State().Members["n2"]; ok {
+		t.Fatal("the entry from the newer release was applied")
+	}
+}

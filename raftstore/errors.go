@@ -29,6 +29,9 @@ var (
 	ErrAlreadyInitialized = errors.New("cluster already initialized with another system identifier")
 	// ErrAlreadyBootstrapped means the cluster config was seeded before.
 	ErrAlreadyBootstrapped = errors.New("cluster config already bootstrapped")
+	// ErrHalted refuses a proposal on a member whose FSM stopped at an
+	// entry a newer release wrote (Store.Halted).
+	ErrHalted = errors.New("this member's replicated state is halted at an entry from a newer release: upgrade it")
 	// ErrHolderLeave refuses to remove the member that holds the leader key:
 	// a switchover must move the key first.
 	ErrHolderLeave = errors.New("member holds the leader key: switch over first")

@@ -32,6 +32,22 @@ type fsm struct {
 	changed func(index uint64)
 	// maxSnapshot is MaxSnapshotSize; tests lower it.
 	maxSnapshot int
+	// halt is set at the first committed entry this binary cannot decode
+	// (written by a newer release): the state stays as it was before it.
+	halt *Halt
+}
+
+// Halt says why the FSM stopped applying entries: the first committed
+// entry this binary could not decode, which a newer release wrote.
+type Halt struct {
+	Index uint64
+	Type  CommandType
+	Err   error
+}
+
+func (h Halt) Error() string {
+	return fmt.Sprintf("committed entry %d (command type %d) cannot be applied by this release: %v (a newer raftgres wrote it: upgrade this member)",
+		h.Index, h.Type, h.Err)
 }
 
 func newFSM(changed func(uint64)) *fsm {
@@ -46,8 +62,13 @@ var _ raft.FSM = (*fsm)(nil)
 // Apply decodes and applies a committed entry. It does not validate the
 // command (the proposer did, under the rules of its release): only the
 // compare-and-set checks of apply.go decide. A committed entry that cannot
-// be decoded means this binary would diverge from its peers: it panics,
-// naming the type and index, unless the type carries SkipUnknownFlag.
+// be decoded (a newer release wrote it) would make this binary diverge
+// from its peers if it guessed: unless the type carries SkipUnknownFlag,
+// the FSM halts there. Its state stays as it was before that entry, it
+// applies nothing more and takes no snapshot (one would claim entries it
+// never applied), and the store refuses to propose (Store.Halted): the
+// member holds no lease, so it acknowledges nothing, until it runs a
+// release that reads the entry and replays the log from its last snapshot.
 func (f *fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
@@ -58,6 +79,11 @@ func (f *fsm) Apply(l *raft.Log) any {
 }
 
 func (f *fsm) applyBytes(index uint64, data []byte) ApplyResult {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.halt != nil {
+		return ApplyResult{Index: index, Err: f.halt}
+	}
 	cmd, err := decodeEntry(data)
 	if err != nil {
 		var t CommandType
@@ -65,15 +91,12 @@ func (f *fsm) applyBytes(index uint64, data []byte) ApplyResult {
 			t = CommandType(data[0])
 		}
 		if errors.Is(err, ErrUnknownCommand) && t&SkipUnknownFlag != 0 {
-			f.mu.Lock()
 			f.applied = index
-			f.mu.Unlock()
 			return ApplyResult{Index: index}
 		}
-		panic(fmt.Sprintf("raftstore: cannot apply committed entry %d (command type %d): %v", index, t, err))
+		f.halt = &Halt{Index: index, Type: t, Err: err}
+		return ApplyResult{Index: index, Err: f.halt}
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	err = applyCommand(&f.state, index, cmd)
 	f.applied = index
 	return ApplyResult{Index: index, Err: err}
@@ -90,6 +113,16 @@ func (f *fsm) StoreConfiguration(index uint64, _ raft.Configuration) {
 	f.applied = max(f.applied, index)
 	f.mu.Unlock()
 	f.changed(index)
+}
+
+// halted returns why the FSM stopped applying entries, if it did.
+func (f *fsm) halted() (Halt, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.halt == nil {
+		return Halt{}, false
+	}
+	return *f.halt, true
 }
 
 // State returns a deep copy of the current state.
@@ -129,10 +162,14 @@ type snapshotFile struct {
 	State         State  `json:"state"`
 }
 
-// Snapshot captures a copy of the state; Persist runs concurrently with Apply.
+// Snapshot captures a copy of the state; Persist runs concurrently with
+// Apply. A halted FSM takes none: raft keeps the log instead.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.halt != nil {
+		return nil, fmt.Errorf("no snapshot: %w", f.halt)
+	}
 	return &fsmSnapshot{
 		file:  snapshotFile{FormatVersion: SnapshotFormatVersion, Applied: f.applied, State: f.state.Clone()},
 		limit: f.maxSnapshot,
@@ -148,7 +185,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.mu.Lock()
-	f.state, f.applied = st, applied
+	f.state, f.applied, f.halt = st, applied, nil
 	f.mu.Unlock()
 	f.changed(applied)
 	return nil

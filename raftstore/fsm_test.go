@@ -264,21 +264,73 @@ func TestFSMDeterministic(t *testing.T) {
 	}
 }
 
-func TestFSMUndecodableEntryPanics(t *testing.T) {
+// TestFSMHaltsAtAnEntryFromANewerRelease: an entry this release cannot
+// decode (an unknown command type, or a known one with a field it does
+// not know) neither panics nor is guessed at: the FSM halts there, keeps
+// the state from before it, applies nothing after it, takes no snapshot,
+// and a restored snapshot (a leader's, or the operator's after an
+// upgrade) lifts the halt.
+func TestFSMHaltsAtAnEntryFromANewerRelease(t *testing.T) {
 	t.Parallel()
-	f := newFSM(nil)
-	// An unknown type with the skip flag is skipped.
-	res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{byte(SkipUnknownFlag | 0x7f), '{', '}'}}).(ApplyResult)
-	if res.Err != nil || f.AppliedIndex() != 1 {
-		t.Fatalf("skippable entry: %+v applied %d", res, f.AppliedIndex())
-	}
-	defer func() {
-		r := recover()
-		if r == nil || !strings.Contains(r.(string), "entry 2") {
-			t.Fatalf("recover() = %v, want a panic naming entry 2", r)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	register := func(name string) []byte {
+		b, err := Encode(RegisterMember{Name: name, APIAddr: "http://" + name, Tags: DefaultTags(), At: t0})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: []byte{0x7f, '{', '}'}})
+		return b
+	}
+	newField := append(register("pg9")[:len(register("pg9"))-1], []byte(`,"field_from_the_future":1}`)...)
+	for name, entry := range map[string][]byte{
+		"unknown type":  {0x7f, '{', '}'},
+		"unknown field": newField,
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFSM(nil)
+			// An unknown type with the skip flag is skipped.
+			res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{byte(SkipUnknownFlag | 0x7f), '{', '}'}}).(ApplyResult)
+			if res.Err != nil || f.AppliedIndex() != 1 {
+				t.Fatalf("skippable entry: %+v applied %d", res, f.AppliedIndex())
+			}
+			f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: register("pg1")})
+			before := f.State()
+			res = f.Apply(&raft.Log{Index: 3, Type: raft.LogCommand, Data: entry}).(ApplyResult)
+			var h *Halt
+			if !errors.As(res.Err, &h) || h.Index != 3 {
+				t.Fatalf("entry from a newer release: %+v, want a Halt at 3", res)
+			}
+			res = f.Apply(&raft.Log{Index: 4, Type: raft.LogCommand, Data: register("pg2")}).(ApplyResult)
+			if res.Err == nil || f.AppliedIndex() != 2 {
+				t.Fatalf("entry after the halt: %+v, applied %d: want nothing applied past 2", res, f.AppliedIndex())
+			}
+			if diff := cmp.Diff(before, f.State()); diff != "" {
+				t.Fatalf("the halted state changed:\n%s", diff)
+			}
+			if _, halted := f.halted(); !halted {
+				t.Fatal("halted() = false")
+			}
+			if _, err := f.Snapshot(); err == nil {
+				t.Fatal("a halted FSM took a snapshot")
+			}
+			// A snapshot from a peer replaces the state and lifts the halt.
+			other := newFSM(nil)
+			other.Apply(&raft.Log{Index: 5, Type: raft.LogCommand, Data: register("pg3")})
+			snap, err := other.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sink := &bufSink{}
+			if err := snap.Persist(sink); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+				t.Fatal(err)
+			}
+			if _, halted := f.halted(); halted || f.AppliedIndex() != 5 {
+				t.Fatalf("after a restore: halted %v, applied %d", halted, f.AppliedIndex())
+			}
+		})
+	}
 }
 
 func TestStateCloneIndependent(t *testing.T) {

@@ -48,7 +48,9 @@ type Store struct {
 	leaders   *broadcast // Raft leadership or leader identity changed
 	peers     *broadcast // a peer's heartbeats started failing or resumed
 	removedCh chan struct{}
-	removed   sync.Once
+	// haltLogged: watchRaft said the FSM halted (its goroutine only).
+	haltLogged bool
+	removed    sync.Once
 
 	droppedObservations atomic.Uint64
 
@@ -235,9 +237,35 @@ func (s *Store) watchRaft(r *raft.Raft, notify <-chan bool, obs <-chan raft.Obse
 				s.droppedObservations.Store(s.observer.GetNumDropped())
 			}
 			s.checkRemoved(r)
+			s.checkHalted(r)
 		}
 	}
 }
+
+// checkHalted says once, loudly, that the FSM halted, and moves Raft
+// leadership away whenever this node holds it: a leader whose state is
+// frozen could commit entries but never act on them, and its coordinator
+// would decide on that frozen state.
+func (s *Store) checkHalted(r *raft.Raft) {
+	h, halted := s.fsm.halted()
+	if !halted {
+		return
+	}
+	if !s.haltLogged {
+		s.haltLogged = true
+		s.logger.Error("this member stopped applying the replicated state: it proposes nothing, holds no lease and leaves Raft leadership to others until it is upgraded",
+			"index", h.Index, "command_type", h.Type, "error", h.Err)
+	}
+	if r.State() == raft.Leader {
+		if err := r.LeadershipTransfer().Error(); err != nil {
+			s.logger.Warn("halted: could not hand Raft leadership over", "error", err)
+		}
+	}
+}
+
+// Halted reports whether the FSM stopped at a committed entry this release
+// cannot decode, and which.
+func (s *Store) Halted() (Halt, bool) { return s.fsm.halted() }
 
 func (s *Store) checkRemoved(r *raft.Raft) {
 	f := r.GetConfiguration()
@@ -397,6 +425,9 @@ func (s *Store) applyBytes(ctx context.Context, data []byte) (ApplyResult, error
 	r, err := s.r()
 	if err != nil {
 		return ApplyResult{}, err
+	}
+	if h, halted := s.fsm.halted(); halted {
+		return ApplyResult{}, fmt.Errorf("%w: %v", ErrHalted, h)
 	}
 	var f raft.ApplyFuture
 	for {
