@@ -48,7 +48,7 @@ func Run(ctx context.Context, cfg *config.Agent, logger hclog.Logger, version st
 		return err
 	}
 	proposer := api.NewProposer(store, peerOpts, logger)
-	a := &member{cfg: cfg, store: store, proposer: proposer, peer: peerOpts, logger: logger}
+	a := &member{cfg: cfg, store: store, proposer: proposer, peer: peerOpts, logger: logger, version: version}
 	br := pgBackRest(cfg, logger)
 	apiOpts := []api.Option{api.WithVersion(version)}
 	var rot *secrets.Rotator
@@ -158,6 +158,7 @@ type member struct {
 	peer     api.ClientOptions
 	logger   hclog.Logger
 	sup      *failover.Supervisor // nil without a postgresql: section
+	version  string               // this binary's release, registered with the member
 }
 
 // joinAndRegister joins an existing cluster when raft.join is set and this
@@ -170,6 +171,7 @@ func (a *member) joinAndRegister(ctx context.Context) error {
 	}
 	reg := raftstore.RegisterMember{
 		Name: a.cfg.Name, APIAddr: a.cfg.API.BaseURL(), RaftAddr: a.cfg.Raft.AdvertiseAddr(), Tags: a.cfg.Tags,
+		Agent: raftstore.AgentVersion{Version: a.version, Protocol: raftstore.Protocol},
 	}
 	if a.cfg.HasPostgres {
 		reg.PGAddr = cmp.Or(a.cfg.Postgres.ConnectAddress, a.cfg.Postgres.Listen)

@@ -27,6 +27,9 @@ type ClusterMember struct {
 	Raft string `json:"raft,omitempty"`
 	// ReportedAt is the member's own time of its last status report.
 	ReportedAt time.Time `json:"reported_at,omitzero"`
+	// Agent is the release its agent last registered with, and the
+	// protocol it speaks: what an upgrade is waiting for.
+	Agent raftstore.AgentVersion `json:"agent,omitzero"`
 }
 
 // ScheduledSwitchover is a pending switchover or failover request.
@@ -109,7 +112,7 @@ func BuildClusterView(scope string, st raftstore.State, rs raftstore.Status, now
 		ms := m.Status
 		cm := ClusterMember{Name: name, Role: ClusterReplica, State: ms.State, APIURL: m.APIAddr + "/patroni",
 			Timeline: ms.Timeline, PendingRestart: ms.PendingRestart, Tags: m.Tags, Raft: raftRole[name],
-			ReportedAt: ms.ReportedAt}
+			ReportedAt: ms.ReportedAt, Agent: m.Agent}
 		cm.Host, cm.Port = splitHostPort(m.PGAddr)
 		switch {
 		case st.Leader.Holder == name:

@@ -129,7 +129,7 @@ func applyRegisterMember(s *State, index uint64, c RegisterMember) {
 		s.Members[c.Name] = m
 		appendEvent(s, Event{Index: index, At: c.At, Kind: EventMemberJoin, Member: c.Name})
 	}
-	m.APIAddr, m.PGAddr, m.RaftAddr, m.Tags, m.Registered = c.APIAddr, c.PGAddr, c.RaftAddr, c.Tags, c.At
+	m.APIAddr, m.PGAddr, m.RaftAddr, m.Tags, m.Registered, m.Agent = c.APIAddr, c.PGAddr, c.RaftAddr, c.Tags, c.At, c.Agent
 }
 
 func applyReportStatus(s *State, c ReportStatus) error {

@@ -81,6 +81,9 @@ type RegisterMember struct {
 	RaftAddr string    `json:"raft_addr,omitempty"`
 	Tags     Tags      `json:"tags"`
 	At       time.Time `json:"at"`
+	// Agent is the registering binary's release and the protocol it
+	// speaks (Protocol); an agent registers again at every start.
+	Agent AgentVersion `json:"agent,omitzero"`
 }
 
 // ReportStatus records a member's observed PostgreSQL status.

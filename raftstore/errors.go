@@ -29,6 +29,9 @@ var (
 	ErrAlreadyInitialized = errors.New("cluster already initialized with another system identifier")
 	// ErrAlreadyBootstrapped means the cluster config was seeded before.
 	ErrAlreadyBootstrapped = errors.New("cluster config already bootstrapped")
+	// ErrNeedsUpgrade refuses a command that a voter's agent could not
+	// apply (CheckProtocol): upgrade every member first.
+	ErrNeedsUpgrade = errors.New("not every voter runs a release that understands this command: upgrade them first")
 	// ErrHalted refuses a proposal on a member whose FSM stopped at an
 	// entry a newer release wrote (Store.Halted).
 	ErrHalted = errors.New("this member's replicated state is halted at an entry from a newer release: upgrade it")

@@ -187,6 +187,15 @@ type Member struct {
 	Status MemberStatus `json:"status"`
 	// Registered is the proposer's time of the last RegisterMember.
 	Registered time.Time `json:"registered"`
+	// Agent is the release the member's agent last registered with.
+	Agent AgentVersion `json:"agent,omitzero"`
+}
+
+// AgentVersion is a member agent's release and the protocol (the commands
+// and fields of the replicated state) it understands.
+type AgentVersion struct {
+	Version  string `json:"version,omitempty"`
+	Protocol int    `json:"protocol,omitempty"`
 }
 
 // Role is what a member's PostgreSQL is, as its supervisor reports it.

@@ -418,7 +418,35 @@ func (s *Store) Apply(ctx context.Context, cmd Command) (ApplyResult, error) {
 	if err != nil {
 		return ApplyResult{}, err
 	}
+	if commandProtocol(cmd) > 1 {
+		voters, err := s.voters()
+		if err != nil {
+			return ApplyResult{}, err
+		}
+		if err := CheckProtocol(s.State(), voters, cmd); err != nil {
+			return ApplyResult{}, err
+		}
+	}
 	return s.applyBytes(ctx, data)
+}
+
+// voters lists the voters of the current Raft configuration.
+func (s *Store) voters() ([]string, error) {
+	r, err := s.r()
+	if err != nil {
+		return nil, err
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("read the raft configuration: %w", err)
+	}
+	var out []string
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			out = append(out, string(srv.ID))
+		}
+	}
+	return out, nil
 }
 
 func (s *Store) applyBytes(ctx context.Context, data []byte) (ApplyResult, error) {

@@ -1,0 +1,56 @@
+package raftstore
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Protocol is the version of the replicated state's language this release
+// speaks: the commands and the fields of commands it can apply. It grows
+// by one with every release that adds a command or a field whose meaning
+// matters. During a rolling upgrade older and newer agents share one log,
+// and an entry an older agent cannot decode halts its FSM (Halt): a
+// command that needs a newer protocol is proposed only once every voter
+// registered with it (CheckProtocol).
+const Protocol = 1
+
+// commandProtocol is the protocol a command needs. Every command of
+// protocol 1 needs 1; a command or field added later names its protocol
+// here, and where only a field is new, only when it is set.
+func commandProtocol(Command) int { return 1 }
+
+// MinProtocol is the lowest protocol among voters, by what each last
+// registered with: 0 when a voter has not registered (an agent of a
+// release from before registrations carried it, or one that never
+// started), with the voters that hold it down.
+func (s State) MinProtocol(voters []string) (int, []string) {
+	lowest, by := 0, []string(nil)
+	for i, v := range slices.Sorted(slices.Values(voters)) {
+		p := 0
+		if m, ok := s.Members[v]; ok {
+			p = m.Agent.Protocol
+		}
+		switch {
+		case i == 0 || p < lowest:
+			lowest, by = p, []string{v}
+		case p == lowest:
+			by = append(by, v)
+		}
+	}
+	return lowest, by
+}
+
+// CheckProtocol refuses cmd (ErrNeedsUpgrade) when a voter's agent does
+// not speak the protocol it needs: committing it would halt that
+// member's replicated state.
+func CheckProtocol(s State, voters []string, cmd Command) error {
+	need := commandProtocol(cmd)
+	if need <= 1 {
+		return nil
+	}
+	if have, by := s.MinProtocol(voters); have < need {
+		return fmt.Errorf("%w: %s needs protocol %d, %s at %d", ErrNeedsUpgrade, cmd.Type(), need, strings.Join(by, ", "), have)
+	}
+	return nil
+}
