@@ -2,7 +2,6 @@ package pgmanager
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,23 +36,8 @@ func testKeeperCmd() *exec.Cmd {
 	return c
 }
 
-// logBuf is a concurrency-safe log sink.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// logBuf is a concurrency-safe log sink that can wait for a line.
+type logBuf struct{ testutil.SyncBuffer }
 
 // waitLog polls until the log holds want.
 func (b *logBuf) wait(t *testing.T, want string, timeout time.Duration) {

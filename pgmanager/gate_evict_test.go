@@ -15,16 +15,10 @@ import (
 	"raftgres/internal/testutil"
 )
 
-// impostor is a replication client of m named name that acknowledges all
-// the WAL it receives, whatever any lease: what a second walsender with
-// the gate's name could do.
-type impostor struct {
-	conn *pgconn.PgConn
-	pid  uint32
-	done chan error // the read loop's end
-}
-
-func startImpostor(ctx context.Context, t *testing.T, m *Manager, name string) *impostor {
+// startReplicationClient connects to m's local socket as a physical
+// replication client named name and starts streaming from the current
+// position; the connection is closed at the test's end.
+func startReplicationClient(ctx context.Context, t *testing.T, m *Manager, name string) (*pgconn.PgConn, pglogrepl.IdentifySystemResult) {
 	t.Helper()
 	cc, err := m.gateConfig()
 	if err != nil {
@@ -48,6 +42,21 @@ func startImpostor(ctx context.Context, t *testing.T, m *Manager, name string) *
 	if err := startPhysical(ctx, conn, sys.XLogPos, sys.Timeline); err != nil {
 		t.Fatal(err)
 	}
+	return conn, sys
+}
+
+// impostor is a replication client of m named name that acknowledges all
+// the WAL it receives, whatever any lease: what a second walsender with
+// the gate's name could do.
+type impostor struct {
+	conn *pgconn.PgConn
+	pid  uint32
+	done chan error // the read loop's end
+}
+
+func startImpostor(ctx context.Context, t *testing.T, m *Manager, name string) *impostor {
+	t.Helper()
+	conn, sys := startReplicationClient(ctx, t, m, name)
 	im := &impostor{conn: conn, pid: conn.PID(), done: make(chan error, 1)}
 	go func() {
 		s := gateStream{received: sys.XLogPos}

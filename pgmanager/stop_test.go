@@ -5,9 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"raftgres/internal/testutil"
 )
 
@@ -29,27 +26,7 @@ func TestFastStopDoesNotWaitForSilentStandbys(t *testing.T) {
 	}
 	// The silent standby: it reads what it is sent and never answers
 	// (its replies lost on a cut link, say).
-	cc, err := m.gateConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc.RuntimeParams["application_name"] = "silent"
-	var conn *pgconn.PgConn
-	if err := m.tryLocalPasswords(func(pw string) { cc.Password = pw }, func() error {
-		var err error
-		conn, err = pgconn.ConnectConfig(ctx, cc)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { closeConn(conn) })
-	sys, err := pglogrepl.IdentifySystem(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := startPhysical(ctx, conn, sys.XLogPos, sys.Timeline); err != nil {
-		t.Fatal(err)
-	}
+	conn, _ := startReplicationClient(ctx, t, m, "silent")
 	go func() {
 		for {
 			if _, err := conn.ReceiveMessage(context.Background()); err != nil {
