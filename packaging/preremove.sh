@@ -9,7 +9,9 @@ case "$1" in
 remove | 0)
 	if [ -d /run/systemd/system ] && systemctl is-active --quiet raftgres; then
 		echo "raftgres: stopping the agent and this host's PostgreSQL"
-		systemctl stop raftgres
+		# A stop that fails (it timed out, and systemd killed what was
+		# left) must not block the removal, as for Debian's own units.
+		systemctl stop raftgres || true
 	fi
 	;;
 esac
