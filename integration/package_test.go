@@ -133,11 +133,11 @@ func TestPackagePostinstallCreatesOnlyWhatIsMissing(t *testing.T) {
 
 // TestPackageDeb builds the packages (make package), installs the .deb
 // with dpkg, runs a 3-member cluster on the installed binary, and checks
-// dpkg's remove and purge: the config an administrator changed survives
-// a remove, a purge deletes what the package put down and keeps the
-// Raft state and anything else the package did not create. Needs root
-// and dpkg, and a host without raftgres installed: it leaves the host as
-// it found it.
+// dpkg's remove, upgrade and purge: the config an administrator changed
+// survives a remove and an upgrade; a purge deletes what the package put
+// down and keeps the Raft state and anything else the package did not
+// create. Needs root and dpkg, and a host without raftgres installed: it
+// leaves the host as it found it.
 func TestPackageDeb(t *testing.T) {
 	requireIntegration(t)
 	if os.Geteuid() != 0 {
@@ -227,8 +227,7 @@ func TestPackageDeb(t *testing.T) {
 		t.Fatalf("the changed config after reinstalling: %v (changed content kept: %v)", err, string(b) == filled)
 	}
 
-	// Purge with Raft state and an administrator's certificate present:
-	// both stay, with their directories; the package's files go.
+	// Raft state and an administrator's certificate, as a member has.
 	adminFile := filepath.Join(pkgConfDir, "ca.pem")
 	stateFile := filepath.Join(pkgStateDir, "raft", "raft.db")
 	for _, p := range []string{adminFile, stateFile} {
@@ -239,6 +238,27 @@ func TestPackageDeb(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+
+	// An upgrade replaces the binary and keeps the config, its owner and
+	// the state.
+	newer := t.TempDir()
+	mustRun(t, "..", "make", "-s", "package", "DIST="+newer, "VERSION=v99.0.0")
+	mustRun(t, "", "dpkg", "-i", filepath.Join(newer, "raftgres_99.0.0-1_"+runtime.GOARCH+".deb"))
+	if out := mustRun(t, "", pkgBinary, "version"); !strings.Contains(out, "v99.0.0") {
+		t.Errorf("raftgres version after the upgrade: %q", out)
+	}
+	if b, err := os.ReadFile(pkgConfig); err != nil || string(b) != filled {
+		t.Fatalf("the changed config after the upgrade: %v (changed content kept: %v)", err, string(b) == filled)
+	}
+	checkOwner(t, pkgConfig, 0o600, true)
+	for _, p := range []string{adminFile, stateFile} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s after the upgrade: %v", p, err)
+		}
+	}
+
+	// Purge: the Raft state and the administrator's certificate stay,
+	// with their directories; the package's files go.
 	out := mustRun(t, "", "dpkg", "--purge", "raftgres")
 	if !strings.Contains(out, "kept /var/lib/raftgres") {
 		t.Errorf("purge did not say it kept the Raft state:\n%s", out)
