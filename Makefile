@@ -33,6 +33,9 @@ PKG_BUILD := bin/package
 PKG_ARCH ?= $(shell $(GO) env GOARCH)
 PKG_VERSION = $(shell echo '$(VERSION)' | sed -E 's/^v//; s/-dirty$$/.dirty/; s/-dev-g/~dev.g/; s/^([0-9]+[.][0-9]+[.][0-9]+)-([0-9]+)-g/\1+\2.g/')
 TARBALL = raftgres-$(VERSION)-linux-$(PKG_ARCH)
+# File times in the packages and the tarball: the commit's, so that a
+# rebuild of one commit gives the same files (now, outside a git tree).
+PKG_EPOCH = $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 package:
 	rm -rf $(PKG_BUILD)
 	rm -f $(DIST)/raftgres[_-]*.deb $(DIST)/raftgres-*.rpm $(DIST)/raftgres-*.tar.gz $(DIST)/SHA256SUMS
@@ -40,12 +43,12 @@ package:
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" \
 		-o $(PKG_BUILD)/raftgres ./cmd/raftgres
 	sed 's|/usr/local/bin/raftgres|/usr/bin/raftgres|' examples/systemd/raftgres.service > $(PKG_BUILD)/raftgres.service
-	PKG_VERSION='$(PKG_VERSION)' PKG_ARCH=$(PKG_ARCH) SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) \
+	PKG_VERSION='$(PKG_VERSION)' PKG_ARCH=$(PKG_ARCH) SOURCE_DATE_EPOCH=$(PKG_EPOCH) \
 		$(GO) tool nfpm package --config packaging/nfpm.yaml --packager deb --target $(DIST)/
-	PKG_VERSION='$(PKG_VERSION)' PKG_ARCH=$(PKG_ARCH) SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) \
+	PKG_VERSION='$(PKG_VERSION)' PKG_ARCH=$(PKG_ARCH) SOURCE_DATE_EPOCH=$(PKG_EPOCH) \
 		$(GO) tool nfpm package --config packaging/nfpm.yaml --packager rpm --target $(DIST)/
 	cp $(PKG_BUILD)/raftgres $(PKG_BUILD)/$(TARBALL)/
-	tar -C $(PKG_BUILD) --owner=0 --group=0 --numeric-owner --mtime=@$$(git log -1 --format=%ct) --sort=name \
+	tar -C $(PKG_BUILD) --owner=0 --group=0 --numeric-owner --mtime=@$(PKG_EPOCH) --sort=name \
 		-cf - $(TARBALL) | gzip -n > $(DIST)/$(TARBALL).tar.gz
 	cd $(DIST) && sha256sum raftgres[_-]*.deb raftgres-*.rpm raftgres-*.tar.gz > SHA256SUMS
 	@cd $(DIST) && ls -l raftgres[_-]*.deb raftgres-*.rpm raftgres-*.tar.gz SHA256SUMS
