@@ -10,7 +10,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || \
 	echo "v$$(cat VERSION)-dev$$(git describe --always --dirty 2>/dev/null | sed 's/^/-g/')")
 
-.PHONY: build deps test unit integration chaos lint race bench demo clean sim
+.PHONY: build deps test unit integration chaos lint race bench demo clean sim package
 
 # Installs what is missing (PostgreSQL 15, HAProxy, pgBackRest, iproute2,
 # make, Patroni and etcd for the migration test) when run as root; otherwise
@@ -20,6 +20,38 @@ deps:
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/raftgres ./cmd/raftgres
+
+# Release artifacts in DIST: a .deb and an .rpm (nfpm, a Go tool pinned in
+# go.mod: packaging/nfpm.yaml), a tarball with the static binary, and
+# SHA256SUMS. The binary reports VERSION; the packages carry it as dpkg and
+# rpm sort it: v0.1.0 is 0.1.0, v0.1.0-12-gabc1234 (after the tag) is
+# 0.1.0+12.gabc1234, v0.1.0-dev-gabc1234 (before it) is 0.1.0~dev.gabc1234.
+# The unit is examples/systemd/raftgres.service with the binary in /usr/bin.
+DIST ?= bin/dist
+# packaging/nfpm.yaml names bin/package.
+PKG_BUILD := bin/package
+PKG_ARCH ?= $(shell $(GO) env GOARCH)
+PKG_VERSION = $(shell echo '$(VERSION)' | sed -E 's/^v//; s/-dirty$$/.dirty/; s/-dev-g/~dev.g/; s/^([0-9]+[.][0-9]+[.][0-9]+)-([0-9]+)-g/\1+\2.g/')
+TARBALL = raftgres-$(VERSION)-linux-$(PKG_ARCH)
+# File times in the packages and the tarball: the commit's, so that a
+# rebuild of one commit gives the same files (now, outside a git tree).
+PKG_EPOCH = $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+package:
+	rm -rf $(PKG_BUILD)
+	rm -f $(DIST)/raftgres[_-]*.deb $(DIST)/raftgres-*.rpm $(DIST)/raftgres-*.tar.gz $(DIST)/SHA256SUMS
+	mkdir -p $(PKG_BUILD)/$(TARBALL) $(DIST)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" \
+		-o $(PKG_BUILD)/raftgres ./cmd/raftgres
+	sed 's|/usr/local/bin/raftgres|/usr/bin/raftgres|' examples/systemd/raftgres.service > $(PKG_BUILD)/raftgres.service
+	PKG_VERSION='$(PKG_VERSION)' PKG_ARCH=$(PKG_ARCH) SOURCE_DATE_EPOCH=$(PKG_EPOCH) \
+		$(GO) tool nfpm package --config packaging/nfpm.yaml --packager deb --target $(DIST)/
+	PKG_VERSION='$(PKG_VERSION)' PKG_ARCH=$(PKG_ARCH) SOURCE_DATE_EPOCH=$(PKG_EPOCH) \
+		$(GO) tool nfpm package --config packaging/nfpm.yaml --packager rpm --target $(DIST)/
+	cp $(PKG_BUILD)/raftgres $(PKG_BUILD)/$(TARBALL)/
+	tar -C $(PKG_BUILD) --owner=0 --group=0 --numeric-owner --mtime=@$(PKG_EPOCH) --sort=name \
+		-cf - $(TARBALL) | gzip -n > $(DIST)/$(TARBALL).tar.gz
+	cd $(DIST) && sha256sum raftgres[_-]*.deb raftgres-*.rpm raftgres-*.tar.gz > SHA256SUMS
+	@cd $(DIST) && ls -l raftgres[_-]*.deb raftgres-*.rpm raftgres-*.tar.gz SHA256SUMS
 
 # What CI runs: unit tests, then the multi-process and real-PostgreSQL suites.
 test: deps unit integration

@@ -5,7 +5,8 @@
 #   iproute2       ip, for the tests that cut links in network namespaces
 #   haproxy        the HAProxy test runs examples/haproxy.cfg
 #   pgbackrest     the backup and restore tests
-#   make           make itself
+#   make           make itself (and make package, which TestPackageDeb runs)
+#   rpm            TestPackageDeb lists the .rpm's files with rpm -qpl
 #   patroni, etcd-server
 #                  TestMigrateFromPatroni runs a Patroni 3.0.2 + etcd 3.4 cluster
 # and the postgres OS user, which the agents run PostgreSQL as.
@@ -25,6 +26,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v pgbackrest >/dev/null || need+=(pgbackrest)
 command -v make >/dev/null || need+=(make)
+command -v rpm >/dev/null || need+=(rpm)
 { command -v patroni && command -v patronictl; } >/dev/null || need+=(patroni)
 command -v etcd >/dev/null || need+=(etcd-server)
 has_user=true
