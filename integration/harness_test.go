@@ -132,6 +132,9 @@ type Node struct {
 	PGSSLParams string
 	// SuperPassword replaces superPassword in PGConn (after a rotation).
 	SuperPassword string
+	// Bin is the raftgres binary Start runs (default: the one TestMain
+	// built from this tree).
+	Bin string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -306,7 +309,8 @@ func (n *Node) overlay(dst any, snippet string) {
 // log with a [name] prefix and is kept for assertions.
 func (n *Node) Start() {
 	n.t.Helper()
-	cmd := exec.Command(binPath, "agent", "-c", n.Config)
+	bin := valueOr(n.Bin, binPath)
+	cmd := exec.Command(bin, "agent", "-c", n.Config)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: agentAs}
 	if n.NetNS != "" {
 		// ip netns exec and setpriv both exec in place: the pid is the agent's.
@@ -315,7 +319,7 @@ func (n *Node) Start() {
 			args = append(args, "setpriv", fmt.Sprintf("--reuid=%d", agentAs.Uid), fmt.Sprintf("--regid=%d", agentAs.Gid),
 				"--clear-groups", "--")
 		}
-		cmd = exec.Command("ip", append(args, binPath, "agent", "-c", n.Config)...)
+		cmd = exec.Command("ip", append(args, bin, "agent", "-c", n.Config)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
 	out, err := cmd.StderrPipe()

@@ -77,7 +77,17 @@ type upgradePlan struct {
 	// there are none ("" once every member runs Target).
 	Blockers []string `json:"blockers,omitempty"`
 	Next     string   `json:"next,omitempty"`
-	Done     bool     `json:"done,omitempty"`
+	// Step is Next for scripts: Action "upgrade" (Member) or
+	// "switchover" (to Candidate, before upgrading Member).
+	Step *upgradeStep `json:"step,omitempty"`
+	Done bool         `json:"done,omitempty"`
+}
+
+// upgradeStep is the next step of a rolling upgrade.
+type upgradeStep struct {
+	Action    string `json:"action"`
+	Member    string `json:"member"`
+	Candidate string `json:"candidate,omitempty"`
 }
 
 // planUpgrade decides the next step of a rolling upgrade to target from
@@ -135,6 +145,7 @@ func planUpgrade(view api.ClusterView, streaming map[string]bool, target raftsto
 			}
 		}
 		if next != primary {
+			p.Step = &upgradeStep{Action: "upgrade", Member: next}
 			p.Next = fmt.Sprintf("upgrade %s: install the new binary on its host and restart its agent (systemctl restart raftgres); "+
 				"wait until `raftgres list` shows it streaming, then run upgrade-check again", next)
 			break
@@ -152,6 +163,7 @@ func planUpgrade(view api.ClusterView, streaming map[string]bool, target raftsto
 			p.Blockers = append(p.Blockers, "the primary "+primary+" is the only member left to upgrade and no replica streams to switch over to")
 			break
 		}
+		p.Step = &upgradeStep{Action: "switchover", Member: primary, Candidate: candidates[0]}
 		p.Next = fmt.Sprintf("switch over first (raftgres switchover --candidate %s), then upgrade %s the same way once it streams as a replica",
 			candidates[0], primary)
 	}

@@ -72,8 +72,11 @@ func TestPlanUpgrade(t *testing.T) {
 			if tc.next != "" && !strings.Contains(p.Next, tc.next) {
 				t.Errorf("next = %q, want it to say %q", p.Next, tc.next)
 			}
-			if (tc.next == "") != (p.Next == "") {
-				t.Errorf("next = %q, want one only when %q", p.Next, tc.next)
+			if (tc.next == "") != (p.Next == "") || (p.Next == "") != (p.Step == nil) {
+				t.Errorf("next = %q, step %+v, want both only when %q", p.Next, p.Step, tc.next)
+			}
+			if p.Step != nil && !strings.Contains(p.Next, p.Step.Member) {
+				t.Errorf("step %+v does not match next %q", p.Step, p.Next)
 			}
 			if len(p.Blockers) != len(tc.blockers) {
 				t.Fatalf("blockers = %q, want %d: %q", p.Blockers, len(tc.blockers), tc.blockers)
