@@ -202,3 +202,85 @@ func version(t *testing.T) string {
 	}
 	return f[1]
 }
+
+// longestGap is the longest time between two acknowledged writes the
+// probe recorded, and when it began.
+func (w *writerProbe) longestGap() (time.Duration, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var gap time.Duration
+	var at time.Time
+	for i := 1; i < len(w.windows); i++ {
+		if d := w.windows[i].End.Sub(w.windows[i-1].End); d > gap {
+			gap, at = d, w.windows[i-1].End
+		}
+	}
+	return gap, at
+}
+
+// TestRollingRestartUnderWrites: `raftgres restart --rolling` restarts
+// every member's PostgreSQL under writes (the replicas one at a time, the
+// primary by a switchover): every postmaster restarted, no acknowledged
+// write lost, no two members taking writes at once, and the only pause in
+// writes is the switchover's.
+func TestRollingRestartUnderWrites(t *testing.T) {
+	requireIntegration(t)
+	c := newPGCluster(t, 3)
+	primary := c.waitPrimary(120*time.Second, c.nodes...)
+	c.waitStreaming(primary)
+	ctx := ctxT(t, 10*time.Minute)
+	if err := pgExec(ctx, primary, "CREATE TABLE windows (node text, seq int)"); err != nil {
+		t.Fatal(err)
+	}
+	epoch0 := mustState(t, c).Leader.Epoch
+	w := startWriterProbe(c)
+	defer w.stop()
+	waitFor(t, 30*time.Second, "writes on "+primary.Name, func() (bool, error) {
+		_, n := w.lastOn(primary.Name)
+		return n > 20, nil
+	})
+	begin := time.Now()
+	out, stderr, code := runCLI(t, "restart", "--rolling", "--force", "-c", c.nodes[0].Config)
+	t.Logf("restart --rolling (%s):\n%s%s", time.Since(begin).Round(time.Millisecond), out, stderr)
+	if code != 0 {
+		t.Fatalf("restart --rolling: exit %d", code)
+	}
+	for _, n := range c.nodes {
+		if !strings.Contains(out, n.Name+": running and streaming again") {
+			t.Errorf("%s was not restarted", n.Name)
+		}
+	}
+	// The writes go on after the last step.
+	end := time.Now()
+	waitFor(t, 30*time.Second, "writes after the rolling restart", func() (bool, error) {
+		st, err := c.state()
+		if err != nil {
+			return false, err
+		}
+		last, _ := w.lastOn(st.Leader.Holder)
+		return last.After(end.Add(time.Second)), nil
+	})
+	w.stop()
+	final := c.waitPrimary(60*time.Second, c.nodes...)
+	if final.Name == primary.Name {
+		t.Fatalf("the primary is still %s: it was not switched over", primary.Name)
+	}
+	lost, err := w.lost(ctx, final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d acknowledged writes lost: %v", len(lost), lost)
+	}
+	if o := w.overlaps(); len(o) > 0 {
+		t.Fatalf("two members took writes at once: %v", o)
+	}
+	if e := mustState(t, c).Leader.Epoch; e != epoch0+1 {
+		t.Fatalf("leader epoch %d -> %d: the key moved other than by the one switchover", epoch0, e)
+	}
+	gap, at := w.longestGap()
+	t.Logf("longest pause in acknowledged writes: %s from %s", gap.Round(time.Millisecond), at.Format("15:04:05.000"))
+	if gap > 3*time.Second {
+		t.Fatalf("writes paused %s at %s: more than a switchover's pause", gap.Round(time.Millisecond), at.Format("15:04:05.000"))
+	}
+}

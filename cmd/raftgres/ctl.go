@@ -399,7 +399,9 @@ func memberCommand(name, usage, path string) *cli.Command {
 	flags := append(adminFlags(), forceFlag())
 	if name == "restart" {
 		flags = append(flags, &cli.BoolFlag{Name: "pending", Usage: "restart only members with a pending restart"},
-			&cli.StringFlag{Name: "role", Usage: "restart only members with this `ROLE` (primary or replica)"})
+			&cli.StringFlag{Name: "role", Usage: "restart only members with this `ROLE` (primary or replica)"},
+			&cli.BoolFlag{Name: "rolling", Usage: "every member, one at a time: replicas until each streams again, then the primary by a switchover"},
+			&cli.StringFlag{Name: "since", Usage: "with --rolling: resume an interrupted run started at `TIME` (RFC 3339, as it printed)"})
 	}
 	if name == "rewind" {
 		flags = append(flags, &cli.BoolFlag{Name: "reinit-on-failure", Usage: "reclone the member when pg_rewind cannot work"})
@@ -407,6 +409,19 @@ func memberCommand(name, usage, path string) *cli.Command {
 	return &cli.Command{
 		Name: name, Usage: usage, ArgsUsage: "MEMBER...", Flags: flags,
 		Action: func(c *cli.Context) error {
+			if name == "restart" && c.Bool("rolling") {
+				if c.NArg() > 0 || c.String("role") != "" {
+					return cli.Exit("restart --rolling restarts every member: name no MEMBER and no --role", 2)
+				}
+				client, err := clientOrExit(c)
+				if err != nil {
+					return err
+				}
+				return rollingRestart(c, client)
+			}
+			if c.Bool("rolling") || c.String("since") != "" {
+				return cli.Exit(name+": --since goes with restart --rolling", 2)
+			}
 			if c.NArg() == 0 {
 				return cli.Exit(name+": name at least one MEMBER", 2)
 			}

@@ -94,8 +94,7 @@ type upgradeStep struct {
 // the cluster view and which replicas stream from the primary.
 func planUpgrade(view api.ClusterView, streaming map[string]bool, target raftstore.AgentVersion) upgradePlan {
 	p := upgradePlan{Target: target, Members: map[string]raftstore.AgentVersion{}, Upgraded: []string{}}
-	var primary string
-	var pending, replicas []string
+	var pending []string
 	for _, m := range view.Members {
 		p.Members[m.Name] = m.Agent
 		switch {
@@ -107,30 +106,11 @@ func planUpgrade(view api.ClusterView, streaming map[string]bool, target raftsto
 		default:
 			pending = append(pending, m.Name)
 		}
-		switch {
-		case m.State == api.StateUnreachable:
-			p.Blockers = append(p.Blockers, m.Name+"'s agent does not report: bring it back first (a member down and one restarting could cost the quorum)")
-		case m.State != raftstore.StateRunning:
-			p.Blockers = append(p.Blockers, fmt.Sprintf("%s's PostgreSQL is %s, not running", m.Name, m.State))
-		case m.Role == api.ClusterLeader:
-			primary = m.Name
-		case !streaming[m.Name]:
-			p.Blockers = append(p.Blockers, m.Name+" is not streaming from the primary")
-		default:
-			replicas = append(replicas, m.Name)
-		}
 	}
-	if primary == "" {
-		p.Blockers = append(p.Blockers, "no running primary")
-	}
-	if view.Pause {
-		p.Blockers = append(p.Blockers, "the cluster is paused (maintenance mode): resume it, the upgrade needs a switchover")
-	}
-	if s := view.ScheduledSwitchover; s != nil {
-		p.Blockers = append(p.Blockers, fmt.Sprintf("a %s is pending: let it finish or cancel it", s.Kind))
-	}
+	h := checkHealth(view, streaming)
+	p.Blockers = append(p.Blockers, h.blockers...)
+	primary, replicas := h.primary, h.replicas
 	slices.Sort(pending)
-	slices.Sort(replicas)
 	slices.Sort(p.Upgraded)
 	switch {
 	case len(p.Blockers) > 0:
@@ -168,6 +148,46 @@ func planUpgrade(view api.ClusterView, streaming map[string]bool, target raftsto
 			candidates[0], primary)
 	}
 	return p
+}
+
+// clusterHealth is whether the cluster can lose one member for a restart:
+// its running primary, its replicas streaming from it (sorted), and every
+// reason it cannot.
+type clusterHealth struct {
+	primary  string
+	replicas []string
+	blockers []string
+}
+
+// checkHealth reads it from the view and which replicas stream from the
+// primary.
+func checkHealth(view api.ClusterView, streaming map[string]bool) clusterHealth {
+	var h clusterHealth
+	for _, m := range view.Members {
+		switch {
+		case m.State == api.StateUnreachable:
+			h.blockers = append(h.blockers, m.Name+"'s agent does not report: bring it back first (a member down and one restarting could cost the quorum)")
+		case m.State != raftstore.StateRunning:
+			h.blockers = append(h.blockers, fmt.Sprintf("%s's PostgreSQL is %s, not running", m.Name, m.State))
+		case m.Role == api.ClusterLeader:
+			h.primary = m.Name
+		case !streaming[m.Name]:
+			h.blockers = append(h.blockers, m.Name+" is not streaming from the primary")
+		default:
+			h.replicas = append(h.replicas, m.Name)
+		}
+	}
+	if h.primary == "" {
+		h.blockers = append(h.blockers, "no running primary")
+	}
+	if view.Pause {
+		h.blockers = append(h.blockers, "the cluster is paused (maintenance mode): resume it, a switchover is needed")
+	}
+	if s := view.ScheduledSwitchover; s != nil {
+		h.blockers = append(h.blockers, fmt.Sprintf("a %s is pending: let it finish or cancel it", s.Kind))
+	}
+	slices.Sort(h.replicas)
+	return h
 }
 
 func orUnknown(v string) string {
