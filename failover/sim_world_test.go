@@ -93,7 +93,9 @@ type simWorld struct {
 	rng *rand.Rand
 	// rng2 draws what later versions added (a stream apart, so that
 	// the schedules of the seeds found before stay as they were).
-	rng2   *rand.Rand
+	rng2 *rand.Rand
+	// rng3 draws the unclean stops (another stream, for the same reason).
+	rng3   *rand.Rand
 	toKill []string
 	seed   int64
 	cfg    simParams

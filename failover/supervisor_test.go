@@ -400,6 +400,44 @@ func TestHandOverStopsWaitingWhenTheKeyMoves(t *testing.T) {
 	}
 }
 
+// A fast stop that escalated to immediate (pgmanager's step timeout)
+// wrote no shutdown checkpoint: pg_control says "in production" and its
+// latest checkpoint is an older one, which a candidate may have passed
+// while it lacks later acknowledged commits. The hand-over must not go on
+// from it: the request is cleared with the reason and PostgreSQL starts
+// again as primary, as when the candidate does not catch up.
+func TestHandOverRequiresACleanShutdown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testState("pg1", "pg1", "pg2")
+	st.Members["pg2"].Status.ReceivedLSN = 0x4000000 // past the (older) latest checkpoint
+	st.Failover = &raftstore.FailoverRequest{Kind: "switchover", From: "pg1", To: "pg2"}
+	pgst := runningPrimary
+	pgst.Replicas = []pgmanager.Replica{{ApplicationName: "pg2", State: "streaming", FlushLSN: pgst.CurrentLSN}}
+	r := newRig(t, "pg1", st, pgst)
+	r.pg.set(func(p *fakePostgres) { p.uncleanStop = true })
+	r.renew()
+	err := r.sup.handOver(ctx, r.store.State(), "pg2")
+	if err != nil {
+		t.Fatalf("handOver = %v, want the primary started again", err)
+	}
+	if n := r.ev.count("pg Stop fast"); n != 1 {
+		t.Fatalf("test bug: %d fast stops (events %v)", n, r.ev.all())
+	}
+	if n := r.prop.count(isSetLeader); n != 0 {
+		t.Errorf("%d SetLeader proposed after an unclean stop, want no hand-over", n)
+	}
+	if got := r.store.State().Leader.Holder; got != "pg1" {
+		t.Errorf("key holder = %q, want pg1", got)
+	}
+	if f := r.store.State().Failover; f != nil {
+		t.Errorf("switchover request %+v still set, want it cleared", f)
+	}
+	if !r.pg.Running() || r.ev.count("pg Start") != 1 {
+		t.Errorf("primary not started again (events %v)", r.ev.all())
+	}
+}
+
 func TestLostHandOverReplyLeavesNoLeaseToStartOn(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
