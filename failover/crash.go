@@ -10,7 +10,8 @@ import (
 // nobody asked for that follow each other within ttl of a (re)start, and
 // starts or promotions that fail. Past MaxCrashes the holder gives the
 // key up, so a server that cannot come back never holds the cluster
-// without a primary (finding #10).
+// without a primary (TestHolderWhoseStartKeepsFailingReleasesTheKey,
+// TestHolderWhosePromoteKeepsFailingReleasesTheKey).
 type crashTracker struct {
 	epoch        uint64 // the tenure counted; a new one starts from zero
 	crashes      int

@@ -242,8 +242,9 @@ func (s *Supervisor) shutdown() {
 // under a valid lease: every commit waits for the gate, so without it
 // (max_wal_senders exhausted, an hba or password change, a socket it
 // cannot reach) writes would hang for good while the holder renews and
-// /primary answers 200 (review #11). Released, the key goes to a member
-// whose gate can work; paused, nothing is done automatically.
+// /primary answers 200 (TestHolderWhoseGateCannotConnectReleasesTheKey).
+// Released, the key goes to a member whose gate can work; paused, nothing
+// is done automatically.
 func (s *Supervisor) watchGate(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
 	now := s.clock.Now()
 	if st.Leader.Holder != s.cfg.Member || st.Config.Pause || !pgst.Running || pgst.InRecovery ||

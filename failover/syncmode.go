@@ -159,7 +159,9 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 	}
 	// Every SetSync compare-and-sets on the record this cycle read, and
 	// apply returns once the local store shows it: a lost reply retried,
-	// or a stale view, can never restore an older record (review #3).
+	// or a stale view, can never restore an older record
+	// (TestApplyWaitsForTheLocalStoreOnlyWhereItActs; the simulator's
+	// mutation review3-sync-not-atomic).
 	prev := st.Sync
 	if !st.Config.SynchronousMode {
 		if !st.Sync.NoRecord() {
@@ -186,7 +188,8 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 			// A SetSync of this tenure has an unknown outcome: it may
 			// still commit. Re-record what this view shows (a new Rev):
 			// once that commits, the earlier one never can, and only then
-			// may the setting drop a standby (the simulator's seed 586).
+			// may the setting drop a standby (TestSimSweep's regression
+			// schedules: F2).
 			next, err := s.applySync(ctx, raftstore.SetSync{Primary: me, Standbys: st.Sync.Standbys, Epoch: st.Leader.Epoch, Prev: &prev})
 			if err != nil {
 				s.logger.Warn("confirm the synchronous record after an unknown outcome", "error", err)
@@ -264,7 +267,8 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 		// the candidate's shows "sync" only once its own walsender has
 		// (its sync_standby_priority is set by itself), and the gate's
 		// walsender was signalled at the same moment. Only then does
-		// every commit after this LSN wait for the candidate (review #13).
+		// every commit after this LSN wait for the candidate
+		// (TestSyncSinceIsReadOnlyOnceTheWalsendersApplyTheSetting).
 		if _, confirmed := syncConfirmed(pgst, cand); confirmed {
 			s.sync.since[cand] = pgst.CurrentLSN
 		}
