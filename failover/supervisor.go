@@ -83,10 +83,12 @@ type Supervisor struct {
 	clock    Clock
 
 	lease *lease
-	crash crashTracker
+	// term is the state of the leader key's current epoch (term.go): the
+	// crash count and the synchronous replication intent.
+	term *holderTerm
+	runs pgRuns
 	// retry spaces the retries of a failed initdb, restore or clone.
 	retry retryBackoff
-	sync  syncState
 
 	standby standby
 	sysid   string
@@ -309,9 +311,15 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 			pgst.Error = err.Error()
 		}
 	}
-	s.crash.tenure(st.Leader.Epoch)
-	if s.crash.observe(pgst, s.pg.Running(), st.Config.TTL, s.clock.Now()) {
-		s.logger.Warn("postgres exited unexpectedly", "crashes", s.crash.crashes)
+	term := s.termAt(st.Leader.Epoch)
+	if crashed, fresh := s.runs.observe(pgst, s.pg.Running(), st.Config.TTL, s.clock.Now()); fresh || crashed {
+		if fresh {
+			term.crashes = 0
+		}
+		if crashed {
+			term.crashes++
+			s.logger.Warn("postgres exited unexpectedly", "crashes", term.crashes)
+		}
 	}
 	s.readUpstream(st, pgst)
 	s.watchStreaming(st, pgst)
@@ -334,7 +342,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		if after, err := s.pg.Status(ctx); err == nil || !after.Running {
 			pgst = after
 		}
-		s.crash.acted(pgst.Running, s.clock.Now()) // stops we asked for are not crashes
+		s.runs.acted(pgst.Running, s.clock.Now()) // stops we asked for are not crashes
 	}
 	s.tendWatchdog(ctx, s.store.State(), pgst)
 	s.watchGate(ctx, s.store.State(), pgst)
@@ -378,7 +386,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 // nothing asked was most of an idle agent's own CPU. A change there
 // (stopped streaming, new LSNs) reaches the Raft store up to ttl/2 later.
 func (s *Supervisor) steady(st raftstore.State, p Plan, pgst pgmanager.Status) bool {
-	if !p.Noop() || st.Failover != nil || !pgst.Running || pgst.Error != "" || s.crash.crashes > 0 {
+	if !p.Noop() || st.Failover != nil || !pgst.Running || pgst.Error != "" || s.curTerm().crashes > 0 {
 		return false
 	}
 	if st.Leader.Holder == s.cfg.Member {
@@ -600,7 +608,7 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 		Member: s.cfg.Member, Tags: s.cfg.Tags, State: st, PG: pgst, Data: s.standby.dataPos, Voters: s.voters(st),
 		HasData: has, DataSystemID: s.sysid, Standby: s.pg.IsStandbyConfigured(), Upstream: s.standby.upstream,
 		LeaseValid: s.lease.valid(st, s.cfg.Member, now), PrimaryOverdue: overdue,
-		RewindFailed: s.standby.rewindFailed, Crashes: s.crash.crashes, MaxCrashes: s.cfg.MaxCrashes,
+		RewindFailed: s.standby.rewindFailed, Crashes: s.termAt(st.Leader.Epoch).crashes, MaxCrashes: s.cfg.MaxCrashes,
 		SwitchoverDue: s.switchoverDue(st, now.Round(0)), HandedOver: s.standby.handedOver, StandbyStartFailed: s.standby.startFailed,
 	}
 }
@@ -676,8 +684,9 @@ func (s *Supervisor) execute(ctx context.Context, st raftstore.State, p Plan) er
 		if st.Leader.Holder == s.cfg.Member && holderActions[a.Kind] {
 			err = s.renewWhile(ctx, true, do)
 			if err != nil && a.Kind != ActInit && a.Kind != ActRecordInit && !errors.Is(err, ErrLeaseShort) {
-				s.crash.failed()
-				s.logger.Warn("postgres did not come up as primary", "action", a.Kind, "failures", s.crash.crashes,
+				t := s.curTerm()
+				t.crashes++
+				s.logger.Warn("postgres did not come up as primary", "action", a.Kind, "failures", t.crashes,
 					"max", s.cfg.MaxCrashes)
 			}
 		} else {
@@ -927,7 +936,7 @@ func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason str
 		return
 	}
 	s.lease.reset()
-	s.crash.forget()
+	s.curTerm().crashes = 0
 	s.logger.Info("leader key released", "reason", reason, "epoch", epoch)
 }
 

@@ -321,7 +321,7 @@ func TestStrictModeHolderStartsAndPromotesWithAStandbyRequired(t *testing.T) {
 		{name: "standby recorded for this primary", sync: raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg2"}}, want: gateAndPG2},
 		{name: "standbys recorded for the previous primary", sync: raftstore.SyncState{Primary: "pg3", Standbys: []string{"pg1"}}, want: gateAny},
 		{name: "intent left from an earlier non-strict tenure", want: gateAny,
-			pre: func(s *Supervisor) { s.sync = syncState{epoch: 4, names: gateOnly} }},
+			pre: func(s *Supervisor) { s.term = &holderTerm{epoch: 4, sync: syncState{names: gateOnly}} }},
 	}
 	for _, tc := range tests {
 		for _, start := range []string{"start_primary", "promote"} {
@@ -750,8 +750,7 @@ func TestFailedStopNeverReleasesTheKey(t *testing.T) {
 	}{
 		{"agent shutdown", func(r *rig) { r.sup.shutdown() }},
 		{"release after crashes", func(r *rig) {
-			r.sup.crash.tenure(r.store.State().Leader.Epoch)
-			r.sup.crash.crashes = r.sup.cfg.MaxCrashes
+			r.sup.termAt(r.store.State().Leader.Epoch).crashes = r.sup.cfg.MaxCrashes
 			r.pg.set(func(p *fakePostgres) { p.status.InRecovery = true })
 			r.sup.cycle(context.Background())
 		}},
