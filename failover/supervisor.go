@@ -940,22 +940,39 @@ func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason str
 	s.logger.Info("leader key released", "reason", reason, "epoch", epoch)
 }
 
-// apply commits cmd, giving up after retry_timeout: a request stuck on an
-// unreachable leader must not hold the loop (and the member's status
-// reports) for longer.
+// apply commits cmd, giving up after retry_timeout (no later than the
+// lease allows, leaseBound) on the supervisor's clock: a request stuck on
+// an unreachable leader must not hold the loop (and the member's status
+// reports) for longer. The deadline also travels in ctx (clockDeadline)
+// for a proposer that waits on the same clock: the simulator's parks
+// until it, so a command that times out takes its retry_timeout of
+// virtual time.
 func (s *Supervisor) apply(ctx context.Context, cmd raftstore.Command) error {
 	st := s.store.State()
 	timeout := st.Config.RetryTimeout
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	ctx, cancel := s.leaseBound(ctx, st, timeout)
+	d := s.leaseBudget(st, timeout)
+	deadline := s.clock.Now().Add(d)
+	ctx, cancel := context.WithTimeout(context.WithValue(ctx, clockDeadlineKey{}, deadline), d)
 	defer cancel()
 	idx, err := s.commit(ctx, cmd)
 	if err != nil || !actedOn(cmd) {
 		return err
 	}
-	return s.waitApplied(ctx, idx)
+	return s.waitApplied(ctx, idx, deadline)
+}
+
+// clockDeadlineKey carries, in the context of a proposal apply makes, its
+// deadline on the supervisor's clock.
+type clockDeadlineKey struct{}
+
+// clockDeadline is the deadline on the supervisor's clock that ctx
+// carries, if any.
+func clockDeadline(ctx context.Context) (time.Time, bool) {
+	t, ok := ctx.Value(clockDeadlineKey{}).(time.Time)
+	return t, ok
 }
 
 // actedOn reports whether the supervisor acts on cmd's effect once it is
@@ -974,20 +991,27 @@ func actedOn(cmd raftstore.Command) bool {
 	return false
 }
 
-// waitApplied waits until the local FSM has applied the entry at idx: the
-// supervisor acts on its own writes (a narrowed synchronous record before
-// changing synchronous_standby_names, a released key) only once its next
-// look at the store shows them, never on a view that still lacks them.
-func (s *Supervisor) waitApplied(ctx context.Context, idx uint64) error {
+// waitApplied waits until the local FSM has applied the entry at idx, or
+// until deadline on the supervisor's clock (polled through Clock.After,
+// so the simulator runs the wait in virtual time): the supervisor acts on
+// its own writes (a narrowed synchronous record before changing
+// synchronous_standby_names, a released key) only once its next look at
+// the store shows them, never on a view that still lacks them.
+func (s *Supervisor) waitApplied(ctx context.Context, idx uint64, deadline time.Time) error {
 	for {
 		changed := s.store.Changes()
 		if s.store.State().Index >= idx {
 			return nil
 		}
+		now := s.clock.Now()
+		if !now.Before(deadline) {
+			return fmt.Errorf("committed at index %d but not yet applied here: %w", idx, context.DeadlineExceeded)
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("committed at index %d but not yet applied here: %w", idx, ctx.Err())
 		case <-changed:
+		case <-s.clock.After(min(deadline.Sub(now), 50*time.Millisecond)):
 		}
 	}
 }
