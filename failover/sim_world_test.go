@@ -504,18 +504,24 @@ func (s simStore) Changes() <-chan struct{} {
 
 type simProposer struct{ m *simMember }
 
-// Apply proposes cmd. A proposal that fails (unreachable, no quorum,
-// lost, delayed, its reply lost) is one the real client waits out: when
-// it comes from Supervisor.apply (a deadline on the clock in ctx) and a
-// cycle, it parks until that deadline, so it takes its retry_timeout of
-// virtual time while the world runs on.
+// Apply proposes cmd. Half the proposals that fail in a way a real
+// client may wait out (the leader unreachable or without a quorum, the
+// command lost or delayed, its reply lost: a partition or a lost packet,
+// where a refused or reset connection fails at once; not "no leader",
+// which api.Proposer returns at once) park, when they come from
+// Supervisor.apply (a deadline on the clock in ctx) in a cycle, until
+// that deadline: they take their retry_timeout of virtual time while the
+// world runs on. The draw is from the third random source.
 func (p simProposer) Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error) {
 	w := p.m.w
 	w.mu.Lock()
 	res, err := w.propose(p.m, cmd)
 	now := w.now
+	deadline, ok := clockDeadline(ctx)
+	wait := ok && err != nil && !errors.Is(err, errSimNoLeader) && p.m.cyc != nil && deadline.After(now) &&
+		w.rng3.Intn(2) == 0
 	w.mu.Unlock()
-	if deadline, ok := clockDeadline(ctx); ok && err != nil && p.m.cyc != nil && deadline.After(now) {
+	if wait {
 		<-simClock{w: w, m: p.m}.After(deadline.Sub(now))
 	}
 	return res, err
