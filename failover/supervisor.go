@@ -71,8 +71,9 @@ type reporter struct {
 
 // Supervisor runs on every node: observe → decide → act → report, in one
 // goroutine. Its state is grouped by owner: the lease (lease.go, shared
-// with the commit gate and the fencer), crash accounting (crash.go),
-// synchronous replication (syncmode.go), the replication intent
+// with the commit gate and the fencer), the current epoch's term
+// (holderTerm: the crash count and synchronous replication, syncmode.go),
+// the postmaster's runs (pgRuns, crash.go), the replication intent
 // (standby), the loop's pacing (pacer), reports (reporter) and callbacks.
 type Supervisor struct {
 	cfg      Config
@@ -507,7 +508,8 @@ func (s *Supervisor) tendWatchdog(ctx context.Context, st raftstore.State, pgst 
 
 // readUpstream takes the member a running standby follows from the
 // server itself (primary_conninfo), so an agent restart does not mistake
-// a healthy replica for one following nobody (#17).
+// a healthy replica for one following nobody
+// (TestRestartedAgentLeavesAStreamingReplicaOfTheHolderAlone).
 func (s *Supervisor) readUpstream(st raftstore.State, pgst pgmanager.Status) {
 	if !pgst.Running || !pgst.InRecovery || pgst.Error != "" {
 		return
@@ -587,7 +589,7 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 		}
 	}
 	// A stopped data directory's position, from pg_control: adoption
-	// compares it (#7), a follower's rewind checks it; reported too.
+	// compares it (TestDecideAdoption), a follower's rewind checks it; reported too.
 	s.standby.dataPos = Position{}
 	if has && (!pgst.Running || pgst.Error != "") && (st.Initialize == "" || st.Leader.Holder != s.cfg.Member) {
 		if cd, err := s.pg.ControlData(ctx); err == nil {
@@ -614,7 +616,8 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 }
 
 // voters names the Raft voters while the cluster is not initialised:
-// adoption waits for each to report its data directory (#7). Nil when
+// adoption waits for each to report its data directory
+// (TestDecideAdoption). Nil when
 // the store cannot say.
 func (s *Supervisor) voters(st raftstore.State) []string {
 	rs, ok := s.store.(interface {
@@ -907,7 +910,8 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 		if a.Rewind {
 			// A start that fails after a successful rewind for another
 			// reason does not heal by rewinding again either: after two in
-			// a row, reclone (#11).
+			// a row, reclone
+			// (TestStandbyFailingToStartAfterRewindIsRecloned).
 			s.standby.rewoundFails++
 			if s.standby.rewoundFails >= 2 {
 				s.logger.Warn("standby does not start after pg_rewind: recloning", "primary", a.Primary, "tries", s.standby.rewoundFails)

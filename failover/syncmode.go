@@ -141,11 +141,14 @@ func chooseSync(st raftstore.State, me string, pgst pgmanager.Status, fresh map[
 //   - a standby is removed from Sync first and from the setting after;
 //   - it is added to the setting first, and recorded in Sync only once
 //     PostgreSQL reports it as sync AND its flush LSN covers everything
-//     the primary had acknowledged before the setting named it (#5);
+//     the primary had acknowledged before the setting named it
+//     (TestNewSyncStandbyRecordedOnlyWhenItsFlushCoversEarlierCommits);
 //   - the setting is compared with current_setting every cycle and
-//     written again whenever it differs (#1: a reload, a restart or an
-//     operator's ALTER SYSTEM cannot silently turn it off);
-//   - in strict mode it never drops to the gate alone (#6).
+//     written again whenever it differs: a reload, a restart or an
+//     operator's ALTER SYSTEM cannot silently turn it off
+//     (TestReloadOnSyncPrimaryKeepsSynchronousStandbyNames);
+//   - in strict mode it never drops to the gate alone
+//     (TestStrictModeHolderStartsAndPromotesWithAStandbyRequired).
 func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
 	me := s.cfg.Member
 	if t := s.termAt(st.Leader.Epoch); t.sync.names == "" {
