@@ -291,7 +291,8 @@ func (c *Coordinator) holderLost(ctx context.Context, st raftstore.State, now, l
 	}
 	// Only Raft's heartbeats say it is gone. Its renewals travel over
 	// the API: if that answers, the holder is cut off from Raft only and
-	// keeps renewing; failing over would be needless (review #12).
+	// keeps renewing; failing over would be needless
+	// (TestFastPathAsksTheRenewalPathBeforeFiring).
 	w := st.Config.Detection()
 	if now.Sub(c.probeOKAt) < w {
 		return false, ""
@@ -405,9 +406,10 @@ func (c *Coordinator) shouldElect(st raftstore.State, now, leaseUntil time.Time)
 // lease run until at most t + T. The countdown ends at the latest such
 // end over the epoch's renewals, and never before this leadership was
 // established plus the longest ttl any renewal of the epoch carried. A
-// ttl lowered later shortens nothing already given (review #2), and
-// neither does a late renewal made under a shorter ttl, committed after
-// one made under a longer ttl (the simulator's seed 9271).
+// ttl lowered later shortens nothing already given
+// (TestLoweredTTLDoesNotShortenAGivenLease), and neither does a late
+// renewal made under a shorter ttl, committed after one made under a
+// longer ttl (TestLateRenewalUnderAShorterTTLDoesNotShortenTheCountdown).
 type leaseCountdown struct {
 	epoch, rev uint64
 	lastChange time.Time // when the key's last acquire or renewal was seen applied
@@ -514,7 +516,7 @@ func (c *Coordinator) clearFulfilled(ctx context.Context, st raftstore.State) {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	// A compare-and-set on the request read: a newer one is never cleared
-	// (review #12).
+	// (raftstore's TestSetFailoverComparesAndSets).
 	_, err := raftstore.Commit(actx, c.store, raftstore.SetFailover{Actor: c.member, CAS: true, Prev: f,
 		Reason: string(f.Kind) + " done: " + st.Leader.Holder + " holds the key", At: c.clock.Now().UTC()})
 	if err != nil {

@@ -115,7 +115,8 @@ func Decide(o Observation) Plan {
 // key names someone else (paused or not), or the key is ours but the lease
 // is not confirmed. Pause stops automatic actions, not safety: a paused
 // holder that cannot renew stops too, so a resume on the other side of a
-// partition cannot create a second writer (#3).
+// partition cannot create a second writer
+// (TestPausedHolderWithFailingRenewalsIsFenced).
 func fence(o Observation) (Plan, bool) {
 	if !o.PG.Running || o.PG.InRecovery {
 		return Plan{}, false
@@ -165,7 +166,7 @@ func decideUninitialized(o Observation) Plan {
 	case o.HasData:
 		// A data directory that is a primary (running writable, or stopped
 		// without standby.signal): adopt it if it is the most advanced
-		// of those that reported (#7): a stale former primary stopped
+		// of those that reported (TestDecideAdoption): a stale former primary stopped
 		// without standby.signal must not win the key against the live
 		// one, which would then be rewound onto the older timeline. The
 		// member that takes the key records its system identifier; the
@@ -242,9 +243,10 @@ func decideNoPrimary(o Observation) Plan {
 }
 
 // keepNewerData refuses a follower's plan that would rewind or reclone a
-// data directory on a newer timeline than the primary's (#7: a stale
-// data directory adopted before this one was seen): newer data is never
-// destroyed to follow an older timeline. Starting or repointing a standby
+// data directory on a newer timeline than the primary's (a stale data
+// directory adopted before this one was seen): newer data is never
+// destroyed to follow an older timeline (TestDecideInvariants,
+// TestDecideAdoption). Starting or repointing a standby
 // is left alone (PostgreSQL refuses to follow an older timeline, and
 // touches nothing); so is a plan while either timeline is unknown. A
 // primary's reported timeline is its latest checkpoint's, which may lag

@@ -420,6 +420,10 @@ type fakePostgres struct {
 	exited    chan struct{}
 	dropSSN   bool
 	ctrlCheck string // "Latest checkpoint location"
+	ctrlState string // "Database cluster state", as PostgreSQL sets it
+	// uncleanStop makes a fast stop end as an immediate one (pgmanager
+	// escalates after its step timeout): no shutdown checkpoint.
+	uncleanStop bool
 
 	startErr, stopErr, promoteErr, rewindErr, followErr error
 	statusCalls                                         int
@@ -435,7 +439,8 @@ type fakePostgres struct {
 
 func newFakePostgres(ev *events, st pgmanager.Status) *fakePostgres {
 	return &fakePostgres{ev: ev, status: st, running: st.Running, hasData: true, standby: st.InRecovery,
-		sysid: testSysID, exited: make(chan struct{}), ctrlCheck: "0/3000028", desired: map[string][]pgmanager.Desired{},
+		sysid: testSysID, exited: make(chan struct{}), ctrlCheck: "0/3000028",
+		ctrlState: controlState(!st.Running, st.InRecovery), desired: map[string][]pgmanager.Desired{},
 		fenceSig: make(chan struct{}, 100)}
 }
 
@@ -541,6 +546,7 @@ func (p *fakePostgres) Start(_ context.Context, d pgmanager.Desired) error {
 	p.running = true
 	p.status.InRecovery = d.IsStandby()
 	p.status.SystemID = p.sysid
+	p.ctrlState = controlState(false, p.status.InRecovery)
 	return nil
 }
 
@@ -551,8 +557,26 @@ func (p *fakePostgres) Stop(_ context.Context, mode pgmanager.StopMode) error {
 	if p.stopErr != nil {
 		return p.stopErr
 	}
+	if p.running {
+		p.ctrlState = controlState(mode == pgmanager.StopFast && !p.uncleanStop, p.status.InRecovery)
+	}
 	p.running = false
 	return nil
+}
+
+// controlState is pg_controldata's "Database cluster state" after a stop:
+// a clean (fast or smart) one writes a shutdown checkpoint, an immediate
+// one or a crash leaves the state the server ran in.
+func controlState(clean, standby bool) string {
+	switch {
+	case clean && standby:
+		return "shut down in recovery"
+	case clean:
+		return "shut down"
+	case standby:
+		return "in archive recovery"
+	}
+	return "in production"
 }
 
 func (p *fakePostgres) Restart(_ context.Context, d pgmanager.Desired) error {
@@ -643,7 +667,7 @@ func (p *fakePostgres) EnsureSlots(context.Context, []string) ([]string, []strin
 func (p *fakePostgres) ControlData(context.Context) (map[string]string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return map[string]string{"Latest checkpoint location": p.ctrlCheck}, nil
+	return map[string]string{"Latest checkpoint location": p.ctrlCheck, "Database cluster state": p.ctrlState}, nil
 }
 
 func (p *fakePostgres) SetSynchronousStandbyNames(_ context.Context, d pgmanager.Desired) error {
@@ -664,6 +688,9 @@ func (p *fakePostgres) Fence() bool {
 	defer p.mu.Unlock()
 	p.record("Fence", nil, "")
 	was := p.running
+	if was {
+		p.ctrlState = controlState(false, p.status.InRecovery)
+	}
 	p.running = false
 	p.fenceSig <- struct{}{}
 	return was

@@ -149,10 +149,16 @@ const FenceBudget = raftstore.FenceBudget
 // this holder's lease (but at least FenceBudget/2): a renewal or report
 // stuck on a lost network must not hold the loop past the lease.
 func (s *Supervisor) leaseBound(ctx context.Context, st raftstore.State, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.leaseBudget(st, d))
+}
+
+// leaseBudget is leaseBound's time: d, but no more than what is left of
+// this holder's lease (and at least FenceBudget/2).
+func (s *Supervisor) leaseBudget(st raftstore.State, d time.Duration) time.Duration {
 	if until := s.lease.End(); st.Leader.Holder == s.cfg.Member && !until.IsZero() {
 		d = min(d, max(until.Sub(s.clock.Now()), FenceBudget/2))
 	}
-	return context.WithTimeout(ctx, d)
+	return d
 }
 
 // renew sends a renewal when this node holds the key; the lease counts from

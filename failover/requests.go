@@ -83,7 +83,7 @@ func (s *Supervisor) serve(ctx context.Context, r Request) error {
 		}
 		s.logger.Info("restarting postgres on request", "primary", holder)
 		err := s.renewWhile(ctx, holder, func() error { return s.pg.Restart(ctx, d) })
-		s.crash.acted(s.pg.Running(), s.clock.Now())
+		s.runs.acted(s.pg.Running(), s.clock.Now())
 		return err
 	case RequestReload:
 		ch, err := s.pg.Reload(ctx, d)
@@ -107,7 +107,7 @@ func (s *Supervisor) serve(ctx context.Context, r Request) error {
 		if err := s.pg.Stop(ctx, pgmanager.StopImmediate); err != nil {
 			return err
 		}
-		s.crash.acted(false, s.clock.Now())
+		s.runs.acted(false, s.clock.Now())
 		s.sysid, s.standby.rewindFailed, s.standby.rewoundFails, s.standby.rewound, s.standby.startFailed, s.standby.upstream = "", false, 0, false, false, ""
 		return s.pg.Reclone(ctx, src)
 	case RequestRewind:
@@ -139,7 +139,7 @@ func (s *Supervisor) rewindOnRequest(ctx context.Context, st raftstore.State, re
 	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {
 		return err
 	}
-	s.crash.acted(false, s.clock.Now())
+	s.runs.acted(false, s.clock.Now())
 	s.standby.upstream, s.standby.startFailed = "", false
 	if err := s.pg.Rewind(ctx, src); err != nil {
 		if !reinit || errors.Is(err, pgmanager.ErrRewindSourceUnavailable) {

@@ -74,6 +74,10 @@ type simPG struct {
 	epoch     uint64 // epoch under which it became writable
 	keeperAt  time.Time
 	exited    chan struct{}
+	// ckpt is how many records the latest checkpoint covers, unclean
+	// whether the last stop wrote none (pg_control's cluster state).
+	ckpt    int
+	unclean bool
 }
 
 func (w *simWorld) newRecord(p *simPG) uint64 {
@@ -202,6 +206,7 @@ func (p *simPG) Start(_ context.Context, d pgmanager.Desired) error {
 		p.keeperAt = time.Time{} // a standby acknowledges nothing: the keeper is disarmed
 	}
 	p.running, p.recovery, p.streaming = true, p.signal, false
+	p.ckpt = len(p.wal) // the end-of-recovery checkpoint (or the shutdown one it started from)
 	w.tracef(p.m.name, "pg: started %s (tl %d, lsn %d, upstream %q, ssn %s)", p.role(), p.timeline, len(p.wal), p.upstream, p.ssn)
 	if !p.recovery {
 		w.becameWritable(p)
@@ -232,6 +237,12 @@ func (p *simPG) stopLocked(how string) {
 			}
 		}
 	}
+	// A clean stop's shutdown checkpoint (a standby's restartpoint) is
+	// the latest; an immediate stop leaves an older one behind.
+	p.unclean = how != "fast"
+	if !p.unclean {
+		p.ckpt = len(p.wal)
+	}
 	for _, c := range p.pending {
 		w.tracef(p.m.name, "pg: commit %d not acknowledged (server stopped)", c.id)
 	}
@@ -245,6 +256,12 @@ func (p *simPG) Stop(_ context.Context, mode pgmanager.StopMode) error {
 	how := "immediate"
 	if mode == pgmanager.StopFast {
 		how = "fast"
+		if w := p.m.w; p.running && !p.recovery && w.rng3.Float64() < w.cfg.pUnclean {
+			// pgmanager's step timeout ran out before the shutdown
+			// checkpoint: it escalated to an immediate stop.
+			w.tracef(p.m.name, "pg: fast stop escalated to immediate before its shutdown checkpoint")
+			how = "immediate"
+		}
 	}
 	p.stopLocked(how)
 	return nil
@@ -324,6 +341,7 @@ func (p *simPG) Rewind(_ context.Context, d pgmanager.Desired) error {
 	n := commonPrefix(p.wal, src.wal)
 	w.dropping(p, n, "pg_rewind")
 	p.wal = slices.Clone(p.wal[:n])
+	p.ckpt = n
 	p.timeline = src.timeline
 	w.tracef(p.m.name, "pg: rewound onto %s at lsn %d", src.m.name, n)
 	return nil
@@ -342,6 +360,7 @@ func (p *simPG) Clone(_ context.Context, d pgmanager.Desired) error {
 	p.configure(d)
 	p.hasData, p.signal, p.sysid = true, true, simSysID
 	p.wal, p.timeline = slices.Clone(src.wal), src.timeline
+	p.ckpt, p.unclean = len(p.wal), false
 	w.tracef(p.m.name, "pg: cloned from %s (lsn %d)", src.m.name, len(p.wal))
 	return nil
 }
@@ -359,8 +378,18 @@ func (p *simPG) EnsureSlots(context.Context, []string) ([]string, []string, erro
 
 func (p *simPG) ControlData(context.Context) (map[string]string, error) {
 	defer p.lock()()
-	n := max(len(p.wal)-1, 0)
-	return map[string]string{"Latest checkpoint location": pgmanager.FormatLSN(simLSN(n))}, nil
+	state := "shut down"
+	switch {
+	case p.running || p.unclean:
+		state = "in production"
+		if p.recovery {
+			state = "in archive recovery"
+		}
+	case p.recovery:
+		state = "shut down in recovery"
+	}
+	n := max(p.ckpt-1, 0)
+	return map[string]string{"Latest checkpoint location": pgmanager.FormatLSN(simLSN(n)), "Database cluster state": state}, nil
 }
 
 func (p *simPG) SetSynchronousStandbyNames(_ context.Context, d pgmanager.Desired) error {

@@ -159,6 +159,9 @@ type simParams struct {
 	// killElected is the chance that a newly elected holder's host dies
 	// at once, before its first renewal.
 	killElected float64
+	// pUnclean is the chance that a fast stop of a primary escalates to
+	// an immediate one before its shutdown checkpoint.
+	pUnclean    float64
 	maxFaultGap time.Duration
 }
 
@@ -198,6 +201,10 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 	if w.rng2.Intn(4) == 0 {
 		w.cfg.killElected = 0.3
 	}
+	w.rng3 = rand.New(rand.NewSource(seed*104729 + 3))
+	if w.rng3.Intn(4) == 0 {
+		w.cfg.pUnclean = 0.3
+	}
 	if traced {
 		w.trace = &simTrace{}
 	}
@@ -233,10 +240,11 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 	for _, m := range w.mem {
 		m.viewIdx = w.commitIndex()
 		m.pg.wal = slices.Clone(w.mem[0].pg.wal)
+		m.pg.ckpt = len(m.pg.wal)
 		w.startAgent(m)
 	}
-	w.tracef("--", "seed %d: %d members, synchronous_mode=%v strict=%v ttl=%s faults for %s, drop/delay/lost %.3f/%.3f/%.3f, permanent loss %v, new holder dies %.2f",
-		seed, w.cfg.members, w.cfg.sync, w.cfg.strict, w.cfg.ttl, w.cfg.faultPhase, w.cfg.pDrop, w.cfg.pDelay, w.cfg.pLostReply, w.cfg.permanent, w.cfg.killElected)
+	w.tracef("--", "seed %d: %d members, synchronous_mode=%v strict=%v ttl=%s faults for %s, drop/delay/lost %.3f/%.3f/%.3f, permanent loss %v, new holder dies %.2f, unclean fast stops %.2f",
+		seed, w.cfg.members, w.cfg.sync, w.cfg.strict, w.cfg.ttl, w.cfg.faultPhase, w.cfg.pDrop, w.cfg.pDelay, w.cfg.pLostReply, w.cfg.permanent, w.cfg.killElected, w.cfg.pUnclean)
 	return w
 }
 

@@ -70,7 +70,6 @@ type simMember struct {
 	woken     bool // an event (FSM change, PostgreSQL exit) wakes the loop
 
 	viewIdx     uint64 // the member's FSM has applied the log up to here
-	ownIdx      uint64 // index of its last command committed with a reply
 	lastUntil   time.Time
 	lastContact time.Time
 
@@ -93,7 +92,9 @@ type simWorld struct {
 	rng *rand.Rand
 	// rng2 draws what later versions added (a stream apart, so that
 	// the schedules of the seeds found before stay as they were).
-	rng2   *rand.Rand
+	rng2 *rand.Rand
+	// rng3 draws the unclean stops (another stream, for the same reason).
+	rng3   *rand.Rand
 	toKill []string
 	seed   int64
 	cfg    simParams
@@ -441,9 +442,6 @@ func (w *simWorld) propose(m *simMember, cmd raftstore.Command) (raftstore.Apply
 		replyLost = true
 	}
 	res := w.commitLocked(cmd, m.name)
-	if !replyLost {
-		m.ownIdx = res.Index
-	}
 	if replyLost {
 		w.stats.lostReplies++
 		return fail(errSimReplyLost)
@@ -491,29 +489,42 @@ func (s simStore) State() raftstore.State {
 
 // Changes is what Supervisor.waitApplied waits on after a commit: the
 // local FSM applies what the leader committed when this member is in
-// contact with it; cut off from Raft it applies at least up to its own
-// write (the real wait would time out after retry_timeout of real time;
-// with no hook to make that wait virtual, the sim lets the entry apply).
+// contact with it. Cut off from Raft it applies nothing: waitApplied
+// polls on the clock until contact returns or its deadline passes
+// (retry_timeout of virtual time).
 func (s simStore) Changes() <-chan struct{} {
 	w := s.m.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	switch {
-	case w.leader != nil && w.raftReach(w.leader, s.m):
+	if w.leader != nil && w.raftReach(w.leader, s.m) {
 		s.m.viewIdx = w.commitIndex()
-	case s.m.ownIdx > s.m.viewIdx:
-		s.m.viewIdx = s.m.ownIdx
 	}
 	return simClosed
 }
 
 type simProposer struct{ m *simMember }
 
-func (p simProposer) Apply(_ context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error) {
+// Apply proposes cmd. Half the proposals that fail in a way a real
+// client may wait out (the leader unreachable or without a quorum, the
+// command lost or delayed, its reply lost: a partition or a lost packet,
+// where a refused or reset connection fails at once; not "no leader",
+// which api.Proposer returns at once) park, when they come from
+// Supervisor.apply (a deadline on the clock in ctx) in a cycle, until
+// that deadline: they take their retry_timeout of virtual time while the
+// world runs on. The draw is from the third random source.
+func (p simProposer) Apply(ctx context.Context, cmd raftstore.Command) (raftstore.ApplyResult, error) {
 	w := p.m.w
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.propose(p.m, cmd)
+	res, err := w.propose(p.m, cmd)
+	now := w.now
+	deadline, ok := clockDeadline(ctx)
+	wait := ok && err != nil && !errors.Is(err, errSimNoLeader) && p.m.cyc != nil && deadline.After(now) &&
+		w.rng3.Intn(2) == 0
+	w.mu.Unlock()
+	if wait {
+		<-simClock{w: w, m: p.m}.After(deadline.Sub(now))
+	}
+	return res, err
 }
 
 // ---------------------------------------------------------------- the coordinator, stepped

@@ -71,8 +71,9 @@ type reporter struct {
 
 // Supervisor runs on every node: observe → decide → act → report, in one
 // goroutine. Its state is grouped by owner: the lease (lease.go, shared
-// with the commit gate and the fencer), crash accounting (crash.go),
-// synchronous replication (syncmode.go), the replication intent
+// with the commit gate and the fencer), the current epoch's term
+// (holderTerm: the crash count and synchronous replication, syncmode.go),
+// the postmaster's runs (pgRuns, crash.go), the replication intent
 // (standby), the loop's pacing (pacer), reports (reporter) and callbacks.
 type Supervisor struct {
 	cfg      Config
@@ -83,10 +84,12 @@ type Supervisor struct {
 	clock    Clock
 
 	lease *lease
-	crash crashTracker
+	// term is the state of the leader key's current epoch (term.go): the
+	// crash count and the synchronous replication intent.
+	term *holderTerm
+	runs pgRuns
 	// retry spaces the retries of a failed initdb, restore or clone.
 	retry retryBackoff
-	sync  syncState
 
 	standby standby
 	sysid   string
@@ -242,8 +245,9 @@ func (s *Supervisor) shutdown() {
 // under a valid lease: every commit waits for the gate, so without it
 // (max_wal_senders exhausted, an hba or password change, a socket it
 // cannot reach) writes would hang for good while the holder renews and
-// /primary answers 200 (review #11). Released, the key goes to a member
-// whose gate can work; paused, nothing is done automatically.
+// /primary answers 200 (TestHolderWhoseGateCannotConnectReleasesTheKey).
+// Released, the key goes to a member whose gate can work; paused, nothing
+// is done automatically.
 func (s *Supervisor) watchGate(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
 	now := s.clock.Now()
 	if st.Leader.Holder != s.cfg.Member || st.Config.Pause || !pgst.Running || pgst.InRecovery ||
@@ -308,9 +312,15 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 			pgst.Error = err.Error()
 		}
 	}
-	s.crash.tenure(st.Leader.Epoch)
-	if s.crash.observe(pgst, s.pg.Running(), st.Config.TTL, s.clock.Now()) {
-		s.logger.Warn("postgres exited unexpectedly", "crashes", s.crash.crashes)
+	term := s.termAt(st.Leader.Epoch)
+	if crashed, fresh := s.runs.observe(pgst, s.pg.Running(), st.Config.TTL, s.clock.Now()); fresh || crashed {
+		if fresh {
+			term.crashes = 0
+		}
+		if crashed {
+			term.crashes++
+			s.logger.Warn("postgres exited unexpectedly", "crashes", term.crashes)
+		}
 	}
 	s.readUpstream(st, pgst)
 	s.watchStreaming(st, pgst)
@@ -333,7 +343,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		if after, err := s.pg.Status(ctx); err == nil || !after.Running {
 			pgst = after
 		}
-		s.crash.acted(pgst.Running, s.clock.Now()) // stops we asked for are not crashes
+		s.runs.acted(pgst.Running, s.clock.Now()) // stops we asked for are not crashes
 	}
 	s.tendWatchdog(ctx, s.store.State(), pgst)
 	s.watchGate(ctx, s.store.State(), pgst)
@@ -377,7 +387,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 // nothing asked was most of an idle agent's own CPU. A change there
 // (stopped streaming, new LSNs) reaches the Raft store up to ttl/2 later.
 func (s *Supervisor) steady(st raftstore.State, p Plan, pgst pgmanager.Status) bool {
-	if !p.Noop() || st.Failover != nil || !pgst.Running || pgst.Error != "" || s.crash.crashes > 0 {
+	if !p.Noop() || st.Failover != nil || !pgst.Running || pgst.Error != "" || s.curTerm().crashes > 0 {
 		return false
 	}
 	if st.Leader.Holder == s.cfg.Member {
@@ -498,7 +508,8 @@ func (s *Supervisor) tendWatchdog(ctx context.Context, st raftstore.State, pgst 
 
 // readUpstream takes the member a running standby follows from the
 // server itself (primary_conninfo), so an agent restart does not mistake
-// a healthy replica for one following nobody (#17).
+// a healthy replica for one following nobody
+// (TestRestartedAgentLeavesAStreamingReplicaOfTheHolderAlone).
 func (s *Supervisor) readUpstream(st raftstore.State, pgst pgmanager.Status) {
 	if !pgst.Running || !pgst.InRecovery || pgst.Error != "" {
 		return
@@ -578,7 +589,7 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 		}
 	}
 	// A stopped data directory's position, from pg_control: adoption
-	// compares it (#7), a follower's rewind checks it; reported too.
+	// compares it (TestDecideAdoption), a follower's rewind checks it; reported too.
 	s.standby.dataPos = Position{}
 	if has && (!pgst.Running || pgst.Error != "") && (st.Initialize == "" || st.Leader.Holder != s.cfg.Member) {
 		if cd, err := s.pg.ControlData(ctx); err == nil {
@@ -599,13 +610,14 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 		Member: s.cfg.Member, Tags: s.cfg.Tags, State: st, PG: pgst, Data: s.standby.dataPos, Voters: s.voters(st),
 		HasData: has, DataSystemID: s.sysid, Standby: s.pg.IsStandbyConfigured(), Upstream: s.standby.upstream,
 		LeaseValid: s.lease.valid(st, s.cfg.Member, now), PrimaryOverdue: overdue,
-		RewindFailed: s.standby.rewindFailed, Crashes: s.crash.crashes, MaxCrashes: s.cfg.MaxCrashes,
+		RewindFailed: s.standby.rewindFailed, Crashes: s.termAt(st.Leader.Epoch).crashes, MaxCrashes: s.cfg.MaxCrashes,
 		SwitchoverDue: s.switchoverDue(st, now.Round(0)), HandedOver: s.standby.handedOver, StandbyStartFailed: s.standby.startFailed,
 	}
 }
 
 // voters names the Raft voters while the cluster is not initialised:
-// adoption waits for each to report its data directory (#7). Nil when
+// adoption waits for each to report its data directory
+// (TestDecideAdoption). Nil when
 // the store cannot say.
 func (s *Supervisor) voters(st raftstore.State) []string {
 	rs, ok := s.store.(interface {
@@ -675,8 +687,9 @@ func (s *Supervisor) execute(ctx context.Context, st raftstore.State, p Plan) er
 		if st.Leader.Holder == s.cfg.Member && holderActions[a.Kind] {
 			err = s.renewWhile(ctx, true, do)
 			if err != nil && a.Kind != ActInit && a.Kind != ActRecordInit && !errors.Is(err, ErrLeaseShort) {
-				s.crash.failed()
-				s.logger.Warn("postgres did not come up as primary", "action", a.Kind, "failures", s.crash.crashes,
+				t := s.curTerm()
+				t.crashes++
+				s.logger.Warn("postgres did not come up as primary", "action", a.Kind, "failures", t.crashes,
 					"max", s.cfg.MaxCrashes)
 			}
 		} else {
@@ -897,7 +910,8 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 		if a.Rewind {
 			// A start that fails after a successful rewind for another
 			// reason does not heal by rewinding again either: after two in
-			// a row, reclone (#11).
+			// a row, reclone
+			// (TestStandbyFailingToStartAfterRewindIsRecloned).
 			s.standby.rewoundFails++
 			if s.standby.rewoundFails >= 2 {
 				s.logger.Warn("standby does not start after pg_rewind: recloning", "primary", a.Primary, "tries", s.standby.rewoundFails)
@@ -926,26 +940,43 @@ func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason str
 		return
 	}
 	s.lease.reset()
-	s.crash.forget()
+	s.curTerm().crashes = 0
 	s.logger.Info("leader key released", "reason", reason, "epoch", epoch)
 }
 
-// apply commits cmd, giving up after retry_timeout: a request stuck on an
-// unreachable leader must not hold the loop (and the member's status
-// reports) for longer.
+// apply commits cmd, giving up after retry_timeout (no later than the
+// lease allows, leaseBound) on the supervisor's clock: a request stuck on
+// an unreachable leader must not hold the loop (and the member's status
+// reports) for longer. The deadline also travels in ctx (clockDeadline)
+// for a proposer that waits on the same clock: the simulator's parks
+// until it, so a command that times out takes its retry_timeout of
+// virtual time.
 func (s *Supervisor) apply(ctx context.Context, cmd raftstore.Command) error {
 	st := s.store.State()
 	timeout := st.Config.RetryTimeout
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	ctx, cancel := s.leaseBound(ctx, st, timeout)
+	d := s.leaseBudget(st, timeout)
+	deadline := s.clock.Now().Add(d)
+	ctx, cancel := context.WithTimeout(context.WithValue(ctx, clockDeadlineKey{}, deadline), d)
 	defer cancel()
 	idx, err := s.commit(ctx, cmd)
 	if err != nil || !actedOn(cmd) {
 		return err
 	}
-	return s.waitApplied(ctx, idx)
+	return s.waitApplied(ctx, idx, deadline)
+}
+
+// clockDeadlineKey carries, in the context of a proposal apply makes, its
+// deadline on the supervisor's clock.
+type clockDeadlineKey struct{}
+
+// clockDeadline is the deadline on the supervisor's clock that ctx
+// carries, if any.
+func clockDeadline(ctx context.Context) (time.Time, bool) {
+	t, ok := ctx.Value(clockDeadlineKey{}).(time.Time)
+	return t, ok
 }
 
 // actedOn reports whether the supervisor acts on cmd's effect once it is
@@ -964,20 +995,27 @@ func actedOn(cmd raftstore.Command) bool {
 	return false
 }
 
-// waitApplied waits until the local FSM has applied the entry at idx: the
-// supervisor acts on its own writes (a narrowed synchronous record before
-// changing synchronous_standby_names, a released key) only once its next
-// look at the store shows them, never on a view that still lacks them.
-func (s *Supervisor) waitApplied(ctx context.Context, idx uint64) error {
+// waitApplied waits until the local FSM has applied the entry at idx, or
+// until deadline on the supervisor's clock (polled through Clock.After,
+// so the simulator runs the wait in virtual time): the supervisor acts on
+// its own writes (a narrowed synchronous record before changing
+// synchronous_standby_names, a released key) only once its next look at
+// the store shows them, never on a view that still lacks them.
+func (s *Supervisor) waitApplied(ctx context.Context, idx uint64, deadline time.Time) error {
 	for {
 		changed := s.store.Changes()
 		if s.store.State().Index >= idx {
 			return nil
 		}
+		now := s.clock.Now()
+		if !now.Before(deadline) {
+			return fmt.Errorf("committed at index %d but not yet applied here: %w", idx, context.DeadlineExceeded)
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("committed at index %d but not yet applied here: %w", idx, ctx.Err())
 		case <-changed:
+		case <-s.clock.After(min(deadline.Sub(now), 50*time.Millisecond)):
 		}
 	}
 }

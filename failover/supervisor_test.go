@@ -321,7 +321,7 @@ func TestStrictModeHolderStartsAndPromotesWithAStandbyRequired(t *testing.T) {
 		{name: "standby recorded for this primary", sync: raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg2"}}, want: gateAndPG2},
 		{name: "standbys recorded for the previous primary", sync: raftstore.SyncState{Primary: "pg3", Standbys: []string{"pg1"}}, want: gateAny},
 		{name: "intent left from an earlier non-strict tenure", want: gateAny,
-			pre: func(s *Supervisor) { s.sync = syncState{epoch: 4, names: gateOnly} }},
+			pre: func(s *Supervisor) { s.term = &holderTerm{epoch: 4, sync: syncState{names: gateOnly}} }},
 	}
 	for _, tc := range tests {
 		for _, start := range []string{"start_primary", "promote"} {
@@ -397,6 +397,44 @@ func TestHandOverStopsWaitingWhenTheKeyMoves(t *testing.T) {
 	}
 	if n := r.prop.count(func(c raftstore.Command) bool { _, ok := c.(raftstore.SetFailover); return ok }); n != 0 {
 		t.Errorf("%d SetFailover proposed: the request is the coordinator's to drop", n)
+	}
+}
+
+// A fast stop that escalated to immediate (pgmanager's step timeout)
+// wrote no shutdown checkpoint: pg_control says "in production" and its
+// latest checkpoint is an older one, which a candidate may have passed
+// while it lacks later acknowledged commits. The hand-over must not go on
+// from it: the request is cleared with the reason and PostgreSQL starts
+// again as primary, as when the candidate does not catch up.
+func TestHandOverRequiresACleanShutdown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testState("pg1", "pg1", "pg2")
+	st.Members["pg2"].Status.ReceivedLSN = 0x4000000 // past the (older) latest checkpoint
+	st.Failover = &raftstore.FailoverRequest{Kind: "switchover", From: "pg1", To: "pg2"}
+	pgst := runningPrimary
+	pgst.Replicas = []pgmanager.Replica{{ApplicationName: "pg2", State: "streaming", FlushLSN: pgst.CurrentLSN}}
+	r := newRig(t, "pg1", st, pgst)
+	r.pg.set(func(p *fakePostgres) { p.uncleanStop = true })
+	r.renew()
+	err := r.sup.handOver(ctx, r.store.State(), "pg2")
+	if err != nil {
+		t.Fatalf("handOver = %v, want the primary started again", err)
+	}
+	if n := r.ev.count("pg Stop fast"); n != 1 {
+		t.Fatalf("test bug: %d fast stops (events %v)", n, r.ev.all())
+	}
+	if n := r.prop.count(isSetLeader); n != 0 {
+		t.Errorf("%d SetLeader proposed after an unclean stop, want no hand-over", n)
+	}
+	if got := r.store.State().Leader.Holder; got != "pg1" {
+		t.Errorf("key holder = %q, want pg1", got)
+	}
+	if f := r.store.State().Failover; f != nil {
+		t.Errorf("switchover request %+v still set, want it cleared", f)
+	}
+	if !r.pg.Running() || r.ev.count("pg Start") != 1 {
+		t.Errorf("primary not started again (events %v)", r.ev.all())
 	}
 }
 
@@ -712,8 +750,7 @@ func TestFailedStopNeverReleasesTheKey(t *testing.T) {
 	}{
 		{"agent shutdown", func(r *rig) { r.sup.shutdown() }},
 		{"release after crashes", func(r *rig) {
-			r.sup.crash.tenure(r.store.State().Leader.Epoch)
-			r.sup.crash.crashes = r.sup.cfg.MaxCrashes
+			r.sup.termAt(r.store.State().Leader.Epoch).crashes = r.sup.cfg.MaxCrashes
 			r.pg.set(func(p *fakePostgres) { p.status.InRecovery = true })
 			r.sup.cycle(context.Background())
 		}},

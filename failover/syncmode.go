@@ -37,10 +37,9 @@ func GateStandbyNames(standbys []string, strict bool) string {
 func quoteStandby(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // syncState is the holder's synchronous replication intent for one
-// tenure (epoch). PostgreSQL's setting is read back every cycle and
+// term (holderTerm). PostgreSQL's setting is read back every cycle and
 // compared with names; nothing about PostgreSQL is cached here.
 type syncState struct {
-	epoch uint64
 	// names is what synchronous_standby_names must be on this primary.
 	names string
 	// since holds, for a standby named in names but not yet recorded in
@@ -90,8 +89,8 @@ func (s *Supervisor) syncNames(st raftstore.State) string {
 	if st.Leader.Holder != s.cfg.Member {
 		return GateStandbyNames(nil, false)
 	}
-	if s.sync.epoch == st.Leader.Epoch && s.sync.names != "" {
-		return s.sync.names
+	if t := s.curTerm(); t.epoch == st.Leader.Epoch && t.sync.names != "" {
+		return t.sync.names
 	}
 	if !st.Config.SynchronousMode {
 		return GateStandbyNames(nil, false)
@@ -142,16 +141,20 @@ func chooseSync(st raftstore.State, me string, pgst pgmanager.Status, fresh map[
 //   - a standby is removed from Sync first and from the setting after;
 //   - it is added to the setting first, and recorded in Sync only once
 //     PostgreSQL reports it as sync AND its flush LSN covers everything
-//     the primary had acknowledged before the setting named it (#5);
+//     the primary had acknowledged before the setting named it
+//     (TestNewSyncStandbyRecordedOnlyWhenItsFlushCoversEarlierCommits);
 //   - the setting is compared with current_setting every cycle and
-//     written again whenever it differs (#1: a reload, a restart or an
-//     operator's ALTER SYSTEM cannot silently turn it off);
-//   - in strict mode it never drops to the gate alone (#6).
+//     written again whenever it differs: a reload, a restart or an
+//     operator's ALTER SYSTEM cannot silently turn it off
+//     (TestReloadOnSyncPrimaryKeepsSynchronousStandbyNames);
+//   - in strict mode it never drops to the gate alone
+//     (TestStrictModeHolderStartsAndPromotesWithAStandbyRequired).
 func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
 	me := s.cfg.Member
-	if s.sync.epoch != st.Leader.Epoch {
-		s.sync = syncState{epoch: st.Leader.Epoch, names: s.syncNames(st)}
+	if t := s.termAt(st.Leader.Epoch); t.sync.names == "" {
+		t.sync.names = s.syncNames(st) // a new term: what the FSM records for this primary
 	}
+	intent := &s.term.sync
 	var want []string
 	recorded := st.Sync.Standbys
 	if st.Sync.Primary != me {
@@ -159,7 +162,9 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 	}
 	// Every SetSync compare-and-sets on the record this cycle read, and
 	// apply returns once the local store shows it: a lost reply retried,
-	// or a stale view, can never restore an older record (review #3).
+	// or a stale view, can never restore an older record
+	// (TestApplyWaitsForTheLocalStoreOnlyWhereItActs; the simulator's
+	// mutation review3-sync-not-atomic).
 	prev := st.Sync
 	if !st.Config.SynchronousMode {
 		if !st.Sync.NoRecord() {
@@ -182,11 +187,12 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 				return
 			}
 			prev = next
-		} else if s.sync.uncertain {
+		} else if intent.uncertain {
 			// A SetSync of this tenure has an unknown outcome: it may
 			// still commit. Re-record what this view shows (a new Rev):
 			// once that commits, the earlier one never can, and only then
-			// may the setting drop a standby (the simulator's seed 586).
+			// may the setting drop a standby (TestSimSweep's regression
+			// schedules: F2).
 			next, err := s.applySync(ctx, raftstore.SetSync{Primary: me, Standbys: st.Sync.Standbys, Epoch: st.Leader.Epoch, Prev: &prev})
 			if err != nil {
 				s.logger.Warn("confirm the synchronous record after an unknown outcome", "error", err)
@@ -198,15 +204,15 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 		fresh := s.freshMembers(st)
 		want = chooseSync(st, me, pgst, fresh)
 		now := s.clock.Now()
-		if s.sync.okAt == nil {
-			s.sync.okAt = map[string]time.Time{}
+		if intent.okAt == nil {
+			intent.okAt = map[string]time.Time{}
 		}
 		for _, r := range pgst.Replicas {
 			if r.State == pgmanager.Streaming && fresh[r.ApplicationName] {
-				s.sync.okAt[r.ApplicationName] = now
+				intent.okAt[r.ApplicationName] = now
 			}
 		}
-		if kept := keepThroughBlip(want, recorded, s.sync.okAt, now, SyncBlip(st.Config)); !slices.Equal(kept, want) {
+		if kept := keepThroughBlip(want, recorded, intent.okAt, now, SyncBlip(st.Config)); !slices.Equal(kept, want) {
 			s.logger.Debug("synchronous standby kept through a blip", "member", kept[0], "was_wanted", strings.Join(want, ","))
 			want = kept
 		}
@@ -226,13 +232,13 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 		}
 	}
 	names := GateStandbyNames(want, st.Config.SynchronousMode && st.Config.SynchronousModeStrict)
-	if names != s.sync.names {
-		s.sync.names, s.sync.since = names, nil
+	if names != intent.names {
+		intent.names, intent.since = names, nil
 	}
 	if pgst.SyncStandbyNames != names {
 		// Whatever ran meanwhile was acknowledged without the standby: the
 		// LSN it must cover is read again once the setting is back.
-		s.sync.since = nil
+		intent.since = nil
 		d, err := s.desired(st, "", false)
 		if err != nil {
 			s.logger.Warn("set synchronous_standby_names", "value", names, "error", err)
@@ -254,19 +260,20 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 		return
 	}
 	cand := want[0]
-	if s.sync.since == nil {
-		s.sync.since = map[string]uint64{}
+	if intent.since == nil {
+		intent.since = map[string]uint64{}
 	}
-	since, ok := s.sync.since[cand]
+	since, ok := intent.since[cand]
 	if !ok {
 		// This status was read with the setting in effect for new
 		// backends. The walsenders apply it when they handle the reload:
 		// the candidate's shows "sync" only once its own walsender has
 		// (its sync_standby_priority is set by itself), and the gate's
 		// walsender was signalled at the same moment. Only then does
-		// every commit after this LSN wait for the candidate (review #13).
+		// every commit after this LSN wait for the candidate
+		// (TestSyncSinceIsReadOnlyOnceTheWalsendersApplyTheSetting).
 		if _, confirmed := syncConfirmed(pgst, cand); confirmed {
-			s.sync.since[cand] = pgst.CurrentLSN
+			intent.since[cand] = pgst.CurrentLSN
 		}
 		return
 	}
@@ -291,11 +298,11 @@ func (s *Supervisor) applySync(ctx context.Context, cmd raftstore.SetSync) (raft
 	err := s.apply(ctx, cmd)
 	if err != nil {
 		if !errors.Is(err, raftstore.ErrSyncMismatch) && !errors.Is(err, raftstore.ErrEpochMismatch) {
-			s.sync.uncertain = true
+			s.term.sync.uncertain = true
 		}
 		return raftstore.SyncState{}, err
 	}
-	s.sync.uncertain = false
+	s.term.sync.uncertain = false
 	return s.store.State().Sync, nil
 }
 
