@@ -39,7 +39,7 @@ func checkSeries(t *testing.T, body string, want, absent []string) {
 	}
 }
 
-// TestMetricsLeaderChanges (issue 9): the failover/switchover timestamps,
+// TestMetricsLeaderChanges: the failover/switchover timestamps,
 // the duration histogram by cause and the last election's info are built
 // from History as the FSM recorded it.
 func TestMetricsLeaderChanges(t *testing.T) {

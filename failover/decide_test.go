@@ -88,7 +88,7 @@ func TestDecide(t *testing.T) {
 			stoppedPG, func(o *Observation) { o.HasData = false }), []ActionKind{ActInit}},
 		{"nofailover does not race", obs("pg1", uninit, stoppedPG, func(o *Observation) { o.HasData = false; o.Tags.NoFailover = true }),
 			[]ActionKind{}},
-		// Adoption (issue 11): a primary data directory takes the key, a
+		// Adoption: a primary data directory takes the key, a
 		// standby waits, the holder records the system it runs.
 		{"stopped primary data adopted", obs("pg1", uninit, stoppedPG, at(1, 0x200)), []ActionKind{ActAcquireBootstrap}},
 		{"running primary adopted, not fenced", obs("pg1", uninit, primaryPG, at(1, 0x200)), []ActionKind{ActAcquireBootstrap}},
@@ -194,7 +194,7 @@ func randomObservation(r *rand.Rand) Observation {
 		o.DataSystemID = "42"
 	}
 	o.Upstream = holders[r.IntN(len(holders))]
-	// Positions (#7): timelines 0 (unknown) to 3, LSNs 0 (unknown) to 3.
+	// Positions: timelines 0 (unknown) to 3, LSNs 0 (unknown) to 3.
 	o.Data = Position{Timeline: uint32(r.IntN(4)), LSN: uint64(r.IntN(4))}
 	o.PG.Timeline, o.PG.CurrentLSN, o.PG.ReceivedLSN = uint32(r.IntN(4)), uint64(r.IntN(4)), uint64(r.IntN(4))
 	for _, name := range names {
@@ -330,7 +330,7 @@ func TestChooseSync(t *testing.T) {
 	}
 }
 
-// TestDecideAdoption (#7): when several members find data directories at
+// TestDecideAdoption: when several members find data directories at
 // bootstrap, the one adopted is the most advanced (timeline, then LSN);
 // when raftgres cannot tell, or the histories diverged, nobody takes the
 // key and the refusal says how the operator chooses; newer data is never
@@ -552,7 +552,7 @@ Min recovery ending loc's timeline:   3
 	}
 }
 
-// TestFirstElectionAfterRecover (#8) runs the coordinator on the state
+// TestFirstElectionAfterRecover runs the coordinator on the state
 // `raftgres recover` leaves. (It lives here because this file is the
 // recover work's; it belongs with the coordinator's tests.) Five members
 // in synchronous mode, pg1 primary and pg2 its recorded synchronous

@@ -64,7 +64,7 @@ func TestElect(t *testing.T) {
 }
 
 // A switchover under a steady write load must not refuse its candidate for
-// lag reported before the clean shutdown (issue 9): the hand-over waits for
+// lag reported before the clean shutdown: the hand-over waits for
 // the candidate to receive everything instead.
 func TestSwitchoverCandidateIgnoresReportedLag(t *testing.T) {
 	t.Parallel()

@@ -1,6 +1,6 @@
 package failover
 
-// Fakes for unit tests of the Supervisor and the Coordinator (STYLE B4):
+// Fakes for unit tests of the Supervisor and the Coordinator:
 // a fake Clock, a fake Store whose State is built by applying the same
 // commands the real FSM applies (a small hand-written applier: the
 // raftstore FSM is unexported), a Proposer that can fail, delay (by
@@ -9,7 +9,6 @@ package failover
 // process.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"raftgres/internal/testutil"
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
@@ -719,22 +719,7 @@ func (p *fakePostgres) Callback(event, role string) {
 // ---------------------------------------------------------------- harness
 
 // syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 // rig is one supervisor wired to fakes.
 type rig struct {

@@ -1,6 +1,6 @@
 package failover
 
-// Synchronous mode's fast failover (issue 9): the pure rule HolderLost and
+// Synchronous mode's fast failover: the pure rule HolderLost and
 // the coordinator acting on it before the old lease ends.
 
 import (

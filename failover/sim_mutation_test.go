@@ -1,6 +1,6 @@
 package failover
 
-// Mutation proof of the simulator (issue 19 part 3): each patch in
+// Mutation proof of the simulator: each patch in
 // testdata/sim/mutations re-introduces one finding of review 2f0509d into a
 // copy of the module; the short sweep must then fail. SIM_MUTATIONS=1 runs
 // it (make sim does); it reports how many schedules each one needed.
@@ -104,7 +104,7 @@ func TestSimMutations(t *testing.T) {
 }
 
 // simMutationKinds are the invariants a re-introduced finding is expected
-// to break: review #10 is a liveness bug, the others are safety bugs.
+// to break: review10-last-primary is a liveness bug, the others are safety bugs.
 func simMutationKinds(name string) []string {
 	if strings.HasPrefix(name, "review10") {
 		return []string{"liveness"}

@@ -1,6 +1,6 @@
 package failover
 
-// Deterministic simulation of the failover brain (issue 19 part 3), in the
+// Deterministic simulation of the failover brain, in the
 // style of FoundationDB's and TigerBeetle's simulation testing. Each
 // schedule is one seed: it draws the cluster (3 or 5 members, synchronous
 // mode or not, ttl), a fault schedule and every network outcome from one
@@ -122,10 +122,10 @@ var simRegressions = []struct {
 	{8703, "F2: 1.19s late"},
 	// Seeds that found re-introduced findings (testdata/sim/mutations) and
 	// pass on the fixed code (counts on main c9a6c5f):
-	{117, "review #2 (mutation review2-ttl-lowered, 117 schedules): ttl lowered while the holder's lease runs under the old ttl"},
-	{1543, "review #3 (mutation review3-sync-not-atomic, 1543 schedules): elections not checked against the synchronous record, SetSync not compare-and-set, writes acted on before the local FSM applied them"},
-	{325, "review #10 (mutation review10-last-primary, 325 schedules): the new holder dies before its first renewal; the last primary must be electable again"},
-	{1037, "review #3 (the FSM half of that mutation, 1037 schedules on 0f1cb86)"},
+	{117, "mutation review2-ttl-lowered (117 schedules): ttl lowered while the holder's lease runs under the old ttl"},
+	{1543, "mutation review3-sync-not-atomic (1543 schedules): elections not checked against the synchronous record, SetSync not compare-and-set, writes acted on before the local FSM applied them"},
+	{325, "mutation review10-last-primary (325 schedules): the new holder dies before its first renewal; the last primary must be electable again"},
+	{1037, "mutation review3-sync-not-atomic, its FSM half (1037 schedules on 0f1cb86)"},
 }
 
 // simKind names the invariant a violation message breaks.
@@ -649,7 +649,7 @@ func (w *simWorld) checkTick() {
 // heal: always in asynchronous mode; in synchronous mode when the last
 // holder that renewed (the newest that may have acknowledged anything) is
 // alive, or a standby recorded for it. A holder elected and lost before its
-// first renewal acknowledged nothing: the one before it counts (review #10).
+// first renewal acknowledged nothing: the one before it counts.
 func (w *simWorld) livenessRequired() (bool, string) {
 	if !w.cfg.sync {
 		return true, "asynchronous mode"

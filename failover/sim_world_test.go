@@ -1,6 +1,6 @@
 package failover
 
-// The deterministic simulator's world (issue 19 part 3): one seeded
+// The deterministic simulator's world: one seeded
 // math/rand source, one virtual clock, a linearizable store built from the
 // real FSM rules (raftstore.Apply) with per-member views that lag, a Raft
 // leader that moves, a network with cuts per link kind and direction, and
@@ -231,7 +231,7 @@ func (w *simWorld) afterCommit(st raftstore.State, cmd raftstore.Command) {
 	switch c := cmd.(type) {
 	case raftstore.SetLeader:
 		if c.Holder != "" && w.cfg.killElected > 0 && c.Cause != raftstore.CauseBootstrap && w.rng2.Float64() < w.cfg.killElected {
-			// The new holder's host dies before it can renew (#10).
+			// The new holder's host dies before it can renew.
 			w.toKill = append(w.toKill, c.Holder)
 		}
 		switch c.Cause {

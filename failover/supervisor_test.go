@@ -1,6 +1,6 @@
 package failover
 
-// Supervisor tests, one per finding of research/REVIEW-16bc293.md, driven
+// Supervisor tests, one per way the loop could go wrong, driven
 // through the supervisor's own methods (cycle, execute, manageSync,
 // handOver, …) against the fakes of fakes_test.go.
 

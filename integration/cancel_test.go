@@ -369,7 +369,7 @@ func testCancelledCommitWaits(t *testing.T, dcs string, syncMode bool) {
 		}
 		t.Errorf("%s acknowledged %d inserts after its lease ended at %s (%d with the cancelled-wait warning; the last answered %s past it, "+
 			"%d of them lost on %s): PostgreSQL must be stopped at the lease end even while the agent is frozen "+
-			"(REVIEW-2f0509d #1: a fencer inside the agent freezes with it). First ones:\n%s",
+			"(a fencer inside the agent freezes with it). First ones:\n%s",
 			primary.Name, len(after), clock(leaseEnd), countCancelled(after), last.Done.Sub(leaseEnd).Round(time.Millisecond),
 			len(afterLost), next.Name, strings.Join(ex, "\n"))
 	}

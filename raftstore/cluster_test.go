@@ -149,7 +149,7 @@ func join(t *testing.T, ctx context.Context, leader, j *Store) {
 // TestCluster runs three stores in one process over real TCP: bootstrap,
 // join (nonvoter, then voter once caught up), replication, the loss of the
 // Raft leader, and leave, including the refused leave of the leader key
-// holder (#9) and the refused invalid proposal (#15).
+// holder and the refused invalid proposal.
 func TestCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -420,7 +420,7 @@ func FuzzRestoreSnapshot(f *testing.F) {
 	})
 }
 
-// TestFSMAppliesCommittedEntriesWithoutValidation (#15): validation rules are
+// TestFSMAppliesCommittedEntriesWithoutValidation: validation rules are
 // code and change between releases; a committed entry is data. An entry that
 // today's Validate refuses (it was valid under the release that proposed it)
 // still applies on replay, with only the compare-and-set checks deciding.
@@ -513,7 +513,7 @@ func FuzzApplyCommitted(f *testing.F) {
 	})
 }
 
-// TestHistoryBounded (#16): History keeps the newest MaxHistory events, the
+// TestHistoryBounded: History keeps the newest MaxHistory events, the
 // same on every node, and a longer History restored from an older
 // snapshot is cut down at the next event.
 func TestHistoryBounded(t *testing.T) {
@@ -543,7 +543,7 @@ func TestHistoryBounded(t *testing.T) {
 	}
 }
 
-// TestSnapshotSizeLimit (#16): Persist refuses a snapshot over the size
+// TestSnapshotSizeLimit: Persist refuses a snapshot over the size
 // Restore reads, so none is ever written that cannot be restored.
 func TestSnapshotSizeLimit(t *testing.T) {
 	t.Parallel()
@@ -599,7 +599,7 @@ func TestSnapshotSizeLimit(t *testing.T) {
 	}
 }
 
-// TestFSMRemoveHolderRefused (#9): removing the member that holds the leader
+// TestFSMRemoveHolderRefused: removing the member that holds the leader
 // key is refused in apply, so the key never names a non-member.
 func TestFSMRemoveHolderRefused(t *testing.T) {
 	t.Parallel()

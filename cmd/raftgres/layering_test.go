@@ -25,7 +25,7 @@ var allowedImports = map[string][]string{
 	"raftgres/raftstore": {leafConf, leafTestutil},
 	"raftgres/pgmanager": {leafConf, leafBoottime, leafFsutil, leafTestutil},
 	"raftgres/backup":    {leafConf, leafFsutil},
-	"raftgres/failover":  {leafConf, leafBoottime, "raftgres/raftstore", "raftgres/pgmanager"},
+	"raftgres/failover":  {leafConf, leafBoottime, leafTestutil, "raftgres/raftstore", "raftgres/pgmanager"},
 	"raftgres/api":       {leafConf, "raftgres/raftstore", "raftgres/failover", "raftgres/internal/testutil"},
 
 	// The file converts into each package's Config.
