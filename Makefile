@@ -113,7 +113,7 @@ race: deps
 # side; Raft soak; commit gate cost. Prints min/median/max; figures in
 # bin/bench-failover.json, agent logs in bin/bench-logs/. Settings:
 # BENCH_RUNS (5), BENCH_IDLE_SECONDS (60), BENCH_SOAK_SECONDS (120),
-# BENCH_ONLY (kill9,cut,switchover,raft,pgcrash,idle), BENCH_DCS, BENCH_RAFT,
+# BENCH_ONLY (kill9,cut,switchover,rolling,raft,pgcrash,idle), BENCH_DCS, BENCH_RAFT,
 # BENCH_PGBENCH_SCALE, BENCH_PGBENCH_RATE, BENCH_GATE_SECONDS.
 bench: deps
 	RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime=1x -timeout 30m ./integration/

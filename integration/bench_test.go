@@ -23,6 +23,7 @@ import (
 //   - the primary's network link cut (its veth down: no TCP reset), with
 //     each member in a network namespace;
 //   - a switchover (raftgres switchover);
+//   - a rolling restart of every PostgreSQL (raftgres restart --rolling);
 //   - kill -9 of the Raft leader's agent: time until the survivors agree
 //     on a new Raft leader, and the write gap meanwhile;
 //   - a crash of the primary's postmaster alone (restarted in place);
@@ -37,7 +38,7 @@ import (
 // (in synchronous mode any is a failure). The clusters run the product's
 // default bootstrap.dcs plus synchronous_mode; BENCH_DCS adds keys to it
 // ("ttl: 2, loop_wait: 200ms"), BENCH_RAFT adds keys to the agents' raft:
-// section, BENCH_ONLY picks scenarios (kill9,cut,switchover,raft,pgcrash,
+// section, BENCH_ONLY picks scenarios (kill9,cut,switchover,rolling,raft,pgcrash,
 // idle), BENCH_PGBENCH_SCALE sets pgbench -i -s (default 2) and
 // BENCH_PGBENCH_RATE its -R (default: unthrottled). It prints a table of
 // min / median / max, writes bin/bench-failover.json and keeps the agents'
@@ -55,8 +56,8 @@ func BenchmarkFailover(b *testing.B) {
 		sync, netns bool
 		scenarios   []string
 	}{
-		{"loopback-sync", true, false, []string{"kill9", "switchover", "raft", "pgcrash", "idle"}},
-		{"loopback-async", false, false, []string{"kill9", "switchover", "raft", "pgcrash", "idle"}},
+		{"loopback-sync", true, false, []string{"kill9", "switchover", "rolling", "raft", "pgcrash", "idle"}},
+		{"loopback-async", false, false, []string{"kill9", "switchover", "rolling", "raft", "pgcrash", "idle"}},
 		{"netns-sync", true, true, []string{"cut"}},
 		{"netns-async", false, true, []string{"cut"}},
 	} {
@@ -75,6 +76,8 @@ func BenchmarkFailover(b *testing.B) {
 					bc.cut()
 				case "switchover":
 					bc.switchover()
+				case "rolling":
+					bc.rollingRestart()
 				case "raft":
 					bc.raftLeaderKill()
 				case "pgcrash":
@@ -438,6 +441,24 @@ func (bc *benchCluster) switchover() {
 	}
 }
 
+// rollingRestart runs `raftgres restart --rolling` (every replica, then
+// the primary by a switchover) under the load: the write gap from its
+// start until the new primary's first acknowledgement is the only pause
+// clients should see, the switchover's.
+func (bc *benchCluster) rollingRestart() {
+	for run := 1; run <= bc.s.runs; run++ {
+		primary := bc.steady()
+		at := time.Now()
+		out, stderr, code := runCLI(bc.b, "restart", "--rolling", "--force", "-c", primary.Config)
+		if code != 0 {
+			bc.r.fail(fmt.Sprintf("restart --rolling %s run %d: exit %d after %s: %s%s", bc.mode, run, code,
+				time.Since(at).Round(time.Millisecond), strings.TrimSpace(stderr), strings.TrimSpace(out)))
+			continue
+		}
+		bc.takeover("rolling", run, primary, at)
+	}
+}
+
 // raftLeaderKill kills the Raft leader's agent (a replica's host, once the
 // coordinator has moved leadership off the primary's) and times until both
 // survivors report the same new leader; the primary keeps its key.
@@ -662,6 +683,8 @@ var benchRows = []benchRow{
 	{"  acknowledged writes lost", "cut_lost", noneLostInSync},
 	{"switchover (CLI): write gap (s)", "switchover_gap", below(0.5)},
 	{"  acknowledged writes lost", "switchover_lost", below(0)},
+	{"restart --rolling: write gap (s)", "rolling_gap", below(1)},
+	{"  acknowledged writes lost", "rolling_lost", below(0)},
 	{"raft leader kill -9: new leader (s)", "raft_reelection", nil},
 	{"  write gap meanwhile (s)", "raft_kill_gap", nil},
 	{"postmaster crash: write gap (s)", "pgcrash_gap", nil},
