@@ -406,8 +406,9 @@ var errUnreachable = errors.New("dial tcp 10.0.0.1:8008: connect: no route to ho
 // real server would. dropSSN makes Reload, Start and Restart lose
 // synchronous_standby_names (what pgmanager did before #1).
 type fakePostgres struct {
-	mu sync.Mutex
-	ev *events
+	slots []string // the last EnsureSlots' want
+	mu    sync.Mutex
+	ev    *events
 
 	status    pgmanager.Status
 	statusErr error
@@ -660,7 +661,10 @@ func (p *fakePostgres) Reclone(_ context.Context, d pgmanager.Desired) error {
 	return nil
 }
 
-func (p *fakePostgres) EnsureSlots(context.Context, []string) ([]string, []string, error) {
+func (p *fakePostgres) EnsureSlots(_ context.Context, want []string) ([]string, []string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.slots = slices.Clone(want)
 	return nil, nil, nil
 }
 

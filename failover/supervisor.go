@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1058,11 +1059,17 @@ func (s *Supervisor) ensureSlots(ctx context.Context, st raftstore.State) {
 	if !st.Config.PostgreSQL.UseSlots {
 		return
 	}
-	var want []string
-	for _, name := range st.MemberNames() {
-		if name != s.cfg.Member {
-			want = append(want, pgmanager.SlotName(name))
+	keep, absent := slotMembers(st, s.cfg.Member, s.clock.Now())
+	if t := s.curTerm(); !slices.Equal(t.absent, absent) {
+		if len(absent) > 0 {
+			s.logger.Warn("members absent longer than member_slots_ttl: their replication slots go, and with them the WAL kept for them; "+
+				"back, they catch up from the WAL archive or are cloned again", "members", strings.Join(absent, ","), "member_slots_ttl", st.Config.SlotsTTL())
 		}
+		t.absent = absent
+	}
+	var want []string
+	for _, name := range keep {
+		want = append(want, pgmanager.SlotName(name))
 	}
 	sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, time.Second))
 	defer cancel()

@@ -27,6 +27,9 @@ type holderTerm struct {
 	epoch   uint64
 	sync    syncState
 	crashes int
+	// absent are the members whose slot this primary last left out for
+	// their absence (slotMembers), to log each change once.
+	absent []string
 }
 
 // curTerm is the current term (before the loop saw any epoch, one of

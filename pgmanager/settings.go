@@ -100,6 +100,11 @@ var enforcedDefaults = map[string]string{
 	"max_replication_slots": "10",
 	"wal_keep_size":         "128MB",
 	"hot_standby_feedback":  "on",
+	// A slot holds at most this much WAL (PostgreSQL's default is
+	// unbounded): past it the slot is invalidated and its standby catches
+	// up from the WAL archive or is cloned again, rather than the
+	// primary's disk filling for a standby that fell far behind.
+	"max_slot_wal_keep_size": "8GB",
 	// Standbys retry a lost or failed upstream connection after this long
 	// (default 5s): they stream again within a second of a primary restart
 	// or crash, so the async-mode loss window stays inside the lease.

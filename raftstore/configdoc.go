@@ -30,6 +30,7 @@ type ConfigDoc struct {
 	Pause                 *bool          `yaml:"-" json:"pause,omitempty"`
 	PostgreSQL            *PGConfigDoc   `yaml:"postgresql,omitempty" json:"postgresql,omitempty"`
 	Version               *uint64        `yaml:"-" json:"version,omitempty"`
+	MemberSlotsTTL        *conf.Duration `yaml:"member_slots_ttl,omitempty" json:"member_slots_ttl,omitempty"`
 }
 
 // PGConfigDoc is the postgresql: part of ConfigDoc. The config file has
@@ -90,8 +91,15 @@ func DocOf(c ClusterConfig) ConfigDoc {
 			pg.Parameters[k] = Param(v)
 		}
 	}
-	return ConfigDoc{TTL: &ttl, LoopWait: &lw, RetryTimeout: &rt, DetectionWindow: &dw, MaximumLagOnFailover: &lag,
+	d := ConfigDoc{TTL: &ttl, LoopWait: &lw, RetryTimeout: &rt, DetectionWindow: &dw, MaximumLagOnFailover: &lag,
 		SynchronousMode: &sm, SynchronousModeStrict: &sms, Pause: &pause, PostgreSQL: pg, Version: &ver}
+	// member_slots_ttl shows only when set: a document read back and
+	// written again must not set it, which needs every voter on protocol 2.
+	if c.MemberSlotsTTL > 0 {
+		st := conf.Duration(c.MemberSlotsTTL)
+		d.MemberSlotsTTL = &st
+	}
+	return d
 }
 
 // Config is the ClusterConfig the document describes: keys it leaves out
@@ -99,7 +107,7 @@ func DocOf(c ClusterConfig) ConfigDoc {
 func (d ConfigDoc) Config() ClusterConfig {
 	c := DefaultClusterConfig()
 	for dst, src := range map[*time.Duration]*conf.Duration{&c.TTL: d.TTL, &c.LoopWait: d.LoopWait,
-		&c.RetryTimeout: d.RetryTimeout, &c.DetectionWindow: d.DetectionWindow} {
+		&c.RetryTimeout: d.RetryTimeout, &c.DetectionWindow: d.DetectionWindow, &c.MemberSlotsTTL: d.MemberSlotsTTL} {
 		if src != nil {
 			*dst = src.D()
 		}

@@ -13,12 +13,21 @@ import (
 // and an entry an older agent cannot decode halts its FSM (Halt): a
 // command that needs a newer protocol is proposed only once every voter
 // registered with it (CheckProtocol).
-const Protocol = 1
+const Protocol = 2
 
 // commandProtocol is the protocol a command needs. Every command of
 // protocol 1 needs 1; a command or field added later names its protocol
 // here, and where only a field is new, only when it is set.
-func commandProtocol(Command) int { return 1 }
+//
+// Protocol 2 (after v0.1.0): ClusterConfig.MemberSlotsTTL, in SetConfig.
+// (A Bootstrap is proposed before any member registered, by a cluster
+// that is new, so of one release.)
+func commandProtocol(c Command) int {
+	if sc, ok := c.(SetConfig); ok && sc.Config.MemberSlotsTTL != 0 {
+		return 2
+	}
+	return 1
+}
 
 // MinProtocol is the lowest protocol among voters, by what each last
 // registered with: 0 when a voter has not registered (an agent of a

@@ -28,6 +28,23 @@ type ClusterConfig struct {
 	SynchronousModeStrict bool          `json:"synchronous_mode_strict"`
 	Pause                 bool          `json:"pause"`
 	PostgreSQL            PGConfig      `json:"postgresql"`
+	// MemberSlotsTTL is how long the primary keeps the replication slot
+	// of a member that stopped reporting (SlotsTTL: zero is the default,
+	// DefaultMemberSlotsTTL). Protocol 2: set only once every voter
+	// speaks it.
+	MemberSlotsTTL time.Duration `json:"member_slots_ttl,omitempty"`
+}
+
+// DefaultMemberSlotsTTL is member_slots_ttl when it is not set, as in
+// Patroni 4.
+const DefaultMemberSlotsTTL = 30 * time.Minute
+
+// SlotsTTL is MemberSlotsTTL, or its default when unset.
+func (c ClusterConfig) SlotsTTL() time.Duration {
+	if c.MemberSlotsTTL <= 0 {
+		return DefaultMemberSlotsTTL
+	}
+	return c.MemberSlotsTTL
 }
 
 // PGConfig is the cluster-wide PostgreSQL part of ClusterConfig.
@@ -105,6 +122,9 @@ func (c ClusterConfig) Validate() error {
 	}
 	if c.MaximumLagOnFailover < 0 {
 		errs = append(errs, conf.Errorf("maximum_lag_on_failover", "must not be negative"))
+	}
+	if c.MemberSlotsTTL < 0 {
+		errs = append(errs, conf.Errorf("member_slots_ttl", "must not be negative"))
 	}
 	if c.SynchronousModeStrict && !c.SynchronousMode {
 		errs = append(errs, conf.Errorf("synchronous_mode_strict", "needs synchronous_mode: true"))

@@ -1,0 +1,69 @@
+package failover
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"raftgres/pgmanager"
+	"raftgres/raftstore"
+)
+
+func TestSlotMembers(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	st := raftstore.NewState()
+	add := func(name string, registered, reported time.Time) {
+		st.Members[name] = &raftstore.Member{Name: name, Registered: registered, Status: raftstore.MemberStatus{ReportedAt: reported}}
+	}
+	add("me", now.Add(-time.Hour), now)
+	add("fresh", now.Add(-time.Hour), now.Add(-time.Second))
+	add("down-29m", now.Add(-time.Hour), now.Add(-29*time.Minute))
+	add("down-31m", now.Add(-time.Hour), now.Add(-31*time.Minute))
+	add("joined-never-reported", now.Add(-time.Minute), time.Time{})
+	add("registered-long-ago-never-reported", now.Add(-2*time.Hour), time.Time{})
+	add("no-times", time.Time{}, time.Time{})
+	for _, tc := range []struct {
+		ttl          time.Duration
+		keep, absent []string
+	}{
+		{0, []string{"down-29m", "fresh", "joined-never-reported", "no-times"}, []string{"down-31m", "registered-long-ago-never-reported"}},
+		{10 * time.Second, []string{"fresh", "no-times"}, []string{"down-29m", "down-31m", "joined-never-reported", "registered-long-ago-never-reported"}},
+		{3 * time.Hour, []string{"down-29m", "down-31m", "fresh", "joined-never-reported", "no-times", "registered-long-ago-never-reported"}, nil},
+	} {
+		st.Config.MemberSlotsTTL = tc.ttl
+		keep, absent := slotMembers(st, "me", now)
+		if !slices.Equal(keep, tc.keep) || !slices.Equal(absent, tc.absent) {
+			t.Errorf("member_slots_ttl %s: keep %v absent %v, want %v and %v", tc.ttl, keep, absent, tc.keep, tc.absent)
+		}
+	}
+}
+
+// TestPrimaryDropsTheSlotOfAMemberAbsentPastMemberSlotsTTL: the primary's
+// supervisor keeps the slots of members that report, and leaves out (so
+// pgmanager drops it once inactive) the slot of one that has not reported
+// for member_slots_ttl, saying so in its log once.
+func TestPrimaryDropsTheSlotOfAMemberAbsentPastMemberSlotsTTL(t *testing.T) {
+	st := testState("pg1", "pg1", "pg2", "pg3")
+	st.Config.MemberSlotsTTL = time.Minute
+	st.Config.PostgreSQL.UseSlots = true
+	r := newRig(t, "pg1", st, runningPrimary)
+	now := r.clock.Now()
+	r.store.edit(func(s *raftstore.State) {
+		s.Members["pg2"].Status.ReportedAt = now.Add(-time.Second)
+		s.Members["pg3"].Status.ReportedAt = now.Add(-2 * time.Minute)
+	})
+	r.renew()
+	r.sup.cycle(context.Background())
+	r.pg.mu.Lock()
+	slots := slices.Clone(r.pg.slots)
+	r.pg.mu.Unlock()
+	if !slices.Equal(slots, []string{pgmanager.SlotName("pg2")}) {
+		t.Fatalf("slots wanted %v, want pg2's only", slots)
+	}
+	r.sup.cycle(context.Background())
+	if n := strings.Count(r.logs.String(), "absent longer than member_slots_ttl"); n != 1 {
+		t.Fatalf("the absence was logged %d times, want once:\n%s", n, r.logs.String())
+	}
+}
