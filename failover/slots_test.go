@@ -67,3 +67,28 @@ func TestPrimaryDropsTheSlotOfAMemberAbsentPastMemberSlotsTTL(t *testing.T) {
 		t.Fatalf("the absence was logged %d times, want once:\n%s", n, r.logs.String())
 	}
 }
+
+// TestNewMemberGetsItsSlotAtOnce: a member that registers (or leaves)
+// changes what wakes a supervisor's loop (relevant), so the primary makes
+// its slot at once, not at its next steady look up to ttl/2 later; its
+// standby cannot stream before the slot exists. Status reports still do
+// not wake it.
+func TestNewMemberGetsItsSlotAtOnce(t *testing.T) {
+	st := testState("pg1", "pg1", "pg2")
+	before := relevant(st)
+	reported := st.Clone()
+	reported.Members["pg2"].Status.ReportedAt = reported.Members["pg2"].Status.ReportedAt.Add(time.Second)
+	if relevant(reported) != before {
+		t.Fatal("a status report wakes the loop")
+	}
+	joined := st.Clone()
+	joined.Members["pg3"] = &raftstore.Member{Name: "pg3", Tags: raftstore.DefaultTags()}
+	if relevant(joined) == before {
+		t.Fatal("a new member does not wake the loop")
+	}
+	left := st.Clone()
+	delete(left.Members, "pg2")
+	if relevant(left) == before {
+		t.Fatal("a member's leave does not wake the loop")
+	}
+}

@@ -171,7 +171,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 // waitNext waits until the next cycle is due: after wait, when local
 // PostgreSQL exits, or when the FSM changes in a way that matters to this
-// member (leader key, config, sync set, pending switchover). Status
+// member (leader key, config, sync set, pending switchover, the set of
+// members: a new one needs its slot on the primary at once). Status
 // reports of other members do not wake it: every cycle reports, so waking
 // on reports would make the members drive each other in a loop.
 // It returns false when ctx ended.
@@ -213,11 +214,15 @@ type stateKey struct {
 	initialize string
 	sync       string
 	failover   raftstore.FailoverRequest
+	// members: a member that registers needs its replication slot on the
+	// primary before its standby can stream (TestNewMemberGetsItsSlotAtOnce).
+	members string
 }
 
 func relevant(st raftstore.State) stateKey {
 	k := stateKey{holder: st.Leader.Holder, epoch: st.Leader.Epoch, version: st.Config.Version,
-		initialize: st.Initialize, sync: st.Sync.Primary + ":" + strings.Join(st.Sync.Standbys, ",")}
+		initialize: st.Initialize, sync: st.Sync.Primary + ":" + strings.Join(st.Sync.Standbys, ","),
+		members: strings.Join(st.MemberNames(), ",")}
 	if st.Failover != nil {
 		k.failover = *st.Failover
 	}

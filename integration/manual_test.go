@@ -134,11 +134,19 @@ func TestMaximumLagOnFailover(t *testing.T) {
 	if err := syscall.Kill(wr, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	stoppedAt := time.Now()
 	t.Cleanup(func() { _ = syscall.Kill(wr, syscall.SIGCONT) })
 	if err := pgExec(ctx, primary, "CREATE TABLE big AS SELECT i, repeat('x', 1000) AS pad FROM generate_series(1, 4000) i"); err != nil {
 		t.Fatal(err)
 	}
+	var written int64
+	if err := pgQueryRow(ctx, primary, "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint", &written); err != nil {
+		t.Fatal(err)
+	}
 	var rows int
+	// Both reports must be from after the stop: the primary's with the
+	// table written, the lagger's with what it received before its
+	// walreceiver stopped (a report from before it streamed says nothing).
 	waitFor(t, 15*time.Second, "the lag to show in the replicated state", func() (bool, error) {
 		st, err := c.state()
 		if err != nil {
@@ -146,8 +154,9 @@ func TestMaximumLagOnFailover(t *testing.T) {
 		}
 		p, l := st.Members[primary.Name].Status, st.Members[lagger.Name].Status
 		lsn := max(l.ReceivedLSN, l.ReplayedLSN)
-		return p.WrittenLSN > lsn && int64(p.WrittenLSN-lsn) > st.Config.MaximumLagOnFailover,
-			fmt.Errorf("primary at %d, %s at %d", p.WrittenLSN, lagger.Name, lsn)
+		return p.WrittenLSN >= uint64(written) && l.ReportedAt.After(stoppedAt) && p.WrittenLSN > lsn &&
+				int64(p.WrittenLSN-lsn) > st.Config.MaximumLagOnFailover,
+			fmt.Errorf("primary at %d (wrote %d), %s at %d reported %s", p.WrittenLSN, written, lagger.Name, lsn, l.ReportedAt.Format("15:04:05.000"))
 	})
 	st, _ := c.state()
 	primary.Kill9()
