@@ -239,6 +239,12 @@ func TestRollingRestartUnderWrites(t *testing.T) {
 		_, n := w.lastOn(primary.Name)
 		return n > 20, nil
 	})
+	// restart --rolling refuses ("not now") while a replica does not
+	// stream yet; upgrade-check applies the same health checks.
+	waitFor(t, 60*time.Second, "every replica streaming (upgrade-check without blockers)", func() (bool, error) {
+		plan, code := upgradeCheck(t, c.nodes[0])
+		return code == 0 && len(plan.Blockers) == 0, fmt.Errorf("%v", plan.Blockers)
+	})
 	begin := time.Now()
 	out, stderr, code := runCLI(t, "restart", "--rolling", "--force", "-c", c.nodes[0].Config)
 	t.Logf("restart --rolling (%s):\n%s%s", time.Since(begin).Round(time.Millisecond), out, stderr)

@@ -18,7 +18,7 @@ import (
 
 	"raftgres/api"
 	"raftgres/failover"
-	"raftgres/pgmanager"
+	"raftgres/ops"
 	"raftgres/raftstore"
 )
 
@@ -99,7 +99,7 @@ func listCommand() *cli.Command {
 					return cli.Exit("list: "+err.Error(), 1)
 				}
 				archive := primaryArchive(c.Context, client, view)
-				view = patroniView(view, streamingReplicas(c.Context, client, view))
+				view = patroniView(view, ops.StreamingReplicas(c.Context, client, view))
 				if c.String("format") == "json" {
 					enc := json.NewEncoder(c.App.Writer)
 					enc.SetIndent("", "  ")
@@ -136,39 +136,6 @@ func newTable(w io.Writer) *tablewriter.Table {
 		tablewriter.WithHeaderAlignment(tw.AlignLeft),
 		tablewriter.WithRowAlignment(tw.AlignLeft),
 	)
-}
-
-// streamingReplicas asks the primary which members stream from it
-// (pg_stat_replication's application names in state streaming); nil when
-// it does not answer.
-func streamingReplicas(ctx context.Context, client *api.Client, view api.ClusterView) map[string]bool {
-	primary, ok := runningPrimary(view)
-	if !ok {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	st, err := client.With(primary.APIURL).MemberStatus(ctx)
-	if err != nil {
-		return nil
-	}
-	out := map[string]bool{}
-	for _, r := range st.Replication {
-		if r.State == pgmanager.Streaming {
-			out[r.ApplicationName] = true
-		}
-	}
-	return out
-}
-
-// runningPrimary is the view's leader when it runs.
-func runningPrimary(view api.ClusterView) (api.ClusterMember, bool) {
-	for _, m := range view.Members {
-		if m.Role == api.ClusterLeader && m.State == raftstore.StateRunning {
-			return m, true
-		}
-	}
-	return api.ClusterMember{}, false
 }
 
 // patroniView rewrites the members' roles and states in patronictl's
@@ -211,7 +178,7 @@ type archiveNote struct {
 // primaryArchive asks the primary for its WAL archiving statistics (nil
 // when it has archived and failed nothing, or does not answer).
 func primaryArchive(ctx context.Context, client *api.Client, view api.ClusterView) *archiveNote {
-	primary, ok := runningPrimary(view)
+	primary, ok := ops.RunningPrimary(view)
 	if !ok {
 		return nil
 	}

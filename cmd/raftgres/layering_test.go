@@ -32,6 +32,8 @@ var allowedImports = map[string][]string{
 	"raftgres/config":         {leafConf, "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover", "raftgres/api"},
 	"raftgres/config/patroni": {"raftgres/config", "raftgres/raftstore", "raftgres/pgmanager"},
 	"raftgres/secrets":        {leafConf, leafFsutil, "raftgres/pgmanager", "raftgres/api"},
+	// Operator procedures through the REST API.
+	"raftgres/ops": {"raftgres/api", "raftgres/failover", "raftgres/raftstore"},
 	// The agent wires every component.
 	"raftgres/agent": {leafConf, leafFsutil, leafTestutil, "raftgres/internal/watchdog", "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover",
 		"raftgres/api", "raftgres/config", "raftgres/secrets"},

@@ -1,4 +1,4 @@
-package main
+package ops
 
 import (
 	"testing"
@@ -30,10 +30,10 @@ func TestRollingTargets(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
-			for _, r := range rollingTargets(view, tc.started, since, tc.pending) {
-				got = append(got, r.name)
-				if r.primary != (r.name == "pg1") {
-					t.Errorf("%s primary = %v", r.name, r.primary)
+			for _, r := range RollingTargets(view, tc.started, since, tc.pending) {
+				got = append(got, r.Name)
+				if r.Primary != (r.Name == "pg1") {
+					t.Errorf("%s primary = %v", r.Name, r.Primary)
 				}
 			}
 			if len(got) != len(tc.want) {
@@ -46,13 +46,13 @@ func TestRollingTargets(t *testing.T) {
 			}
 		})
 	}
-	if c := switchoverCandidate(view, []string{"pg2", "pg3"}); c != "pg2" {
+	if c := SwitchoverCandidate(view, []string{"pg2", "pg3"}); c != "pg2" {
 		t.Errorf("candidate %q, want the closest replica pg2", c)
 	}
-	if c := switchoverCandidate(view, []string{"pg3"}); c != "pg3" {
+	if c := SwitchoverCandidate(view, []string{"pg3"}); c != "pg3" {
 		t.Errorf("candidate %q among streaming pg3 only", c)
 	}
-	if c := switchoverCandidate(view, nil); c != "" {
+	if c := SwitchoverCandidate(view, nil); c != "" {
 		t.Errorf("candidate %q with no streaming replica", c)
 	}
 }

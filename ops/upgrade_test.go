@@ -1,4 +1,4 @@
-package main
+package ops
 
 import (
 	"bytes"
@@ -65,7 +65,7 @@ func TestPlanUpgrade(t *testing.T) {
 			streaming: all, next: "upgrade pg2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := planUpgrade(tc.view, tc.streaming, target)
+			p := PlanUpgrade(tc.view, tc.streaming, target)
 			if p.Done != tc.done {
 				t.Errorf("done = %v, want %v (%+v)", p.Done, tc.done, p)
 			}
@@ -87,7 +87,7 @@ func TestPlanUpgrade(t *testing.T) {
 				}
 			}
 			var out bytes.Buffer
-			p.render(&out)
+			p.Render(&out)
 			if !strings.Contains(out.String(), "target: v0.2.0 (protocol 2)") {
 				t.Errorf("rendered:\n%s", out.String())
 			}
