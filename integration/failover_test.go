@@ -533,7 +533,7 @@ func (c *cluster) waitStreaming(primary *Node) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		var k int
-		err := pgQueryRow(ctx, primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name <> 'raftgres_fence'", &k)
+		err := pgQueryRow(ctx, primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name NOT IN ('raftgres_fence', 'pg_recvlogical')", &k)
 		return k == want, err
 	})
 }

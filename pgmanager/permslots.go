@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -226,14 +227,28 @@ func (m *Manager) SyncStandbySlots(ctx context.Context, want []Slot, primaryLSN 
 				continue
 			}
 			target := min(primaryLSN[s.Name], replayed)
-			if i >= 0 && target > have[i].LSN && !have[i].Active {
-				if _, err := conn.Exec(ctx, "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)", s.Name, FormatLSN(target)); err != nil {
+			if i < 0 || target <= have[i].LSN || have[i].Active {
+				continue
+			}
+			if _, err := conn.Exec(ctx, "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)", s.Name, FormatLSN(target)); err != nil {
+				if ctx.Err() != nil {
 					return fmt.Errorf("advance slot %s to %s: %w", s.Name, FormatLSN(target), err)
+				}
+				// A copy that cannot move (the WAL it needs is gone here)
+				// would hold a consumer back for ever: it goes, and is
+				// copied again once that can work.
+				m.logger.Warn("a permanent slot's copy cannot advance: dropped, to be copied again", "slot", s.Name, "to", FormatLSN(target), "error", err)
+				if _, derr := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", s.Name); derr != nil {
+					return fmt.Errorf("drop slot %s that cannot advance: %w", s.Name, derr)
 				}
 			}
 		}
 		if len(missing) > 0 {
-			res.Copied, res.Waiting, err = m.copyLogicalSlots(ctx, missing, src, replayed)
+			oldest, err := oldestWAL(ctx, conn)
+			if err != nil {
+				return fmt.Errorf("oldest WAL kept here: %w", err)
+			}
+			res.Copied, res.Waiting, err = m.copyLogicalSlots(ctx, missing, src, replayed, oldest)
 			if err != nil {
 				return err
 			}
@@ -263,11 +278,46 @@ func (m *Manager) SyncStandbySlots(ctx context.Context, want []Slot, primaryLSN 
 // hundred bytes in PostgreSQL 15).
 const slotStateFileMax = 64 << 10
 
+// walKeepMargin is how far behind the replay position a copied slot's
+// restart_lsn may be: the WAL between them must outlive the restart that
+// loads the copy (a standby's restartpoint keeps wal_keep_size, at least
+// 128MB here, enforcedDefaults; the slot holds it once loaded).
+const walKeepMargin = 64 << 20
+
+// oldestWAL is the start of the oldest WAL segment in pg_wal.
+func oldestWAL(ctx context.Context, conn *pgx.Conn) (uint64, error) {
+	var seg uint64
+	var oldest string
+	err := conn.QueryRow(ctx, `SELECT setting::bigint, COALESCE((SELECT min(substr(name, 9)) FROM pg_ls_waldir()
+		WHERE name ~ '^[0-9A-F]{24}$'), '') FROM pg_settings WHERE name = 'wal_segment_size'`).Scan(&seg, &oldest)
+	if err != nil || oldest == "" {
+		return 0, err
+	}
+	return segmentStart(oldest, seg)
+}
+
+// segmentStart is the LSN where the WAL segment named (after its
+// timeline) hi/lo begins: hi is the LSN's upper 32 bits, lo the segment
+// within them.
+func segmentStart(name string, segSize uint64) (uint64, error) {
+	if len(name) != 16 || segSize == 0 {
+		return 0, fmt.Errorf("WAL segment %q", name)
+	}
+	hi, err1 := strconv.ParseUint(name[:8], 16, 32)
+	lo, err2 := strconv.ParseUint(name[8:], 16, 32)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("WAL segment %q: %w", name, err)
+	}
+	return hi<<32 + lo*segSize, nil
+}
+
 // copyLogicalSlots copies the state files of the logical slots missing
 // here from the primary src into pg_replslot, each once this standby has
 // replayed past the slot's confirmed position (before that, the copy would
-// claim changes this server may not have).
-func (m *Manager) copyLogicalSlots(ctx context.Context, missing []Slot, src Upstream, replayed uint64) (copied []string, waiting map[string]string, err error) {
+// claim changes this server may not have) and still has the WAL from the
+// slot's restart_lsn on (oldest, with walKeepMargin): a copy needs it to
+// decode, and a standby cannot fetch WAL it removed.
+func (m *Manager) copyLogicalSlots(ctx context.Context, missing []Slot, src Upstream, replayed, oldest uint64) (copied []string, waiting map[string]string, err error) {
 	user, password := m.rewindCredentials()
 	cc, err := pgx.ParseConfig(m.peerConninfo(map[string]string{
 		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "sslmode": "prefer",
@@ -284,12 +334,12 @@ func (m *Manager) copyLogicalSlots(ctx context.Context, missing []Slot, src Upst
 	defer conn.Close(context.Background())
 	waiting = map[string]string{}
 	for _, s := range missing {
-		var lsn string
+		var lsn, restart string
 		var state []byte
-		err := conn.QueryRow(ctx, `SELECT COALESCE(confirmed_flush_lsn::text, '0/0'),
+		err := conn.QueryRow(ctx, `SELECT COALESCE(confirmed_flush_lsn::text, '0/0'), COALESCE(restart_lsn::text, '0/0'),
 			pg_read_binary_file('pg_replslot/' || slot_name || '/state', 0, $4, false)
 			FROM pg_replication_slots WHERE slot_name = $1 AND slot_type = 'logical' AND database = $2 AND plugin = $3`,
-			s.Name, s.Database, s.Plugin, slotStateFileMax).Scan(&lsn, &state)
+			s.Name, s.Database, s.Plugin, slotStateFileMax).Scan(&lsn, &restart, &state)
 		if errors.Is(err, pgx.ErrNoRows) {
 			waiting[s.Name] = "not on the primary yet"
 			continue
@@ -297,12 +347,17 @@ func (m *Manager) copyLogicalSlots(ctx context.Context, missing []Slot, src Upst
 		if err != nil {
 			return copied, waiting, fmt.Errorf("read slot %s on the primary %s: %w", s.Name, src.Name, err)
 		}
-		confirmed, err := ParseLSN(lsn)
-		if err != nil {
+		confirmed, err1 := ParseLSN(lsn)
+		from, err2 := ParseLSN(restart)
+		if err := errors.Join(err1, err2); err != nil {
 			return copied, waiting, fmt.Errorf("read slot %s on the primary %s: %w", s.Name, src.Name, err)
 		}
-		if confirmed == 0 || confirmed > replayed {
-			waiting[s.Name] = fmt.Sprintf("waiting to replay past the slot's position %s (replayed %s)", lsn, FormatLSN(replayed))
+		switch {
+		case confirmed == 0 || confirmed > replayed:
+			waiting[s.Name] = "waiting to replay past the slot's confirmed position " + lsn
+			continue
+		case from < oldest || from+walKeepMargin < replayed:
+			waiting[s.Name] = "the slot needs WAL from " + restart + " on, which this standby does not keep: waiting for its consumer to move it on"
 			continue
 		}
 		if err := m.writeSlotState(s.Name, state); err != nil {
