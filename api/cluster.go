@@ -1,11 +1,13 @@
 package api
 
 import (
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
 	"time"
 
+	"raftgres/failover"
 	"raftgres/raftstore"
 )
 
@@ -30,6 +32,23 @@ type ClusterMember struct {
 	// Agent is the release its agent last registered with, and the
 	// protocol it speaks: what an upgrade is waiting for.
 	Agent raftstore.AgentVersion `json:"agent,omitzero"`
+	// SlotDropped says the primary no longer keeps this member's slot: it
+	// has not reported for member_slots_ttl (back, it catches up from the
+	// WAL archive or is cloned again).
+	SlotDropped bool `json:"slot_dropped,omitempty"`
+}
+
+// PermanentSlot is a permanent slot of the cluster's config and where it
+// stands: on the primary (LSN: a logical slot's confirmed position, a
+// physical slot's restart_lsn) and on each replica, whose copy is what a
+// consumer resumes from after a failover to it. Missing are the running
+// replicas without a copy yet: a failover to one of them loses the slot.
+type PermanentSlot struct {
+	Name    string             `json:"name"`
+	Type    raftstore.SlotType `json:"type"`
+	LSN     string             `json:"lsn,omitempty"`
+	Copies  map[string]string  `json:"copies,omitempty"`
+	Missing []string           `json:"missing,omitempty"`
 }
 
 // ScheduledSwitchover is a pending switchover or failover request.
@@ -56,6 +75,8 @@ type ClusterView struct {
 	AnsweredBy      string `json:"answered_by,omitempty"`
 	RaftState       string `json:"raft_state,omitempty"`
 	RaftLastContact string `json:"raft_last_contact,omitempty"`
+	// PermanentSlots are the slots: of the config, with their positions.
+	PermanentSlots []PermanentSlot `json:"permanent_slots,omitempty"`
 }
 
 // staleAfter is how old a member's last report may be (on the reader's
@@ -141,7 +162,53 @@ func BuildClusterView(scope string, st raftstore.State, rs raftstore.Status, now
 		}
 		out.Members = append(out.Members, cm)
 	}
+	if st.Config.PostgreSQL.UseSlots && st.Leader.Holder != "" {
+		_, absent := failover.SlotMembers(st, st.Leader.Holder, now)
+		for i := range out.Members {
+			out.Members[i].SlotDropped = slices.Contains(absent, out.Members[i].Name)
+		}
+	}
+	out.PermanentSlots = permanentSlots(st, out.Members)
 	return out
+}
+
+// permanentSlots are the permanent slots as the members last reported them.
+func permanentSlots(st raftstore.State, members []ClusterMember) []PermanentSlot {
+	var out []PermanentSlot
+	for _, name := range slices.Sorted(maps.Keys(st.Config.Slots)) {
+		ps := PermanentSlot{Name: name, Type: st.Config.Slots[name].Type}
+		for _, cm := range members {
+			pos, ok := reportedSlot(st, cm.Name, name)
+			switch {
+			case cm.Role == ClusterLeader && ok:
+				ps.LSN = formatLSN(pos)
+			case cm.Role == ClusterLeader:
+			case ok:
+				if ps.Copies == nil {
+					ps.Copies = map[string]string{}
+				}
+				ps.Copies[cm.Name] = formatLSN(pos)
+			case cm.State == raftstore.StateRunning:
+				ps.Missing = append(ps.Missing, cm.Name)
+			}
+		}
+		out = append(out, ps)
+	}
+	return out
+}
+
+// reportedSlot is the position member last reported for its slot name.
+func reportedSlot(st raftstore.State, member, name string) (uint64, bool) {
+	m, ok := st.Members[member]
+	if !ok {
+		return 0, false
+	}
+	for _, p := range m.Slots {
+		if p.Name == name {
+			return p.LSN, true
+		}
+	}
+	return 0, false
 }
 
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {

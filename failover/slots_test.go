@@ -33,7 +33,7 @@ func TestSlotMembers(t *testing.T) {
 		{3 * time.Hour, []string{"down-29m", "down-31m", "fresh", "joined-never-reported", "no-times", "registered-long-ago-never-reported"}, nil},
 	} {
 		st.Config.MemberSlotsTTL = tc.ttl
-		keep, absent := slotMembers(st, "me", now)
+		keep, absent := SlotMembers(st, "me", now)
 		if !slices.Equal(keep, tc.keep) || !slices.Equal(absent, tc.absent) {
 			t.Errorf("member_slots_ttl %s: keep %v absent %v, want %v and %v", tc.ttl, keep, absent, tc.keep, tc.absent)
 		}

@@ -1082,7 +1082,7 @@ func (s *Supervisor) ensureSlots(ctx context.Context, st raftstore.State) {
 	}
 	var want []pgmanager.Slot
 	if st.Config.PostgreSQL.UseSlots {
-		keep, absent := slotMembers(st, s.cfg.Member, s.clock.Now())
+		keep, absent := SlotMembers(st, s.cfg.Member, s.clock.Now())
 		if t := s.curTerm(); !slices.Equal(t.absent, absent) {
 			if len(absent) > 0 {
 				s.logger.Warn("members absent longer than member_slots_ttl: their replication slots go, and with them the WAL kept for them; "+

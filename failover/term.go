@@ -28,7 +28,7 @@ type holderTerm struct {
 	sync    syncState
 	crashes int
 	// absent are the members whose slot this primary last left out for
-	// their absence (slotMembers), to log each change once.
+	// their absence (SlotMembers), to log each change once.
 	absent []string
 	// slotClash are the permanent slots named as a member's slot, to
 	// log each change once.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -256,6 +257,7 @@ func renderList(w io.Writer, view api.ClusterView, sysid string, archive *archiv
 	if archive != nil {
 		notes = append(notes, archive.String())
 	}
+	notes = append(notes, slotNotes(view)...)
 	if n := staleNote(view); n != "" {
 		notes = append(notes, " "+n)
 	}
@@ -263,6 +265,42 @@ func renderList(w io.Writer, view api.ClusterView, sysid string, archive *archiv
 		fmt.Fprintln(w, n)
 	}
 	return nil
+}
+
+// slotNotes are list's lines on replication slots: members whose slot
+// the primary dropped for their absence, and where each permanent slot
+// stands on the primary and its copies on the replicas.
+func slotNotes(view api.ClusterView) []string {
+	var notes, dropped []string
+	for _, m := range view.Members {
+		if m.SlotDropped {
+			dropped = append(dropped, m.Name)
+		}
+	}
+	if len(dropped) > 0 {
+		notes = append(notes, " Slot dropped (absent longer than member_slots_ttl): "+strings.Join(dropped, ", ")+
+			"; back, it catches up from the WAL archive or is cloned again")
+	}
+	for _, ps := range view.PermanentSlots {
+		line := fmt.Sprintf(" Permanent slot %s (%s): ", ps.Name, ps.Type)
+		if ps.LSN != "" {
+			line += "primary at " + ps.LSN
+		} else {
+			line += "not on the primary yet"
+		}
+		var copies []string
+		for _, name := range slices.Sorted(maps.Keys(ps.Copies)) {
+			copies = append(copies, name+" "+ps.Copies[name])
+		}
+		if len(copies) > 0 {
+			line += "; copies: " + strings.Join(copies, ", ")
+		}
+		if len(ps.Missing) > 0 {
+			line += "; no copy yet on " + strings.Join(ps.Missing, ", ") + " (a failover there loses the slot)"
+		}
+		notes = append(notes, line)
+	}
+	return notes
 }
 
 // formatTags shows the tags that differ from the defaults.

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -141,37 +142,43 @@ func patroniRules() map[string]patroniRule {
 		"restapi.allowlist":                 skip(whyAllowlist),
 		"restapi.allowlist_include_members": skip(whyAllowlist),
 
-		"bootstrap":                              walk,
-		"bootstrap.method":                       bootstrapMethod,
-		"bootstrap.initdb":                       initdb,
-		"bootstrap.pg_hba":                       override,
-		"bootstrap.users":                        walk,
-		"bootstrap.users.*":                      walk,
-		"bootstrap.users.*.password":             same,
-		"bootstrap.users.*.options":              list,
-		"bootstrap.post_init":                    skip("no post-bootstrap script here: raftgres creates bootstrap.users itself; run other setup once by hand"),
-		"bootstrap.post_bootstrap":               skip("no post-bootstrap script here: raftgres creates bootstrap.users itself; run other setup once by hand"),
-		"bootstrap.dcs":                          walk,
-		"bootstrap.dcs.ttl":                      same,
-		"bootstrap.dcs.loop_wait":                same,
-		"bootstrap.dcs.retry_timeout":            same,
-		"bootstrap.dcs.maximum_lag_on_failover":  same,
-		"bootstrap.dcs.synchronous_mode":         boolean,
-		"bootstrap.dcs.synchronous_mode_strict":  boolean,
-		"bootstrap.dcs.synchronous_node_count":   skip("raftgres keeps one synchronous standby (no quorum commit)"),
-		"bootstrap.dcs.failsafe_mode":            skip("failsafe mode is not supported: a primary cut off from the Raft majority stops at its lease's end"),
-		"bootstrap.dcs.standby_cluster":          skip("standby clusters are not supported"),
-		"bootstrap.dcs.slots":                    skip("permanent replication slots are not supported: raftgres keeps one slot per member"),
-		"bootstrap.dcs.ignore_slots":             skip("raftgres manages only its own per-member slots"),
-		"bootstrap.dcs.postgresql":               walk,
-		"bootstrap.dcs.postgresql.use_pg_rewind": override,
-		"bootstrap.dcs.postgresql.use_slots":     boolean,
-		"bootstrap.dcs.postgresql.parameters":    walk,
-		"bootstrap.dcs.postgresql.parameters.*":  parameter,
-		"bootstrap.dcs.postgresql.pg_hba":        override,
-		"bootstrap.dcs.postgresql.pg_ident":      skip(whyIdent),
-		"bootstrap.dcs.postgresql.recovery_conf": skip(whyRecovery),
-		"bootstrap.dcs.postgresql.remove_data_directory_on_rewind_failure":     skip(whyReclone),
+		"bootstrap":                                                        walk,
+		"bootstrap.method":                                                 bootstrapMethod,
+		"bootstrap.initdb":                                                 initdb,
+		"bootstrap.pg_hba":                                                 override,
+		"bootstrap.users":                                                  walk,
+		"bootstrap.users.*":                                                walk,
+		"bootstrap.users.*.password":                                       same,
+		"bootstrap.users.*.options":                                        list,
+		"bootstrap.post_init":                                              skip("no post-bootstrap script here: raftgres creates bootstrap.users itself; run other setup once by hand"),
+		"bootstrap.post_bootstrap":                                         skip("no post-bootstrap script here: raftgres creates bootstrap.users itself; run other setup once by hand"),
+		"bootstrap.dcs":                                                    walk,
+		"bootstrap.dcs.ttl":                                                same,
+		"bootstrap.dcs.loop_wait":                                          same,
+		"bootstrap.dcs.retry_timeout":                                      same,
+		"bootstrap.dcs.maximum_lag_on_failover":                            same,
+		"bootstrap.dcs.synchronous_mode":                                   boolean,
+		"bootstrap.dcs.synchronous_mode_strict":                            boolean,
+		"bootstrap.dcs.synchronous_node_count":                             skip("raftgres keeps one synchronous standby (no quorum commit)"),
+		"bootstrap.dcs.failsafe_mode":                                      skip("failsafe mode is not supported: a primary cut off from the Raft majority stops at its lease's end"),
+		"bootstrap.dcs.standby_cluster":                                    skip("standby clusters are not supported"),
+		"bootstrap.dcs.member_slots_ttl":                                   patroniDuration,
+		"bootstrap.dcs.slots":                                              walk,
+		"bootstrap.dcs.slots.*":                                            walk,
+		"bootstrap.dcs.slots.*.type":                                       same,
+		"bootstrap.dcs.slots.*.database":                                   same,
+		"bootstrap.dcs.slots.*.plugin":                                     same,
+		"bootstrap.dcs.slots.*.*":                                          skip("a permanent slot has type, database and plugin here"),
+		"bootstrap.dcs.ignore_slots":                                       ignoreSlots,
+		"bootstrap.dcs.postgresql":                                         walk,
+		"bootstrap.dcs.postgresql.use_pg_rewind":                           override,
+		"bootstrap.dcs.postgresql.use_slots":                               boolean,
+		"bootstrap.dcs.postgresql.parameters":                              walk,
+		"bootstrap.dcs.postgresql.parameters.*":                            parameter,
+		"bootstrap.dcs.postgresql.pg_hba":                                  override,
+		"bootstrap.dcs.postgresql.pg_ident":                                skip(whyIdent),
+		"bootstrap.dcs.postgresql.recovery_conf":                           skip(whyRecovery),
+		"bootstrap.dcs.postgresql.remove_data_directory_on_rewind_failure": skip(whyReclone),
 		"bootstrap.dcs.postgresql.remove_data_directory_on_diverged_timelines": skip(whyReclone),
 
 		"postgresql":                                             walk,
@@ -245,10 +252,11 @@ var outputOrder = map[string][]string{
 	"postgresql.authentication": {"superuser", "replication", "rewind"},
 	"postgresql.callbacks":      {"on_start", "on_stop", "on_role_change"},
 	"bootstrap":                 {"dcs", "initdb", "pg_hba", "users"},
-	"bootstrap.dcs":             {"ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "synchronous_mode", "synchronous_mode_strict", "postgresql"},
-	"bootstrap.dcs.postgresql":  {"use_pg_rewind", "use_slots", "parameters"},
-	"tags":                      {"nofailover", "noloadbalance", "clonefrom", "nosync", "failover_priority"},
-	"watchdog":                  {"mode", "device"},
+	"bootstrap.dcs": {"ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "synchronous_mode", "synchronous_mode_strict",
+		"member_slots_ttl", "postgresql", "slots", "ignore_slots"},
+	"bootstrap.dcs.postgresql": {"use_pg_rewind", "use_slots", "parameters"},
+	"tags":                     {"nofailover", "noloadbalance", "clonefrom", "nosync", "failover_priority"},
+	"watchdog":                 {"mode", "device"},
 }
 
 // overrideOrder lists, for keys Patroni lets override one another, the
@@ -531,6 +539,64 @@ func list(c *patroniConverter, k patroniKey) {
 }
 
 func override(c *patroniConverter, k patroniKey) { c.overrides[k.String()] = k }
+
+// patroniUnits are the time units Patroni takes after a number.
+var patroniUnits = map[string]string{"ms": "ms", "s": "s", "min": "m", "h": "h", "d": "h"}
+
+// patroniDuration converts Patroni's 1800, "1800", "30min", "1h" or
+// "2d" into a raftgres duration.
+func patroniDuration(c *patroniConverter, k patroniKey) {
+	bad := func() { c.skip(k, "must be a number of seconds, or a number with ms, s, min, h or d") }
+	if k.val.Kind != yaml.ScalarNode {
+		bad()
+		return
+	}
+	v := strings.TrimSpace(k.val.Value)
+	i := strings.IndexFunc(v, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	if i < 0 {
+		c.set(k.path, str(v), k.line)
+		return
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(v[:i]), 64)
+	unit, ok := patroniUnits[strings.TrimSpace(v[i:])]
+	if err != nil || !ok {
+		bad()
+		return
+	}
+	if strings.TrimSpace(v[i:]) == "d" {
+		n *= 24
+	}
+	c.set(k.path, str(strconv.FormatFloat(n, 'f', -1, 64)+unit), k.line)
+}
+
+// ignoreSlots converts ignore_slots: a list of matches, each with any of
+// name, type, database and plugin.
+func ignoreSlots(c *patroniConverter, k patroniKey) {
+	const why = "must be a list of {name, type, database, plugin} matches"
+	if k.val.Kind != yaml.SequenceNode {
+		c.skip(k, why)
+		return
+	}
+	out := &yaml.Node{Kind: yaml.SequenceNode}
+	for _, item := range k.val.Content {
+		item = resolveAlias(item)
+		if item.Kind != yaml.MappingNode {
+			c.skip(k, why)
+			return
+		}
+		m := &yaml.Node{Kind: yaml.MappingNode, Style: yaml.FlowStyle}
+		for i := 0; i+1 < len(item.Content); i += 2 {
+			key, v := item.Content[i].Value, resolveAlias(item.Content[i+1])
+			if !slices.Contains([]string{"name", "type", "database", "plugin"}, key) || v.Kind != yaml.ScalarNode {
+				c.skip(k, why)
+				return
+			}
+			m.Content = append(m.Content, str(key), copyScalar(v))
+		}
+		out.Content = append(out.Content, m)
+	}
+	c.set(k.path, out, k.line)
+}
 
 func bootstrapMethod(c *patroniConverter, k patroniKey) {
 	if k.val.Kind == yaml.ScalarNode && k.val.Value == "initdb" {
