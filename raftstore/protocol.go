@@ -19,11 +19,15 @@ const Protocol = 2
 // protocol 1 needs 1; a command or field added later names its protocol
 // here, and where only a field is new, only when it is set.
 //
-// Protocol 2 (after v0.1.0): ClusterConfig.MemberSlotsTTL, in SetConfig.
+// Protocol 2 (after v0.1.0): ClusterConfig.MemberSlotsTTL, in SetConfig;
+// FailoverRequest.Hard, in SetFailover.
 // (A Bootstrap is proposed before any member registered, by a cluster
 // that is new, so of one release.)
 func commandProtocol(c Command) int {
 	if sc, ok := c.(SetConfig); ok && sc.Config.MemberSlotsTTL != 0 {
+		return 2
+	}
+	if sf, ok := c.(SetFailover); ok && (sf.Request != nil && sf.Request.Hard || sf.Prev != nil && sf.Prev.Hard) {
 		return 2
 	}
 	return 1
