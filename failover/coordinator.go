@@ -445,14 +445,15 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 	case st.Leader.Holder != "":
 		reason = "leader key of " + st.Leader.Holder + " expired"
 	}
-	in := ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder, Reason: reason, Actor: c.member}
+	exclude := st.Leader.Holder
 	hard := st.Failover != nil && st.Failover.Hard
 	if hard {
 		// A drill of a crash: the old holder stopped immediate and
 		// released the key; the others' own positions decide, as after a
 		// crash, and it is not elected back.
-		in.Exclude, in.Reason = st.Failover.From, "hard failover from "+st.Failover.From+" ("+reason+")"
+		exclude, reason = st.Failover.From, "hard failover from "+st.Failover.From+" ("+reason+")"
 	}
+	in := ElectionInput{Fresh: fresh, Exclude: exclude, Reason: reason, Actor: c.member}
 	cmd, ok := raftstore.SetLeader{}, false
 	if f := st.Failover; f != nil && f.Kind == raftstore.KindFailover && f.To != "" {
 		// A manual failover names the member to promote; if it cannot be
@@ -487,7 +488,7 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 		if now.Sub(c.lastNoCandidate) >= st.Config.TTL {
 			c.lastNoCandidate = now
 			c.logger.Warn("no eligible candidate", "reason", reason,
-				"ranking", RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder}))
+				"ranking", RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: exclude}))
 		}
 		return
 	}

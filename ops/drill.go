@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,8 +41,17 @@ type DrillPlan struct {
 // blockers): the switchover goes to the streaming replica closest to the
 // primary, and the hard failover stops that member once it is primary.
 func PlanDrill(view api.ClusterView, h ClusterHealth, failover bool) (DrillPlan, error) {
-	cand := SwitchoverCandidate(view, h.Replicas)
-	if cand == "" {
+	replicas := h.Replicas
+	if view.SynchronousMode {
+		// Only a synchronous standby holds every acknowledged commit.
+		sync := SyncStandbys(view)
+		replicas = slices.DeleteFunc(slices.Clone(replicas), func(n string) bool { return !slices.Contains(sync, n) })
+	}
+	cand := SwitchoverCandidate(view, replicas)
+	switch {
+	case cand == "" && view.SynchronousMode:
+		return DrillPlan{}, fmt.Errorf("%w: no streaming synchronous standby to switch over to", ErrUnhealthy)
+	case cand == "":
 		return DrillPlan{}, fmt.Errorf("%w: no streaming replica to switch over to", ErrUnhealthy)
 	}
 	p := DrillPlan{Primary: h.Primary, SwitchTo: cand,
@@ -58,6 +68,17 @@ func PlanDrill(view api.ClusterView, h ClusterHealth, failover bool) (DrillPlan,
 			cand, strings.Join(others, ", ")))
 	}
 	return p, nil
+}
+
+// SyncStandbys is the view's synchronous standbys.
+func SyncStandbys(view api.ClusterView) []string {
+	var out []string
+	for _, m := range view.Members {
+		if m.Role == api.ClusterSyncStandby {
+			out = append(out, m.Name)
+		}
+	}
+	return out
 }
 
 // DrillStep is one step's figures. RTO is the longest time between two
@@ -314,7 +335,13 @@ func Drill(ctx context.Context, client *api.Client, o DrillOptions) (DrillReport
 	probe.stop()
 	acks := probe.snapshot()
 	r.Writes = len(acks)
+	// Read back from the primary now (after a failed step, whoever it is).
 	final := r.Steps[len(r.Steps)-1].To
+	if view, err := client.ClusterView(ctx); err == nil {
+		if p, ok := RunningPrimary(view); ok {
+			final = p.Name
+		}
+	}
 	if t, ok := probe.target(final); ok && final != "" {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		have, err := probe.readBack(rctx, t)
@@ -366,8 +393,8 @@ func dropTable(ctx context.Context, probe *drillProbe, t probeTarget, out io.Wri
 // drillStep runs one step: request, then wait until a primary other than
 // from runs with every other member streaming from it, no request is
 // pending, and the probe wrote on it.
-func drillStep(ctx context.Context, client *api.Client, probe *drillProbe, out io.Writer, name, from string, request func() error) DrillStep {
-	s := DrillStep{Name: name, From: from, Started: time.Now()}
+func drillStep(ctx context.Context, client *api.Client, probe *drillProbe, out io.Writer, name, from string, request func() error) (s DrillStep) {
+	s = DrillStep{Name: name, From: from, Started: time.Now()}
 	defer func() {
 		s.Ended = time.Now()
 		s.RTOSeconds = LongestGap(probe.snapshot(), s.Started, s.Ended).Seconds()
@@ -392,6 +419,9 @@ func drillStep(ctx context.Context, client *api.Client, probe *drillProbe, out i
 			case len(h.Blockers) > 0:
 				s.To = h.Primary
 				last = errors.New(strings.Join(h.Blockers, "; "))
+			case view.SynchronousMode && len(SyncStandbys(view)) == 0:
+				s.To = h.Primary
+				last = errors.New("no synchronous standby recorded yet")
 			default:
 				s.To = h.Primary
 				if s.StreamingAfterSeconds == 0 {

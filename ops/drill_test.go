@@ -33,8 +33,17 @@ func TestPlanDrill(t *testing.T) {
 		{"only the streaming replicas count", []string{"pg2"}, true,
 			DrillPlan{Primary: "pg1", SwitchTo: "pg2", HardStop: "pg2"}, nil},
 		{"nobody streams", nil, false, DrillPlan{}, ErrUnhealthy},
+		{"synchronous mode: the synchronous standby, though further behind", []string{"pg2", "pg3"}, true,
+			DrillPlan{Primary: "pg1", SwitchTo: "pg2", HardStop: "pg2"}, nil},
+		{"synchronous mode: the synchronous standby does not stream", []string{"pg3"}, false, DrillPlan{}, ErrUnhealthy},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			view := view
+			if strings.HasPrefix(tc.name, "synchronous mode") {
+				view.SynchronousMode = true
+				view.Members = []api.ClusterMember{view.Members[0],
+					{Name: "pg2", Role: api.ClusterSyncStandby, Lag: lag(4096)}, {Name: "pg3", Role: api.ClusterReplica, Lag: lag(0)}}
+			}
 			got, err := PlanDrill(view, ClusterHealth{Primary: "pg1", Replicas: tc.replicas}, tc.failover)
 			if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
 				t.Fatalf("err %v, want %v", err, tc.err)
