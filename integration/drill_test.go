@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,7 +41,8 @@ type drillJSON struct {
 }
 
 // TestDrill runs `raftgres drill --failover` on real clusters, in
-// synchronous and asynchronous mode: --dry-run names the members and
+// synchronous and asynchronous mode: it refuses a paused cluster;
+// --dry-run names the members and
 // changes nothing; the drill then switches over and fails over hard (the
 // primary changes at each step), every member streams at the end, the
 // probe's table is gone, and in synchronous mode no acknowledged write is
@@ -58,6 +60,24 @@ func TestDrill(t *testing.T) {
 			primary := c.waitPrimary(120*time.Second, c.nodes...)
 			c.waitStreaming(primary)
 			cfg := c.nodes[0].Config
+
+			// Refused on an unhealthy cluster: paused (maintenance mode).
+			if _, stderr, code := runCLI(t, "pause", "-c", cfg); code != 0 {
+				t.Fatalf("pause: exit %d: %s", code, stderr)
+			}
+			waitFor(t, 30*time.Second, "the pause to be seen", func() (bool, error) {
+				st, err := c.state()
+				return err == nil && st.Config.Pause, err
+			})
+			if out, stderr, code := runCLI(t, "drill", "--failover", "--force", "-c", cfg); code != 1 || !strings.Contains(stderr, "paused") {
+				t.Fatalf("drill on a paused cluster: exit %d, want 1 saying it is paused:\n%s%s", code, out, stderr)
+			}
+			if drillTableExists(t, primary) {
+				t.Fatalf("a refused drill created the probe's table")
+			}
+			if _, stderr, code := runCLI(t, "resume", "-c", cfg); code != 0 {
+				t.Fatalf("resume: exit %d: %s", code, stderr)
+			}
 			before := mustState(t, c)
 
 			// --dry-run: waits out the refusal while the API does not yet
