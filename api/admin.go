@@ -250,6 +250,8 @@ func validateHard(kind raftstore.FailoverKind, req SwitchoverRequest, st raftsto
 		return fmt.Errorf("%w: a failover cannot be scheduled", ErrBadRequest)
 	case st.Leader.Holder == "":
 		return fmt.Errorf("%w: there is no primary to stop", ErrPrecondition)
+	case st.Config.Pause:
+		return fmt.Errorf("%w: the cluster is paused: nothing would be stopped, and nobody elected; resume it first", ErrPrecondition)
 	}
 	if req.Candidate != "" {
 		return nil // checked as every candidate is

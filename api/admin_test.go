@@ -378,6 +378,8 @@ func TestValidateSwitchover(t *testing.T) {
 	// Nobody but the primary could be elected.
 	lonely := st.Clone()
 	lonely.Members["pg2"].Tags.NoFailover = true
+	paused := st.Clone()
+	paused.Config.Pause = true
 	tests := []struct {
 		name string
 		kind raftstore.FailoverKind
@@ -416,6 +418,7 @@ func TestValidateSwitchover(t *testing.T) {
 		{"hard failover to nofailover", "failover", SwitchoverRequest{Leader: "pg1", Candidate: "pg3", Hard: true}, st, ErrPrecondition},
 		{"hard failover with nobody else electable", "failover", SwitchoverRequest{Leader: "pg1", Hard: true}, lonely, ErrPrecondition},
 		{"hard failover while pending", "failover", SwitchoverRequest{Leader: "pg1", Hard: true}, pending, ErrConflict},
+		{"hard failover while paused", "failover", SwitchoverRequest{Leader: "pg1", Hard: true}, paused, ErrPrecondition},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
