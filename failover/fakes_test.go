@@ -406,9 +406,11 @@ var errUnreachable = errors.New("dial tcp 10.0.0.1:8008: connect: no route to ho
 // real server would. dropSSN makes Reload, Start and Restart lose
 // synchronous_standby_names (what pgmanager did before #1).
 type fakePostgres struct {
-	slots []string // the last EnsureSlots' want
-	mu    sync.Mutex
-	ev    *events
+	slots        []string // the last EnsureSlots' want
+	slotLSN      uint64   // the position EnsureSlots reports for every slot
+	standbySlots []string // the slots SyncStandbySlots has copied
+	mu           sync.Mutex
+	ev           *events
 
 	status    pgmanager.Status
 	statusErr error
@@ -661,11 +663,32 @@ func (p *fakePostgres) Reclone(_ context.Context, d pgmanager.Desired) error {
 	return nil
 }
 
-func (p *fakePostgres) EnsureSlots(_ context.Context, want []string) ([]string, []string, error) {
+func (p *fakePostgres) EnsureSlots(_ context.Context, want []pgmanager.Slot, _ func(pgmanager.SlotState) bool) ([]pgmanager.SlotState, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.slots = slices.Clone(want)
-	return nil, nil, nil
+	p.slots = nil
+	var have []pgmanager.SlotState
+	for _, s := range want {
+		p.slots = append(p.slots, s.Name)
+		have = append(have, pgmanager.SlotState{Slot: s, LSN: p.slotLSN})
+	}
+	return have, nil
+}
+
+func (p *fakePostgres) SyncStandbySlots(_ context.Context, want []pgmanager.Slot, primaryLSN map[string]uint64, _ pgmanager.Upstream, replayed uint64) (pgmanager.StandbySlots, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.record("SyncStandbySlots", nil, "")
+	var res pgmanager.StandbySlots
+	for _, s := range want {
+		if !slices.Contains(p.standbySlots, s.Name) {
+			p.standbySlots = append(p.standbySlots, s.Name)
+			res.Copied = append(res.Copied, s.Name)
+			continue
+		}
+		res.Slots = append(res.Slots, pgmanager.SlotState{Slot: s, LSN: min(primaryLSN[s.Name], replayed)})
+	}
+	return res, nil
 }
 
 func (p *fakePostgres) ControlData(context.Context) (map[string]string, error) {

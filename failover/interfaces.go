@@ -27,7 +27,13 @@ type Postgres interface {
 	Rewind(ctx context.Context, d pgmanager.Desired) error
 	Clone(ctx context.Context, d pgmanager.Desired) error
 	Reclone(ctx context.Context, d pgmanager.Desired) error
-	EnsureSlots(ctx context.Context, want []string) (created, dropped []string, err error)
+	// EnsureSlots, on the primary, makes the slots of want and drops the
+	// inactive physical slots neither wanted nor kept; it returns the
+	// slots afterwards.
+	EnsureSlots(ctx context.Context, want []pgmanager.Slot, keep func(pgmanager.SlotState) bool) ([]pgmanager.SlotState, error)
+	// SyncStandbySlots, on a standby, keeps the permanent slots of want
+	// near the primary's positions (copying logical ones from src).
+	SyncStandbySlots(ctx context.Context, want []pgmanager.Slot, primaryLSN map[string]uint64, src pgmanager.Upstream, replayed uint64) (pgmanager.StandbySlots, error)
 	ControlData(ctx context.Context) (map[string]string, error)
 	// SetSynchronousStandbyNames writes d (with its SyncStandbyNames) to the
 	// managed config, reloads, and waits until the server reports it.

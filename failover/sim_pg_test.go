@@ -372,8 +372,12 @@ func (p *simPG) Reclone(ctx context.Context, d pgmanager.Desired) error {
 	return p.Clone(ctx, d)
 }
 
-func (p *simPG) EnsureSlots(context.Context, []string) ([]string, []string, error) {
-	return nil, nil, nil
+func (p *simPG) EnsureSlots(context.Context, []pgmanager.Slot, func(pgmanager.SlotState) bool) ([]pgmanager.SlotState, error) {
+	return nil, nil
+}
+
+func (p *simPG) SyncStandbySlots(context.Context, []pgmanager.Slot, map[string]uint64, pgmanager.Upstream, uint64) (pgmanager.StandbySlots, error) {
+	return pgmanager.StandbySlots{}, nil
 }
 
 func (p *simPG) ControlData(context.Context) (map[string]string, error) {

@@ -92,3 +92,77 @@ func TestNewMemberGetsItsSlotAtOnce(t *testing.T) {
 		t.Fatal("a member's leave does not wake the loop")
 	}
 }
+
+func withPermanentSlots(st *raftstore.State) {
+	st.Config.PostgreSQL.UseSlots = true
+	st.Config.PostgreSQL.Parameters = map[string]string{"wal_level": "logical"}
+	st.Config.Slots = map[string]raftstore.PermanentSlot{
+		"cdc":    {Type: raftstore.SlotLogical, Database: "app", Plugin: "test_decoding"},
+		"barman": {Type: raftstore.SlotPhysical},
+		"pg2":    {Type: raftstore.SlotPhysical}, // a member's slot's name
+	}
+	for _, m := range st.Members {
+		m.Agent.Protocol = raftstore.Protocol
+	}
+}
+
+// TestPrimaryKeepsPermanentSlotsAndReportsThem: the primary makes the
+// permanent slots beside the members' (one named as a member's slot is
+// left out, said once), and its report carries their positions for the
+// replicas to follow.
+func TestPrimaryKeepsPermanentSlotsAndReportsThem(t *testing.T) {
+	st := testState("pg1", "pg1", "pg2")
+	withPermanentSlots(&st)
+	r := newRig(t, "pg1", st, runningPrimary)
+	r.pg.slotLSN = 0x3000000
+	r.renew()
+	r.sup.cycle(context.Background())
+	r.pg.mu.Lock()
+	slots := slices.Clone(r.pg.slots)
+	r.pg.mu.Unlock()
+	if want := []string{"pg2", "barman", "cdc"}; !slices.Equal(slots, want) {
+		t.Fatalf("slots wanted %v, want %v", slots, want)
+	}
+	got := r.store.State().Members["pg1"].Slots
+	want := []raftstore.SlotPosition{{Name: "barman", Type: raftstore.SlotPhysical, LSN: 0x3000000}, {Name: "cdc", Type: raftstore.SlotLogical, LSN: 0x3000000}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("reported slots %v, want %v", got, want)
+	}
+	r.sup.cycle(context.Background())
+	if n := strings.Count(r.logs.String(), "named as a member's replication slot"); n != 1 {
+		t.Fatalf("the clash was logged %d times, want once", n)
+	}
+}
+
+// TestStandbyRestartsToLoadCopiedSlots: a streaming standby copies the
+// permanent logical slots from the primary and restarts so PostgreSQL
+// loads them, once; then it follows the primary's reported positions
+// (never past what it replayed) and reports its own. Paused, it does not
+// restart.
+func TestStandbyRestartsToLoadCopiedSlots(t *testing.T) {
+	for _, paused := range []bool{false, true} {
+		st := testState("pg1", "pg1", "pg2")
+		withPermanentSlots(&st)
+		st.Config.Pause = paused
+		st.Members["pg1"].Slots = []raftstore.SlotPosition{{Name: "cdc", Type: raftstore.SlotLogical, LSN: 0x2000000}, {Name: "barman", Type: raftstore.SlotPhysical, LSN: 0x4000000}}
+		r := newRig(t, "pg2", st, runningReplica)
+		r.sup.cycle(context.Background())
+		wantRestarts := 1
+		if paused {
+			wantRestarts = 0
+		}
+		if n := r.ev.count("pg Restart"); n != wantRestarts {
+			t.Fatalf("paused %v: %d restarts after the copy, want %d:\n%s", paused, n, wantRestarts, strings.Join(r.ev.all(), "\n"))
+		}
+		r.clock.Advance(time.Minute) // the next look, and a report due
+		r.sup.cycle(context.Background())
+		if n := r.ev.count("pg Restart"); n != wantRestarts {
+			t.Fatalf("paused %v: restarted again once the slots were loaded", paused)
+		}
+		got := r.store.State().Members["pg2"].Slots
+		want := []raftstore.SlotPosition{{Name: "barman", Type: raftstore.SlotPhysical, LSN: 0x3000000}, {Name: "cdc", Type: raftstore.SlotLogical, LSN: 0x2000000}}
+		if !slices.Equal(got, want) {
+			t.Fatalf("paused %v: standby reported slots %v, want %v", paused, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -49,6 +50,7 @@ type standby struct {
 	handedOver   bool      // shut down cleanly in a switchover: follow without rewind
 	startFailed  bool      // the last start as a standby failed: check with pg_rewind
 	notStreaming time.Time // since when a running standby has not been streaming
+	slotsWaiting string    // the logical slots last said to wait for their copy, and why
 }
 
 // pacer paces the loop: a holder wakes for each renewal; when the round
@@ -68,6 +70,9 @@ type pacer struct {
 type reporter struct {
 	last time.Time
 	seen reportClock
+	// slots are the permanent slots' positions here, as last seen: they
+	// go with every report, and change no report's due time.
+	slots []raftstore.SlotPosition
 }
 
 // Supervisor runs on every node: observe → decide → act → report, in one
@@ -734,7 +739,15 @@ func (s *Supervisor) reportBusy(ctx context.Context, p Plan) {
 func (s *Supervisor) sendReport(ctx context.Context, ms raftstore.MemberStatus) error {
 	now := s.clock.Now()
 	ms.ReportedAt = now.UTC()
-	if err := s.apply(ctx, raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}); err != nil {
+	rs := raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}
+	// Slot positions need protocol 2 of every member (raftstore's
+	// CheckProtocol would refuse the whole report otherwise).
+	if st := s.store.State(); len(st.Config.Slots) > 0 {
+		if p, _ := st.MinProtocol(st.MemberNames()); p >= 2 {
+			rs.Slots = s.reporter.slots
+		}
+	}
+	if err := s.apply(ctx, rs); err != nil {
 		return err
 	}
 	s.reporter.last = now
@@ -1054,6 +1067,8 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 			if st.Leader.Holder == s.cfg.Member {
 				s.manageSync(ctx, st, pgst)
 			}
+		} else {
+			s.syncStandbySlots(ctx, st, pgst)
 		}
 	}
 	if !s.reportDue(st, ms, s.clock.Now()) {
@@ -1065,26 +1080,137 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 }
 
 func (s *Supervisor) ensureSlots(ctx context.Context, st raftstore.State) {
-	if !st.Config.PostgreSQL.UseSlots {
+	if !st.Config.PostgreSQL.UseSlots && len(st.Config.Slots) == 0 {
+		s.reporter.slots = nil
 		return
 	}
-	keep, absent := slotMembers(st, s.cfg.Member, s.clock.Now())
-	if t := s.curTerm(); !slices.Equal(t.absent, absent) {
-		if len(absent) > 0 {
-			s.logger.Warn("members absent longer than member_slots_ttl: their replication slots go, and with them the WAL kept for them; "+
-				"back, they catch up from the WAL archive or are cloned again", "members", strings.Join(absent, ","), "member_slots_ttl", st.Config.SlotsTTL())
+	var want []pgmanager.Slot
+	if st.Config.PostgreSQL.UseSlots {
+		keep, absent := slotMembers(st, s.cfg.Member, s.clock.Now())
+		if t := s.curTerm(); !slices.Equal(t.absent, absent) {
+			if len(absent) > 0 {
+				s.logger.Warn("members absent longer than member_slots_ttl: their replication slots go, and with them the WAL kept for them; "+
+					"back, they catch up from the WAL archive or are cloned again", "members", strings.Join(absent, ","), "member_slots_ttl", st.Config.SlotsTTL())
+			}
+			t.absent = absent
 		}
-		t.absent = absent
+		for _, name := range keep {
+			want = append(want, pgmanager.Slot{Name: pgmanager.SlotName(name), Type: pgmanager.SlotPhysical})
+		}
 	}
-	var want []string
-	for _, name := range keep {
-		want = append(want, pgmanager.SlotName(name))
+	perm := s.permanentSlots(st)
+	want = append(want, perm...)
+	// Without use_slots raftgres drops no slot; ignore_slots are never
+	// its to drop.
+	keepSlot := func(h pgmanager.SlotState) bool {
+		return !st.Config.PostgreSQL.UseSlots || st.Config.Ignored(h.Name, raftstore.SlotType(h.Type), h.Database, h.Plugin)
 	}
 	sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, time.Second))
 	defer cancel()
-	if _, _, err := s.pg.EnsureSlots(sctx, want); err != nil {
+	have, err := s.pg.EnsureSlots(sctx, want, keepSlot)
+	if err != nil {
 		s.logger.Warn("replication slots", "error", err)
+		return
 	}
+	s.reporter.slots = slotPositions(have, perm)
+}
+
+// permanentSlots are the slots: of the cluster's config, but for one
+// named as a member's slot (the member's slot wins; said once per term).
+func (s *Supervisor) permanentSlots(st raftstore.State) []pgmanager.Slot {
+	members := map[string]bool{}
+	for name := range st.Members {
+		members[pgmanager.SlotName(name)] = true
+	}
+	var out []pgmanager.Slot
+	var clash []string
+	for _, name := range slices.Sorted(maps.Keys(st.Config.Slots)) {
+		if members[name] {
+			clash = append(clash, name)
+			continue
+		}
+		p := st.Config.Slots[name]
+		out = append(out, pgmanager.Slot{Name: name, Type: string(p.Type), Database: p.Database, Plugin: p.Plugin})
+	}
+	if t := s.curTerm(); !slices.Equal(t.slotClash, clash) {
+		if len(clash) > 0 {
+			s.logger.Warn("permanent slots named as a member's replication slot are not kept: rename them", "slots", strings.Join(clash, ","))
+		}
+		t.slotClash = clash
+	}
+	return out
+}
+
+// slotPositions are the positions of the permanent slots among have.
+func slotPositions(have []pgmanager.SlotState, perm []pgmanager.Slot) []raftstore.SlotPosition {
+	var out []raftstore.SlotPosition
+	for _, h := range have {
+		if slices.ContainsFunc(perm, func(p pgmanager.Slot) bool { return p.Name == h.Name && p.Type == h.Type }) {
+			out = append(out, raftstore.SlotPosition{Name: h.Name, Type: raftstore.SlotType(h.Type), LSN: h.LSN})
+		}
+	}
+	return out
+}
+
+// slotSyncTimeout bounds a standby's slot upkeep in one look (advancing a
+// logical slot decodes the WAL since its last position).
+const slotSyncTimeout = 10 * time.Second
+
+// syncStandbySlots keeps the permanent slots on this streaming standby
+// near the positions the primary last reported (pgmanager's
+// SyncStandbySlots), and restarts the standby when it copied a logical
+// slot's state from the primary: PostgreSQL 15 loads slots only at start.
+// Paused, the copy waits for the next restart.
+func (s *Supervisor) syncStandbySlots(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
+	holder := st.Leader.Holder
+	hm, ok := st.Members[holder]
+	if len(st.Config.Slots) == 0 || holder == "" || holder == s.cfg.Member || !ok || hm.PGAddr == "" {
+		s.reporter.slots = nil
+		return
+	}
+	src, err := pgmanager.ParseUpstream(holder, hm.PGAddr)
+	if err != nil {
+		s.logger.Warn("permanent slots: primary's address", "error", err)
+		return
+	}
+	primaryLSN := map[string]uint64{}
+	for _, p := range hm.Slots {
+		primaryLSN[p.Name] = p.LSN
+	}
+	perm := s.permanentSlots(st)
+	sctx, cancel := context.WithTimeout(ctx, slotSyncTimeout)
+	defer cancel()
+	res, err := s.pg.SyncStandbySlots(sctx, perm, primaryLSN, src, pgst.ReplayedLSN)
+	if err != nil {
+		s.logger.Warn("permanent slots on this standby", "error", err)
+		return
+	}
+	s.reporter.slots = slotPositions(res.Slots, perm)
+	if w := fmt.Sprint(res.Waiting); len(res.Waiting) > 0 && w != s.standby.slotsWaiting {
+		s.logger.Info("logical slots not yet copied from the primary", "waiting", w)
+		s.standby.slotsWaiting = w
+	}
+	if len(res.Copied) == 0 {
+		return
+	}
+	if st.Config.Pause {
+		s.logger.Warn("paused: the logical slots copied from the primary load at the next restart of this standby", "slots", strings.Join(res.Copied, ","))
+		return
+	}
+	upstream := s.standby.upstream
+	if upstream == "" {
+		upstream = holder
+	}
+	d, err := s.desired(st, upstream, true)
+	if err != nil {
+		s.logger.Warn("permanent slots: restart to load the copied slots", "error", err)
+		return
+	}
+	s.logger.Info("restarting this standby so that PostgreSQL loads the logical slots copied from the primary", "slots", strings.Join(res.Copied, ","))
+	if err := s.pg.Restart(ctx, d); err != nil {
+		s.logger.Warn("restart to load the copied logical slots", "error", err)
+	}
+	s.runs.acted(s.pg.Running(), s.clock.Now())
 }
 
 // steadyLook is how often a steady member looks at PostgreSQL: ttl/2,

@@ -30,6 +30,9 @@ type holderTerm struct {
 	// absent are the members whose slot this primary last left out for
 	// their absence (slotMembers), to log each change once.
 	absent []string
+	// slotClash are the permanent slots named as a member's slot, to
+	// log each change once.
+	slotClash []string
 }
 
 // curTerm is the current term (before the loop saw any epoch, one of

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -187,4 +188,20 @@ func TestKilledCloneLeavesNoDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStreaming(t, p, "pg2")
+}
+
+// physical is the physical slots named.
+func physical(names ...string) []Slot {
+	var out []Slot
+	for _, n := range names {
+		out = append(out, Slot{Name: n, Type: SlotPhysical})
+	}
+	return out
+}
+
+// keepNone keeps no slot from EnsureSlots's drop.
+func keepNone(SlotState) bool { return false }
+
+func hasSlot(have []SlotState, name string) bool {
+	return slices.ContainsFunc(have, func(s SlotState) bool { return s.Name == name })
 }

@@ -168,7 +168,7 @@ func newPrimaryAndReplicaWith(t *testing.T, e *pgEnv, pd Desired) (*Manager, *Ma
 	t.Helper()
 	ctx := ctxT(t, 3*time.Minute)
 	p := e.initPrimaryWith(t, ctx, "pg1", pd)
-	if _, _, err := p.EnsureSlots(ctx, []string{SlotName("pg2")}); err != nil {
+	if _, err := p.EnsureSlots(ctx, physical(SlotName("pg2")), keepNone); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Exec(ctx, "CREATE TABLE t (id int primary key)"); err != nil {
@@ -293,7 +293,7 @@ func TestReplicaPromoteRewind(t *testing.T) {
 	if err := r.Exec(ctx, "INSERT INTO t VALUES (5000)"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := r.EnsureSlots(ctx, []string{SlotName("pg1")}); err != nil {
+	if _, err := r.EnsureSlots(ctx, physical(SlotName("pg1")), keepNone); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Stop(ctx, StopFast); err != nil {
@@ -434,8 +434,8 @@ func TestSlotsAndSynchronousStandby(t *testing.T) {
 		t.Fatalf("standby's synchronous_standby_names: %q (%v)", rs.SyncStandbyNames, err)
 	}
 	// An active slot is never dropped, even when no longer wanted.
-	if _, dropped, err := p.EnsureSlots(ctx, nil); err != nil || len(dropped) != 0 {
-		t.Fatalf("dropped %v (%v) while pg2 streams", dropped, err)
+	if have, err := p.EnsureSlots(ctx, nil, keepNone); err != nil || !hasSlot(have, "pg2") {
+		t.Fatalf("pg2's slot dropped while pg2 streams: %v (%v)", have, err)
 	}
 	if err := p.SetSynchronousStandbyNames(ctx, Desired{}); err != nil {
 		t.Fatal(err)
@@ -444,8 +444,8 @@ func TestSlotsAndSynchronousStandby(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 30*time.Second, "pg2's slot dropped once inactive", func() (bool, error) {
-		_, dropped, err := p.EnsureSlots(ctx, nil)
-		return len(dropped) == 1 && dropped[0] == "pg2", err
+		have, err := p.EnsureSlots(ctx, nil, keepNone)
+		return err == nil && !hasSlot(have, "pg2"), err
 	})
 }
 
@@ -504,7 +504,7 @@ func TestFollowReloadsAStandby(t *testing.T) {
 	e := requirePG(t)
 	ctx := ctxT(t, 4*time.Minute)
 	p, r := newPrimaryAndReplica(t, e)
-	if _, _, err := p.EnsureSlots(ctx, []string{SlotName("pg2"), SlotName("pg3")}); err != nil {
+	if _, err := p.EnsureSlots(ctx, physical(SlotName("pg2"), SlotName("pg3")), keepNone); err != nil {
 		t.Fatal(err)
 	}
 	r3 := e.manager(t, "pg3", e.config(t, "pg3"))
@@ -523,7 +523,7 @@ func TestFollowReloadsAStandby(t *testing.T) {
 	if err := r.Promote(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := r.EnsureSlots(ctx, []string{SlotName("pg1"), SlotName("pg3")}); err != nil {
+	if _, err := r.EnsureSlots(ctx, physical(SlotName("pg1"), SlotName("pg3")), keepNone); err != nil {
 		t.Fatal(err)
 	}
 	before, err := r3.Status(ctx)
@@ -583,7 +583,7 @@ func TestCloneCopiesOlderTimelineHistories(t *testing.T) {
 	if err := r.Promote(ctx); err != nil { // timeline 2
 		t.Fatal(err)
 	}
-	if _, _, err := r.EnsureSlots(ctx, []string{SlotName("pg3")}); err != nil {
+	if _, err := r.EnsureSlots(ctx, physical(SlotName("pg3")), keepNone); err != nil {
 		t.Fatal(err)
 	}
 	s := e.manager(t, "pg3", e.config(t, "pg3"))

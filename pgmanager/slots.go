@@ -5,64 +5,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/jackc/pgx/v5"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 )
-
-// EnsureSlots makes the physical replication slots on this (primary)
-// server exactly want: missing ones are created (reserving WAL at once),
-// slots not in want that are inactive are dropped. It returns what it did.
-func (m *Manager) EnsureSlots(ctx context.Context, want []string) (created, dropped []string, err error) {
-	err = m.withSession(ctx, func(conn *pgx.Conn) error {
-		created, dropped, err = m.ensureSlotsOn(ctx, conn, want)
-		return err
-	})
-	return created, dropped, err
-}
-
-func (m *Manager) ensureSlotsOn(ctx context.Context, conn *pgx.Conn, want []string) (created, dropped []string, err error) {
-	rows, err := conn.Query(ctx, `SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'`)
-	if err != nil {
-		return nil, nil, fmt.Errorf("list slots on %s: %w", m.member, err)
-	}
-	have := map[string]bool{}
-	for rows.Next() {
-		var name string
-		var active bool
-		if err := rows.Scan(&name, &active); err != nil {
-			rows.Close()
-			return nil, nil, fmt.Errorf("list slots on %s: %w", m.member, err)
-		}
-		have[name] = active
-	}
-	rows.Close()
-	for _, s := range want {
-		if _, ok := have[s]; ok {
-			continue
-		}
-		if _, err := conn.Exec(ctx, "SELECT pg_create_physical_replication_slot($1, true)", s); err != nil {
-			return created, dropped, fmt.Errorf("create slot %s on %s: %w", s, m.member, err)
-		}
-		created = append(created, s)
-	}
-	for s, active := range have {
-		if slices.Contains(want, s) || active {
-			continue
-		}
-		if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", s); err != nil {
-			return created, dropped, fmt.Errorf("drop slot %s on %s: %w", s, m.member, err)
-		}
-		dropped = append(dropped, s)
-	}
-	if len(created)+len(dropped) > 0 {
-		m.logger.Info("replication slots changed", "created", strings.Join(created, ","), "dropped", strings.Join(dropped, ","))
-	}
-	return created, dropped, nil
-}
 
 // SetSynchronousStandbyNames makes synchronous_standby_names
 // d.SyncStandbyNames: it writes the managed config for d, signals the

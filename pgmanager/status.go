@@ -79,12 +79,17 @@ type Status struct {
 
 // connect opens a superuser connection through the Unix socket.
 func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
+	return m.connectTo(ctx, "postgres")
+}
+
+// connectTo is connect to database db.
+func (m *Manager) connectTo(ctx context.Context, db string) (*pgx.Conn, error) {
 	cc, err := pgx.ParseConfig("")
 	if err != nil {
 		return nil, err
 	}
 	m.socketConfig(&cc.Config)
-	cc.Database = "postgres"
+	cc.Database = db
 	cc.RuntimeParams["application_name"] = "raftgres"
 	// raftgres's own statements (roles at init, slots, CHECKPOINT) never
 	// wait for a synchronous standby or the commit gate.

@@ -96,7 +96,7 @@ func TestTLSReplicationCloneRewind(t *testing.T) {
 	if err := p.Stop(ctx, StopFast); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := r.EnsureSlots(ctx, []string{SlotName("pg1")}); err != nil {
+	if _, err := r.EnsureSlots(ctx, physical(SlotName("pg1")), keepNone); err != nil {
 		t.Fatal(err)
 	}
 	d := Desired{Standby: upstreamOf(t, "pg2", r), Slot: SlotName("pg1")}

@@ -138,6 +138,7 @@ func applyReportStatus(s *State, c ReportStatus) error {
 		return fmt.Errorf("%w %s: register before reporting status", ErrUnknownMember, c.Name)
 	}
 	m.Status = c.Status
+	m.Slots = slices.Clone(c.Slots)
 	return nil
 }
 

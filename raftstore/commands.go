@@ -90,6 +90,10 @@ type RegisterMember struct {
 type ReportStatus struct {
 	Name   string       `json:"name"`
 	Status MemberStatus `json:"status"`
+	// Slots are where the permanent slots stand on the member (protocol
+	// 2): the primary's positions are what every replica keeps its copies
+	// near.
+	Slots []SlotPosition `json:"slots,omitempty"`
 }
 
 // RemoveMember forgets a member (before it leaves the Raft configuration).

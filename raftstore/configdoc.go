@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -31,6 +32,10 @@ type ConfigDoc struct {
 	PostgreSQL            *PGConfigDoc   `yaml:"postgresql,omitempty" json:"postgresql,omitempty"`
 	Version               *uint64        `yaml:"-" json:"version,omitempty"`
 	MemberSlotsTTL        *conf.Duration `yaml:"member_slots_ttl,omitempty" json:"member_slots_ttl,omitempty"`
+	// Slots and IgnoreSlots are as in Patroni: permanent slots by name,
+	// and the slots raftgres leaves alone.
+	Slots       map[string]PermanentSlot `yaml:"slots,omitempty" json:"slots,omitempty"`
+	IgnoreSlots []SlotMatch              `yaml:"ignore_slots,omitempty" json:"ignore_slots,omitempty"`
 }
 
 // PGConfigDoc is the postgresql: part of ConfigDoc. The config file has
@@ -99,6 +104,7 @@ func DocOf(c ClusterConfig) ConfigDoc {
 		st := conf.Duration(c.MemberSlotsTTL)
 		d.MemberSlotsTTL = &st
 	}
+	d.Slots, d.IgnoreSlots = maps.Clone(c.Slots), slices.Clone(c.IgnoreSlots)
 	return d
 }
 
@@ -126,6 +132,12 @@ func (d ConfigDoc) Config() ClusterConfig {
 			}
 		}
 		c.PostgreSQL.PgHba = slices.Clone(p.PgHba)
+	}
+	if len(d.Slots) > 0 {
+		c.Slots = maps.Clone(d.Slots)
+	}
+	if len(d.IgnoreSlots) > 0 {
+		c.IgnoreSlots = slices.Clone(d.IgnoreSlots)
 	}
 	return c
 }

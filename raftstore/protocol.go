@@ -19,16 +19,25 @@ const Protocol = 2
 // protocol 1 needs 1; a command or field added later names its protocol
 // here, and where only a field is new, only when it is set.
 //
-// Protocol 2 (after v0.1.0): ClusterConfig.MemberSlotsTTL, in SetConfig;
-// FailoverRequest.Hard, in SetFailover.
+// Protocol 2 (after v0.1.0): ClusterConfig.MemberSlotsTTL, Slots and
+// IgnoreSlots, in SetConfig; ReportStatus.Slots; FailoverRequest.Hard,
+// in SetFailover.
 // (A Bootstrap is proposed before any member registered, by a cluster
 // that is new, so of one release.)
 func commandProtocol(c Command) int {
-	if sc, ok := c.(SetConfig); ok && sc.Config.MemberSlotsTTL != 0 {
-		return 2
-	}
-	if sf, ok := c.(SetFailover); ok && (sf.Request != nil && sf.Request.Hard || sf.Prev != nil && sf.Prev.Hard) {
-		return 2
+	switch c := c.(type) {
+	case SetConfig:
+		if c.Config.MemberSlotsTTL != 0 || len(c.Config.Slots) > 0 || len(c.Config.IgnoreSlots) > 0 {
+			return 2
+		}
+	case ReportStatus:
+		if len(c.Slots) > 0 {
+			return 2
+		}
+	case SetFailover:
+		if c.Request != nil && c.Request.Hard || c.Prev != nil && c.Prev.Hard {
+			return 2
+		}
 	}
 	return 1
 }

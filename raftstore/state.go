@@ -33,6 +33,10 @@ type ClusterConfig struct {
 	// DefaultMemberSlotsTTL). Protocol 2: set only once every voter
 	// speaks it.
 	MemberSlotsTTL time.Duration `json:"member_slots_ttl,omitempty"`
+	// Slots are the permanent replication slots, by name; IgnoreSlots
+	// the slots raftgres leaves alone. Protocol 2.
+	Slots       map[string]PermanentSlot `json:"slots,omitempty"`
+	IgnoreSlots []SlotMatch              `json:"ignore_slots,omitempty"`
 }
 
 // DefaultMemberSlotsTTL is member_slots_ttl when it is not set, as in
@@ -129,6 +133,9 @@ func (c ClusterConfig) Validate() error {
 	if c.SynchronousModeStrict && !c.SynchronousMode {
 		errs = append(errs, conf.Errorf("synchronous_mode_strict", "needs synchronous_mode: true"))
 	}
+	if err := c.validateSlots(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -173,6 +180,8 @@ func (c ClusterConfig) StaleAfter() time.Duration {
 func (c ClusterConfig) Clone() ClusterConfig {
 	c.PostgreSQL.Parameters = maps.Clone(c.PostgreSQL.Parameters)
 	c.PostgreSQL.PgHba = slices.Clone(c.PostgreSQL.PgHba)
+	c.Slots = maps.Clone(c.Slots)
+	c.IgnoreSlots = slices.Clone(c.IgnoreSlots)
 	return c
 }
 
@@ -209,6 +218,9 @@ type Member struct {
 	Registered time.Time `json:"registered"`
 	// Agent is the release the member's agent last registered with.
 	Agent AgentVersion `json:"agent,omitzero"`
+	// Slots are the positions of the permanent slots on the member, as
+	// of its last status report (protocol 2).
+	Slots []SlotPosition `json:"slots,omitempty"`
 }
 
 // AgentVersion is a member agent's release and the protocol (the commands
@@ -431,6 +443,7 @@ func (s State) Clone() State {
 	out.Members = make(map[string]*Member, len(s.Members))
 	for k, m := range s.Members {
 		c := *m
+		c.Slots = slices.Clone(m.Slots)
 		out.Members[k] = &c
 	}
 	out.Sync.Standbys = slices.Clone(s.Sync.Standbys)
