@@ -95,6 +95,13 @@ func TestDrill(t *testing.T) {
 				len(dry.Steps) != 0 || dry.Mode != tc.mode {
 				t.Fatalf("dry run: %+v", dry)
 			}
+			// The same plan in words.
+			text, stderr, code := runCLI(t, "drill", "--dry-run", "--failover", "-c", cfg)
+			if code != 0 || !strings.Contains(text, "dry run: nothing done") ||
+				!strings.Contains(text, "switchover from "+primary.Name+" to "+dry.Plan.SwitchTo) ||
+				!strings.Contains(text, "stop "+dry.Plan.HardStop+"'s PostgreSQL immediate") {
+				t.Fatalf("drill --dry-run: exit %d:\n%s%s", code, text, stderr)
+			}
 			after := mustState(t, c)
 			if after.Leader.Holder != before.Leader.Holder || after.Leader.Epoch != before.Leader.Epoch || after.Failover != nil {
 				t.Fatalf("--dry-run changed the cluster: key %+v -> %+v, pending %+v", before.Leader, after.Leader, after.Failover)
