@@ -294,7 +294,10 @@ func Drill(ctx context.Context, client *api.Client, o DrillOptions) (DrillReport
 	}
 	run := r.Started.Format("20060102T150405.000000000Z")
 	probe := newDrillProbe(run, o.Conn, view)
-	primary, _ := probe.target(h.Primary)
+	primary, ok := probe.target(h.Primary)
+	if !ok {
+		return r, fmt.Errorf("the primary %s lists no PostgreSQL address in /cluster: the probe cannot reach it", h.Primary)
+	}
 	create := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (run text, id bigint, member text, at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run, id))", DrillTable)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = probe.exec(cctx, primary, create)
