@@ -130,6 +130,11 @@ type SwitchoverRequest struct {
 	Leader      string `json:"leader,omitempty"`
 	Candidate   string `json:"candidate,omitempty"`
 	ScheduledAt string `json:"scheduled_at,omitempty"`
+	// Hard (POST /failover only, with Leader the current primary) is a
+	// drill of a crash: the primary stops PostgreSQL immediate and
+	// releases the key, and the ordinary election decides without it
+	// (Candidate, if named, first when eligible).
+	Hard bool `json:"hard,omitempty"`
 }
 
 // checkCandidate refuses a candidate that cannot become primary, as
@@ -164,7 +169,8 @@ func (s *Server) handleSwitchover(kind raftstore.FailoverKind) func(http.Respons
 			writeError(w, err, "")
 			return
 		}
-		fr := &raftstore.FailoverRequest{Kind: kind, From: req.Leader, To: req.Candidate, RequestedBy: actor, RequestedAt: time.Now().UTC()}
+		fr := &raftstore.FailoverRequest{Kind: kind, From: req.Leader, To: req.Candidate, RequestedBy: actor, RequestedAt: time.Now().UTC(),
+			Hard: req.Hard}
 		if kind == raftstore.KindSwitchover && fr.From == "" {
 			fr.From = st.Leader.Holder
 		}
@@ -178,7 +184,7 @@ func (s *Server) handleSwitchover(kind raftstore.FailoverKind) func(http.Respons
 			writeError(w, err, "")
 			return
 		}
-		s.logger.Info(string(kind)+" requested", "actor", actor, "from", fr.From, "to", fr.To, "scheduled_at", req.ScheduledAt)
+		s.logger.Info(string(kind)+" requested", "actor", actor, "from", fr.From, "to", fr.To, "scheduled_at", req.ScheduledAt, "hard", fr.Hard)
 		if !fr.ScheduledAt.IsZero() {
 			writeJSON(w, http.StatusAccepted, Message{fmt.Sprintf("%s scheduled at %s", kind, fr.ScheduledAt.Format(time.RFC3339))})
 			return
@@ -197,7 +203,11 @@ func validateSwitchover(kind raftstore.FailoverKind, req SwitchoverRequest, st r
 		return fmt.Errorf("%w: a %s is already pending (from %q to %q); cancel it with DELETE /switchover",
 			ErrConflict, st.Failover.Kind, st.Failover.From, st.Failover.To)
 	}
-	if kind == raftstore.KindFailover && req.Candidate == "" {
+	if req.Hard {
+		if err := validateHard(kind, req, st); err != nil {
+			return err
+		}
+	} else if kind == raftstore.KindFailover && req.Candidate == "" {
 		return fmt.Errorf("%w: failover needs a candidate", ErrBadRequest)
 	}
 	if kind == raftstore.KindFailover && req.ScheduledAt != "" {
@@ -226,6 +236,40 @@ func validateSwitchover(kind raftstore.FailoverKind, req SwitchoverRequest, st r
 	return nil
 }
 
+// validateHard checks what a hard failover needs beyond a failover's
+// rules: the current primary named as leader, and a member other than it
+// that could be elected (a drill must not leave the cluster to elect the
+// primary it stopped back).
+func validateHard(kind raftstore.FailoverKind, req SwitchoverRequest, st raftstore.State) error {
+	switch {
+	case kind != raftstore.KindFailover:
+		return fmt.Errorf("%w: hard is for POST /failover only", ErrBadRequest)
+	case req.Leader == "":
+		return fmt.Errorf("%w: a hard failover names the current primary in leader", ErrBadRequest)
+	case req.ScheduledAt != "":
+		return fmt.Errorf("%w: a failover cannot be scheduled", ErrBadRequest)
+	case st.Leader.Holder == "":
+		return fmt.Errorf("%w: there is no primary to stop", ErrPrecondition)
+	case st.Config.Pause:
+		return fmt.Errorf("%w: the cluster is paused: nothing would be stopped, and nobody elected; resume it first", ErrPrecondition)
+	}
+	if req.Candidate != "" {
+		return nil // checked as every candidate is
+	}
+	var why []string
+	for _, name := range st.MemberNames() {
+		if name == st.Leader.Holder {
+			continue
+		}
+		r := failover.RequestRefusal(st, name)
+		if r == "" {
+			return nil
+		}
+		why = append(why, name+": "+r)
+	}
+	return fmt.Errorf("%w: no member but the primary could be elected (%s)", ErrPrecondition, strings.Join(why, "; "))
+}
+
 // awaitFailover waits until the leader key moved as fr (committed at index
 // idx) asks, or the request was dropped (refused or aborted: History says
 // why).
@@ -237,7 +281,9 @@ func (s *Server) awaitFailover(ctx context.Context, before raftstore.State, fr *
 		changes := s.store.Changes()
 		st := s.store.State()
 		h := st.Leader.Holder
-		if h != "" && h != before.Leader.Holder && (fr.To == "" || h == fr.To) {
+		// A hard failover is done when anyone else holds the key: its
+		// candidate goes first only when eligible.
+		if h != "" && h != before.Leader.Holder && (fr.To == "" || h == fr.To || fr.Hard) {
 			return h, nil
 		}
 		if st.Failover == nil && st.Index > idx {

@@ -375,6 +375,11 @@ func TestValidateSwitchover(t *testing.T) {
 	syncMode.Config.SynchronousMode = true
 	syncMode.Sync = raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg2"}}
 	syncMode.Members["pg5"] = &raftstore.Member{Name: "pg5", Status: running, Tags: raftstore.DefaultTags()}
+	// Nobody but the primary could be elected.
+	lonely := st.Clone()
+	lonely.Members["pg2"].Tags.NoFailover = true
+	paused := st.Clone()
+	paused.Config.Pause = true
 	tests := []struct {
 		name string
 		kind raftstore.FailoverKind
@@ -402,6 +407,18 @@ func TestValidateSwitchover(t *testing.T) {
 		{"failover without candidate", "failover", SwitchoverRequest{}, st, ErrBadRequest},
 		{"failover scheduled", "failover", SwitchoverRequest{Candidate: "pg2", ScheduledAt: "2026-01-02T04:00:00Z"}, st, ErrBadRequest},
 		{"failover while pending", "failover", SwitchoverRequest{Candidate: "pg2"}, pending, ErrConflict},
+		{"hard failover", "failover", SwitchoverRequest{Leader: "pg1", Hard: true}, st, nil},
+		{"hard failover to pg2", "failover", SwitchoverRequest{Leader: "pg1", Candidate: "pg2", Hard: true}, st, nil},
+		{"hard failover in synchronous mode", "failover", SwitchoverRequest{Leader: "pg1", Hard: true}, syncMode, nil},
+		{"hard failover without leader", "failover", SwitchoverRequest{Candidate: "pg2", Hard: true}, st, ErrBadRequest},
+		{"hard failover wrong leader", "failover", SwitchoverRequest{Leader: "pg2", Hard: true}, st, ErrPrecondition},
+		{"hard failover without primary", "failover", SwitchoverRequest{Leader: "pg1", Hard: true}, headless, ErrPrecondition},
+		{"hard failover scheduled", "failover", SwitchoverRequest{Leader: "pg1", Hard: true, ScheduledAt: "2026-01-02T04:00:00Z"}, st, ErrBadRequest},
+		{"hard switchover", "switchover", SwitchoverRequest{Leader: "pg1", Hard: true}, st, ErrBadRequest},
+		{"hard failover to nofailover", "failover", SwitchoverRequest{Leader: "pg1", Candidate: "pg3", Hard: true}, st, ErrPrecondition},
+		{"hard failover with nobody else electable", "failover", SwitchoverRequest{Leader: "pg1", Hard: true}, lonely, ErrPrecondition},
+		{"hard failover while pending", "failover", SwitchoverRequest{Leader: "pg1", Hard: true}, pending, ErrConflict},
+		{"hard failover while paused", "failover", SwitchoverRequest{Leader: "pg1", Hard: true}, paused, ErrPrecondition},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -445,7 +445,15 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 	case st.Leader.Holder != "":
 		reason = "leader key of " + st.Leader.Holder + " expired"
 	}
-	in := ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder, Reason: reason, Actor: c.member}
+	exclude := st.Leader.Holder
+	hard := st.Failover != nil && st.Failover.Hard
+	if hard {
+		// A drill of a crash: the old holder stopped immediate and
+		// released the key; the others' own positions decide, as after a
+		// crash, and it is not elected back.
+		exclude, reason = st.Failover.From, "hard failover from "+st.Failover.From+" ("+reason+")"
+	}
+	in := ElectionInput{Fresh: fresh, Exclude: exclude, Reason: reason, Actor: c.member}
 	cmd, ok := raftstore.SetLeader{}, false
 	if f := st.Failover; f != nil && f.Kind == raftstore.KindFailover && f.To != "" {
 		// A manual failover names the member to promote; if it cannot be
@@ -465,13 +473,22 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 			cmd.Cause = raftstore.CauseElection // nobody ever held the key
 		}
 	}
+	if !ok && hard && st.Leader.Holder == "" {
+		// Nobody but the old holder can be promoted: the drill ends
+		// here, and the next round's ordinary election may elect it
+		// back rather than leave the cluster without a primary.
+		c.logger.Warn("hard failover: no eligible candidate but the old primary: dropping the request",
+			"from", st.Failover.From, "ranking", RankCandidates(st, in))
+		c.dropRequest(ctx, st.Failover, "hard failover: no eligible candidate but "+st.Failover.From)
+		return
+	}
 	if !ok {
 		// The cluster has no primary and nobody can be promoted: say why,
 		// at most every ttl.
 		if now.Sub(c.lastNoCandidate) >= st.Config.TTL {
 			c.lastNoCandidate = now
 			c.logger.Warn("no eligible candidate", "reason", reason,
-				"ranking", RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: st.Leader.Holder}))
+				"ranking", RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: exclude}))
 		}
 		return
 	}
@@ -501,7 +518,9 @@ func (c *Coordinator) seedConfig(ctx context.Context) error {
 
 // clearFulfilled drops a switchover request whose primary no longer holds
 // the key (done, or overtaken by a failover): the holder's own clean-up
-// may have failed in a Raft leader change.
+// may have failed in a Raft leader change. A hard failover is done the
+// same way: once another member holds the key (From released it, and
+// nobody holds it meanwhile, so it stays pending until the election).
 func (c *Coordinator) clearFulfilled(ctx context.Context, st raftstore.State) {
 	f := st.Failover
 	if f == nil || st.Leader.Holder == "" {
@@ -513,13 +532,18 @@ func (c *Coordinator) clearFulfilled(ctx context.Context, st raftstore.State) {
 	default:
 		return
 	}
+	c.dropRequest(ctx, f, string(f.Kind)+" done: "+st.Leader.Holder+" holds the key")
+}
+
+// dropRequest clears the request f, and only that one: a compare-and-set
+// on the request read, so a newer one is never cleared (raftstore's
+// TestSetFailoverComparesAndSets).
+func (c *Coordinator) dropRequest(ctx context.Context, f *raftstore.FailoverRequest, reason string) {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	// A compare-and-set on the request read: a newer one is never cleared
-	// (raftstore's TestSetFailoverComparesAndSets).
 	_, err := raftstore.Commit(actx, c.store, raftstore.SetFailover{Actor: c.member, CAS: true, Prev: f,
-		Reason: string(f.Kind) + " done: " + st.Leader.Holder + " holds the key", At: c.clock.Now().UTC()})
+		Reason: reason, At: c.clock.Now().UTC()})
 	if err != nil {
-		c.logger.Warn("clear fulfilled switchover", "error", err)
+		c.logger.Warn("clear failover request", "reason", reason, "error", err)
 	}
 }

@@ -204,6 +204,11 @@ func decideNoData(o Observation) Plan {
 }
 
 func decideHolder(o Observation) Plan {
+	if f := o.State.Failover; f != nil && f.Hard && f.From == o.Member {
+		// A drill of a crash: no shutdown checkpoint, no hand-over; the
+		// election decides without this member.
+		return plan("hard failover requested (drill)", Action{Kind: ActRelease, Mode: "immediate"})
+	}
 	if o.Tags.NoFailover && (o.Standby || o.PG.InRecovery) {
 		return plan("nofailover: never promoted", Action{Kind: ActRelease})
 	}

@@ -48,7 +48,7 @@ type Action struct {
 	From    string // clone/reclone source member
 	Primary string // follow / start_standby target member
 	Rewind  bool   // follow: run pg_rewind first
-	Mode    string // demote: "fast" (clean, switchover) or "immediate" (fencing)
+	Mode    string // demote: "fast" (clean, switchover) or "immediate" (fencing); release: "immediate" (a hard failover), else fast
 }
 
 func (a Action) String() string {

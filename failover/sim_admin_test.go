@@ -138,6 +138,29 @@ func simManualFailover(to string) simAdmin {
 	}}
 }
 
+// simHardFailover is a drill's hard failover (`raftgres drill
+// --failover`): the holder stops PostgreSQL immediate and releases the
+// key, and the election decides without it; to, if set, first when
+// eligible. With the API's checks (validateHard): a holder, and a member
+// other than it that could be elected.
+func simHardFailover(to string) simAdmin {
+	desc := "hard failover"
+	if to != "" {
+		desc += " to " + to
+	}
+	return simAdmin{desc: desc, build: func(st raftstore.State) (raftstore.Command, bool) {
+		h := st.Leader.Holder
+		if st.Failover != nil || h == "" || to != "" && !simCandidateOK(st, to) {
+			return nil, false
+		}
+		if !slices.ContainsFunc(st.MemberNames(), func(n string) bool { return n != h && RequestRefusal(st, n) == "" }) {
+			return nil, false
+		}
+		return raftstore.SetFailover{Request: &raftstore.FailoverRequest{Kind: "failover", From: h, To: to, Hard: true,
+			RequestedBy: "admin"}, CAS: true, Actor: "admin"}, true
+	}}
+}
+
 // simCandidateOK is the API's checkCandidate.
 func simCandidateOK(st raftstore.State, name string) bool {
 	m, ok := st.Members[name]
@@ -337,6 +360,20 @@ func (w *simWorld) scheduleAdmin() []simFault {
 		default:
 			add(t, "leave "+m.name, func(w *simWorld) { w.leave(m) })
 			add(t+time.Duration(1000+r.Intn(8000))*time.Millisecond, "join "+m.name, func(w *simWorld) { w.join(m) })
+		}
+	}
+	// Drills: in a third of the schedules, one to three hard failovers
+	// (from rng4, so that the operations above stay those of the seeds
+	// found before).
+	if r4 := w.rng4; r4.Intn(3) == 0 {
+		for range 1 + r4.Intn(3) {
+			t := time.Duration(r4.Int63n(int64(w.cfg.faultPhase)))
+			to := ""
+			if r4.Intn(2) == 0 {
+				to = w.mem[r4.Intn(len(w.mem))].name
+			}
+			a := simHardFailover(to)
+			add(t, a.desc, func(w *simWorld) { w.admin(a) })
 		}
 	}
 	return fs

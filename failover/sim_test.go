@@ -205,6 +205,7 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 	if w.rng3.Intn(4) == 0 {
 		w.cfg.pUnclean = 0.3
 	}
+	w.rng4 = rand.New(rand.NewSource(seed*1299709 + 5))
 	if traced {
 		w.trace = &simTrace{}
 	}
@@ -976,6 +977,7 @@ func TestSimSweep(t *testing.T) {
 				total.needlessFences += r.stats.needlessFences
 				total.switchovers += r.stats.switchovers
 				total.manualFailovers += r.stats.manualFailovers
+				total.hardFailovers += r.stats.hardFailovers
 				total.leaves += r.stats.leaves
 				total.joins += r.stats.joins
 				total.recovers += r.stats.recovers
@@ -994,8 +996,8 @@ func TestSimSweep(t *testing.T) {
 	t.Logf("%d schedules from seed %d in %s (%.0f/s), %s virtual; %d commits, %d acknowledged, %d after a cancelled wait, %d elections (%d fast path), %d supervisor cycles, %d coordinator steps",
 		ran, first, el.Round(time.Millisecond), float64(ran)/el.Seconds(), virtual.Round(time.Second), total.commits, total.acks,
 		total.cancelAcks, total.elections, total.fastPaths, total.cycles, total.coordSteps)
-	t.Logf("admin operations: %d switchovers and %d manual failovers carried out, %d leaves, %d joins, %d recovers; %d supervisor waits on the clock",
-		total.switchovers, total.manualFailovers, total.leaves, total.joins, total.recovers, total.waits)
+	t.Logf("admin operations: %d switchovers, %d manual failovers and %d hard failovers (drills) carried out, %d leaves, %d joins, %d recovers; %d supervisor waits on the clock",
+		total.switchovers, total.manualFailovers, total.hardFailovers, total.leaves, total.joins, total.recovers, total.waits)
 	if total.needlessFences > 0 {
 		slices.Sort(fenceSeeds)
 		t.Logf("%d needless fences (a holder nothing kept from renewing lost its lease; SIM_STRICT=fence fails on them), seeds %v", total.needlessFences, fenceSeeds)

@@ -94,7 +94,9 @@ type simWorld struct {
 	// the schedules of the seeds found before stay as they were).
 	rng2 *rand.Rand
 	// rng3 draws the unclean stops (another stream, for the same reason).
-	rng3   *rand.Rand
+	rng3 *rand.Rand
+	// rng4 draws the hard failovers (another stream, for the same reason).
+	rng4   *rand.Rand
 	toKill []string
 	seed   int64
 	cfg    simParams
@@ -151,7 +153,7 @@ type simStats struct {
 	cycles, coordSteps                                                                                  int
 	needlessFences                                                                                      int
 	// Admin operations carried out, and supervisor waits on the clock.
-	switchovers, manualFailovers, leaves, joins, recovers, waits int
+	switchovers, manualFailovers, hardFailovers, leaves, joins, recovers, waits int
 }
 
 // simTrace collects the readable trace of a rerun.
@@ -230,14 +232,21 @@ func (w *simWorld) commitLocked(cmd raftstore.Command, from string) raftstore.Ap
 func (w *simWorld) afterCommit(st raftstore.State, cmd raftstore.Command) {
 	switch c := cmd.(type) {
 	case raftstore.SetLeader:
+		if n := len(w.states); n >= 2 {
+			if f := w.states[n-2].Failover; f != nil && f.Hard && c.Holder != "" && c.Holder == f.From {
+				w.violate("%s elected back while its hard failover was pending", c.Holder)
+			}
+		}
 		if c.Holder != "" && w.cfg.killElected > 0 && c.Cause != raftstore.CauseBootstrap && w.rng2.Float64() < w.cfg.killElected {
 			// The new holder's host dies before it can renew.
 			w.toKill = append(w.toKill, c.Holder)
 		}
-		switch c.Cause {
-		case raftstore.CauseSwitchover:
+		switch {
+		case c.Cause == raftstore.CauseRelease && strings.Contains(c.Reason, "hard failover requested"):
+			w.stats.hardFailovers++
+		case c.Cause == raftstore.CauseSwitchover:
 			w.stats.switchovers++
-		case raftstore.CauseManualFailover:
+		case c.Cause == raftstore.CauseManualFailover:
 			w.stats.manualFailovers++
 		}
 		if c.Holder != "" {

@@ -837,7 +837,11 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 	case ActFollow:
 		return s.follow(ctx, st, a)
 	case ActRelease:
-		return s.stopAndRelease(ctx, st, pgmanager.StopFast, reason)
+		mode := pgmanager.StopFast
+		if a.Mode == "immediate" {
+			mode = pgmanager.StopImmediate
+		}
+		return s.stopAndRelease(ctx, st, mode, reason)
 	case ActRefuse:
 		s.logger.Error("refusing to touch the local data", "reason", reason)
 		return nil

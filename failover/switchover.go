@@ -18,8 +18,8 @@ var ErrNoCandidate = errors.New("no eligible switchover candidate")
 // switchover now. Scheduled times are wall-clock by nature.
 func (s *Supervisor) switchoverDue(st raftstore.State, now time.Time) bool {
 	f := st.Failover
-	if f == nil || st.Leader.Holder != s.cfg.Member {
-		return false
+	if f == nil || f.Hard || st.Leader.Holder != s.cfg.Member {
+		return false // a hard failover is no hand-over (decideHolder)
 	}
 	// A manual failover aimed at a healthy primary is carried out as a
 	// switchover to its candidate: nothing is lost that way.

@@ -1,8 +1,9 @@
 // Package ops holds the operator procedures the CLI runs against a live
 // cluster through its REST API: whether the cluster is healthy enough to
-// lose a member for a restart, the next step of a rolling upgrade, and the
-// rolling restart. It decides in pure functions and acts only through
-// api.Client.
+// lose a member for a restart, the next step of a rolling upgrade, the
+// rolling restart, and the failover drill. It decides in pure functions
+// and acts through api.Client (the drill's probe also writes to the
+// members' PostgreSQL).
 package ops
 
 import (

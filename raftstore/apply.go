@@ -295,9 +295,16 @@ func applySetFailover(s *State, index uint64, c SetFailover) error {
 	if c.CAS && s.Failover != nil {
 		return fmt.Errorf("%w: a %s from %q to %q is pending", ErrFailoverPending, s.Failover.Kind, s.Failover.From, s.Failover.To)
 	}
+	kind := string(r.Kind)
+	if r.Hard {
+		if r.From != s.Leader.Holder {
+			return fmt.Errorf("%w: hard failover from %q: the key is held by %q", ErrNotHolder, r.From, s.Leader.Holder)
+		}
+		kind = "hard " + kind
+	}
 	s.Failover = &r
 	appendEvent(s, Event{Index: index, At: c.At, Kind: EventFailoverReq, Actor: c.Actor,
-		Member: r.To, Reason: fmt.Sprintf("%s from %q to %q", r.Kind, r.From, r.To)})
+		Member: r.To, Reason: fmt.Sprintf("%s from %q to %q", kind, r.From, r.To)})
 	return nil
 }
 
@@ -306,5 +313,5 @@ func sameRequest(a, b *FailoverRequest) bool {
 		return a == b
 	}
 	return a.Kind == b.Kind && a.From == b.From && a.To == b.To && a.ScheduledAt.Equal(b.ScheduledAt) &&
-		a.RequestedBy == b.RequestedBy && a.RequestedAt.Equal(b.RequestedAt)
+		a.RequestedBy == b.RequestedBy && a.RequestedAt.Equal(b.RequestedAt) && a.Hard == b.Hard
 }

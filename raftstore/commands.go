@@ -363,6 +363,9 @@ func (c SetFailover) Validate() error {
 	if r.From == "" && r.To == "" {
 		return invalid("%s names neither from nor to", r.Kind)
 	}
+	if r.Hard && (r.Kind != KindFailover || r.From == "" || !r.ScheduledAt.IsZero()) {
+		return invalid("a hard failover is a failover naming its primary in from, not scheduled")
+	}
 	for _, n := range []string{r.From, r.To} {
 		if n != "" {
 			if err := checkName("member", n); err != nil {

@@ -20,7 +20,8 @@ const Protocol = 2
 // here, and where only a field is new, only when it is set.
 //
 // Protocol 2 (after v0.1.0): ClusterConfig.MemberSlotsTTL, Slots and
-// IgnoreSlots, in SetConfig; ReportStatus.Slots.
+// IgnoreSlots, in SetConfig; ReportStatus.Slots; FailoverRequest.Hard,
+// in SetFailover.
 // (A Bootstrap is proposed before any member registered, by a cluster
 // that is new, so of one release.)
 func commandProtocol(c Command) int {
@@ -31,6 +32,10 @@ func commandProtocol(c Command) int {
 		}
 	case ReportStatus:
 		if len(c.Slots) > 0 {
+			return 2
+		}
+	case SetFailover:
+		if c.Request != nil && c.Request.Hard || c.Prev != nil && c.Prev.Hard {
 			return 2
 		}
 	}

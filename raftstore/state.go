@@ -352,6 +352,12 @@ type FailoverRequest struct {
 	ScheduledAt time.Time    `json:"scheduled_at,omitzero"`
 	RequestedBy string       `json:"requested_by,omitempty"`
 	RequestedAt time.Time    `json:"requested_at"`
+	// Hard makes a failover a drill of a crash: the holder named in From
+	// stops PostgreSQL immediate (no shutdown checkpoint, no hand-over)
+	// and releases the key; the ordinary election then decides, without
+	// From, by the replicas' own positions. Only with Kind failover, From
+	// the current holder and no ScheduledAt.
+	Hard bool `json:"hard,omitempty"`
 }
 
 // Event kinds recorded in History.

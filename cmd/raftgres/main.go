@@ -42,7 +42,7 @@ func newApp() *cli.App {
 		HideHelpCommand: true,
 		Commands: append(append([]*cli.Command{agentCommand(), demoCommand()}, ctlCommands()...),
 			joinCommand(), leaveCommand(), snapshotCommand(), recoverCommand(), backupCommand(), backupsCommand(),
-			checkConfigCommand(), convertPatroniCommand(), rotatePasswordCommand(), upgradeCheckCommand(), versionCommand(),
+			checkConfigCommand(), convertPatroniCommand(), rotatePasswordCommand(), upgradeCheckCommand(), drillCommand(), versionCommand(),
 			fenceKeeperCommand()),
 	}
 }
