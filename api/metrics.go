@@ -176,6 +176,7 @@ type collector struct {
 	history historyMetrics
 	archive archiveMetrics
 	alias   aliasMetrics
+	slots   slotMetrics
 }
 
 // ArchiveSource reads the local PostgreSQL's pg_stat_archiver when asked
@@ -269,6 +270,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	c.history.describe(ch)
 	c.archive.describe(ch)
 	c.alias.describe(ch)
+	c.slots.describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -289,13 +291,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.history.collect(ch, v.st.History)
 	c.alias.collect(ch, v, c.s.version)
 	c.archive.collect(ch, c.s.archive, v)
+	c.slots.collect(ch, v)
 }
 
 // newCollector builds every series /metrics serves from the cluster
 // (s may be nil to list their descriptions only).
 func newCollector(s *Server, scope, name string) *collector {
 	return &collector{s: s, metrics: newMetrics(scope, name), history: newHistoryMetrics(scope, name),
-		archive: newArchiveMetrics(scope, name), alias: newAliasMetrics(scope, name)}
+		archive: newArchiveMetrics(scope, name), alias: newAliasMetrics(scope, name), slots: newSlotMetrics(scope, name)}
 }
 
 func (s *Server) metricsHandler() http.Handler {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
 
@@ -41,13 +40,7 @@ type DrillPlan struct {
 // blockers): the switchover goes to the streaming replica closest to the
 // primary, and the hard failover stops that member once it is primary.
 func PlanDrill(view api.ClusterView, h ClusterHealth, failover bool) (DrillPlan, error) {
-	replicas := h.Replicas
-	if view.SynchronousMode {
-		// Only a synchronous standby holds every acknowledged commit.
-		sync := SyncStandbys(view)
-		replicas = slices.DeleteFunc(slices.Clone(replicas), func(n string) bool { return !slices.Contains(sync, n) })
-	}
-	cand := SwitchoverCandidate(view, replicas)
+	cand := SwitchoverCandidate(view, h.Replicas)
 	switch {
 	case cand == "" && view.SynchronousMode:
 		return DrillPlan{}, fmt.Errorf("%w: no streaming synchronous standby to switch over to", ErrUnhealthy)

@@ -54,11 +54,14 @@ func RollingTargets(view api.ClusterView, started map[string]time.Time, since ti
 	return out
 }
 
-// SwitchoverCandidate is the streaming replica closest to the primary.
+// SwitchoverCandidate is the streaming replica among replicas closest to
+// the primary; in synchronous mode only a synchronous standby (which holds
+// every acknowledged commit, and which the cluster refuses to switch over
+// to otherwise) counts. "" when there is none.
 func SwitchoverCandidate(view api.ClusterView, replicas []string) string {
 	best, bestLag := "", int64(-1)
 	for _, m := range view.Members {
-		if !slices.Contains(replicas, m.Name) || m.Lag == nil {
+		if !slices.Contains(replicas, m.Name) || m.Lag == nil || (view.SynchronousMode && m.Role != api.ClusterSyncStandby) {
 			continue
 		}
 		if bestLag < 0 || *m.Lag < bestLag {
@@ -117,9 +120,15 @@ func RollingRestart(ctx context.Context, client *api.Client, o RollingOptions) e
 	for _, t := range targets {
 		begin := time.Now()
 		if t.Primary {
-			cand := SwitchoverCandidate(view, h.Replicas)
+			// The replicas' restarts may have moved the synchronous
+			// standby: choose from the cluster as it is now.
+			now, err := client.ClusterView(ctx)
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.Name, err)
+			}
+			cand := SwitchoverCandidate(now, CheckHealth(now, StreamingReplicas(ctx, client, now)).Replicas)
 			if cand == "" {
-				return fmt.Errorf("%s: no streaming replica to switch over to", t.Name)
+				return fmt.Errorf("%s: no streaming replica to switch over to (in synchronous mode: no synchronous standby)", t.Name)
 			}
 			fmt.Fprintf(out, "%s: switchover to %s\n", t.Name, cand)
 			if _, err := client.Post(ctx, "POST", "/switchover", api.SwitchoverRequest{Leader: t.Name, Candidate: cand}); err != nil {

@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -54,5 +55,24 @@ func TestRollingTargets(t *testing.T) {
 	}
 	if c := SwitchoverCandidate(view, nil); c != "" {
 		t.Errorf("candidate %q with no streaming replica", c)
+	}
+	// In synchronous mode only a synchronous standby, however close the
+	// others are.
+	sync := view
+	sync.SynchronousMode = true
+	sync.Members = slices.Clone(view.Members)
+	for i := range sync.Members {
+		switch sync.Members[i].Name {
+		case "pg3":
+			sync.Members[i].Role = api.ClusterSyncStandby
+		case "pg2":
+			sync.Members[i].Role = api.ClusterReplica
+		}
+	}
+	if c := SwitchoverCandidate(sync, []string{"pg2", "pg3"}); c != "pg3" {
+		t.Errorf("synchronous mode: candidate %q, want the synchronous standby pg3", c)
+	}
+	if c := SwitchoverCandidate(sync, []string{"pg2"}); c != "" {
+		t.Errorf("synchronous mode: candidate %q among replicas that are not synchronous standbys", c)
 	}
 }
