@@ -199,14 +199,8 @@ func permanentSlots(st raftstore.State, members []ClusterMember) []PermanentSlot
 
 // reportedSlot is the position member last reported for its slot name.
 func reportedSlot(st raftstore.State, member, name string) (uint64, bool) {
-	m, ok := st.Members[member]
-	if !ok {
-		return 0, false
-	}
-	for _, p := range m.Slots {
-		if p.Name == name {
-			return p.LSN, true
-		}
+	if m, ok := st.Members[member]; ok {
+		return m.SlotLSN(name)
 	}
 	return 0, false
 }

@@ -110,14 +110,8 @@ func (k *consumer) missing(acked []int) (missing []int, dups int) {
 // slotOn is the position member reports for its permanent slot name (0,
 // false when it has none).
 func slotOn(st raftstore.State, member, name string) (uint64, bool) {
-	m, ok := st.Members[member]
-	if !ok {
-		return 0, false
-	}
-	for _, p := range m.Slots {
-		if p.Name == name {
-			return p.LSN, true
-		}
+	if m, ok := st.Members[member]; ok {
+		return m.SlotLSN(name)
 	}
 	return 0, false
 }

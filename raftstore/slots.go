@@ -111,3 +111,14 @@ func (c ClusterConfig) validateSlots() error {
 	}
 	return errors.Join(errs...)
 }
+
+// SlotLSN is the position the member last reported for its permanent slot
+// name (false when its report had none).
+func (m *Member) SlotLSN(name string) (uint64, bool) {
+	for _, p := range m.Slots {
+		if p.Name == name {
+			return p.LSN, true
+		}
+	}
+	return 0, false
+}
