@@ -62,7 +62,7 @@ unit:
 integration: deps
 	RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -timeout 30m ./pgmanager/ ./integration/
 
-# The fault test (issue 8): an append workload under random faults (kill -9,
+# The fault test: an append workload under random faults (kill -9,
 # SIGSTOP, cut links, restarts, switchovers; edit-config/pause/resume during
 # them), synchronous then asynchronous mode, CHAOS_MINUTES of faults each
 # (make test runs 2). CHAOS_SEED=N replays a run's fault sequence. Prints the
@@ -78,7 +78,7 @@ chaos: deps
 		sed -nu -e 's/^ *chaos_test.go:[0-9]*: //p' -e '/^\(--- \|ok \|FAIL\)/p'; \
 	rc=$${PIPESTATUS[0]}; echo "full output: $(CHAOS_LOG)"; exit $$rc
 
-# The deterministic simulator of the failover brain (issue 19 part 3): the
+# The deterministic simulator of the failover brain: the
 # real supervisor and coordinator on a virtual clock against a simulated
 # store and PostgreSQL under random faults and admin operations (edit-config,
 # pause, switchover, manual failover, leave/join, recover after a lost
@@ -108,7 +108,7 @@ race: deps
 	$(GO) test -race -count=1 ./...
 	RAFTGRES_RACE=1 RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -timeout 45m ./integration/
 
-# Benchmarks (issue 9): every fault under pgbench load (tpcb-like, 4 clients,
+# Benchmarks: every fault under pgbench load (tpcb-like, 4 clients,
 # multi-host libpq) with a client writing every 20ms, sync and async side by
 # side; Raft soak; commit gate cost. Prints min/median/max; figures in
 # bin/bench-failover.json, agent logs in bin/bench-logs/. Settings:
