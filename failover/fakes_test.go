@@ -434,6 +434,9 @@ type fakePostgres struct {
 	// for its ctx to end (a hook that hangs until its timeout).
 	hookErr  map[string]error
 	hookWait map[string]bool
+	// hookBudget is the time the last hook was given (its ctx deadline
+	// from when it was called; 0 without one).
+	hookBudget time.Duration
 
 	// Hooks run (without the lock) inside the call, before its effect.
 	onPromote func()
@@ -561,6 +564,10 @@ func (p *fakePostgres) Hook(ctx context.Context, hook string) error {
 	p.mu.Lock()
 	p.record("Hook", nil, hook)
 	err, wait := p.hookErr[hook], p.hookWait[hook]
+	p.hookBudget = 0
+	if d, ok := ctx.Deadline(); ok {
+		p.hookBudget = time.Until(d)
+	}
 	p.mu.Unlock()
 	if wait {
 		<-ctx.Done()
