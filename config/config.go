@@ -572,7 +572,7 @@ func checkHooks(h pgmanager.Hooks, ttl time.Duration, check func(string, error))
 		check("postgresql.pre_promote_timeout", fmt.Errorf("must be positive, got %s", h.PrePromoteTimeout))
 	} else if lease := ttl - ttl/3; ttl > 0 && h.PrePromoteTimeout >= lease {
 		check("postgresql.pre_promote_timeout", fmt.Errorf("%s is not shorter than the lease (bootstrap.dcs.ttl − ttl/3 = %s): "+
-			"the promotion waits for the hook under that lease", h.PrePromoteTimeout, lease))
+			"the promotion waits for the hook under that lease", h.PrePromoteTimeout, lease.Round(time.Millisecond)))
 	}
 	if h.BeforeStopTimeout < 0 {
 		check("postgresql.before_stop_timeout", fmt.Errorf("must be positive, got %s", h.BeforeStopTimeout))
