@@ -459,6 +459,13 @@ func (f *File) convertPostgres(c *Agent, hba []string) {
 		p.SSL = &pgmanager.SSL{CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CAFile}
 	}
 	p.Callbacks = pgmanager.Callbacks{OnStart: pg.Callbacks.OnStart, OnStop: pg.Callbacks.OnStop, OnRoleChange: pg.Callbacks.OnRoleChange}
+	p.Hooks = pgmanager.Hooks{PrePromote: pg.PrePromote, BeforeStop: pg.BeforeStop}
+	if pg.PrePromoteTimeout != nil {
+		p.Hooks.PrePromoteTimeout = pg.PrePromoteTimeout.D()
+	}
+	if pg.BeforeStopTimeout != nil {
+		p.Hooks.BeforeStopTimeout = pg.BeforeStopTimeout.D()
+	}
 }
 
 // checkNotGateName refuses a member name that PostgreSQL would take for
@@ -530,6 +537,7 @@ func (c *Agent) validate() []error {
 	}
 	if c.HasPostgres {
 		check("postgresql", c.Postgres.Validate())
+		checkHooks(c.Postgres.Hooks, c.Cluster.TTL, check)
 	}
 	check("tags", c.Tags.Validate())
 	check("watchdog", c.Watchdog.Validate(c.Cluster.TTL))
@@ -553,6 +561,22 @@ func (c *Agent) validate() []error {
 		check("log.format", fmt.Errorf("must be text or json, got %q", c.Log.Format))
 	}
 	return errs
+}
+
+// checkHooks refuses a negative hook timeout, and a pre_promote_timeout
+// the lease (ttl − ttl/3) cannot cover: the hook runs under it. Zero is
+// pgmanager.DefaultHookTimeout, which the supervisor cuts short at the
+// lease's end.
+func checkHooks(h pgmanager.Hooks, ttl time.Duration, check func(string, error)) {
+	if h.PrePromoteTimeout < 0 {
+		check("postgresql.pre_promote_timeout", fmt.Errorf("must be positive, got %s", h.PrePromoteTimeout))
+	} else if lease := ttl - ttl/3; ttl > 0 && h.PrePromoteTimeout >= lease {
+		check("postgresql.pre_promote_timeout", fmt.Errorf("%s is not shorter than the lease (bootstrap.dcs.ttl − ttl/3 = %s): "+
+			"the promotion waits for the hook under that lease", h.PrePromoteTimeout, lease.Round(time.Millisecond)))
+	}
+	if h.BeforeStopTimeout < 0 {
+		check("postgresql.before_stop_timeout", fmt.Errorf("must be positive, got %s", h.BeforeStopTimeout))
+	}
 }
 
 var hclogLevels = map[string]bool{"trace": true, "debug": true, "info": true, "warn": true, "error": true}

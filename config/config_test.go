@@ -187,6 +187,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"several problems at once", replace("log: {level: debug, format: json}", "log: {level: loud, format: xml}"), 0o600,
 			[]string{"2 problems", "log.level", "log.format"}},
 		{"empty file", "", 0o600, []string{"empty file"}},
+		{"negative hook timeout", replace("  callbacks:", "  before_stop: /bin/true\n  before_stop_timeout: -1s\n  callbacks:"), 0o600,
+			[]string{"postgresql.before_stop_timeout: duration \"-1s\" must not be negative"}},
+		{"pre_promote_timeout past the lease", replace("  callbacks:", "  pre_promote: /bin/true\n  pre_promote_timeout: 15s\n  callbacks:"), 0o600,
+			[]string{"postgresql.pre_promote_timeout: 15s is not shorter than the lease (bootstrap.dcs.ttl − ttl/3 = 13.333s)"}},
 		{"unknown replica method", replace("  callbacks:", "  create_replica_methods: [wal_e, basebackup]\n  callbacks:"), 0o600,
 			[]string{"postgresql.create_replica_methods[0]: must be pgbackrest or basebackup, got \"wal_e\""}},
 		{"pgbackrest replicas without backup:", replace("  callbacks:", "  create_replica_methods: [pgbackrest, basebackup]\n  callbacks:"), 0o600,
@@ -248,6 +252,32 @@ func TestParseConfigErrors(t *testing.T) {
 				if strings.Contains(err.Error(), pw) {
 					t.Errorf("error leaks %q", pw)
 				}
+			}
+		})
+	}
+}
+
+// The hooks and their timeouts reach pgmanager; an unset timeout is
+// left to pgmanager's default.
+func TestParseHooks(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, lines string
+		want        pgmanager.Hooks
+	}{
+		{"unset", "", pgmanager.Hooks{}},
+		{"set", "  pre_promote: /usr/local/bin/fence.sh --vip\n  pre_promote_timeout: 5s\n  before_stop: /bin/drain\n  before_stop_timeout: 1m\n",
+			pgmanager.Hooks{PrePromote: "/usr/local/bin/fence.sh --vip", PrePromoteTimeout: 5 * time.Second,
+				BeforeStop: "/bin/drain", BeforeStopTimeout: time.Minute}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := Parse("pg1.yml", []byte(strings.Replace(validConfig, "  callbacks:", tc.lines+"  callbacks:", 1)), 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, c.Postgres.Hooks); diff != "" {
+				t.Errorf("hooks (-want +got):\n%s", diff)
 			}
 		})
 	}

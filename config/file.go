@@ -112,6 +112,13 @@ type Postgres struct {
 	Authentication PGAuth                     `yaml:"authentication,omitempty"`
 	Parameters     map[string]raftstore.Param `yaml:"parameters,omitempty"`
 	Callbacks      Callbacks                  `yaml:"callbacks,omitempty"`
+	// PrePromote runs after this member took the leader key and before
+	// PostgreSQL is promoted: failing, it aborts the promotion.
+	// BeforeStop runs before a planned stop; its failure is only logged.
+	PrePromote        string         `yaml:"pre_promote,omitempty"`
+	PrePromoteTimeout *conf.Duration `yaml:"pre_promote_timeout,omitempty"`
+	BeforeStop        string         `yaml:"before_stop,omitempty"`
+	BeforeStopTimeout *conf.Duration `yaml:"before_stop_timeout,omitempty"`
 	// CreateReplicaMethods: pgbackrest, basebackup (tried in order).
 	CreateReplicaMethods []string `yaml:"create_replica_methods,omitempty"`
 	// SSL: PostgreSQL serves TLS, and members connect to each other with

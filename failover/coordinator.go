@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -453,6 +454,10 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 		// crash, and it is not elected back.
 		exclude, reason = st.Failover.From, "hard failover from "+st.Failover.From+" ("+reason+")"
 	}
+	refused := PromotionRefusedBy(st)
+	if !hard && refused != "" {
+		exclude, reason = refused, reason+"; "+refused+" refused the promotion ("+PrePromoteFailed+")"
+	}
 	in := ElectionInput{Fresh: fresh, Exclude: exclude, Reason: reason, Actor: c.member}
 	cmd, ok := raftstore.SetLeader{}, false
 	if f := st.Failover; f != nil && f.Kind == raftstore.KindFailover && f.To != "" {
@@ -472,6 +477,15 @@ func (c *Coordinator) elect(ctx context.Context, st raftstore.State, seen report
 		if st.Leader.Epoch == 0 {
 			cmd.Cause = raftstore.CauseElection // nobody ever held the key
 		}
+	}
+	if !ok && !hard && refused != "" {
+		// Nobody else can be promoted: the member whose pre_promote
+		// failed may try again rather than leave the cluster without a
+		// primary.
+		retry := in
+		retry.Exclude = ""
+		cmd, ok = Elect(st, retry)
+		cmd.Cause = raftstore.CauseFailover
 	}
 	if !ok && hard && st.Leader.Holder == "" {
 		// Nobody but the old holder can be promoted: the drill ends
@@ -546,4 +560,26 @@ func (c *Coordinator) dropRequest(ctx context.Context, f *raftstore.FailoverRequ
 	if err != nil {
 		c.logger.Warn("clear failover request", "reason", reason, "error", err)
 	}
+}
+
+// PromotionRefusedBy names the member that released the leader key
+// because its postgresql.pre_promote failed, while the key is still
+// unheld since: the next election passes it over, unless nobody else
+// can be promoted. "" otherwise.
+func PromotionRefusedBy(st raftstore.State) string {
+	if st.Leader.Holder != "" {
+		return ""
+	}
+	for i := len(st.History) - 1; i >= 0; i-- {
+		e := st.History[i]
+		if e.Kind != raftstore.EventLeader {
+			continue
+		}
+		if e.Cause == raftstore.CauseRelease && e.Actor != "" &&
+			strings.HasPrefix(e.Reason, "released by "+e.Actor+": "+PrePromoteFailed) {
+			return e.Actor
+		}
+		return ""
+	}
+	return ""
 }

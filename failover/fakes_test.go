@@ -430,6 +430,13 @@ type fakePostgres struct {
 
 	startErr, stopErr, promoteErr, rewindErr, followErr error
 	statusCalls                                         int
+	// hookErr is what Hook returns per hook; hookWait makes a hook wait
+	// for its ctx to end (a hook that hangs until its timeout).
+	hookErr  map[string]error
+	hookWait map[string]bool
+	// hookBudget is the time the last hook was given (its ctx deadline
+	// from when it was called; 0 without one).
+	hookBudget time.Duration
 
 	// Hooks run (without the lock) inside the call, before its effect.
 	onPromote func()
@@ -551,6 +558,22 @@ func (p *fakePostgres) Start(_ context.Context, d pgmanager.Desired) error {
 	p.status.SystemID = p.sysid
 	p.ctrlState = controlState(false, p.status.InRecovery)
 	return nil
+}
+
+func (p *fakePostgres) Hook(ctx context.Context, hook string) error {
+	p.mu.Lock()
+	p.record("Hook", nil, hook)
+	err, wait := p.hookErr[hook], p.hookWait[hook]
+	p.hookBudget = 0
+	if d, ok := ctx.Deadline(); ok {
+		p.hookBudget = time.Until(d)
+	}
+	p.mu.Unlock()
+	if wait {
+		<-ctx.Done()
+		return fmt.Errorf("run %s: %w", hook, ctx.Err())
+	}
+	return err
 }
 
 func (p *fakePostgres) Stop(_ context.Context, mode pgmanager.StopMode) error {

@@ -55,6 +55,10 @@ type Postgres interface {
 	FenceAt(until time.Time)
 	// Callback runs postgresql.callbacks for event in the background.
 	Callback(event, role string)
+	// Hook runs the hook named (pgmanager.PrePromote, BeforeStop) and
+	// waits for it, bounded by its own timeout and ctx; nil when none is
+	// configured.
+	Hook(ctx context.Context, hook string) error
 }
 
 // Store is the read side of the replicated store.

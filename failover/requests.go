@@ -82,7 +82,10 @@ func (s *Supervisor) serve(ctx context.Context, r Request) error {
 			return nil
 		}
 		s.logger.Info("restarting postgres on request", "primary", holder)
-		err := s.renewWhile(ctx, holder, func() error { return s.pg.Restart(ctx, d) })
+		err := s.renewWhile(ctx, holder, func() error {
+			s.beforeStop(ctx)
+			return s.pg.Restart(ctx, d)
+		})
 		s.runs.acted(s.pg.Running(), s.clock.Now())
 		return err
 	case RequestReload:

@@ -439,6 +439,8 @@ func (p *simPG) fenceLocked(by string) bool {
 
 func (p *simPG) Callback(string, string) {}
 
+func (p *simPG) Hook(context.Context, string) error { return nil }
+
 func (p *simPG) GateConnected() bool {
 	defer p.lock()()
 	return p.running && !p.recovery && p.m.alive

@@ -238,7 +238,9 @@ func (s *Supervisor) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st := s.store.State()
-	if st.Leader.Holder == s.cfg.Member {
+	holder := st.Leader.Holder == s.cfg.Member
+	_ = s.renewWhile(ctx, holder, func() error { s.beforeStop(ctx); return nil })
+	if holder {
 		if err := s.stopAndRelease(ctx, st, pgmanager.StopFast, "agent shut down"); err != nil {
 			s.logger.Error("shutting down as primary", "error", err)
 		}
@@ -280,6 +282,19 @@ func (s *Supervisor) watchGate(ctx context.Context, st raftstore.State, pgst pgm
 		"hint", "check max_wal_senders, pg_hba.conf for the replication user on the local socket, and the gate's log lines")
 	if err := s.stopAndRelease(ctx, st, pgmanager.StopFast, reason); err != nil {
 		s.logger.Error("giving up the leader key", "error", err)
+	}
+}
+
+// beforeStop runs postgresql.before_stop ahead of a planned stop of a
+// running PostgreSQL (agent shutdown, a switchover's clean stop, a
+// restart), never before fencing or an immediate stop. As in Patroni its
+// failure is logged and the stop goes on.
+func (s *Supervisor) beforeStop(ctx context.Context) {
+	if !s.pg.Running() {
+		return
+	}
+	if err := s.pg.Hook(ctx, pgmanager.BeforeStop); err != nil {
+		s.logger.Warn("before_stop failed: stopping postgres anyway", "error", err)
 	}
 }
 
@@ -883,6 +898,9 @@ func (s *Supervisor) promote(ctx context.Context, st raftstore.State) error {
 			return fmt.Errorf("set the commit gate before promoting: %w", err)
 		}
 	}
+	if refused, err := s.prePromote(ctx, st); refused || err != nil {
+		return err
+	}
 	// The keeper must know this lease's end before the server is
 	// writable (the fencer goroutine hands it over too, but later).
 	s.pg.FenceAt(s.lease.End())
@@ -896,6 +914,32 @@ func (s *Supervisor) promote(ctx context.Context, st raftstore.State) error {
 		return s.pg.Stop(ctx, pgmanager.StopImmediate)
 	}
 	return nil
+}
+
+// PrePromoteFailed starts the reason of the release that follows a failed
+// postgresql.pre_promote: the coordinator's next election passes the
+// releasing member over (PromotionRefusedBy).
+const PrePromoteFailed = "pre_promote failed"
+
+// prePromote runs postgresql.pre_promote, bounded by its timeout and by
+// what is left of the lease, so a hook that hangs never holds the key
+// past it. When the hook fails (or times out) the key is released with
+// PostgreSQL left as it is, a read-only standby, and refused is true.
+// err is set when the lease did not outlast a hook that succeeded.
+func (s *Supervisor) prePromote(ctx context.Context, st raftstore.State) (refused bool, err error) {
+	hctx, cancel := s.leaseBound(ctx, st, s.leaseLeft(st))
+	herr := s.pg.Hook(hctx, pgmanager.PrePromote)
+	cancel()
+	if herr != nil {
+		reason := PrePromoteFailed + ": " + herr.Error()
+		s.logger.Error("not promoting: giving up the leader key", "reason", reason)
+		s.release(ctx, st, reason)
+		return true, nil
+	}
+	if left := s.leaseLeft(s.store.State()); left < FenceBudget {
+		return false, fmt.Errorf("%w: %s of lease left after pre_promote, need %s to promote", ErrLeaseShort, left, FenceBudget)
+	}
+	return false, nil
 }
 
 func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) error {
@@ -948,7 +992,8 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 }
 
 // release gives the leader key up (compare-and-set against our last
-// renewal). Call it only with PostgreSQL stopped: stopAndRelease.
+// renewal). Call it only with PostgreSQL stopped (stopAndRelease) or
+// still a standby (prePromote): never with a primary.
 func (s *Supervisor) release(ctx context.Context, st raftstore.State, reason string) {
 	epoch, rev := st.Leader.Epoch, st.Leader.Rev
 	if _, _, le, lr := s.lease.snapshot(); le == epoch && lr > rev {
@@ -1207,6 +1252,7 @@ func (s *Supervisor) syncStandbySlots(ctx context.Context, st raftstore.State, p
 		return
 	}
 	s.logger.Info("restarting this standby so that PostgreSQL loads the logical slots copied from the primary", "slots", strings.Join(res.Copied, ","))
+	s.beforeStop(ctx)
 	if err := s.pg.Restart(ctx, d); err != nil {
 		s.logger.Warn("restart to load the copied logical slots", "error", err)
 	}

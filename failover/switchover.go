@@ -86,7 +86,11 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 	// Keep renewing through the shutdown checkpoint: the commit gate must
 	// confirm the WAL the walsenders flush on the way down, and a lease
 	// that ended meanwhile would turn the clean stop into an immediate one.
-	if err := s.renewWhile(ctx, true, func() error { return s.pg.Stop(ctx, pgmanager.StopFast) }); err != nil {
+	stop := func() error {
+		s.beforeStop(ctx)
+		return s.pg.Stop(ctx, pgmanager.StopFast)
+	}
+	if err := s.renewWhile(ctx, true, stop); err != nil {
 		return err
 	}
 	cd, err := s.pg.ControlData(ctx)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"raftgres/internal/conf"
 )
@@ -21,6 +22,15 @@ type Callbacks struct {
 	OnStart      string
 	OnStop       string
 	OnRoleChange string
+}
+
+// Hooks are the synchronous scripts postgresql.pre_promote and
+// postgresql.before_stop, each bounded by its timeout.
+type Hooks struct {
+	PrePromote        string
+	PrePromoteTimeout time.Duration
+	BeforeStop        string
+	BeforeStopTimeout time.Duration
 }
 
 // User is one entry of bootstrap.users.
@@ -48,6 +58,7 @@ type Config struct {
 	Rewind         Credentials
 	Parameters     map[string]string
 	Callbacks      Callbacks
+	Hooks          Hooks
 	Initdb         []InitdbOption
 	PgHba          []string
 	Users          map[string]User

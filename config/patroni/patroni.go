@@ -207,8 +207,8 @@ func patroniRules() map[string]patroniRule {
 		"postgresql.pg_ident":                                    skip(whyIdent),
 		"postgresql.recovery_conf":                               skip(whyRecovery),
 		"postgresql.use_slots":                                   skip("Patroni ignores it here too: use_slots is cluster-wide (bootstrap.dcs.postgresql.use_slots)"),
-		"postgresql.pre_promote":                                 skip("no pre-promote script here: raftgres fences with the lease and the commit gate"),
-		"postgresql.before_stop":                                 skip(whyNoCallback),
+		"postgresql.pre_promote":                                 same,
+		"postgresql.before_stop":                                 same,
 		"postgresql.remove_data_directory_on_rewind_failure":     skip(whyReclone),
 		"postgresql.remove_data_directory_on_diverged_timelines": skip(whyReclone),
 
@@ -243,12 +243,13 @@ func patroniRules() map[string]patroniRule {
 
 // outputOrder is the order of keys in the written config, by section.
 var outputOrder = map[string][]string{
-	"":                          {"scope", "name", "data_dir", "raft", "restapi", "postgresql", "bootstrap", "tags", "watchdog", "log"},
-	"raft":                      {"listen", "advertise", "bootstrap_peers", "token"},
-	"restapi":                   {"listen", "connect_address", "authentication", "tls"},
-	"restapi.authentication":    {"username", "password"},
-	"restapi.tls":               {"cert_file", "key_file"},
-	"postgresql":                {"listen", "connect_address", "data_dir", "bin_dir", "authentication", "parameters", "callbacks", "create_replica_methods"},
+	"":                       {"scope", "name", "data_dir", "raft", "restapi", "postgresql", "bootstrap", "tags", "watchdog", "log"},
+	"raft":                   {"listen", "advertise", "bootstrap_peers", "token"},
+	"restapi":                {"listen", "connect_address", "authentication", "tls"},
+	"restapi.authentication": {"username", "password"},
+	"restapi.tls":            {"cert_file", "key_file"},
+	"postgresql": {"listen", "connect_address", "data_dir", "bin_dir", "authentication", "parameters", "callbacks", "pre_promote",
+		"before_stop", "create_replica_methods"},
 	"postgresql.authentication": {"superuser", "replication", "rewind"},
 	"postgresql.callbacks":      {"on_start", "on_stop", "on_role_change"},
 	"bootstrap":                 {"dcs", "initdb", "pg_hba", "users"},

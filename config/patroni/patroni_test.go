@@ -181,6 +181,8 @@ func TestConvertPatroniMappings(t *testing.T) {
 				"postgresql/callbacks": "{on_start: /s, on_stop: /t, on_role_change: /r}"},
 			skipped: map[string]string{"postgresql.authentication.rewind.sslmode": "no TLS or other libpq options",
 				"postgresql.callbacks.on_restart": "no such callback here"}},
+		{name: "pre_promote and before_stop", patch: "postgresql: {pre_promote: /usr/local/bin/fence.sh --vip, before_stop: /usr/local/bin/drain.sh}",
+			want: map[string]string{"postgresql/pre_promote": "/usr/local/bin/fence.sh --vip", "postgresql/before_stop": "/usr/local/bin/drain.sh"}},
 		{name: "create_replica_methods", patch: "postgresql: {create_replica_methods: [wal_e, pgbackrest, basebackup], wal_e: {command: x}, pgbackrest: {command: y}}",
 			want: map[string]string{"postgresql/create_replica_methods": "[basebackup]", "postgresql/wal_e": ""},
 			skipped: map[string]string{"postgresql.create_replica_methods[0]": "no such method here",
