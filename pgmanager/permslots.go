@@ -37,6 +37,8 @@ type SlotState struct {
 	Slot
 	Active bool
 	LSN    uint64
+	// Restart is the slot's restart_lsn (0 when unset).
+	Restart uint64
 }
 
 func (s Slot) same(o SlotState) bool {
@@ -59,7 +61,8 @@ func (m *Manager) Slots(ctx context.Context) ([]SlotState, error) {
 
 func listSlots(ctx context.Context, conn *pgx.Conn) ([]SlotState, error) {
 	rows, err := conn.Query(ctx, `SELECT slot_name, slot_type, COALESCE(database, ''), COALESCE(plugin, ''), active,
-		COALESCE(CASE slot_type WHEN 'logical' THEN confirmed_flush_lsn ELSE restart_lsn END::text, '0/0')
+		COALESCE(CASE slot_type WHEN 'logical' THEN confirmed_flush_lsn ELSE restart_lsn END::text, '0/0'),
+		COALESCE(restart_lsn::text, '0/0')
 		FROM pg_replication_slots ORDER BY slot_name`)
 	if err != nil {
 		return nil, err
@@ -67,12 +70,15 @@ func listSlots(ctx context.Context, conn *pgx.Conn) ([]SlotState, error) {
 	var out []SlotState
 	for rows.Next() {
 		var s SlotState
-		var lsn string
-		if err := rows.Scan(&s.Name, &s.Type, &s.Database, &s.Plugin, &s.Active, &lsn); err != nil {
+		var lsn, restart string
+		if err := rows.Scan(&s.Name, &s.Type, &s.Database, &s.Plugin, &s.Active, &lsn, &restart); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		if s.LSN, err = ParseLSN(lsn); err != nil {
+		var err1, err2 error
+		s.LSN, err1 = ParseLSN(lsn)
+		s.Restart, err2 = ParseLSN(restart)
+		if err := errors.Join(err1, err2); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -255,9 +261,17 @@ func (m *Manager) SyncStandbySlots(ctx context.Context, want []Slot, primaryLSN 
 		}
 		have, err = listSlots(ctx, conn)
 		for _, h := range have {
-			if slices.ContainsFunc(want, func(s Slot) bool { return s.Name == h.Name }) {
-				res.Slots = append(res.Slots, h)
+			if !slices.ContainsFunc(want, func(s Slot) bool { return s.Name == h.Name }) {
+				continue
 			}
+			if h.Type == SlotLogical && !m.hasDecodingSnapshot(h.Restart) {
+				if res.Waiting == nil {
+					res.Waiting = map[string]string{}
+				}
+				res.Waiting[h.Name] = "loaded; not ready until it advances past a point with a decoding snapshot here (the primary's writes and its consumer move it)"
+				continue
+			}
+			res.Slots = append(res.Slots, h)
 		}
 		return err
 	})
@@ -272,6 +286,22 @@ func (m *Manager) SyncStandbySlots(ctx context.Context, want []Slot, primaryLSN 
 		return res, fmt.Errorf("permanent slots on standby %s: %w", m.member, err)
 	}
 	return res, nil
+}
+
+// hasDecodingSnapshot reports whether this server has the logical
+// decoding snapshot serialized at lsn (pg_logical/snapshots). A copied
+// slot's restart_lsn has none until the copy has been advanced past a
+// running-transactions record here: decoding from it before that would
+// first look for a consistent point and silently skip the transactions
+// that commit before it, after the slot's confirmed position. Only a copy
+// with its snapshot is ready (reported, and counted in list and /metrics).
+func (m *Manager) hasDecodingSnapshot(lsn uint64) bool {
+	if lsn == 0 {
+		return false
+	}
+	name := fmt.Sprintf("%X-%X.snap", lsn>>32, lsn&0xffffffff)
+	_, err := os.Stat(filepath.Join(m.cfg.DataDir, "pg_logical", "snapshots", name))
+	return err == nil
 }
 
 // slotStateFileMax bounds what is read of a slot's state file (a few

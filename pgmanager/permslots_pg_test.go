@@ -103,17 +103,26 @@ func TestPermanentSlotsFollowThePrimaryOnAStandby(t *testing.T) {
 	if err := r.Restart(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	res = sync(lsn1)
-	if got, ok := slotLSN(res, "cdc"); !ok || got != lsn1 {
-		t.Fatalf("cdc on the standby after its restart at %s (present %v), want the primary's %s", FormatLSN(got), ok, FormatLSN(lsn1))
+	// Loaded, but not ready: its restart_lsn has no decoding snapshot
+	// here until it advances past a running-transactions record.
+	if res = sync(lsn1); len(res.Waiting) == 0 {
+		t.Fatalf("a copy with no decoding snapshot here counts as ready: %v", res.Slots)
+	}
+	if _, ok := slotLSN(res, "cdc"); ok {
+		t.Fatalf("a copy with no decoding snapshot here is reported: %v", res.Slots)
 	}
 
-	// It follows the primary's position, never past what it replayed.
+	// It follows the primary's position, never past what it replayed,
+	// and is ready once that took it past a checkpoint's record of the
+	// running transactions.
+	if err := p.Exec(ctx, "CHECKPOINT"); err != nil {
+		t.Fatal(err)
+	}
 	lsn2 := consume(100)
 	replayedPast(lsn2)
 	res = sync(lsn2)
 	if got, _ := slotLSN(res, "cdc"); got != lsn2 {
-		t.Fatalf("cdc on the standby at %s, want the primary's %s", FormatLSN(got), FormatLSN(lsn2))
+		t.Fatalf("cdc on the standby at %s (waiting %v), want the primary's %s", FormatLSN(got), res.Waiting, FormatLSN(lsn2))
 	}
 
 	// A copy ahead of the primary's position (its consumer went back
@@ -125,8 +134,13 @@ func TestPermanentSlotsFollowThePrimaryOnAStandby(t *testing.T) {
 	if err := r.Restart(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := slotLSN(sync(lsn2), "cdc"); got != lsn2 {
-		t.Fatalf("cdc copied again at %s, want %s", FormatLSN(got), FormatLSN(lsn2))
+	if err := p.Exec(ctx, "CHECKPOINT"); err != nil {
+		t.Fatal(err)
+	}
+	lsn3 := consume(10)
+	replayedPast(lsn3)
+	if got, _ := slotLSN(sync(lsn3), "cdc"); got != lsn3 {
+		t.Fatalf("cdc copied again at %s, want %s once advanced", FormatLSN(got), FormatLSN(lsn3))
 	}
 
 	// Not wanted any more: the logical copy goes.
