@@ -56,7 +56,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 }
 
 func TestMarshalKeepsSecretsAndFalse(t *testing.T) {
-	no, prio := false, 0
+	no, prio := raftstore.SyncOff, 0
 	f := &File{Scope: "s", Raft: Raft{Token: conf.Secret("tok-en"), HeartbeatTimeout: ptr(conf.Duration(1500e6))},
 		Bootstrap: Bootstrap{DCS: raftstore.ConfigDoc{SynchronousMode: &no}, Initdb: []InitdbEntry{{Name: "data-checksums"}, {Name: "encoding", Value: "UTF8"}}},
 		Tags:      Tags{FailoverPriority: &prio}}

@@ -139,6 +139,11 @@ func applyReportStatus(s *State, c ReportStatus) error {
 	}
 	m.Status = c.Status
 	m.Slots = slices.Clone(c.Slots)
+	m.LeaseOver = nil
+	if c.LeaseOver != nil {
+		r := *c.LeaseOver
+		m.LeaseOver = &r
+	}
 	return nil
 }
 
@@ -154,7 +159,7 @@ func applyRemoveMember(s *State, index uint64, c RemoveMember) error {
 		return &holderLeaveError{member: c.Name, epoch: s.Leader.Epoch}
 	}
 	delete(s.Members, c.Name)
-	s.Sync.Standbys = slices.DeleteFunc(slices.Clone(s.Sync.Standbys), func(n string) bool { return n == c.Name })
+	s.Sync.dropFromQuorum(c.Name)
 	s.Sync.Inherited = slices.DeleteFunc(slices.Clone(s.Sync.Inherited), func(n string) bool { return n == c.Name })
 	s.Sync.Rev = index
 	appendEvent(s, Event{Index: index, At: c.At, Kind: EventMemberLeave, Actor: c.Actor,
@@ -260,7 +265,8 @@ func applySetSync(s *State, index uint64, c SetSync) error {
 	if c.Prev == nil || c.Primary != s.Sync.Primary {
 		inherited = nil // an entry of an older binary, or a record for another primary
 	}
-	s.Sync = SyncState{Primary: c.Primary, Standbys: slices.Clone(c.Standbys), Inherited: slices.Clone(inherited), Rev: index}
+	s.Sync = SyncState{Primary: c.Primary, Standbys: slices.Clone(c.Standbys), Inherited: slices.Clone(inherited),
+		Quorum: c.Quorum, Rev: index}
 	return nil
 }
 

@@ -94,6 +94,10 @@ type ReportStatus struct {
 	// 2): the primary's positions are what every replica keeps its copies
 	// near.
 	Slots []SlotPosition `json:"slots,omitempty"`
+	// LeaseOver says Status was read after the lease of this key state
+	// ended on the member's clock, or after it was released (Member.LeaseOver;
+	// protocol 2).
+	LeaseOver *KeyRef `json:"lease_over,omitempty"`
 }
 
 // RemoveMember forgets a member (before it leaves the Raft configuration).
@@ -176,10 +180,13 @@ type RenewLeader struct {
 // record is still *Prev (so a reply lost and retried, or a stale local
 // view, can never restore an older record).
 type SetSync struct {
-	Primary  string     `json:"primary"`
-	Standbys []string   `json:"standbys"`
-	Epoch    uint64     `json:"epoch"`
-	Prev     *SyncState `json:"prev,omitempty"`
+	Primary  string   `json:"primary"`
+	Standbys []string `json:"standbys"`
+	// Quorum is SyncState.Quorum: in quorum mode, how many of Standbys
+	// each acknowledged commit is on (protocol 2).
+	Quorum int        `json:"quorum,omitempty"`
+	Epoch  uint64     `json:"epoch"`
+	Prev   *SyncState `json:"prev,omitempty"`
 }
 
 // SetFailover records a pending failover/switchover, or clears it when
@@ -332,6 +339,9 @@ func (c SetSync) Validate() error {
 		if err := checkName("sync standby", s); err != nil {
 			return err
 		}
+	}
+	if c.Quorum < 0 || c.Quorum > len(c.Standbys) {
+		return invalid("sync quorum %d is not between 0 and the %d standbys", c.Quorum, len(c.Standbys))
 	}
 	if c.Prev != nil {
 		for _, s := range append(append([]string{c.Prev.Primary}, c.Prev.Standbys...), c.Prev.Inherited...) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -26,7 +27,8 @@ type ConfigDoc struct {
 	RetryTimeout          *conf.Duration `yaml:"retry_timeout,omitempty" json:"retry_timeout,omitempty"`
 	DetectionWindow       *conf.Duration `yaml:"detection_window,omitempty" json:"detection_window,omitempty"`
 	MaximumLagOnFailover  *int64         `yaml:"maximum_lag_on_failover,omitempty" json:"maximum_lag_on_failover,omitempty"`
-	SynchronousMode       *bool          `yaml:"synchronous_mode,omitempty" json:"synchronous_mode,omitempty"`
+	SynchronousMode       *SyncMode      `yaml:"synchronous_mode,omitempty" json:"synchronous_mode,omitempty"`
+	SynchronousNodeCount  *int           `yaml:"synchronous_node_count,omitempty" json:"synchronous_node_count,omitempty"`
 	SynchronousModeStrict *bool          `yaml:"synchronous_mode_strict,omitempty" json:"synchronous_mode_strict,omitempty"`
 	Pause                 *bool          `yaml:"-" json:"pause,omitempty"`
 	PostgreSQL            *PGConfigDoc   `yaml:"postgresql,omitempty" json:"postgresql,omitempty"`
@@ -36,6 +38,94 @@ type ConfigDoc struct {
 	// and the slots raftgres leaves alone.
 	Slots       map[string]PermanentSlot `yaml:"slots,omitempty" json:"slots,omitempty"`
 	IgnoreSlots []SlotMatch              `yaml:"ignore_slots,omitempty" json:"ignore_slots,omitempty"`
+}
+
+// SyncMode is synchronous_mode as written, as in Patroni 4: a boolean
+// (on, off, true, false, yes, no), or quorum. It reads and writes back as
+// a boolean unless it is quorum.
+type SyncMode string
+
+// The values of SyncMode.
+const (
+	SyncOff    SyncMode = "off"
+	SyncOn     SyncMode = "on"
+	SyncQuorum SyncMode = "quorum"
+)
+
+// SyncModeOf is the document's synchronous_mode for c.
+func SyncModeOf(c ClusterConfig) SyncMode {
+	switch {
+	case c.QuorumCommit():
+		return SyncQuorum
+	case c.SynchronousMode:
+		return SyncOn
+	}
+	return SyncOff
+}
+
+func parseSyncMode(v string) (SyncMode, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "on", "true", "yes", "1":
+		return SyncOn, nil
+	case "off", "false", "no", "0":
+		return SyncOff, nil
+	case "quorum":
+		return SyncQuorum, nil
+	}
+	return "", fmt.Errorf("synchronous_mode %q: use on, off or quorum", v)
+}
+
+// UnmarshalYAML takes a boolean or quorum.
+func (m *SyncMode) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return errors.New("synchronous_mode must be on, off or quorum")
+	}
+	v, err := parseSyncMode(n.Value)
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+// MarshalYAML writes a boolean, or quorum.
+func (m SyncMode) MarshalYAML() (any, error) {
+	if m == SyncQuorum {
+		return string(m), nil
+	}
+	return m == SyncOn, nil
+}
+
+// UnmarshalJSON takes a boolean or a string (on, off, quorum).
+func (m *SyncMode) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch x := v.(type) {
+	case bool:
+		*m = SyncOff
+		if x {
+			*m = SyncOn
+		}
+		return nil
+	case string:
+		p, err := parseSyncMode(x)
+		if err != nil {
+			return err
+		}
+		*m = p
+		return nil
+	}
+	return fmt.Errorf("synchronous_mode %s: use true, false or \"quorum\"", b)
+}
+
+// MarshalJSON writes a boolean, or "quorum".
+func (m SyncMode) MarshalJSON() ([]byte, error) {
+	if m == SyncQuorum {
+		return json.Marshal(string(m))
+	}
+	return json.Marshal(m == SyncOn)
 }
 
 // PGConfigDoc is the postgresql: part of ConfigDoc. The config file has
@@ -87,7 +177,7 @@ func (p *Param) UnmarshalJSON(b []byte) error {
 // DocOf is c as a document with every key set (what /config shows).
 func DocOf(c ClusterConfig) ConfigDoc {
 	ttl, lw, rt, dw := conf.Duration(c.TTL), conf.Duration(c.LoopWait), conf.Duration(c.RetryTimeout), conf.Duration(c.Detection())
-	lag, sm, sms, pause, ver := c.MaximumLagOnFailover, c.SynchronousMode, c.SynchronousModeStrict, c.Pause, c.Version
+	lag, sm, sms, pause, ver := c.MaximumLagOnFailover, SyncModeOf(c), c.SynchronousModeStrict, c.Pause, c.Version
 	rw, slots := c.PostgreSQL.UsePgRewind, c.PostgreSQL.UseSlots
 	pg := &PGConfigDoc{UsePgRewind: &rw, UseSlots: &slots, PgHba: slices.Clone(c.PostgreSQL.PgHba)}
 	if len(c.PostgreSQL.Parameters) > 0 {
@@ -104,6 +194,11 @@ func DocOf(c ClusterConfig) ConfigDoc {
 		st := conf.Duration(c.MemberSlotsTTL)
 		d.MemberSlotsTTL = &st
 	}
+	// synchronous_node_count likewise (protocol 2).
+	if c.SynchronousNodeCount != 0 {
+		n := c.SynchronousNodeCount
+		d.SynchronousNodeCount = &n
+	}
 	d.Slots, d.IgnoreSlots = maps.Clone(c.Slots), slices.Clone(c.IgnoreSlots)
 	return d
 }
@@ -119,7 +214,10 @@ func (d ConfigDoc) Config() ClusterConfig {
 		}
 	}
 	setIf(&c.MaximumLagOnFailover, d.MaximumLagOnFailover)
-	setIf(&c.SynchronousMode, d.SynchronousMode)
+	if m := d.SynchronousMode; m != nil {
+		c.SynchronousMode, c.SynchronousQuorum = *m != SyncOff, *m == SyncQuorum
+	}
+	setIf(&c.SynchronousNodeCount, d.SynchronousNodeCount)
 	setIf(&c.SynchronousModeStrict, d.SynchronousModeStrict)
 	setIf(&c.Pause, d.Pause)
 	if p := d.PostgreSQL; p != nil {

@@ -32,7 +32,9 @@ func (s State) LeaseTTL() time.Duration {
 //   - No record (Sync.NoRecord): anyone.
 //   - The holder's recorded standbys (Sync.Primary is the holder, or the key
 //     is released and Sync.Primary was the last holder): every commit the
-//     holder acknowledged waited for them.
+//     holder acknowledged waited for them. In quorum mode, where a commit
+//     waited for q of them only (Sync.Quorum), the one that is furthest
+//     among n − q + 1 positions read after the lease ended (quorumReady).
 //   - With the key released, the last holder itself (Sync.Primary).
 //   - While the holder has not renewed at its epoch (it never held a lease,
 //     so it acknowledged nothing): the members that were electable when it
@@ -47,11 +49,22 @@ func (s State) Electable(member string) (ok bool, why string) {
 	if holder == "" && member == s.Sync.Primary {
 		return true, ""
 	}
+	quorumWhy := ""
 	if (holder == "" || holder == s.Sync.Primary) && slices.Contains(s.Sync.Standbys, member) {
-		return true, ""
+		if !s.Sync.quorumRules() {
+			return true, ""
+		}
+		ok, why := s.quorumReady(member)
+		if ok {
+			return true, ""
+		}
+		quorumWhy = why
 	}
 	if !s.Leader.Renewed && slices.Contains(s.Sync.Inherited, member) {
 		return true, ""
+	}
+	if quorumWhy != "" {
+		return false, quorumWhy
 	}
 	if holder != "" && holder != s.Sync.Primary && s.Leader.Renewed {
 		return false, "not a synchronous standby (the synchronous record is not the holder's)"

@@ -20,18 +20,24 @@ const Protocol = 2
 // here, and where only a field is new, only when it is set.
 //
 // Protocol 2 (after v0.1.0): ClusterConfig.MemberSlotsTTL, Slots and
-// IgnoreSlots, in SetConfig; ReportStatus.Slots; FailoverRequest.Hard,
-// in SetFailover.
+// IgnoreSlots, SynchronousQuorum and SynchronousNodeCount, in SetConfig;
+// ReportStatus.Slots and LeaseOver; FailoverRequest.Hard, in SetFailover;
+// SetSync.Quorum (and SyncState.Quorum in its Prev).
 // (A Bootstrap is proposed before any member registered, by a cluster
 // that is new, so of one release.)
 func commandProtocol(c Command) int {
 	switch c := c.(type) {
 	case SetConfig:
-		if c.Config.MemberSlotsTTL != 0 || len(c.Config.Slots) > 0 || len(c.Config.IgnoreSlots) > 0 {
+		if c.Config.MemberSlotsTTL != 0 || len(c.Config.Slots) > 0 || len(c.Config.IgnoreSlots) > 0 ||
+			c.Config.SynchronousQuorum || c.Config.SynchronousNodeCount != 0 {
 			return 2
 		}
 	case ReportStatus:
-		if len(c.Slots) > 0 {
+		if len(c.Slots) > 0 || c.LeaseOver != nil {
+			return 2
+		}
+	case SetSync:
+		if c.Quorum != 0 || c.Prev != nil && c.Prev.Quorum != 0 {
 			return 2
 		}
 	case SetFailover:

@@ -26,8 +26,16 @@ type ClusterConfig struct {
 	MaximumLagOnFailover  int64         `json:"maximum_lag_on_failover"`
 	SynchronousMode       bool          `json:"synchronous_mode"`
 	SynchronousModeStrict bool          `json:"synchronous_mode_strict"`
-	Pause                 bool          `json:"pause"`
-	PostgreSQL            PGConfig      `json:"postgresql"`
+	// SynchronousQuorum (synchronous_mode: quorum) makes commits wait for
+	// any SynchronousNodeCount of the synchronous standbys instead of one
+	// named standby; the commit gate counts them (docs/design.md, "Quorum
+	// commit"). Needs SynchronousMode. Protocol 2.
+	SynchronousQuorum bool `json:"synchronous_quorum,omitempty"`
+	// SynchronousNodeCount is k, the standbys each commit waits for in
+	// quorum mode (NodeCount: zero means 1). Protocol 2.
+	SynchronousNodeCount int      `json:"synchronous_node_count,omitempty"`
+	Pause                bool     `json:"pause"`
+	PostgreSQL           PGConfig `json:"postgresql"`
 	// MemberSlotsTTL is how long the primary keeps the replication slot
 	// of a member that stopped reporting (SlotsTTL: zero is the default,
 	// DefaultMemberSlotsTTL). Protocol 2: set only once every voter
@@ -38,6 +46,12 @@ type ClusterConfig struct {
 	Slots       map[string]PermanentSlot `json:"slots,omitempty"`
 	IgnoreSlots []SlotMatch              `json:"ignore_slots,omitempty"`
 }
+
+// QuorumCommit reports whether synchronous_mode is quorum.
+func (c ClusterConfig) QuorumCommit() bool { return c.SynchronousMode && c.SynchronousQuorum }
+
+// NodeCount is synchronous_node_count: k, at least 1.
+func (c ClusterConfig) NodeCount() int { return max(1, c.SynchronousNodeCount) }
 
 // DefaultMemberSlotsTTL is member_slots_ttl when it is not set, as in
 // Patroni 4.
@@ -133,11 +147,26 @@ func (c ClusterConfig) Validate() error {
 	if c.SynchronousModeStrict && !c.SynchronousMode {
 		errs = append(errs, conf.Errorf("synchronous_mode_strict", "needs synchronous_mode: true"))
 	}
+	if c.SynchronousQuorum && !c.SynchronousMode {
+		errs = append(errs, conf.Errorf("synchronous_mode", "quorum commit needs synchronous mode"))
+	}
+	switch {
+	case c.SynchronousNodeCount < 0 || c.SynchronousNodeCount > MaxSynchronousNodeCount:
+		errs = append(errs, conf.Errorf("synchronous_node_count", "must be between 1 and %d, got %d",
+			MaxSynchronousNodeCount, c.SynchronousNodeCount))
+	case c.SynchronousNodeCount > 1 && !c.SynchronousQuorum:
+		errs = append(errs, conf.Errorf("synchronous_node_count", "more than 1 needs synchronous_mode: quorum "+
+			"(otherwise one standby is synchronous)"))
+	}
 	if err := c.validateSlots(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
+
+// MaxSynchronousNodeCount bounds synchronous_node_count: a cluster has at
+// most 9 voters, so at most 8 standbys (and non-voters rarely more).
+const MaxSynchronousNodeCount = 16
 
 // Detection is DetectionWindow, or its default for a state written before
 // the setting existed (zero).
@@ -221,7 +250,23 @@ type Member struct {
 	// Slots are the positions of the permanent slots on the member, as
 	// of its last status report (protocol 2).
 	Slots []SlotPosition `json:"slots,omitempty"`
+	// LeaseOver, when set, says the positions in Status were read after
+	// the lease of the key at that epoch and revision had ended on the
+	// member's clock (or after that key was released): in quorum mode
+	// an election counts such reports (State.QuorumReady). From the
+	// member's last status report (protocol 2).
+	LeaseOver *KeyRef `json:"lease_over,omitempty"`
 }
+
+// KeyRef names one state of the leader key: an epoch and a revision
+// (LeaderKey.Epoch, LeaderKey.Rev).
+type KeyRef struct {
+	Epoch uint64 `json:"epoch"`
+	Rev   uint64 `json:"rev"`
+}
+
+// Ref is the key's current epoch and revision.
+func (k LeaderKey) Ref() KeyRef { return KeyRef{Epoch: k.Epoch, Rev: k.Rev} }
 
 // AgentVersion is a member agent's release and the protocol (the commands
 // and fields of the replicated state) it understands.
@@ -311,6 +356,11 @@ type SyncState struct {
 	// holder has not renewed (LeaderKey.Renewed), and the first renewal
 	// clears them.
 	Inherited []string `json:"inherited,omitempty"`
+	// Quorum, in quorum mode, is q: every commit acknowledged since the
+	// record was written is on at least q of Standbys, and only on q of
+	// them (0 < q < len(Standbys): the rules of State.QuorumReady apply).
+	// Zero means every standby holds every commit, as outside quorum mode.
+	Quorum int `json:"quorum,omitempty"`
 	// Rev is the Raft index of the record's last change. SetSync's
 	// compare-and-set includes it, so a SetSync whose reply was lost can
 	// never commit after a later one made from the same view, even one
@@ -322,7 +372,7 @@ type SyncState struct {
 // Equal reports whether s and o are the same record (members and Rev).
 func (s SyncState) Equal(o SyncState) bool {
 	return s.Primary == o.Primary && slices.Equal(s.Standbys, o.Standbys) && slices.Equal(s.Inherited, o.Inherited) &&
-		s.Rev == o.Rev
+		s.Quorum == o.Quorum && s.Rev == o.Rev
 }
 
 // NoRecord reports whether nothing is recorded: no primary ever recorded
@@ -444,6 +494,10 @@ func (s State) Clone() State {
 	for k, m := range s.Members {
 		c := *m
 		c.Slots = slices.Clone(m.Slots)
+		if m.LeaseOver != nil {
+			r := *m.LeaseOver
+			c.LeaseOver = &r
+		}
 		out.Members[k] = &c
 	}
 	out.Sync.Standbys = slices.Clone(s.Sync.Standbys)
