@@ -91,11 +91,19 @@ type ClusterRole string
 
 // The roles /cluster shows.
 const (
-	ClusterLeader        ClusterRole = "leader"
-	ClusterReplica       ClusterRole = "replica"
-	ClusterSyncStandby   ClusterRole = "sync_standby"
+	ClusterLeader      ClusterRole = "leader"
+	ClusterReplica     ClusterRole = "replica"
+	ClusterSyncStandby ClusterRole = "sync_standby"
+	// ClusterQuorumStandby is a member of the quorum set in
+	// synchronous_mode: quorum (Patroni 4's name).
+	ClusterQuorumStandby ClusterRole = "quorum_standby"
 	ClusterUninitialized ClusterRole = "uninitialized"
 )
+
+// Synchronous reports whether a member of role r may hold commits the
+// primary acknowledged (sync_standby, quorum_standby): a switchover or a
+// drill goes to one in synchronous mode.
+func Synchronous(r ClusterRole) bool { return r == ClusterSyncStandby || r == ClusterQuorumStandby }
 
 // States /cluster shows beside those members report: no report yet, or
 // the last one too old.
@@ -138,6 +146,8 @@ func BuildClusterView(scope string, st raftstore.State, rs raftstore.Status, now
 		switch {
 		case st.Leader.Holder == name:
 			cm.Role = ClusterLeader
+		case st.Config.QuorumCommit() && slices.Contains(st.Sync.Standbys, name):
+			cm.Role = ClusterQuorumStandby
 		case st.Config.SynchronousMode && slices.Contains(st.Sync.Standbys, name):
 			cm.Role = ClusterSyncStandby
 		case ms.Role == raftstore.RoleUninitialized:

@@ -17,6 +17,7 @@ import (
 var healthPaths = []string{
 	"/primary", "/master", "/leader", "/read-write",
 	"/replica", "/read-only", "/sync", "/synchronous", "/async", "/asynchronous",
+	"/quorum", "/read-only-quorum",
 	"/health", "/liveness", "/readiness",
 }
 
@@ -44,7 +45,11 @@ func healthy(path string, q url.Values, v nodeView) (bool, error) {
 	case "/sync", "/synchronous":
 		return replicaOK() && v.isSync(), nil
 	case "/async", "/asynchronous":
-		return replicaOK() && !v.isSync(), nil
+		return replicaOK() && !v.isSync() && !v.isQuorum(), nil
+	case "/quorum":
+		return replicaOK() && v.isQuorum(), nil
+	case "/read-only-quorum":
+		return v.holdsValidLease() || replicaOK() && v.isQuorum(), nil
 	case "/health":
 		return v.running(), nil
 	case "/liveness":

@@ -52,7 +52,8 @@ func asReplica(v *nodeView) {
 
 func TestHealthy(t *testing.T) {
 	allPaths := append([]string{"/"}, healthPaths...)
-	primaryPaths := []string{"/", "/primary", "/master", "/leader", "/read-write", "/read-only", "/health", "/liveness", "/readiness"}
+	primaryPaths := []string{"/", "/primary", "/master", "/leader", "/read-write", "/read-only", "/read-only-quorum",
+		"/health", "/liveness", "/readiness"}
 	asyncReplica := []string{"/replica", "/read-only", "/async", "/asynchronous", "/health", "/liveness", "/readiness"}
 	tests := []struct {
 		name  string
@@ -117,6 +118,14 @@ func TestHealthy(t *testing.T) {
 				v.st.Sync = raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg2"}}
 			}),
 			want: []string{"/replica", "/read-only", "/sync", "/synchronous", "/health", "/liveness", "/readiness"},
+		},
+		{
+			name: "quorum standby",
+			view: baseView("pg2", asReplica, func(v *nodeView) {
+				v.st.Config.SynchronousMode, v.st.Config.SynchronousQuorum = true, true
+				v.st.Sync = raftstore.SyncState{Primary: "pg1", Standbys: []string{"pg2", "pg3"}, Quorum: 1}
+			}),
+			want: []string{"/replica", "/read-only", "/quorum", "/read-only-quorum", "/health", "/liveness", "/readiness"},
 		},
 		{
 			name: "listed standby while synchronous_mode is off is async",

@@ -74,8 +74,8 @@ func newMetrics(scope, name string) []metric {
 			func(v nodeView, _ *metricInput) float64 { return b2f(v.isReplica()) }),
 		g("patroni_sync_standby", "1 if this node is a synchronous standby, else 0.",
 			func(v nodeView, _ *metricInput) float64 { return b2f(v.isReplica() && v.isSync()) }),
-		g("patroni_quorum_standby", "1 if this node is a quorum standby (never in raftgres).",
-			func(nodeView, *metricInput) float64 { return 0 }),
+		g("patroni_quorum_standby", "1 if this node is a quorum standby (synchronous_mode: quorum), else 0.",
+			func(v nodeView, _ *metricInput) float64 { return b2f(v.isReplica() && v.isQuorum()) }),
 		g("patroni_xlog_received_location", "WAL location received by this replica, else 0.",
 			func(v nodeView, _ *metricInput) float64 {
 				if v.isReplica() {

@@ -53,7 +53,12 @@ func (v nodeView) tags() raftstore.Tags {
 }
 
 func (v nodeView) isSync() bool {
-	return v.st.Config.SynchronousMode && slices.Contains(v.st.Sync.Standbys, v.name)
+	return v.st.Config.SynchronousMode && !v.st.Config.QuorumCommit() && slices.Contains(v.st.Sync.Standbys, v.name)
+}
+
+// isQuorum: in quorum mode, this member is in the recorded quorum set.
+func (v nodeView) isQuorum() bool {
+	return v.st.Config.QuorumCommit() && slices.Contains(v.st.Sync.Standbys, v.name)
 }
 
 // primaryLSN is the last WAL position the primary reported ("" holder: 0).

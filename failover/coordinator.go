@@ -359,11 +359,13 @@ func Recovering(st raftstore.State) []string {
 }
 
 // fastPath reports whether synchronous mode's fast path may apply: not
-// paused, a holder, and a synchronous standby recorded for it.
+// paused, a holder, and a synchronous standby recorded for it that holds
+// every commit (not a quorum set: which of its members does is known
+// only from positions read after the lease ended).
 func fastPath(st raftstore.State) bool {
 	c := st.Config
 	return !c.Pause && c.SynchronousMode && st.Initialize != "" && st.Leader.Holder != "" &&
-		st.Sync.Primary == st.Leader.Holder && len(st.Sync.Standbys) > 0
+		st.Sync.Primary == st.Leader.Holder && len(st.Sync.Standbys) > 0 && st.Sync.QuorumNeed() == 0
 }
 
 // renewalConfig is the config whose renewal interval the holder may still

@@ -69,7 +69,7 @@ func RankCandidates(st raftstore.State, in ElectionInput) []Candidate {
 			c.Why = "tagged nofailover"
 		case m.Tags.FailoverPriority <= 0 && in.Candidate == "":
 			c.Why = "failover_priority 0"
-		case !electable(st, name):
+		case !electable(st, name) && !(in.IgnoreLag && quorumHandOver(st, name)):
 			_, c.Why = st.Electable(name)
 		case !in.IgnoreLag && !st.Config.SynchronousMode && lastPrimary > c.LSN && int64(lastPrimary-c.LSN) > st.Config.MaximumLagOnFailover:
 			c.Why = fmt.Sprintf("lag %d bytes over maximum_lag_on_failover %d", lastPrimary-c.LSN, st.Config.MaximumLagOnFailover)
@@ -106,6 +106,15 @@ func Elect(st raftstore.State, in ElectionInput) (raftstore.SetLeader, bool) {
 		Reason: in.Reason, Choice: explainChoice(ranked, in), Actor: in.Actor,
 		Rules: raftstore.RulesSyncKey,
 	}, true
+}
+
+// quorumHandOver: in quorum mode a switchover may go to any recorded
+// standby of the holder. The holder stops cleanly and hands over only once
+// the candidate has its shutdown checkpoint, so the candidate then holds
+// every commit, whichever q of the set each waited for.
+func quorumHandOver(st raftstore.State, name string) bool {
+	return st.Sync.QuorumNeed() > 0 && st.Leader.Holder != "" && st.Sync.Primary == st.Leader.Holder &&
+		slices.Contains(st.Sync.Standbys, name)
 }
 
 func electable(st raftstore.State, name string) bool {

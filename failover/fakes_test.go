@@ -302,6 +302,9 @@ func describe(cmd raftstore.Command) string {
 	case raftstore.SetLeader:
 		return fmt.Sprintf("SetLeader %q prev=%d/%d cause=%s", c.Holder, c.PrevEpoch, c.PrevRev, c.Cause)
 	case raftstore.SetSync:
+		if c.Quorum > 0 {
+			return fmt.Sprintf("SetSync %s %v q%d @%d", c.Primary, c.Standbys, c.Quorum, c.Epoch)
+		}
 		return fmt.Sprintf("SetSync %s %v @%d", c.Primary, c.Standbys, c.Epoch)
 	case raftstore.ReportStatus:
 		return fmt.Sprintf("ReportStatus %s %s %s", c.Name, c.Status.Role, c.Status.State)
@@ -445,6 +448,24 @@ type fakePostgres struct {
 	desired map[string][]pgmanager.Desired // per method
 	// fenceSig receives a value at every Fence call.
 	fenceSig chan struct{}
+	// gateQ and gateNames are the commit gate's last quorum rule.
+	gateQ     int
+	gateNames []string
+}
+
+// gateRule is the gate's last rule.
+func (p *fakePostgres) gateRule() (int, []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gateQ, slices.Clone(p.gateNames)
+}
+
+// SetGateQuorum records the gate's rule.
+func (p *fakePostgres) SetGateQuorum(q int, names []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gateQ, p.gateNames = q, slices.Clone(names)
+	p.ev.add("gate quorum %d of %v", q, names)
 }
 
 func newFakePostgres(ev *events, st pgmanager.Status) *fakePostgres {

@@ -41,6 +41,12 @@ type Postgres interface {
 	// RunGate runs the commit gate until ctx ends: it acknowledges the
 	// primary's WAL only while time.Now() is before leaseEnd().
 	RunGate(ctx context.Context, leaseEnd func() time.Time, leaseChanged func() <-chan struct{}) error
+	// SetGateQuorum makes the commit gate confirm WAL only once q of
+	// names (standbys' application names) have flushed it, besides the
+	// lease (q = 0: the lease alone). Every reply sent after it returns
+	// uses the new rule; one computed before confirms no more than the
+	// WAL flushed then.
+	SetGateQuorum(q int, names []string)
 	// Fence kills the postmaster's process group at once (SIGKILL) without
 	// waiting for anything the supervisor loop may hold; it reports whether
 	// it signalled.

@@ -179,6 +179,9 @@ func (s *Supervisor) renew(ctx context.Context, st raftstore.State) {
 	if !s.renewDue(st, sent) {
 		return
 	}
+	// The gate must hold this term's quorum rule before it can confirm
+	// anything under the lease this renewal gives (quorum.go).
+	s.pushGate(s.gateRule(st))
 	rctx, cancel := s.leaseBound(ctx, st, st.Config.RetryTimeout)
 	defer cancel()
 	idx, err := s.commit(rctx, raftstore.RenewLeader{Holder: s.cfg.Member, Epoch: st.Leader.Epoch, At: sent.UTC(),

@@ -200,8 +200,12 @@ func (w *simWorld) join(m *simMember) {
 		if _, ok := st.Members[m.name]; ok || !m.left || m.dead {
 			return nil, false
 		}
-		return raftstore.RegisterMember{Name: m.name, PGAddr: simPGAddr(m.i), APIAddr: fmt.Sprintf("10.0.0.%d:8008", m.i+1),
-			RaftAddr: fmt.Sprintf("10.0.0.%d:7001", m.i+1), Tags: raftstore.DefaultTags(), At: w.now}, true
+		reg := raftstore.RegisterMember{Name: m.name, PGAddr: simPGAddr(m.i), APIAddr: fmt.Sprintf("10.0.0.%d:8008", m.i+1),
+			RaftAddr: fmt.Sprintf("10.0.0.%d:7001", m.i+1), Tags: raftstore.DefaultTags(), At: w.now}
+		if w.cfg.quorum {
+			reg.Agent = raftstore.AgentVersion{Version: "sim", Protocol: raftstore.Protocol}
+		}
+		return reg, true
 	}})
 }
 

@@ -69,7 +69,14 @@ type simPG struct {
 	ssnNames             []string
 
 	streaming bool // its walreceiver streams from upstream
+	// streamed: the walreceiver streamed since the server started (a
+	// standby shows a received position only then).
+	streamed bool
 	gateFlush uint64
+	// gateQ of gateNames must have flushed what the gate confirms
+	// (SetGateQuorum; 0: the lease alone).
+	gateQ     int
+	gateNames []string
 	pending   []simCommit
 	epoch     uint64 // epoch under which it became writable
 	keeperAt  time.Time
@@ -124,7 +131,11 @@ func (p *simPG) Status(context.Context) (pgmanager.Status, error) {
 	st := pgmanager.Status{Running: true, InRecovery: p.recovery, SystemID: p.sysid, Timeline: p.timeline,
 		SyncStandbyNames: p.ssn, Version: "15"}
 	if p.recovery {
-		st.ReceivedLSN, st.ReplayedLSN = simLSN(len(p.wal)), simLSN(len(p.wal))
+		st.ReplayedLSN = simLSN(len(p.wal))
+		if p.streamed {
+			st.ReceivedLSN = simLSN(len(p.wal))
+		}
+		st.ReplayExhausted = !p.streaming // replay is instant here
 		if p.streaming {
 			st.WalReceiver = "streaming"
 		}
@@ -205,7 +216,7 @@ func (p *simPG) Start(_ context.Context, d pgmanager.Desired) error {
 		p.signal = true
 		p.keeperAt = time.Time{} // a standby acknowledges nothing: the keeper is disarmed
 	}
-	p.running, p.recovery, p.streaming = true, p.signal, false
+	p.running, p.recovery, p.streaming, p.streamed = true, p.signal, false, false
 	p.ckpt = len(p.wal) // the end-of-recovery checkpoint (or the shutdown one it started from)
 	w.tracef(p.m.name, "pg: started %s (tl %d, lsn %d, upstream %q, ssn %s)", p.role(), p.timeline, len(p.wal), p.upstream, p.ssn)
 	if !p.recovery {
@@ -439,6 +450,34 @@ func (p *simPG) fenceLocked(by string) bool {
 
 func (p *simPG) Callback(string, string) {}
 
+// SetGateQuorum takes the gate's rule; its next reply uses it (pgTick).
+func (p *simPG) SetGateQuorum(q int, names []string) {
+	defer p.lock()()
+	if q != p.gateQ || !slices.Equal(names, p.gateNames) {
+		p.m.w.tracef(p.m.name, "gate quorum %d of %v", q, names)
+	}
+	p.gateQ, p.gateNames = q, slices.Clone(names)
+}
+
+// gateQuorumFlush is what the gate may confirm by its quorum rule: the
+// position gateQ of gateNames streaming from p flushed (mu held).
+func (w *simWorld) gateQuorumFlush(p *simPG) uint64 {
+	if p.gateQ == 0 {
+		return ^uint64(0)
+	}
+	var flushes []uint64
+	for _, ws := range w.walsenders(p) {
+		if !ws.gate && slices.Contains(p.gateNames, ws.name) {
+			flushes = append(flushes, ws.flush)
+		}
+	}
+	if len(flushes) < p.gateQ {
+		return 0
+	}
+	slices.Sort(flushes)
+	return flushes[len(flushes)-p.gateQ]
+}
+
 func (p *simPG) Hook(context.Context, string) error { return nil }
 
 func (p *simPG) GateConnected() bool {
@@ -608,6 +647,7 @@ func (w *simWorld) pgTick() {
 		u, ok := w.by[p.upstream]
 		was := p.streaming
 		p.streaming = ok && u != s && u.pg.running && !u.suspended && w.bidir(s, u, linkPG) && isPrefix(p.wal, u.pg.wal)
+		p.streamed = p.streamed || p.streaming
 		if p.streaming && !s.stalled && len(p.wal) < len(u.pg.wal) {
 			p.wal = slices.Clone(u.pg.wal)
 		}
@@ -622,7 +662,7 @@ func (w *simWorld) pgTick() {
 			continue
 		}
 		if m.alive && !m.paused && m.sup != nil && w.now.Before(m.sup.lease.End().Add(-pgmanager.GateMargin)) {
-			p.gateFlush = simLSN(len(p.wal))
+			p.gateFlush = min(simLSN(len(p.wal)), w.gateQuorumFlush(p))
 		}
 		ws := w.walsenders(p)
 		keep := p.pending[:0]

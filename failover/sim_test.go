@@ -156,6 +156,10 @@ type simParams struct {
 	pLostReply float64
 	pCommit    float64
 	permanent  bool // one member stays lost after the heal
+	// quorum is synchronous_mode: quorum with synchronous_node_count
+	// nodeCount (drawn from rng5, in half the synchronous schedules).
+	quorum    bool
+	nodeCount int
 	// killElected is the chance that a newly elected holder's host dies
 	// at once, before its first renewal.
 	killElected float64
@@ -206,6 +210,15 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 		w.cfg.pUnclean = 0.3
 	}
 	w.rng4 = rand.New(rand.NewSource(seed*1299709 + 5))
+	w.rng5 = rand.New(rand.NewSource(seed*15485863 + 7))
+	if w.cfg.sync && w.rng5.Intn(2) == 0 && !slices.ContainsFunc(simRegressions, func(r struct {
+		seed    int64
+		finding string
+	}) bool {
+		return r.seed == seed
+	}) {
+		w.cfg.quorum, w.cfg.nodeCount = true, 1+w.rng5.Intn(w.cfg.members-2)
+	}
 	if traced {
 		w.trace = &simTrace{}
 	}
@@ -222,6 +235,9 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 	cfg := raftstore.DefaultClusterConfig()
 	cfg.TTL = w.cfg.ttl
 	cfg.SynchronousMode, cfg.SynchronousModeStrict = w.cfg.sync, w.cfg.strict
+	if w.cfg.quorum {
+		cfg.SynchronousQuorum, cfg.SynchronousNodeCount = true, w.cfg.nodeCount
+	}
 	cfg.PostgreSQL.UseSlots = false
 	w.base = 0
 	w.states = []raftstore.State{raftstore.NewState()}
@@ -229,8 +245,12 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 	at := w.start.Add(-time.Minute)
 	w.commitLocked(raftstore.Bootstrap{Config: cfg, Actor: "a", At: at}, "init")
 	for _, m := range w.mem {
-		w.commitLocked(raftstore.RegisterMember{Name: m.name, PGAddr: simPGAddr(m.i), APIAddr: fmt.Sprintf("10.0.0.%d:8008", m.i+1),
-			RaftAddr: fmt.Sprintf("10.0.0.%d:7001", m.i+1), Tags: raftstore.DefaultTags(), At: at}, "init")
+		reg := raftstore.RegisterMember{Name: m.name, PGAddr: simPGAddr(m.i), APIAddr: fmt.Sprintf("10.0.0.%d:8008", m.i+1),
+			RaftAddr: fmt.Sprintf("10.0.0.%d:7001", m.i+1), Tags: raftstore.DefaultTags(), At: at}
+		if w.cfg.quorum { // quorum mode's reports need protocol 2 of every member
+			reg.Agent = raftstore.AgentVersion{Version: "sim", Protocol: raftstore.Protocol}
+		}
+		w.commitLocked(reg, "init")
 	}
 	w.commitLocked(raftstore.Initialize{SystemID: simSysID, Actor: "a", At: at}, "init")
 	w.commitLocked(raftstore.SetLeader{Holder: "a", PrevEpoch: 0, PrevRev: 0, Reason: "sim start", Cause: raftstore.CauseBootstrap,
@@ -244,8 +264,8 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 		m.pg.ckpt = len(m.pg.wal)
 		w.startAgent(m)
 	}
-	w.tracef("--", "seed %d: %d members, synchronous_mode=%v strict=%v ttl=%s faults for %s, drop/delay/lost %.3f/%.3f/%.3f, permanent loss %v, new holder dies %.2f, unclean fast stops %.2f",
-		seed, w.cfg.members, w.cfg.sync, w.cfg.strict, w.cfg.ttl, w.cfg.faultPhase, w.cfg.pDrop, w.cfg.pDelay, w.cfg.pLostReply, w.cfg.permanent, w.cfg.killElected, w.cfg.pUnclean)
+	w.tracef("--", "seed %d: %d members, synchronous_mode=%v quorum=%v/%d strict=%v ttl=%s faults for %s, drop/delay/lost %.3f/%.3f/%.3f, permanent loss %v, new holder dies %.2f, unclean fast stops %.2f",
+		seed, w.cfg.members, w.cfg.sync, w.cfg.quorum, w.cfg.nodeCount, w.cfg.strict, w.cfg.ttl, w.cfg.faultPhase, w.cfg.pDrop, w.cfg.pDelay, w.cfg.pLostReply, w.cfg.permanent, w.cfg.killElected, w.cfg.pUnclean)
 	return w
 }
 
@@ -622,15 +642,31 @@ func (w *simWorld) ackable(m *simMember) bool {
 		return true
 	}
 	n := 0
-	for _, s := range w.walsenders(p) {
+	ws := w.walsenders(p)
+	for _, s := range ws {
 		if s.syncState == "sync" || s.syncState == "quorum" {
 			if !s.gate && w.by[s.name].stalled {
+				continue
+			}
+			if s.gate && !w.gateQuorumStreams(p, ws) {
 				continue
 			}
 			n++
 		}
 	}
 	return n >= num
+}
+
+// gateQuorumStreams reports whether enough of the gate's quorum set
+// streams from p for the gate to confirm anything new (mu held).
+func (w *simWorld) gateQuorumStreams(p *simPG, ws []simWalsender) bool {
+	n := 0
+	for _, s := range ws {
+		if !s.gate && slices.Contains(p.gateNames, s.name) && !w.by[s.name].stalled {
+			n++
+		}
+	}
+	return n >= p.gateQ
 }
 
 // checkTick checks what holds at every instant (mu held).
@@ -655,6 +691,19 @@ func (w *simWorld) livenessRequired() (bool, string) {
 	if !w.cfg.sync {
 		return true, "asynchronous mode"
 	}
+	if w.cfg.quorum && w.cfg.strict {
+		// Strict quorum mode acknowledges nothing without k standbys
+		// besides the primary.
+		alive := 0
+		for _, m := range w.mem {
+			if !m.dead && !m.left {
+				alive++
+			}
+		}
+		if alive < 1+w.cfg.nodeCount {
+			return false, ""
+		}
+	}
 	if w.recovered {
 		// The kept record names a survivor, or --allow-data-loss
 		// cleared it; strict mode needs a standby besides.
@@ -664,7 +713,7 @@ func (w *simWorld) livenessRequired() (bool, string) {
 				alive++
 			}
 		}
-		if w.cfg.strict && alive < 2 {
+		if w.cfg.strict && alive < 2 || w.cfg.quorum && w.cfg.strict && alive < 1+w.cfg.nodeCount {
 			return false, ""
 		}
 		return true, "raftgres recover left the survivors a record naming one of them, or none"
@@ -674,6 +723,20 @@ func (w *simWorld) livenessRequired() (bool, string) {
 		return true, "the last holder that renewed, " + lr.name + ", is alive"
 	}
 	st := w.committed()
+	if st.Sync.Primary == w.lastRenewed && st.Sync.QuorumNeed() > 0 {
+		// Quorum mode: an election needs n − q + 1 of the recorded
+		// standbys.
+		alive := 0
+		for _, s := range st.Sync.Standbys {
+			if m, ok := w.by[s]; ok && !m.dead {
+				alive++
+			}
+		}
+		if alive >= st.Sync.QuorumNeed() {
+			return true, fmt.Sprintf("%d of the quorum set %v of the last holder that renewed are alive", alive, st.Sync.Standbys)
+		}
+		return false, ""
+	}
 	if st.Sync.Primary == w.lastRenewed {
 		for _, s := range st.Sync.Standbys {
 			if m, ok := w.by[s]; ok && !m.dead {

@@ -96,7 +96,9 @@ type simWorld struct {
 	// rng3 draws the unclean stops (another stream, for the same reason).
 	rng3 *rand.Rand
 	// rng4 draws the hard failovers (another stream, for the same reason).
-	rng4   *rand.Rand
+	rng4 *rand.Rand
+	// rng5 draws quorum mode (another stream, for the same reason).
+	rng5   *rand.Rand
 	toKill []string
 	seed   int64
 	cfg    simParams

@@ -73,6 +73,10 @@ type reporter struct {
 	// slots are the permanent slots' positions here, as last seen: they
 	// go with every report, and change no report's due time.
 	slots []raftstore.SlotPosition
+	// over is the key state whose lease had ended, on this host's clock,
+	// before this round read PostgreSQL's status (leaseOver): a running
+	// replica's report then carries it (quorum mode).
+	over *raftstore.KeyRef
 }
 
 // Supervisor runs on every node: observe → decide → act → report, in one
@@ -108,6 +112,15 @@ type Supervisor struct {
 	pacer pacer
 
 	gateDownSince time.Time // since when this holder's commit gate has not been connected
+	// gatePushed is the quorum rule the commit gate was last given (nil:
+	// none yet in this process).
+	gatePushed *quorumRule
+	// keySeen is when this member first saw the key's current state
+	// (leaseOver).
+	keySeen struct {
+		ref raftstore.KeyRef
+		at  time.Time
+	}
 	// holderSeen is when this member first saw the key's current epoch
 	// held by another member (Observation.PrimaryOverdue).
 	holderSeen struct {
@@ -329,6 +342,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 	if wait, ok := s.renewOnly(st); ok {
 		return wait
 	}
+	s.reporter.over = s.leaseOver(st, s.clock.Now()) // before PostgreSQL is read
 	sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, time.Second))
 	pgst, err := s.pg.Status(sctx)
 	cancel()
@@ -393,6 +407,11 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		// this member's reports (catching up, promoted), so report at
 		// once rather than a loop_wait late.
 		loopWait = min(loopWait, requestLoop)
+	}
+	if d := s.untilLeaseOver(st, s.clock.Now()); d > 0 && d < loopWait {
+		// Quorum mode: report a position read after the holder's lease
+		// ended as soon as it has (an election waits for it).
+		loopWait = d
 	}
 	if st.Leader.Holder == s.cfg.Member && !s.lease.End().IsZero() {
 		// Wake for the next renewal on time rather than up to a
@@ -752,9 +771,23 @@ func (s *Supervisor) reportBusy(ctx context.Context, p Plan) {
 
 // sendReport commits ms as this member's status, stamped now.
 func (s *Supervisor) sendReport(ctx context.Context, ms raftstore.MemberStatus) error {
+	return s.sendReportOver(ctx, ms, nil)
+}
+
+// sameRef reports whether m's last report carried over.
+func sameRef(m *raftstore.Member, over *raftstore.KeyRef) bool {
+	if m == nil || m.LeaseOver == nil || over == nil {
+		return over == nil && (m == nil || m.LeaseOver == nil)
+	}
+	return *m.LeaseOver == *over
+}
+
+// sendReportOver is sendReport with the key state whose lease had ended
+// before ms was read (quorum mode; nil for none).
+func (s *Supervisor) sendReportOver(ctx context.Context, ms raftstore.MemberStatus, over *raftstore.KeyRef) error {
 	now := s.clock.Now()
 	ms.ReportedAt = now.UTC()
-	rs := raftstore.ReportStatus{Name: s.cfg.Member, Status: ms}
+	rs := raftstore.ReportStatus{Name: s.cfg.Member, Status: ms, LeaseOver: over}
 	// Slot positions need protocol 2 of every member (raftstore's
 	// CheckProtocol would refuse the whole report otherwise).
 	if st := s.store.State(); len(st.Config.Slots) > 0 {
@@ -1116,10 +1149,19 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 			s.syncStandbySlots(ctx, st, pgst)
 		}
 	}
-	if !s.reportDue(st, ms, s.clock.Now()) {
+	// A position read after the lease ended counts in a quorum election
+	// only when it is the end of the WAL the replica holds: it received
+	// by streaming since it started (the walreceiver starts only after
+	// replay used up the local WAL), or its replay waits for WAL that no
+	// source has (a restarted standby whose primary is gone).
+	var over *raftstore.KeyRef
+	if pgst.Running && pgst.InRecovery && pgst.Error == "" && (pgst.ReceivedLSN > 0 || pgst.ReplayExhausted) {
+		over = s.reporter.over
+	}
+	if !s.reportDue(st, ms, s.clock.Now()) && sameRef(st.Members[s.cfg.Member], over) {
 		return
 	}
-	if err := s.sendReport(ctx, ms); err != nil {
+	if err := s.sendReportOver(ctx, ms, over); err != nil {
 		s.logger.Warn("report status", "error", err)
 	}
 }

@@ -53,6 +53,12 @@ type syncState struct {
 	// uncertain is set when a SetSync's outcome is unknown (see
 	// applySync).
 	uncertain bool
+	// gate is the commit gate's quorum rule in quorum mode (quorum.go),
+	// set from the record once per term (gateSet); quorumSince the
+	// primary's WAL position read once the gate used it.
+	gate        quorumRule
+	gateSet     bool
+	quorumSince *uint64
 }
 
 // SyncBlip is how long a recorded synchronous standby may stop streaming
@@ -150,6 +156,17 @@ func chooseSync(st raftstore.State, me string, pgst pgmanager.Status, fresh map[
 //   - in strict mode it never drops to the gate alone
 //     (TestStrictModeHolderStartsAndPromotesWithAStandbyRequired).
 func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
+	if st.Config.QuorumCommit() {
+		s.manageQuorum(ctx, st, pgst)
+		return
+	}
+	s.manageFirst(ctx, st, pgst)
+	// A quorum record replaced: the gate stops counting its standbys.
+	s.pushGate(s.gateRule(s.store.State()))
+}
+
+// manageFirst is manageSync outside quorum mode.
+func (s *Supervisor) manageFirst(ctx context.Context, st raftstore.State, pgst pgmanager.Status) {
 	me := s.cfg.Member
 	if t := s.termAt(st.Leader.Epoch); t.sync.names == "" {
 		t.sync.names = s.syncNames(st) // a new term: what the FSM records for this primary
@@ -166,6 +183,17 @@ func (s *Supervisor) manageSync(ctx context.Context, st raftstore.State, pgst pg
 	// (TestApplyWaitsForTheLocalStoreOnlyWhereItActs; the simulator's
 	// mutation review3-sync-not-atomic).
 	prev := st.Sync
+	if st.Sync.Primary == me && st.Sync.Quorum > 0 {
+		// A record of quorum mode, which just ended: the gate still
+		// counts its standbys, and the synchronous setting may name
+		// none of them yet. Record the primary alone (always true), and
+		// the gate may stop counting; a standby is then recorded as in
+		// synchronous mode.
+		if _, err := s.applySync(ctx, raftstore.SetSync{Primary: me, Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {
+			s.logger.Warn("leave the quorum record", "error", err)
+		}
+		return
+	}
 	if !st.Config.SynchronousMode {
 		if !st.Sync.NoRecord() {
 			if _, err := s.applySync(ctx, raftstore.SetSync{Epoch: st.Leader.Epoch, Prev: &prev}); err != nil {

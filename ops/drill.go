@@ -67,7 +67,7 @@ func PlanDrill(view api.ClusterView, h ClusterHealth, failover bool) (DrillPlan,
 func SyncStandbys(view api.ClusterView) []string {
 	var out []string
 	for _, m := range view.Members {
-		if m.Role == api.ClusterSyncStandby {
+		if api.Synchronous(m.Role) {
 			out = append(out, m.Name)
 		}
 	}

@@ -61,7 +61,7 @@ func RollingTargets(view api.ClusterView, started map[string]time.Time, since ti
 func SwitchoverCandidate(view api.ClusterView, replicas []string) string {
 	best, bestLag := "", int64(-1)
 	for _, m := range view.Members {
-		if !slices.Contains(replicas, m.Name) || m.Lag == nil || (view.SynchronousMode && m.Role != api.ClusterSyncStandby) {
+		if !slices.Contains(replicas, m.Name) || m.Lag == nil || (view.SynchronousMode && !api.Synchronous(m.Role)) {
 			continue
 		}
 		if bestLag < 0 || *m.Lag < bestLag {

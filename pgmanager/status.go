@@ -42,11 +42,15 @@ type Status struct {
 	// CurrentLSN is pg_current_wal_flush_lsn() on a primary.
 	CurrentLSN uint64
 	// ReceivedLSN / ReplayedLSN are a standby's.
-	ReceivedLSN    uint64
-	ReplayedLSN    uint64
-	PendingRestart bool
-	SystemID       string
-	Version        string
+	ReceivedLSN uint64
+	// ReplayExhausted: the standby's startup process waits for WAL after
+	// every source failed (wait event RecoveryRetrieveRetryInterval): it
+	// has replayed all the WAL it has, so ReplayedLSN is its end.
+	ReplayExhausted bool
+	ReplayedLSN     uint64
+	PendingRestart  bool
+	SystemID        string
+	Version         string
 	// WalReceiver is pg_stat_wal_receiver's status on a standby ("" if none).
 	WalReceiver     string
 	WalReceiverFrom string
@@ -242,8 +246,10 @@ func (m *Manager) lsnStatus(ctx context.Context, conn *pgx.Conn, st *Status) err
 	err := conn.QueryRow(ctx, `SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
 		(SELECT status FROM pg_stat_wal_receiver), (SELECT sender_host FROM pg_stat_wal_receiver),
 		(SELECT received_tli FROM pg_stat_wal_receiver), pg_is_wal_replay_paused(), pg_last_xact_replay_timestamp(),
-		current_setting('primary_conninfo')`).
-		Scan(&recv, &replay, &wrStatus, &wrHost, &tli, &st.ReplayPaused, &replayAt, &conninfo)
+		current_setting('primary_conninfo'),
+		EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'startup'
+			AND wait_event = 'RecoveryRetrieveRetryInterval')`).
+		Scan(&recv, &replay, &wrStatus, &wrHost, &tli, &st.ReplayPaused, &replayAt, &conninfo, &st.ReplayExhausted)
 	if err != nil {
 		return fmt.Errorf("standby lsn of %s: %w", m.member, err)
 	}

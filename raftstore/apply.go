@@ -139,10 +139,12 @@ func applyReportStatus(s *State, c ReportStatus) error {
 	}
 	m.Status = c.Status
 	m.Slots = slices.Clone(c.Slots)
-	m.LeaseOver = nil
-	if c.LeaseOver != nil {
+	switch {
+	case c.LeaseOver != nil:
 		r := *c.LeaseOver
-		m.LeaseOver = &r
+		m.LeaseOver, m.LeaseOverLSN = &r, PositionLSN(c.Status)
+	case m.LeaseOver != nil && *m.LeaseOver != s.Leader.Ref():
+		m.LeaseOver, m.LeaseOverLSN = nil, 0
 	}
 	return nil
 }

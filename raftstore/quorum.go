@@ -61,9 +61,9 @@ func (s State) quorumReady(member string) (bool, string) {
 	if !slices.Contains(reports, member) {
 		return false, "quorum commit: no position read after the lease ended"
 	}
-	mine := PositionLSN(s.Members[member].Status)
+	mine := s.Members[member].LeaseOverLSN
 	for _, r := range reports {
-		if l := PositionLSN(s.Members[r].Status); l > mine {
+		if l := s.Members[r].LeaseOverLSN; l > mine {
 			return false, fmt.Sprintf("quorum commit: %s is further (%d > %d)", r, l, mine)
 		}
 	}

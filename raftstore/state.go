@@ -256,6 +256,11 @@ type Member struct {
 	// an election counts such reports (State.QuorumReady). From the
 	// member's last status report (protocol 2).
 	LeaseOver *KeyRef `json:"lease_over,omitempty"`
+	// LeaseOverLSN is the position (PositionLSN) the report that set
+	// LeaseOver carried. Both stay through later reports without one, until
+	// the key changes: a standby restarted after it reported shows no
+	// received position for a while, yet holds the WAL it had.
+	LeaseOverLSN uint64 `json:"lease_over_lsn,omitempty"`
 }
 
 // KeyRef names one state of the leader key: an epoch and a revision

@@ -59,7 +59,7 @@ func planBackup(view api.ClusterView, me, from string) (backupFrom, error) {
 		switch {
 		case m.Role == api.ClusterLeader && m.State == raftstore.StateRunning:
 			out.Primary = m.Name
-		case (m.Role == api.ClusterReplica || m.Role == api.ClusterSyncStandby) && m.State == raftstore.StateRunning && m.Lag != nil:
+		case (m.Role == api.ClusterReplica || api.Synchronous(m.Role)) && m.State == raftstore.StateRunning && m.Lag != nil:
 			if best == nil || best.Name != me && (m.Name == me || *m.Lag < *best.Lag) {
 				best = &view.Members[i]
 			}

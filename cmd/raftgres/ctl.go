@@ -149,7 +149,8 @@ func patroniView(view api.ClusterView, streaming map[string]bool) api.ClusterVie
 	out := view
 	out.Members = slices.Clone(view.Members)
 	for i, m := range out.Members {
-		role := map[api.ClusterRole]string{api.ClusterLeader: "Leader", api.ClusterSyncStandby: "Sync Standby"}[m.Role]
+		role := map[api.ClusterRole]string{api.ClusterLeader: "Leader", api.ClusterSyncStandby: "Sync Standby",
+			api.ClusterQuorumStandby: "Quorum Standby"}[m.Role]
 		if role == "" {
 			role = "Replica"
 		}
