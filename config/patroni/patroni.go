@@ -157,9 +157,9 @@ func patroniRules() map[string]patroniRule {
 		"bootstrap.dcs.loop_wait":                                          same,
 		"bootstrap.dcs.retry_timeout":                                      same,
 		"bootstrap.dcs.maximum_lag_on_failover":                            same,
-		"bootstrap.dcs.synchronous_mode":                                   boolean,
+		"bootstrap.dcs.synchronous_mode":                                   syncMode,
 		"bootstrap.dcs.synchronous_mode_strict":                            boolean,
-		"bootstrap.dcs.synchronous_node_count":                             skip("raftgres keeps one synchronous standby (no quorum commit)"),
+		"bootstrap.dcs.synchronous_node_count":                             override,
 		"bootstrap.dcs.failsafe_mode":                                      skip("failsafe mode is not supported: a primary cut off from the Raft majority stops at its lease's end"),
 		"bootstrap.dcs.standby_cluster":                                    skip("standby clusters are not supported"),
 		"bootstrap.dcs.member_slots_ttl":                                   patroniDuration,
@@ -295,6 +295,7 @@ func Convert(src []byte, opts Options) (*Conversion, error) {
 	c.preRead(root)
 	c.walk(nil, root)
 	c.settleOverrides()
+	c.settleNodeCount()
 
 	member := opts.Member
 	if member == "" {
@@ -490,6 +491,49 @@ func (c *patroniConverter) settleOverrides() {
 			}
 		}
 	}
+}
+
+// settleNodeCount converts synchronous_node_count with
+// synchronous_mode: quorum (k of the standbys); otherwise raftgres keeps
+// one synchronous standby, and a count above 1 is reported.
+func (c *patroniConverter) settleNodeCount() {
+	k, ok := c.overrides["bootstrap.dcs.synchronous_node_count"]
+	if !ok {
+		return
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(k.val.Value))
+	switch {
+	case k.val.Kind != yaml.ScalarNode || err != nil || n < 1:
+		c.skip(k, "must be a whole number of standbys, at least 1")
+	case lookupPath(c.out, "bootstrap", "dcs", "synchronous_mode").Value == "quorum":
+		c.set(k.path, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: strconv.Itoa(n)}, k.line)
+	case n > 1:
+		c.skip(k, "with synchronous_mode: true raftgres keeps one synchronous standby; synchronous_mode: quorum waits for any k")
+	}
+}
+
+// lookupPath is the value at path in mapping m, or an empty scalar.
+func lookupPath(m *yaml.Node, path ...string) *yaml.Node {
+	for _, key := range path {
+		if m = lookupNode(m, key); m == nil {
+			return &yaml.Node{Kind: yaml.ScalarNode}
+		}
+	}
+	return m
+}
+
+// syncMode is synchronous_mode: a boolean, or quorum (Patroni 4).
+func syncMode(c *patroniConverter, k patroniKey) {
+	if k.val.Kind == yaml.ScalarNode && strings.EqualFold(strings.TrimSpace(k.val.Value), "quorum") {
+		c.set(k.path, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "quorum"}, k.line)
+		return
+	}
+	v := boolValue(k.val)
+	if v == nil {
+		c.skip(k, "must be true, false or quorum")
+		return
+	}
+	c.set(k.path, v, k.line)
 }
 
 // The rules.
