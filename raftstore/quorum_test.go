@@ -225,3 +225,24 @@ func TestSynchronousModeDocument(t *testing.T) {
 		t.Fatalf("synchronous_node_count 2 without quorum: err %v", err)
 	}
 }
+
+// A recovery keeps a quorum record only when n − q + 1 of its set
+// survive: a commit may be on any q of them.
+func TestRecoveryKeepsAQuorumRecordOnlyWithEnoughOfTheSet(t *testing.T) {
+	t.Parallel()
+	a := quorumCluster(t, 2) // 2 of b, c, d, e: an election needs 3 of them
+	st := a.f.State()
+	for _, tc := range []struct {
+		survivors []string
+		lost      bool
+	}{
+		{[]string{"b", "c", "d"}, false},
+		{[]string{"b", "c"}, true},
+		{[]string{"a", "b"}, false}, // the last primary holds everything it acknowledged
+	} {
+		alive, lost := syncSurvivors(st, tc.survivors)
+		if lost != tc.lost {
+			t.Errorf("survivors %v: lost %v (alive %v), want %v", tc.survivors, lost, alive, tc.lost)
+		}
+	}
+}

@@ -100,6 +100,22 @@ func syncSurvivors(s State, survivors []string) (alive []string, lost bool) {
 	if !after.Config.SynchronousMode || after.Sync.NoRecord() {
 		return nil, false
 	}
+	if need := after.Sync.QuorumNeed(); need > 0 {
+		// A quorum set: its survivors may be elected, the furthest of
+		// them once they report, if n − q + 1 of it survive (or the last
+		// primary, which holds everything it acknowledged).
+		inSet := 0
+		for _, name := range survivors {
+			switch {
+			case slices.Contains(after.Sync.Standbys, name):
+				inSet++
+				alive = append(alive, name)
+			case name == after.Sync.Primary:
+				alive = append(alive, name)
+			}
+		}
+		return alive, inSet < need && !slices.Contains(survivors, after.Sync.Primary)
+	}
 	for _, name := range survivors {
 		if ok, _ := after.Electable(name); ok {
 			alive = append(alive, name)
