@@ -110,13 +110,15 @@ race: deps
 
 # Benchmarks: every fault under pgbench load (tpcb-like, 4 clients,
 # multi-host libpq) with a client writing every 20ms, sync and async side by
-# side; Raft soak; commit gate cost. Prints min/median/max; figures in
+# side; quorum commit on 5 members (FIRST 1 against quorum k = 1 and 2 of 4
+# standbys: a lost host, commit latency); Raft soak; commit gate cost.
+# Prints min/median/max; figures in
 # bin/bench-failover.json, agent logs in bin/bench-logs/. Settings:
 # BENCH_RUNS (5), BENCH_IDLE_SECONDS (60), BENCH_SOAK_SECONDS (120),
-# BENCH_ONLY (kill9,cut,switchover,rolling,raft,pgcrash,idle), BENCH_DCS, BENCH_RAFT,
+# BENCH_ONLY (kill9,cut,switchover,rolling,raft,pgcrash,idle,quorum), BENCH_DCS, BENCH_RAFT,
 # BENCH_PGBENCH_SCALE, BENCH_PGBENCH_RATE, BENCH_GATE_SECONDS.
 bench: deps
-	RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime=1x -timeout 30m ./integration/
+	RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime=1x -timeout 60m ./integration/
 
 # A real local 3-member cluster on 127.0.0.1; Ctrl-C stops it.
 demo: deps build

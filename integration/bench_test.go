@@ -28,7 +28,11 @@ import (
 //     on a new Raft leader, and the write gap meanwhile;
 //   - a crash of the primary's postmaster alone (restarted in place);
 //   - then the idle cost: agent CPU and Raft commits per host over
-//     BENCH_IDLE_SECONDS (default 60) without load, and agent RSS.
+//     BENCH_IDLE_SECONDS (default 60) without load, and agent RSS;
+//   - quorum commit (scenario "quorum"): on 5-member clusters, kill -9 of the
+//     primary's host and the client's commit latency with synchronous_mode
+//     true (FIRST 1), and quorum with synchronous_node_count 1 and 2 of the
+//     4 standbys.
 //
 // During every fault pgbench (tpcb-like, 4 clients) writes through a
 // multi-host libpq conninfo with target_session_attrs=read-write, and the
@@ -51,15 +55,14 @@ func BenchmarkFailover(b *testing.B) {
 	r := &benchResults{series: map[string]*series{}, ttl: map[string]float64{}, failures: []string{}, notes: []string{}}
 	fmt.Printf("failover bench: %d runs per fault; bootstrap.dcs sync %s, async %s; raft: {%s}; idle window %s\n",
 		s.runs, s.dcs(true), s.dcs(false), s.raftExtra, s.idle)
-	for _, cl := range []struct {
-		name        string
-		sync, netns bool
-		scenarios   []string
-	}{
-		{"loopback-sync", true, false, []string{"kill9", "switchover", "rolling", "raft", "pgcrash", "idle"}},
-		{"loopback-async", false, false, []string{"kill9", "switchover", "rolling", "raft", "pgcrash", "idle"}},
-		{"netns-sync", true, true, []string{"cut"}},
-		{"netns-async", false, true, []string{"cut"}},
+	for _, cl := range []benchSpec{
+		{name: "loopback-sync", sync: true, scenarios: []string{"kill9", "switchover", "rolling", "raft", "pgcrash", "idle"}},
+		{name: "loopback-async", scenarios: []string{"kill9", "switchover", "rolling", "raft", "pgcrash", "idle"}},
+		{name: "netns-sync", sync: true, netns: true, scenarios: []string{"cut"}},
+		{name: "netns-async", netns: true, scenarios: []string{"cut"}},
+		{name: "loopback-first5", mode: "first5", sync: true, members: 5, scenarios: []string{"quorum"}},
+		{name: "loopback-quorum1", mode: "quorum1", sync: true, members: 5, quorum: 1, scenarios: []string{"quorum"}},
+		{name: "loopback-quorum2", mode: "quorum2", sync: true, members: 5, quorum: 2, scenarios: []string{"quorum"}},
 	} {
 		todo := slices.DeleteFunc(slices.Clone(cl.scenarios), func(sc string) bool { return !s.want(sc) })
 		if len(todo) == 0 {
@@ -67,10 +70,10 @@ func BenchmarkFailover(b *testing.B) {
 		}
 		b.Run(cl.name, func(b *testing.B) {
 			started := time.Now()
-			bc := startBenchCluster(b, s, r, cl.name, cl.sync, cl.netns, slices.Contains(todo, "kill9"))
+			bc := startBenchCluster(b, s, r, cl, slices.Contains(todo, "kill9"))
 			for _, sc := range todo {
 				switch sc {
-				case "kill9":
+				case "kill9", "quorum":
 					bc.kill9()
 				case "cut":
 					bc.cut()
@@ -150,6 +153,27 @@ func (s benchSettings) dcs(sync bool) string {
 	return fmt.Sprintf("{synchronous_mode: %t%s}", sync, extra)
 }
 
+// benchSpec is one cluster of the benchmark.
+type benchSpec struct {
+	name, mode  string // mode: the figures' suffix (sync or async when empty)
+	sync, netns bool
+	members     int // 3 when 0
+	quorum      int // synchronous_mode: quorum with this synchronous_node_count
+	scenarios   []string
+}
+
+// dcsOf is spec's bootstrap.dcs.
+func (s benchSettings) dcsOf(spec benchSpec) string {
+	if spec.quorum == 0 {
+		return s.dcs(spec.sync)
+	}
+	extra := ""
+	if s.dcsExtra != "" {
+		extra = ", " + s.dcsExtra
+	}
+	return fmt.Sprintf("{synchronous_mode: quorum, synchronous_node_count: %d%s}", spec.quorum, extra)
+}
+
 // series is one figure's values (one per run, or per host).
 type series struct {
 	Name   string    `json:"name"`
@@ -201,8 +225,10 @@ type benchCluster struct {
 	s           benchSettings
 	r           *benchResults
 	name        string // loopback-sync, netns-async, …
-	mode        string // "sync" or "async": the suffix of its figures
+	mode        string // "sync", "async", "first5", "quorum1"…: the suffix of its figures
 	sync        bool
+	members     int
+	quorum      int // synchronous_node_count in quorum mode, else 0
 	c           *cluster
 	lab         *netLab // nil on loopback
 	ttl         time.Duration
@@ -212,17 +238,23 @@ type benchCluster struct {
 	stopHAProxy func()
 }
 
-func startBenchCluster(b *testing.B, s benchSettings, r *benchResults, name string, sync, netns, haproxy bool) *benchCluster {
-	bc := &benchCluster{b: b, s: s, r: r, name: name, mode: "async", sync: sync}
-	if sync {
+func startBenchCluster(b *testing.B, s benchSettings, r *benchResults, spec benchSpec, haproxy bool) *benchCluster {
+	bc := &benchCluster{b: b, s: s, r: r, name: spec.name, mode: spec.mode, sync: spec.sync, quorum: spec.quorum,
+		members: max(spec.members, 3)}
+	switch {
+	case bc.mode != "":
+	case spec.sync:
 		bc.mode = "sync"
+	default:
+		bc.mode = "async"
 	}
-	o := NodeOptions{DCS: s.dcs(sync), Raft: s.raftExtra}
+	haproxy = haproxy && bc.members == 3
+	o := NodeOptions{DCS: s.dcsOf(spec), Raft: s.raftExtra}
 	start := time.Now()
-	if netns {
-		bc.lab, bc.c = startNetnsClusterWith(b, 3, o)
+	if spec.netns {
+		bc.lab, bc.c = startNetnsClusterWith(b, bc.members, o)
 	} else {
-		bc.c = startCluster(b, 3, func(_ *Node, all []*Node) NodeOptions {
+		bc.c = startCluster(b, bc.members, func(_ *Node, all []*Node) NodeOptions {
 			o := o
 			o.Peers, o.Postgres = all, true
 			return o
@@ -295,9 +327,13 @@ func (bc *benchCluster) steady() *Node {
 	primary := c.waitPrimary(180*time.Second, c.nodes...)
 	c.waitStreaming(primary)
 	if bc.sync {
-		waitFor(b, 60*time.Second, "a synchronous standby recorded for "+primary.Name, func() (bool, error) {
+		want := 1
+		if bc.quorum > 0 {
+			want = bc.members - 1 // the whole quorum set
+		}
+		waitFor(b, 60*time.Second, fmt.Sprintf("%d synchronous standbys recorded for %s", want, primary.Name), func() (bool, error) {
 			st, err := c.state()
-			return err == nil && st.Sync.Primary == primary.Name && len(st.Sync.Standbys) > 0, err
+			return err == nil && st.Sync.Primary == primary.Name && len(st.Sync.Standbys) >= want, err
 		})
 	}
 	// The coordinator moves Raft leadership off the primary's host once it
@@ -745,6 +781,28 @@ func (r *benchResults) report(b *testing.B, s benchSettings) {
 		}
 		if any {
 			fmt.Printf("%-*s %-*s %-*s %s\n", lw, row.label, cw, cells[0], cw, cells[1], strings.Join(targets, "; "))
+		}
+	}
+	if r.series["kill9_gap_first5"] != nil || r.series["kill9_gap_quorum1"] != nil || r.series["kill9_gap_quorum2"] != nil {
+		fmt.Printf("\n%-*s %-*s %-*s %s\n", lw, "5 members, 4 standbys", cw, "FIRST 1 (synchronous_mode)", cw,
+			"quorum, k = 1", "quorum, k = 2")
+		for _, row := range []benchRow{
+			{label: "kill -9 agent+postmaster: write gap (s)", figure: "kill9_gap"},
+			{label: "  acknowledged writes lost", figure: "kill9_lost"},
+			{label: "client write latency p50 (ms)", figure: "client_p50"},
+			{label: "client write latency p99 (ms)", figure: "client_p99"},
+			{label: "pgbench tps (runs >= 5 s)", figure: "pgbench_tps"},
+		} {
+			cells := []string{"-", "-", "-"}
+			for i, mode := range []string{"first5", "quorum1", "quorum2"} {
+				if sr := r.series[row.figure+"_"+mode]; sr != nil && len(sr.Values) > 0 {
+					lo, med, hi := sr.stats()
+					cells[i] = fmt.Sprintf("%s / %s / %s (%d)", fmtStat(lo), fmtStat(med), fmtStat(hi), len(sr.Values))
+					b.ReportMetric(med, sr.Name+"-median-"+strings.ReplaceAll(sr.Unit, "/", "per"))
+					out = append(out, *sr)
+				}
+			}
+			fmt.Printf("%-*s %-*s %-*s %s\n", lw, row.label, cw, cells[0], cw, cells[1], cells[2])
 		}
 	}
 	for _, name := range []string{"idle_agent_cpu", "idle_raft_commits", "agent_rss"} {
