@@ -254,7 +254,9 @@ func (c *Coordinator) nextWake(st raftstore.State, now, lastRenewal, leaseUntil 
 // The best Raft leader is a fresh member that is neither.
 func RaftLeaderPlacement(st raftstore.State, member string, fresh map[string]bool) (why, to string) {
 	busy := func(name string) bool {
-		return name == st.Leader.Holder || (st.Config.SynchronousMode && slices.Contains(st.Sync.Standbys, name))
+		// A member of a quorum set stalls no commit when lost.
+		return name == st.Leader.Holder || (st.Config.SynchronousMode && st.Sync.QuorumNeed() == 0 &&
+			slices.Contains(st.Sync.Standbys, name))
 	}
 	if st.Leader.Holder == "" || !busy(member) {
 		return "", ""
