@@ -164,14 +164,28 @@ func (g *gate) session(ctx context.Context) {
 		g.down(gateDown{kind: "connection lost", err: err})
 		return
 	}
+	qw, err := newQuorumWatch(g.m, g.logger.Named("quorum"))
+	if err != nil {
+		c.close()
+		g.down(gateDown{kind: "quorum setup failed", err: err})
+		return
+	}
+	c.wake = qw.wake
+	// The poller lives as long as this connection.
+	qctx, qcancel := context.WithCancel(ctx)
+	qdone := make(chan struct{})
+	go func() { defer close(qdone); qw.run(qctx) }()
 	stop := context.AfterFunc(ctx, c.shutdown) // a blocked read returns
 	g.m.gateUp.Store(true)
 	g.state = "connected"
 	g.logger.Info("commit gate connected", "lsn", start.String())
-	why = g.stream(ctx, c, start)
+	why = g.stream(ctx, c, start, qw)
 	g.m.gateUp.Store(false)
 	stop()
 	c.close()
+	qcancel()
+	<-qdone
+	qw.close()
 	g.down(why)
 }
 
@@ -371,12 +385,16 @@ func startPhysical(ctx context.Context, conn *pgconn.PgConn, pos pglogrepl.LSN, 
 // read window ends (not per message): a lease end that moves earlier is
 // seen by the next reply or window, which is no later than the window's
 // length (at most gateWake) past it; a reply never is.
-func (g *gate) stream(ctx context.Context, c *gateConn, start pglogrepl.LSN) gateDown {
+//
+// With a quorum (SetGateQuorum) each reply confirms no further than q of
+// the named standbys flushed (confirm); while it holds WAL it could not
+// confirm, a read also ends when qw's poller sees the quorum move.
+func (g *gate) stream(ctx context.Context, c *gateConn, start pglogrepl.LSN, qw *quorumWatch) gateDown {
 	st := gateStream{received: start}
 	// Acknowledge the start position at once: commits that waited while
 	// the gate was away are released, if not by this reply then by the
 	// early timed-out reads' (gateFirstWake).
-	if err := g.reply(c, st.received); err != nil {
+	if err := g.confirm(c, &st, qw, true); err != nil {
 		return replyFailed(err)
 	}
 	var w readWindow
@@ -408,7 +426,14 @@ func (g *gate) stream(ctx context.Context, c *gateConn, start pglogrepl.LSN) gat
 				// here, if the lease holds.
 				w.expire()
 				pending = false
-				if err := g.reply(c, st.received); err != nil {
+				if err := g.confirm(c, &st, qw, true); err != nil {
+					return replyFailed(err)
+				}
+				continue
+			case errors.Is(err, errQuorumWake):
+				// The quorum position may have moved: confirm
+				// what it now covers, if anything.
+				if err := g.confirm(c, &st, qw, false); err != nil {
 					return replyFailed(err)
 				}
 				continue
@@ -426,7 +451,7 @@ func (g *gate) stream(ctx context.Context, c *gateConn, start pglogrepl.LSN) gat
 			pending = pending || replyNow
 			if pending && !c.buffered() {
 				pending = false
-				if err := g.reply(c, st.received); err != nil {
+				if err := g.confirm(c, &st, qw, true); err != nil {
 					return replyFailed(err)
 				}
 			}
@@ -480,6 +505,32 @@ func (g *gate) reply(c *gateConn, pos pglogrepl.LSN) error {
 	return c.sendStatus(pos, now)
 }
 
+// confirm replies with the position the gate may confirm now (received,
+// or under a quorum gateQuorum.replyPosition), read with the current
+// quorum setting, unless always is false and it would confirm nothing
+// new. It then tells the poller what it could not confirm, and makes the
+// next blocking read also end at the poller's signal while that is
+// anything.
+func (g *gate) confirm(c *gateConn, st *gateStream, qw *quorumWatch, always bool) error {
+	pos := st.received
+	if gq := g.m.gateQuorum(); gq.q > 0 {
+		pos = gq.replyPosition(st.received, st.replied, qw.walSenders())
+	}
+	if always || pos > st.replied {
+		if err := g.reply(c, pos); err != nil {
+			return err
+		}
+		st.replied = pos
+	}
+	var need pglogrepl.LSN
+	if st.replied < st.received {
+		need = st.received
+	}
+	qw.want(need)
+	c.watch = need != 0
+	return nil
+}
+
 // replyFailed turns a failed reply into the reason the stream ends.
 func replyFailed(err error) gateDown {
 	if errors.Is(err, errLeaseEnded) {
@@ -492,6 +543,8 @@ func replyFailed(err error) gateDown {
 type gateStream struct {
 	// received is the end of the WAL received so far (or the start).
 	received pglogrepl.LSN
+	// replied is the position the last reply confirmed (0 before it).
+	replied pglogrepl.LSN
 }
 
 // errGateMessage marks a CopyData payload the gate cannot parse.
@@ -540,6 +593,10 @@ type gateConn struct {
 	r, w    int
 	timeout time.Duration // the socket's receive timeout (SO_RCVTIMEO)
 	out     [gateStatusLen]byte
+	// wake is the quorum poller's eventfd (-1: none). While watch is
+	// set, a read first waits for the socket or wake (errQuorumWake).
+	wake  int
+	watch bool
 
 	mu     sync.Mutex // orders shutdown against close
 	closed bool
@@ -594,7 +651,7 @@ func takeOver(conn *pgconn.PgConn) (*gateConn, error) {
 	if err := raw.Control(func(f uintptr) { fd, dupErr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || dupErr != nil {
 		return nil, fmt.Errorf("take over the replication connection: dup: %w", errors.Join(err, dupErr))
 	}
-	c := &gateConn{fd: fd, buf: make([]byte, max(gateReadBuf, 2*len(pre)))}
+	c := &gateConn{fd: fd, wake: -1, buf: make([]byte, max(gateReadBuf, 2*len(pre)))}
 	c.w = copy(c.buf, pre)
 	tv := unix.NsecToTimeval(gateWake.Nanoseconds()) // a reply never waits longer for socket space
 	if err := errors.Join(unix.SetNonblock(fd, false), unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)); err != nil {
@@ -609,7 +666,8 @@ func takeOver(conn *pgconn.PgConn) (*gateConn, error) {
 func (c *gateConn) buffered() bool { return c.w > c.r }
 
 // next returns the next message's type and body (valid until the next
-// call): errReadTimeout if none came within the receive timeout, io.EOF
+// call): errReadTimeout if none came within the receive timeout,
+// errQuorumWake if watch is set and the poller signalled first, io.EOF
 // once the connection is closed or shut down.
 func (c *gateConn) next() (byte, []byte, error) {
 	for {
@@ -636,6 +694,11 @@ func (c *gateConn) next() (byte, []byte, error) {
 			c.w = copy(buf, c.buf[c.r:c.w])
 			c.r, c.buf = 0, buf
 		}
+		if c.watch && c.wake >= 0 {
+			if err := c.waitReadable(); err != nil {
+				return 0, nil, err
+			}
+		}
 		k, err := unix.Read(c.fd, c.buf[c.w:])
 		switch {
 		case err == unix.EINTR:
@@ -647,6 +710,35 @@ func (c *gateConn) next() (byte, []byte, error) {
 			return 0, nil, io.EOF
 		default:
 			c.w += k
+		}
+	}
+}
+
+// errQuorumWake: the quorum poller signalled before the socket had data.
+var errQuorumWake = errors.New("quorum position may have moved")
+
+// waitReadable waits, at most the receive timeout, until the socket has
+// data (or is closed: the read says which) or the wake eventfd is
+// signalled (drained, then errQuorumWake). The socket comes first: a
+// signal left meanwhile is seen by the next wait.
+func (c *gateConn) waitReadable() error {
+	fds := [2]unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}, {Fd: int32(c.wake), Events: unix.POLLIN}}
+	ts := unix.NsecToTimespec(max(c.timeout, time.Millisecond).Nanoseconds())
+	for {
+		n, err := unix.Ppoll(fds[:], &ts, nil)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return fmt.Errorf("poll: %w", err)
+		case n == 0:
+			return errReadTimeout
+		case fds[0].Revents != 0:
+			return nil
+		case fds[1].Revents != 0:
+			var b [8]byte
+			_, _ = unix.Read(c.wake, b[:]) // before the loop reads the poll's result
+			return errQuorumWake
 		}
 	}
 }

@@ -83,6 +83,8 @@ type Manager struct {
 	child atomic.Pointer[postmaster]
 	// gateUp: the commit gate streams (see RunGate).
 	gateUp atomic.Bool
+	// gateQ is the commit gate's quorum (SetGateQuorum; nil: none yet).
+	gateQ atomic.Pointer[gateQuorum]
 	// sess is the kept superuser connection of Status and EnsureSlots.
 	sess session
 	// tlsHintAt is when noteTLSLine last explained a walreceiver's TLS
