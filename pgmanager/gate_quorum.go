@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,29 +61,42 @@ func newGateQuorum(q int, names []string) *gateQuorum {
 	return gq
 }
 
-// SetGateQuorum makes the commit gate require, besides a valid lease,
-// that at least q of the standbys names (member names, matched exactly
-// against pg_stat_replication.application_name) have flushed the WAL it
-// confirms. Only walsenders in state 'streaming' count, a name with
-// several walsenders counts once with its highest flush_lsn, and the
-// gate's own name never counts. q = 0 (the default) requires no standby:
-// the gate alone confirms what it receives. When fewer than q of names
-// stream, the gate confirms nothing new and commits wait.
+// SetGateQuorum makes the commit gate confirm WAL only once at least q of
+// the standbys names have flushed it, besides the lease being valid. The
+// names are member names, matched exactly against the application_name
+// of the local server's physical walsenders (pg_stat_replication; a
+// logical decoding walsender is no standby whatever its name). Only
+// walsenders in state 'streaming' count, a name with several walsenders
+// counts once at its highest flush_lsn, and the gate's own name never
+// counts. q = 0 (the default) requires no standby: the gate alone
+// confirms what it receives. While fewer than q of names stream, the gate
+// confirms nothing new and commits wait.
 //
-// Safe to call from any goroutine. Contract: once SetGateQuorum returns,
-// every reply the gate sends is computed with the new (q, names). A reply
-// computed before may still be sent afterwards, but its position is no
-// further than the WAL the local server had flushed when it was computed,
-// so no further than what it had flushed when SetGateQuorum returned. So
-// a reply sent after SetGateQuorum returns at T confirms a position P
-// that is either ≤ the server's WAL flush end at T, or ≤ received WAL
-// that at least q of names had flushed (with q ≥ 1). A reply never goes
-// back on a connection: a position confirmed before is sent again rather
-// than a lower one, which confirms nothing new.
+// Safe to call from any goroutine. Contract: every reply the gate
+// computes after SetGateQuorum returns uses the new (q, names). A reply
+// computed before may still be sent afterwards, but it confirms no more
+// than the local server had flushed when it was computed (a walsender
+// sends only flushed WAL), so no more than it had flushed when
+// SetGateQuorum returned. Hence, once SetGateQuorum(q ≥ 1, names) has
+// returned at T, and until the next call, every position the gate
+// confirms beyond the server's WAL flush position at T was reported
+// flushed by at least q of names before the reply was computed. A reply
+// never goes back on a connection: when the quorum is behind what it
+// confirmed before, that position is sent again, which confirms nothing
+// new.
+//
+// Setting what is already set changes nothing (and logs nothing).
 func (m *Manager) SetGateQuorum(q int, names []string) {
 	gq := newGateQuorum(q, names)
-	if old := m.gateQ.Swap(gq); old != nil {
-		close(old.changed)
+	for {
+		old := m.gateQuorum()
+		if old.same(gq) {
+			return
+		}
+		if m.gateQ.CompareAndSwap(old, gq) {
+			close(old.changed)
+			break
+		}
 	}
 	m.logger.Named("gate").Info("commit gate quorum set", "quorum", gq.q, "names", gq.list())
 }
@@ -98,6 +114,11 @@ func (m *Manager) gateQuorum() *gateQuorum {
 	}
 	m.gateQ.CompareAndSwap(nil, newGateQuorum(0, nil))
 	return m.gateQ.Load()
+}
+
+// same reports whether gq and o ask for the same quorum.
+func (gq *gateQuorum) same(o *gateQuorum) bool {
+	return gq.q == o.q && maps.Equal(gq.names, o.names)
 }
 
 // list is the names, sorted.
@@ -231,6 +252,14 @@ func (w *quorumWatch) signal() {
 	_, _ = unix.Write(w.wake, b[:]) // EAGAIN only if the counter is full: it is set anyway
 }
 
+// interval is the pause between polls while the quorum is reachable.
+func (w *quorumWatch) interval() time.Duration {
+	if w.m.gateQPoll != 0 {
+		return max(w.m.gateQPoll, 0)
+	}
+	return gateQuorumPoll
+}
+
 // walSenders is the last poll's result (nil before the first).
 func (w *quorumWatch) walSenders() []walSender {
 	if p := w.senders.Load(); p != nil {
@@ -275,7 +304,7 @@ func (w *quorumWatch) run(ctx context.Context) {
 					if streaming < gq.q {
 						tick.Reset(gateQuorumSlowPoll)
 					} else {
-						tick.Reset(gateQuorumPoll)
+						tick.Reset(w.interval())
 					}
 				}
 				wait = tick.C
@@ -303,13 +332,15 @@ type sqlWalSenders struct {
 
 func (s *sqlWalSenders) list(ctx context.Context) ([]walSender, error) {
 	if s.conn == nil {
-		c, err := s.m.connect(ctx)
+		c, err := s.m.pollerConnect(ctx)
 		if err != nil {
 			return nil, err
 		}
 		s.conn = c
 	}
-	senders, err := listWalSenders(ctx, s.conn)
+	qctx, cancel := context.WithTimeout(ctx, gateSetup)
+	defer cancel()
+	senders, err := listWalSenders(qctx, s.conn)
 	if err != nil {
 		s.close()
 	}
@@ -321,6 +352,34 @@ func (s *sqlWalSenders) close() {
 		_ = s.conn.Close(context.Background())
 		s.conn = nil
 	}
+}
+
+// pollerConnect is connect for the poller, whose blocked query the end
+// of ctx (its gate session's) interrupts at once, even on a server that
+// does not answer: it is closed then anyway.
+func (m *Manager) pollerConnect(ctx context.Context) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	m.socketConfig(&cc.Config)
+	cc.Database = "postgres"
+	cc.RuntimeParams["application_name"] = "raftgres"
+	cc.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: pc.Conn()}
+	}
+	sctx, cancel := context.WithTimeout(ctx, gateSetup)
+	defer cancel()
+	var conn *pgx.Conn
+	err = m.tryLocalPasswords(func(pw string) { cc.Password = pw }, func() error {
+		var err error
+		conn, err = pgx.ConnectConfig(sctx, cc)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres of %s: %w", m.member, err)
+	}
+	return conn, nil
 }
 
 func listWalSenders(ctx context.Context, conn *pgx.Conn) ([]walSender, error) {

@@ -141,6 +141,17 @@ func TestSetGateQuorum(t *testing.T) {
 	if d := cmp.Diff(GateQuorum{Q: 1, Names: []string{"s1", "s2"}}, m.GateQuorum()); d != "" {
 		t.Fatalf("GateQuorum (-want +got):\n%s", d)
 	}
+	// The same setting again changes nothing.
+	cur := m.gateQuorum()
+	m.SetGateQuorum(1, []string{"s1", "s2", "s1", GateName})
+	if m.gateQuorum() != cur {
+		t.Fatal("setting the same quorum replaced it")
+	}
+	select {
+	case <-cur.changed:
+		t.Fatal("setting the same quorum signalled a change")
+	default:
+	}
 	// Concurrent settings: each replaced one is closed exactly once (a
 	// second close would panic), and the last one stays open.
 	var wg sync.WaitGroup

@@ -85,6 +85,8 @@ type Manager struct {
 	gateUp atomic.Bool
 	// gateQ is the commit gate's quorum (SetGateQuorum; nil: none yet).
 	gateQ atomic.Pointer[gateQuorum]
+	// gateQPoll, when not 0, replaces gateQuorumPoll (tests measure it).
+	gateQPoll time.Duration
 	// sess is the kept superuser connection of Status and EnsureSlots.
 	sess session
 	// tlsHintAt is when noteTLSLine last explained a walreceiver's TLS
