@@ -432,3 +432,64 @@ func TestQuorumWatchRun(t *testing.T) {
 		t.Fatal("the poller's source was not closed")
 	}
 }
+
+// TestGateConnWake: while watching, a read ends at the poller's signal
+// (errQuorumWake, the signal drained), the socket's data coming first;
+// it times out as a plain read does; not watching, a signal is ignored.
+func TestGateConnWake(t *testing.T) {
+	t.Parallel()
+	c, peer := socketPair(t)
+	qw, err := newQuorumWatch(testManager(t), hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(qw.close)
+	c.wake = qw.wake
+	if err := c.setReadTimeout(50 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	c.watch = true
+	if _, _, err := c.next(); !errors.Is(err, errReadTimeout) {
+		t.Fatalf("idle watched read: %v, want errReadTimeout", err)
+	}
+	qw.signal()
+	if _, _, err := c.next(); !errors.Is(err, errQuorumWake) {
+		t.Fatalf("signalled read: %v, want errQuorumWake", err)
+	}
+	if _, _, err := c.next(); !errors.Is(err, errReadTimeout) {
+		t.Fatalf("read after the signal was taken: %v, want errReadTimeout", err)
+	}
+	// Data and a signal: the data first, then the signal.
+	qw.signal()
+	if _, err := peer.Write(copyData(keepalive(5, true))); err != nil {
+		t.Fatal(err)
+	}
+	if typ, body, err := c.next(); err != nil || typ != 'd' || len(body) != 18 {
+		t.Fatalf("read with data and a signal: %q %d bytes (%v)", typ, len(body), err)
+	}
+	if _, _, err := c.next(); !errors.Is(err, errQuorumWake) {
+		t.Fatalf("read after the data: %v, want errQuorumWake", err)
+	}
+	// Not watching: a signal is left for later.
+	c.watch = false
+	qw.signal()
+	if _, _, err := c.next(); !errors.Is(err, errReadTimeout) {
+		t.Fatalf("unwatched read: %v, want errReadTimeout", err)
+	}
+	// A message split around a signal is read whole.
+	c.watch = true
+	msg := copyData(xlogData(1000, 10))
+	if _, err := peer.Write(msg[:7]); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond) // the rest after the signal was taken
+		_, _ = peer.Write(msg[7:])
+	}()
+	if _, _, err := c.next(); !errors.Is(err, errQuorumWake) {
+		t.Fatalf("read of a split message with a signal waiting: %v, want errQuorumWake", err)
+	}
+	if typ, body, err := c.next(); err != nil || typ != 'd' || len(body) != len(msg)-5 {
+		t.Fatalf("split message: %q %d bytes (%v)", typ, len(body), err)
+	}
+}
