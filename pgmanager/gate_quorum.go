@@ -316,7 +316,8 @@ func (w *quorumWatch) run(ctx context.Context) {
 		case <-gq.changed:
 			gq = w.m.gateQuorum()
 			prev = 0
-			w.signal() // the loop recomputes with the new setting
+			w.state = "" // the next poll logs its state under the new setting
+			w.signal()   // the loop recomputes with the new setting
 		case <-w.needed:
 		case <-wait:
 		}
