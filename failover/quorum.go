@@ -180,10 +180,7 @@ func (s *Supervisor) pushGate(r quorumRule) {
 	if s.gatePushed != nil && s.gatePushed.equal(r) {
 		return
 	}
-	s.pg.SetGateQuorum(r.q, slices.Clone(r.names))
-	if r.q > 0 || s.gatePushed != nil && s.gatePushed.q > 0 {
-		s.logger.Info("commit gate quorum set", "quorum", r.q, "standbys", strings.Join(r.names, ","))
-	}
+	s.pg.SetGateQuorum(r.q, slices.Clone(r.names)) // pgmanager logs the change
 	s.gatePushed = &r
 }
 
