@@ -346,6 +346,7 @@ func (n *Node) Start() {
 			}
 		}
 		err := cmd.Wait()
+		n.t.Logf("[%s] agent exited: %v", n.Name, err)
 		n.mu.Lock()
 		n.err = err
 		n.mu.Unlock()

@@ -22,9 +22,10 @@ func quorumDCS(k int) string {
 // that tries every member in turn:
 //   - one standby's link is cut: writes go on (in synchronous mode, with
 //     FIRST 1, commits stalled until another standby was recorded);
-//   - the primary and one standby are cut off together, the partition
-//     {A,B} | {C,D,E}: the majority side elects the most advanced of the
-//     standbys it holds and writes go on there;
+//   - with synchronous_node_count raised to 2, the primary and one standby
+//     are cut off together, the partition {A,B} | {C,D,E}: the majority
+//     side elects the most advanced of the standbys it holds and writes go
+//     on there;
 //   - the new primary's host is lost (kill -9 of its agent and PostgreSQL).
 //
 // No acknowledged write is ever missing on the new primary, and no two
@@ -50,7 +51,14 @@ func TestQuorumCommit(t *testing.T) {
 		return slices.DeleteFunc(slices.Clone(c.nodes), func(n *Node) bool { return slices.Contains(not, n) })
 	}
 
-	// 1. A standby's link cut: with any 1 of 4, writes do not wait.
+	// 1. A standby's link cut: with any 1 of 4, writes do not wait. The
+	// probe's own longest gap before it, for comparison.
+	quiet := time.Now()
+	waitFor(t, 30*time.Second, "8s of writes", func() (bool, error) {
+		at, _ := w.lastOn(primary.Name)
+		return at.After(quiet.Add(8 * time.Second)), nil
+	})
+	baseline := w.longestGapOn(primary.Name, quiet, quiet.Add(8*time.Second))
 	standby := others(primary)[0]
 	cutAt := time.Now()
 	if err := lab.cut(index(standby)); err != nil {
@@ -61,8 +69,8 @@ func TestQuorumCommit(t *testing.T) {
 		return at.After(cutAt.Add(8 * time.Second)), nil
 	})
 	gap := w.longestGapOn(primary.Name, cutAt.Add(-time.Second), cutAt.Add(8*time.Second))
-	t.Logf("quorum figure: longest write gap on %s while standby %s's link was cut: %s", primary.Name, standby.Name,
-		gap.Round(time.Millisecond))
+	t.Logf("quorum figure: longest write gap on %s while standby %s's link was cut: %s (in the 8s before: %s)", primary.Name,
+		standby.Name, gap.Round(time.Millisecond), baseline.Round(time.Millisecond))
 	if gap > 2*time.Second {
 		t.Fatalf("writes stalled %s when one of 4 quorum standbys was cut off (any 1 suffices)", gap.Round(time.Millisecond))
 	}
@@ -72,7 +80,14 @@ func TestQuorumCommit(t *testing.T) {
 	c.waitStreaming(primary)
 	waitQuorumRecorded(t, c, primary.Name, 1, 4)
 
-	// 2. The partition {primary, B} | {C, D, E}.
+	// 2. The partition {primary, B} | {C, D, E}. With k = 1 a commit may be
+	// on B alone among the standbys: C, D and E cannot prove they hold it,
+	// and nobody may be promoted. With k = 2 every commit is on one of
+	// them: raise k first.
+	if out, stderr, code := runCLI(t, "edit-config", "-c", primary.Config, "--api", primary.APIURL(), "--set", "synchronous_node_count=2", "--force"); code != 0 {
+		t.Fatalf("edit-config synchronous_node_count=2: exit %d: %s%s", code, out, stderr)
+	}
+	waitQuorumRecorded(t, c, primary.Name, 2, 4)
 	b := others(primary)[1]
 	cutAt = time.Now()
 	for _, n := range []*Node{primary, b} {
@@ -94,7 +109,7 @@ func TestQuorumCommit(t *testing.T) {
 	}
 	primary = c.waitPrimary(120*time.Second, c.nodes...)
 	c.waitStreaming(primary)
-	waitQuorumRecorded(t, c, primary.Name, 1, 4)
+	waitQuorumRecorded(t, c, primary.Name, 2, 4)
 
 	// 3. The primary's host lost.
 	pm, err := postmasterPID(primary)
