@@ -20,7 +20,8 @@ var allowedImports = map[string][]string{
 	"raftgres/internal/boottime": {},
 	"raftgres/internal/fsutil":   {},
 	"raftgres/internal/testutil": {},
-	"raftgres/internal/watchdog": {}, // the Linux watchdog driver; only the agent wires it
+	"raftgres/internal/watchdog": {},         // the Linux watchdog driver; only the agent wires it
+	"raftgres/internal/vip":      {leafConf}, // netlink and ARP for the VIP; its field errors
 
 	"raftgres/raftstore": {leafConf, leafTestutil},
 	"raftgres/pgmanager": {leafConf, leafBoottime, leafFsutil, leafTestutil},
