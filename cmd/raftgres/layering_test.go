@@ -24,7 +24,7 @@ var allowedImports = map[string][]string{
 	"raftgres/internal/vip":      {leafConf}, // netlink and ARP for the VIP; its field errors
 
 	"raftgres/raftstore": {leafConf, leafTestutil},
-	"raftgres/pgmanager": {leafConf, leafBoottime, leafFsutil, leafTestutil},
+	"raftgres/pgmanager": {leafConf, leafBoottime, leafFsutil, leafTestutil, "raftgres/internal/vip"},
 	"raftgres/backup":    {leafConf, leafFsutil},
 	"raftgres/failover":  {leafConf, leafBoottime, leafTestutil, "raftgres/raftstore", "raftgres/pgmanager"},
 	"raftgres/api":       {leafConf, "raftgres/raftstore", "raftgres/failover", "raftgres/internal/testutil"},
