@@ -3,6 +3,7 @@ package failover
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -37,6 +38,14 @@ type vipHolder struct {
 	held    bool   // added, and not removed since
 	tried   bool   // an Add was tried since the last removal: the address may be there
 	lastErr string // the last error logged, so a failing call is logged once
+
+	// The previous holder's lease (see previousLeaseEnd): the epoch last
+	// seen, the earliest time this member may add the VIP at it, the
+	// longest ttl seen, and the timer that tries again then.
+	epoch     uint64
+	notBefore time.Time
+	maxTTL    time.Duration
+	retry     *time.Timer
 }
 
 // SetVIP makes the supervisor hold v while it is primary under a valid
@@ -96,9 +105,18 @@ func (s *Supervisor) tendVIP(st raftstore.State, pgst pgmanager.Status) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	now := s.clock.Now()
+	h.observe(st, now)
 	// The lease is read under mu: see vipHolder.
-	add, drop, reason := vipWanted(st.Leader.Holder == h.member, h.lease.valid(st, h.member, s.clock.Now()), pgst)
+	add, drop, reason := vipWanted(st.Leader.Holder == h.member, h.lease.valid(st, h.member, now), pgst)
 	switch {
+	case add && !h.held && now.Before(h.notBefore):
+		wait := h.notBefore.Sub(now)
+		if h.retry == nil {
+			h.logger.Info("vip waits for the previous holder's lease to end", "epoch", st.Leader.Epoch,
+				"wait", wait.Round(time.Millisecond))
+			h.retry = time.AfterFunc(wait+time.Millisecond, func() { s.retryVIP() })
+		}
 	case add && !h.held:
 		// A failed Add is tried again next round (its error logged once).
 		h.tried = true
@@ -110,6 +128,68 @@ func (s *Supervisor) tendVIP(st raftstore.State, pgst pgmanager.Status) {
 	}
 }
 
+// observe notes the first sight of each epoch of the key.
+func (h *vipHolder) observe(st raftstore.State, now time.Time) {
+	h.maxTTL = max(h.maxTTL, st.Config.TTL, st.Leader.MaxTTL, st.Leader.TTL)
+	if st.Leader.Epoch == h.epoch {
+		return
+	}
+	h.epoch = st.Leader.Epoch
+	h.notBefore = time.Time{}
+	if mayOverlap(st) {
+		h.notBefore = now.Add(previousLeaseBound(h.maxTTL))
+	}
+}
+
+// mayOverlap reports whether the previous holder's lease may still run
+// when this epoch's holder sees its key: the coordinator replaced it
+// (cause failover or manual_failover) in synchronous mode, where the fast
+// path elects as soon as the holder looks gone, before its lease ends
+// (docs/guarantees.md, the fast path). A frozen or cut-off holder still
+// has the VIP on its interface until its fencer or fence keeper removes
+// it at that end, and its host still answers ARP for it: the new holder
+// waits. A hand-over (switchover) or a release comes after the old holder
+// removed it; an election after the countdown comes after the old lease
+// ended. A History without the epoch's event counts as overlapping.
+func mayOverlap(st raftstore.State) bool {
+	for i := len(st.History) - 1; i >= 0; i-- {
+		e := st.History[i]
+		if e.Kind != raftstore.EventLeader || e.Epoch != st.Leader.Epoch {
+			continue
+		}
+		switch e.Cause {
+		case raftstore.CauseFailover, raftstore.CauseManualFailover:
+			return st.Config.SynchronousMode
+		}
+		return false
+	}
+	return st.Leader.Epoch > 1
+}
+
+// previousLeaseBound is how long after a holder's key was replaced its
+// lease may still run, on this host's clock: it ends ttl − margin after
+// its last renewal was sent, which was before the replacement, so before
+// this member saw it; plus the drift between the two clocks and the
+// fencing budget (the keeper removes the VIP right after its kill).
+func previousLeaseBound(ttl time.Duration) time.Duration {
+	return ttl - Margin(ttl) + time.Duration(2*raftstore.ClockRate*float64(ttl)) + FenceBudget
+}
+
+// retryVIP is tendVIP again once the previous holder's lease has ended,
+// with PostgreSQL's last published status (the loop may be between
+// rounds for a while: a steady holder only renews).
+func (s *Supervisor) retryVIP() {
+	h := s.vip
+	h.mu.Lock()
+	h.retry = nil
+	h.mu.Unlock()
+	l := s.local.Load()
+	if l == nil || !s.pg.Running() {
+		return
+	}
+	s.tendVIP(s.store.State(), l.PG)
+}
+
 // drop removes the VIP if held (the fencer, a stop, a fence, the agent's
 // shutdown).
 func (h *vipHolder) drop(reason string) {
@@ -118,6 +198,12 @@ func (h *vipHolder) drop(reason string) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.retry != nil {
+		// A stop or a lease end cancels a pending add; the next round
+		// decides again.
+		h.retry.Stop()
+		h.retry = nil
+	}
 	if h.held || h.tried {
 		h.removeLocked(reason)
 	}

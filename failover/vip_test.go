@@ -46,8 +46,14 @@ func (v *fakeVIP) isHeld() bool {
 	return v.held
 }
 
+// newVIPRig is newRig with a fake VIP; the key's epoch was an election
+// (no previous lease to wait for) unless st's History says otherwise.
 func newVIPRig(t *testing.T, me string, st raftstore.State, pgst pgmanager.Status) (*rig, *fakeVIP) {
 	t.Helper()
+	if len(st.History) == 0 {
+		st.History = append(st.History, raftstore.Event{Kind: raftstore.EventLeader, Epoch: st.Leader.Epoch,
+			Member: st.Leader.Holder, Cause: raftstore.CauseElection})
+	}
 	r := newRig(t, me, st, pgst)
 	v := &fakeVIP{ev: r.ev}
 	r.sup.SetVIP(v, "10.0.0.10/24 on eth0")
@@ -219,5 +225,56 @@ func TestVIPFailingAddIsRetriedAndRemoved(t *testing.T) {
 	r.sup.vip.drop("test")
 	if n := r.ev.count("vip Remove"); n != 1 {
 		t.Errorf("%d removals after a failed Add, want 1", n)
+	}
+}
+
+// After a failover in synchronous mode (the fast path may have elected
+// this member before the old lease ended) the new holder adds the VIP only
+// once the old lease must have ended: ttl − margin after it saw its key,
+// plus drift and the fencing budget. After a switchover it adds at once.
+func TestVIPWaitsForThePreviousLeaseAfterAFailover(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		cause string
+		sync  bool
+		wait  bool
+	}{
+		{"fast path possible", raftstore.CauseFailover, true, true},
+		{"manual failover, sync", raftstore.CauseManualFailover, true, true},
+		{"failover, async: after the countdown", raftstore.CauseFailover, false, false},
+		{"switchover", raftstore.CauseSwitchover, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := testState("pg2", "pg1", "pg2")
+			st.Config.SynchronousMode = tc.sync
+			st.History = []raftstore.Event{{Kind: raftstore.EventLeader, Epoch: st.Leader.Epoch, Member: "pg2", Cause: tc.cause}}
+			r, v := newVIPRig(t, "pg2", st, runningPrimary)
+			defer r.sup.vip.drop("test over")
+			r.renew()
+			r.sup.tendVIP(r.store.State(), runningPrimary)
+			if v.isHeld() == tc.wait {
+				t.Fatalf("held %v right after taking the key, want %v", v.isHeld(), !tc.wait)
+			}
+			if !tc.wait {
+				return
+			}
+			bound := previousLeaseBound(st.Config.TTL)
+			r.clock.Advance(bound - 10*time.Millisecond)
+			r.renew()
+			r.sup.tendVIP(r.store.State(), runningPrimary)
+			if v.isHeld() {
+				t.Fatalf("added %s after seeing the key, before the old lease's bound %s", bound-10*time.Millisecond, bound)
+			}
+			r.clock.Advance(20 * time.Millisecond)
+			r.sup.tendVIP(r.store.State(), runningPrimary)
+			if !v.isHeld() {
+				t.Fatalf("not added after the old lease's bound: %v", r.ev.all())
+			}
+		})
+	}
+	if b := previousLeaseBound(3 * time.Second); b < 3*time.Second-Margin(3*time.Second)+FenceBudget {
+		t.Errorf("previousLeaseBound(3s) = %s, shorter than the lease plus the fencing budget", b)
 	}
 }
