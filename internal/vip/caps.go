@@ -52,19 +52,19 @@ var ErrCaps = errors.New("capabilities")
 
 // CheckCaps says what a non-root agent with a VIP lacks: each capability
 // of Needed in its effective set (to add and remove the address, send
-// the ARP) and its inheritable set (to raise it in the fence keeper's
+// the ARP; being permitted, it can also be raised in the fence keeper's
 // ambient set). nil when nothing is missing.
 func CheckCaps(c CapSets) error {
 	var missing []string
 	for _, n := range Needed {
-		if !Has(c.Effective, n) || !Has(c.Inheritable, n) {
+		if !Has(c.Effective, n) {
 			missing = append(missing, capNames[n])
 		}
 	}
 	if len(missing) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: vip: needs %s (effective and inheritable): add to the systemd unit "+
+	return fmt.Errorf("%w: vip: needs %s: add to the systemd unit "+
 		"AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW (see examples/systemd/raftgres.service), or remove the vip: section",
 		ErrCaps, strings.Join(missing, " and "))
 }

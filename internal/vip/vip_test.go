@@ -80,8 +80,8 @@ func TestCheckCaps(t *testing.T) {
 		!strings.Contains(err.Error(), "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW") {
 		t.Fatalf("no CAP_NET_RAW: %v", err)
 	}
-	err = CheckCaps(CapSets{Effective: both})
+	err = CheckCaps(CapSets{Permitted: both})
 	if err == nil || !strings.Contains(err.Error(), "CAP_NET_ADMIN and CAP_NET_RAW") {
-		t.Fatalf("not inheritable: %v", err)
+		t.Fatalf("not effective: %v", err)
 	}
 }
