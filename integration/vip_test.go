@@ -296,7 +296,7 @@ func (w *vipWriter) count() (acks, fails int) {
 	return len(w.ackAt), w.fails
 }
 
-// procCaps reads CapEff, CapPrm and CapAmb of pid.
+// procCaps reads CapEff, CapPrm, CapAmb and CapInh of pid.
 func procCaps(pid int) (map[string]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -305,7 +305,7 @@ func procCaps(pid int) (map[string]string, error) {
 	caps := map[string]string{}
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ":")
-		if ok && (k == "CapEff" || k == "CapPrm" || k == "CapAmb") {
+		if ok && (k == "CapEff" || k == "CapPrm" || k == "CapAmb" || k == "CapInh") {
 			caps[k] = strings.TrimSpace(v)
 		}
 	}
@@ -313,7 +313,7 @@ func procCaps(pid int) (map[string]string, error) {
 }
 
 func noCaps(caps map[string]string) bool {
-	for _, k := range []string{"CapEff", "CapPrm", "CapAmb"} {
+	for _, k := range []string{"CapEff", "CapPrm", "CapAmb", "CapInh"} {
 		if caps[k] != "0000000000000000" {
 			return false
 		}
@@ -357,7 +357,7 @@ func TestVIPFollowsTheLease(t *testing.T) {
 	lab.addClientLeg(t)
 	hooks := baseDir(t)
 	script := filepath.Join(hooks, "caps.sh")
-	body := "#!/bin/sh\ngrep ^Cap /proc/$$/status > " + hooks + "/caps.$(hostname).$1.$$\n"
+	body := "#!/bin/sh\ngrep ^Cap /proc/$$/status > " + hooks + "/caps.$1.$$\n"
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +404,7 @@ func TestVIPFollowsTheLease(t *testing.T) {
 		b, _ := os.ReadFile(f)
 		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 			k, v, _ := strings.Cut(line, ":")
-			if (k == "CapEff" || k == "CapPrm" || k == "CapAmb") && strings.TrimSpace(v) != "0000000000000000" {
+			if (k == "CapEff" || k == "CapPrm" || k == "CapAmb" || k == "CapInh") && strings.TrimSpace(v) != "0000000000000000" {
 				t.Errorf("callback %s: %s", filepath.Base(f), line)
 			}
 		}

@@ -3,8 +3,10 @@ package vip
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,7 +18,7 @@ import (
 // so the agent clears it at start in every thread (ClearAmbient) and
 // keeps the capabilities in its own permitted and effective sets only;
 // the fence keeper, which removes the VIP when the agent cannot, is
-// started with them raised explicitly (KeeperCaps).
+// started with CAP_NET_ADMIN raised explicitly (pgmanager.SelfFenceKeeperWithVIP).
 
 // Needed are the capabilities a non-root agent with a VIP must have.
 var Needed = []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_RAW}
@@ -69,21 +71,40 @@ func CheckCaps(c CapSets) error {
 		ErrCaps, strings.Join(missing, " and "))
 }
 
-// ClearAmbient empties the ambient capability set of every thread of this
-// process, so no child it starts from now on inherits a capability; the
-// process keeps its own permitted and effective sets. Go's
-// AllThreadsSyscall is refused (ENOTSUP) in a binary built with cgo:
-// build with CGO_ENABLED=0.
+// ClearAmbient empties the ambient and inheritable capability sets of
+// every thread of this process, so no child it starts from now on
+// inherits a capability (not even by executing a file with inheritable
+// file capabilities); the process keeps its own permitted and effective
+// sets. Go's AllThreadsSyscall is refused (ENOTSUP) in a binary built
+// with cgo: build with CGO_ENABLED=0.
 func ClearAmbient() error {
 	_, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0)
 	if errno != 0 {
-		if errno == syscall.ENOTSUP {
-			return fmt.Errorf("%w: clear the ambient set: this binary was built with cgo, which cannot change "+
-				"every thread: build it with CGO_ENABLED=0 (make build does)", ErrCaps)
-		}
-		return fmt.Errorf("%w: clear the ambient set: %w", ErrCaps, errno)
+		return allThreadsError("clear the ambient set", errno)
+	}
+	// Every thread has the same sets (nothing here changes one alone):
+	// read them on this one, write them back without the inheritable.
+	hdr := &unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	data := new([2]unix.CapUserData)
+	if err := unix.Capget(hdr, &data[0]); err != nil {
+		return fmt.Errorf("%w: capget: %w", ErrCaps, err)
+	}
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	_, _, errno = syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
+	runtime.KeepAlive(hdr)
+	runtime.KeepAlive(data)
+	if errno != 0 {
+		return allThreadsError("clear the inheritable set", errno)
 	}
 	return nil
+}
+
+func allThreadsError(what string, errno syscall.Errno) error {
+	if errno == syscall.ENOTSUP {
+		return fmt.Errorf("%w: %s: this binary was built with cgo, which cannot change "+
+			"every thread: build it with CGO_ENABLED=0 (make build does)", ErrCaps, what)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrCaps, what, errno)
 }
 
 // AmbientIsEmpty reports whether the calling thread's ambient set is
