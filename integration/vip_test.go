@@ -346,8 +346,8 @@ func killHost(t testing.TB, lab *netLab, n *Node, idx int) {
 
 // TestVIPFollowsTheLease: a 3-member cluster in synchronous mode with
 // vip: on every member. A client on the bridge writes through the VIP
-// across a switchover, a cut link of the primary and the loss of the
-// primary's host; a sampler reads every namespace's addresses every
+// across a switchover, a cut link of the primary, the loss of the
+// primary's host and a frozen agent; a sampler reads every namespace's addresses every
 // 30 ms and no two ever answer on the VIP at once. After each step the
 // VIP is on the new primary only and the writes land there. PostgreSQL
 // and a callback run without capabilities.
@@ -507,7 +507,27 @@ func TestVIPFollowsTheLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitPrimary(120*time.Second, c.nodes...)
+	c.waitStreaming(primary)
 	waitVIPOn(primary, time.Now())
+
+	// 4. The primary's agent is frozen (SIGSTOP): its link stays up and
+	// its host answers ARP for the VIP until its fence keeper removes it
+	// at the lease's end; the new primary, elected by the fast path
+	// before that end, adds it only after.
+	frozen := primary
+	at = time.Now()
+	if err := syscall.Kill(frozen.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	primary = step("frozen agent (SIGSTOP)", frozen, at)
+	if err := syscall.Kill(frozen.PID(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	c.waitPrimary(120*time.Second, c.nodes...)
+	waitVIPOn(primary, time.Now())
+	if !strings.Contains(frozen.Log(), "vip "+vipAddress+"/24 on cl0 removed") {
+		t.Errorf("%s's fence keeper did not say it removed the VIP", frozen.Name)
+	}
 	w.stop()
 	sampler.stop()
 	acks, fails := w.count()
