@@ -39,7 +39,7 @@ type vipHolder struct {
 	tried   bool   // an Add was tried since the last removal: the address may be there
 	lastErr string // the last error logged, so a failing call is logged once
 
-	// The previous holder's lease (see previousLeaseEnd): the epoch last
+	// The previous holder's lease (mayOverlap, previousLeaseBound): the epoch last
 	// seen, the earliest time this member may add the VIP at it, the
 	// longest ttl seen, and the timer that tries again then.
 	epoch     uint64
