@@ -90,7 +90,7 @@ func Run(ctx context.Context, cfg *config.Agent, logger hclog.Logger, version st
 		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags, Watchdog: cfg.Watchdog, WatchdogDevice: wd},
 			pg, store, proposer, logger)
 		if cfg.VIP.Enabled() {
-			a.sup.SetVIP(vipAddr{cfg.VIP}, cfg.VIP.String())
+			a.sup.SetVIP(vipAddr{cfg.VIP}, vipLogger(cfg.VIP, logger))
 		}
 		apiOpts = append(apiOpts, api.WithMember(a.sup), api.WithArchiveSource(pg))
 		if br != nil && br.ServerEnabled() {

@@ -18,7 +18,7 @@ import (
 // left on this host (a crash, a kill -9) is removed: this member holds no
 // lease yet.
 func prepareVIP(v vip.Config, logger hclog.Logger) error {
-	logger = logger.Named(failover.VIPLoggerName).With("vip", v.String())
+	logger = vipLogger(v, logger)
 	if os.Geteuid() != 0 {
 		caps, err := vip.ReadCaps()
 		if err != nil {
@@ -47,7 +47,7 @@ func prepareVIP(v vip.Config, logger hclog.Logger) error {
 // has removed it already when it stopped PostgreSQL; this also covers an
 // agent that fails before or beside it).
 func removeVIPAtStop(v vip.Config, logger hclog.Logger) {
-	logger = logger.Named(failover.VIPLoggerName).With("vip", v.String())
+	logger = vipLogger(v, logger)
 	if held, _ := vip.Held(v); !held {
 		return
 	}
@@ -56,6 +56,11 @@ func removeVIPAtStop(v vip.Config, logger hclog.Logger) {
 		return
 	}
 	logger.Info("vip removed", "reason", "agent stopped")
+}
+
+// vipLogger is the VIP's sub-logger, naming the address.
+func vipLogger(v vip.Config, logger hclog.Logger) hclog.Logger {
+	return logger.Named(failover.VIPLoggerName).With("vip", v.String())
 }
 
 // vipAddr is failover.VIP on this host's interface.

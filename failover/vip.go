@@ -51,13 +51,16 @@ type vipHolder struct {
 // SetVIP makes the supervisor hold v while it is primary under a valid
 // lease; call it before Run. Every Stop and Fence of PostgreSQL removes v
 // first (Fence: right after): a VIP never points at a server that is
-// stopping, demoted or fenced.
-func (s *Supervisor) SetVIP(v VIP, name string) {
+// stopping, demoted or fenced. logger is the VIP's own (VIPLoggerName,
+// naming the address).
+func (s *Supervisor) SetVIP(v VIP, logger hclog.Logger) {
 	if v == nil {
 		return
 	}
-	s.vip = &vipHolder{vip: v, lease: s.lease, member: s.cfg.Member,
-		logger: s.logger.ResetNamed(VIPLoggerName).With("vip", name)}
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	s.vip = &vipHolder{vip: v, lease: s.lease, member: s.cfg.Member, logger: logger}
 	s.pg = vipPostgres{Postgres: s.pg, vip: s.vip}
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
@@ -56,7 +58,7 @@ func newVIPRig(t *testing.T, me string, st raftstore.State, pgst pgmanager.Statu
 	}
 	r := newRig(t, me, st, pgst)
 	v := &fakeVIP{ev: r.ev}
-	r.sup.SetVIP(v, "10.0.0.10/24 on eth0")
+	r.sup.SetVIP(v, hclog.New(&hclog.LoggerOptions{Output: r.logs, Level: hclog.Debug}).Named(VIPLoggerName))
 	return r, v
 }
 

@@ -411,6 +411,16 @@ func TestVIPFollowsTheLease(t *testing.T) {
 	}
 	t.Logf("%d callback runs checked for capabilities", len(outs))
 
+	// Each step starts with a synchronous standby recorded: a switchover
+	// needs one, and the fast path too.
+	waitSync := func(p *Node) {
+		t.Helper()
+		c.waitStreaming(p)
+		waitFor(t, 60*time.Second, "a synchronous standby of "+p.Name, func() (bool, error) {
+			st, err := c.state()
+			return err == nil && st.Sync.Primary == p.Name && len(st.Sync.Standbys) > 0, err
+		})
+	}
 	waitVIPOn := func(n *Node, since time.Time) {
 		t.Helper()
 		waitFor(t, 30*time.Second, "the VIP on "+n.Name+" only", func() (bool, error) {
@@ -465,13 +475,14 @@ func TestVIPFollowsTheLease(t *testing.T) {
 	}
 
 	// 1. A switchover.
+	waitSync(primary)
 	at := time.Now()
 	if out, err := netnsCLI(primary, "switchover", "--force"); err != nil {
 		t.Fatalf("switchover: %v\n%s", err, out)
 	}
 	primary = step("switchover", primary, at)
 	c.waitPrimary(90*time.Second, c.nodes...)
-	c.waitStreaming(primary)
+	waitSync(primary)
 
 	// 2. A cut link of the primary, then healed: it rejoins without the VIP.
 	idx, _ := labIndex(c, primary)
@@ -485,7 +496,7 @@ func TestVIPFollowsTheLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitPrimary(90*time.Second, c.nodes...)
-	c.waitStreaming(primary)
+	waitSync(primary)
 	waitVIPOn(primary, time.Now())
 
 	// 3. The primary's host is lost (kill -9 of everything in it, link
@@ -507,7 +518,7 @@ func TestVIPFollowsTheLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitPrimary(120*time.Second, c.nodes...)
-	c.waitStreaming(primary)
+	waitSync(primary)
 	waitVIPOn(primary, time.Now())
 
 	// 4. The primary's agent is frozen (SIGSTOP): its link stays up and
