@@ -25,16 +25,9 @@ func fenceKeeperCommand() *cli.Command {
 			&cli.StringFlag{Name: pgmanager.FenceKeeperVIPInterfaceFlag, Usage: "its interface"},
 		},
 		Action: func(c *cli.Context) error {
-			var v vip.Config
-			if a := c.String(pgmanager.FenceKeeperVIPFlag); a != "" {
-				p, err := netip.ParsePrefix(a)
-				if err != nil {
-					return cli.Exit(fmt.Sprintf("fence-keeper: --%s: %v", pgmanager.FenceKeeperVIPFlag, err), 2)
-				}
-				v = vip.Config{Address: p, Interface: c.String(pgmanager.FenceKeeperVIPInterfaceFlag)}
-			}
-			if err := v.Validate(); err != nil {
-				return cli.Exit(fmt.Sprintf("fence-keeper: vip: %v", err), 2)
+			v, err := fenceKeeperVIP(c.String(pgmanager.FenceKeeperVIPFlag), c.String(pgmanager.FenceKeeperVIPInterfaceFlag))
+			if err != nil {
+				return cli.Exit("fence-keeper: "+err.Error(), 2)
 			}
 			if code := pgmanager.FenceKeeperMain(v); code != 0 {
 				return cli.Exit("", code)
@@ -42,4 +35,21 @@ func fenceKeeperCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// fenceKeeperVIP is the VIP the keeper's flags name (zero without
+// --vip), checked as the config's is.
+func fenceKeeperVIP(addr, iface string) (vip.Config, error) {
+	var v vip.Config
+	if addr != "" || iface != "" {
+		p, err := netip.ParsePrefix(addr)
+		if err != nil {
+			return vip.Config{}, fmt.Errorf("--%s: %w", pgmanager.FenceKeeperVIPFlag, err)
+		}
+		v = vip.Config{Address: p, Interface: iface}
+	}
+	if err := v.Validate(); err != nil {
+		return vip.Config{}, fmt.Errorf("vip: %w", err)
+	}
+	return v, nil
 }
