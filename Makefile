@@ -18,8 +18,11 @@ VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || 
 deps:
 	@./scripts/install-deps.sh
 
+# CGO_ENABLED=0: a static binary, as the packages ship, and one whose
+# agent can clear its ambient capabilities in every thread (the vip:
+# section; Go refuses that in a binary with cgo).
 build:
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/raftgres ./cmd/raftgres
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/raftgres ./cmd/raftgres
 
 # Release artifacts in DIST: a .deb and an .rpm (nfpm, a Go tool pinned in
 # go.mod: packaging/nfpm.yaml), a tarball with the static binary, and

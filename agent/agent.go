@@ -31,6 +31,12 @@ import (
 // is removed from the cluster, or one of them fails. version is what the
 // API reports.
 func Run(ctx context.Context, cfg *config.Agent, logger hclog.Logger, version string) error {
+	if cfg.VIP.Enabled() {
+		if err := prepareVIP(cfg.VIP, logger); err != nil {
+			return err
+		}
+		defer removeVIPAtStop(cfg.VIP, logger)
+	}
 	store, err := raftstore.New(cfg.Raft, logger)
 	if err != nil {
 		return err
@@ -54,6 +60,9 @@ func Run(ctx context.Context, cfg *config.Agent, logger hclog.Logger, version st
 	var rot *secrets.Rotator
 	if cfg.HasPostgres {
 		pgOpts := pgmanager.Options{Scope: cfg.Scope, FenceKeeper: pgmanager.SelfFenceKeeper}
+		if cfg.VIP.Enabled() {
+			pgOpts.FenceKeeper = pgmanager.SelfFenceKeeperWithVIP(cfg.VIP)
+		}
 		if br != nil {
 			if err := br.WriteConfig(); err != nil {
 				return err
@@ -80,6 +89,9 @@ func Run(ctx context.Context, cfg *config.Agent, logger hclog.Logger, version st
 		}
 		a.sup = failover.NewSupervisor(failover.Config{Member: cfg.Name, Tags: cfg.Tags, Watchdog: cfg.Watchdog, WatchdogDevice: wd},
 			pg, store, proposer, logger)
+		if cfg.VIP.Enabled() {
+			a.sup.SetVIP(vipAddr{cfg.VIP}, vipLogger(cfg.VIP, logger))
+		}
 		apiOpts = append(apiOpts, api.WithMember(a.sup), api.WithArchiveSource(pg))
 		if br != nil && br.ServerEnabled() {
 			apiOpts = append(apiOpts, api.WithBackupEndpoint(br.Endpoint(cfg.Name)))

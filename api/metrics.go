@@ -157,6 +157,8 @@ func newMetrics(scope, name string) []metric {
 				}
 				return v.local.LeaseUntil.Sub(v.now).Seconds()
 			}),
+		g("raftgres_vip_held", "1 if this member holds the VIP (vip:) on its interface, else 0 (always 0 without vip:).",
+			func(v nodeView, _ *metricInput) float64 { return b2f(v.local.VIP.Held) }),
 		g("raftgres_replication_lag_bytes", "Bytes this replica is behind the primary's last report, 0 elsewhere.",
 			func(v nodeView, _ *metricInput) float64 {
 				if !v.isReplica() {

@@ -160,6 +160,33 @@ func TestMetricsLeaseRemaining(t *testing.T) {
 	}
 }
 
+// TestMetricsVIPHeld: raftgres_vip_held is the supervisor's live view.
+func TestMetricsVIPHeld(t *testing.T) {
+	t.Parallel()
+	var held metric
+	for _, m := range newMetrics("test", "n1") {
+		if strings.Contains(m.desc.String(), `"raftgres_vip_held"`) {
+			held = m
+		}
+	}
+	if held.value == nil {
+		t.Fatal("raftgres_vip_held is not defined")
+	}
+	for _, tc := range []struct {
+		vip  failover.VIPState
+		want float64
+	}{
+		{failover.VIPState{}, 0},
+		{failover.VIPState{Configured: true}, 0},
+		{failover.VIPState{Configured: true, Held: true}, 1},
+	} {
+		v := nodeView{name: "n1", st: raftstore.NewState(), local: failover.Local{Member: "n1", VIP: tc.vip}, hasPG: true}
+		if got := held.value(v, &metricInput{}); got != tc.want {
+			t.Errorf("%+v: raftgres_vip_held %v, want %v", tc.vip, got, tc.want)
+		}
+	}
+}
+
 // fakeArchive is a PostgreSQL that reports archive statistics.
 type fakeArchive struct {
 	stats failover.ArchiveStats

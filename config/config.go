@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -25,6 +26,7 @@ import (
 	"raftgres/backup"
 	"raftgres/failover"
 	"raftgres/internal/conf"
+	"raftgres/internal/vip"
 	"raftgres/pgmanager"
 	"raftgres/raftstore"
 )
@@ -47,6 +49,11 @@ type Agent struct {
 	Watchdog    failover.WatchdogConfig
 	Backup      backup.Config
 	Log         Log
+
+	// VIP is the virtual address this member holds while primary under a
+	// valid lease (zero: none).
+	VIP vip.Config
+
 	// Notes are keys accepted for Patroni's sake that have no effect here
 	// (postgresql.pgpass, use_unix_socket), and how a member missing from
 	// its bootstrap_peers joins: check-config prints them and the agent
@@ -310,6 +317,16 @@ func (f *File) convert(path string) (*Agent, []error) {
 	}
 	c.Watchdog.Mode = cmp.Or(f.Watchdog.Mode, c.Watchdog.Mode)
 	c.Watchdog.Device = cmp.Or(f.Watchdog.Device, c.Watchdog.Device)
+	if v := f.VIP; v != nil {
+		c.VIP.Interface = v.Interface
+		if p, err := netip.ParsePrefix(v.Address); err == nil {
+			c.VIP.Address = p
+		} else if v.Address != "" {
+			errs = append(errs, conf.Errorf("^vip.address", "must be an IPv4 address with its prefix length (10.0.0.10/24), got %q", v.Address))
+		} else {
+			errs = append(errs, conf.Errorf("^vip.address", "is required in vip:"))
+		}
+	}
 	c.Backup = backup.DefaultConfig()
 	if b := f.Backup; b != nil {
 		c.Backup.Stanza, c.Backup.RepoPath, c.Backup.Options = b.Stanza, b.RepoPath, b.Options
@@ -541,6 +558,10 @@ func (c *Agent) validate() []error {
 	}
 	check("tags", c.Tags.Validate())
 	check("watchdog", c.Watchdog.Validate(c.Cluster.TTL))
+	check("vip", c.VIP.Validate())
+	if c.VIP.Enabled() && !c.HasPostgres {
+		check("vip", errors.New("needs a postgresql: section"))
+	}
 	check("backup", c.Backup.Validate())
 	if c.Backup.Enabled() && !c.HasPostgres {
 		check("backup", errors.New("needs a postgresql: section"))

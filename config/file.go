@@ -29,6 +29,7 @@ type File struct {
 	Bootstrap  Bootstrap `yaml:"bootstrap,omitempty"`
 	Tags       Tags      `yaml:"tags,omitempty"`
 	Watchdog   Watchdog  `yaml:"watchdog,omitempty"`
+	VIP        *VIP      `yaml:"vip,omitempty"`
 	Backup     *Backup   `yaml:"backup,omitempty"`
 	Log        Log       `yaml:"log,omitempty"`
 }
@@ -50,6 +51,12 @@ type BackupServer struct {
 	CAFile   string `yaml:"ca_file,omitempty"`
 	CertFile string `yaml:"cert_file,omitempty"`
 	KeyFile  string `yaml:"key_file,omitempty"`
+}
+
+// VIP is the vip: section: a virtual address only the lease holder holds.
+type VIP struct {
+	Address   string `yaml:"address,omitempty"`
+	Interface string `yaml:"interface,omitempty"`
 }
 
 // Watchdog is the watchdog: section (mode off|automatic|required).

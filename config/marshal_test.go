@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -30,7 +31,8 @@ func decodeFile(t *testing.T, text string) *File {
 }
 
 func TestMarshalRoundTrip(t *testing.T) {
-	withBackup := validConfig + "backup: {stanza: main, repo_path: /var/lib/pgbackrest, options: {repo1-retention-full: 2}}\n"
+	withBackup := validConfig + "backup: {stanza: main, repo_path: /var/lib/pgbackrest, options: {repo1-retention-full: 2}}\n" +
+		"vip: {address: 10.0.0.10/24, interface: eth0}\n"
 	for _, text := range []string{validConfig, withBackup} {
 		f := decodeFile(t, text)
 		out, err := Marshal(f)
@@ -49,7 +51,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
-		if diff := cmp.Diff(want, got, cmp.AllowUnexported(Agent{})); diff != "" {
+		if diff := cmp.Diff(want, got, cmp.AllowUnexported(Agent{}), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 			t.Fatalf("loads differently (-want +got):\n%s", diff)
 		}
 	}

@@ -254,6 +254,8 @@ func (s *Supervisor) runFencer(ctx context.Context) {
 			// armed with its end: only PostgreSQL started as a standby
 			// (which acknowledges nothing) disarms it.
 			s.pg.FenceAt(until)
+		} else {
+			s.vipLeaseEnded("no lease") // given up (hand-over, release) or moved on
 		}
 		var fire <-chan time.Time
 		var t *time.Timer
@@ -288,5 +290,6 @@ func (s *Supervisor) fenceIfEnded(until time.Time) bool {
 	if s.pg.Running() && s.pg.Fence() {
 		s.logger.Warn("lease ended without renewal: postgres stopped (immediate)", "epoch", epoch)
 	}
+	s.vipLeaseEnded("lease ended")
 	return true
 }

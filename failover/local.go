@@ -23,6 +23,9 @@ type Local struct {
 	Upstream string
 	// ObservedAt is when the cycle that produced this view ended.
 	ObservedAt time.Time
+	// VIP is whether a VIP is configured and held now (read live, not
+	// at the cycle's end: the fencer removes it between cycles).
+	VIP VIPState
 }
 
 // LeaseValid reports whether this member's lease is valid at now.
@@ -42,9 +45,10 @@ func (l Local) LeaseValid(now time.Time) bool {
 func (s *Supervisor) Local() Local {
 	l := s.local.Load()
 	if l == nil {
-		return Local{Member: s.cfg.Member}
+		return Local{Member: s.cfg.Member, VIP: s.vip.state()}
 	}
 	out := *l
+	out.VIP = s.vip.state()
 	if !out.LeaseUntil.IsZero() {
 		out.LeaseUntil = time.Time{}
 		if _, until, epoch, _ := s.lease.snapshot(); epoch == out.Epoch {

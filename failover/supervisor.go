@@ -134,6 +134,8 @@ type Supervisor struct {
 	// (runAction).
 	act func(f func() error) <-chan error
 	wd  Watchdog // nil when watchdog.mode is off (or automatic and unusable)
+	// vip is the virtual address (vip.go); nil without one.
+	vip *vipHolder
 }
 
 // NewSupervisor returns a supervisor; Run starts it.
@@ -386,6 +388,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 		s.runs.acted(pgst.Running, s.clock.Now()) // stops we asked for are not crashes
 	}
 	s.tendWatchdog(ctx, s.store.State(), pgst)
+	s.tendVIP(s.store.State(), pgst)
 	s.watchGate(ctx, s.store.State(), pgst)
 	s.callbacks(pgst)
 	s.applyConfig(ctx, st, pgst)

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"raftgres/internal/boottime"
+	"raftgres/internal/vip"
 )
 
 // The fence keeper is a small child process of the agent that SIGKILLs
@@ -43,6 +44,11 @@ import (
 // The keeper kills the group when CLOCK_BOOTTIME reaches DEADLINE, once
 // per deadline. When its stdin ends (the agent died) it keeps the last
 // deadline, fires at it if armed, then exits; disarmed, it exits at once.
+// With a VIP (`fence-keeper --vip ADDRESS/LEN --vip-interface IF`, given
+// when the agent has a vip: section) it also removes that address from the
+// interface when it fires, right after the kill: an agent that is stopped
+// or dead can no more remove it than fence PostgreSQL. The protocol is
+// the same with or without.
 // It logs lines "LEVEL message" to stderr, which the agent forwards to its
 // logger; if that pipe breaks it writes to fd 3 (the agent's own stderr,
 // such as the journal) instead.
@@ -314,14 +320,21 @@ func childrenOf(procRoot string, ppid int) []child {
 const fenceLogFDEnv = "RAFTGRES_FENCE_LOG_FD"
 
 // FenceKeeperMain runs the fence keeper on this process's stdin and
-// stderr (`raftgres fence-keeper`) and returns its exit code.
-func FenceKeeperMain() int {
+// stderr (`raftgres fence-keeper`) and returns its exit code. v is the
+// VIP it removes when it fires (zero: none).
+func FenceKeeperMain(v vip.Config) int {
 	var fallback io.Writer
 	if fd, err := strconv.Atoi(os.Getenv(fenceLogFDEnv)); err == nil && fd > 2 {
 		fallback = os.NewFile(uintptr(fd), "agent-stderr")
 	}
-	return RunFenceKeeper(os.Stdin, os.Stderr, fallback)
+	return RunFenceKeeper(os.Stdin, os.Stderr, fallback, v)
 }
+
+// Fence keeper flags naming the VIP (cmd/raftgres/fencekeeper.go).
+const (
+	FenceKeeperVIPFlag          = "vip"
+	FenceKeeperVIPInterfaceFlag = "vip-interface"
+)
 
 // RunFenceKeeper is the fence keeper's main loop (the hidden subcommand
 // fence-keeper): it reads protocol lines from in, logs to log (and, once
@@ -335,7 +348,7 @@ func FenceKeeperMain() int {
 // spin. While armed, poll also times out every second and the keeper
 // rereads CLOCK_BOOTTIME, a safety net should the timerfd ever fail to
 // wake it; without a timerfd (creation failed) that 10 ms polling is all.
-func RunFenceKeeper(in *os.File, log, fallback io.Writer) int {
+func RunFenceKeeper(in *os.File, log, fallback io.Writer, v vip.Config) int {
 	// SIGPIPE: a write to a broken stderr must fail, not kill the keeper
 	// (the fallback takes over). SIGHUP, SIGINT: meant for the agent's
 	// terminal. SIGTTOU: a background process group writing to a terminal
@@ -345,6 +358,12 @@ func RunFenceKeeper(in *os.File, log, fallback io.Writer) int {
 	l := newKeeperLog(log, fallback)
 	defer l.close(time.Second)
 	k := &keeper{in: int(in.Fd()), log: l, procRoot: "/proc", now: boottime.Raw}
+	if v.Enabled() {
+		k.vip = v.String()
+		k.removeVIP = func() error { return vip.Remove(v) }
+		// A stale address is not removed here: the agent does that at its
+		// start, and a keeper started for a live holder must not.
+	}
 	return k.run()
 }
 
@@ -356,6 +375,9 @@ type keeper struct {
 	s        fenceState
 	closed   bool
 	dec      fenceDecoder
+	// removeVIP removes the VIP (nil: none), named vip in the log.
+	removeVIP func() error
+	vip       string
 }
 
 func (k *keeper) run() int {
@@ -372,16 +394,7 @@ func (k *keeper) run() int {
 		now := k.now()
 		switch keeperNext(k.s, now, k.closed) {
 		case keeperFire:
-			level := "WARN"
-			if k.s.Pid == 0 {
-				// Typically the same lease end again, with the postmaster
-				// this keeper killed gone: the agent's state has it armed.
-				level = "INFO"
-			}
-			what := fireFence(k.s, k.procRoot)
-			k.log.printf(level, "lease ended at %s (%s late): %s",
-				boottime.FromNanos(k.s.Deadline).UTC().Format(time.RFC3339Nano), time.Duration(now-k.s.Deadline), what)
-			k.s.Deadline = 0
+			k.fire(now)
 			continue
 		case keeperExit:
 			k.log.printf("INFO", "agent gone, nothing armed: exiting")
@@ -430,6 +443,28 @@ func (k *keeper) run() int {
 			}
 		}
 	}
+}
+
+// fire kills what the state names, removes the VIP, and disarms.
+func (k *keeper) fire(now int64) {
+	level := "WARN"
+	if k.s.Pid == 0 {
+		// Typically the same lease end again, with the postmaster
+		// this keeper killed gone: the agent's state has it armed.
+		level = "INFO"
+	}
+	what := fireFence(k.s, k.procRoot)
+	if k.removeVIP != nil {
+		if err := k.removeVIP(); err != nil {
+			what += fmt.Sprintf("; cannot remove vip %s: %v", k.vip, err)
+			level = "ERROR"
+		} else {
+			what += "; vip " + k.vip + " removed (if it was there)"
+		}
+	}
+	k.log.printf(level, "lease ended at %s (%s late): %s",
+		boottime.FromNanos(k.s.Deadline).UTC().Format(time.RFC3339Nano), time.Duration(now-k.s.Deadline), what)
+	k.s.Deadline = 0
 }
 
 // readInput reads what stdin has and applies every complete line.

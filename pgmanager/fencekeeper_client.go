@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"raftgres/internal/vip"
 )
 
 // SelfFenceKeeper is the agent's Options.FenceKeeper: this very binary
@@ -24,6 +27,21 @@ func SelfFenceKeeper() *exec.Cmd {
 	c.Args[0] = "raftgres"
 	c.Env = []string{}
 	return c
+}
+
+// SelfFenceKeeperWithVIP is SelfFenceKeeper that also removes v when it
+// fires. A non-root agent (its ambient set cleared at start, so no other
+// child inherits a capability: internal/vip) starts it with CAP_NET_ADMIN
+// raised in its ambient set, which removing an address needs.
+func SelfFenceKeeperWithVIP(v vip.Config) func() *exec.Cmd {
+	return func() *exec.Cmd {
+		c := SelfFenceKeeper()
+		c.Args = append(c.Args, "--"+FenceKeeperVIPFlag, v.Address.String(), "--"+FenceKeeperVIPInterfaceFlag, v.Interface)
+		if os.Geteuid() != 0 {
+			c.SysProcAttr = &syscall.SysProcAttr{AmbientCaps: []uintptr{unix.CAP_NET_ADMIN}}
+		}
+		return c
+	}
 }
 
 // keeperWriteTimeout bounds a write to the keeper's pipe: a keeper that
@@ -141,7 +159,10 @@ func (k *keeperClient) startLocked() error {
 		cmd.Env = os.Environ()
 	}
 	cmd.Env = append(cmd.Env, fenceLogFDEnv+"=3")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
 	err = cmd.Start()
 	_ = r.Close()
 	_ = ew.Close()

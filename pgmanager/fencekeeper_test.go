@@ -2,19 +2,24 @@ package pgmanager
 
 import (
 	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"raftgres/internal/testutil"
+	"raftgres/internal/vip"
 )
 
 // With PGMANAGER_FENCE_KEEPER=1 the test binary is a fence keeper (the
 // agent's `raftgres fence-keeper`); init runs before TestMain.
 func init() {
 	if os.Getenv("PGMANAGER_FENCE_KEEPER") == "1" {
-		os.Exit(FenceKeeperMain())
+		os.Exit(FenceKeeperMain(vip.Config{}))
 	}
 }
 
@@ -340,5 +345,48 @@ func TestChildrenOf(t *testing.T) {
 	want := []child{{201, 201}, {202, 202}}
 	if got := childrenOf(root, 200); !cmp.Equal(got, want, cmp.AllowUnexported(child{})) {
 		t.Fatalf("childrenOf = %v, want %v", got, want)
+	}
+}
+
+// The keeper removes the VIP whenever it fires, after the kill, and says
+// so; a failed removal is an error line.
+func TestFenceKeeperFireRemovesTheVIP(t *testing.T) {
+	t.Parallel()
+	for _, fail := range []bool{false, true} {
+		var out testutil.SyncBuffer
+		var calls int
+		k := &keeper{log: newKeeperLog(&out, nil), procRoot: t.TempDir(), s: fenceState{Deadline: 5}, vip: "10.0.0.10/24 on eth0",
+			removeVIP: func() error {
+				calls++
+				if fail {
+					return os.ErrPermission
+				}
+				return nil
+			}}
+		k.fire(7)
+		k.log.close(time.Second)
+		if calls != 1 || k.s.armed() {
+			t.Errorf("fail=%v: %d removals, armed %v; want 1 and disarmed", fail, calls, k.s.armed())
+		}
+		want := "INFO lease ended at"
+		if fail {
+			want = "ERROR lease ended at"
+		}
+		if got := out.String(); !strings.HasPrefix(got, want) || !strings.Contains(got, "vip 10.0.0.10/24 on eth0") {
+			t.Errorf("fail=%v: logged %q", fail, got)
+		}
+	}
+}
+
+func TestSelfFenceKeeperWithVIPNamesIt(t *testing.T) {
+	t.Parallel()
+	v := vip.Config{Address: netip.MustParsePrefix("10.0.0.10/24"), Interface: "eth0"}
+	c := SelfFenceKeeperWithVIP(v)()
+	want := []string{"raftgres", FenceKeeperCommand, "--vip", "10.0.0.10/24", "--vip-interface", "eth0"}
+	if diff := cmp.Diff(want, c.Args); diff != "" {
+		t.Errorf("args (-want +got):\n%s", diff)
+	}
+	if os.Geteuid() != 0 && (c.SysProcAttr == nil || len(c.SysProcAttr.AmbientCaps) != 1) {
+		t.Errorf("a non-root agent's keeper gets no ambient CAP_NET_ADMIN: %+v", c.SysProcAttr)
 	}
 }

@@ -20,27 +20,28 @@ var allowedImports = map[string][]string{
 	"raftgres/internal/boottime": {},
 	"raftgres/internal/fsutil":   {},
 	"raftgres/internal/testutil": {},
-	"raftgres/internal/watchdog": {}, // the Linux watchdog driver; only the agent wires it
+	"raftgres/internal/watchdog": {},         // the Linux watchdog driver; only the agent wires it
+	"raftgres/internal/vip":      {leafConf}, // netlink and ARP for the VIP; its field errors
 
 	"raftgres/raftstore": {leafConf, leafTestutil},
-	"raftgres/pgmanager": {leafConf, leafBoottime, leafFsutil, leafTestutil},
+	"raftgres/pgmanager": {leafConf, leafBoottime, leafFsutil, leafTestutil, "raftgres/internal/vip"},
 	"raftgres/backup":    {leafConf, leafFsutil},
 	"raftgres/failover":  {leafConf, leafBoottime, leafTestutil, "raftgres/raftstore", "raftgres/pgmanager"},
 	"raftgres/api":       {leafConf, "raftgres/raftstore", "raftgres/failover", "raftgres/internal/testutil"},
 
 	// The file converts into each package's Config.
-	"raftgres/config":         {leafConf, "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover", "raftgres/api"},
+	"raftgres/config":         {leafConf, "raftgres/internal/vip", "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover", "raftgres/api"},
 	"raftgres/config/patroni": {"raftgres/config", "raftgres/raftstore", "raftgres/pgmanager"},
 	"raftgres/secrets":        {leafConf, leafFsutil, "raftgres/pgmanager", "raftgres/api"},
 	// Operator procedures through the REST API.
 	"raftgres/ops": {"raftgres/api", "raftgres/failover", "raftgres/raftstore"},
 	// The agent wires every component.
-	"raftgres/agent": {leafConf, leafFsutil, leafTestutil, "raftgres/internal/watchdog", "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover",
+	"raftgres/agent": {leafConf, leafFsutil, leafTestutil, "raftgres/internal/watchdog", "raftgres/internal/vip", "raftgres/raftstore", "raftgres/pgmanager", "raftgres/backup", "raftgres/failover",
 		"raftgres/api", "raftgres/config", "raftgres/secrets"},
 
 	// failover: its timing formulas (Margin); boottime: the lease clock's drift;
 	// config: the harness builds the agents' config files.
-	"raftgres/integration": {leafConf, leafBoottime, leafTestutil, "raftgres/raftstore", "raftgres/failover", "raftgres/api", "raftgres/config"},
+	"raftgres/integration": {leafConf, leafBoottime, leafTestutil, "raftgres/internal/vip", "raftgres/raftstore", "raftgres/failover", "raftgres/api", "raftgres/config"},
 }
 
 const (
