@@ -149,11 +149,19 @@ func (s *Supervisor) quorumKeepThroughBlip(st raftstore.State, pgst pgmanager.St
 }
 
 // gateRule is the rule the commit gate must hold on this holder: in
+// synchronous mode without a record of this primary, confirm nothing; in
 // quorum mode the term's, which starts as what the record proves for this
 // primary (an agent restarted mid-term keeps its protection); outside it,
 // the record's while a quorum record of this primary stands (until the
 // synchronous path replaced it), else none.
 func (s *Supervisor) gateRule(st raftstore.State) quorumRule {
+	if st.Config.SynchronousMode && st.Sync.Primary != s.cfg.Member {
+		// No record of this primary yet (a new cluster, synchronous mode
+		// just turned on): anyone may be elected, so nothing may be
+		// confirmed until the record names this primary (manageSync
+		// writes it first; TestSimSweep seed 22577).
+		return quorumRule{q: 1}
+	}
 	own := st.Sync.Primary == s.cfg.Member && st.Sync.Quorum > 0
 	if !st.Config.QuorumCommit() {
 		s.termAt(st.Leader.Epoch).sync.gateSet = false // back in quorum mode, start from the record again
@@ -201,6 +209,7 @@ func (s *Supervisor) manageQuorum(ctx context.Context, st raftstore.State, pgst 
 			return
 		}
 		prev = next
+		s.pushGate(s.gateRule(s.store.State()))
 	case intent.uncertain:
 		next, err := s.applySync(ctx, raftstore.SetSync{Primary: me, Standbys: prev.Standbys, Quorum: prev.Quorum,
 			Epoch: st.Leader.Epoch, Prev: &prev})

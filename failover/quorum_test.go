@@ -195,3 +195,28 @@ func TestReplicaReportsPositionsReadAfterTheLeaseEnded(t *testing.T) {
 		})
 	}
 }
+
+// F8: in synchronous mode a holder whose record does not name it yet (a
+// new cluster, the mode just turned on: anyone may be elected) lets its
+// gate confirm nothing until the record naming it is committed.
+func TestGateConfirmsNothingUntilTheRecordNamesThePrimary(t *testing.T) {
+	t.Parallel()
+	for _, quorum := range []bool{false, true} {
+		st := testState("pg1", "pg1", "pg2")
+		st.Config.SynchronousMode, st.Config.SynchronousQuorum = true, quorum
+		r := newRig(t, "pg1", st, runningPrimary)
+		r.renew()
+		if q, names := r.pg.gateRule(); q != 1 || len(names) != 0 {
+			t.Fatalf("quorum %v: gate rule before the record %d of %v, want 1 of none", quorum, q, names)
+		}
+		s := runningPrimary
+		s.SyncStandbyNames = gateOnly
+		r.sup.manageSync(context.Background(), r.store.State(), s)
+		if got := r.store.State().Sync.Primary; got != "pg1" {
+			t.Fatalf("quorum %v: record names %q", quorum, got)
+		}
+		if q, _ := r.pg.gateRule(); q != 0 {
+			t.Fatalf("quorum %v: gate still waits for %d standbys once the record names the primary", quorum, q)
+		}
+	}
+}

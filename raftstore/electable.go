@@ -122,5 +122,11 @@ func (s State) CheckLeave(member string) error {
 	if ok, _ := s.Electable(member); ok {
 		return fmt.Errorf("%w (%s)", ErrSyncLeave, member)
 	}
+	if s.Sync.QuorumNeed() > 0 && slices.Contains(s.Sync.Standbys, member) {
+		// A member of a quorum set is electable only once enough of the
+		// set reported; RemoveMember lowers q, so its leaving would leave
+		// the rest unable to prove they hold every commit.
+		return fmt.Errorf("%w (%s, in the quorum set)", ErrSyncLeave, member)
+	}
 	return nil
 }

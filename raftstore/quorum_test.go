@@ -246,3 +246,20 @@ func TestRecoveryKeepsAQuorumRecordOnlyWithEnoughOfTheSet(t *testing.T) {
 		}
 	}
 }
+
+// F9: while no holder renewed, a member of a quorum set may not leave:
+// RemoveMember lowers q, and the rest may never prove they hold every
+// commit.
+func TestCheckLeaveKeepsTheQuorumSet(t *testing.T) {
+	t.Parallel()
+	a := quorumCluster(t, 2)
+	st := a.f.State()
+	if err := st.CheckLeave("b"); err != nil {
+		t.Fatalf("with a holder that renewed: %v", err)
+	}
+	a.mustApply(SetLeader{Holder: "", PrevEpoch: st.Leader.Epoch, PrevRev: st.Leader.Rev, Cause: CauseRelease, Actor: "a",
+		Rules: RulesSyncKey, At: t0})
+	if err := a.f.State().CheckLeave("b"); !errors.Is(err, ErrSyncLeave) {
+		t.Fatalf("released key: CheckLeave(b) = %v, want ErrSyncLeave", err)
+	}
+}
