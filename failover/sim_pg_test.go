@@ -71,7 +71,7 @@ type simPG struct {
 	streaming bool // its walreceiver streams from upstream
 	// streamed: the walreceiver streamed since the server started (a
 	// standby shows a received position only then).
-	streamed bool
+	streamed  bool
 	gateFlush uint64
 	// gateQ of gateNames must have flushed what the gate confirms
 	// (SetGateQuorum; 0: the lease alone).
