@@ -246,19 +246,7 @@ func (s *Supervisor) manageQuorum(ctx context.Context, st raftstore.State, pgst 
 	intent.names = names
 	if pgst.SyncStandbyNames != names {
 		intent.quorumSince = nil
-		d, err := s.desired(st, "", false)
-		if err != nil {
-			s.logger.Warn("set synchronous_standby_names", "value", names, "error", err)
-			return
-		}
-		sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, FenceBudget))
-		err = s.pg.SetSynchronousStandbyNames(sctx, d)
-		cancel()
-		if err != nil {
-			s.logger.Warn("set synchronous_standby_names", "value", names, "had", pgst.SyncStandbyNames, "error", err)
-			return
-		}
-		s.logger.Info("synchronous_standby_names set", "value", names, "had", pgst.SyncStandbyNames)
+		s.setSyncNames(ctx, st, pgst, names)
 		return
 	}
 	// 4. Narrow the record to the rule once it covers what was confirmed

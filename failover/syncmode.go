@@ -267,19 +267,7 @@ func (s *Supervisor) manageFirst(ctx context.Context, st raftstore.State, pgst p
 		// Whatever ran meanwhile was acknowledged without the standby: the
 		// LSN it must cover is read again once the setting is back.
 		intent.since = nil
-		d, err := s.desired(st, "", false)
-		if err != nil {
-			s.logger.Warn("set synchronous_standby_names", "value", names, "error", err)
-			return
-		}
-		sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, FenceBudget))
-		err = s.pg.SetSynchronousStandbyNames(sctx, d)
-		cancel()
-		if err != nil {
-			s.logger.Warn("set synchronous_standby_names", "value", names, "had", pgst.SyncStandbyNames, "error", err)
-			return
-		}
-		s.logger.Info("synchronous_standby_names set", "value", names, "had", pgst.SyncStandbyNames)
+		s.setSyncNames(ctx, st, pgst, names)
 		return // the flush LSN that covers earlier commits is read next cycle
 	}
 	// Widen last: record a standby once PostgreSQL confirms it and it
@@ -315,6 +303,24 @@ func (s *Supervisor) manageFirst(ctx context.Context, st raftstore.State, pgst p
 	}
 	s.logger.Info("synchronous standby recorded", "member", cand, "flush_lsn", pgmanager.FormatLSN(flush),
 		"covers", pgmanager.FormatLSN(since))
+}
+
+// setSyncNames writes names as synchronous_standby_names (the managed
+// config, reloaded), bounded by the lease; the next status shows it.
+func (s *Supervisor) setSyncNames(ctx context.Context, st raftstore.State, pgst pgmanager.Status, names string) {
+	d, err := s.desired(st, "", false)
+	if err != nil {
+		s.logger.Warn("set synchronous_standby_names", "value", names, "error", err)
+		return
+	}
+	sctx, cancel := s.leaseBound(ctx, st, max(st.Config.RetryTimeout, FenceBudget))
+	err = s.pg.SetSynchronousStandbyNames(sctx, d)
+	cancel()
+	if err != nil {
+		s.logger.Warn("set synchronous_standby_names", "value", names, "had", pgst.SyncStandbyNames, "error", err)
+		return
+	}
+	s.logger.Info("synchronous_standby_names set", "value", names, "had", pgst.SyncStandbyNames)
 }
 
 // applySync commits a SetSync and returns the record the local store then
