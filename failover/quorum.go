@@ -280,10 +280,8 @@ func (s *Supervisor) manageQuorum(ctx context.Context, st raftstore.State, pgst 
 // (raftstore.State.QuorumReady). Nil when it has not ended, or when not
 // in quorum mode.
 func (s *Supervisor) leaseOver(st raftstore.State, now time.Time) *raftstore.KeyRef {
+	s.seeKey(st, now)
 	ref := st.Leader.Ref()
-	if s.keySeen.ref != ref {
-		s.keySeen.ref, s.keySeen.at = ref, now
-	}
 	if !st.Config.QuorumCommit() || st.Leader.Holder == s.cfg.Member || st.Leader.Epoch == 0 {
 		return nil
 	}
@@ -294,6 +292,16 @@ func (s *Supervisor) leaseOver(st raftstore.State, now time.Time) *raftstore.Key
 		return &ref
 	}
 	return nil
+}
+
+// seeKey notes when this member first saw the key's current state (a
+// renewal, an acquire, a release): the loop calls it every round, and
+// waitNext at every change of the store, so that a renewal applied while
+// the loop waits is dated when it was applied, not at the next round.
+func (s *Supervisor) seeKey(st raftstore.State, now time.Time) {
+	if ref := st.Leader.Ref(); s.keySeen.ref != ref {
+		s.keySeen.ref, s.keySeen.at = ref, now
+	}
 }
 
 // untilLeaseOver is how long until leaseOver can turn true with no new

@@ -203,7 +203,9 @@ func (s *Supervisor) waitNext(ctx context.Context, wait time.Duration) bool {
 	last := relevant(s.store.State())
 	for {
 		changes, exited := s.store.Changes(), s.pg.Exited()
-		if relevant(s.store.State()) != last {
+		st := s.store.State()
+		s.seeKey(st, s.clock.Now())
+		if relevant(st) != last {
 			return true
 		}
 		select {
