@@ -63,7 +63,7 @@ unit:
 	$(GO) test -count=1 ./...
 
 integration: deps
-	RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -timeout 30m ./pgmanager/ ./integration/
+	RAFTGRES_INTEGRATION=1 $(GO) test -count=1 -timeout 45m ./pgmanager/ ./integration/
 
 # The fault test: an append workload under random faults (kill -9,
 # SIGSTOP, cut links, restarts, switchovers; edit-config/pause/resume during
