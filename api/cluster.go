@@ -23,7 +23,10 @@ type ClusterMember struct {
 	LSN            string            `json:"lsn,omitempty"`
 	Lag            *int64            `json:"lag,omitempty"`
 	PendingRestart bool              `json:"pending_restart,omitempty"`
-	Tags           raftstore.Tags    `json:"tags"`
+	// Reported is the role in the member's last report: primary, replica,
+	// standby_leader (a leader still in recovery reports replica).
+	Reported raftstore.Role `json:"reported_role,omitempty"`
+	Tags     raftstore.Tags `json:"tags"`
 	// Raft is this member's place in the Raft configuration: leader,
 	// voter, nonvoter, or "" when it is not in it.
 	Raft string `json:"raft,omitempty"`
@@ -77,6 +80,23 @@ type ClusterView struct {
 	RaftLastContact string `json:"raft_last_contact,omitempty"`
 	// PermanentSlots are the slots: of the config, with their positions.
 	PermanentSlots []PermanentSlot `json:"permanent_slots,omitempty"`
+	// StandbyCluster is set when this cluster is a standby of another.
+	StandbyCluster *StandbyClusterView `json:"standby_cluster,omitempty"`
+}
+
+// StandbyClusterView is where a standby cluster stands against its
+// source, as its standby leader last reported: the source's last known
+// end of WAL (SourceLSN, sent at SourceAt) and how far the standby leader
+// has replayed. Empty positions are unknown (no standby leader, or
+// replication from the archive only).
+type StandbyClusterView struct {
+	Source        string    `json:"source"`
+	StandbyLeader string    `json:"standby_leader,omitempty"`
+	SourceLSN     string    `json:"source_lsn,omitempty"`
+	SourceAt      time.Time `json:"source_at,omitzero"`
+	ReplayedLSN   string    `json:"replayed_lsn,omitempty"`
+	// Behind is SourceLSN − ReplayedLSN in bytes, when both are known.
+	Behind *int64 `json:"behind_bytes,omitempty"`
 }
 
 // staleAfter is how old a member's last report may be (on the reader's
@@ -91,9 +111,11 @@ type ClusterRole string
 
 // The roles /cluster shows.
 const (
-	ClusterLeader      ClusterRole = "leader"
-	ClusterReplica     ClusterRole = "replica"
-	ClusterSyncStandby ClusterRole = "sync_standby"
+	ClusterLeader ClusterRole = "leader"
+	// ClusterStandbyLeader is a standby cluster's leader-key holder.
+	ClusterStandbyLeader ClusterRole = "standby_leader"
+	ClusterReplica       ClusterRole = "replica"
+	ClusterSyncStandby   ClusterRole = "sync_standby"
 	// ClusterQuorumStandby is a member of the quorum set in
 	// synchronous_mode: quorum (Patroni 4's name).
 	ClusterQuorumStandby ClusterRole = "quorum_standby"
@@ -141,9 +163,11 @@ func BuildClusterView(scope string, st raftstore.State, rs raftstore.Status, now
 		ms := m.Status
 		cm := ClusterMember{Name: name, Role: ClusterReplica, State: ms.State, APIURL: m.APIAddr + "/patroni",
 			Timeline: ms.Timeline, PendingRestart: ms.PendingRestart, Tags: m.Tags, Raft: raftRole[name],
-			ReportedAt: ms.ReportedAt, Agent: m.Agent}
+			ReportedAt: ms.ReportedAt, Agent: m.Agent, Reported: ms.Role}
 		cm.Host, cm.Port = splitHostPort(m.PGAddr)
 		switch {
+		case st.Leader.Holder == name && st.Config.IsStandbyCluster():
+			cm.Role = ClusterStandbyLeader
 		case st.Leader.Holder == name:
 			cm.Role = ClusterLeader
 		case st.Config.QuorumCommit() && slices.Contains(st.Sync.Standbys, name):
@@ -162,7 +186,15 @@ func BuildClusterView(scope string, st raftstore.State, rs raftstore.Status, now
 		if cm.State == raftstore.StateRunning {
 			lsn := max(ms.WrittenLSN, ms.ReceivedLSN, ms.ReplayedLSN)
 			cm.LSN = formatLSN(lsn)
-			if cm.Role != ClusterLeader {
+			switch {
+			case cm.Role == ClusterStandbyLeader && ms.SourceLSN != 0:
+				lag := int64(0)
+				if ms.SourceLSN > ms.ReplayedLSN {
+					lag = int64(ms.SourceLSN - ms.ReplayedLSN)
+				}
+				cm.Lag = &lag
+			case cm.Role == ClusterStandbyLeader:
+			case cm.Role != ClusterLeader:
 				lag := int64(0)
 				if plsn > lsn {
 					lag = int64(plsn - lsn)
@@ -179,7 +211,39 @@ func BuildClusterView(scope string, st raftstore.State, rs raftstore.Status, now
 		}
 	}
 	out.PermanentSlots = permanentSlots(st, out.Members)
+	out.StandbyCluster = standbyClusterView(st)
 	return out
+}
+
+// standbyClusterView is ClusterView.StandbyCluster (nil outside a
+// standby cluster).
+func standbyClusterView(st raftstore.State) *StandbyClusterView {
+	sc := st.Config.StandbyCluster
+	if sc == nil {
+		return nil
+	}
+	v := &StandbyClusterView{Source: sc.Source()}
+	m, ok := st.Members[st.Leader.Holder]
+	if !ok {
+		return v
+	}
+	v.StandbyLeader = m.Name
+	if ms := m.Status; ms.Role == raftstore.RoleStandbyLeader {
+		if ms.ReplayedLSN != 0 {
+			v.ReplayedLSN = formatLSN(ms.ReplayedLSN)
+		}
+		if ms.SourceLSN != 0 {
+			v.SourceLSN, v.SourceAt = formatLSN(ms.SourceLSN), ms.SourceAt
+		}
+		if ms.SourceLSN != 0 && ms.ReplayedLSN != 0 {
+			b := int64(0)
+			if ms.SourceLSN > ms.ReplayedLSN {
+				b = int64(ms.SourceLSN - ms.ReplayedLSN)
+			}
+			v.Behind = &b
+		}
+	}
+	return v
 }
 
 // permanentSlots are the permanent slots as the members last reported them.

@@ -17,7 +17,7 @@ import (
 var healthPaths = []string{
 	"/primary", "/master", "/leader", "/read-write",
 	"/replica", "/read-only", "/sync", "/synchronous", "/async", "/asynchronous",
-	"/quorum", "/read-only-quorum",
+	"/quorum", "/read-only-quorum", "/standby-leader", "/standby_leader",
 	"/health", "/liveness", "/readiness",
 }
 
@@ -36,8 +36,13 @@ func healthy(path string, q url.Values, v nodeView) (bool, error) {
 		return v.isReplica() && !v.tags().NoLoadBalance && (maxLag < 0 || v.lag() <= maxLag)
 	}
 	switch path {
-	case "/", "/primary", "/master", "/leader", "/read-write":
+	case "/", "/primary", "/master", "/read-write":
 		return v.holdsValidLease(), nil
+	case "/leader":
+		// As in Patroni: the leader-key holder, a standby leader too.
+		return v.holdsValidLease() || v.isStandbyLeader(), nil
+	case "/standby-leader", "/standby_leader":
+		return v.isStandbyLeader(), nil
 	case "/replica":
 		return replicaOK(), nil
 	case "/read-only":

@@ -68,8 +68,8 @@ func newMetrics(scope, name string) []metric {
 				}
 				return 0
 			}),
-		g("patroni_standby_leader", "1 if this node is a standby leader (never: raftgres has no standby clusters).",
-			func(nodeView, *metricInput) float64 { return 0 }),
+		g("patroni_standby_leader", "1 if this node is a standby cluster's standby leader, else 0.",
+			func(v nodeView, _ *metricInput) float64 { return b2f(v.isStandbyLeader()) }),
 		g("patroni_replica", "1 if this node is a running replica, else 0.",
 			func(v nodeView, _ *metricInput) float64 { return b2f(v.isReplica()) }),
 		g("patroni_sync_standby", "1 if this node is a synchronous standby, else 0.",
@@ -165,6 +165,22 @@ func newMetrics(scope, name string) []metric {
 					return 0
 				}
 				return float64(v.lag())
+			}),
+		g("raftgres_standby_source_lag_bytes", "On a standby leader, bytes its replay is behind the source cluster's last "+
+			"known end of WAL, else 0.",
+			func(v nodeView, _ *metricInput) float64 {
+				if !v.isStandbyLeader() {
+					return 0
+				}
+				return float64(v.sourceLag())
+			}),
+		g("raftgres_standby_source_lsn", "On a standby leader, the source cluster's last known end of WAL "+
+			"(pg_stat_wal_receiver.latest_end_lsn), else 0.",
+			func(v nodeView, _ *metricInput) float64 {
+				if !v.isStandbyLeader() {
+					return 0
+				}
+				return float64(v.local.PG.SourceLSN)
 			}),
 		g("raftgres_members", "Members in the replicated state.",
 			func(v nodeView, _ *metricInput) float64 { return float64(len(v.st.Members)) }),

@@ -38,6 +38,25 @@ func (v nodeView) holdsValidLease() bool {
 		l.Epoch == v.st.Leader.Epoch && l.LeaseValid(v.now)
 }
 
+// isStandbyLeader reports whether this node is a standby cluster's
+// standby leader: it holds the leader key with a valid lease and runs a
+// standby of the source cluster.
+func (v nodeView) isStandbyLeader() bool {
+	l := v.local
+	return v.hasPG && v.st.Config.IsStandbyCluster() && l.PG.Running && l.PG.InRecovery && v.st.Leader.Holder == v.name &&
+		l.Epoch == v.st.Leader.Epoch && l.LeaseValid(v.now)
+}
+
+// sourceLag is how far (bytes) the standby leader's replay is behind the
+// source's last known end of WAL (0 when unknown).
+func (v nodeView) sourceLag() int64 {
+	pg := v.local.PG
+	if pg.SourceLSN <= pg.ReplayedLSN {
+		return 0
+	}
+	return int64(pg.SourceLSN - pg.ReplayedLSN)
+}
+
 // isReplica reports whether a standby runs here.
 func (v nodeView) isReplica() bool {
 	return v.hasPG && v.local.PG.Running && v.local.PG.InRecovery
@@ -61,12 +80,17 @@ func (v nodeView) isQuorum() bool {
 	return v.st.Config.QuorumCommit() && slices.Contains(v.st.Sync.Standbys, v.name)
 }
 
-// primaryLSN is the last WAL position the primary reported ("" holder: 0).
+// primaryLSN is the last WAL position the primary reported ("" holder: 0);
+// in a standby cluster, how far the standby leader had received.
 func primaryLSN(st raftstore.State) uint64 {
-	if h, ok := st.Members[st.Leader.Holder]; ok {
-		return h.Status.WrittenLSN
+	h, ok := st.Members[st.Leader.Holder]
+	switch {
+	case !ok:
+		return 0
+	case st.Config.IsStandbyCluster() && h.Status.Role == raftstore.RoleStandbyLeader:
+		return max(h.Status.ReceivedLSN, h.Status.ReplayedLSN)
 	}
-	return 0
+	return h.Status.WrittenLSN
 }
 
 // lag is how far (bytes) this replica is behind the primary's last report.
@@ -86,6 +110,8 @@ func (v nodeView) role() raftstore.Role {
 		return raftstore.RoleUninitialized
 	case v.local.PG.Running && !v.local.PG.InRecovery:
 		return raftstore.RolePrimary
+	case v.local.PG.Running && v.st.Config.IsStandbyCluster() && v.st.Leader.Holder == v.name:
+		return raftstore.RoleStandbyLeader
 	case v.local.PG.Running:
 		return raftstore.RoleReplica
 	case !v.local.HasData:

@@ -144,6 +144,8 @@ func decideUninitialized(o Observation) Plan {
 	switch {
 	case o.HasData && holder == o.Member && !o.LeaseValid:
 		return noop("initialised here: waiting for a confirmed renewal")
+	case o.HasData && holder == o.Member && o.State.Config.IsStandbyCluster():
+		return decideStandbyBootstrap(o)
 	case o.HasData && holder == o.Member:
 		if name, theirs := newerPeer(o); name != "" {
 			// A more advanced data directory reported after this one took
@@ -178,6 +180,8 @@ func decideUninitialized(o Observation) Plan {
 		return plan("adopting the existing primary data directory (the most advanced reported)", Action{Kind: ActAcquireBootstrap})
 	case holder == o.Member && !o.LeaseValid:
 		return noop("won the bootstrap race: waiting for a confirmed renewal")
+	case holder == o.Member && o.State.Config.IsStandbyCluster():
+		return decideStandbyBootstrap(o)
 	case holder == o.Member:
 		return plan("won the bootstrap race", Action{Kind: ActInit})
 	case holder != "":
@@ -214,6 +218,9 @@ func decideHolder(o Observation) Plan {
 	}
 	if (!o.PG.Running || o.PG.InRecovery) && o.MaxCrashes > 0 && o.Crashes >= o.MaxCrashes {
 		return plan(fmt.Sprintf("postgres crashed or failed to start or promote %d times", o.Crashes), Action{Kind: ActRelease})
+	}
+	if o.State.Config.IsStandbyCluster() {
+		return decideStandbyLeader(o)
 	}
 	if !o.PG.Running {
 		if !o.LeaseValid {
@@ -289,7 +296,7 @@ func streamFailed(o Observation) bool {
 }
 
 func decideFollower(o Observation, primary string) Plan {
-	if m, ok := o.State.Members[primary]; !ok || m.Status.Role != raftstore.RolePrimary || m.Status.State != raftstore.StateRunning {
+	if m, ok := o.State.Members[primary]; !ok || !leads(o.State, m.Status) {
 		// Rewinding against (or streaming from) a member that has not
 		// finished promoting would compare against the old timeline.
 		if !o.PG.Running && o.PrimaryOverdue {

@@ -63,7 +63,7 @@ func RankCandidates(st raftstore.State, in ElectionInput) []Candidate {
 			c.Why = "not the requested candidate"
 		case !in.Fresh[name]:
 			c.Why = "no recent status"
-		case m.Status.State != raftstore.StateRunning || m.Status.Role != raftstore.RoleReplica:
+		case m.Status.State != raftstore.StateRunning || m.Status.Role != raftstore.RoleReplica && m.Status.Role != raftstore.RoleStandbyLeader:
 			c.Why = fmt.Sprintf("not a running replica (%s, %s)", m.Status.Role, m.Status.State)
 		case m.Tags.NoFailover:
 			c.Why = "tagged nofailover"

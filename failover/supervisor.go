@@ -440,6 +440,9 @@ func (s *Supervisor) steady(st raftstore.State, p Plan, pgst pgmanager.Status) b
 	if !p.Noop() || st.Failover != nil || !pgst.Running || pgst.Error != "" || s.curTerm().crashes > 0 {
 		return false
 	}
+	if st.Leader.Holder == s.cfg.Member && st.Config.IsStandbyCluster() {
+		return pgst.InRecovery && s.standby.upstream == SourceCluster
+	}
 	if st.Leader.Holder == s.cfg.Member {
 		return !pgst.InRecovery
 	}
@@ -565,6 +568,12 @@ func (s *Supervisor) readUpstream(st raftstore.State, pgst pgmanager.Status) {
 		return
 	}
 	s.standby.upstream = ""
+	if sc := st.Config.StandbyCluster; sc != nil && st.Leader.Holder == s.cfg.Member &&
+		(sc.Host == "" && pgst.UpstreamHost == "" ||
+			sc.Host != "" && pgst.UpstreamHost == sc.Host && pgst.UpstreamPort == fmt.Sprint(sc.SourcePort())) {
+		s.standby.upstream = SourceCluster
+		return
+	}
 	if pgst.UpstreamAddr == "" {
 		return
 	}
@@ -653,7 +662,7 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 			s.holderSeen.epoch, s.holderSeen.at = st.Leader.Epoch, now
 		}
 		m, ok := st.Members[h]
-		up := ok && m.Status.Role == raftstore.RolePrimary && m.Status.State == raftstore.StateRunning
+		up := ok && leads(st, m.Status)
 		overdue = (!up || !s.freshMembers(st)[h]) && now.Sub(s.holderSeen.at) >= st.Config.TTL
 	}
 	return Observation{
@@ -697,6 +706,13 @@ func (s *Supervisor) desired(st raftstore.State, primary string, replica bool) (
 	if primary == "" {
 		return d, nil
 	}
+	if primary == SourceCluster {
+		sc := st.Config.StandbyCluster
+		if sc == nil {
+			return d, fmt.Errorf("following the source cluster: this is no longer a standby cluster")
+		}
+		return sourceDesired(d, sc), nil
+	}
 	m, ok := st.Members[primary]
 	if !ok || m.PGAddr == "" {
 		return d, fmt.Errorf("postgres address of %s unknown", primary)
@@ -705,6 +721,8 @@ func (s *Supervisor) desired(st raftstore.State, primary string, replica bool) (
 	if err != nil {
 		return d, err
 	}
+	// In a standby cluster every member's upstream is itself a standby.
+	up.Cascade = st.Config.IsStandbyCluster()
 	d.Standby = &up
 	if st.Config.PostgreSQL.UseSlots {
 		d.Slot = pgmanager.SlotName(s.cfg.Member)
@@ -1144,13 +1162,22 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 		ms.State = raftstore.StateRunning
 		ms.Timeline, ms.Version, ms.PendingRestart = pgst.Timeline, pgst.Version, pgst.PendingRestart
 		ms.ReceivedLSN, ms.ReplayedLSN = pgst.ReceivedLSN, pgst.ReplayedLSN
-		if !pgst.InRecovery {
+		switch {
+		case !pgst.InRecovery:
 			ms.Role, ms.WrittenLSN = raftstore.RolePrimary, pgst.CurrentLSN
-			s.ensureSlots(ctx, st)
+			s.ensureSlots(ctx, st, true)
 			if st.Leader.Holder == s.cfg.Member {
 				s.manageSync(ctx, st, pgst)
 			}
-		} else {
+		case st.Config.IsStandbyCluster() && st.Leader.Holder == s.cfg.Member:
+			// The standby leader keeps its cascade's slots; the
+			// permanent slots are the source's business until a
+			// promote-cluster.
+			ms.Role, ms.SourceLSN, ms.SourceAt = raftstore.RoleStandbyLeader, pgst.SourceLSN, pgst.SourceAt
+			s.ensureSlots(ctx, st, false)
+		case st.Config.IsStandbyCluster():
+			s.reporter.slots = nil
+		default:
 			s.syncStandbySlots(ctx, st, pgst)
 		}
 	}
@@ -1171,8 +1198,8 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 	}
 }
 
-func (s *Supervisor) ensureSlots(ctx context.Context, st raftstore.State) {
-	if !st.Config.PostgreSQL.UseSlots && len(st.Config.Slots) == 0 {
+func (s *Supervisor) ensureSlots(ctx context.Context, st raftstore.State, permanent bool) {
+	if !st.Config.PostgreSQL.UseSlots && (len(st.Config.Slots) == 0 || !permanent) {
 		s.reporter.slots = nil
 		return
 	}
@@ -1190,7 +1217,10 @@ func (s *Supervisor) ensureSlots(ctx context.Context, st raftstore.State) {
 			want = append(want, pgmanager.Slot{Name: pgmanager.SlotName(name), Type: pgmanager.SlotPhysical})
 		}
 	}
-	perm := s.permanentSlots(st)
+	var perm []pgmanager.Slot
+	if permanent {
+		perm = s.permanentSlots(st)
+	}
 	want = append(want, perm...)
 	// Without use_slots raftgres drops no slot; ignore_slots are never
 	// its to drop.

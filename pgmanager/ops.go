@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -262,7 +263,11 @@ func waitSetting(ctx context.Context, conn *pgx.Conn, name, want string) error {
 // directory. The clone is left stopped and configured as a standby of
 // d.Standby.
 func (m *Manager) Clone(ctx context.Context, d Desired) error {
-	if d.Standby == nil {
+	methods := m.cfg.replicaMethods()
+	if len(d.ReplicaMethods) > 0 {
+		methods = d.ReplicaMethods
+	}
+	if d.Standby == nil && slices.Contains(methods, MethodBasebackup) {
 		return fmt.Errorf("clone for %s: no source given", m.member)
 	}
 	if m.Running() {
@@ -275,16 +280,18 @@ func (m *Manager) Clone(ctx context.Context, d Desired) error {
 		return err
 	}
 	tmp := filepath.Clean(m.cfg.DataDir) + ".clone-tmp"
-	src := d.Standby
+	src, srcName := d.Standby, "the backup repository"
+	if src != nil {
+		srcName = src.Name
+	}
 	start := time.Now()
 	var errs []error
 	method := ""
-	methods := m.cfg.replicaMethods()
 	for i, meth := range methods {
 		var err error
 		switch meth {
 		case MethodPgBackRest:
-			m.logger.Info("creating the replica from the backup repository", "upstream", src.Name)
+			m.logger.Info("creating the replica from the backup repository", "upstream", srcName)
 			err = m.restoreInto(ctx, tmp, RestoreRequest{Standby: true})
 		default:
 			err = m.basebackup(ctx, tmp, src)
@@ -303,7 +310,7 @@ func (m *Manager) Clone(ctx context.Context, d Desired) error {
 		}
 	}
 	if method == "" {
-		return fmt.Errorf("clone %s from %s: %w", m.member, src.Name, errors.Join(errs...))
+		return fmt.Errorf("clone %s from %s: %w", m.member, srcName, errors.Join(errs...))
 	}
 	_ = os.Remove(m.cfg.DataDir) // empty dir or nothing
 	if err := os.Rename(tmp, m.cfg.DataDir); err != nil {
@@ -313,7 +320,7 @@ func (m *Manager) Clone(ctx context.Context, d Desired) error {
 	if _, err := m.Configure(d); err != nil {
 		return err
 	}
-	m.logger.Info("clone finished", "method", method, "upstream", src.Name, "took", time.Since(start).Round(time.Millisecond))
+	m.logger.Info("clone finished", "method", method, "upstream", srcName, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -327,10 +334,13 @@ func (m *Manager) basebackup(ctx context.Context, tmp string, src *Upstream) err
 	if err := m.checkSSLKey(); err != nil {
 		return err
 	}
-	args := []string{"-D", tmp, "-X", "stream", "-c", "fast", "--no-password", "-d", m.peerConninfo(map[string]string{
+	if src == nil {
+		return errors.New("pg_basebackup: no source given")
+	}
+	args := []string{"-D", tmp, "-X", "stream", "-c", "fast", "--no-password", "-d", m.peerConninfo(src.pickHost(map[string]string{
 		"host": src.Host, "port": fmt.Sprint(src.Port), "user": m.cfg.Replication.Username,
 		"application_name": m.member + "-clone", "connect_timeout": "5",
-	})}
+	}))}
 	m.logger.Info("cloning with pg_basebackup", "source", src.Name, "address", src.Addr(), "tls", m.cfg.SSL != nil)
 	if err := m.run(ctx, command{bin: "pg_basebackup", args: args, env: []string{"PGPASSFILE=" + m.pgpassPath()}}); err != nil {
 		_ = os.RemoveAll(tmp)
@@ -399,13 +409,17 @@ func (m *Manager) RemoveDataDir() error {
 // Reclone replaces a data directory that cannot be rewound: it is removed
 // and cloned again from d.Standby (left stopped, configured as a standby).
 func (m *Manager) Reclone(ctx context.Context, d Desired) error {
-	if d.Standby == nil {
+	if d.Standby == nil && len(d.ReplicaMethods) == 0 {
 		return fmt.Errorf("reclone for %s: no source given", m.member)
 	}
 	if m.Running() {
 		return fmt.Errorf("reclone for %s: a postmaster runs on %s", m.member, m.cfg.DataDir)
 	}
-	m.logger.Warn("recloning: the data directory cannot follow the new primary", "source", d.Standby.Name)
+	src := "the backup repository"
+	if d.Standby != nil {
+		src = d.Standby.Name
+	}
+	m.logger.Warn("recloning: the data directory cannot follow the new primary", "source", src)
 	if err := m.RemoveDataDir(); err != nil {
 		return err
 	}

@@ -41,16 +41,16 @@ func (m *Manager) Rewind(ctx context.Context, d Desired) error {
 	}
 	src := d.Standby
 	user, password := m.rewindCredentials()
-	probe := m.peerConninfo(map[string]string{
+	probe := m.peerConninfo(src.pickHost(map[string]string{
 		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "sslmode": "prefer",
 		"application_name": "raftgres-rewind-probe",
-	})
+	}))
 	if err := probeSource(ctx, probe, password); err != nil {
 		return m.withTLSHint(fmt.Errorf("%w: rewind %s from %s: %w", ErrRewindSourceUnavailable, m.member, src.Name, err), *src)
 	}
-	args := []string{"-D", m.cfg.DataDir, "--source-server=" + m.peerConninfo(map[string]string{
+	args := []string{"-D", m.cfg.DataDir, "--source-server=" + m.peerConninfo(src.pickHost(map[string]string{
 		"host": src.Host, "port": fmt.Sprint(src.Port), "user": user, "dbname": "postgres", "connect_timeout": "5",
-	}), "--config-file=" + filepath.Join(m.cfg.DataDir, confFile)}
+	})), "--config-file=" + filepath.Join(m.cfg.DataDir, confFile)}
 	m.logger.Info("rewinding", "source", src.Name, "address", src.Addr(), "tls", m.cfg.SSL != nil)
 	tail := &tailWriter{max: 200}
 	err := m.run(ctx, command{bin: "pg_rewind", args: args, env: []string{"PGPASSFILE=" + m.pgpassPath()}, tail: tail})

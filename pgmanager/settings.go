@@ -41,15 +41,45 @@ var recoveryParams = map[string]bool{
 // recovery settings raftgres owns (user parameters cannot set them).
 func RecoveryParameter(name string) bool { return recoveryParams[strings.ToLower(name)] }
 
-// Upstream is the member a standby streams from.
+// Upstream is the member a standby streams from, or a standby cluster's
+// source.
 type Upstream struct {
 	Name string // member name (for logs)
+	// Host is a host, or for a standby cluster's source several separated
+	// by commas (libpq picks the one that accepts writes).
 	Host string
 	Port int
+	// Cascade streams from a server that is itself a standby (a standby
+	// cluster's standby leader): any server will do, where a primary's
+	// standbys insist on one that accepts writes.
+	Cascade bool
 }
 
-// Addr is host:port.
-func (u Upstream) Addr() string { return net.JoinHostPort(u.Host, strconv.Itoa(u.Port)) }
+// Addr is host:port (hosts,…:port for several hosts).
+func (u Upstream) Addr() string {
+	if strings.Contains(u.Host, ",") {
+		return u.Host + ":" + strconv.Itoa(u.Port)
+	}
+	return net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
+}
+
+// pickHost adds, for a source of several hosts, target_session_attrs to
+// a connection's keywords: libpq then connects to the one that accepts
+// writes (pg_basebackup and pg_rewind copy from the source's primary).
+func (u *Upstream) pickHost(kv map[string]string) map[string]string {
+	if strings.Contains(u.Host, ",") {
+		kv["target_session_attrs"] = u.sessionAttrs()
+	}
+	return kv
+}
+
+// sessionAttrs is target_session_attrs for streaming from u.
+func (u Upstream) sessionAttrs() string {
+	if u.Cascade {
+		return "any"
+	}
+	return "read-write"
+}
 
 // ParseUpstream builds an Upstream from a member name and "host:port".
 func ParseUpstream(name, addr string) (Upstream, error) {
@@ -81,6 +111,13 @@ type Desired struct {
 	// member (a standby ignores it, so one can carry the commit gate's
 	// setting before its promotion). Empty means no synchronous standby.
 	SyncStandbyNames string
+	// ReplicaMethods, when set, replace postgresql.create_replica_methods
+	// for a clone (a standby cluster's own).
+	ReplicaMethods []string
+	// RestoreCommand, when set, is the restore_command of a standby
+	// cluster's standby leader (its source's archive): it replaces the
+	// backup repository's.
+	RestoreCommand string
 	// Recovery, when set, makes this a targeted recovery from the WAL
 	// archive (recovery.signal) that promotes itself at the target: a
 	// cluster created from the backup repository, before it is opened.
@@ -142,6 +179,9 @@ func (m *Manager) BuildSettings(d Desired) map[string]string {
 		// Every member archives once it is primary (archive_mode on is
 		// inert on a standby) and fetches missing WAL from the archive.
 		s["archive_mode"], s["archive_command"], s["restore_command"] = "on", a.Command, a.RestoreCommand
+	}
+	if d.RestoreCommand != "" {
+		s["restore_command"] = d.RestoreCommand
 	}
 	if t := d.Recovery; t != nil {
 		for k, v := range map[string]string{"recovery_target_time": t.Time, "recovery_target_lsn": t.LSN, "recovery_target_name": t.Name} {
@@ -221,6 +261,6 @@ func (m *Manager) replicationConninfo(u Upstream) string {
 	return m.peerConninfo(map[string]string{
 		"host": u.Host, "port": strconv.Itoa(u.Port), "user": m.cfg.Replication.Username,
 		"application_name": m.member, "passfile": m.pgpassPath(), "sslmode": "prefer",
-		"connect_timeout": "3", "target_session_attrs": "read-write",
+		"connect_timeout": "3", "target_session_attrs": u.sessionAttrs(),
 	})
 }

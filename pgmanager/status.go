@@ -58,6 +58,14 @@ type Status struct {
 	// upstream it is configured to follow, whether or not it streams ("" if
 	// none or unparseable).
 	UpstreamAddr string
+	// UpstreamHost and UpstreamPort are primary_conninfo's host (one, or
+	// several separated by commas) and port, as written ("" if none).
+	UpstreamHost, UpstreamPort string
+	// SourceLSN is the end of WAL the upstream last said it had
+	// (pg_stat_wal_receiver.latest_end_lsn), SourceAt when it sent that;
+	// zero without a walreceiver.
+	SourceLSN uint64
+	SourceAt  time.Time
 	// PostmasterStart is pg_postmaster_start_time().
 	PostmasterStart time.Time
 	// ReplayPaused and LastReplayAt (pg_last_xact_replay_timestamp) are a
@@ -79,6 +87,11 @@ type Status struct {
 	// never become consistent by waiting. InRecovery is then true too.
 	// A standby merely replaying a long backlog is not StreamFailing.
 	StreamFailing bool
+	// WalReceiverFailing is set on a running standby (this manager's
+	// child) whose walreceiver failed in a way that does not heal within
+	// the last streamFailing (streamFailures): its upstream refuses its
+	// position, typically because the upstream's timeline forked before it.
+	WalReceiverFailing bool
 }
 
 // connect opens a superuser connection through the Unix socket.
@@ -191,6 +204,9 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 		}
 		return out, err
 	}
+	if p := m.ownChild(); p != nil && st.InRecovery {
+		st.WalReceiverFailing = p.streamFailing(time.Now())
+	}
 	return st, nil
 }
 
@@ -239,21 +255,32 @@ func (m *Manager) lsnStatus(ctx context.Context, conn *pgx.Conn, st *Status) err
 		}
 		return nil
 	}
-	var recv, replay, wrStatus, wrHost *string
+	var recv, replay, wrStatus, wrHost, srcLSN *string
 	var tli *int32
-	var replayAt *time.Time
+	var replayAt, srcAt *time.Time
 	var conninfo string
 	err := conn.QueryRow(ctx, `SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
 		(SELECT status FROM pg_stat_wal_receiver), (SELECT sender_host FROM pg_stat_wal_receiver),
 		(SELECT received_tli FROM pg_stat_wal_receiver), pg_is_wal_replay_paused(), pg_last_xact_replay_timestamp(),
 		current_setting('primary_conninfo'),
 		EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'startup'
-			AND wait_event = 'RecoveryRetrieveRetryInterval')`).
-		Scan(&recv, &replay, &wrStatus, &wrHost, &tli, &st.ReplayPaused, &replayAt, &conninfo, &st.ReplayExhausted)
+			AND wait_event = 'RecoveryRetrieveRetryInterval'),
+		(SELECT latest_end_lsn::text FROM pg_stat_wal_receiver), (SELECT latest_end_time FROM pg_stat_wal_receiver)`).
+		Scan(&recv, &replay, &wrStatus, &wrHost, &tli, &st.ReplayPaused, &replayAt, &conninfo, &st.ReplayExhausted,
+			&srcLSN, &srcAt)
 	if err != nil {
 		return fmt.Errorf("standby lsn of %s: %w", m.member, err)
 	}
 	st.UpstreamAddr = UpstreamAddr(conninfo)
+	if kv, err := ParseConninfo(conninfo); err == nil {
+		st.UpstreamHost, st.UpstreamPort = kv["host"], kv["port"]
+	}
+	if srcLSN != nil {
+		st.SourceLSN, _ = ParseLSN(*srcLSN)
+	}
+	if srcAt != nil {
+		st.SourceAt = srcAt.UTC()
+	}
 	if recv != nil {
 		st.ReceivedLSN, _ = ParseLSN(*recv)
 	}

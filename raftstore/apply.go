@@ -87,6 +87,12 @@ func applySetConfig(s *State, index uint64, c SetConfig) error {
 	if s.Config.Version != c.PrevVersion {
 		return fmt.Errorf("%w: expected version %d, have %d", ErrVersionMismatch, c.PrevVersion, s.Config.Version)
 	}
+	if s.Config.StandbyCluster != nil && c.Config.StandbyCluster == nil {
+		// promote-cluster: the standby leader has never acknowledged a
+		// commit, nor has anyone in this cluster; a record kept from
+		// before a demote-cluster names a past that pg_rewind erased.
+		s.Sync = SyncState{Rev: index}
+	}
 	s.Config = c.Config.Clone()
 	s.Config.Version = c.PrevVersion + 1
 	s.Bootstrap = true

@@ -38,6 +38,9 @@ type ConfigDoc struct {
 	// and the slots raftgres leaves alone.
 	Slots       map[string]PermanentSlot `yaml:"slots,omitempty" json:"slots,omitempty"`
 	IgnoreSlots []SlotMatch              `yaml:"ignore_slots,omitempty" json:"ignore_slots,omitempty"`
+	// StandbyCluster is standby_cluster (standbycluster.go). In a /config
+	// patch, null removes it.
+	StandbyCluster *StandbyCluster `yaml:"standby_cluster,omitempty" json:"standby_cluster,omitempty"`
 }
 
 // SyncMode is synchronous_mode as written, as in Patroni 4: a boolean
@@ -200,6 +203,7 @@ func DocOf(c ClusterConfig) ConfigDoc {
 		d.SynchronousNodeCount = &n
 	}
 	d.Slots, d.IgnoreSlots = maps.Clone(c.Slots), slices.Clone(c.IgnoreSlots)
+	d.StandbyCluster = c.Clone().StandbyCluster
 	return d
 }
 
@@ -236,6 +240,10 @@ func (d ConfigDoc) Config() ClusterConfig {
 	}
 	if len(d.IgnoreSlots) > 0 {
 		c.IgnoreSlots = slices.Clone(d.IgnoreSlots)
+	}
+	if d.StandbyCluster != nil {
+		c.StandbyCluster = d.StandbyCluster
+		c = c.Clone()
 	}
 	return c
 }

@@ -40,9 +40,12 @@ func (s State) LeaseTTL() time.Duration {
 //     so it acknowledged nothing): the members that were electable when it
 //     took the key (Sync.Inherited), the holder it replaced among them.
 //
-// Outside synchronous mode everyone is electable (lag is judged apart).
+// Outside synchronous mode, and in a standby cluster, everyone is
+// electable (lag is judged apart).
 func (s State) Electable(member string) (ok bool, why string) {
-	if !s.Config.SynchronousMode || s.Sync.NoRecord() {
+	if !s.Config.SynchronousMode || s.Sync.NoRecord() || s.Config.IsStandbyCluster() {
+		// A standby cluster acknowledges no commit: its members only
+		// copy the source's (a record from before demote-cluster is void).
 		return true, ""
 	}
 	holder := s.Leader.Holder

@@ -22,18 +22,19 @@ const Protocol = 2
 // Protocol 2 (after v0.1.0): ClusterConfig.MemberSlotsTTL, Slots and
 // IgnoreSlots, SynchronousQuorum and SynchronousNodeCount, in SetConfig;
 // ReportStatus.Slots and LeaseOver; FailoverRequest.Hard, in SetFailover;
-// SetSync.Quorum (and SyncState.Quorum in its Prev).
+// SetSync.Quorum (and SyncState.Quorum in its Prev); ClusterConfig.StandbyCluster;
+// MemberStatus.SourceLSN and SourceAt.
 // (A Bootstrap is proposed before any member registered, by a cluster
 // that is new, so of one release.)
 func commandProtocol(c Command) int {
 	switch c := c.(type) {
 	case SetConfig:
 		if c.Config.MemberSlotsTTL != 0 || len(c.Config.Slots) > 0 || len(c.Config.IgnoreSlots) > 0 ||
-			c.Config.SynchronousQuorum || c.Config.SynchronousNodeCount != 0 {
+			c.Config.SynchronousQuorum || c.Config.SynchronousNodeCount != 0 || c.Config.StandbyCluster != nil {
 			return 2
 		}
 	case ReportStatus:
-		if len(c.Slots) > 0 || c.LeaseOver != nil {
+		if len(c.Slots) > 0 || c.LeaseOver != nil || c.Status.SourceLSN != 0 || !c.Status.SourceAt.IsZero() {
 			return 2
 		}
 	case SetSync:

@@ -45,6 +45,9 @@ type ClusterConfig struct {
 	// the slots raftgres leaves alone. Protocol 2.
 	Slots       map[string]PermanentSlot `json:"slots,omitempty"`
 	IgnoreSlots []SlotMatch              `json:"ignore_slots,omitempty"`
+	// StandbyCluster, when set, makes this cluster a standby of another
+	// (standbycluster.go). Protocol 2.
+	StandbyCluster *StandbyCluster `json:"standby_cluster,omitempty"`
 }
 
 // QuorumCommit reports whether synchronous_mode is quorum.
@@ -161,6 +164,11 @@ func (c ClusterConfig) Validate() error {
 	if err := c.validateSlots(); err != nil {
 		errs = append(errs, err)
 	}
+	if sc := c.StandbyCluster; sc != nil {
+		if err := sc.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -211,6 +219,11 @@ func (c ClusterConfig) Clone() ClusterConfig {
 	c.PostgreSQL.PgHba = slices.Clone(c.PostgreSQL.PgHba)
 	c.Slots = maps.Clone(c.Slots)
 	c.IgnoreSlots = slices.Clone(c.IgnoreSlots)
+	if sc := c.StandbyCluster; sc != nil {
+		cp := *sc
+		cp.CreateReplicaMethods = slices.Clone(sc.CreateReplicaMethods)
+		c.StandbyCluster = &cp
+	}
 	return c
 }
 
@@ -285,8 +298,11 @@ type Role string
 
 // Roles a member reports.
 const (
-	RolePrimary       Role = "primary"
-	RoleReplica       Role = "replica"
+	RolePrimary Role = "primary"
+	RoleReplica Role = "replica"
+	// RoleStandbyLeader is the leader-key holder of a standby cluster: a
+	// replica of the source cluster that the other members follow.
+	RoleStandbyLeader Role = "standby_leader"
 	RoleUninitialized Role = "uninitialized" // no data directory yet
 )
 
@@ -314,6 +330,11 @@ type MemberStatus struct {
 	Version        string    `json:"version,omitempty"`
 	SystemID       string    `json:"system_id,omitempty"`
 	ReportedAt     time.Time `json:"reported_at"`
+	// SourceLSN is, on a standby leader streaming from its source cluster,
+	// the source's end of WAL as last heard from it (its walreceiver's
+	// latest_end_lsn), and SourceAt when the source sent it. Protocol 2.
+	SourceLSN uint64    `json:"source_lsn,omitempty"`
+	SourceAt  time.Time `json:"source_at,omitzero"`
 }
 
 // LeaderKey names the PostgreSQL primary. Epoch increases on every change of

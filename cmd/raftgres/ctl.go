@@ -55,6 +55,7 @@ func ctlCommands() []*cli.Command {
 		memberCommand("rewind", "pg_rewind MEMBER(s) from the current primary, then stream from it (refused on the primary)", "/rewind"),
 		pauseCommand(true), pauseCommand(false),
 		showConfigCommand(), editConfigCommand(), historyCommand(), checkCommand(),
+		promoteClusterCommand(), demoteClusterCommand(),
 	}
 }
 
@@ -150,7 +151,7 @@ func patroniView(view api.ClusterView, streaming map[string]bool) api.ClusterVie
 	out.Members = slices.Clone(view.Members)
 	for i, m := range out.Members {
 		role := map[api.ClusterRole]string{api.ClusterLeader: "Leader", api.ClusterSyncStandby: "Sync Standby",
-			api.ClusterQuorumStandby: "Quorum Standby"}[m.Role]
+			api.ClusterQuorumStandby: "Quorum Standby", api.ClusterStandbyLeader: "Standby Leader"}[m.Role]
 		if role == "" {
 			role = "Replica"
 		}
@@ -158,7 +159,7 @@ func patroniView(view api.ClusterView, streaming map[string]bool) api.ClusterVie
 		switch {
 		case m.State == api.StateUnreachable:
 			role = ""
-		case m.State == raftstore.StateRunning && m.Role != api.ClusterLeader && streaming[m.Name]:
+		case m.State == raftstore.StateRunning && m.Role != api.ClusterLeader && m.Role != api.ClusterStandbyLeader && streaming[m.Name]:
 			state = "streaming"
 		case m.State == raftstore.StateCloning:
 			state = "creating replica"
@@ -258,6 +259,9 @@ func renderList(w io.Writer, view api.ClusterView, sysid string, archive *archiv
 	if archive != nil {
 		notes = append(notes, archive.String())
 	}
+	if n := standbyNote(view.StandbyCluster); n != "" {
+		notes = append(notes, n)
+	}
 	notes = append(notes, slotNotes(view)...)
 	if n := staleNote(view); n != "" {
 		notes = append(notes, " "+n)
@@ -281,6 +285,12 @@ func slotNotes(view api.ClusterView) []string {
 	if len(dropped) > 0 {
 		notes = append(notes, " Slot dropped (absent longer than member_slots_ttl): "+strings.Join(dropped, ", ")+
 			"; back, it catches up from the WAL archive or is cloned again")
+	}
+	if view.StandbyCluster != nil && len(view.PermanentSlots) > 0 {
+		// A standby cluster keeps no permanent slot: the primary made by
+		// promote-cluster creates them.
+		return append(notes, fmt.Sprintf(" Permanent slots (%d): made when promote-cluster makes this cluster writable",
+			len(view.PermanentSlots)))
 	}
 	for _, ps := range view.PermanentSlots {
 		line := fmt.Sprintf(" Permanent slot %s (%s): ", ps.Name, ps.Type)

@@ -1,0 +1,91 @@
+package failover
+
+import (
+	"fmt"
+
+	"raftgres/pgmanager"
+	"raftgres/raftstore"
+)
+
+// SourceCluster names a standby cluster's source in plans (Action.From,
+// Action.Primary) and as the local standby's upstream: no member name
+// can be it (config.ValidName). See docs/operations/standby-cluster.md.
+const SourceCluster = "@source"
+
+// decideStandbyLeader is decideHolder in a standby cluster: the holder,
+// the standby leader, replicates from the source and is never promoted.
+// A primary (the cluster was just demoted) is stopped and rewound onto
+// the source, or recloned from it; a standby whose walreceiver the source
+// refuses (its WAL went past the point where the source's timeline
+// forked) is rewound the same way.
+func decideStandbyLeader(o Observation) Plan {
+	src := o.State.Config.StandbyCluster.Source()
+	// pg_rewind needs a server to copy from: from the archive alone,
+	// only a new copy will do.
+	rewind := o.State.Config.PostgreSQL.UsePgRewind && o.State.Config.StandbyCluster.Host != ""
+	onto := func(why string) Plan {
+		if !rewind {
+			return plan(why+" (no pg_rewind: use_pg_rewind is off, or no host to rewind from): recloning from the source cluster",
+				Action{Kind: ActReclone, From: SourceCluster})
+		}
+		return plan(why+": rewinding onto the source cluster", Action{Kind: ActFollow, Primary: SourceCluster, Rewind: true})
+	}
+	switch {
+	case o.RewindFailed:
+		return plan("pg_rewind cannot bring this member onto the source cluster "+src+"'s timeline",
+			Action{Kind: ActReclone, From: SourceCluster})
+	case o.PG.Running && !o.PG.InRecovery:
+		return onto("standby cluster: this primary becomes the standby leader of " + src)
+	case !o.PG.Running && !o.LeaseValid:
+		return noop("standby leader: waiting for a confirmed renewal before starting")
+	case !o.PG.Running && !o.Standby:
+		return onto("standby cluster: a former primary's data directory must follow " + src)
+	case !o.PG.Running && o.StandbyStartFailed:
+		return onto("could not start as a standby of " + src)
+	case !o.PG.Running:
+		return plan("standby leader: replicating from "+src, Action{Kind: ActStartStandby, Primary: SourceCluster})
+	case o.PG.WalReceiverFailing:
+		return onto("the source cluster " + src + " refuses this standby's position")
+	case o.Upstream != SourceCluster:
+		return plan(fmt.Sprintf("standby leader following %q: repointing to %s", o.Upstream, src),
+			Action{Kind: ActFollow, Primary: SourceCluster})
+	}
+	return noop("standby leader replicating from " + src)
+}
+
+// decideStandbyBootstrap is the bootstrap race's winner in a standby
+// cluster: the first data directory is a copy of the source, not initdb.
+func decideStandbyBootstrap(o Observation) Plan {
+	if !o.HasData {
+		return plan("won the bootstrap race of a standby cluster: copying the source cluster "+
+			o.State.Config.StandbyCluster.Source(), Action{Kind: ActClone, From: SourceCluster})
+	}
+	var acts []Action
+	if !o.PG.Running {
+		acts = append(acts, Action{Kind: ActStartStandby, Primary: SourceCluster})
+	}
+	return plan("copied the source cluster but not yet recorded", append(acts, Action{Kind: ActRecordInit})...)
+}
+
+// leads reports whether a member's report shows it running as the
+// cluster's leader: a primary, or in a standby cluster a standby leader.
+func leads(st raftstore.State, ms raftstore.MemberStatus) bool {
+	if ms.State != raftstore.StateRunning {
+		return false
+	}
+	return ms.Role == raftstore.RolePrimary || st.Config.IsStandbyCluster() && ms.Role == raftstore.RoleStandbyLeader
+}
+
+// sourceDesired is the PostgreSQL settings of the standby leader: a
+// standby of the source cluster (or of its archive only), through the
+// configured slot.
+func sourceDesired(d pgmanager.Desired, sc *raftstore.StandbyCluster) pgmanager.Desired {
+	d.Replica = true
+	d.RestoreCommand = sc.RestoreCommand
+	d.Slot = sc.PrimarySlotName
+	d.ReplicaMethods = sc.Methods()
+	if sc.Host != "" {
+		d.Standby = &pgmanager.Upstream{Name: "source cluster " + sc.Source(), Host: sc.Host, Port: sc.SourcePort()}
+	}
+	return d
+}
