@@ -45,6 +45,15 @@ func asPrimary(v *nodeView) {
 	v.local.Epoch, v.local.LeaseUntil = v.st.Leader.Epoch, v.now.Add(2*time.Second)
 }
 
+// asStandbyLeader makes the view a standby cluster's holder running as
+// a standby of its source, under a valid lease.
+func asStandbyLeader(v *nodeView) {
+	asReplica(v)
+	v.st.Config.StandbyCluster = &raftstore.StandbyCluster{Host: "src"}
+	v.local.Epoch, v.local.LeaseUntil = v.st.Leader.Epoch, v.now.Add(2*time.Second)
+	v.local.PG.SourceLSN = v.local.PG.ReplayedLSN + 4096
+}
+
 func asReplica(v *nodeView) {
 	v.local.PG.Running, v.local.PG.InRecovery = true, true
 	v.local.PG.ReceivedLSN, v.local.PG.ReplayedLSN = 100*mb, 100*mb
@@ -204,6 +213,24 @@ func TestHealthy(t *testing.T) {
 			want: []string{"/liveness"},
 		},
 		{
+			name: "standby leader",
+			view: baseView("pg1", asStandbyLeader),
+			want: []string{"/leader", "/standby-leader", "/standby_leader", "/replica", "/read-only", "/async", "/asynchronous",
+				"/health", "/liveness", "/readiness"},
+		},
+		{
+			name: "standby leader whose lease ended",
+			view: baseView("pg1", asStandbyLeader, func(v *nodeView) { v.local.LeaseUntil = v.now }),
+			want: []string{"/replica", "/read-only", "/async", "/asynchronous", "/health", "/liveness", "/readiness"},
+		},
+		{
+			name: "replica of a standby cluster",
+			view: baseView("pg2", asReplica, func(v *nodeView) {
+				v.st.Config.StandbyCluster = &raftstore.StandbyCluster{Host: "src"}
+			}),
+			want: asyncReplica,
+		},
+		{
 			name: "no postgres (raft-only agent)",
 			view: nodeView{name: "pg2", st: baseView("pg2").st, now: healthNow},
 			want: []string{"/liveness"},
@@ -355,5 +382,40 @@ func TestParseBytes(t *testing.T) {
 				t.Errorf("ParseBytes(%q) = %d, want %d", tc.in, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestStandbyLeaderStatus: /patroni names the role standby_leader, the
+// metrics give its lag behind the source, and /cluster shows where the
+// standby cluster stands against its source.
+func TestStandbyLeaderStatus(t *testing.T) {
+	v := baseView("pg1", asStandbyLeader)
+	if r := v.role(); r != raftstore.RoleStandbyLeader {
+		t.Fatalf("role %q", r)
+	}
+	if !v.isStandbyLeader() || v.sourceLag() != 4096 || v.holdsValidLease() {
+		t.Fatalf("standby leader %v, source lag %d, primary %v", v.isStandbyLeader(), v.sourceLag(), v.holdsValidLease())
+	}
+	st := v.st
+	st.Members["pg1"].Status = raftstore.MemberStatus{Role: raftstore.RoleStandbyLeader, State: raftstore.StateRunning,
+		ReceivedLSN: 10 * mb, ReplayedLSN: 10 * mb, SourceLSN: 10*mb + 100, SourceAt: healthNow, ReportedAt: healthNow}
+	st.Members["pg2"].Status = raftstore.MemberStatus{Role: raftstore.RoleReplica, State: raftstore.StateRunning,
+		ReceivedLSN: 9 * mb, ReplayedLSN: 9 * mb, ReportedAt: healthNow}
+	cv := BuildClusterView("dr", st, raftstore.Status{}, healthNow)
+	sc := cv.StandbyCluster
+	if sc == nil || sc.StandbyLeader != "pg1" || sc.Behind == nil || *sc.Behind != 100 || sc.Source != "src port 5432" {
+		t.Fatalf("standby cluster view: %+v", sc)
+	}
+	for _, m := range cv.Members {
+		switch m.Name {
+		case "pg1":
+			if m.Role != ClusterStandbyLeader || m.Lag == nil || *m.Lag != 100 {
+				t.Errorf("pg1: role %s lag %v", m.Role, m.Lag)
+			}
+		case "pg2":
+			if m.Role != ClusterReplica || m.Lag == nil || *m.Lag != mb {
+				t.Errorf("pg2 (behind the standby leader by 1 MB): role %s lag %v", m.Role, m.Lag)
+			}
+		}
 	}
 }

@@ -204,6 +204,17 @@ func randomObservation(r *rand.Rand) Observation {
 			ms.Role = "uninitialized"
 		}
 	}
+	if r.IntN(4) == 0 {
+		// A standby cluster (standbycluster_test.go checks its invariants).
+		o.State.Config.StandbyCluster = &raftstore.StandbyCluster{Host: "dr1,dr2", Port: 5432}
+		o.PG.WalReceiverFailing = o.PG.InRecovery && r.IntN(3) == 0
+		if r.IntN(2) == 0 {
+			o.Upstream = SourceCluster
+		}
+		if h, ok := o.State.Members[o.State.Leader.Holder]; ok && r.IntN(2) == 0 {
+			h.Status.Role = raftstore.RoleStandbyLeader
+		}
+	}
 	return o
 }
 
@@ -245,6 +256,17 @@ func TestDecideInvariants(t *testing.T) {
 		}
 		if !p.Noop() && p.Reason == "" {
 			t.Fatalf("plan without a reason: %s", p)
+		}
+		// A standby cluster never makes a writable server, and its
+		// holder stops one that is (rewound or recloned onto the source).
+		if o.State.Config.IsStandbyCluster() {
+			if p.Has(ActPromote) || p.Has(ActStartPrimary) || p.Has(ActInit) || p.Has(ActHandOver) {
+				t.Fatalf("makes a writable server in a standby cluster: %+v -> %s", o, p)
+			}
+			if writable && !foreign && holdsKey && !o.State.Config.Pause && !p.Has(ActDemote) && !p.Has(ActReclone) &&
+				!(p.Has(ActFollow) && p.Actions[0].Primary == SourceCluster) && !p.Has(ActRelease) {
+				t.Fatalf("a primary left writable in a standby cluster: %+v -> %s", o, p)
+			}
 		}
 		// #7: a data directory known to be behind another's is never
 		// adopted, and newer data is never rewound or recloned onto an

@@ -56,6 +56,10 @@ func decideStandbyLeader(o Observation) Plan {
 // decideStandbyBootstrap is the bootstrap race's winner in a standby
 // cluster: the first data directory is a copy of the source, not initdb.
 func decideStandbyBootstrap(o Observation) Plan {
+	if o.PG.Running && !o.PG.InRecovery {
+		// An adopted primary data directory: onto the source first.
+		return decideStandbyLeader(o)
+	}
 	if !o.HasData {
 		return plan("won the bootstrap race of a standby cluster: copying the source cluster "+
 			o.State.Config.StandbyCluster.Source(), Action{Kind: ActClone, From: SourceCluster})

@@ -811,12 +811,19 @@ func (s *Supervisor) sendReportOver(ctx context.Context, ms raftstore.MemberStat
 	now := s.clock.Now()
 	ms.ReportedAt = now.UTC()
 	rs := raftstore.ReportStatus{Name: s.cfg.Member, Status: ms, LeaseOver: over}
-	// Slot positions need protocol 2 of every member (raftstore's
-	// CheckProtocol would refuse the whole report otherwise).
-	if st := s.store.State(); len(st.Config.Slots) > 0 {
-		if p, _ := st.MinProtocol(st.MemberNames()); p >= 2 {
-			rs.Slots = s.reporter.slots
-		}
+	// Slot and source positions need protocol 2 of every member
+	// (raftstore's CheckProtocol would refuse the whole report otherwise).
+	st := s.store.State()
+	p2 := false
+	if len(st.Config.Slots) > 0 || ms.SourceLSN != 0 || !ms.SourceAt.IsZero() {
+		p, _ := st.MinProtocol(st.MemberNames())
+		p2 = p >= 2
+	}
+	if len(st.Config.Slots) > 0 && p2 {
+		rs.Slots = s.reporter.slots
+	}
+	if !p2 {
+		rs.Status.SourceLSN, rs.Status.SourceAt = 0, time.Time{}
 	}
 	if err := s.apply(ctx, rs); err != nil {
 		return err

@@ -85,6 +85,14 @@ func TestBuildSettings(t *testing.T) {
 			map[string]string{"primary_slot_name": "pg1", "recovery_target_timeline": "latest",
 				"primary_conninfo": "application_name='pg1' connect_timeout='3' host='10.0.0.2' passfile='/data/pg.pgpass' port='5433' sslmode='prefer' target_session_attrs='read-write' user='replicator'"},
 			nil},
+		{"standby leader of a source of two hosts", Desired{Standby: &Upstream{Name: "source", Host: "10.1.0.1,10.1.0.2", Port: 5432},
+			Slot: "dr", RestoreCommand: "cp /arch/%f %p", Replica: true},
+			map[string]string{"primary_slot_name": "dr", "restore_command": "cp /arch/%f %p",
+				"primary_conninfo": "application_name='pg1' connect_timeout='3' host='10.1.0.1,10.1.0.2' passfile='/data/pg.pgpass' port='5432' sslmode='prefer' target_session_attrs='read-write' user='replicator'"},
+			nil},
+		{"cascade from a standby leader", Desired{Standby: &Upstream{Name: "pg2", Host: "10.0.0.2", Port: 5433, Cascade: true}},
+			map[string]string{"primary_conninfo": "application_name='pg1' connect_timeout='3' host='10.0.0.2' passfile='/data/pg.pgpass' port='5433' sslmode='prefer' target_session_attrs='any' user='replicator'"},
+			nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := m.BuildSettings(tc.d)
@@ -291,4 +299,21 @@ func unquoteConf(t *testing.T, q string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestPickHost: pg_basebackup and pg_rewind against a source of several
+// hosts ask for the one that accepts writes; one host is left as it is.
+func TestPickHost(t *testing.T) {
+	t.Parallel()
+	multi := &Upstream{Host: "a,b", Port: 5432}
+	if got := multi.pickHost(map[string]string{})["target_session_attrs"]; got != "read-write" {
+		t.Errorf("two hosts: target_session_attrs %q", got)
+	}
+	one := &Upstream{Host: "a", Port: 5432}
+	if _, ok := one.pickHost(map[string]string{})["target_session_attrs"]; ok {
+		t.Error("one host: target_session_attrs set")
+	}
+	if got := multi.Addr(); got != "a,b:5432" {
+		t.Errorf("Addr %q", got)
+	}
 }

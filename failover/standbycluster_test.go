@@ -1,0 +1,137 @@
+package failover
+
+import (
+	"slices"
+	"testing"
+
+	"raftgres/pgmanager"
+	"raftgres/raftstore"
+)
+
+// standbyState is a standby cluster of pg1..pg3 whose key holder reports
+// itself the standby leader.
+func standbyState(holder string) raftstore.State {
+	st := state(holder, "pg1", "pg2", "pg3")
+	st.Config.StandbyCluster = &raftstore.StandbyCluster{Host: "10.0.1.1,10.0.1.2", Port: 5432, PrimarySlotName: "dr"}
+	if h, ok := st.Members[holder]; ok {
+		h.Status.Role = raftstore.RoleStandbyLeader
+	}
+	return st
+}
+
+// TestDecideStandbyCluster: the standby leader replicates from the source
+// and is never promoted; a primary of a demoted cluster is rewound onto
+// the source; replicas cascade from the standby leader; promote-cluster
+// (standby_cluster removed) promotes the holder.
+func TestDecideStandbyCluster(t *testing.T) {
+	t.Parallel()
+	src := func(o *Observation) { o.Upstream = SourceCluster }
+	tests := []struct {
+		name string
+		o    Observation
+		want []ActionKind
+		to   string // the first action's Primary or From
+	}{
+		{"standby leader streaming", obs("pg1", standbyState("pg1"), replicaPG, src), []ActionKind{}, ""},
+		{"standby leader stopped starts as a standby of the source", obs("pg1", standbyState("pg1"), stoppedPG,
+			func(o *Observation) { o.Standby = true }), []ActionKind{ActStartStandby}, SourceCluster},
+		{"standby leader following nobody repoints", obs("pg1", standbyState("pg1"), replicaPG),
+			[]ActionKind{ActFollow}, SourceCluster},
+		{"source refuses its position: rewind", obs("pg1", standbyState("pg1"), pgmanager.Status{Running: true, InRecovery: true,
+			SystemID: sysid, WalReceiverFailing: true}, src), []ActionKind{ActFollow}, SourceCluster},
+		{"demoted primary is rewound onto the source", obs("pg1", standbyState("pg1"), primaryPG), []ActionKind{ActFollow}, SourceCluster},
+		{"stopped former primary is rewound", obs("pg1", standbyState("pg1"), stoppedPG, func(o *Observation) { o.Standby = false }),
+			[]ActionKind{ActFollow}, SourceCluster},
+		{"rewind failed: reclone from the source", obs("pg1", standbyState("pg1"), stoppedPG,
+			func(o *Observation) { o.RewindFailed = true }), []ActionKind{ActReclone}, SourceCluster},
+		{"no lease: no start", obs("pg1", standbyState("pg1"), stoppedPG,
+			func(o *Observation) { o.Standby, o.LeaseValid = true, false }), []ActionKind{}, ""},
+		{"replica follows the standby leader", obs("pg2", standbyState("pg1"), stoppedPG,
+			func(o *Observation) { o.Standby = true }), []ActionKind{ActStartStandby}, "pg1"},
+		{"replica of the source's old stream repoints to the standby leader", obs("pg2", standbyState("pg1"), replicaPG,
+			src), []ActionKind{ActFollow}, "pg1"},
+		{"replica waits for a standby leader still a plain replica", obs("pg2", func() raftstore.State {
+			st := standbyState("pg1")
+			st.Members["pg1"].Status.Role = raftstore.RoleReplica
+			return st
+		}(), stoppedPG, func(o *Observation) { o.Standby = true }), []ActionKind{}, ""},
+		{"bootstrap: the winner copies the source", obs("pg1", func() raftstore.State {
+			st := standbyState("pg1")
+			st.Initialize = ""
+			return st
+		}(), stoppedPG, func(o *Observation) { o.HasData = false }), []ActionKind{ActClone}, SourceCluster},
+		{"bootstrap: the copy starts and is recorded", obs("pg1", func() raftstore.State {
+			st := standbyState("pg1")
+			st.Initialize = ""
+			return st
+		}(), stoppedPG, func(o *Observation) { o.Standby = true }), []ActionKind{ActStartStandby, ActRecordInit}, SourceCluster},
+		{"promote-cluster: the holder promotes", obs("pg1", state("pg1", "pg1", "pg2"), replicaPG, src),
+			[]ActionKind{ActPromote}, ""},
+	}
+	for _, tc := range tests {
+		p := Decide(tc.o)
+		if got := kinds(p); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v (%s), want %v", tc.name, got, p.Reason, tc.want)
+			continue
+		}
+		if len(p.Actions) > 0 && tc.to != "" {
+			if a := p.Actions[0]; a.Primary != tc.to && a.From != tc.to {
+				t.Errorf("%s: %+v, want it to name %s", tc.name, a, tc.to)
+			}
+		}
+	}
+}
+
+// TestStandbyLeaderDesired: the standby leader's settings stream from the
+// source through the configured slot with its restore_command; a member
+// of a standby cluster cascades from the standby leader (any server, not
+// only one that accepts writes).
+func TestStandbyLeaderDesired(t *testing.T) {
+	t.Parallel()
+	st := standbyState("pg1")
+	st.Config.StandbyCluster.RestoreCommand = "cp /arch/%f %p"
+	st.Config.PostgreSQL.UseSlots = true
+	st.Members["pg1"].PGAddr = "10.0.2.1:5432"
+	sup := NewSupervisor(Config{Member: "pg2"}, nil, nil, nil, nil)
+	d, err := sup.desired(st, SourceCluster, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Standby == nil || d.Standby.Host != "10.0.1.1,10.0.1.2" || d.Standby.Port != 5432 || d.Standby.Cascade ||
+		d.Slot != "dr" || d.RestoreCommand != "cp /arch/%f %p" || !d.Replica {
+		t.Fatalf("source desired: %+v standby %+v", d, d.Standby)
+	}
+	d, err = sup.desired(st, "pg1", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Standby == nil || !d.Standby.Cascade || d.Slot != "pg2" || d.RestoreCommand != "" {
+		t.Fatalf("cascade desired: %+v standby %+v", d, d.Standby)
+	}
+	st.Config.StandbyCluster = nil
+	if _, err := sup.desired(st, SourceCluster, true); err == nil {
+		t.Fatal("following the source of a cluster that is no longer a standby cluster: no error")
+	}
+}
+
+// TestReadUpstreamKnowsTheSource: a running standby leader whose
+// primary_conninfo names the source's hosts and port follows the source;
+// one naming other hosts, or a member that is not the holder, does not.
+func TestReadUpstreamKnowsTheSource(t *testing.T) {
+	t.Parallel()
+	st := standbyState("pg1")
+	for _, tc := range []struct {
+		name, me, host, port, want string
+	}{
+		{"source", "pg1", "10.0.1.1,10.0.1.2", "5432", SourceCluster},
+		{"other hosts", "pg1", "10.0.1.1", "5432", ""},
+		{"other port", "pg1", "10.0.1.1,10.0.1.2", "5433", ""},
+		{"not the holder", "pg2", "10.0.1.1,10.0.1.2", "5432", ""},
+	} {
+		sup := NewSupervisor(Config{Member: tc.me}, nil, nil, nil, nil)
+		sup.readUpstream(st, pgmanager.Status{Running: true, InRecovery: true, UpstreamHost: tc.host, UpstreamPort: tc.port})
+		if sup.standby.upstream != tc.want {
+			t.Errorf("%s: upstream %q, want %q", tc.name, sup.standby.upstream, tc.want)
+		}
+	}
+}
