@@ -228,10 +228,11 @@ func standbyClusterView(st raftstore.State) *StandbyClusterView {
 		return v
 	}
 	v.StandbyLeader = m.Name
-	if ms := m.Status; ms.Role == raftstore.RoleStandbyLeader {
-		if ms.ReplayedLSN != 0 {
-			v.ReplayedLSN = formatLSN(ms.ReplayedLSN)
-		}
+	ms := m.Status
+	if ms.ReplayedLSN != 0 {
+		v.ReplayedLSN = formatLSN(ms.ReplayedLSN)
+	}
+	if ms.Role == raftstore.RoleStandbyLeader {
 		if ms.SourceLSN != 0 {
 			v.SourceLSN, v.SourceAt = formatLSN(ms.SourceLSN), ms.SourceAt
 		}

@@ -247,6 +247,10 @@ func (s *Server) status(v nodeView) MemberStatus {
 		}
 		return out
 	}
+	for _, r := range pg.Replicas {
+		// A cascade: a standby leader's own standbys.
+		out.Replication = append(out.Replication, Replication{ApplicationName: r.ApplicationName, State: r.State, SyncState: r.SyncState})
+	}
 	recv, replay, paused := pg.ReceivedLSN, pg.ReplayedLSN, pg.ReplayPaused
 	out.Xlog = &XlogStatus{ReceivedLocation: &recv, ReplayedLocation: &replay, Paused: &paused}
 	if !pg.LastReplayAt.IsZero() {

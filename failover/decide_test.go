@@ -260,7 +260,7 @@ func TestDecideInvariants(t *testing.T) {
 		// A standby cluster never makes a writable server, and its
 		// holder stops one that is (rewound or recloned onto the source).
 		if o.State.Config.IsStandbyCluster() {
-			if p.Has(ActPromote) || p.Has(ActStartPrimary) || p.Has(ActInit) || p.Has(ActHandOver) {
+			if p.Has(ActPromote) || p.Has(ActStartPrimary) || p.Has(ActInit) {
 				t.Fatalf("makes a writable server in a standby cluster: %+v -> %s", o, p)
 			}
 			if writable && !foreign && holdsKey && !o.State.Config.Pause && !p.Has(ActDemote) && !p.Has(ActReclone) &&

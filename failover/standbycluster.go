@@ -46,6 +46,12 @@ func decideStandbyLeader(o Observation) Plan {
 		return plan("standby leader: replicating from "+src, Action{Kind: ActStartStandby, Primary: SourceCluster})
 	case o.PG.WalReceiverFailing:
 		return onto("the source cluster " + src + " refuses this standby's position")
+	case o.SwitchoverDue:
+		to := ""
+		if f := o.State.Failover; f != nil {
+			to = f.To
+		}
+		return plan("switchover of the standby leader requested", Action{Kind: ActHandOver, Primary: to})
 	case o.Upstream != SourceCluster:
 		return plan(fmt.Sprintf("standby leader following %q: repointing to %s", o.Upstream, src),
 			Action{Kind: ActFollow, Primary: SourceCluster})

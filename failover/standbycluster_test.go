@@ -65,6 +65,8 @@ func TestDecideStandbyCluster(t *testing.T) {
 			st.Initialize = ""
 			return st
 		}(), stoppedPG, func(o *Observation) { o.Standby = true }), []ActionKind{ActStartStandby, ActRecordInit}, SourceCluster},
+		{"switchover of the standby leader", obs("pg1", standbyState("pg1"), replicaPG, src,
+			func(o *Observation) { o.SwitchoverDue = true }), []ActionKind{ActHandOver}, ""},
 		{"promote-cluster: the holder promotes", obs("pg1", state("pg1", "pg1", "pg2"), replicaPG, src),
 			[]ActionKind{ActPromote}, ""},
 	}

@@ -747,17 +747,23 @@ func (s *Supervisor) desiredOrReadOnly(st raftstore.State, primary string) pgman
 var holderActions = map[ActionKind]bool{ActInit: true, ActStartPrimary: true, ActStartStandby: true,
 	ActPromote: true, ActRecordInit: true}
 
+// standbyLeaderActions run under renewals too on a standby cluster's
+// holder: the first copy of the source, and a rewind or a new copy onto
+// it, last as long as the data is large, and a lease lost meanwhile would
+// hand the key on (and the fencer stop the server just started).
+var standbyLeaderActions = map[ActionKind]bool{ActClone: true, ActReclone: true, ActFollow: true}
+
 func (s *Supervisor) execute(ctx context.Context, st raftstore.State, p Plan) error {
 	s.reportBusy(ctx, p)
 	for _, a := range p.Actions {
 		do := func() error { return s.do(ctx, st, a, p.Reason) }
 		var err error
-		if st.Leader.Holder == s.cfg.Member && holderActions[a.Kind] {
+		if st.Leader.Holder == s.cfg.Member && (holderActions[a.Kind] || st.Config.IsStandbyCluster() && standbyLeaderActions[a.Kind]) {
 			err = s.renewWhile(ctx, true, do)
 			if err != nil && a.Kind != ActInit && a.Kind != ActRecordInit && !errors.Is(err, ErrLeaseShort) {
 				t := s.curTerm()
 				t.crashes++
-				s.logger.Warn("postgres did not come up as primary", "action", a.Kind, "failures", t.crashes,
+				s.logger.Warn("postgres did not come up as the leader", "action", a.Kind, "failures", t.crashes,
 					"max", s.cfg.MaxCrashes)
 			}
 		} else {
@@ -882,6 +888,10 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 			return err
 		}
 		s.sysid, s.standby.rewindFailed, s.standby.rewoundFails, s.standby.rewound = "", false, 0, false
+		// A new copy has not failed to start yet: without this, a
+		// reclone after a failed start was rewound at once, failed, and
+		// recloned a second time.
+		s.standby.startFailed, s.standby.notStreaming = false, time.Time{}
 		if a.Kind == ActReclone {
 			if err := s.pg.Stop(ctx, pgmanager.StopImmediate); err != nil {
 				return err
@@ -1182,6 +1192,7 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 			// promote-cluster.
 			ms.Role, ms.SourceLSN, ms.SourceAt = raftstore.RoleStandbyLeader, pgst.SourceLSN, pgst.SourceAt
 			s.ensureSlots(ctx, st, false)
+			s.restartpointOnNewTimeline(ctx, pgst)
 		case st.Config.IsStandbyCluster():
 			s.reporter.slots = nil
 		default:
@@ -1202,6 +1213,23 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 	}
 	if err := s.sendReportOver(ctx, ms, over); err != nil {
 		s.logger.Warn("report status", "error", err)
+	}
+}
+
+// restartpointOnNewTimeline asks the standby leader for a restartpoint
+// while pg_control still names an older timeline than the one it
+// replays (after a rewind onto the source, or the source's failover):
+// until then a pg_rewind of its own replicas against it finds "no rewind
+// required" though they diverged, and they are cloned again instead.
+func (s *Supervisor) restartpointOnNewTimeline(ctx context.Context, pgst pgmanager.Status) {
+	cp, ok := s.pg.(interface{ Checkpoint(ctx context.Context) error })
+	if !ok || pgst.CheckpointTimeline == 0 || pgst.Timeline <= pgst.CheckpointTimeline {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, slotSyncTimeout)
+	defer cancel()
+	if err := cp.Checkpoint(cctx); err != nil {
+		s.logger.Warn("restartpoint on the new timeline", "timeline", pgst.Timeline, "error", err)
 	}
 }
 

@@ -82,6 +82,20 @@ func (s *Supervisor) handOver(ctx context.Context, st raftstore.State, requested
 		s.clearFailover(ctx, st.Failover, "refused: "+reason)
 		return fmt.Errorf("%w: %s", ErrNoCandidate, reason)
 	}
+	if st.Config.IsStandbyCluster() {
+		// A standby leader acknowledges nothing and keeps running: the
+		// candidate, streaming from it, takes over the stream from the
+		// source, and this member follows the candidate.
+		_, until, epoch, rev := s.lease.snapshot()
+		s.lease.forget()
+		if err := s.handKey(ctx, target, epoch, rev, until.Add(-FenceBudget)); err != nil {
+			return fmt.Errorf("switchover: hand the key to %s: %w", target, err)
+		}
+		s.lease.reset()
+		s.clearFailover(ctx, st.Failover, "switchover of the standby leader to "+target+" done")
+		s.logger.Info("switchover: standby leader's key handed over", "member", target)
+		return nil
+	}
 	s.logger.Info("switchover: shutting down cleanly", "candidate", target)
 	// Keep renewing through the shutdown checkpoint: the commit gate must
 	// confirm the WAL the walsenders flush on the way down, and a lease

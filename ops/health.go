@@ -23,6 +23,10 @@ import (
 func StreamingReplicas(ctx context.Context, client *api.Client, view api.ClusterView) map[string]bool {
 	primary, ok := RunningPrimary(view)
 	if !ok {
+		// A standby cluster: its replicas stream from the standby leader.
+		primary, ok = runningRole(view, api.ClusterStandbyLeader)
+	}
+	if !ok {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -42,8 +46,13 @@ func StreamingReplicas(ctx context.Context, client *api.Client, view api.Cluster
 
 // RunningPrimary is the view's leader when it runs.
 func RunningPrimary(view api.ClusterView) (api.ClusterMember, bool) {
+	return runningRole(view, api.ClusterLeader)
+}
+
+// runningRole is the view's running member in role.
+func runningRole(view api.ClusterView, role api.ClusterRole) (api.ClusterMember, bool) {
 	for _, m := range view.Members {
-		if m.Role == api.ClusterLeader && m.State == raftstore.StateRunning {
+		if m.Role == role && m.State == raftstore.StateRunning {
 			return m, true
 		}
 	}

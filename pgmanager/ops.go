@@ -199,6 +199,21 @@ func (m *Manager) Promote(ctx context.Context) error {
 	return nil
 }
 
+// Checkpoint runs CHECKPOINT: on a standby, a restartpoint at the last
+// checkpoint record it replayed, so that pg_control (and a pg_rewind
+// that reads it from this server) shows the timeline it replays on.
+func (m *Manager) Checkpoint(ctx context.Context) error {
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", m.member, err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", m.member, err)
+	}
+	return nil
+}
+
 // Follow makes this member a standby of d.Standby. A running standby only
 // rereads its config (PostgreSQL 13+ applies primary_conninfo and
 // primary_slot_name on reload: the walreceiver restarts, the server does

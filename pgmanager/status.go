@@ -58,11 +58,15 @@ type Status struct {
 	// upstream it is configured to follow, whether or not it streams ("" if
 	// none or unparseable).
 	UpstreamAddr string
+	// CheckpointTimeline is pg_control's latest checkpoint's timeline
+	// (Timeline may be further on a standby: the one it receives).
+	CheckpointTimeline uint32
 	// UpstreamHost and UpstreamPort are primary_conninfo's host (one, or
 	// several separated by commas) and port, as written ("" if none).
 	UpstreamHost, UpstreamPort string
 	// SourceLSN is the end of WAL the upstream last said it had
-	// (pg_stat_wal_receiver.latest_end_lsn), SourceAt when it sent that;
+	// (pg_stat_wal_receiver.latest_end_lsn, or what was flushed from it
+	// when further: it had at least that), SourceAt when it sent that;
 	// zero without a walreceiver.
 	SourceLSN uint64
 	SourceAt  time.Time
@@ -225,6 +229,7 @@ func (m *Manager) queryOn(ctx context.Context, conn *pgx.Conn, st *Status) error
 	if err != nil {
 		return fmt.Errorf("status of %s: %w", m.member, err)
 	}
+	st.CheckpointTimeline = st.Timeline
 	st.SystemID, st.Version = strconv.FormatUint(uint64(sysid), 10), ver
 	if err := m.lsnStatus(ctx, conn, st); err != nil {
 		return err
@@ -265,7 +270,8 @@ func (m *Manager) lsnStatus(ctx context.Context, conn *pgx.Conn, st *Status) err
 		current_setting('primary_conninfo'),
 		EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'startup'
 			AND wait_event = 'RecoveryRetrieveRetryInterval'),
-		(SELECT latest_end_lsn::text FROM pg_stat_wal_receiver), (SELECT latest_end_time FROM pg_stat_wal_receiver)`).
+		(SELECT GREATEST(latest_end_lsn, flushed_lsn)::text FROM pg_stat_wal_receiver),
+		(SELECT COALESCE(latest_end_time, last_msg_send_time) FROM pg_stat_wal_receiver)`).
 		Scan(&recv, &replay, &wrStatus, &wrHost, &tli, &st.ReplayPaused, &replayAt, &conninfo, &st.ReplayExhausted,
 			&srcLSN, &srcAt)
 	if err != nil {

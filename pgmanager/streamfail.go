@@ -42,7 +42,11 @@ var ErrCannotStream = errors.New("standby cannot stream from its upstream")
 // isStreamFailure reports whether a PostgreSQL log line is one of
 // streamFailures.
 func isStreamFailure(line string) bool {
-	if !strings.Contains(line, "FATAL") && !strings.Contains(line, "ERROR") {
+	// The walreceiver's failures are FATAL (the upstream's ERROR nested
+	// in them). A bare ERROR is this server's walsender refusing one of
+	// its own standbys (a cascade: "requested WAL segment … has already
+	// been removed"): nothing wrong with this server's stream.
+	if !strings.Contains(line, "FATAL") {
 		return false
 	}
 	for _, f := range streamFailures {

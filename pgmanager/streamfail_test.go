@@ -22,6 +22,8 @@ func TestStreamFailureLines(t *testing.T) {
 		{"FATAL:  the database system is not yet accepting connections", false},
 		{"FATAL:  terminating walreceiver process due to administrator command", false},
 		{"LOG:  restored log file \"000000020000000000000009\" has already been removed", false}, // not an error
+		// This server's walsender refusing a cascading standby.
+		{"2026-12-07 00:34:58.910 UTC [4242] ERROR:  requested WAL segment 000000040000000000000007 has already been removed", false},
 	} {
 		if got := isStreamFailure(tc.line); got != tc.want {
 			t.Errorf("isStreamFailure(%q) = %v, want %v", tc.line, got, tc.want)
