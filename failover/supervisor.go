@@ -1222,7 +1222,9 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 // until then a pg_rewind of its own replicas against it finds "no rewind
 // required" though they diverged, and they are cloned again instead.
 func (s *Supervisor) restartpointOnNewTimeline(ctx context.Context, pgst pgmanager.Status) {
-	cp, ok := s.pg.(interface{ Checkpoint(ctx context.Context) error })
+	cp, ok := s.pg.(interface {
+		Checkpoint(ctx context.Context) error
+	})
 	if !ok || pgst.CheckpointTimeline == 0 || pgst.Timeline <= pgst.CheckpointTimeline {
 		return
 	}
