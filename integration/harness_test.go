@@ -176,6 +176,9 @@ type NodeOptions struct {
 	PGTLS *certSet
 	// PgHba replaces the default bootstrap.pg_hba lines.
 	PgHba []string
+	// Scope is the cluster's name (default itest): two clusters side by
+	// side (a standby cluster) tell their logs and lists apart by it.
+	Scope string
 	// VIP is the vip: section as a flow mapping; the agent then runs with
 	// CAP_NET_ADMIN and CAP_NET_RAW (in a network namespace only).
 	VIP string
@@ -237,7 +240,7 @@ func (n *Node) Client() *api.Client {
 // built as a config.File: o's typed options first, then its YAML snippets
 // decoded into their sections.
 func (n *Node) WriteConfig(o NodeOptions) {
-	f := &config.File{Scope: "itest", Name: n.Name, DataDir: n.Dir,
+	f := &config.File{Scope: valueOr(o.Scope, "itest"), Name: n.Name, DataDir: n.Dir,
 		Raft: config.Raft{Listen: n.RaftAddr(), Token: testToken},
 		RestAPI: config.RestAPI{Listen: fmt.Sprintf("%s:%d", n.listenHost(), n.APIPort), ConnectAddress: n.APIAddr(),
 			Authentication: &config.Auth{Username: "admin", Password: "adminpw"}},

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -442,27 +441,10 @@ func startSite(t *testing.T, lab *netLab, scope string, first int, names []strin
 		c.nodes = append(c.nodes, n)
 	}
 	for _, n := range c.nodes {
-		n.WriteConfig(NodeOptions{Peers: c.nodes, Postgres: true, DCS: dcs})
-		setScope(t, n, scope)
+		n.WriteConfig(NodeOptions{Peers: c.nodes, Postgres: true, DCS: dcs, Scope: scope})
 		n.Start()
 	}
 	return c
-}
-
-// setScope replaces the scope WriteConfig writes (itest).
-func setScope(t *testing.T, n *Node, scope string) {
-	t.Helper()
-	data, err := os.ReadFile(n.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(data)
-	if !strings.HasPrefix(s, "scope: itest\n") {
-		t.Fatalf("%s's config does not start with scope: itest:\n%s", n.Name, s)
-	}
-	if err := os.WriteFile(n.Config, []byte("scope: "+scope+"\n"+strings.TrimPrefix(s, "scope: itest\n")), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // siteHosts is the comma-separated cluster addresses of the lab's
