@@ -106,9 +106,13 @@ func Decide(o Observation) Plan {
 		return decideHolder(o)
 	case "":
 		return decideNoPrimary(o)
-	default:
-		return keepNewerData(o, holder, decideFollower(o, holder))
 	}
+	if st.Config.IsStandbyCluster() {
+		// demote-cluster discarded this site's own history on purpose:
+		// its timelines may number higher than the source's.
+		return decideFollower(o, holder)
+	}
+	return keepNewerData(o, holder, decideFollower(o, holder))
 }
 
 // fence stops a PostgreSQL that accepts writes without the right to: the

@@ -276,7 +276,9 @@ func TestDecideInvariants(t *testing.T) {
 				t.Fatalf("adopts a data directory behind %s's: %+v -> %s", name, o, p)
 			}
 		}
-		if h, ok := o.State.Members[o.State.Leader.Holder]; ok && o.State.Leader.Holder != o.Member {
+		// (A standby cluster's members follow the source's history
+		// whatever its timeline numbers: demote-cluster discards theirs.)
+		if h, ok := o.State.Members[o.State.Leader.Holder]; ok && o.State.Leader.Holder != o.Member && !o.State.Config.IsStandbyCluster() {
 			mine, theirs := localPosition(o), reportedPosition(h.Status)
 			destroys := p.Has(ActReclone)
 			for _, a := range p.Actions {

@@ -137,3 +137,22 @@ func TestReadUpstreamKnowsTheSource(t *testing.T) {
 		}
 	}
 }
+
+// TestDemotedSiteFollowsAnOlderTimelineNumber: after demote-cluster a
+// replica on a higher timeline number than its standby leader's (its
+// site failed over while cut off) is rewound all the same; outside a
+// standby cluster that is refused (keepNewerData).
+func TestDemotedSiteFollowsAnOlderTimelineNumber(t *testing.T) {
+	t.Parallel()
+	st := standbyState("pg1")
+	st.Members["pg1"].Status.Timeline = 4
+	o := obs("pg2", st, stoppedPG, func(o *Observation) { o.Standby, o.Data = false, Position{Timeline: 5, LSN: 100} })
+	if p := Decide(o); !p.Has(ActFollow) || !p.Actions[0].Rewind {
+		t.Fatalf("standby cluster: %s, want a rewind onto pg1", p)
+	}
+	o.State.Config.StandbyCluster = nil
+	o.State.Members["pg1"].Status.Role = raftstore.RolePrimary
+	if p := Decide(o); !p.Has(ActRefuse) {
+		t.Fatalf("primary cluster: %s, want a refusal", p)
+	}
+}

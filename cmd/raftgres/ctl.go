@@ -73,10 +73,12 @@ func listCommand() *cli.Command {
 		Usage: "show the cluster's members, roles, timelines and lag",
 		Description: "Columns: Member, Host, Role, State, TL (timeline), LSN, Lag in MB (behind the primary's\n" +
 			"last report), Pending restart, Tags. Roles and states are patronictl's words, in the table and\n" +
-			"with --format json: Leader, Sync Standby, Replica; running, streaming (a replica streaming from\n" +
-			"the primary), stopped, starting, creating replica, ...; a member whose agent stopped reporting\n" +
-			"has no role and state unreachable. (GET /cluster keeps raftgres's words: leader, sync_standby,\n" +
-			"replica.)",
+			"with --format json: Leader, Standby Leader, Sync Standby, Quorum Standby, Replica; running,\n" +
+			"streaming (a replica streaming from the primary), stopped, starting, creating replica, ...; a\n" +
+			"member whose agent stopped reporting has no role and state unreachable. In a standby cluster\n" +
+			"the Standby Leader's Lag in MB is behind the source, and a line under the table says where the\n" +
+			"source was last seen. (GET /cluster keeps raftgres's words: leader, standby_leader,\n" +
+			"sync_standby, quorum_standby, replica.)",
 		Flags: append(adminFlags(),
 			&cli.StringFlag{Name: "format", Value: "table", Usage: "table or json"},
 			&cli.BoolFlag{Name: "watch", Aliases: []string{"W"}, Usage: "refresh until interrupted"},
