@@ -238,12 +238,16 @@ func TestConvertPatroniMappings(t *testing.T) {
 				"postgresql.use_unix_socket":      "its own socket directory for local connections",
 				"postgresql.use_unix_socket_repl": "its own socket directory for local connections",
 				"postgresql.config_dir":           "in the data directory", "postgresql.pg_ident": whyIdent, "postgresql.basebackup": "its own options"}},
-		{name: "dynamic settings raftgres lacks", patch: "bootstrap: {dcs: {synchronous_node_count: 2, failsafe_mode: true, standby_cluster: {host: h}, " +
+		{name: "dynamic settings raftgres lacks", patch: "bootstrap: {dcs: {synchronous_node_count: 2, failsafe_mode: true, " +
 			"check_timeline: true, postgresql: {recovery_conf: {restore_command: x}, pg_ident: [y]}}}",
 			skipped: map[string]string{"bootstrap.dcs.synchronous_node_count": "keeps one synchronous standby", "bootstrap.dcs.failsafe_mode": "failsafe",
-				"bootstrap.dcs.standby_cluster": "standby clusters",
-				"bootstrap.dcs.check_timeline":  whyUnknown, "bootstrap.dcs.postgresql.recovery_conf": whyRecovery,
+				"bootstrap.dcs.check_timeline": whyUnknown, "bootstrap.dcs.postgresql.recovery_conf": whyRecovery,
 				"bootstrap.dcs.postgresql.pg_ident": whyIdent}},
+		{name: "standby cluster", patch: "bootstrap: {dcs: {standby_cluster: {host: 'a,b', port: 5433, primary_slot_name: dr, " +
+			"create_replica_methods: [basebackup], restore_command: 'cp %f %p', recovery_min_apply_delay: 60}}}",
+			want: map[string]string{"bootstrap/dcs/standby_cluster/host": "a,b", "bootstrap/dcs/standby_cluster/port": "5433",
+				"bootstrap/dcs/standby_cluster/primary_slot_name": "dr", "bootstrap/dcs/standby_cluster/restore_command": "cp %f %p"},
+			skipped: map[string]string{"bootstrap.dcs.standby_cluster.recovery_min_apply_delay": "has host, port"}},
 		{name: "quorum commit", patch: "bootstrap: {dcs: {synchronous_mode: quorum, synchronous_node_count: 2}}",
 			want: map[string]string{"bootstrap/dcs/synchronous_mode": "quorum", "bootstrap/dcs/synchronous_node_count": "2"}},
 		{name: "not a mode", patch: "bootstrap: {dcs: {synchronous_mode: maybe}}", want: map[string]string{"bootstrap": ""},
