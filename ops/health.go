@@ -78,7 +78,9 @@ func CheckHealth(view api.ClusterView, streaming map[string]bool) ClusterHealth 
 			h.Blockers = append(h.Blockers, m.Name+"'s agent does not report: bring it back first (a member down and one restarting could cost the quorum)")
 		case m.State != raftstore.StateRunning:
 			h.Blockers = append(h.Blockers, fmt.Sprintf("%s's PostgreSQL is %s, not running", m.Name, m.State))
-		case m.Role == api.ClusterLeader:
+		case m.Role == api.ClusterLeader || m.Role == api.ClusterStandbyLeader:
+			// A standby cluster's standby leader leads as a primary does
+			// (a switchover moves it too).
 			h.Primary = m.Name
 		case !streaming[m.Name]:
 			h.Blockers = append(h.Blockers, m.Name+" is not streaming from the primary")

@@ -724,12 +724,24 @@ func evaluateCheck(view api.ClusterView, wantReplicas int, maxLag int64) (int, s
 	var replicas []string
 	var problems []string
 	maxSeen := int64(0)
+	leader, noun := api.ClusterLeader, "primary"
+	if view.StandbyCluster != nil {
+		// A standby cluster is healthy with its standby leader running;
+		// its lag is the standby leader's behind the source.
+		leader, noun = api.ClusterStandbyLeader, "standby leader"
+	}
 	for _, m := range view.Members {
 		switch {
-		case m.Role == api.ClusterLeader && m.State == raftstore.StateRunning:
+		case m.Role == leader && m.State == raftstore.StateRunning:
 			primary = m.Name
-		case m.Role == api.ClusterLeader:
-			problems = append(problems, fmt.Sprintf("primary %s is %s", m.Name, m.State))
+			if m.Lag != nil {
+				maxSeen = max(maxSeen, *m.Lag)
+				if maxLag >= 0 && *m.Lag > maxLag {
+					problems = append(problems, fmt.Sprintf("%s lags %d bytes behind the source (over %d)", m.Name, *m.Lag, maxLag))
+				}
+			}
+		case m.Role == leader:
+			problems = append(problems, fmt.Sprintf("%s %s is %s", noun, m.Name, m.State))
 		case m.State == raftstore.StateRunning:
 			replicas = append(replicas, m.Name)
 			if m.Lag != nil {
@@ -745,9 +757,9 @@ func evaluateCheck(view api.ClusterView, wantReplicas int, maxLag int64) (int, s
 	if wantReplicas < 0 {
 		wantReplicas = max(len(view.Members)-1, 0)
 	}
-	summary := fmt.Sprintf("primary %s, %d/%d replicas running, max lag %d bytes", primary, len(replicas), wantReplicas, maxSeen)
+	summary := fmt.Sprintf("%s %s, %d/%d replicas running, max lag %d bytes", noun, primary, len(replicas), wantReplicas, maxSeen)
 	if primary == "" {
-		return checkCritical, "CRITICAL: no running primary in " + view.Scope + joinProblems(problems)
+		return checkCritical, "CRITICAL: no running " + noun + " in " + view.Scope + joinProblems(problems)
 	}
 	if len(replicas) < wantReplicas {
 		return checkWarning, "WARNING: " + summary + joinProblems(problems)

@@ -46,3 +46,22 @@ func TestDemotePatch(t *testing.T) {
 		t.Fatalf("patch %s, want %s", b, want)
 	}
 }
+
+// TestCheckStandbyCluster: check judges a standby cluster by its standby
+// leader, and its lag behind the source.
+func TestCheckStandbyCluster(t *testing.T) {
+	lag := func(n int64) *int64 { return &n }
+	sl := api.ClusterMember{Name: "pg1", Role: api.ClusterStandbyLeader, State: raftstore.StateRunning, Lag: lag(100)}
+	r := api.ClusterMember{Name: "pg2", Role: api.ClusterReplica, State: raftstore.StateRunning, Lag: lag(0)}
+	view := api.ClusterView{Scope: "dr", Members: []api.ClusterMember{sl, r}, StandbyCluster: &api.StandbyClusterView{Source: "a"}}
+	if code, msg := evaluateCheck(view, -1, 1<<20); code != checkOK || !strings.Contains(msg, "standby leader pg1") {
+		t.Errorf("healthy standby cluster: %d %s", code, msg)
+	}
+	if code, msg := evaluateCheck(view, -1, 10); code != checkWarning || !strings.Contains(msg, "behind the source") {
+		t.Errorf("standby leader far behind the source: %d %s", code, msg)
+	}
+	view.Members = []api.ClusterMember{r}
+	if code, msg := evaluateCheck(view, -1, 1<<20); code != checkCritical || !strings.Contains(msg, "no running standby leader") {
+		t.Errorf("no standby leader: %d %s", code, msg)
+	}
+}
