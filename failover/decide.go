@@ -165,7 +165,9 @@ func decideUninitialized(o Observation) Plan {
 		return plan("initialised here but not yet recorded", append(acts, Action{Kind: ActRecordInit})...)
 	case o.HasData && holder != "":
 		return noop("data directory exists: waiting for " + holder + " to record the cluster it adopts")
-	case o.HasData && (o.PG.Running && o.PG.InRecovery || !o.PG.Running && o.Standby):
+	case o.HasData && (o.PG.Running && o.PG.InRecovery || !o.PG.Running && o.Standby) && !o.State.Config.IsStandbyCluster():
+		// (In a standby cluster every data directory is a standby: the
+		// most advanced one is adopted as the standby leader's, below.)
 		return noop("adopting: this data directory is a standby; waiting for the primary's member to take the bootstrap key")
 	case o.HasData && o.Tags.NoFailover:
 		return noop("adopting: nofailover: waiting for another member to take the bootstrap key")

@@ -67,6 +67,14 @@ func TestDecideStandbyCluster(t *testing.T) {
 		}(), stoppedPG, func(o *Observation) { o.Standby = true }), []ActionKind{ActStartStandby, ActRecordInit}, SourceCluster},
 		{"switchover of the standby leader", obs("pg1", standbyState("pg1"), replicaPG, src,
 			func(o *Observation) { o.SwitchoverDue = true }), []ActionKind{ActHandOver}, ""},
+		{"migration: a standby data directory is adopted", obs("pg1", func() raftstore.State {
+			st := standbyState("")
+			st.Initialize = ""
+			for _, m := range st.Members {
+				m.Status.ReportedAt, m.Status.Timeline, m.Status.ReplayedLSN = reportedAt, 5, 50
+			}
+			return st
+		}(), replicaPG, func(o *Observation) { o.PG.Timeline, o.PG.ReceivedLSN = 5, 100 }), []ActionKind{ActAcquireBootstrap}, ""},
 		{"promote-cluster: the holder promotes", obs("pg1", state("pg1", "pg1", "pg2"), replicaPG, src),
 			[]ActionKind{ActPromote}, ""},
 	}
