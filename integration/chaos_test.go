@@ -883,7 +883,7 @@ func (r *chaosRun) finish() {
 	})
 	have, haveErr := map[int64]bool{}, error(nil)
 	if primary != nil {
-		have, haveErr = chaosIDs(primary)
+		have, haveErr = idSet(primary, "chaos")
 	} else {
 		haveErr = errors.New("no primary at the end")
 	}
@@ -1079,7 +1079,8 @@ func (r *chaosRun) digests() []memberDigest {
 	return out
 }
 
-func chaosIDs(n *Node) (map[int64]bool, error) {
+// idSet reads table's id column on n (30 s at most) as a set.
+func idSet(n *Node, table string) (map[int64]bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, n.PGConn())
@@ -1087,7 +1088,7 @@ func chaosIDs(n *Node) (map[int64]bool, error) {
 		return nil, err
 	}
 	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, "SELECT id FROM chaos")
+	rows, err := conn.Query(ctx, "SELECT id FROM "+table)
 	if err != nil {
 		return nil, err
 	}

@@ -108,15 +108,7 @@ func TestStandbyCluster(t *testing.T) {
 		t.Fatalf("%s still A's primary after the switchover", primaryA.Name)
 	}
 	aWritable := time.Now()
-	insertPhase(t, newA, "after-switchover", 10)
-	waitFor(t, 90*time.Second, fmt.Sprintf("standby leader %s streaming from A's new primary %s", leaderB.Name, newA.Name), func() (bool, error) {
-		return receiverFrom(leaderB, newA.Host)
-	})
-	followAt := time.Now()
-	for _, n := range b.nodes {
-		waitPhaseRows(t, n, "after-switchover", 10, 60*time.Second)
-	}
-	replayedAt := time.Now()
+	followAt, replayedAt := bFollows(t, newA, b, leaderB, "after-switchover")
 	if got := standbyLeaderOf(t, b); got != leaderB {
 		t.Fatalf("B's standby leader changed from %s to %v after A's switchover", leaderB.Name, nameOf(got))
 	}
@@ -152,30 +144,10 @@ func TestStandbyCluster(t *testing.T) {
 	})
 	newA = a.waitPrimary(60*time.Second, rest...)
 	killWritable := time.Now()
-	insertPhase(t, newA, "after-kill", 10)
-	waitFor(t, 90*time.Second, fmt.Sprintf("standby leader %s streaming from A's new primary %s", leaderB.Name, newA.Name), func() (bool, error) {
-		return receiverFrom(leaderB, newA.Host)
-	})
-	killFollowAt := time.Now()
-	for _, n := range b.nodes {
-		waitPhaseRows(t, n, "after-kill", 10, 60*time.Second)
-	}
+	killFollowAt, _ := bFollows(t, newA, b, leaderB, "after-kill")
 	// Every row on B is on A's new primary (B read first: A only gains rows).
 	for _, n := range b.nodes {
-		onB, err := idsOn(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		onA, err := idsOn(newA)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var extra []int64
-		for id := range onB {
-			if !onA[id] {
-				extra = append(extra, id)
-			}
-		}
+		extra := idsMissing(t, n, newA)
 		if len(extra) > 0 {
 			t.Errorf("%s keeps %d rows A's new primary %s does not have (lost with %s): %v", n.Name, len(extra), newA.Name,
 				lostA.Name, extra[:min(10, len(extra))])
@@ -341,22 +313,8 @@ func TestStandbyCluster(t *testing.T) {
 		if k != 0 {
 			t.Errorf("%s still has the row A wrote after the heal (diverged, id %d)", n.Name, divergedID)
 		}
-		onA, err := idsOn(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		onB, err := idsOn(primaryB)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var extra []int64
-		for id := range onA {
-			if !onB[id] {
-				extra = append(extra, id)
-			}
-		}
+		extra := idsMissing(t, n, primaryB)
 		if len(extra) > 0 {
-			sort.Slice(extra, func(i, j int) bool { return extra[i] < extra[j] })
 			t.Errorf("%s keeps %d diverged rows B never had: %v", n.Name, len(extra), extra[:min(10, len(extra))])
 		}
 	}
@@ -697,29 +655,45 @@ func waitPhaseRows(t *testing.T, n *Node, phase string, k int, timeout time.Dura
 	})
 }
 
+// bFollows writes 10 rows of phase on A's new primary newA, waits until
+// B's standby leader streams from it and the rows are on all of B, and
+// says when each happened.
+func bFollows(t *testing.T, newA *Node, b *cluster, leaderB *Node, phase string) (followAt, replayedAt time.Time) {
+	t.Helper()
+	insertPhase(t, newA, phase, 10)
+	waitFor(t, 90*time.Second, fmt.Sprintf("standby leader %s streaming from A's new primary %s", leaderB.Name, newA.Name), func() (bool, error) {
+		return receiverFrom(leaderB, newA.Host)
+	})
+	followAt = time.Now()
+	for _, n := range b.nodes {
+		waitPhaseRows(t, n, phase, 10, 60*time.Second)
+	}
+	return followAt, time.Now()
+}
+
 // idsOn is the set of the writer's ids on n.
-func idsOn(n *Node) (map[int64]bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, n.PGConn())
+func idsOn(n *Node) (map[int64]bool, error) { return idSet(n, "sbw") }
+
+// idsMissing are the writer's ids on n that other lacks (n read first:
+// other only gains rows), sorted.
+func idsMissing(t *testing.T, n, other *Node) []int64 {
+	t.Helper()
+	mine, err := idsOn(n)
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, "SELECT id FROM sbw")
+	theirs, err := idsOn(other)
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	defer rows.Close()
-	out := map[int64]bool{}
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
+	var extra []int64
+	for id := range mine {
+		if !theirs[id] {
+			extra = append(extra, id)
 		}
-		out[id] = true
 	}
-	return out, rows.Err()
+	slices.Sort(extra)
+	return extra
 }
 
 // siteAck is one write a member acknowledged: sent at Start, acked at End.
