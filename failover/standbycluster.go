@@ -1,6 +1,8 @@
 package failover
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	"raftgres/pgmanager"
@@ -98,4 +100,42 @@ func sourceDesired(d pgmanager.Desired, sc *raftstore.StandbyCluster) pgmanager.
 		d.Standby = &pgmanager.Upstream{Name: "source cluster " + sc.Source(), Host: sc.Host, Port: sc.SourcePort()}
 	}
 	return d
+}
+
+// ErrForeignSource refuses to rewind or reclone onto a standby cluster's
+// source that is another system than the cluster's (a wrong
+// standby_cluster.host): that would destroy the data for a copy that is
+// then refused anyway.
+var ErrForeignSource = errors.New("the source cluster is another system")
+
+// checkSource, before a rewind onto or a new copy of the source of an
+// initialised cluster, asks the source for its system identifier
+// (Postgres implementations that can: pgmanager's). It also means that
+// nothing is stopped or removed while the source cannot be reached.
+func (s *Supervisor) checkSource(ctx context.Context, st raftstore.State, d pgmanager.Desired) error {
+	id, ok := s.pg.(interface {
+		UpstreamSystemID(ctx context.Context, d pgmanager.Desired) (string, error)
+	})
+	if !ok || st.Initialize == "" || d.Standby == nil {
+		return nil
+	}
+	got, err := id.UpstreamSystemID(ctx, d)
+	if err != nil {
+		return fmt.Errorf("reach the source cluster before rewinding or copying it: %w", err)
+	}
+	return sourceMatches(st, got)
+}
+
+// sourceMatches is checkSource's verdict on the source's system
+// identifier got.
+func sourceMatches(st raftstore.State, got string) error {
+	if got == st.Initialize {
+		return nil
+	}
+	src := "unset"
+	if sc := st.Config.StandbyCluster; sc != nil {
+		src = sc.Source()
+	}
+	return fmt.Errorf("%w (%s; this cluster is %s): not rewinding or recloning onto it; check standby_cluster.host "+
+		"(%s)", ErrForeignSource, got, st.Initialize, src)
 }

@@ -1,7 +1,10 @@
 package failover
 
 import (
+	"context"
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"raftgres/pgmanager"
@@ -162,5 +165,59 @@ func TestDemotedSiteFollowsAnOlderTimelineNumber(t *testing.T) {
 	o.State.Members["pg1"].Status.Role = raftstore.RolePrimary
 	if p := Decide(o); !p.Has(ActRefuse) {
 		t.Fatalf("primary cluster: %s, want a refusal", p)
+	}
+}
+
+// sourcePG is a fake PostgreSQL that answers the source's system
+// identifier.
+type sourcePG struct {
+	*fakePostgres
+	sourceID  string
+	sourceErr error
+}
+
+func (p sourcePG) UpstreamSystemID(context.Context, pgmanager.Desired) (string, error) {
+	return p.sourceID, p.sourceErr
+}
+
+// TestDemoteOntoAForeignSourceTouchesNothing: demote-cluster with a host
+// of another system (or one that cannot be reached) must not stop, rewind
+// or reclone the primary: the check runs before anything is touched.
+func TestDemoteOntoAForeignSourceTouchesNothing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		pg   func(*fakePostgres) sourcePG
+		want error
+	}{
+		{"another system", func(p *fakePostgres) sourcePG { return sourcePG{p, "9999", nil} }, ErrForeignSource},
+		{"unreachable", func(p *fakePostgres) sourcePG { return sourcePG{p, "", errors.New("connection refused")} }, nil},
+	} {
+		st := testState("pg1", "pg1", "pg2")
+		st.Config.StandbyCluster = &raftstore.StandbyCluster{Host: "10.9.9.9"}
+		r := newRig(t, "pg1", st, runningPrimary)
+		r.sup.pg = tc.pg(r.pg)
+		err := r.sup.follow(context.Background(), st, Action{Kind: ActFollow, Primary: SourceCluster, Rewind: true})
+		if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Fatalf("%s: follow: %v, want an error (%v)", tc.name, err, tc.want)
+		}
+		for _, e := range r.ev.all() {
+			if strings.Contains(e, "Stop") || strings.Contains(e, "Rewind") {
+				t.Fatalf("%s: touched the primary: %s", tc.name, e)
+			}
+		}
+		err = r.sup.do(context.Background(), st, Action{Kind: ActReclone, From: SourceCluster}, "test")
+		if err == nil {
+			t.Fatalf("%s: reclone onto the source: no error", tc.name)
+		}
+		for _, e := range r.ev.all() {
+			if strings.Contains(e, "Stop") || strings.Contains(e, "Reclone") {
+				t.Fatalf("%s: recloned: %s", tc.name, e)
+			}
+		}
+	}
+	st := testState("pg1", "pg1")
+	if err := sourceMatches(st, testSysID); err != nil {
+		t.Fatalf("same system: %v", err)
 	}
 }

@@ -887,6 +887,11 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 		if err != nil {
 			return err
 		}
+		if a.From == SourceCluster {
+			if err := s.checkSource(ctx, st, d); err != nil {
+				return err
+			}
+		}
 		s.sysid, s.standby.rewindFailed, s.standby.rewoundFails, s.standby.rewound = "", false, 0, false
 		// A new copy has not failed to start yet: without this, a
 		// reclone after a failed start was rewound at once, failed, and
@@ -1023,6 +1028,11 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 	if s.pg.Running() && !a.Rewind {
 		s.standby.upstream = a.Primary
 		return s.pg.Follow(ctx, d)
+	}
+	if a.Primary == SourceCluster && a.Rewind {
+		if err := s.checkSource(ctx, st, d); err != nil {
+			return err
+		}
 	}
 	s.standby.handedOver, s.standby.startFailed, s.standby.notStreaming = false, false, time.Time{}
 	if err := s.pg.Stop(ctx, pgmanager.StopFast); err != nil {

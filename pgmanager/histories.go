@@ -45,17 +45,9 @@ func (m *Manager) fetchHistories(ctx context.Context, dataDir string, src *Upstr
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cfg, err := pgconn.ParseConfig(m.peerConninfo(map[string]string{
-		"host": src.Host, "port": fmt.Sprint(src.Port), "user": m.cfg.Replication.Username,
-		"application_name": m.member + "-clone", "connect_timeout": "5", "replication": "true",
-	}))
+	conn, err := m.replicationConn(cctx, src)
 	if err != nil {
-		return fmt.Errorf("timeline histories from %s: %w", src.Name, err)
-	}
-	cfg.Password = m.creds(RoleReplication).Password.Reveal()
-	conn, err := pgconn.ConnectConfig(cctx, cfg)
-	if err != nil {
-		return m.withTLSHint(fmt.Errorf("timeline histories from %s: %w", src.Name, err), *src)
+		return fmt.Errorf("timeline histories: %w", err)
 	}
 	defer conn.Close(context.Background())
 	var fetched []string
@@ -78,4 +70,45 @@ func (m *Manager) fetchHistories(ctx context.Context, dataDir string, src *Upstr
 		m.logger.Info("timeline histories copied from the clone source", "source", src.Name, "files", fetched)
 	}
 	return nil
+}
+
+// replicationConn opens a physical replication connection to src as the
+// replication user (for timeline histories and IDENTIFY_SYSTEM).
+func (m *Manager) replicationConn(ctx context.Context, src *Upstream) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(m.peerConninfo(src.pickHost(map[string]string{
+		"host": src.Host, "port": fmt.Sprint(src.Port), "user": m.cfg.Replication.Username,
+		"application_name": m.member + "-clone", "connect_timeout": "5", "replication": "true",
+	})))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", src.Name, err)
+	}
+	cfg.Password = m.creds(RoleReplication).Password.Reveal()
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, m.withTLSHint(fmt.Errorf("connect to %s: %w", src.Name, err), *src)
+	}
+	return conn, nil
+}
+
+// UpstreamSystemID asks d.Standby for its system identifier
+// (IDENTIFY_SYSTEM on a replication connection).
+func (m *Manager) UpstreamSystemID(ctx context.Context, d Desired) (string, error) {
+	if d.Standby == nil {
+		return "", fmt.Errorf("system identifier for %s: no source given", m.member)
+	}
+	if err := m.writePgpass(); err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := m.replicationConn(ctx, d.Standby)
+	if err != nil {
+		return "", fmt.Errorf("system identifier: %w", err)
+	}
+	defer conn.Close(context.Background())
+	sys, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
+		return "", fmt.Errorf("system identifier of %s: %w", d.Standby.Name, err)
+	}
+	return sys.SystemID, nil
 }
