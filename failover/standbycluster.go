@@ -126,6 +126,22 @@ func (s *Supervisor) checkSource(ctx context.Context, st raftstore.State, d pgma
 	return sourceMatches(st, got)
 }
 
+// checkSourceOrStop is checkSource for an action that would replace the
+// local data; when the source does not pass, a primary (the cluster was
+// demoted) is stopped all the same: the site takes no more writes, and its
+// data stays as it is until the source can be checked.
+func (s *Supervisor) checkSourceOrStop(ctx context.Context, st raftstore.State, d pgmanager.Desired) error {
+	err := s.checkSource(ctx, st, d)
+	if err == nil || !s.pg.Running() || s.pg.IsStandbyConfigured() {
+		return err
+	}
+	s.logger.Warn("standby cluster: stopping the primary; its data stays until the source can be checked", "error", err)
+	if serr := s.pg.Stop(ctx, pgmanager.StopFast); serr != nil {
+		return errors.Join(err, serr)
+	}
+	return err
+}
+
 // sourceMatches is checkSource's verdict on the source's system
 // identifier got.
 func sourceMatches(st raftstore.State, got string) error {

@@ -888,7 +888,7 @@ func (s *Supervisor) do(ctx context.Context, st raftstore.State, a Action, reaso
 			return err
 		}
 		if a.From == SourceCluster {
-			if err := s.checkSource(ctx, st, d); err != nil {
+			if err := s.checkSourceOrStop(ctx, st, d); err != nil {
 				return err
 			}
 		}
@@ -1030,7 +1030,7 @@ func (s *Supervisor) follow(ctx context.Context, st raftstore.State, a Action) e
 		return s.pg.Follow(ctx, d)
 	}
 	if a.Primary == SourceCluster && a.Rewind {
-		if err := s.checkSource(ctx, st, d); err != nil {
+		if err := s.checkSourceOrStop(ctx, st, d); err != nil {
 			return err
 		}
 	}

@@ -126,4 +126,36 @@ func TestStandbyClusterOnLoopback(t *testing.T) {
 	if out, _, code := runCLI(t, args...); code != 0 || !strings.Contains(out, "nothing to do") {
 		t.Fatalf("demote-cluster again (%d): %s", code, out)
 	}
+
+	// A wrong host: B demoted onto another system (a cluster of its own)
+	// stops taking writes but keeps its data; the agent says why, and
+	// promote-cluster brings it back as it was.
+	c := newPGClusterDCS(t, 1, nil, "{ttl: 3, loop_wait: 300ms, retry_timeout: 1}")
+	other := c.waitPrimary(90 * time.Second)
+	wrong := []string{"demote-cluster", "--force", "--host", "127.0.0.1", "--port", fmt.Sprint(other.PGPort), "-c", b.nodes[0].Config}
+	if out, stderr, code := runCLI(t, wrong...); code != 0 {
+		t.Fatalf("demote-cluster onto another system (%d):\n%s%s", code, out, stderr)
+	}
+	waitFor(t, 60*time.Second, "B's primary refusing the foreign source", func() (bool, error) {
+		return strings.Contains(pb.Log(), "the source cluster is another system"), nil
+	})
+	waitFor(t, 30*time.Second, "B taking no writes", func() (bool, error) {
+		for _, n := range b.nodes {
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := pgExec(wctx, n, "INSERT INTO t VALUES (3000)")
+			cancel()
+			if err == nil {
+				return false, fmt.Errorf("%s took a write", n.Name)
+			}
+		}
+		return true, nil
+	})
+	if out, stderr, code := runCLI(t, "promote-cluster", "--force", "-c", b.nodes[0].Config); code != 0 {
+		t.Fatalf("promote-cluster after the wrong demote (%d):\n%s%s", code, out, stderr)
+	}
+	pb = b.waitPrimary(60*time.Second, b.nodes...)
+	if err := pgExec(ctx, pb, "INSERT INTO t VALUES (3000)"); err != nil {
+		t.Fatal(err)
+	}
+	waitRows(t, b, "1,500,1000,3000", "B's own rows, kept through the wrong demote-cluster")
 }
