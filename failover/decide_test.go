@@ -207,7 +207,7 @@ func randomObservation(r *rand.Rand) Observation {
 	if r.IntN(4) == 0 {
 		// A standby cluster (standbycluster_test.go checks its invariants).
 		o.State.Config.StandbyCluster = &raftstore.StandbyCluster{Host: "dr1,dr2", Port: 5432}
-		o.PG.WalReceiverFailing = o.PG.InRecovery && r.IntN(3) == 0
+		o.PG.WalReceiverDiverged = o.PG.InRecovery && r.IntN(3) == 0
 		if r.IntN(2) == 0 {
 			o.Upstream = SourceCluster
 		}

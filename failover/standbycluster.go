@@ -46,7 +46,7 @@ func decideStandbyLeader(o Observation) Plan {
 		return onto("could not start as a standby of " + src)
 	case !o.PG.Running:
 		return plan("standby leader: replicating from "+src, Action{Kind: ActStartStandby, Primary: SourceCluster})
-	case o.PG.WalReceiverFailing:
+	case o.PG.WalReceiverDiverged:
 		return onto("the source cluster " + src + " refuses this standby's position")
 	case o.SwitchoverDue:
 		to := ""
@@ -124,6 +124,29 @@ func (s *Supervisor) checkSource(ctx context.Context, st raftstore.State, d pgma
 		return fmt.Errorf("reach the source cluster before rewinding or copying it: %w", err)
 	}
 	return sourceMatches(st, got)
+}
+
+// watchSource escalates a standby leader that the source still refuses
+// after pg_rewind (as watchStreaming does for a replica): after two such
+// rounds it is recloned, not rewound a third time.
+func (s *Supervisor) watchSource(st raftstore.State, pgst pgmanager.Status) {
+	if !st.Config.IsStandbyCluster() || st.Leader.Holder != s.cfg.Member {
+		return
+	}
+	if pgst.WalReceiver == pgmanager.Streaming && s.standby.upstream == SourceCluster {
+		s.standby.rewoundFails, s.standby.rewound = 0, false
+		return
+	}
+	if !pgst.WalReceiverDiverged || !s.standby.rewound {
+		return
+	}
+	s.standby.rewound = false // one count per rewind
+	s.standby.rewoundFails++
+	if s.standby.rewoundFails >= 2 {
+		s.logger.Warn("the source still refuses this standby leader's position after pg_rewind: recloning",
+			"tries", s.standby.rewoundFails)
+		s.standby.rewindFailed = true
+	}
 }
 
 // checkSourceOrStop is checkSource for an action that would replace the

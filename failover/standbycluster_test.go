@@ -41,7 +41,7 @@ func TestDecideStandbyCluster(t *testing.T) {
 		{"standby leader following nobody repoints", obs("pg1", standbyState("pg1"), replicaPG),
 			[]ActionKind{ActFollow}, SourceCluster},
 		{"source refuses its position: rewind", obs("pg1", standbyState("pg1"), pgmanager.Status{Running: true, InRecovery: true,
-			SystemID: sysid, WalReceiverFailing: true}, src), []ActionKind{ActFollow}, SourceCluster},
+			SystemID: sysid, WalReceiverDiverged: true}, src), []ActionKind{ActFollow}, SourceCluster},
 		{"demoted primary is rewound onto the source", obs("pg1", standbyState("pg1"), primaryPG), []ActionKind{ActFollow}, SourceCluster},
 		{"stopped former primary is rewound", obs("pg1", standbyState("pg1"), stoppedPG, func(o *Observation) { o.Standby = false }),
 			[]ActionKind{ActFollow}, SourceCluster},
@@ -225,5 +225,26 @@ func TestDemoteOntoAForeignSourceKeepsTheData(t *testing.T) {
 	st := testState("pg1", "pg1")
 	if err := sourceMatches(st, testSysID); err != nil {
 		t.Fatalf("same system: %v", err)
+	}
+}
+
+// TestStandbyLeaderRecloneAfterTwoRewinds: a standby leader the source
+// still refuses after each of two rewinds is recloned, not rewound for
+// ever.
+func TestStandbyLeaderRecloneAfterTwoRewinds(t *testing.T) {
+	t.Parallel()
+	st := standbyState("pg1")
+	sup := NewSupervisor(Config{Member: "pg1"}, nil, nil, nil, nil)
+	diverged := pgmanager.Status{Running: true, InRecovery: true, WalReceiverDiverged: true}
+	for i := range 2 {
+		sup.standby.rewound = true // a follow with rewind succeeded
+		sup.watchSource(st, diverged)
+		if got := sup.standby.rewindFailed; got != (i == 1) {
+			t.Fatalf("after rewind %d still refused: recloning %v", i+1, got)
+		}
+	}
+	o := obs("pg1", st, diverged, func(o *Observation) { o.Upstream, o.RewindFailed = SourceCluster, true })
+	if p := Decide(o); !p.Has(ActReclone) {
+		t.Fatalf("%s, want a reclone", p)
 	}
 }

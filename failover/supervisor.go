@@ -368,6 +368,7 @@ func (s *Supervisor) cycle(ctx context.Context) time.Duration {
 	}
 	s.readUpstream(st, pgst)
 	s.watchStreaming(st, pgst)
+	s.watchSource(st, pgst)
 	o := s.observe(ctx, st, pgst)
 	p := Decide(o)
 	retryIn := s.retry.wait(p, s.clock.Now())

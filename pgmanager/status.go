@@ -91,11 +91,10 @@ type Status struct {
 	// never become consistent by waiting. InRecovery is then true too.
 	// A standby merely replaying a long backlog is not StreamFailing.
 	StreamFailing bool
-	// WalReceiverFailing is set on a running standby (this manager's
-	// child) whose walreceiver failed in a way that does not heal within
-	// the last streamFailing (streamFailures): its upstream refuses its
-	// position, typically because the upstream's timeline forked before it.
-	WalReceiverFailing bool
+	// WalReceiverDiverged is set on a running standby (this manager's
+	// child) whose upstream has refused its position for divergedAfter:
+	// the upstream's history forked before it (divergedFailures).
+	WalReceiverDiverged bool
 }
 
 // connect opens a superuser connection through the Unix socket.
@@ -209,7 +208,7 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 		return out, err
 	}
 	if p := m.ownChild(); p != nil && st.InRecovery {
-		st.WalReceiverFailing = p.streamFailing(time.Now())
+		st.WalReceiverDiverged = p.divergedAt(time.Now())
 	}
 	return st, nil
 }

@@ -21,6 +21,36 @@ var streamFailures = []string{
 	"highest timeline",                   // ... of the primary is behind recovery timeline
 }
 
+// divergedFailures are the streamFailures that mean the upstream's
+// history forked before this standby's position: a pg_rewind onto it
+// helps. WAL or a history file gone from the upstream are not among them
+// (a restore_command may fetch it; a rewind would not bring it back).
+var divergedFailures = []string{
+	"could not start WAL streaming",   // requested starting point ... is ahead of the WAL flush position
+	"is not in this server's history", // the upstream's timeline forked before our position
+	"highest timeline",                // ... of the primary is behind recovery timeline
+}
+
+// divergedAfter is how long a diverged walreceiver must have kept failing
+// before it counts (WalReceiverDiverged): a cascade briefly ahead of an
+// upstream that is catching up heals by itself.
+const divergedAfter = 5 * time.Second
+
+// divergedAt reports whether the postmaster's walreceiver has kept
+// failing, for divergedAfter, with a line of divergedFailures last.
+func (p *postmaster) divergedAt(now time.Time) bool {
+	failing, since, line := p.streamFailingAt(now)
+	if !failing || now.Sub(since) < divergedAfter {
+		return false
+	}
+	for _, f := range divergedFailures {
+		if strings.Contains(line, f) {
+			return true
+		}
+	}
+	return false
+}
+
 // streamFailing is how long after its last walreceiver failure a standby
 // counts as failing to stream: the walreceiver retries every
 // wal_retrieve_retry_interval (5 s by default), so a failure that

@@ -72,3 +72,26 @@ func TestStreamFailingExpires(t *testing.T) {
 		t.Fatalf("cannotStream on a new streak = %v", err)
 	}
 }
+
+// TestDivergedAt: only a fork (not WAL gone, which an archive may heal)
+// that has kept failing for divergedAfter counts as diverged.
+func TestDivergedAt(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	for _, tc := range []struct {
+		name  string
+		line  string
+		since time.Duration // how long it has been failing
+		want  bool
+	}{
+		{"fork, long enough", "FATAL:  could not start WAL streaming: ERROR:  requested starting point 0/9000000 on timeline 2 is not in this server's history", 6 * time.Second, true},
+		{"ahead of the upstream, long enough", "FATAL:  could not start WAL streaming: ERROR:  requested starting point 0/9000000 is ahead of the WAL flush position of this server 0/8000000", 6 * time.Second, true},
+		{"fork, just started", "FATAL:  highest timeline 2 of the primary is behind recovery timeline 3", time.Second, false},
+		{"WAL gone", "FATAL:  could not receive data from WAL stream: ERROR:  requested WAL segment 00000002000000000000000A has already been removed", time.Minute, false},
+	} {
+		p := &postmaster{failSince: now.Add(-tc.since), failLast: now, failLine: tc.line}
+		if got := p.divergedAt(now); got != tc.want {
+			t.Errorf("%s: diverged %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
