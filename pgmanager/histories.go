@@ -73,12 +73,15 @@ func (m *Manager) fetchHistories(ctx context.Context, dataDir string, src *Upstr
 }
 
 // replicationConn opens a physical replication connection to src as the
-// replication user (for timeline histories and IDENTIFY_SYSTEM).
+// replication user (for timeline histories and IDENTIFY_SYSTEM). Of
+// several hosts, the first that answers: pgconn would check
+// target_session_attrs with SQL, which a replication connection refuses,
+// and any member of the source has its histories and system identifier.
 func (m *Manager) replicationConn(ctx context.Context, src *Upstream) (*pgconn.PgConn, error) {
-	cfg, err := pgconn.ParseConfig(m.peerConninfo(src.pickHost(map[string]string{
+	cfg, err := pgconn.ParseConfig(m.peerConninfo(map[string]string{
 		"host": src.Host, "port": fmt.Sprint(src.Port), "user": m.cfg.Replication.Username,
 		"application_name": m.member + "-clone", "connect_timeout": "5", "replication": "true",
-	})))
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", src.Name, err)
 	}
