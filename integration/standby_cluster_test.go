@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -127,16 +126,8 @@ func TestStandbyCluster(t *testing.T) {
 	// new primary lacks (async: it may have received WAL the new primary
 	// never got, and must then rewind or reclone).
 	lostA := primaryA
-	pm, err := postmasterPID(lostA)
-	if err != nil {
-		t.Fatal(err)
-	}
 	killAt := time.Now()
-	_ = syscall.Kill(lostA.PID(), syscall.SIGKILL)
-	if err := syscall.Kill(-pm, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill -9 of %s's postmaster process group: %v", lostA.Name, err)
-	}
-	lostA.Kill9()
+	loseHost(t, lostA)
 	rest := slices.DeleteFunc(slices.Clone(a.nodes), func(n *Node) bool { return n == lostA })
 	waitFor(t, 60*time.Second, "a new primary on A after "+lostA.Name+"'s loss", func() (bool, error) {
 		st, err := a.state()

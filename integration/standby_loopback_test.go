@@ -4,11 +4,27 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"raftgres/raftstore"
 )
+
+// loseHost kills n's agent and PostgreSQL (its postmaster's process
+// group) with SIGKILL, as the loss of its host would.
+func loseHost(t *testing.T, n *Node) {
+	t.Helper()
+	pm, err := postmasterPID(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = syscall.Kill(n.PID(), syscall.SIGKILL)
+	if err := syscall.Kill(-pm, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 of %s's postmaster process group: %v", n.Name, err)
+	}
+	n.Kill9()
+}
 
 // waitStandbyLeader waits until c's leader key holder reports itself the
 // standby leader, other than not (""), and every other member a running
@@ -55,9 +71,10 @@ func waitRows(t *testing.T, c *cluster, want string, what string) {
 	})
 }
 
-// TestStandbyClusterOnLoopback: a standby cluster of two members
+// TestStandbyClusterOnLoopback: a standby cluster of three members
 // bootstraps by copying a source cluster, switches its standby leader
-// over (the source's rows keep arriving), is promoted (promote-cluster
+// over (the source's rows keep arriving), loses its standby leader's host
+// (another takes over the stream), is promoted (promote-cluster
 // and its account of the source's position), and the old source is
 // demoted onto it: its diverged row is gone (pg_rewind), and both
 // commands are safe to re-run. The network-namespace test
@@ -69,7 +86,7 @@ func TestStandbyClusterOnLoopback(t *testing.T) {
 	if err := pgExec(ctx, pa, "CREATE TABLE t (id int primary key); INSERT INTO t SELECT generate_series(1, 100)"); err != nil {
 		t.Fatal(err)
 	}
-	b := newPGClusterDCS(t, 2, nil, fmt.Sprintf("{ttl: 3, loop_wait: 300ms, retry_timeout: 1, "+
+	b := newPGClusterDCS(t, 3, nil, fmt.Sprintf("{ttl: 3, loop_wait: 300ms, retry_timeout: 1, "+
 		"standby_cluster: {host: 127.0.0.1, port: %d, primary_slot_name: dr}}", pa.PGPort))
 	first := b.waitStandbyLeader(120*time.Second, "")
 	waitRows(t, b, "1", "the source's rows on the standby cluster")
@@ -89,6 +106,24 @@ func TestStandbyClusterOnLoopback(t *testing.T) {
 	}
 	waitRows(t, b, "1,500", "the source's rows after the standby cluster's switchover")
 
+	// The standby leader's host is lost: B elects another one, which
+	// streams from the source; the lost member comes back as its replica.
+	loseHost(t, second)
+	waitFor(t, 60*time.Second, "a new standby leader after "+second.Name+"'s loss", func() (bool, error) {
+		st, err := b.state()
+		if err != nil {
+			return false, err
+		}
+		h, ok := st.Members[st.Leader.Holder]
+		return ok && h.Name != second.Name && h.Status.Role == raftstore.RoleStandbyLeader, fmt.Errorf("leader key %+v", st.Leader)
+	})
+	if err := pgExec(ctx, pa, "INSERT INTO t VALUES (600)"); err != nil {
+		t.Fatal(err)
+	}
+	second.Start()
+	third := b.waitStandbyLeader(90*time.Second, second.Name)
+	waitRows(t, b, "1,500,600", "the source's rows after the standby leader's loss")
+
 	// promote-cluster: writable, with the source's position shown (once
 	// the new standby leader reported it).
 	waitFor(t, 30*time.Second, "the source's position", func() (bool, error) {
@@ -99,7 +134,7 @@ func TestStandbyClusterOnLoopback(t *testing.T) {
 		return true, nil
 	})
 	out, stderr, code := runCLI(t, "promote-cluster", "--force", "-c", b.nodes[0].Config)
-	if code != 0 || !strings.Contains(out, "source's last known position:   0/") || !strings.Contains(out, "is writable: "+second.Name) {
+	if code != 0 || !strings.Contains(out, "source's last known position:   0/") || !strings.Contains(out, "is writable: "+third.Name) {
 		t.Fatalf("promote-cluster (%d):\n%s%s", code, out, stderr)
 	}
 	t.Logf("promote-cluster:\n%s", out)
@@ -122,7 +157,7 @@ func TestStandbyClusterOnLoopback(t *testing.T) {
 	}
 	a.waitStandbyLeader(90*time.Second, "")
 	// The new primary's row, and not the diverged one (2000).
-	waitRows(t, a, "1,500,1000", "the new primary's rows on the demoted cluster, without its diverged one")
+	waitRows(t, a, "1,500,600,1000", "the new primary's rows on the demoted cluster, without its diverged one")
 	if out, _, code := runCLI(t, args...); code != 0 || !strings.Contains(out, "nothing to do") {
 		t.Fatalf("demote-cluster again (%d): %s", code, out)
 	}
@@ -157,5 +192,5 @@ func TestStandbyClusterOnLoopback(t *testing.T) {
 	if err := pgExec(ctx, pb, "INSERT INTO t VALUES (3000)"); err != nil {
 		t.Fatal(err)
 	}
-	waitRows(t, b, "1,500,1000,3000", "B's own rows, kept through the wrong demote-cluster")
+	waitRows(t, b, "1,500,600,1000,3000", "B's own rows, kept through the wrong demote-cluster")
 }
