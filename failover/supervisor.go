@@ -675,6 +675,26 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 	}
 }
 
+// protocolVoters are the members CheckProtocol counts: the Raft voters
+// when the store can say (a voter that has not registered yet holds the
+// protocol at 0), else the registered members.
+func (s *Supervisor) protocolVoters(st raftstore.State) []string {
+	if rs, ok := s.store.(interface {
+		Status() (raftstore.Status, error)
+	}); ok {
+		if status, err := rs.Status(); err == nil && len(status.Servers) > 0 {
+			var out []string
+			for _, srv := range status.Servers {
+				if srv.Suffrage == "Voter" {
+					out = append(out, srv.ID)
+				}
+			}
+			return out
+		}
+	}
+	return st.MemberNames()
+}
+
 // voters names the Raft voters while the cluster is not initialised:
 // adoption waits for each to report its data directory
 // (TestDecideAdoption). Nil when
@@ -823,7 +843,7 @@ func (s *Supervisor) sendReportOver(ctx context.Context, ms raftstore.MemberStat
 	st := s.store.State()
 	p2 := false
 	if len(st.Config.Slots) > 0 || ms.SourceLSN != 0 || !ms.SourceAt.IsZero() {
-		p, _ := st.MinProtocol(st.MemberNames())
+		p, _ := st.MinProtocol(s.protocolVoters(st))
 		p2 = p >= 2
 	}
 	if len(st.Config.Slots) > 0 && p2 {

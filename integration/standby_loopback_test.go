@@ -28,7 +28,7 @@ func loseHost(t *testing.T, n *Node) {
 
 // waitStandbyLeader waits until c's leader key holder reports itself the
 // standby leader, other than not (""), and every other member a running
-// replica, and returns it.
+// replica streaming from it, and returns it.
 func (c *cluster) waitStandbyLeader(timeout time.Duration, not string) *Node {
 	c.t.Helper()
 	var leader *Node
@@ -48,6 +48,23 @@ func (c *cluster) waitStandbyLeader(timeout time.Duration, not string) *Node {
 			}
 		}
 		leader = c.byName(h.Name)
+		// And each streams from it (its /patroni lists its cascade): a
+		// switchover's candidate must.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		ms, err := leader.Client().MemberStatus(ctx)
+		if err != nil {
+			return false, err
+		}
+		streaming := map[string]bool{}
+		for _, r := range ms.Replication {
+			streaming[r.ApplicationName] = r.State == "streaming"
+		}
+		for _, n := range c.nodes {
+			if n != leader && !streaming[n.Name] {
+				return false, fmt.Errorf("%s not streaming from %s (%+v)", n.Name, leader.Name, ms.Replication)
+			}
+		}
 		return true, nil
 	})
 	return leader
