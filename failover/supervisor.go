@@ -679,18 +679,8 @@ func (s *Supervisor) observe(ctx context.Context, st raftstore.State, pgst pgman
 // when the store can say (a voter that has not registered yet holds the
 // protocol at 0), else the registered members.
 func (s *Supervisor) protocolVoters(st raftstore.State) []string {
-	if rs, ok := s.store.(interface {
-		Status() (raftstore.Status, error)
-	}); ok {
-		if status, err := rs.Status(); err == nil && len(status.Servers) > 0 {
-			var out []string
-			for _, srv := range status.Servers {
-				if srv.Suffrage == "Voter" {
-					out = append(out, srv.ID)
-				}
-			}
-			return out
-		}
+	if v := s.raftVoters(); len(v) > 0 {
+		return v
 	}
 	return st.MemberNames()
 }
@@ -700,10 +690,19 @@ func (s *Supervisor) protocolVoters(st raftstore.State) []string {
 // (TestDecideAdoption). Nil when
 // the store cannot say.
 func (s *Supervisor) voters(st raftstore.State) []string {
+	if st.Initialize != "" {
+		return nil
+	}
+	return s.raftVoters()
+}
+
+// raftVoters are the voters of the Raft configuration, nil when the store
+// cannot say.
+func (s *Supervisor) raftVoters() []string {
 	rs, ok := s.store.(interface {
 		Status() (raftstore.Status, error)
 	})
-	if st.Initialize != "" || !ok {
+	if !ok {
 		return nil
 	}
 	status, err := rs.Status()
