@@ -99,7 +99,19 @@ func (p *Proposer) Apply(ctx context.Context, cmd raftstore.Command) (raftstore.
 			cmd.Type(), leaderID, ErrNoLeader)
 	}
 	p.logger.Trace("forwarding command to leader", "leader", leaderID, "type", cmd.Type())
-	res, err = p.leaderClient(m.APIAddr).apply(ctx, cmd, true)
+	addr := m.APIAddr
+	for hop := 0; ; hop++ {
+		res, err = p.leaderClient(addr).apply(ctx, cmd, true)
+		var le *leaderError
+		if err == nil || !errors.As(err, &le) || le.leaderAPI == "" || NormalizeURL(le.leaderAPI) == NormalizeURL(addr) || hop >= maxRedirects {
+			break
+		}
+		// Leadership moved on (a transfer, an election) after this member
+		// read it: the old leader refused without proposing, and names the
+		// new one. Forward once more rather than fail the caller.
+		p.logger.Debug("forwarding to the new leader", "from", leaderID, "leader_api", le.leaderAPI, "type", cmd.Type())
+		addr = le.leaderAPI
+	}
 	if err != nil {
 		return raftstore.ApplyResult{}, fmt.Errorf("forward command type %d to leader %s: %w", cmd.Type(), leaderID, err)
 	}
