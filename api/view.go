@@ -80,18 +80,11 @@ func (v nodeView) isQuorum() bool {
 	return v.st.Config.QuorumCommit() && slices.Contains(v.st.Sync.Standbys, v.name)
 }
 
-// primaryLSN is the last WAL position the primary reported ("" holder: 0);
-// in a standby cluster, how far the standby leader had received.
-func primaryLSN(st raftstore.State) uint64 {
-	h, ok := st.Members[st.Leader.Holder]
-	switch {
-	case !ok:
-		return 0
-	case st.Config.IsStandbyCluster() && h.Status.Role == raftstore.RoleStandbyLeader:
-		return max(h.Status.ReceivedLSN, h.Status.ReplayedLSN)
-	}
-	return h.Status.WrittenLSN
-}
+// primaryLSN is the end of the last primary's WAL as the store knows it
+// (raftstore.State.LastPrimaryLSN, what maximum_lag_on_failover is
+// measured against); in a standby cluster, how far the standby leader had
+// received.
+func primaryLSN(st raftstore.State) uint64 { return st.LastPrimaryLSN() }
 
 // lag is how far (bytes) this replica is behind the primary's last report.
 func (v nodeView) lag() int64 {

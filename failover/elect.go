@@ -48,10 +48,7 @@ type Candidate struct {
 // while the reported LSNs of a loaded primary and its standby are read at
 // different moments.
 func RankCandidates(st raftstore.State, in ElectionInput) []Candidate {
-	lastPrimary := uint64(0)
-	if h, ok := st.Members[st.Leader.Holder]; ok {
-		lastPrimary = max(h.Status.WrittenLSN, h.Status.ReceivedLSN)
-	}
+	lastPrimary := st.LastPrimaryLSN()
 	var out []Candidate
 	for _, name := range st.MemberNames() {
 		m := st.Members[name]

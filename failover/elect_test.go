@@ -83,3 +83,27 @@ func TestSwitchoverCandidateIgnoresReportedLag(t *testing.T) {
 		t.Fatal("a failover elected a member 2 MiB behind with maximum_lag_on_failover 1 MiB")
 	}
 }
+
+// A primary whose agent restarts reports first without its WAL position
+// (PostgreSQL not yet started): the replica that lagged stays refused.
+// The holder's report used to be the only measure, so an election between
+// that report and the holder's renewal promoted a replica 4 MiB behind
+// (CI, TestMaximumLagOnFailover).
+func TestRestartedPrimaryKeepsTheLagMeasure(t *testing.T) {
+	t.Parallel()
+	st := state("pg1", "pg1", "pg2")
+	st.Config.MaximumLagOnFailover = 1 << 20
+	for _, r := range []raftstore.ReportStatus{
+		{Name: "pg1", Status: raftstore.MemberStatus{Role: raftstore.RolePrimary, State: raftstore.StateRunning, WrittenLSN: 0x5435330}},
+		{Name: "pg2", Status: raftstore.MemberStatus{Role: raftstore.RoleReplica, State: raftstore.StateRunning, ReceivedLSN: 0x5000000}},
+		{Name: "pg1", Status: raftstore.MemberStatus{Role: raftstore.RoleReplica, State: raftstore.StateStopped, ReplayedLSN: 0x4000000}},
+	} {
+		if err := raftstore.Apply(&st, st.Index+1, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := map[string]bool{"pg1": true, "pg2": true}
+	if cmd, ok := Elect(st, ElectionInput{Fresh: fresh, Exclude: "pg1"}); ok {
+		t.Fatalf("elected %s 4 MiB behind the restarted primary's last WAL (ranking %+v)", cmd.Holder, RankCandidates(st, ElectionInput{Fresh: fresh, Exclude: "pg1"}))
+	}
+}

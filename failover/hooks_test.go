@@ -88,7 +88,7 @@ func TestElectionPassesOverTheMemberWhosePrePromoteFailed(t *testing.T) {
 		st := testState("pg1", "pg1", "pg2", "pg3")
 		st.Members["pg1"].Status.Role = raftstore.RoleReplica
 		st.Members["pg1"].Status.ReceivedLSN = 0x5000000
-		st.Members["pg2"].Status.ReceivedLSN = 0x4000000
+		st.Members["pg2"].Status.ReceivedLSN = 0x4f00000 // within maximum_lag_on_failover of pg1
 		st.Members["pg3"].Status.ReceivedLSN = 0x3000000
 		if err := raftstore.Apply(&st, 51, raftstore.SetLeader{Holder: "", PrevEpoch: 5, PrevRev: 50,
 			Reason: "released by pg1: " + PrePromoteFailed + ": exit status 1", Cause: raftstore.CauseRelease, Actor: "pg1",

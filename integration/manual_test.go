@@ -165,11 +165,16 @@ func TestMaximumLagOnFailover(t *testing.T) {
 	if err := pgQueryRow(ctx, lagger, "SELECT pg_is_in_recovery()", &inRecovery); err != nil || !inRecovery {
 		t.Fatalf("%s: in recovery %v (%v), want a standby", lagger.Name, inRecovery, err)
 	}
-	_ = syscall.Kill(wr, syscall.SIGCONT)
+	// The lagger's walreceiver stays stopped until the old primary is
+	// back: resumed earlier, it reads the WAL still queued in its socket
+	// and may come within maximum_lag_on_failover of the dead primary,
+	// which then rightly makes it a candidate (CI saw it promoted).
 	primary.Start()
 	if p := c.waitPrimary(90*time.Second, c.nodes...); p != primary {
 		t.Fatalf("primary is %s, want %s back with its key", p.Name, primary.Name)
 	}
+	_ = syscall.Kill(wr, syscall.SIGCONT)
+	c.waitStreaming(primary)
 	if err := pgQueryRow(ctx, primary, "SELECT count(*) FROM big", &rows); err != nil || rows != 4000 {
 		t.Fatalf("big has %d rows (%v), want 4000", rows, err)
 	}

@@ -93,6 +93,11 @@ func applySetConfig(s *State, index uint64, c SetConfig) error {
 		// before a demote-cluster names a past that pg_rewind erased.
 		s.Sync = SyncState{Rev: index}
 	}
+	if s.Config.StandbyCluster == nil && c.Config.StandbyCluster != nil {
+		// demote-cluster: the primary's WAL past the source's fork is
+		// rewound away; the source's position is the measure from now on.
+		s.Leader.LSN = 0
+	}
 	s.Config = c.Config.Clone()
 	s.Config.Version = c.PrevVersion + 1
 	s.Bootstrap = true
@@ -145,6 +150,9 @@ func applyReportStatus(s *State, c ReportStatus) error {
 	}
 	m.Status = c.Status
 	m.Slots = slices.Clone(c.Slots)
+	if c.Name == s.Leader.Holder {
+		s.Leader.LSN = max(s.Leader.LSN, PositionLSN(c.Status))
+	}
 	switch {
 	case c.LeaseOver != nil:
 		r := *c.LeaseOver
@@ -212,11 +220,16 @@ func applySetLeader(s *State, index uint64, c SetLeader) error {
 	if cause == "" {
 		cause = DefaultCause(prev.Holder, c.Holder)
 	}
-	renewed := c.At
+	renewed, lsn := c.At, uint64(0)
 	if c.Holder == "" {
-		renewed = prev.RenewedAt // a release renews nothing
+		// A release renews nothing, and keeps the end of the released
+		// primary's WAL for the election that follows.
+		renewed, lsn = prev.RenewedAt, prev.LSN
+		if h, ok := s.Members[prev.Holder]; ok {
+			lsn = max(lsn, PositionLSN(h.Status))
+		}
 	}
-	s.Leader = LeaderKey{Holder: c.Holder, Epoch: c.PrevEpoch + 1, Rev: index, Since: c.At, RenewedAt: renewed}
+	s.Leader = LeaderKey{Holder: c.Holder, Epoch: c.PrevEpoch + 1, Rev: index, Since: c.At, RenewedAt: renewed, LSN: lsn}
 	appendEvent(s, Event{Index: index, At: c.At, Kind: EventLeader, Actor: c.Actor,
 		Member: c.Holder, Epoch: s.Leader.Epoch, Reason: c.Reason,
 		Cause: cause, Choice: c.Choice, PrevRenewedAt: prev.RenewedAt})

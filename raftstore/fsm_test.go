@@ -894,3 +894,43 @@ func TestSnapshotWithoutTimingFields(t *testing.T) {
 		t.Fatalf("duration %v %v, want 4s", d, ok)
 	}
 }
+
+// The end of the last primary's WAL survives what a report or a release
+// would otherwise erase: a restarted holder's first report (PostgreSQL
+// not yet running) and the release of the key. A new holder, and a
+// demote-cluster, start it again.
+func TestFSMLastPrimaryLSN(t *testing.T) {
+	t.Parallel()
+	a := newApplier(t)
+	a.mustApply(Bootstrap{Config: DefaultClusterConfig(), Actor: "pg1", At: t0})
+	a.register("pg1", "pg2")
+	a.mustApply(SetLeader{Holder: "pg1", Reason: "init", At: t0})
+	step := func(what string, cmd Command, want uint64) {
+		t.Helper()
+		if cmd != nil {
+			a.mustApply(cmd)
+		}
+		if got := a.f.State().LastPrimaryLSN(); got != want {
+			t.Fatalf("after %s: LastPrimaryLSN = %d, want %d (key %+v)", what, got, want, a.f.State().Leader)
+		}
+	}
+	running := func(lsn uint64) MemberStatus {
+		return MemberStatus{Role: RolePrimary, State: StateRunning, WrittenLSN: lsn, ReportedAt: t0}
+	}
+	step("the holder's report", ReportStatus{Name: "pg1", Status: running(1000)}, 1000)
+	step("a replica's report further", ReportStatus{Name: "pg2", Status: MemberStatus{Role: RoleReplica, State: StateRunning, ReceivedLSN: 5000}}, 1000)
+	step("the holder restarted", ReportStatus{Name: "pg1", Status: MemberStatus{Role: RoleReplica, State: StateStopped, ReplayedLSN: 400}}, 1000)
+	step("the holder running again", ReportStatus{Name: "pg1", Status: running(1200)}, 1200)
+	k := a.f.State().Leader
+	step("a release", SetLeader{Holder: "", PrevEpoch: k.Epoch, PrevRev: k.Rev, Cause: CauseRelease, At: t0}, 1200)
+	k = a.f.State().Leader
+	step("a new holder", SetLeader{Holder: "pg2", PrevEpoch: k.Epoch, PrevRev: k.Rev, At: t0}, 5000)
+	step("its report", ReportStatus{Name: "pg2", Status: running(6000)}, 6000)
+	cfg := a.f.State().Config
+	cfg.StandbyCluster = &StandbyCluster{Host: "source.example", Port: 5432}
+	step("demote-cluster", SetConfig{Config: cfg, PrevVersion: cfg.Version, Actor: "cli", At: t0}, 6000)
+	if got := a.f.State().Leader.LSN; got != 0 {
+		t.Fatalf("demote-cluster kept the primary's LSN %d", got)
+	}
+	step("the standby leader's report", ReportStatus{Name: "pg2", Status: MemberStatus{Role: RoleStandbyLeader, State: StateRunning, ReceivedLSN: 3000}}, 3000)
+}

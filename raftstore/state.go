@@ -286,6 +286,19 @@ type KeyRef struct {
 // Ref is the key's current epoch and revision.
 func (k LeaderKey) Ref() KeyRef { return KeyRef{Epoch: k.Epoch, Rev: k.Rev} }
 
+// LastPrimaryLSN is the end of the last primary's WAL as far as the store
+// knows: the furthest position its holder reported at this epoch
+// (LeaderKey.LSN, kept across a release), or the holder's last report
+// when that is further (state restored from a log older than the field).
+// In a standby cluster, how far the standby leader had received.
+func (s State) LastPrimaryLSN() uint64 {
+	lsn := s.Leader.LSN
+	if h, ok := s.Members[s.Leader.Holder]; ok {
+		lsn = max(lsn, PositionLSN(h.Status))
+	}
+	return lsn
+}
+
 // AgentVersion is a member agent's release and the protocol (the commands
 // and fields of the replicated state) it understands.
 type AgentVersion struct {
@@ -365,6 +378,15 @@ type LeaderKey struct {
 	// a coordinator that takes office counts the lease down from then
 	// with it (State.LeaseTTL).
 	MaxTTL time.Duration `json:"max_ttl,omitempty"`
+	// LSN is the furthest WAL position the holder reported at this epoch
+	// (PositionLSN), kept when the key is released: the
+	// end of the last primary's WAL, which maximum_lag_on_failover is
+	// measured against (State.LastPrimaryLSN), as Patroni's
+	// /optime/leader. A holder's report never lowers it, so a restarted
+	// agent's first report (PostgreSQL not yet running) does not erase
+	// what a lagging replica is missing. Zero in logs written before it
+	// existed.
+	LSN uint64 `json:"lsn,omitempty"`
 }
 
 // SyncState is, in synchronous mode, the record of who holds every
