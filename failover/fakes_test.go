@@ -9,6 +9,7 @@ package failover
 // process.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -432,7 +433,10 @@ type fakePostgres struct {
 	uncleanStop bool
 
 	startErr, stopErr, promoteErr, rewindErr, followErr error
-	statusCalls                                         int
+	// sourceID and sourceErr are what UpstreamSystemID answers.
+	sourceID    string
+	sourceErr   error
+	statusCalls int
 	// hookErr is what Hook returns per hook; hookWait makes a hook wait
 	// for its ctx to end (a hook that hangs until its timeout).
 	hookErr  map[string]error
@@ -733,6 +737,24 @@ func (p *fakePostgres) SyncStandbySlots(_ context.Context, want []pgmanager.Slot
 		res.Slots = append(res.Slots, pgmanager.SlotState{Slot: s, LSN: min(primaryLSN[s.Name], replayed)})
 	}
 	return res, nil
+}
+
+// UpstreamSystemID answers sourceID (testSysID when unset) or sourceErr.
+func (p *fakePostgres) UpstreamSystemID(_ context.Context, d pgmanager.Desired) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.record("UpstreamSystemID", &d, "")
+	if p.sourceErr != nil {
+		return "", p.sourceErr
+	}
+	return cmp.Or(p.sourceID, testSysID), nil
+}
+
+func (p *fakePostgres) Checkpoint(context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.record("Checkpoint", nil, "")
+	return nil
 }
 
 func (p *fakePostgres) ControlData(context.Context) (map[string]string, error) {

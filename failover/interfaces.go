@@ -35,6 +35,11 @@ type Postgres interface {
 	// near the primary's positions (copying logical ones from src).
 	SyncStandbySlots(ctx context.Context, want []pgmanager.Slot, primaryLSN map[string]uint64, src pgmanager.Upstream, replayed uint64) (pgmanager.StandbySlots, error)
 	ControlData(ctx context.Context) (map[string]string, error)
+	// UpstreamSystemID asks d.Standby's server (a standby cluster's
+	// source) for its system identifier over a replication connection.
+	UpstreamSystemID(ctx context.Context, d pgmanager.Desired) (string, error)
+	// Checkpoint runs CHECKPOINT: a restartpoint on a standby.
+	Checkpoint(ctx context.Context) error
 	// SetSynchronousStandbyNames writes d (with its SyncStandbyNames) to the
 	// managed config, reloads, and waits until the server reports it.
 	SetSynchronousStandbyNames(ctx context.Context, d pgmanager.Desired) error

@@ -391,6 +391,13 @@ func (p *simPG) SyncStandbySlots(context.Context, []pgmanager.Slot, map[string]u
 	return pgmanager.StandbySlots{}, nil
 }
 
+// UpstreamSystemID: the simulator draws no standby clusters.
+func (p *simPG) UpstreamSystemID(context.Context, pgmanager.Desired) (string, error) {
+	return "", errors.New("sim: no standby cluster source")
+}
+
+func (p *simPG) Checkpoint(context.Context) error { return nil }
+
 func (p *simPG) ControlData(context.Context) (map[string]string, error) {
 	defer p.lock()()
 	state := "shut down"

@@ -109,17 +109,14 @@ func sourceDesired(d pgmanager.Desired, sc *raftstore.StandbyCluster) pgmanager.
 var ErrForeignSource = errors.New("the source cluster is another system")
 
 // checkSource, before a rewind onto or a new copy of the source of an
-// initialised cluster, asks the source for its system identifier
-// (Postgres implementations that can: pgmanager's). It also means that
-// nothing is stopped or removed while the source cannot be reached.
+// initialised cluster, asks the source for its system identifier. It
+// also means that nothing is stopped or removed while the source cannot
+// be reached.
 func (s *Supervisor) checkSource(ctx context.Context, st raftstore.State, d pgmanager.Desired) error {
-	id, ok := s.pg.(interface {
-		UpstreamSystemID(ctx context.Context, d pgmanager.Desired) (string, error)
-	})
-	if !ok || st.Initialize == "" || d.Standby == nil {
+	if st.Initialize == "" || d.Standby == nil {
 		return nil
 	}
-	got, err := id.UpstreamSystemID(ctx, d)
+	got, err := s.pg.UpstreamSystemID(ctx, d)
 	if err != nil {
 		return fmt.Errorf("reach the source cluster before rewinding or copying it: %w", err)
 	}

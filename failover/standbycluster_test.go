@@ -168,18 +168,6 @@ func TestDemotedSiteFollowsAnOlderTimelineNumber(t *testing.T) {
 	}
 }
 
-// sourcePG is a fake PostgreSQL that answers the source's system
-// identifier.
-type sourcePG struct {
-	*fakePostgres
-	sourceID  string
-	sourceErr error
-}
-
-func (p sourcePG) UpstreamSystemID(context.Context, pgmanager.Desired) (string, error) {
-	return p.sourceID, p.sourceErr
-}
-
 // TestDemoteOntoAForeignSourceTouchesNothing: demote-cluster with a host
 // of another system (or one that cannot be reached) stops the primary (the
 // site takes no more writes) but neither rewinds nor reclones its data:
@@ -188,16 +176,17 @@ func TestDemoteOntoAForeignSourceKeepsTheData(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
-		pg   func(*fakePostgres) sourcePG
+		id   string
+		err  error
 		want error
 	}{
-		{"another system", func(p *fakePostgres) sourcePG { return sourcePG{p, "9999", nil} }, ErrForeignSource},
-		{"unreachable", func(p *fakePostgres) sourcePG { return sourcePG{p, "", errors.New("connection refused")} }, nil},
+		{"another system", "9999", nil, ErrForeignSource},
+		{"unreachable", "", errors.New("connection refused"), nil},
 	} {
 		st := testState("pg1", "pg1", "pg2")
 		st.Config.StandbyCluster = &raftstore.StandbyCluster{Host: "10.9.9.9"}
 		r := newRig(t, "pg1", st, runningPrimary)
-		r.sup.pg = tc.pg(r.pg)
+		r.pg.set(func(p *fakePostgres) { p.sourceID, p.sourceErr = tc.id, tc.err })
 		err := r.sup.follow(context.Background(), st, Action{Kind: ActFollow, Primary: SourceCluster, Rewind: true})
 		if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
 			t.Fatalf("%s: follow: %v, want an error (%v)", tc.name, err, tc.want)
@@ -246,5 +235,30 @@ func TestStandbyLeaderRecloneAfterTwoRewinds(t *testing.T) {
 	o := obs("pg1", st, diverged, func(o *Observation) { o.Upstream, o.RewindFailed = SourceCluster, true })
 	if p := Decide(o); !p.Has(ActReclone) {
 		t.Fatalf("%s, want a reclone", p)
+	}
+}
+
+// TestStandbyLeaderRestartpointOnNewTimeline: the standby leader asks for
+// a restartpoint while pg_control names an older timeline than the one it
+// replays, and only then.
+func TestStandbyLeaderRestartpointOnNewTimeline(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		checkpoint uint32
+		want       bool
+	}{
+		{"pg_control on an older timeline", 1, true},
+		{"pg_control on this timeline", 2, false},
+		{"pg_control not read", 0, false},
+	} {
+		pgst := runningReplica
+		pgst.CheckpointTimeline = tc.checkpoint
+		r := newRig(t, "pg1", standbyState("pg1"), pgst)
+		st, _ := r.pg.Status(context.Background())
+		r.sup.report(context.Background(), st)
+		if got := slices.Contains(r.ev.all(), "pg Checkpoint"); got != tc.want {
+			t.Errorf("%s (timeline %d): checkpoint asked %v, want %v; events %v", tc.name, pgst.Timeline, got, tc.want, r.ev.all())
+		}
 	}
 }

@@ -1252,15 +1252,12 @@ func (s *Supervisor) report(ctx context.Context, pgst pgmanager.Status) {
 // until then a pg_rewind of its own replicas against it finds "no rewind
 // required" though they diverged, and they are cloned again instead.
 func (s *Supervisor) restartpointOnNewTimeline(ctx context.Context, pgst pgmanager.Status) {
-	cp, ok := s.pg.(interface {
-		Checkpoint(ctx context.Context) error
-	})
-	if !ok || pgst.CheckpointTimeline == 0 || pgst.Timeline <= pgst.CheckpointTimeline {
+	if pgst.CheckpointTimeline == 0 || pgst.Timeline <= pgst.CheckpointTimeline {
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, slotSyncTimeout)
+	cctx, cancel := context.WithTimeout(ctx, restartpointTimeout)
 	defer cancel()
-	if err := cp.Checkpoint(cctx); err != nil {
+	if err := s.pg.Checkpoint(cctx); err != nil {
 		s.logger.Warn("restartpoint on the new timeline", "timeline", pgst.Timeline, "error", err)
 	}
 }
@@ -1344,6 +1341,12 @@ func slotPositions(have []pgmanager.SlotState, perm []pgmanager.Slot) []raftstor
 // slotSyncTimeout bounds a standby's slot upkeep in one look (advancing a
 // logical slot decodes the WAL since its last position).
 const slotSyncTimeout = 10 * time.Second
+
+// restartpointTimeout bounds the wait for a standby leader's restartpoint
+// (the report path waits for it). One not done by then goes on in the
+// checkpointer; the next report asks again while pg_control still names
+// the older timeline.
+const restartpointTimeout = 10 * time.Second
 
 // syncStandbySlots keeps the permanent slots on this streaming standby
 // near the positions the primary last reported (pgmanager's
