@@ -67,7 +67,7 @@ integration: deps
 
 # The fault test: an append workload under random faults (kill -9,
 # SIGSTOP, cut links, restarts, switchovers; edit-config/pause/resume during
-# them), synchronous then asynchronous mode, CHAOS_MINUTES of faults each
+# them), synchronous, asynchronous and quorum mode, CHAOS_MINUTES of faults each
 # (make test runs 2). CHAOS_SEED=N replays a run's fault sequence. Prints the
 # chaos lines (faults, figures, checks); the whole output is in CHAOS_LOG.
 CHAOS_MINUTES ?= 10
@@ -77,7 +77,7 @@ chaos: deps
 	@mkdir -p $(dir $(CHAOS_LOG))
 	@RAFTGRES_INTEGRATION=1 CHAOS_MINUTES=$(CHAOS_MINUTES) $(GO) test -count=1 -v \
 		-timeout $$(awk 'BEGIN { print int(2 * ($(CHAOS_MINUTES) + 10)) }')m \
-		-run '^TestChaos(Sync|Async)$$' ./integration/ 2>&1 | tee $(CHAOS_LOG) | \
+		-run '^TestChaos(Sync|Async|Quorum)$$' ./integration/ 2>&1 | tee $(CHAOS_LOG) | \
 		sed -nu -e 's/^ *chaos_test.go:[0-9]*: //p' -e '/^\(--- \|ok \|FAIL\)/p'; \
 	rc=$${PIPESTATUS[0]}; echo "full output: $(CHAOS_LOG)"; exit $$rc
 

@@ -33,7 +33,7 @@ import (
 	"raftgres/raftstore"
 )
 
-// chaosTTL is the ttl of fastDCS and syncDCS.
+// chaosTTL is the ttl of fastDCS, syncDCS and quorumDCS.
 const chaosTTL = 3 * time.Second
 
 const chaosWriters = 4
@@ -56,8 +56,13 @@ const chaosPace = 5 * time.Millisecond
 // chaosConnLife is the mean life of a writer's connection.
 const chaosConnLife = time.Second
 
-func TestChaosSync(t *testing.T)  { runChaos(t, true) }
-func TestChaosAsync(t *testing.T) { runChaos(t, false) }
+func TestChaosSync(t *testing.T)  { runChaos(t, "sync") }
+func TestChaosAsync(t *testing.T) { runChaos(t, "async") }
+
+// TestChaosQuorum: synchronous_mode: quorum, synchronous_node_count 1
+// (each commit waits for either standby); the durability check is the
+// synchronous one.
+func TestChaosQuorum(t *testing.T) { runChaos(t, "quorum") }
 
 func chaosDuration(t *testing.T) time.Duration {
 	s := os.Getenv("CHAOS_MINUTES")
@@ -87,7 +92,8 @@ func chaosSeed(t *testing.T) uint64 {
 type chaosRun struct {
 	t      *testing.T
 	mode   string
-	sync   bool
+	sync   bool // synchronous mode, quorum commit included
+	quorum bool
 	seed   uint64
 	c      *cluster
 	lab    *netLab
@@ -133,12 +139,10 @@ func (r *chaosRun) logf(format string, args ...any) {
 	r.t.Logf("chaos: "+format, args...)
 }
 
-func runChaos(t *testing.T, syncMode bool) {
+func runChaos(t *testing.T, mode string) {
 	requireIntegration(t)
-	mode, dcs := "async", fastDCS
-	if syncMode {
-		mode, dcs = "sync", syncDCS
-	}
+	dcs := map[string]string{"async": fastDCS, "sync": syncDCS, "quorum": quorumDCS(1)}[mode]
+	syncMode := mode != "async"
 	dur, seed := chaosDuration(t), chaosSeed(t)
 	// The agents log lease_end on the boot clock anchored at the wall clock
 	// of their start; the checker compares it with the clients' wall
@@ -156,7 +160,7 @@ func runChaos(t *testing.T, syncMode bool) {
 		}
 		return NodeOptions{Peers: all, Postgres: true, DCS: dcs}
 	})
-	r := &chaosRun{t: t, mode: mode, sync: syncMode, seed: seed, c: c, lab: lab, rng: rand.New(rand.NewPCG(seed, 8)),
+	r := &chaosRun{t: t, mode: mode, sync: syncMode, quorum: mode == "quorum", seed: seed, c: c, lab: lab, rng: rand.New(rand.NewPCG(seed, 8)),
 		frozen: map[*Node]bool{}, cut: map[*Node]bool{}, workMem: 4, syncNoted: map[string]bool{}}
 	t.Cleanup(r.unfreeze) // a SIGSTOPped agent must not outlive a failed test
 	r.logf("%s mode, %s of faults, seed %d (CHAOS_SEED=%d replays the fault sequence)", mode, dur, seed, seed)
@@ -230,7 +234,9 @@ func (r *chaosRun) healthy() (*Node, error) {
 	if r.sync && (st.Sync.Primary != p.Name || len(st.Sync.Standbys) == 0) {
 		return nil, fmt.Errorf("no synchronous standby recorded for %s (sync %+v)", p.Name, st.Sync)
 	}
-	if r.sync {
+	if r.sync && !r.quorum {
+		// In quorum mode PostgreSQL waits for no standby by name: the
+		// commit gate counts the quorum.
 		r.checkSyncPromise(ctx, p, st)
 	}
 	return p, nil
@@ -975,7 +981,7 @@ func (r *chaosRun) finish() {
 	r.logf("max write gap: %s (from %s)", gap.Round(time.Millisecond), clock(gapAt))
 	r.logf("seconds with an acknowledged write, during the faults: %d of %d (%.1f %%)", ackSecs, allSecs,
 		100*float64(ackSecs)/float64(max(allSecs, 1)))
-	if r.sync {
+	if r.sync && !r.quorum {
 		r.logf("times the FSM's synchronous standby was not synchronous in PostgreSQL: %d", len(r.syncBroken))
 	}
 	r.logf("operator commands that failed: %d; accepted only after retries: %d", len(opFailures), opRetried)
