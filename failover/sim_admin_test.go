@@ -295,6 +295,7 @@ func (w *simWorld) recoverRaft() {
 	w.states = append(w.states, ns)
 	w.log = append(w.log, simEntry{from: "recover", at: w.now})
 	w.recovered = true
+	w.lastPrimaryLSN = 0 // recover's key is not an election
 	w.stats.recovers++
 	w.tracef("--", "RECOVER survivors %v (allow-data-loss %v): %s", survivors, lost, ns.History[len(ns.History)-1].Reason)
 	for _, m := range w.mem {

@@ -104,10 +104,14 @@ func TestSimMutations(t *testing.T) {
 }
 
 // simMutationKinds are the invariants a re-introduced finding is expected
-// to break: review10-last-primary is a liveness bug, the others are safety bugs.
+// to break: review10-last-primary is a liveness bug, lag-measure-lost
+// breaks maximum_lag_on_failover, the others are safety bugs.
 func simMutationKinds(name string) []string {
-	if strings.HasPrefix(name, "review10") {
+	switch {
+	case strings.HasPrefix(name, "review10"):
 		return []string{"liveness"}
+	case strings.HasPrefix(name, "lag-"):
+		return []string{"lag"}
 	}
 	return []string{"single-writer-instant", "single-writer-ack", "lease-end", "sync-durability", "only-copy"}
 }

@@ -23,7 +23,10 @@ import (
 
 const simSysID = "7000000000000000042"
 
-func simLSN(n int) uint64 { return 0x3000000 + uint64(n)*0x100 }
+func simLSN(n int) uint64 { return 0x3000000 + uint64(n)*simRecordBytes }
+
+// simRecordBytes is the WAL one simulated record takes.
+const simRecordBytes = 0x100
 
 type simCommit struct {
 	id       uint64

@@ -62,8 +62,15 @@ package failover
 //     (these two skip exactly the commits acknowledged before a recover
 //     --allow-data-loss, which clears the record of who holds them:
 //     simAck.waived);
+//   - lag: in asynchronous mode an election (not a switchover's
+//     hand-over) gives the key only to a member whose reported position is
+//     within maximum_lag_on_failover of the furthest position the last
+//     primary reported (drawn at 1-16 records in half the asynchronous
+//     schedules, so that elections meet it);
 //   - liveness: after the heal a commit is acknowledged within
-//     8·max(ttl, 9s)+6s (asynchronous mode: always; synchronous mode: when
+//     8·max(ttl, 9s)+6s (asynchronous mode: unless every live member is
+//     further than maximum_lag_on_failover behind and the last primary is
+//     lost for good; synchronous mode: when
 //     the last holder that renewed, or its recorded standby, is alive, or
 //     after a recover, unless strict mode is left with one member).
 //
@@ -74,6 +81,7 @@ package failover
 // scheduled switchover, clock-rate drift.
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand"
@@ -143,6 +151,7 @@ func simKind(v string) string {
 		{"acknowledged commit lost", "sync-durability"},
 		{"only copy", "only-copy"},
 		{"liveness", "liveness"},
+		{"lag: ", "lag"},
 	} {
 		if strings.Contains(v, k.sub) {
 			return k.kind
@@ -171,8 +180,12 @@ type simParams struct {
 	killElected float64
 	// pUnclean is the chance that a fast stop of a primary escalates to
 	// an immediate one before its shutdown checkpoint.
-	pUnclean    float64
-	maxFaultGap time.Duration
+	pUnclean float64
+	// maxLagRecords, when set (half the asynchronous schedules), is
+	// maximum_lag_on_failover in simulated records: small enough for
+	// elections to meet it (the default 1 MiB is 4,096 records).
+	maxLagRecords int
+	maxFaultGap   time.Duration
 }
 
 const simTick = 50 * time.Millisecond
@@ -217,6 +230,10 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 	}
 	w.rng4 = rand.New(rand.NewSource(seed*1299709 + 5))
 	w.rng5 = rand.New(rand.NewSource(seed*15485863 + 7))
+	w.rng6 = rand.New(rand.NewSource(seed*32452843 + 11))
+	if !w.cfg.sync && w.rng6.Intn(2) == 0 {
+		w.cfg.maxLagRecords = 1 + w.rng6.Intn(16)
+	}
 	if w.cfg.sync && w.rng5.Intn(2) == 0 && !slices.ContainsFunc(simRegressions, func(r struct {
 		seed    int64
 		finding string
@@ -244,6 +261,9 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 	if w.cfg.quorum {
 		cfg.SynchronousQuorum, cfg.SynchronousNodeCount = true, w.cfg.nodeCount
 	}
+	if w.cfg.maxLagRecords > 0 {
+		cfg.MaximumLagOnFailover = int64(w.cfg.maxLagRecords) * simRecordBytes
+	}
 	cfg.PostgreSQL.UseSlots = false
 	w.base = 0
 	w.states = []raftstore.State{raftstore.NewState()}
@@ -270,8 +290,8 @@ func newSimWorld(seed int64, traced bool) *simWorld {
 		m.pg.ckpt = len(m.pg.wal)
 		w.startAgent(m)
 	}
-	w.tracef("--", "seed %d: %d members, synchronous_mode=%v quorum=%v/%d strict=%v ttl=%s faults for %s, drop/delay/lost %.3f/%.3f/%.3f, permanent loss %v, new holder dies %.2f, unclean fast stops %.2f",
-		seed, w.cfg.members, w.cfg.sync, w.cfg.quorum, w.cfg.nodeCount, w.cfg.strict, w.cfg.ttl, w.cfg.faultPhase, w.cfg.pDrop, w.cfg.pDelay, w.cfg.pLostReply, w.cfg.permanent, w.cfg.killElected, w.cfg.pUnclean)
+	w.tracef("--", "seed %d: %d members, synchronous_mode=%v quorum=%v/%d strict=%v ttl=%s faults for %s, drop/delay/lost %.3f/%.3f/%.3f, permanent loss %v, new holder dies %.2f, unclean fast stops %.2f, maximum_lag_on_failover %d bytes",
+		seed, w.cfg.members, w.cfg.sync, w.cfg.quorum, w.cfg.nodeCount, w.cfg.strict, w.cfg.ttl, w.cfg.faultPhase, w.cfg.pDrop, w.cfg.pDelay, w.cfg.pLostReply, w.cfg.permanent, w.cfg.killElected, w.cfg.pUnclean, cfg.MaximumLagOnFailover)
 	return w
 }
 
@@ -572,6 +592,66 @@ func (w *simWorld) becameWritable(p *simPG) {
 	}
 }
 
+// checkLag checks an election against maximum_lag_on_failover (mu held,
+// before the state that cmd made is followed): in asynchronous mode the
+// coordinator's elections (not a switchover's hand-over, which waits for
+// its candidate instead) give the key only to a member whose reported
+// position is within maximum_lag_on_failover of the end of the last
+// primary's WAL, as the reports the store committed showed it. Then the
+// account starts again with the new holder (a release keeps it).
+func (w *simWorld) checkLag(c raftstore.SetLeader) {
+	n := len(w.states)
+	if n < 2 {
+		return
+	}
+	prev := w.states[n-2]
+	cause := cmp.Or(c.Cause, raftstore.DefaultCause(prev.Leader.Holder, c.Holder))
+	if c.Holder == "" {
+		return
+	}
+	defer func() { w.lastPrimaryLSN = 0 }()
+	if prev.Config.SynchronousMode || cause == raftstore.CauseSwitchover || cause == raftstore.CauseBootstrap || simOff("lag") {
+		return
+	}
+	m, ok := prev.Members[c.Holder]
+	if !ok {
+		return
+	}
+	pos, limit := raftstore.PositionLSN(m.Status), prev.Config.MaximumLagOnFailover
+	if w.cfg.maxLagRecords > 0 {
+		w.stats.lagElections++
+		if w.lastPrimaryLSN > pos {
+			w.stats.lagBehind++
+		}
+	}
+	if w.lastPrimaryLSN > pos && int64(w.lastPrimaryLSN-pos) > limit {
+		w.violate("lag: %s elected (%s) %d bytes behind the last primary's reported end of WAL %d, maximum_lag_on_failover %d",
+			c.Holder, cause, w.lastPrimaryLSN-pos, w.lastPrimaryLSN, limit)
+	}
+}
+
+// lagStuck reports whether, in asynchronous mode, no live member can ever
+// be elected: each holds less than the last primary's reported WAL minus
+// maximum_lag_on_failover, and that primary is lost for good (mu held).
+func (w *simWorld) lagStuck() bool {
+	st := w.committed()
+	if st.Config.SynchronousMode || w.lastPrimaryLSN == 0 {
+		return false
+	}
+	for _, m := range w.mem {
+		if m.dead || m.left {
+			continue
+		}
+		if m.name == st.Leader.Holder || m.name == w.lastRenewed {
+			return false // it takes the key back
+		}
+		if pos := simLSN(len(m.pg.wal)); pos >= w.lastPrimaryLSN || int64(w.lastPrimaryLSN-pos) <= st.Config.MaximumLagOnFailover {
+			return false
+		}
+	}
+	return true
+}
+
 // ack records a commit acknowledged to its client (mu held) and checks
 // that it came under a valid lease and that no newer primary lacks it.
 func (w *simWorld) ack(m *simMember, c simCommit, full bool) {
@@ -695,6 +775,9 @@ func (w *simWorld) checkTick() {
 // first renewal acknowledged nothing: the one before it counts.
 func (w *simWorld) livenessRequired() (bool, string) {
 	if !w.cfg.sync {
+		if w.lagStuck() {
+			return false, ""
+		}
 		return true, "asynchronous mode"
 	}
 	if w.cfg.strict {
@@ -1055,6 +1138,8 @@ func TestSimSweep(t *testing.T) {
 				total.joins += r.stats.joins
 				total.recovers += r.stats.recovers
 				total.waits += r.stats.waits
+				total.lagElections += r.stats.lagElections
+				total.lagBehind += r.stats.lagBehind
 				if r.stats.needlessFences > 0 && len(fenceSeeds) < 10 {
 					fenceSeeds = append(fenceSeeds, r.seed)
 				}
@@ -1071,6 +1156,8 @@ func TestSimSweep(t *testing.T) {
 		total.cancelAcks, total.elections, total.fastPaths, total.cycles, total.coordSteps)
 	t.Logf("admin operations: %d switchovers, %d manual failovers and %d hard failovers (drills) carried out, %d leaves, %d joins, %d recovers; %d supervisor waits on the clock",
 		total.switchovers, total.manualFailovers, total.hardFailovers, total.leaves, total.joins, total.recovers, total.waits)
+	t.Logf("maximum_lag_on_failover: %d elections in the schedules that draw a small one, %d of them of a member behind the last primary's reported end of WAL",
+		total.lagElections, total.lagBehind)
 	if total.needlessFences > 0 {
 		slices.Sort(fenceSeeds)
 		t.Logf("%d needless fences (a holder nothing kept from renewing lost its lease; SIM_STRICT=fence fails on them), seeds %v", total.needlessFences, fenceSeeds)

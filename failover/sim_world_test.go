@@ -98,7 +98,10 @@ type simWorld struct {
 	// rng4 draws the hard failovers (another stream, for the same reason).
 	rng4 *rand.Rand
 	// rng5 draws quorum mode (another stream, for the same reason).
-	rng5   *rand.Rand
+	rng5 *rand.Rand
+	// rng6 draws a small maximum_lag_on_failover in asynchronous mode
+	// (another stream, for the same reason).
+	rng6   *rand.Rand
 	toKill []string
 	seed   int64
 	cfg    simParams
@@ -141,6 +144,11 @@ type simWorld struct {
 
 	admins    []*simAdmin
 	recovered bool // raftgres recover ran
+	// lastPrimaryLSN is the simulator's own account of the end of the
+	// last primary's WAL as the store saw it: the furthest position the
+	// key's holder reported since it took the key, kept across a release
+	// (the lag invariant measures elections against it).
+	lastPrimaryLSN uint64
 
 	healAt     time.Time
 	ackAfter   bool // a full ack happened after healAt
@@ -156,6 +164,9 @@ type simStats struct {
 	needlessFences                                                                                      int
 	// Admin operations carried out, and supervisor waits on the clock.
 	switchovers, manualFailovers, hardFailovers, leaves, joins, recovers, waits int
+	// Elections checked against a drawn maximum_lag_on_failover, and
+	// those of a member behind the last primary's reported end of WAL.
+	lagElections, lagBehind int
 }
 
 // simTrace collects the readable trace of a rerun.
@@ -233,7 +244,12 @@ func (w *simWorld) commitLocked(cmd raftstore.Command, from string) raftstore.Ap
 // afterCommit follows the committed state for the checks and stats.
 func (w *simWorld) afterCommit(st raftstore.State, cmd raftstore.Command) {
 	switch c := cmd.(type) {
+	case raftstore.ReportStatus:
+		if c.Name == st.Leader.Holder {
+			w.lastPrimaryLSN = max(w.lastPrimaryLSN, raftstore.PositionLSN(c.Status))
+		}
 	case raftstore.SetLeader:
+		w.checkLag(c)
 		if n := len(w.states); n >= 2 {
 			if f := w.states[n-2].Failover; f != nil && f.Hard && c.Holder != "" && c.Holder == f.From {
 				w.violate("%s elected back while its hard failover was pending", c.Holder)
