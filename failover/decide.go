@@ -183,7 +183,11 @@ func decideUninitialized(o Observation) Plan {
 		if p, ok := adoptionCheck(o); ok {
 			return p
 		}
-		return plan("adopting the existing primary data directory (the most advanced reported)", Action{Kind: ActAcquireBootstrap})
+		what := "primary"
+		if o.State.Config.IsStandbyCluster() {
+			what = "standby cluster's"
+		}
+		return plan("adopting the existing "+what+" data directory (the most advanced reported)", Action{Kind: ActAcquireBootstrap})
 	case holder == o.Member && !o.LeaseValid:
 		return noop("won the bootstrap race: waiting for a confirmed renewal")
 	case holder == o.Member && o.State.Config.IsStandbyCluster():

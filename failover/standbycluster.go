@@ -76,7 +76,7 @@ func decideStandbyBootstrap(o Observation) Plan {
 	if !o.PG.Running {
 		acts = append(acts, Action{Kind: ActStartStandby, Primary: SourceCluster})
 	}
-	return plan("copied the source cluster but not yet recorded", append(acts, Action{Kind: ActRecordInit})...)
+	return plan("a copy of the source cluster (made or adopted here) not yet recorded", append(acts, Action{Kind: ActRecordInit})...)
 }
 
 // leads reports whether a member's report shows it running as the

@@ -190,8 +190,15 @@ func (w *migWriter) count() int {
 // credentials the raftgres harness gives n.
 func patroniConfig(t *testing.T, n *Node, restPort int, etcdAddr string) string {
 	t.Helper()
+	return patroniConfigFor(t, n, restPort, etcdAddr, "itest", "")
+}
+
+// patroniConfigFor is patroniConfig for the cluster scope, with dcs (YAML
+// lines indented by four spaces) added to bootstrap.dcs.
+func patroniConfigFor(t *testing.T, n *Node, restPort int, etcdAddr, scope, dcs string) string {
+	t.Helper()
 	path := filepath.Join(filepath.Dir(n.Config), n.Name+"-patroni.yml")
-	y := fmt.Sprintf(`scope: itest
+	y := fmt.Sprintf(`scope: %[8]s
 name: %[1]s
 restapi:
   listen: 127.0.0.1:%[2]d
@@ -205,7 +212,7 @@ bootstrap:
     loop_wait: 1
     retry_timeout: 3
     maximum_lag_on_failover: 1048576
-    postgresql:
+%[9]s    postgresql:
       use_pg_rewind: true
       use_slots: true
       parameters: {wal_keep_size: 64MB, max_connections: 40, wal_log_hints: "on"}
@@ -225,7 +232,7 @@ postgresql:
     - local all all scram-sha-256
     - host replication replicator 127.0.0.1/32 scram-sha-256
     - host all all 127.0.0.1/32 scram-sha-256
-`, n.Name, restPort, etcdAddr, n.PGPort, n.PGDataDir(), n.Dir, superPassword)
+`, n.Name, restPort, etcdAddr, n.PGPort, n.PGDataDir(), n.Dir, superPassword, scope, dcs)
 	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -243,32 +250,9 @@ postgresql:
 // no acknowledged write is lost. The longest write gap is reported.
 func TestMigrateFromPatroni(t *testing.T) {
 	requireIntegration(t)
-	for _, bin := range []string{"patroni", "patronictl", "etcd"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s not installed (apt-get install patroni etcd-server; .ci/run does): %v", bin, err)
-		}
-	}
+	requirePatroni(t)
 	base := baseDir(t)
-	etcdClient, etcdPeer := freePort(t), freePort(t)
-	etcdAddr := fmt.Sprintf("127.0.0.1:%d", etcdClient)
-	etcdDir := filepath.Join(base, "etcd")
-	if err := os.Mkdir(etcdDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	chown(t, etcdDir)
-	startProc(t, base, "etcd", "etcd", "--name", "e1", "--data-dir", etcdDir,
-		"--listen-client-urls", "http://"+etcdAddr, "--advertise-client-urls", "http://"+etcdAddr,
-		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPeer),
-		"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPeer),
-		"--initial-cluster", fmt.Sprintf("e1=http://127.0.0.1:%d", etcdPeer), "--log-level", "warn")
-	waitFor(t, 30*time.Second, "etcd", func() (bool, error) {
-		resp, err := http.Get("http://" + etcdAddr + "/health")
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200, nil
-	})
+	etcdAddr := startEtcd(t, base)
 
 	c := &cluster{t: t, base: base}
 	var patronis []*proc
@@ -428,6 +412,43 @@ func TestMigrateFromPatroni(t *testing.T) {
 	}
 	t.Logf("migration: %d acknowledged writes, 0 lost; longest write gap %s (ending %s, the primary's restart under its agent)",
 		len(acked), gap.Round(time.Millisecond), gapEnd.Format("15:04:05.000"))
+}
+
+// requirePatroni fails the test when Patroni or etcd is missing.
+func requirePatroni(t *testing.T) {
+	t.Helper()
+	for _, bin := range []string{"patroni", "patronictl", "etcd"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not installed (apt-get install patroni etcd-server; .ci/run does): %v", bin, err)
+		}
+	}
+}
+
+// startEtcd runs a one-member etcd on loopback for Patroni and returns
+// its client address once it is healthy.
+func startEtcd(t *testing.T, base string) string {
+	t.Helper()
+	etcdClient, etcdPeer := freePort(t), freePort(t)
+	etcdAddr := fmt.Sprintf("127.0.0.1:%d", etcdClient)
+	etcdDir := filepath.Join(base, "etcd")
+	if err := os.Mkdir(etcdDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	chown(t, etcdDir)
+	startProc(t, base, "etcd", "etcd", "--name", "e1", "--data-dir", etcdDir,
+		"--listen-client-urls", "http://"+etcdAddr, "--advertise-client-urls", "http://"+etcdAddr,
+		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPeer),
+		"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPeer),
+		"--initial-cluster", fmt.Sprintf("e1=http://127.0.0.1:%d", etcdPeer), "--log-level", "warn")
+	waitFor(t, 30*time.Second, "etcd", func() (bool, error) {
+		resp, err := http.Get("http://" + etcdAddr + "/health")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, nil
+	})
+	return etcdAddr
 }
 
 // processGone reports whether pid no longer runs.
