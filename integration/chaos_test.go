@@ -1035,7 +1035,7 @@ func (r *chaosRun) finish() {
 	// in a 2-minute run (make test) one asynchronous failover more or
 	// less (each costs about ttl of writes) moves the share by 2-3 points.
 	// Quorum mode has no fast path: each lost primary costs the lease and
-	// then the reports of n − k + 1 standbys read after it (3-4.6 s in the
+	// then the reports of n − k + 1 standbys read after it (2.7-4.6 s in the
 	// first 10-minute run, against 0.4-1.9 s in synchronous mode and
 	// 2.5-3.2 s in asynchronous mode), so its target is 85 %.
 	target := 90
