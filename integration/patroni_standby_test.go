@@ -128,13 +128,21 @@ func TestMigrateStandbyClusterFromPatroni(t *testing.T) {
 		n.Start()
 	}
 	got := c.waitStandbyLeader(120*time.Second, "")
-	st, err := c.state()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Initialize != sysid || st.Config.StandbyCluster == nil || st.Config.StandbyCluster.Port != src.PGPort {
-		t.Fatalf("after adoption: system id %s, standby_cluster %+v; want %s, the source's port %d", st.Initialize, st.Config.StandbyCluster, sysid, src.PGPort)
-	}
+	// The standby leader runs (and reports so) before its record of the
+	// adopted system commits.
+	waitFor(t, 30*time.Second, "the adopted system recorded", func() (bool, error) {
+		st, err := c.state()
+		if err != nil {
+			return false, err
+		}
+		if st.Config.StandbyCluster == nil || st.Config.StandbyCluster.Port != src.PGPort {
+			t.Fatalf("after adoption: standby_cluster %+v, want the source's port %d", st.Config.StandbyCluster, src.PGPort)
+		}
+		if st.Initialize != "" && st.Initialize != sysid {
+			t.Fatalf("after adoption: system id %s, want the source's %s", st.Initialize, sysid)
+		}
+		return st.Initialize == sysid, fmt.Errorf("system id %q not yet recorded", st.Initialize)
+	})
 	if err := pgExec(ctx, src, "INSERT INTO t VALUES (500)"); err != nil {
 		t.Fatal(err)
 	}
