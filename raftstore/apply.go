@@ -151,7 +151,7 @@ func applyReportStatus(s *State, c ReportStatus) error {
 	m.Status = c.Status
 	m.Slots = slices.Clone(c.Slots)
 	if c.Name == s.Leader.Holder {
-		s.Leader.LSN = max(s.Leader.LSN, PositionLSN(c.Status))
+		s.Leader.LSN = max(s.Leader.LSN, s.leaderPosition(c.Status))
 	}
 	switch {
 	case c.LeaseOver != nil:
@@ -226,7 +226,7 @@ func applySetLeader(s *State, index uint64, c SetLeader) error {
 		// primary's WAL for the election that follows.
 		renewed, lsn = prev.RenewedAt, prev.LSN
 		if h, ok := s.Members[prev.Holder]; ok {
-			lsn = max(lsn, PositionLSN(h.Status))
+			lsn = max(lsn, s.leaderPosition(h.Status))
 		}
 	}
 	s.Leader = LeaderKey{Holder: c.Holder, Epoch: c.PrevEpoch + 1, Rev: index, Since: c.At, RenewedAt: renewed, LSN: lsn}

@@ -294,9 +294,20 @@ func (k LeaderKey) Ref() KeyRef { return KeyRef{Epoch: k.Epoch, Rev: k.Rev} }
 func (s State) LastPrimaryLSN() uint64 {
 	lsn := s.Leader.LSN
 	if h, ok := s.Members[s.Leader.Holder]; ok {
-		lsn = max(lsn, PositionLSN(h.Status))
+		lsn = max(lsn, s.leaderPosition(h.Status))
 	}
 	return lsn
+}
+
+// leaderPosition is what a report of the key's holder says of the end of
+// the cluster's WAL: PositionLSN, but in a standby cluster only the
+// standby leader's (a demoted primary's own WAL past the source's fork is
+// rewound away, and must not count against its replicas).
+func (s State) leaderPosition(st MemberStatus) uint64 {
+	if s.Config.IsStandbyCluster() && st.Role != RoleStandbyLeader {
+		return 0
+	}
+	return PositionLSN(st)
 }
 
 // AgentVersion is a member agent's release and the protocol (the commands
